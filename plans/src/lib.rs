@@ -1,1 +1,123 @@
+//! `deployctl-plan`: the plan language — parse a plan file, validate it,
+//! and turn it into an execution graph and an impact report.
+//!
+//! Start at [`load`]: bytes in, a [`ValidatedPlan`] or every diagnostic out.
+//! The stages a plan goes through are distinct types, so nothing downstream
+//! can act on a plan that was not checked:
+//!
+//! 1. bytes → [`raw::RawPlan`] ([`load`]'s parse: size, encoding, YAML with
+//!    tight limits, unknown fields rejected),
+//! 2. `RawPlan` → [`ValidatedPlan`] (only [`validate`] makes one; it collects
+//!    every problem, each with a field path),
+//! 3. `ValidatedPlan` → [`graph::ExecutionGraph`] (acyclic by construction)
+//!    and [`report::ImpactReport`] (what `deployctl plan` prints).
+//!
+//! This crate does no IO beyond what the caller hands it and depends on no
+//! cloud SDK: it is the vocabulary the engine and the adapters share.
 
+pub mod diagnostic;
+pub mod duration;
+pub mod graph;
+mod load;
+pub mod model;
+pub mod raw;
+pub mod report;
+pub mod saved;
+pub mod spans;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Location, Renderer, Severity};
+pub use load::{MAX_DEPTH, MAX_PLAN_BYTES};
+pub use model::ValidatedPlan;
+
+/// A plan file as read: its name for messages and its text when decodable.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: Option<String>,
+}
+
+impl SourceFile {
+    /// Renders `diagnostics` against this file, compiler style.
+    pub fn render(&self, diagnostics: &[Diagnostic], color: bool) -> String {
+        Renderer {
+            file_name: &self.name,
+            source: self.text.as_deref(),
+            color,
+        }
+        .render_all(diagnostics)
+    }
+}
+
+/// A plan that passed validation, with any warnings about it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub plan: ValidatedPlan,
+    pub warnings: Vec<Diagnostic>,
+    pub source: SourceFile,
+}
+
+/// A plan that did not: every diagnostic, errors and warnings, in file order.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub source: SourceFile,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Rejected {
+    pub fn render(&self, color: bool) -> String {
+        self.source.render(&self.diagnostics, color)
+    }
+}
+
+/// Parses and validates a plan file's bytes. `name` is used in messages.
+pub fn load(name: &str, bytes: &[u8]) -> Result<Loaded, Rejected> {
+    let digest = sha256_hex(bytes);
+    let (text, parsed) = load::parse(bytes).map_err(|failure| Rejected {
+        source: SourceFile {
+            name: name.to_string(),
+            text: failure.text,
+        },
+        diagnostics: failure.diagnostics,
+    })?;
+    let locate = |mut diagnostics: Vec<Diagnostic>| {
+        for diagnostic in &mut diagnostics {
+            if diagnostic.location.is_none() {
+                diagnostic.location = parsed.spans.locate(&diagnostic.path);
+            }
+        }
+        diagnostics.sort_by(|a, b| {
+            (a.location.map(|l| (l.line, l.column)), &a.path, &a.message).cmp(&(
+                b.location.map(|l| (l.line, l.column)),
+                &b.path,
+                &b.message,
+            ))
+        });
+        diagnostics
+    };
+    let source = SourceFile {
+        name: name.to_string(),
+        text: Some(text),
+    };
+    match validate::validate(&parsed.plan, digest) {
+        Ok((plan, warnings)) => Ok(Loaded {
+            plan,
+            warnings: locate(warnings),
+            source,
+        }),
+        Err(diagnostics) => Err(Rejected {
+            source,
+            diagnostics: locate(diagnostics),
+        }),
+    }
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

@@ -26,7 +26,7 @@ pub const KIND: &str = "Plan";
 
 /// A release plan: targets, the artifacts that go to them, and the stages
 /// (a DAG) that move each target from its stable version to the new one.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawPlan {
     /// Must be `deployctl.io/v1`.
@@ -54,7 +54,7 @@ pub struct RawPlan {
 }
 
 /// Who and what this release is.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Metadata {
     /// Lowercase letters, digits and `-`, at most 63 characters.
@@ -72,7 +72,7 @@ pub struct Metadata {
 }
 
 /// A deploy target. Exactly one kind section must be present.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Target {
     #[serde(default)]
@@ -94,7 +94,7 @@ pub struct Target {
 /// A Kubernetes Deployment behind a Service (blue-green switches the
 /// Service selector), optionally weighted through a Gateway API HTTPRoute
 /// (canary).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesTarget {
     /// kubeconfig context; the current context when omitted.
@@ -112,7 +112,7 @@ pub struct KubernetesTarget {
     pub http_route: Option<HttpRouteRef>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteRef {
     pub name: String,
@@ -122,7 +122,7 @@ pub struct HttpRouteRef {
 }
 
 /// An AWS Lambda function released through an alias.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LambdaTarget {
     pub function_name: String,
@@ -133,7 +133,7 @@ pub struct LambdaTarget {
 
 /// A CloudFront distribution released through a staging distribution and a
 /// continuous deployment policy.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudFrontTarget {
     /// The primary (production) distribution.
@@ -141,7 +141,7 @@ pub struct CloudFrontTarget {
 }
 
 /// An ECS service released with task sets (EXTERNAL deployment controller).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EcsTarget {
     pub cluster: String,
@@ -151,7 +151,7 @@ pub struct EcsTarget {
 }
 
 /// A fleet of IoT devices updated over the air in waves.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FleetTarget {
     /// Thing groups whose members receive the update.
@@ -165,7 +165,7 @@ pub struct FleetTarget {
 }
 
 /// A simulated target living in memory: the sandbox and rehearsals use it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SimTarget {
     /// The version the simulator starts on (the stable version).
@@ -178,7 +178,7 @@ pub struct SimTarget {
 
 /// The new version for one target. `version` labels it for people; exactly
 /// one source section says what to deploy and must suit the target's kind.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Artifact {
     /// Human version label shown in plans, status and the audit trail.
@@ -200,7 +200,7 @@ pub struct Artifact {
     pub firmware: Option<FirmwareArtifact>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImageArtifact {
     /// `registry/repository@sha256:<64 hex>` (a tag alone is refused).
@@ -210,7 +210,7 @@ pub struct ImageArtifact {
     pub container: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LambdaArtifact {
     /// An already published version number to release.
@@ -224,7 +224,7 @@ pub struct LambdaArtifact {
     pub zip_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct S3Location {
     pub bucket: String,
@@ -233,7 +233,7 @@ pub struct S3Location {
     pub object_version: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudFrontArtifact {
     /// Path (relative to the plan) of a DistributionConfig JSON applied to the staging distribution.
@@ -244,7 +244,7 @@ pub struct CloudFrontArtifact {
     pub origin_domain: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FirmwareArtifact {
     /// `s3://bucket/key` of the firmware file (served through CloudFront to devices).
@@ -255,7 +255,7 @@ pub struct FirmwareArtifact {
     pub signature: FirmwareSignature,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FirmwareSignature {
     /// AWS Signer profile, or another signer's key reference.
@@ -269,7 +269,7 @@ pub struct FirmwareSignature {
 }
 
 /// One stage moves one target with one strategy.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Stage {
     /// Unique within the plan; `after:` refers to it.
@@ -293,7 +293,7 @@ pub struct Stage {
 
 /// Ordered canary steps; `gates` are checked throughout, from the first
 /// traffic shift until promotion.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Canary {
     pub steps: Vec<CanaryStep>,
@@ -303,7 +303,7 @@ pub struct Canary {
 }
 
 /// One canary step. Exactly one field must be present.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CanaryStep {
     /// Percent of traffic (0–100) sent to the new version.
@@ -320,14 +320,14 @@ pub struct CanaryStep {
     pub approval: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Pause {
     /// How long to hold, e.g. `30s`, `5m`, `1h30m`.
     pub duration: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Analysis {
     /// Names of entries in `gates`; all must pass.
@@ -336,7 +336,7 @@ pub struct Analysis {
 
 /// Blue-green: bring the new version up beside the old, check it, switch
 /// all traffic at once, keep the old version for `scaleDownDelay`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BlueGreen {
     /// Gates run against the new version before the switch.
@@ -354,7 +354,7 @@ pub struct BlueGreen {
 }
 
 /// OTA waves for a device fleet, in order.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Waves {
     pub steps: Vec<Wave>,
@@ -374,7 +374,7 @@ pub struct Waves {
 }
 
 /// One wave: `percent` of the fleet or a `count` of devices (exactly one).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Wave {
     /// Share of the whole fleet in this wave (not cumulative).
@@ -390,7 +390,7 @@ pub struct Wave {
 
 /// When to stop a rollout: once at least `minDevices` have reported, a
 /// failure rate above `failureThreshold` percent aborts and rolls back.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WaveAbort {
     pub failure_threshold: f64,
@@ -400,7 +400,7 @@ pub struct WaveAbort {
 /// A health check. Exactly one kind section; the rest says how often it is
 /// measured and when it fails. A measurement with no data is inconclusive,
 /// never a pass: too many inconclusive results fail the gate too.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Gate {
     #[serde(default)]
@@ -433,7 +433,7 @@ pub struct Gate {
     pub inconclusive_limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpGate {
     pub url: String,
@@ -457,7 +457,7 @@ pub struct HttpGate {
 }
 
 /// An instant query whose single value is compared with a threshold.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PrometheusGate {
     /// Base URL of the Prometheus HTTP API.
@@ -471,7 +471,7 @@ pub struct PrometheusGate {
 }
 
 /// CloudWatch alarms that must be OK, and metric thresholds.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudWatchGate {
     #[serde(default)]
@@ -483,7 +483,7 @@ pub struct CloudWatchGate {
     pub metrics: Vec<MetricThreshold>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MetricThreshold {
     pub namespace: String,
@@ -500,7 +500,7 @@ pub struct MetricThreshold {
 }
 
 /// Readiness of the target's pods.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesGate {
     /// Percent of the new version's pods that must be Ready (default 100).
@@ -509,7 +509,7 @@ pub struct KubernetesGate {
 }
 
 /// Success rate of devices in the current wave.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FleetGate {
     /// Percent of reporting devices that must have succeeded.
@@ -519,7 +519,7 @@ pub struct FleetGate {
     pub max_anomaly_rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SimGate {
     /// Percent of simulated requests that must succeed (default 99).
@@ -529,7 +529,7 @@ pub struct SimGate {
 
 /// An approval gate: `required` distinct approvers holding `role`, each
 /// confirming with a one-time MFA code. The run's initiator never counts.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Approval {
     pub role: String,
@@ -545,7 +545,7 @@ pub struct Approval {
 }
 
 /// What happens when something goes wrong.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rollback {
     /// Roll back by itself (default `true`).
@@ -565,7 +565,7 @@ pub struct Rollback {
 }
 
 /// Where to tell people about run events. Exactly one channel.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Notification {
     /// Events: `started`, `paused`, `approvalRequested`, `gateFailed`,
@@ -577,13 +577,13 @@ pub struct Notification {
     pub webhook: Option<WebhookChannel>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SnsChannel {
     pub topic_arn: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhookChannel {
     pub url: String,

@@ -1,0 +1,301 @@
+//! Bytes → [`RawPlan`]: size, encoding and document checks, then the typed
+//! YAML parse under tight resource limits.
+//!
+//! Everything here is defensive: plan files come from people in a hurry and
+//! from git, so any input must end in either a plan or diagnostics, quickly,
+//! without a panic and without reading past the limits below.
+
+use serde_saphyr::{Budget, MessageFormatter, UserMessageFormatter};
+
+use crate::diagnostic::{Diagnostic, Location, suggest};
+use crate::raw::{API_VERSION, KIND, RawPlan};
+use crate::spans::{RootKind, SpanIndex};
+
+/// Plan files larger than this are refused unread: a real plan is a few
+/// kilobytes and a 5,000-stage plan about 1 MiB.
+pub const MAX_PLAN_BYTES: usize = 8 * 1024 * 1024;
+/// Deepest nesting a plan may use; real plans need about eight levels.
+pub const MAX_DEPTH: usize = 32;
+
+/// A plan file's text once it has been decoded.
+#[derive(Debug)]
+pub struct Parsed {
+    pub plan: RawPlan,
+    pub spans: SpanIndex,
+}
+
+/// The outcome of a failed load: the decoded text when there was one (for
+/// snippets) and what was wrong.
+#[derive(Debug)]
+pub struct LoadFailure {
+    pub text: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn fail(text: Option<String>, diagnostic: Diagnostic) -> LoadFailure {
+    LoadFailure {
+        text,
+        diagnostics: vec![diagnostic],
+    }
+}
+
+/// Decodes and parses a plan file's bytes.
+pub fn parse(bytes: &[u8]) -> Result<(String, Parsed), LoadFailure> {
+    if bytes.len() > MAX_PLAN_BYTES {
+        return Err(fail(
+            None,
+            Diagnostic::error(
+                "",
+                format!(
+                    "plan file is {} bytes; plans larger than {} MiB are refused",
+                    bytes.len(),
+                    MAX_PLAN_BYTES / (1024 * 1024)
+                ),
+            )
+            .with_hint("split the release into several plans"),
+        ));
+    }
+    if let Some(offset) = bytes.iter().position(|b| *b == 0) {
+        return Err(fail(
+            None,
+            Diagnostic::error(
+                "",
+                format!("this is a binary file, not a YAML plan (NUL byte at offset {offset})"),
+            )
+            .at(byte_location(bytes, offset)),
+        ));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(error) => {
+            let offset = error.valid_up_to();
+            return Err(fail(
+                None,
+                Diagnostic::error(
+                    "",
+                    format!("plan file is not valid UTF-8 (invalid byte at offset {offset})"),
+                )
+                .at(byte_location(bytes, offset))
+                .with_hint("save the file as UTF-8"),
+            ));
+        }
+    };
+    let content = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    if content
+        .lines()
+        .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+    {
+        return Err(fail(
+            Some(text.clone()),
+            Diagnostic::error("", "plan file is empty")
+                .with_hint("start from `deployctl schema` or examples/quickstart.yaml"),
+        ));
+    }
+
+    let spans = SpanIndex::build(&text, MAX_DEPTH);
+    if let Some(location) = spans.too_deep() {
+        return Err(fail(
+            Some(text),
+            Diagnostic::error(
+                "",
+                format!("the document nests deeper than {MAX_DEPTH} levels"),
+            )
+            .at(location)
+            .with_hint("a plan needs about eight levels; this looks generated or malicious"),
+        ));
+    }
+    match spans.root() {
+        Some(RootKind::Mapping) | None => {}
+        Some(other) => {
+            let found = if other == RootKind::Sequence {
+                "a list"
+            } else {
+                "a single value"
+            };
+            return Err(fail(
+                Some(text),
+                Diagnostic::error(
+                    "",
+                    format!("a plan is a YAML mapping (apiVersion, kind, metadata, …) but this document is {found}"),
+                )
+                .at(spans.locate("").unwrap_or(Location { line: 1, column: 1, width: 1 }))
+                .with_hint("start from `deployctl schema` or examples/quickstart.yaml"),
+            ));
+        }
+    }
+    if let Some(diagnostic) = check_document_kind(&spans) {
+        return Err(fail(Some(text), diagnostic));
+    }
+
+    match serde_saphyr::from_str_with_options::<RawPlan>(&text, options()) {
+        Ok(plan) => Ok((text, Parsed { plan, spans })),
+        Err(error) => {
+            let diagnostic = yaml_error_diagnostic(&error, &spans);
+            Err(fail(Some(text), diagnostic))
+        }
+    }
+}
+
+fn options() -> serde_saphyr::Options {
+    let mut budget = Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.max_nodes = 2_000_000;
+    budget.max_events = 4_000_000;
+    budget.max_aliases = 10_000;
+    budget.max_anchors = 10_000;
+    budget.max_total_scalar_bytes = MAX_PLAN_BYTES;
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        budget: Some(budget),
+    }
+}
+
+/// `apiVersion` and `kind` are checked before the typed parse, so that a
+/// Kubernetes manifest or an Argo Rollout passed by mistake is named as
+/// such instead of drowning in unknown-field errors.
+fn check_document_kind(spans: &SpanIndex) -> Option<Diagnostic> {
+    let located = |path: &str, diagnostic: Diagnostic| match spans.locate(path) {
+        Some(location) => diagnostic.at(location),
+        None => diagnostic,
+    };
+    if let Some(api_version) = spans.top_level_scalar("apiVersion")
+        && api_version != API_VERSION
+    {
+        let mut diagnostic = Diagnostic::error(
+            "apiVersion",
+            format!("`{api_version}` is not a deployctl plan version; expected `{API_VERSION}`"),
+        );
+        diagnostic = if api_version.starts_with("deployctl.io/") {
+            diagnostic.with_hint(format!(
+                "this deployctl reads `{API_VERSION}` plans; upgrade deployctl or convert the plan"
+            ))
+        } else {
+            diagnostic.with_hint("this file does not look like a deployctl plan")
+        };
+        return Some(located("apiVersion", diagnostic));
+    }
+    if let Some(kind) = spans.top_level_scalar("kind")
+        && kind != KIND
+    {
+        return Some(located(
+            "kind",
+            Diagnostic::error(
+                "kind",
+                format!("`{kind}` is not a deployctl document kind; expected `{KIND}`"),
+            )
+            .with_hint("deployctl plans have `kind: Plan`"),
+        ));
+    }
+    None
+}
+
+/// Turns a YAML/serde error into a diagnostic with a field path and, for
+/// unknown fields, a "did you mean" hint.
+fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diagnostic {
+    let inner = error.without_snippet();
+    let message: String = UserMessageFormatter
+        .format_message(inner)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let location = error.location().and_then(|location| {
+        (location.line() > 0).then(|| Location {
+            line: location.line() as usize,
+            column: location.column().max(1) as usize,
+            width: 1,
+        })
+    });
+    let path = location
+        .and_then(|location| spans.path_at(location))
+        .unwrap_or_default()
+        .to_string();
+    let is_syntax_error = matches!(
+        inner,
+        serde_saphyr::Error::ExternalMessage { source, .. }
+            if matches!(**source, serde_saphyr::ExternalMessageSource::Parser(_))
+    );
+    let shown = if is_syntax_error {
+        format!("YAML syntax error: {message}")
+    } else {
+        message.clone()
+    };
+    let mut diagnostic = Diagnostic::error(path, shown);
+    if let Some(location) = location {
+        diagnostic = diagnostic.at(location);
+    }
+    if let Some((field, expected)) = parse_unknown_field(&message) {
+        diagnostic.location = diagnostic.location.map(|location| Location {
+            width: field.chars().count(),
+            ..location
+        });
+        diagnostic = match suggest(&field, expected.iter().map(String::as_str)) {
+            Some(best) => diagnostic.with_hint(format!("did you mean `{best}`?")),
+            None if !expected.is_empty() => {
+                diagnostic.with_hint(format!("allowed here: {}", expected.join(", ")))
+            }
+            None => diagnostic,
+        };
+    } else if message.contains("duplicate mapping key") {
+        diagnostic = diagnostic.with_hint("each key may appear once; remove or merge the repeats");
+    } else if message.contains("budget") || message.contains("depth") {
+        diagnostic = diagnostic.with_hint(format!(
+            "plans are limited to {MAX_DEPTH} levels of nesting and bounded alias expansion"
+        ));
+    } else if message.to_ascii_lowercase().contains("bool") {
+        diagnostic = diagnostic.with_hint("booleans are `true` or `false` (not yes/no/on/off)");
+    }
+    diagnostic
+}
+
+/// `unknown field `x`, expected one of `a`, `b`` → ("x", ["a", "b"]).
+fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (field, after) = rest.split_once('`')?;
+    let expected = after
+        .split_once("expected")
+        .map(|(_, list)| {
+            list.split(|c: char| c == ',' || c.is_whitespace())
+                .map(|item| item.trim_matches('`').trim())
+                .filter(|item| !item.is_empty() && *item != "one" && *item != "of")
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((field.to_string(), expected))
+}
+
+/// Line and column of a byte offset, for inputs that are not valid text.
+fn byte_location(bytes: &[u8], offset: usize) -> Location {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    Location {
+        line,
+        column: offset - line_start + 1,
+        width: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_messages_are_split() {
+        let (field, expected) =
+            parse_unknown_field("unknown field `wieght`, expected one of `name`, `weight`")
+                .unwrap();
+        assert_eq!(field, "wieght");
+        assert_eq!(expected, ["name", "weight"]);
+    }
+
+    #[test]
+    fn byte_locations_count_lines_and_columns() {
+        let location = byte_location(b"ab\ncd\xff", 5);
+        assert_eq!((location.line, location.column), (2, 3));
+    }
+}
