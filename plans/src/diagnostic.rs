@@ -134,18 +134,20 @@ impl Renderer<'_> {
                 );
                 let bar = self.paint(BLUE, "|");
                 let _ = writeln!(out, "{pad} {bar}");
-                let shown = sanitize_line(text);
+                let (shown, caret_start) =
+                    snippet_window(&sanitize_line(text), location.column.saturating_sub(1));
                 let _ = writeln!(
                     out,
                     "{} {bar} {}",
                     self.paint(BLUE, &location.line.to_string()),
                     shown
                 );
-                let caret_start = location.column.saturating_sub(1).min(shown.chars().count());
+                let shown_len = shown.chars().count();
+                let caret_start = caret_start.min(shown_len);
                 let width = location
                     .width
                     .max(1)
-                    .min(shown.chars().count().saturating_sub(caret_start).max(1));
+                    .min(shown_len.saturating_sub(caret_start).max(1));
                 let _ = writeln!(
                     out,
                     "{pad} {bar} {}{}",
@@ -223,6 +225,30 @@ fn sanitize_line(text: &str) -> String {
         .collect()
 }
 
+/// Longest snippet line shown; longer lines (minified or generated files)
+/// are cut to a window around the column of interest.
+const MAX_SNIPPET_CHARS: usize = 120;
+
+/// The part of `line` to show and where `column` (0-based) falls in it.
+fn snippet_window(line: &str, column: usize) -> (String, usize) {
+    let length = line.chars().count();
+    if length <= MAX_SNIPPET_CHARS {
+        return (line.to_string(), column);
+    }
+    let start = column.saturating_sub(MAX_SNIPPET_CHARS / 3).min(length);
+    let end = (start + MAX_SNIPPET_CHARS).min(length);
+    let mut shown: String = line.chars().skip(start).take(end - start).collect();
+    let mut caret = column - start;
+    if start > 0 {
+        shown.insert(0, '…');
+        caret += 1;
+    }
+    if end < length {
+        shown.push('…');
+    }
+    (shown, caret)
+}
+
 /// Levenshtein distance, for "did you mean" hints.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b_chars: Vec<char> = b.chars().collect();
@@ -290,6 +316,15 @@ mod tests {
             renderer.render(&diagnostic),
             "error: weight: must be at most 100\n --> p.yaml:2:9\n  |\n2 | weight: 150\n  |         ^^^\n  = hint: use a percentage\n"
         );
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let line = "x".repeat(1000);
+        let (shown, caret) = snippet_window(&line, 500);
+        assert_eq!(shown.chars().count(), MAX_SNIPPET_CHARS + 2);
+        assert_eq!(caret, MAX_SNIPPET_CHARS / 3 + 1);
+        assert_eq!(snippet_window("short", 2), ("short".to_string(), 2));
     }
 
     #[test]

@@ -193,7 +193,12 @@ fn check_document_kind(spans: &SpanIndex) -> Option<Diagnostic> {
 /// Turns a YAML/serde error into a diagnostic with a field path and, for
 /// unknown fields, a "did you mean" hint.
 fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diagnostic {
-    let inner = error.without_snippet();
+    let mut inner = error;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = inner
+    {
+        inner = error;
+    }
     let message: String = UserMessageFormatter
         .format_message(inner)
         .chars()
@@ -215,10 +220,21 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
         serde_saphyr::Error::ExternalMessage { source, .. }
             if matches!(**source, serde_saphyr::ExternalMessageSource::Parser(_))
     );
-    let shown = if is_syntax_error {
-        format!("YAML syntax error: {message}")
-    } else {
-        message.clone()
+    // Whole-document problems are not about the field where they surfaced.
+    let (path, shown) = match inner {
+        serde_saphyr::Error::Budget { breach, .. } => (
+            String::new(),
+            format!(
+                "the document is too large or complex once YAML anchors and aliases are expanded (budget exceeded: {breach:?})"
+            ),
+        ),
+        serde_saphyr::Error::MultipleDocuments { .. } => (
+            String::new(),
+            "a plan file holds one YAML document, but this one has several (`---` separators)"
+                .to_string(),
+        ),
+        _ if is_syntax_error => (path, format!("YAML syntax error: {message}")),
+        _ => (path, message.clone()),
     };
     let mut diagnostic = Diagnostic::error(path, shown);
     if let Some(location) = location {
@@ -238,7 +254,7 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
         };
     } else if message.contains("duplicate mapping key") {
         diagnostic = diagnostic.with_hint("each key may appear once; remove or merge the repeats");
-    } else if message.contains("budget") || message.contains("depth") {
+    } else if matches!(inner, serde_saphyr::Error::Budget { .. }) || message.contains("depth") {
         diagnostic = diagnostic.with_hint(format!(
             "plans are limited to {MAX_DEPTH} levels of nesting and bounded alias expansion"
         ));

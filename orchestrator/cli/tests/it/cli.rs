@@ -1,0 +1,193 @@
+//! The `deployctl` binary, driven as a user would: arguments in, exit code,
+//! stdout and stderr out. Outputs people read are snapshotted.
+
+use std::process::{Command, Output};
+
+use crate::{repo_root, snapshot};
+
+fn deployctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deployctl"))
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("NO_COLOR")
+        .env_remove("DEPLOYCTL_STATE_DIR")
+        .output()
+        .expect("deployctl runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
+}
+
+fn snap(name: &str, actual: &str) {
+    let path = repo_root().join("tests/fixtures/cli").join(name);
+    if let Err(mismatch) = snapshot::check(&path, actual) {
+        panic!("{mismatch}");
+    }
+}
+
+#[test]
+fn validate_accepts_good_plans_with_exit_0() {
+    let out = deployctl(&[
+        "validate",
+        "examples/quickstart.yaml",
+        "examples/lambda-canary.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    snap("validate-ok.stdout", &text(&out.stdout));
+}
+
+#[test]
+fn validate_rejects_bad_plans_with_exit_2_and_diagnostics_on_stderr() {
+    let out = deployctl(&[
+        "validate",
+        "examples/quickstart.yaml",
+        "tests/fixtures/plans/invalid/canary-weight-over-100.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // The good file is still reported; the bad one only on stderr.
+    assert_eq!(
+        text(&out.stdout),
+        "valid: examples/quickstart.yaml (3 stages, 3 targets)\n"
+    );
+    snap("validate-invalid.stderr", &text(&out.stderr));
+}
+
+#[test]
+fn validate_reports_several_problems_at_once() {
+    let out = deployctl(&["validate", "tests/fixtures/cli/several-mistakes.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("4 errors"), "{stderr}");
+    snap("validate-several.stderr", &stderr);
+}
+
+#[test]
+fn validate_json_lists_each_file_with_its_diagnostics() {
+    let out = deployctl(&[
+        "validate",
+        "--output",
+        "json",
+        "tests/fixtures/plans/invalid/stage-unknown-target.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diagnostic = &results[0]["diagnostics"][0];
+    assert_eq!(results[0]["valid"], false);
+    assert_eq!(diagnostic["severity"], "error");
+    assert_eq!(diagnostic["path"], "stages[0].target");
+    assert!(diagnostic["location"]["line"].as_u64().unwrap() > 0);
+    assert!(
+        diagnostic["hint"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean")
+    );
+    assert!(out.stderr.is_empty(), "json mode keeps stderr quiet");
+}
+
+#[test]
+fn missing_and_directory_inputs_are_invalid_input() {
+    let out = deployctl(&["validate", "no/such/plan.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read no/such/plan.yaml"));
+    let out = deployctl(&["validate", "examples"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is a directory"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(deployctl(&["validate"]).status.code(), Some(2));
+    assert_eq!(deployctl(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn plan_prints_the_impact_report() {
+    let out = deployctl(&["plan", "examples/quickstart.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    snap("plan-quickstart.stdout", &text(&out.stdout));
+    let out = deployctl(&["plan", "examples/multi-target-release.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    snap("plan-multi-target.stdout", &text(&out.stdout));
+}
+
+#[test]
+fn plan_json_has_order_rollback_and_durations() {
+    let out = deployctl(&[
+        "plan",
+        "--output",
+        "json",
+        "tests/fixtures/plans/valid/concurrent-stages.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kind"], "PlanReport");
+    // The file lists the stages as d, c, b, a: order comes from `after:`,
+    // and stages of one level keep file order.
+    assert_eq!(
+        report["concurrency"],
+        serde_json::json!([["a"], ["c", "b"], ["d"]])
+    );
+    assert_eq!(
+        report["rollback"]["order"],
+        serde_json::json!([["d"], ["c", "b"], ["a"]])
+    );
+    assert!(report["minimumDurationSeconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn plan_of_an_invalid_file_exits_2_and_prints_no_report() {
+    let out = deployctl(&["plan", "tests/fixtures/plans/invalid/dag-cycle.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("cycle"));
+}
+
+#[test]
+fn plan_out_saves_exactly_the_reviewed_plan() {
+    let dir = std::env::temp_dir().join(format!("deployctl-saved-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan_path = dir.join("plan.yaml");
+    let saved_path = dir.join("plan.saved.json");
+    let source = std::fs::read(repo_root().join("examples/quickstart.yaml")).unwrap();
+    std::fs::write(&plan_path, &source).unwrap();
+    let out = deployctl(&[
+        "plan",
+        plan_path.to_str().unwrap(),
+        "--out",
+        saved_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let saved =
+        deployctl_plan::saved::SavedPlan::from_json(&std::fs::read(&saved_path).unwrap()).unwrap();
+    assert_eq!(saved.plan_source.as_bytes(), source.as_slice());
+    assert_eq!(saved.plan_digest, deployctl_plan::sha256_hex(&source));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn schema_is_json_schema_for_the_plan() {
+    let out = deployctl(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        schema["$schema"]
+            .as_str()
+            .unwrap()
+            .contains("json-schema.org")
+    );
+    let properties = schema["properties"].as_object().unwrap();
+    for field in [
+        "apiVersion",
+        "kind",
+        "metadata",
+        "targets",
+        "stages",
+        "gates",
+        "approvals",
+    ] {
+        assert!(properties.contains_key(field), "schema lacks {field}");
+    }
+    assert_eq!(schema["additionalProperties"], false);
+}

@@ -1,0 +1,21 @@
+//! Black-box and data-driven tests for `deployctl` and the plan language.
+//!
+//! One test binary for the whole crate (modules below), because every extra
+//! binary costs a link on a 2-core machine. Fixtures live in the
+//! repository's `tests/fixtures/`; set `UPDATE_SNAPSHOTS=1` to rewrite the
+//! expected outputs after an intended change, then review the diff.
+
+mod architecture;
+mod cli;
+mod fixtures;
+mod snapshot;
+
+use std::path::PathBuf;
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
