@@ -856,10 +856,14 @@ impl Checker {
             metric.period.as_ref(),
             Duration::from_secs(60),
         );
-        if period.as_secs() < 1 || (period.as_secs() >= 60 && period.as_secs() % 60 != 0) {
+        let seconds = period.as_secs();
+        let high_resolution = [1, 5, 10, 20, 30].contains(&seconds);
+        if period.subsec_millis() != 0
+            || !(high_resolution || (seconds >= 60 && seconds.is_multiple_of(60)))
+        {
             self.error(
                 format!("{path}.period"),
-                "CloudWatch periods are 1, 5, 10, 30 seconds or a multiple of 60 seconds",
+                "CloudWatch periods are 1, 5, 10, 20 or 30 seconds, or a multiple of 60 seconds",
             );
         }
         Some(MetricCheck {
@@ -1099,15 +1103,21 @@ impl Checker {
                 );
                 None
             };
-            if plan.targets.contains_key(&stage.target) {
-                if let Some(first) = mover_of_target.insert(&stage.target, index) {
-                    mover_of_target.insert(&stage.target, first);
-                    self.error(
-                        format!("{path}.target"),
-                        format!("target `{}` is already moved by stages[{first}]", stage.target),
-                    )
-                    .hint = Some("one stage moves a target from stable to new; put all its steps in that stage".into());
-                }
+            if plan.targets.contains_key(&stage.target)
+                && let Some(first) = mover_of_target.insert(&stage.target, index)
+            {
+                mover_of_target.insert(&stage.target, first);
+                self.error(
+                    format!("{path}.target"),
+                    format!(
+                        "target `{}` is already moved by stages[{first}]",
+                        stage.target
+                    ),
+                )
+                .hint = Some(
+                    "one stage moves a target from stable to new; put all its steps in that stage"
+                        .into(),
+                );
             }
             if let Some(target) = target
                 && target.artifact.is_none()
