@@ -120,63 +120,48 @@ impl Renderer<'_> {
                 .and_then(|source| source.lines().nth(location.line.saturating_sub(1)))
                 .map(|text| (location, text))
         });
-        match (diagnostic.location, line_text) {
-            (Some(_), Some((location, text))) => {
-                let gutter = location.line.to_string().len();
-                let pad = " ".repeat(gutter);
-                let _ = writeln!(
-                    out,
-                    "{pad}{} {}:{}:{}",
-                    self.paint(BLUE, "-->"),
-                    self.file_name,
-                    location.line,
-                    location.column
-                );
-                let bar = self.paint(BLUE, "|");
-                let _ = writeln!(out, "{pad} {bar}");
-                let (shown, caret_start) =
-                    snippet_window(&sanitize_line(text), location.column.saturating_sub(1));
-                let _ = writeln!(
-                    out,
-                    "{} {bar} {}",
-                    self.paint(BLUE, &location.line.to_string()),
-                    shown
-                );
-                let shown_len = shown.chars().count();
-                let caret_start = caret_start.min(shown_len);
-                let width = location
-                    .width
-                    .max(1)
-                    .min(shown_len.saturating_sub(caret_start).max(1));
-                let _ = writeln!(
-                    out,
-                    "{pad} {bar} {}{}",
-                    " ".repeat(caret_start),
-                    self.paint(style, &"^".repeat(width))
-                );
-                if let Some(hint) = &diagnostic.hint {
-                    let _ = writeln!(out, "{pad} {} hint: {hint}", self.paint(BLUE, "="));
-                }
-            }
-            (Some(location), None) => {
-                let _ = writeln!(
-                    out,
-                    "  {} {}:{}:{}",
-                    self.paint(BLUE, "-->"),
-                    self.file_name,
-                    location.line,
-                    location.column
-                );
-                if let Some(hint) = &diagnostic.hint {
-                    let _ = writeln!(out, "  {} hint: {hint}", self.paint(BLUE, "="));
-                }
-            }
-            (None, _) => {
-                let _ = writeln!(out, "  {} {}", self.paint(BLUE, "-->"), self.file_name);
-                if let Some(hint) = &diagnostic.hint {
-                    let _ = writeln!(out, "  {} hint: {hint}", self.paint(BLUE, "="));
-                }
-            }
+        let pad = " ".repeat(
+            diagnostic
+                .location
+                .map_or(1, |location| location.line.to_string().len()),
+        );
+        let _ = match diagnostic.location {
+            Some(location) => writeln!(
+                out,
+                "{pad}{} {}:{}:{}",
+                self.paint(BLUE, "-->"),
+                self.file_name,
+                location.line,
+                location.column
+            ),
+            None => writeln!(out, "{pad}{} {}", self.paint(BLUE, "-->"), self.file_name),
+        };
+        if let Some((location, text)) = line_text {
+            let bar = self.paint(BLUE, "|");
+            let _ = writeln!(out, "{pad} {bar}");
+            let (shown, caret_start) =
+                snippet_window(&sanitize_line(text), location.column.saturating_sub(1));
+            let _ = writeln!(
+                out,
+                "{} {bar} {}",
+                self.paint(BLUE, &location.line.to_string()),
+                shown
+            );
+            let shown_len = shown.chars().count();
+            let caret_start = caret_start.min(shown_len);
+            let width = location
+                .width
+                .max(1)
+                .min(shown_len.saturating_sub(caret_start).max(1));
+            let _ = writeln!(
+                out,
+                "{pad} {bar} {}{}",
+                " ".repeat(caret_start),
+                self.paint(style, &"^".repeat(width))
+            );
+        }
+        if let Some(hint) = &diagnostic.hint {
+            let _ = writeln!(out, "{pad} {} hint: {hint}", self.paint(BLUE, "="));
         }
         out
     }

@@ -261,7 +261,15 @@ impl Checker {
                 );
             }
         }
-        self.artifacts(plan, &mut targets);
+        self.target_artifacts(
+            "artifacts",
+            &plan.artifacts,
+            plan,
+            &mut targets,
+            |target, artifact| {
+                target.artifact = Some(artifact);
+            },
+        );
         let gates = self.gates(plan);
         let approvals = self.approvals(plan);
         let rollback = self.rollback(plan, &mut targets);
@@ -423,9 +431,18 @@ impl Checker {
         })
     }
 
-    fn artifacts(&mut self, plan: &RawPlan, targets: &mut BTreeMap<String, Target>) {
-        for (name, artifact) in &plan.artifacts {
-            let path = format!("artifacts.{name}");
+    /// Checks a map of artifacts keyed by target name (`artifacts`, or
+    /// `rollback.stable`) and stores each valid one on its target.
+    fn target_artifacts(
+        &mut self,
+        section: &str,
+        entries: &BTreeMap<String, raw::Artifact>,
+        plan: &RawPlan,
+        targets: &mut BTreeMap<String, Target>,
+        store: fn(&mut Target, Artifact),
+    ) {
+        for (name, artifact) in entries {
+            let path = format!("{section}.{name}");
             if !plan.targets.contains_key(name) {
                 self.reference(&path, "target", name, &plan.targets);
                 continue;
@@ -435,7 +452,7 @@ impl Checker {
             };
             let kind = target.kind();
             if let Some(checked) = self.artifact(&path, kind, artifact) {
-                target.artifact = Some(checked);
+                store(target, checked);
             }
         }
     }
@@ -972,20 +989,15 @@ impl Checker {
                 "automatic rollback is off: a failed gate will leave traffic where it is until someone runs `deployctl rollback`",
             );
         }
-        for (name, artifact) in &raw.stable {
-            let path = format!("rollback.stable.{name}");
-            if !plan.targets.contains_key(name) {
-                self.reference(&path, "target", name, &plan.targets);
-                continue;
-            }
-            let Some(target) = targets.get_mut(name) else {
-                continue;
-            };
-            let kind = target.kind();
-            if let Some(checked) = self.artifact(&path, kind, artifact) {
-                target.pinned_stable = Some(checked);
-            }
-        }
+        self.target_artifacts(
+            "rollback.stable",
+            &raw.stable,
+            plan,
+            targets,
+            |target, artifact| {
+                target.pinned_stable = Some(artifact);
+            },
+        );
         RollbackPolicy {
             automatic,
             triggers,
