@@ -1,0 +1,158 @@
+//! Adapter errors, classified once so retries are decided in one place.
+
+use std::time::Duration;
+
+/// What went wrong in a call to a target. Adapters map their SDK's errors
+/// onto these; the engine's retry policy looks only at [`AdapterError::class`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdapterError {
+    /// The platform asked us to slow down (HTTP 429, `ThrottlingException`).
+    #[error("throttled: {message}")]
+    Throttled {
+        message: String,
+        request_id: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    /// The platform failed on its side (HTTP 5xx, `ServiceUnavailable`).
+    #[error("service unavailable: {message}")]
+    Unavailable {
+        message: String,
+        request_id: Option<String>,
+    },
+    /// No answer in time, or the connection broke mid-call.
+    #[error("timed out or disconnected: {message}")]
+    Timeout { message: String },
+    /// Someone else changed the resource since we read it (stale
+    /// RevisionId, ETag mismatch, resourceVersion conflict): re-observe and retry.
+    #[error("conflict: {message}")]
+    Conflict {
+        message: String,
+        request_id: Option<String>,
+    },
+    /// Something the action needs does not exist (a version, an alias).
+    #[error("not found: {what}")]
+    NotFound { what: String },
+    /// The platform refused the request as invalid or forbidden; retrying
+    /// the same call cannot help.
+    #[error("rejected: {message}")]
+    Rejected {
+        message: String,
+        request_id: Option<String>,
+    },
+    /// The adapter cannot do this at all (declared, not discovered at 3 a.m.).
+    #[error("unsupported: {what}")]
+    Unsupported { what: String },
+}
+
+/// How the engine should treat an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry the same call after a (jittered) delay.
+    Transient,
+    /// Re-observe the target, then retry: our view of it is stale.
+    Stale,
+    /// Do not retry: fail the step (and roll back).
+    Permanent,
+}
+
+impl AdapterError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AdapterError::Throttled { .. }
+            | AdapterError::Unavailable { .. }
+            | AdapterError::Timeout { .. } => ErrorClass::Transient,
+            AdapterError::Conflict { .. } => ErrorClass::Stale,
+            AdapterError::NotFound { .. }
+            | AdapterError::Rejected { .. }
+            | AdapterError::Unsupported { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.class() != ErrorClass::Permanent
+    }
+
+    /// The platform's request ID, for correlating with CloudTrail (S7).
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            AdapterError::Throttled { request_id, .. }
+            | AdapterError::Unavailable { request_id, .. }
+            | AdapterError::Conflict { request_id, .. }
+            | AdapterError::Rejected { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A delay the platform asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AdapterError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_server_errors_and_timeouts_are_retried() {
+        let transient = [
+            AdapterError::Throttled {
+                message: "slow down".into(),
+                request_id: None,
+                retry_after: None,
+            },
+            AdapterError::Unavailable {
+                message: "503".into(),
+                request_id: Some("r-1".into()),
+            },
+            AdapterError::Timeout {
+                message: "read timed out".into(),
+            },
+        ];
+        for error in transient {
+            assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+            assert!(error.is_retryable());
+        }
+    }
+
+    #[test]
+    fn conflicts_are_retried_after_a_fresh_read() {
+        let error = AdapterError::Conflict {
+            message: "stale RevisionId".into(),
+            request_id: None,
+        };
+        assert_eq!(error.class(), ErrorClass::Stale);
+        assert!(error.is_retryable());
+    }
+
+    #[test]
+    fn invalid_requests_are_never_retried() {
+        for error in [
+            AdapterError::Rejected {
+                message: "weight must be < 1".into(),
+                request_id: Some("r-2".into()),
+            },
+            AdapterError::NotFound {
+                what: "version 9".into(),
+            },
+            AdapterError::Unsupported {
+                what: "waves".into(),
+            },
+        ] {
+            assert_eq!(error.class(), ErrorClass::Permanent, "{error}");
+            assert!(!error.is_retryable());
+        }
+    }
+
+    #[test]
+    fn request_ids_survive_for_the_audit_trail() {
+        let error = AdapterError::Rejected {
+            message: "no".into(),
+            request_id: Some("req-42".into()),
+        };
+        assert_eq!(error.request_id(), Some("req-42"));
+    }
+}

@@ -1,0 +1,28 @@
+//! `deployctl-adapter`: the contract between the engine and the outside
+//! world. Start at [`Target`]; the written contract with MUST/SHOULD rules
+//! is `docs/adapter-contract.md`.
+//!
+//! Each capability is a small trait split into *observe* (read, no side
+//! effects), *plan* (pure: which calls an action would make) and *apply*
+//! (the side effect). `deployctl plan` only ever calls the first two, which
+//! is what makes it an honest dry run.
+//!
+//! This crate names no cloud SDK and no HTTP client: adapter crates bring
+//! those, the binary wires them in, and the engine sees only these traits.
+
+mod error;
+mod probe;
+mod target;
+
+pub use error::{AdapterError, ErrorClass};
+pub use probe::{HealthProbe, Measurement};
+pub use target::{
+    Action, Applied, IdempotencyKey, Observed, PlannedCall, Preflight, Target, WaveProgress,
+};
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, sendable future: the traits here are used as trait objects
+/// (the binary picks adapters at run time), so their async methods box.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

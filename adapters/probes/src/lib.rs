@@ -1,0 +1,1 @@
+//! HTTP and Prometheus health probes (in progress).

@@ -1,0 +1,1 @@
+//! Simulated deploy targets (in progress).
