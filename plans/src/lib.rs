@@ -80,10 +80,16 @@ pub fn load(name: &str, bytes: &[u8]) -> Result<Loaded, Rejected> {
         },
         diagnostics: failure.diagnostics,
     })?;
+    // Positions are only needed when there is something to report, so the
+    // index over the YAML events is built then and not on every load.
     let locate = |mut diagnostics: Vec<Diagnostic>| {
+        if diagnostics.is_empty() {
+            return diagnostics;
+        }
+        let spans = spans::SpanIndex::build(&text, MAX_DEPTH);
         for diagnostic in &mut diagnostics {
             if diagnostic.location.is_none() {
-                diagnostic.location = parsed.spans.locate(&diagnostic.path);
+                diagnostic.location = spans.locate(&diagnostic.path);
             }
         }
         diagnostics.sort_by(|a, b| {
@@ -95,19 +101,24 @@ pub fn load(name: &str, bytes: &[u8]) -> Result<Loaded, Rejected> {
         });
         diagnostics
     };
+    let result = validate::validate(&parsed.plan, digest);
+    let (outcome, diagnostics) = match result {
+        Ok((plan, warnings)) => (Some(plan), locate(warnings)),
+        Err(errors) => (None, locate(errors)),
+    };
     let source = SourceFile {
         name: name.to_string(),
         text: Some(text),
     };
-    match validate::validate(&parsed.plan, digest) {
-        Ok((plan, warnings)) => Ok(Loaded {
+    match outcome {
+        Some(plan) => Ok(Loaded {
             plan,
-            warnings: locate(warnings),
+            warnings: diagnostics,
             source,
         }),
-        Err(diagnostics) => Err(Rejected {
+        None => Err(Rejected {
             source,
-            diagnostics: locate(diagnostics),
+            diagnostics,
         }),
     }
 }

@@ -21,7 +21,6 @@ pub const MAX_DEPTH: usize = 32;
 #[derive(Debug)]
 pub struct Parsed {
     pub plan: RawPlan,
-    pub spans: SpanIndex,
 }
 
 /// The outcome of a failed load: the decoded text when there was one (for
@@ -92,46 +91,60 @@ pub fn parse(bytes: &[u8]) -> Result<(String, Parsed), LoadFailure> {
         ));
     }
 
-    let spans = SpanIndex::build(&text, MAX_DEPTH);
+    // The typed parse comes first: on the success path it is the only
+    // parse (the position index is built later, and only if there is
+    // something to report). Failures get the index for better messages.
+    match serde_saphyr::from_str_with_options::<RawPlan>(&text, options()) {
+        Ok(plan) if plan.api_version == API_VERSION && plan.kind == KIND => {
+            Ok((text, Parsed { plan }))
+        }
+        result => {
+            let spans = SpanIndex::build(&text, MAX_DEPTH);
+            let diagnostic = document_diagnostic(&spans).unwrap_or_else(|| match result {
+                Err(error) => yaml_error_diagnostic(&error, &spans),
+                Ok(_) => Diagnostic::error("", "plan has a wrong apiVersion or kind"),
+            });
+            Err(fail(Some(text), diagnostic))
+        }
+    }
+}
+
+/// Problems with the document as a whole, which explain a failed parse
+/// better than the parser's own message: too deep, not a mapping, or not a
+/// deployctl plan at all.
+fn document_diagnostic(spans: &SpanIndex) -> Option<Diagnostic> {
     if let Some(location) = spans.too_deep() {
-        return Err(fail(
-            Some(text),
+        return Some(
             Diagnostic::error(
                 "",
                 format!("the document nests deeper than {MAX_DEPTH} levels"),
             )
             .at(location)
             .with_hint("a plan needs about eight levels; this looks generated or malicious"),
-        ));
+        );
     }
     match spans.root() {
-        Some(RootKind::Mapping) | None => {}
+        Some(RootKind::Mapping) | None => check_document_kind(spans),
         Some(other) => {
             let found = if other == RootKind::Sequence {
                 "a list"
             } else {
                 "a single value"
             };
-            return Err(fail(
-                Some(text),
+            Some(
                 Diagnostic::error(
                     "",
-                    format!("a plan is a YAML mapping (apiVersion, kind, metadata, …) but this document is {found}"),
+                    format!(
+                        "a plan is a YAML mapping (apiVersion, kind, metadata, …) but this document is {found}"
+                    ),
                 )
-                .at(spans.locate("").unwrap_or(Location { line: 1, column: 1, width: 1 }))
+                .at(spans.locate("").unwrap_or(Location {
+                    line: 1,
+                    column: 1,
+                    width: 1,
+                }))
                 .with_hint("start from `deployctl schema` or examples/quickstart.yaml"),
-            ));
-        }
-    }
-    if let Some(diagnostic) = check_document_kind(&spans) {
-        return Err(fail(Some(text), diagnostic));
-    }
-
-    match serde_saphyr::from_str_with_options::<RawPlan>(&text, options()) {
-        Ok(plan) => Ok((text, Parsed { plan, spans })),
-        Err(error) => {
-            let diagnostic = yaml_error_diagnostic(&error, &spans);
-            Err(fail(Some(text), diagnostic))
+            )
         }
     }
 }

@@ -385,12 +385,15 @@ pub enum GateCheck {
         expect_body: Option<String>,
         timeout: Duration,
         headers: BTreeMap<String, String>,
+        /// The plan allowed plain `http://` for this probe.
+        allow_insecure_http: bool,
     },
     Prometheus {
         address: String,
         query: String,
         comparison: Comparison,
         threshold: f64,
+        allow_insecure_http: bool,
     },
     CloudWatch {
         region: Option<String>,

@@ -763,6 +763,7 @@ impl Checker {
                         Duration::from_secs(5),
                     ),
                     headers: http.headers.clone(),
+                    allow_insecure_http: http.allow_insecure_http,
                 }
             }
             1 => {
@@ -780,6 +781,7 @@ impl Checker {
                     comparison: self
                         .comparison(&format!("{at}.comparison"), &prometheus.comparison)?,
                     threshold: self.finite(&format!("{at}.threshold"), prometheus.threshold)?,
+                    allow_insecure_http: prometheus.allow_insecure_http,
                 }
             }
             2 => {
