@@ -10,6 +10,8 @@
 //! This crate names no cloud SDK and no HTTP client: adapter crates bring
 //! those, the binary wires them in, and the engine sees only these traits.
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod error;
 mod probe;
 mod target;

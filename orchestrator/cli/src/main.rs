@@ -3,8 +3,14 @@
 //! [`exit`]; the work itself lives in the library crates (start with
 //! `deployctl-plan`).
 
+mod engine_cmds;
 mod exit;
 mod input;
+mod progress_view;
+mod rehearse;
+mod runs;
+mod state_dir;
+mod wiring;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -59,16 +65,98 @@ enum Command {
     },
     /// Print the JSON Schema of the plan format (for editors).
     Schema,
+    /// Execute a plan (or a saved plan from `plan --out`) end to end.
+    Apply {
+        #[arg(value_name = "FILE|SAVED")]
+        file: String,
+        /// Do not ask for confirmation (never asked when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show a run's phase and each stage's phase, weight and last gate.
+    Status {
+        /// The run; the newest when omitted.
+        run: Option<String>,
+        /// Refresh every second until the run ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List runs, newest first.
+    History {
+        /// Only runs that moved this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+    /// Continue a run whose process died, from its journal.
+    Resume {
+        run: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Roll back every stage of a run that moved (no plan file needed).
+    Rollback {
+        #[arg(required_unless_present = "target")]
+        run: Option<String>,
+        /// The newest run that moved this target.
+        #[arg(long, value_name = "NAME", conflicts_with = "run")]
+        target: Option<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Stop a run now and roll it back.
+    Kill {
+        run: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Run a plan against simulators of its targets, optionally injecting
+    /// failures, and check that promotion and rollback behave as planned.
+    Rehearse {
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// Make a stage fail: `STAGE` (unhealthy as soon as it deploys),
+        /// `STAGE@N` (unhealthy from its N-th traffic step), `STAGE@error`
+        /// (its platform rejects a change).
+        #[arg(long = "fail", value_name = "STAGE[@STEP]")]
+        fail: Vec<String>,
+        /// Seed for simulated device outcomes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color =
         !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    let state_dir = state_dir::resolve(cli.state_dir.clone());
+    let json = cli.output == Output::Json;
+    let run_options = |yes: bool| engine_cmds::Options {
+        state_dir: &state_dir,
+        json,
+        yes,
+    };
     let code = match &cli.command {
         Command::Validate { files } => validate(files, cli.output, color),
         Command::Plan { file, out } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
+        Command::Apply { file, yes } => match load_for_apply(file, cli.output, color) {
+            Ok((loaded, plan_file)) => engine_cmds::apply(&loaded, &plan_file, &run_options(*yes)),
+            Err(code) => code,
+        },
+        Command::Status { run, watch } => {
+            engine_cmds::status(run.as_deref(), *watch, &run_options(true))
+        }
+        Command::History { target } => engine_cmds::history(target.as_deref(), &run_options(true)),
+        Command::Resume { run, yes } => engine_cmds::resume(run, &run_options(*yes)),
+        Command::Rollback { run, target, yes } => {
+            engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
+        }
+        Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Rehearse { file, fail, seed } => match load_plan(file, cli.output, color) {
+            Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
+            Err(_) => exit::INVALID_INPUT,
+        },
     };
     ExitCode::from(code)
 }
@@ -104,6 +192,40 @@ fn load_plan(file: &str, output: Output, color: bool) -> Result<Loaded, Vec<Diag
                 eprint!("{}", rejected.render(color));
             }
             Err(rejected.diagnostics)
+        }
+    }
+}
+
+/// A plan file, or a saved plan (`plan --out`) whose plan file must not
+/// have changed since it was reviewed. Returns the plan and its file name.
+fn load_for_apply(file: &str, output: Output, color: bool) -> Result<(Loaded, String), u8> {
+    let bytes = match input::read_plan_file(file) {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return load_plan(file, output, color)
+                .map(|l| (l, file.to_string()))
+                .map_err(|_| exit::INVALID_INPUT);
+        }
+    };
+    if !SavedPlan::looks_saved(&bytes) {
+        return load_plan(file, output, color)
+            .map(|loaded| (loaded, file.to_string()))
+            .map_err(|_| exit::INVALID_INPUT);
+    }
+    let saved = SavedPlan::from_json(&bytes).map_err(|error| {
+        eprintln!("error: {file}: {error}");
+        exit::INVALID_INPUT
+    })?;
+    let current = input::read_plan_file(&saved.plan_file).ok();
+    match saved.load(current.as_deref()) {
+        Ok(loaded) => Ok((loaded, saved.plan_file.clone())),
+        Err(deployctl_plan::saved::SavedPlanError::Invalid(rejected)) => {
+            eprint!("{}", rejected.render(color));
+            Err(exit::INVALID_INPUT)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Err(exit::INVALID_INPUT)
         }
     }
 }

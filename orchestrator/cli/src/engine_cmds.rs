@@ -1,0 +1,478 @@
+//! The commands that drive runs: `apply`, `resume`, `rollback`, `kill`,
+//! `rehearse`, and the read-only `status` and `history`.
+//!
+//! Runbook commands (`rollback`, `kill`, `status`, `history`) need no plan
+//! file: the journal holds the plan text each run executed. They are safe
+//! to run twice: a second `rollback` finds nothing left to undo.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployctl_engine::executor::{Engine, EngineOptions, RunContext, RunOutcome};
+use deployctl_engine::journal::{Journal, RunRecord};
+use deployctl_engine::progress::ProgressSink;
+use deployctl_plan::Loaded;
+use deployctl_plan::report::ImpactReport;
+
+use crate::exit;
+use crate::progress_view::{self, View};
+use crate::runs;
+use crate::wiring::{self, Mode};
+
+/// Shared options of the run commands.
+pub struct Options<'a> {
+    pub state_dir: &'a Path,
+    pub json: bool,
+    pub yes: bool,
+}
+
+fn open_journal(state_dir: &Path) -> Result<Arc<Journal>, u8> {
+    Journal::open(state_dir).map(Arc::new).map_err(|error| {
+        eprintln!("error: {error}");
+        exit::INVALID_INPUT
+    })
+}
+
+fn view(json: bool) -> View {
+    if json {
+        View::Json
+    } else if std::io::stderr().is_terminal() {
+        View::Bars
+    } else {
+        View::Lines
+    }
+}
+
+/// Asks for confirmation on a terminal; never prompts otherwise.
+fn confirm(question: &str, yes: bool) -> bool {
+    if yes || !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+}
+
+/// Drives `context` with progress shown, handling Ctrl-C: the run is left
+/// resumable and the exit code is 130.
+fn drive(
+    journal: Arc<Journal>,
+    json: bool,
+    options: EngineOptions,
+    work: impl for<'e> FnOnce(
+        &'e Engine,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<RunOutcome, deployctl_engine::executor::EngineError>,
+                > + 'e,
+        >,
+    >,
+    run_id: &str,
+) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let renderer = tokio::spawn(progress_view::render(view(json), receiver));
+        let engine = Engine::new(journal, options, ProgressSink::new(sender));
+        let outcome = tokio::select! {
+            outcome = work(&engine) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        drop(engine);
+        let _ = renderer.await;
+        match outcome {
+            None => {
+                eprintln!(
+                    "\ninterrupted: run {run_id} is left as it was; continue with `deployctl resume {run_id}` or undo with `deployctl rollback {run_id}`"
+                );
+                exit::INTERRUPTED
+            }
+            Some(Err(error)) => {
+                eprintln!("error: run {run_id}: {error}");
+                exit::FAILED
+            }
+            Some(Ok(outcome)) => {
+                report_outcome(run_id, &outcome, json);
+                runs::exit_code(outcome.phase, outcome.rollback_incomplete)
+            }
+        }
+    })
+}
+
+fn report_outcome(run_id: &str, outcome: &RunOutcome, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "runEnded", "run": run_id, "phase": outcome.phase.as_str(),
+                "rollbackIncomplete": outcome.rollback_incomplete, "message": outcome.message})
+        );
+    } else {
+        eprintln!(
+            "\nrun {run_id}: {} — {}",
+            outcome.phase.as_str(),
+            outcome.message
+        );
+    }
+}
+
+/// `deployctl apply FILE|SAVED`.
+pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    if let Ok(Some(unfinished)) = journal.latest_unfinished()
+        && runs::is_interrupted(&unfinished)
+    {
+        eprintln!(
+            "note: run {} ({}) was interrupted; `deployctl resume {}` continues it, `deployctl rollback {}` undoes it",
+            unfinished.id, unfinished.plan_name, unfinished.id, unfinished.id
+        );
+    }
+    let targets = match wiring::targets(&loaded.plan, Mode::Apply, options.state_dir) {
+        Ok(targets) => targets,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    if !options.json {
+        eprint!("{}", ImpactReport::new(&loaded.plan).render_text());
+    }
+    if !confirm("Apply this plan?", options.yes) {
+        eprintln!("Not applied.");
+        return exit::FAILED;
+    }
+    let run_id = deployctl_engine::run::new_run_id();
+    let source = loaded.source.text.clone().unwrap_or_default();
+    if let Err(error) = deployctl_engine::run::create_run(
+        &journal,
+        &run_id,
+        &loaded.plan,
+        plan_file,
+        &source,
+        &deployctl_engine::run::initiator(),
+        "apply",
+    ) {
+        eprintln!("error: {error}");
+        return exit::FAILED;
+    }
+    if !options.json {
+        eprintln!("Run {run_id} started.");
+    }
+    let context = RunContext {
+        run_id: run_id.clone(),
+        plan: Arc::new(loaded.plan.clone()),
+        targets,
+        probes: Arc::new(wiring::Probes::for_mode(Mode::Apply)),
+    };
+    drive(
+        journal,
+        options.json,
+        EngineOptions::default(),
+        move |engine| Box::pin(async move { engine.execute(&context).await }),
+        &run_id,
+    )
+}
+
+/// Rebuilds a run's context from the journal alone.
+fn context_from_journal(run: &RunRecord, state_dir: &Path) -> Result<RunContext, String> {
+    let loaded =
+        deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|rejected| {
+            format!(
+                "the plan recorded for run {} no longer validates:\n{}",
+                run.id,
+                rejected.render(false)
+            )
+        })?;
+    let mode = if run.mode == "rehearse" {
+        Mode::Rehearse
+    } else {
+        Mode::Apply
+    };
+    let targets = wiring::targets(&loaded.plan, mode, state_dir)?;
+    Ok(RunContext {
+        run_id: run.id.clone(),
+        plan: Arc::new(loaded.plan),
+        targets,
+        probes: Arc::new(wiring::Probes::for_mode(mode)),
+    })
+}
+
+fn find_run(journal: &Journal, run: Option<&str>) -> Result<RunRecord, u8> {
+    let found = match run {
+        Some(id) => journal.run(id).map(Some),
+        None => journal.runs(None, 1).map(|mut runs| runs.pop()),
+    };
+    match found {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => {
+            eprintln!("no runs yet in this state directory");
+            Err(exit::INVALID_INPUT)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Err(exit::INVALID_INPUT)
+        }
+    }
+}
+
+/// `deployctl resume RUN`.
+pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    let run = match find_run(&journal, Some(run_id)) {
+        Ok(run) => run,
+        Err(code) => return code,
+    };
+    if runs::owner_alive(&run) && !run.phase.is_terminal() {
+        eprintln!(
+            "error: run {} is being driven by process {} on {}; it does not need resuming",
+            run.id,
+            run.owner_pid.unwrap_or_default(),
+            run.owner_host.as_deref().unwrap_or("?")
+        );
+        return exit::INVALID_INPUT;
+    }
+    if run.phase.is_terminal() && !run.rollback_incomplete {
+        eprintln!("run {} already ended: {}", run.id, run.phase.as_str());
+        return runs::exit_code(run.phase, false);
+    }
+    let context = match context_from_journal(&run, options.state_dir) {
+        Ok(context) => context,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILED;
+        }
+    };
+    if !options.json {
+        eprintln!("Resuming run {} from its journal.", run.id);
+    }
+    drive(
+        journal,
+        options.json,
+        EngineOptions::default(),
+        move |engine| Box::pin(async move { engine.resume(&context).await }),
+        run_id,
+    )
+}
+
+/// `deployctl rollback RUN|--target NAME`.
+pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    let record = match (run, target) {
+        (Some(id), _) => find_run(&journal, Some(id)),
+        (None, Some(target)) => match journal.runs(Some(target), 1) {
+            Ok(mut runs) => runs.pop().ok_or_else(|| {
+                eprintln!("no run has moved target `{target}`");
+                exit::INVALID_INPUT
+            }),
+            Err(error) => {
+                eprintln!("error: {error}");
+                Err(exit::INVALID_INPUT)
+            }
+        },
+        (None, None) => {
+            eprintln!("error: name a run or `--target NAME`");
+            Err(exit::INVALID_INPUT)
+        }
+    };
+    let record = match record {
+        Ok(record) => record,
+        Err(code) => return code,
+    };
+    if runs::owner_alive(&record) && !record.phase.is_terminal() {
+        // Another process drives it: ask it to stop and roll back, the
+        // same path as `kill`, so two processes never move one target.
+        return kill(&record.id, options);
+    }
+    let context = match context_from_journal(&record, options.state_dir) {
+        Ok(context) => context,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILED;
+        }
+    };
+    if !confirm(
+        &format!("Roll back every stage of run {} that moved?", record.id),
+        options.yes,
+    ) {
+        return exit::FAILED;
+    }
+    let run_id = record.id.clone();
+    let code = drive(
+        journal.clone(),
+        options.json,
+        EngineOptions::default(),
+        move |engine| {
+            Box::pin(async move {
+                engine
+                    .rollback(&context, "rolled back by `deployctl rollback`")
+                    .await
+            })
+        },
+        &run_id,
+    );
+    if !options.json {
+        print_changes(&journal, &run_id);
+    }
+    // A completed rollback is what the operator asked for.
+    if code == exit::FAILED { exit::OK } else { code }
+}
+
+/// Lists what each stage now runs, after a rollback or kill.
+fn print_changes(journal: &Journal, run_id: &str) {
+    if let Ok(stages) = journal.stages(run_id) {
+        for stage in stages {
+            eprintln!(
+                "  {}: {} (all traffic on {})",
+                stage.name,
+                stage.phase.as_str(),
+                stage.stable_version.as_deref().unwrap_or("stable")
+            );
+        }
+    }
+}
+
+/// `deployctl kill RUN`: stop now and roll back.
+pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    let run = match find_run(&journal, Some(run_id)) {
+        Ok(run) => run,
+        Err(code) => return code,
+    };
+    if run.phase.is_terminal() && !run.rollback_incomplete {
+        eprintln!(
+            "run {} already ended ({}); to undo a finished release use `deployctl rollback {}`",
+            run.id,
+            run.phase.as_str(),
+            run.id
+        );
+        return exit::OK;
+    }
+    if let Err(error) = journal.request_kill(&run.id) {
+        eprintln!("error: {error}");
+        return exit::FAILED;
+    }
+    if runs::owner_alive(&run) {
+        eprintln!(
+            "Kill requested; process {} is rolling run {} back…",
+            run.owner_pid.unwrap_or_default(),
+            run.id
+        );
+        // The owner polls every 250 ms; give its rollback time to finish.
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        while std::time::Instant::now() < deadline {
+            match journal.run(&run.id) {
+                Ok(now) if now.phase.is_terminal() => {
+                    eprintln!("run {}: {}", now.id, now.phase.as_str());
+                    print_changes(&journal, &now.id);
+                    return if now.rollback_incomplete {
+                        exit::ROLLBACK_INCOMPLETE
+                    } else {
+                        exit::OK
+                    };
+                }
+                Ok(now) if !runs::owner_alive(&now) => break,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    // Nobody is driving the run (or its driver died): roll back here.
+    let context = match context_from_journal(&run, options.state_dir) {
+        Ok(context) => context,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILED;
+        }
+    };
+    let code = drive(
+        journal.clone(),
+        options.json,
+        EngineOptions::default(),
+        move |engine| Box::pin(async move { engine.resume(&context).await }),
+        run_id,
+    );
+    print_changes(&journal, run_id);
+    if code == exit::FAILED { exit::OK } else { code }
+}
+
+/// `deployctl status [RUN]`.
+pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    loop {
+        let record = match find_run(&journal, run) {
+            Ok(record) => record,
+            Err(code) => return code,
+        };
+        let stages = journal.stages(&record.id).unwrap_or_default();
+        if options.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&runs::status_json(&record, &stages))
+                    .unwrap_or_default()
+            );
+        } else {
+            print!("{}", runs::status_text(&record, &stages));
+        }
+        if !watch || record.phase.is_terminal() {
+            return runs::exit_code(record.phase, record.rollback_incomplete);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        if !options.json {
+            println!();
+        }
+    }
+}
+
+/// `deployctl history [--target NAME]`.
+pub fn history(target: Option<&str>, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    match journal.runs(target, 200) {
+        Ok(runs) => {
+            if options.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&runs::history_json(&runs)).unwrap_or_default()
+                );
+            } else {
+                print!("{}", runs::history_text(&runs));
+            }
+            exit::OK
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            exit::FAILED
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `status` and `history`: what the journal says about runs, as text for
+//! people and JSON for scripts (a versioned shape: `run`, `phase`,
+//! `stages[].phase|weight|lastGate`).
+
+use std::fmt::Write as _;
+
+use deployctl_engine::clock::{now_ms, rfc3339};
+use deployctl_engine::journal::{RunRecord, StageRecord};
+use deployctl_engine::state::RunPhase;
+
+/// A run owner is alive when it has beaten its heart recently and, on this
+/// host, its process still exists.
+pub fn owner_alive(run: &RunRecord) -> bool {
+    let recent = run.heartbeat_at.is_some_and(|at| now_ms() - at < 10_000);
+    let same_host = run.owner_host.as_deref() == Some(&deployctl_engine::run::host_name());
+    match (run.owner_pid, same_host) {
+        (Some(pid), true) => recent && std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        _ => recent,
+    }
+}
+
+/// A run that is not finished and whose process is gone.
+pub fn is_interrupted(run: &RunRecord) -> bool {
+    (!run.phase.is_terminal() || run.rollback_incomplete) && !owner_alive(run)
+}
+
+pub fn status_json(run: &RunRecord, stages: &[StageRecord]) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "deployctl.io/v1",
+        "kind": "RunStatus",
+        "run": run.id,
+        "phase": run.phase.as_str(),
+        "plan": run.plan_name,
+        "environment": run.environment,
+        "planDigest": run.plan_digest,
+        "initiator": run.initiator,
+        "mode": run.mode,
+        "createdAt": rfc3339(run.created_at),
+        "updatedAt": rfc3339(run.updated_at),
+        "outcome": run.outcome,
+        "rollbackIncomplete": run.rollback_incomplete,
+        "interrupted": is_interrupted(run),
+        "stages": stages.iter().map(|stage| serde_json::json!({
+            "name": stage.name,
+            "target": stage.target,
+            "phase": stage.phase.as_str(),
+            "weight": stage.weight,
+            "stableVersion": stage.stable_version,
+            "newVersion": stage.new_version,
+            "lastGate": stage.last_gate,
+            "detail": stage.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Run {}  {}  (plan {} → {}, started {} by {})",
+        run.id,
+        run.phase.as_str(),
+        run.plan_name,
+        run.environment,
+        rfc3339(run.created_at),
+        run.initiator
+    );
+    if let Some(outcome) = &run.outcome {
+        let _ = writeln!(out, "  {outcome}");
+    }
+    if run.rollback_incomplete {
+        let _ = writeln!(
+            out,
+            "  ROLLBACK INCOMPLETE: a human must act. Retry with `deployctl rollback {}`.",
+            run.id
+        );
+    } else if is_interrupted(run) {
+        let _ = writeln!(
+            out,
+            "  The process driving this run is gone. Continue with `deployctl resume {}` or undo with `deployctl rollback {}`.",
+            run.id, run.id
+        );
+    }
+    let width = stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:<14}  {:>6}  {}",
+        "STAGE", "PHASE", "WEIGHT", "VERSIONS / LAST GATE"
+    );
+    for stage in stages {
+        let gate = stage
+            .last_gate
+            .as_ref()
+            .and_then(|gate| {
+                let name = gate.get("gate")?.as_str()?;
+                let passed = gate.pointer("/result/outcome").map(outcome_word);
+                Some(format!("; gate {name}: {}", passed.unwrap_or("?")))
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:<14}  {:>5}%  {} → {}{}",
+            stage.name,
+            stage.phase.as_str(),
+            stage.weight,
+            stage.stable_version.as_deref().unwrap_or("?"),
+            stage.new_version.as_deref().unwrap_or("?"),
+            gate
+        );
+    }
+    out
+}
+
+fn outcome_word(outcome: &serde_json::Value) -> &'static str {
+    let text = outcome
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| outcome.as_object().and_then(|o| o.keys().next().cloned()))
+        .unwrap_or_default();
+    if text.starts_with("Pass") {
+        "passed"
+    } else if text.starts_with("Fail") {
+        "failed"
+    } else {
+        "running"
+    }
+}
+
+pub fn history_text(runs: &[RunRecord]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24}  {:<12}  {:<20}  {:<12}  {:<24}  INITIATOR",
+        "RUN", "PHASE", "PLAN", "ENVIRONMENT", "STARTED"
+    );
+    for run in runs {
+        let phase = if run.rollback_incomplete {
+            "NEEDS-HUMAN"
+        } else {
+            run.phase.as_str()
+        };
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<12}  {:<20}  {:<12}  {:<24}  {}{}",
+            run.id,
+            phase,
+            run.plan_name,
+            run.environment,
+            rfc3339(run.created_at),
+            run.initiator,
+            if run.mode == "rehearse" {
+                " (rehearsal)"
+            } else {
+                ""
+            }
+        );
+    }
+    if runs.is_empty() {
+        out.push_str("(no runs yet)\n");
+    }
+    out
+}
+
+pub fn history_json(runs: &[RunRecord]) -> serde_json::Value {
+    serde_json::Value::Array(
+        runs.iter()
+            .map(|run| {
+                serde_json::json!({
+                    "run": run.id,
+                    "phase": run.phase.as_str(),
+                    "plan": run.plan_name,
+                    "environment": run.environment,
+                    "planDigest": run.plan_digest,
+                    "initiator": run.initiator,
+                    "mode": run.mode,
+                    "createdAt": rfc3339(run.created_at),
+                    "outcome": run.outcome,
+                    "rollbackIncomplete": run.rollback_incomplete,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The exit code a run's end maps to (README's contract).
+pub fn exit_code(phase: RunPhase, rollback_incomplete: bool) -> u8 {
+    use crate::exit;
+    if rollback_incomplete {
+        return exit::ROLLBACK_INCOMPLETE;
+    }
+    match phase {
+        RunPhase::Succeeded => exit::OK,
+        RunPhase::RolledBack | RunPhase::Failed | RunPhase::Killed => exit::FAILED,
+        // Still going (status of a live run): not a failure.
+        _ => exit::OK,
+    }
+}

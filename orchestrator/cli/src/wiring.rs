@@ -1,0 +1,147 @@
+//! The one place concrete adapters meet the engine: which `Target` and
+//! which probe each plan entry gets, for real runs and for rehearsals.
+//!
+//! Support is checked before a run starts: a plan that needs an adapter
+//! this build does not have is refused with nothing touched, instead of
+//! failing halfway through.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use deployctl_adapter::{HealthProbe, Target};
+use deployctl_engine::executor::ProbeFactory;
+use deployctl_plan::ValidatedPlan;
+use deployctl_plan::model::{Gate, GateCheck, TargetKind};
+use deployctl_sim::{SimConfig, SimFaults, SimTarget, SimWorld};
+
+/// How targets are provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Real adapters; `sim` targets persist under the state directory so
+    /// that the sandbox behaves like a real target across processes.
+    Apply,
+    /// Every target replaced by an in-memory simulator of its kind.
+    Rehearse,
+}
+
+/// The adapters for every target a plan's stages move.
+pub fn targets(
+    plan: &ValidatedPlan,
+    mode: Mode,
+    state_dir: &Path,
+) -> Result<BTreeMap<String, Arc<dyn Target>>, String> {
+    rehearsal_targets(plan, mode, state_dir, &BTreeMap::new(), 1).map(|targets| {
+        targets
+            .into_iter()
+            .map(|(name, t)| (name, t as Arc<dyn Target>))
+            .collect()
+    })
+}
+
+/// Like [`targets`], keeping the concrete simulators (rehearsals inject
+/// faults into them and read their effects).
+pub fn rehearsal_targets(
+    plan: &ValidatedPlan,
+    mode: Mode,
+    state_dir: &Path,
+    faults: &BTreeMap<String, SimFaults>,
+    seed: u64,
+) -> Result<BTreeMap<String, Arc<SimTarget>>, String> {
+    let mut unsupported = Vec::new();
+    let world = match mode {
+        Mode::Apply => Some(
+            SimWorld::open(state_dir.join("sim"))
+                .map_err(|error| format!("cannot open the sandbox's simulated targets: {error}"))?,
+        ),
+        Mode::Rehearse => None,
+    };
+    let mut adapters = BTreeMap::new();
+    for stage in &plan.stages {
+        let target = plan.target_of(stage);
+        if adapters.contains_key(&target.name) {
+            continue;
+        }
+        let config = SimConfig::for_plan_target(target)
+            .with_seed(seed)
+            .with_faults(faults.get(&stage.name).cloned().unwrap_or_default());
+        let adapter = match (&world, target.kind()) {
+            (Some(world), TargetKind::Sim) => world.target(config),
+            (Some(_), kind) => {
+                unsupported.push(format!(
+                    "target `{}` is a {} target",
+                    target.name,
+                    kind.name()
+                ));
+                continue;
+            }
+            (None, _) => SimTarget::in_memory(config),
+        };
+        adapters.insert(target.name.clone(), Arc::new(adapter));
+    }
+    if mode == Mode::Apply {
+        unsupported.extend(unsupported_gates(plan));
+    }
+    if unsupported.is_empty() {
+        Ok(adapters)
+    } else {
+        Err(format!(
+            "this build of deployctl cannot run this plan yet: {}. The AWS and Kubernetes adapters arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
+            unsupported.join("; ")
+        ))
+    }
+}
+
+fn unsupported_gates(plan: &ValidatedPlan) -> Vec<String> {
+    plan.gates
+        .values()
+        .filter(|gate| matches!(gate.check, GateCheck::CloudWatch { .. }))
+        .map(|gate| format!("gate `{}` is a cloudwatch gate", gate.name))
+        .collect()
+}
+
+/// Probes for real runs: target-bound gate kinds come from the target,
+/// HTTP and Prometheus from `deployctl-probes`.
+pub struct Probes {
+    mode: Mode,
+    simulators: BTreeMap<String, Arc<SimTarget>>,
+}
+
+impl Probes {
+    pub fn for_mode(mode: Mode) -> Probes {
+        Probes {
+            mode,
+            simulators: BTreeMap::new(),
+        }
+    }
+
+    /// Rehearsal probes: every gate measures the simulator's health.
+    pub fn rehearsal(simulators: BTreeMap<String, Arc<SimTarget>>) -> Probes {
+        Probes {
+            mode: Mode::Rehearse,
+            simulators,
+        }
+    }
+}
+
+impl ProbeFactory for Probes {
+    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String> {
+        if self.mode == Mode::Rehearse
+            && let Some(simulator) = self.simulators.get(target.name())
+        {
+            return Ok(simulator.simulated_probe(&gate.check));
+        }
+        if let Some(probe) = target.probe(&gate.check) {
+            return Ok(probe);
+        }
+        // The plan's own `allowInsecureHttp` travels in the check; the
+        // caller adds no permission of its own.
+        deployctl_probes::probe_for(&gate.check, true).ok_or_else(|| {
+            format!(
+                "no probe for `{}` gates on {} targets in this build",
+                gate.check.kind().name(),
+                target.kind().name()
+            )
+        })
+    }
+}

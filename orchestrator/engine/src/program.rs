@@ -1,0 +1,197 @@
+//! A stage's strategy compiled into a flat list of operations.
+//!
+//! The engine runs a stage by walking this list with a cursor that is
+//! journaled after every operation, so "where was I" after a crash is one
+//! number. Compiling is pure and deterministic: the same validated plan
+//! always yields the same program, which is what lets a resumed process
+//! trust a cursor written by the process that died.
+
+use std::time::Duration;
+
+use deployctl_adapter::Action;
+use deployctl_plan::model::{CanaryStep, Stage, Strategy, Target, WaveSize};
+
+/// One thing a stage does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Make a change on the target (journaled intent → apply → outcome).
+    Apply(Action),
+    /// Dispatch OTA wave `index`; its device count is computed from the
+    /// fleet size observed when the wave starts.
+    StartWave { index: u32, size: WaveSize },
+    /// Wait until wave `index`'s devices have reported (or timed out) and
+    /// judge it against the success and abort thresholds.
+    AwaitWave { index: u32 },
+    /// Hold the current state.
+    Pause(Duration),
+    /// Run these gates to completion; all must pass.
+    Gates(Vec<String>),
+    /// Wait until the named approval is granted.
+    Approval(String),
+    /// Start background gates that watch the stage until `StopMonitors`.
+    StartMonitors(Vec<String>),
+    /// Stop the background gates; each must have seen a conclusive pass.
+    StopMonitors,
+}
+
+/// The operations that release `stage` to `target`'s new version.
+pub fn compile(stage: &Stage, target: &Target) -> Vec<Op> {
+    let version = target
+        .artifact
+        .as_ref()
+        .map(|artifact| artifact.version.clone())
+        .unwrap_or_default();
+    let mut ops = vec![Op::Apply(Action::Deploy { version })];
+    match &stage.strategy {
+        Strategy::Canary { steps, gates } => {
+            if !gates.is_empty() {
+                ops.push(Op::StartMonitors(gates.clone()));
+            }
+            for step in steps {
+                ops.push(match step {
+                    CanaryStep::SetWeight(percent) => {
+                        Op::Apply(Action::SetWeight { percent: *percent })
+                    }
+                    CanaryStep::Pause(duration) => Op::Pause(*duration),
+                    CanaryStep::Analysis(names) => Op::Gates(names.clone()),
+                    CanaryStep::Approval(name) => Op::Approval(name.clone()),
+                });
+            }
+            if !gates.is_empty() {
+                ops.push(Op::StopMonitors);
+            }
+            ops.push(Op::Apply(Action::Promote));
+        }
+        Strategy::BlueGreen {
+            pre_promotion_gates,
+            post_promotion_gates,
+            approval,
+            scale_down_delay,
+        } => {
+            if !pre_promotion_gates.is_empty() {
+                ops.push(Op::Gates(pre_promotion_gates.clone()));
+            }
+            if let Some(name) = approval {
+                ops.push(Op::Approval(name.clone()));
+            }
+            ops.push(Op::Apply(Action::SetWeight { percent: 100 }));
+            if !post_promotion_gates.is_empty() {
+                ops.push(Op::Gates(post_promotion_gates.clone()));
+            }
+            ops.push(Op::Apply(Action::Promote));
+            if !scale_down_delay.is_zero() {
+                ops.push(Op::Pause(*scale_down_delay));
+            }
+            ops.push(Op::Apply(Action::Retire));
+        }
+        Strategy::Waves(waves) => {
+            if !waves.gates.is_empty() {
+                ops.push(Op::StartMonitors(waves.gates.clone()));
+            }
+            for (index, wave) in waves.waves.iter().enumerate() {
+                let index = index as u32;
+                if let Some(name) = &wave.approval {
+                    ops.push(Op::Approval(name.clone()));
+                }
+                ops.push(Op::StartWave {
+                    index,
+                    size: wave.size,
+                });
+                ops.push(Op::AwaitWave { index });
+                if !waves.bake_time.is_zero() {
+                    ops.push(Op::Pause(waves.bake_time));
+                }
+            }
+            if !waves.gates.is_empty() {
+                ops.push(Op::StopMonitors);
+            }
+            ops.push(Op::Apply(Action::Promote));
+        }
+    }
+    ops
+}
+
+/// The traffic weight on the new version once `ops[..cursor]` have run.
+pub fn weight_at(ops: &[Op], cursor: usize) -> u8 {
+    ops[..cursor.min(ops.len())]
+        .iter()
+        .rev()
+        .find_map(|op| match op {
+            Op::Apply(Action::SetWeight { percent }) => Some(*percent),
+            Op::Apply(Action::Promote) => Some(100),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// The background gates running at `cursor` (started and not yet stopped).
+pub fn monitors_at(ops: &[Op], cursor: usize) -> Vec<String> {
+    let mut active = Vec::new();
+    for op in &ops[..cursor.min(ops.len())] {
+        match op {
+            Op::StartMonitors(gates) => active = gates.clone(),
+            Op::StopMonitors => active.clear(),
+            _ => {}
+        }
+    }
+    active
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(source: &str) -> deployctl_plan::ValidatedPlan {
+        deployctl_plan::load("test.yaml", source.as_bytes())
+            .unwrap_or_else(|rejected| panic!("{}", rejected.render(false)))
+            .plan
+    }
+
+    const CANARY: &str = "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {name: t, environment: test}\ntargets: {api: {sim: {}}}\nartifacts: {api: {version: v2}}\nstages:\n  - name: api\n    target: api\n    canary:\n      steps: [{setWeight: 20}, {pause: {duration: 5s}}, {analysis: {gates: [h]}}, {setWeight: 60}]\n      gates: [h]\ngates: {h: {sim: {}}}\n";
+
+    #[test]
+    fn canary_compiles_to_deploy_steps_and_promote() {
+        let plan = plan(CANARY);
+        let stage = &plan.stages[0];
+        let ops = compile(stage, plan.target_of(stage));
+        assert_eq!(
+            ops,
+            vec![
+                Op::Apply(Action::Deploy {
+                    version: "v2".into()
+                }),
+                Op::StartMonitors(vec!["h".into()]),
+                Op::Apply(Action::SetWeight { percent: 20 }),
+                Op::Pause(Duration::from_secs(5)),
+                Op::Gates(vec!["h".into()]),
+                Op::Apply(Action::SetWeight { percent: 60 }),
+                Op::StopMonitors,
+                Op::Apply(Action::Promote),
+            ]
+        );
+        assert_eq!(weight_at(&ops, 0), 0);
+        assert_eq!(weight_at(&ops, 4), 20);
+        assert_eq!(weight_at(&ops, 8), 100);
+        assert_eq!(monitors_at(&ops, 3), vec!["h".to_string()]);
+        assert!(monitors_at(&ops, 7).is_empty());
+    }
+
+    #[test]
+    fn blue_green_switches_then_retires_after_the_delay() {
+        let plan = plan(
+            "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {name: t, environment: test}\ntargets: {api: {sim: {}}}\nartifacts: {api: {version: v2}}\nstages:\n  - name: api\n    target: api\n    blueGreen: {prePromotionGates: [h], scaleDownDelay: 10s}\ngates: {h: {sim: {}}}\n",
+        );
+        let stage = &plan.stages[0];
+        let ops = compile(stage, plan.target_of(stage));
+        assert_eq!(
+            ops[1..],
+            [
+                Op::Gates(vec!["h".into()]),
+                Op::Apply(Action::SetWeight { percent: 100 }),
+                Op::Apply(Action::Promote),
+                Op::Pause(Duration::from_secs(10)),
+                Op::Apply(Action::Retire),
+            ]
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! Progress events: what the CLI shows while a run moves (bars on a
+//! terminal, lines in a log, JSON objects with `--output json`). They are
+//! a view; the journal is the record.
+
+use serde::Serialize;
+
+use crate::state::{RunPhase, StagePhase};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Progress {
+    #[serde(rename_all = "camelCase")]
+    RunPhase { run: String, phase: RunPhase },
+    #[serde(rename_all = "camelCase")]
+    Preflight {
+        run: String,
+        stage: String,
+        stable_version: String,
+        ready: bool,
+        detail: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Stage {
+        run: String,
+        stage: String,
+        phase: StagePhase,
+        detail: String,
+    },
+    /// An operation of the stage's program finished; `step`/`steps` count them.
+    #[serde(rename_all = "camelCase")]
+    Step {
+        run: String,
+        stage: String,
+        step: u32,
+        steps: u32,
+        weight: u8,
+        detail: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Gate {
+        run: String,
+        stage: String,
+        gate: String,
+        passed: bool,
+        detail: String,
+    },
+}
+
+/// Where progress goes: a channel, or nowhere.
+#[derive(Clone, Default)]
+pub struct ProgressSink {
+    sender: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+}
+
+impl ProgressSink {
+    pub fn new(sender: tokio::sync::mpsc::UnboundedSender<Progress>) -> ProgressSink {
+        ProgressSink {
+            sender: Some(sender),
+        }
+    }
+
+    pub fn emit(&self, event: Progress) {
+        if let Some(sender) = &self.sender {
+            // A closed receiver means nobody is watching; the run goes on.
+            let _ = sender.send(event);
+        }
+    }
+}

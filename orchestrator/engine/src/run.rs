@@ -1,0 +1,106 @@
+//! Creating runs: ids, who started them, and the journal rows a new run
+//! starts with. What drives a run is [`crate::executor::Engine`].
+
+use deployctl_plan::ValidatedPlan;
+
+use crate::executor::target_key;
+use crate::journal::{Journal, JournalError, NewRun};
+
+/// `r-20261124-091523-3f2a`: sortable by time, unique per process start.
+pub fn new_run_id() -> String {
+    let now = crate::clock::now_ms();
+    let stamp = crate::clock::rfc3339(now);
+    // 2026-11-24T09:15:23.123Z → 20261124-091523
+    let compact: String = stamp[..19]
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .map(|c| if c == 'T' { '-' } else { c })
+        .collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("r-{compact}-{salt:04x}")
+}
+
+/// This machine's name, for lock holders and run owners.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Who is running deployctl, as `user@host`.
+pub fn initiator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("{user}@{}", host_name())
+}
+
+/// Records a new run of `plan` and takes its target locks, all or none.
+pub fn create_run(
+    journal: &Journal,
+    run_id: &str,
+    plan: &ValidatedPlan,
+    plan_file: &str,
+    plan_source: &str,
+    initiator: &str,
+    mode: &str,
+) -> Result<(), JournalError> {
+    let stages = plan
+        .stages
+        .iter()
+        .map(|stage| {
+            let target = plan.target_of(stage);
+            (
+                stage.name.clone(),
+                stage.target.clone(),
+                target_key(&target.name, &target.spec),
+                target.artifact.as_ref().map(|a| a.version.clone()),
+            )
+        })
+        .collect();
+    let keys: Vec<String> = plan
+        .stages
+        .iter()
+        .map(|stage| {
+            let target = plan.target_of(stage);
+            // Rehearsals move simulators only: they never lock real targets.
+            if mode == "rehearse" {
+                format!("rehearse:{run_id}:{}", target.name)
+            } else {
+                target_key(&target.name, &target.spec)
+            }
+        })
+        .collect();
+    journal.create_run(&NewRun {
+        id: run_id,
+        plan_name: &plan.metadata.name,
+        environment: &plan.metadata.environment,
+        plan_file,
+        plan_digest: &plan.digest,
+        plan_source,
+        initiator,
+        mode,
+        stages,
+    })?;
+    if let Err(error) = journal.acquire_locks(run_id, &keys, initiator) {
+        let _ = journal.set_run_phase(
+            run_id,
+            crate::state::RunPhase::Failed,
+            Some(&error.to_string()),
+            false,
+        );
+        return Err(error);
+    }
+    Ok(())
+}
