@@ -99,7 +99,10 @@ pub async fn run_all_with<T: Target>(
 /// `observe` changes nothing and agrees with itself, also when called
 /// concurrently; `plan` changes nothing; a fresh target is on its stable
 /// version with no candidate.
-pub async fn observe_is_pure<T: Target>(make: &mut impl AsyncFnMut() -> T, options: &Options) -> CheckResult {
+pub async fn observe_is_pure<T: Target>(
+    make: &mut impl AsyncFnMut() -> T,
+    options: &Options,
+) -> CheckResult {
     let target = make().await;
     let driver = Driver::new(&target, "observe");
     let first = driver.observe("a fresh target").await?;
@@ -154,7 +157,10 @@ pub async fn preflight_names_the_stable_version<T: Target>(
         preflight.detail
     );
     let after = driver.observe("after preflight").await?;
-    ensure!(after == before, "preflight changed the target: {before:?} became {after:?}");
+    ensure!(
+        after == before,
+        "preflight changed the target: {before:?} became {after:?}"
+    );
     Ok(())
 }
 
@@ -273,10 +279,16 @@ pub async fn rollback_from_every_partial_state<T: Target>(
                 to: if named { start.stable.clone() } else { None },
             };
             let context = format!("{rollback} after [{}]", list(prefix));
-            driver.apply(&rollback).await.map_err(|e| format!("{context}: {e}"))?;
+            driver
+                .apply(&rollback)
+                .await
+                .map_err(|e| format!("{context}: {e}"))?;
             let after = driver.observe(&context).await?;
             back_on(&after, &start.stable, &context)?;
-            driver.apply_twice(&rollback).await.map_err(|e| format!("{context}: {e}"))?;
+            driver
+                .apply_twice(&rollback)
+                .await
+                .map_err(|e| format!("{context}: {e}"))?;
         }
     }
     Ok(())
@@ -316,8 +328,8 @@ pub async fn rollback_after_promotion<T: Target>(
 }
 
 /// Dropping `apply` at its first pending point leaves a target that
-/// observes without error, on which the same action then completes, and
-/// that rolls back to its stable version.
+/// observes without error and rolls back to its stable version; and on
+/// which the same action, applied again, completes.
 pub async fn cancellation_is_safe<T: Target>(
     make: &mut impl AsyncFnMut() -> T,
     options: &Options,
@@ -335,38 +347,44 @@ pub async fn cancellation_is_safe<T: Target>(
     }
     for sequence in &sequences {
         for (at, action) in sequence.iter().enumerate() {
-            let target = make().await;
-            let mut driver = Driver::new(&target, "cancel");
-            let start = driver.observe("a fresh target").await?;
-            for done in &sequence[..at] {
-                driver.apply(done).await?;
+            for reapply in [false, true] {
+                let target = make().await;
+                let mut driver = Driver::new(&target, "cancel");
+                let start = driver.observe("a fresh target").await?;
+                for done in &sequence[..at] {
+                    driver.apply(done).await?;
+                }
+                let mut context = format!("{action} dropped at its first pending point");
+                let key = driver.key();
+                if let Poll::Ready(Err(error)) = poll_once(target.apply(action, &key)) {
+                    return Err(format!("{action} failed on its first poll: {error}"));
+                }
+                driver.observe(&context).await?;
+                // Once the old version is retired a release is over:
+                // rolling back then means staying on the new version.
+                let mut retired = sequence[..at].contains(&Action::Retire);
+                if reapply {
+                    driver
+                        .apply(action)
+                        .await
+                        .map_err(|e| format!("{context}, then applied again: {e}"))?;
+                    context.push_str(", then applied again");
+                    retired |= *action == Action::Retire;
+                }
+                let (rollback, expected) = if retired {
+                    let new = Some(options.candidate_version.clone());
+                    (Action::Rollback { to: None }, new)
+                } else {
+                    let to = start.stable.clone();
+                    (Action::Rollback { to: to.clone() }, to)
+                };
+                driver
+                    .apply(&rollback)
+                    .await
+                    .map_err(|e| format!("{context}, then {rollback}: {e}"))?;
+                let after = driver.observe(&context).await?;
+                back_on(&after, &expected, &format!("{context}, then {rollback}"))?;
             }
-            let context = format!("{action} dropped at its first pending point");
-            let key = driver.key();
-            if let Poll::Ready(Err(error)) = poll_once(target.apply(action, &key)) {
-                return Err(format!("{action} failed on its first poll: {error}"));
-            }
-            driver.observe(&context).await?;
-            driver
-                .apply(action)
-                .await
-                .map_err(|e| format!("{context}, then applied again: {e}"))?;
-            // Once the old version is retired a release is over: rolling
-            // back then means staying on the new version.
-            let retired = sequence[..=at].contains(&Action::Retire);
-            let (rollback, expected) = if retired {
-                let new = Some(options.candidate_version.clone());
-                (Action::Rollback { to: None }, new)
-            } else {
-                let to = start.stable.clone();
-                (Action::Rollback { to: to.clone() }, to)
-            };
-            driver
-                .apply(&rollback)
-                .await
-                .map_err(|e| format!("{context}, then {rollback}: {e}"))?;
-            let after = driver.observe(&context).await?;
-            back_on(&after, &expected, &format!("{context}, then {rollback}"))?;
         }
     }
     Ok(())
@@ -395,7 +413,11 @@ pub async fn request_ids_are_reported<T: Target>(
         sequences.push(release);
     }
     if runs_waves(kind) {
-        sequences.push(vec![wave(0, options), Action::Halt, Action::Rollback { to: None }]);
+        sequences.push(vec![
+            wave(0, options),
+            Action::Halt,
+            Action::Rollback { to: None },
+        ]);
     }
     for sequence in &sequences {
         let target = make().await;
@@ -406,13 +428,18 @@ pub async fn request_ids_are_reported<T: Target>(
             if applied.changed {
                 changes += 1;
                 ensure!(
-                    !applied.request_ids.is_empty() && applied.request_ids.iter().all(|id| !id.is_empty()),
+                    !applied.request_ids.is_empty()
+                        && applied.request_ids.iter().all(|id| !id.is_empty()),
                     "{action} changed the target but reported request IDs {:?}",
                     applied.request_ids
                 );
             }
         }
-        ensure!(changes > 0, "[{}] changed nothing on a fresh target", list(sequence));
+        ensure!(
+            changes > 0,
+            "[{}] changed nothing on a fresh target",
+            list(sequence)
+        );
     }
     Ok(())
 }
@@ -493,7 +520,10 @@ pub async fn probes_match_capabilities<T: Target>(
 
 /// On wave targets: after `Halt`, starting another wave dispatches no
 /// device (it may fail or report no change), and the halt is observed.
-pub async fn halt_stops_dispatch<T: Target>(make: &mut impl AsyncFnMut() -> T, options: &Options) -> CheckResult {
+pub async fn halt_stops_dispatch<T: Target>(
+    make: &mut impl AsyncFnMut() -> T,
+    options: &Options,
+) -> CheckResult {
     let target = make().await;
     if !runs_waves(target.kind()) {
         return Ok(());
@@ -502,7 +532,9 @@ pub async fn halt_stops_dispatch<T: Target>(make: &mut impl AsyncFnMut() -> T, o
     driver.apply(&wave(0, options)).await?;
     let started = driver.observe("after the first wave").await?;
     let Some(progress) = &started.waves else {
-        return Err(format!("a wave started but observe reports no wave progress: {started:?}"));
+        return Err(format!(
+            "a wave started but observe reports no wave progress: {started:?}"
+        ));
     };
     ensure!(
         progress.waves_started == 1 && progress.dispatched > 0,
@@ -619,12 +651,16 @@ fn moves_traffic(kind: TargetKind) -> bool {
 }
 
 fn runs_waves(kind: TargetKind) -> bool {
-    kind.capabilities().strategies.contains(&StrategyKind::Waves)
+    kind.capabilities()
+        .strategies
+        .contains(&StrategyKind::Waves)
 }
 
 fn supports(kind: TargetKind, action: &Action) -> bool {
     match action {
-        Action::Deploy { .. } | Action::SetWeight { .. } | Action::Promote | Action::Retire => moves_traffic(kind),
+        Action::Deploy { .. } | Action::SetWeight { .. } | Action::Promote | Action::Retire => {
+            moves_traffic(kind)
+        }
         Action::StartWave { .. } | Action::Halt => runs_waves(kind),
         Action::Rollback { .. } => true,
     }
@@ -669,7 +705,10 @@ fn supported_actions(kind: TargetKind, options: &Options, stable: Option<String>
     if runs_waves(kind) {
         actions.extend([wave(0, options), Action::Halt]);
     }
-    actions.extend([Action::Rollback { to: None }, Action::Rollback { to: stable }]);
+    actions.extend([
+        Action::Rollback { to: None },
+        Action::Rollback { to: stable },
+    ]);
     actions
 }
 
@@ -730,7 +769,9 @@ fn sample_checks() -> Vec<GateCheck> {
 /// happens to an in-flight call when the engine's task is cancelled.
 fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
     let mut future = pin!(future);
-    future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// Runs two futures concurrently on the current task.

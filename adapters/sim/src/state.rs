@@ -133,7 +133,7 @@ impl SimState {
             stable: Some(self.stable.clone()),
             candidate: self.candidate.clone(),
             weight: self.weight,
-            waves: self.shows_waves(kind).then(|| WaveProgress {
+            waves: self.shows_waves(kind).then_some(WaveProgress {
                 fleet_size: self.fleet.size,
                 dispatched: self.fleet.dispatched,
                 succeeded: self.fleet.succeeded,

@@ -565,6 +565,33 @@ impl Journal {
         })
     }
 
+    /// Records one approver's approval of `gate`. Verifying who the
+    /// approver is (role, MFA code, not the initiator) happens before this
+    /// is called; the journal only keeps the fact, once per approver.
+    pub fn record_approval(
+        &self,
+        run_id: &str,
+        gate: &str,
+        approver: &str,
+    ) -> Result<(), JournalError> {
+        self.with(|connection| {
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO approvals (run_id, gate, approver, at) VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, gate, approver, now_ms()],
+            )?;
+            append_event(
+                &tx,
+                run_id,
+                None,
+                "approved",
+                &serde_json::json!({"gate": gate, "approver": approver}),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     /// Distinct approvers recorded for `gate` in `run_id`.
     pub fn approvals(&self, run_id: &str, gate: &str) -> Result<u32, JournalError> {
         self.with(|connection| {

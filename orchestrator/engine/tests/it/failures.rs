@@ -1,0 +1,212 @@
+//! Failure paths: failed gates, errors, timeouts, kills, and what rolls
+//! back in which order.
+
+use std::time::Duration;
+
+use deployctl_engine::state::{RunPhase, StagePhase};
+use deployctl_sim::{ActionKind, ApiErrorKind, SimFaults};
+
+use crate::support::{Harness, header};
+
+/// api → cdn → edge, with a background gate on each.
+fn chain(rollback: &str) -> String {
+    header(&["api", "cdn", "edge"])
+        + "stages:
+  - {name: api, target: api, canary: {steps: [{setWeight: 20}, {pause: {duration: 30s}}, {setWeight: 100}], gates: [h]}}
+  - {name: cdn, target: cdn, after: [api], canary: {steps: [{setWeight: 10}, {pause: {duration: 30s}}, {setWeight: 60}, {pause: {duration: 30s}}], gates: [h]}}
+  - {name: edge, target: edge, after: [cdn], canary: {steps: [{setWeight: 50}, {pause: {duration: 30s}}], gates: [h]}}
+gates:
+  h: {sim: {}, interval: 5s, count: 2}
+"
+        + rollback
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_gate_rolls_back_every_moved_stage_dependents_first() {
+    let harness = Harness::new(
+        &chain(""),
+        &[("cdn", SimFaults::none().unhealthy_from_weight(60))],
+    );
+    let outcome = harness.run().await;
+    assert_eq!(outcome.phase, RunPhase::RolledBack, "{}", outcome.message);
+    assert!(
+        outcome.message.contains("gate `h` failed"),
+        "{}",
+        outcome.message
+    );
+    for name in ["api", "cdn"] {
+        assert_eq!(harness.stage(name).phase, StagePhase::RolledBack, "{name}");
+        let (stable, candidate, weight) = harness.observed(name).await;
+        assert_eq!(
+            (stable.as_deref(), candidate, weight),
+            (Some("1.0"), None, 0),
+            "{name}"
+        );
+    }
+    // edge never started: nothing to undo, and it says so.
+    assert_eq!(harness.stage("edge").phase, StagePhase::Skipped);
+    assert!(harness.sims["edge"].effects().unwrap().is_empty());
+    // The CDN goes back before the API it depends on.
+    let cdn_back = harness.event_position("callDone", "cdn");
+    let events = harness.events();
+    let api_rollback = events
+        .iter()
+        .rposition(|(kind, stage)| kind == "callIntent" && stage.as_deref() == Some("api"))
+        .unwrap();
+    assert!(cdn_back < api_rollback);
+    assert!(
+        api_rollback
+            > events
+                .iter()
+                .rposition(|(kind, stage)| kind == "callIntent" && stage.as_deref() == Some("cdn"))
+                .unwrap()
+    );
+    harness.journal.check_consistency(&harness.run_id).unwrap();
+    harness.no_effect_applied_twice();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stage_scope_leaves_finished_stages_promoted() {
+    let harness = Harness::new(
+        &chain("rollback: {scope: stage}\n"),
+        &[("cdn", SimFaults::none().unhealthy_from_weight(60))],
+    );
+    let outcome = harness.run().await;
+    assert_eq!(outcome.phase, RunPhase::RolledBack);
+    assert_eq!(harness.stage("api").phase, StagePhase::Succeeded);
+    assert_eq!(harness.observed("api").await.0.as_deref(), Some("2.0"));
+    assert_eq!(harness.stage("cdn").phase, StagePhase::RolledBack);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_automatic_rollback_off_the_run_stops_for_a_human() {
+    let harness = Harness::new(
+        &chain("rollback: {automatic: false}\n"),
+        &[("cdn", SimFaults::none().unhealthy_from_weight(60))],
+    );
+    let outcome = harness.run().await;
+    assert_eq!(outcome.phase, RunPhase::Failed);
+    assert!(
+        outcome.message.contains("deployctl rollback"),
+        "{}",
+        outcome.message
+    );
+    // Traffic stays where it was: nobody moved it back.
+    assert_eq!(harness.observed("cdn").await.2, 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_api_errors_are_retried_and_permanent_ones_roll_back() {
+    let transient = Harness::new(
+        &chain(""),
+        &[(
+            "api",
+            SimFaults::none().api_errors(Some(ActionKind::SetWeight), ApiErrorKind::Throttled, 2),
+        )],
+    );
+    assert_eq!(transient.run().await.phase, RunPhase::Succeeded);
+
+    let permanent = Harness::new(
+        &chain(""),
+        &[(
+            "api",
+            SimFaults::none().api_errors(Some(ActionKind::SetWeight), ApiErrorKind::Rejected, 1),
+        )],
+    );
+    let outcome = permanent.run().await;
+    assert_eq!(outcome.phase, RunPhase::RolledBack);
+    assert!(outcome.message.contains("rejected"), "{}", outcome.message);
+    assert_eq!(permanent.observed("api").await.1, None);
+    let failed: Vec<_> = permanent
+        .journal
+        .calls(&permanent.run_id)
+        .unwrap()
+        .into_iter()
+        .filter(|call| call.state == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_that_outlives_its_timeout_rolls_back() {
+    let yaml = header(&["api"])
+        + "stages:
+  - {name: api, target: api, timeout: 1m, canary: {steps: [{setWeight: 20}, {pause: {duration: 5m}}]}}
+";
+    let harness = Harness::new(&yaml, &[]);
+    let started = tokio::time::Instant::now();
+    let outcome = harness.run().await;
+    assert_eq!(outcome.phase, RunPhase::RolledBack);
+    assert!(outcome.message.contains("timed out"), "{}", outcome.message);
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert_eq!(harness.observed("api").await, (Some("1.0".into()), None, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_stops_the_run_and_rolls_back() {
+    let yaml = header(&["api"])
+        + "stages:
+  - {name: api, target: api, canary: {steps: [{setWeight: 20}, {pause: {duration: 1h}}]}}
+";
+    let harness = Harness::new(&yaml, &[]);
+    let journal = harness.journal.clone();
+    let run_id = harness.run_id.clone();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        journal.request_kill(&run_id).unwrap();
+    });
+    let started = tokio::time::Instant::now();
+    let outcome = harness.run().await;
+    killer.await.unwrap();
+    assert_eq!(outcome.phase, RunPhase::Killed);
+    assert!(
+        started.elapsed() < Duration::from_secs(32),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(harness.observed("api").await, (Some("1.0".into()), None, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_platform_that_refuses_deploys_is_rolled_back_and_the_rest_never_starts() {
+    let yaml = header(&["api", "web"])
+        + "stages:
+  - {name: api, target: api, canary: {steps: [{setWeight: 100}]}}
+  - {name: web, target: web, after: [api], canary: {steps: [{setWeight: 100}]}}
+";
+    let harness = Harness::new(
+        &yaml,
+        &[(
+            "api",
+            SimFaults::none().api_errors(Some(ActionKind::Deploy), ApiErrorKind::Unavailable, 100),
+        )],
+    );
+    let outcome = harness.run().await;
+    // Six attempts (the retry policy), then the stage fails; the deploy
+    // may or may not have happened, so the stage is rolled back anyway.
+    assert_eq!(outcome.phase, RunPhase::RolledBack, "{}", outcome.message);
+    assert!(
+        outcome.message.contains("service unavailable"),
+        "{}",
+        outcome.message
+    );
+    assert_eq!(harness.stage("api").phase, StagePhase::RolledBack);
+    assert_eq!(harness.stage("web").phase, StagePhase::Skipped);
+    assert!(harness.sims["web"].effects().unwrap().is_empty());
+    assert_eq!(harness.observed("api").await, (Some("1.0".into()), None, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_data_never_promotes() {
+    let yaml = header(&["api"])
+        + "stages:
+  - {name: api, target: api, canary: {steps: [{setWeight: 50}, {analysis: {gates: [fleet-health]}}]}}
+gates:
+  fleet-health: {fleet: {minSuccessRate: 95}, interval: 1s, count: 3, inconclusiveLimit: 2}
+";
+    // A fleet gate on a service that reports no device results: no data.
+    let harness = Harness::new(&yaml, &[]);
+    let outcome = harness.run().await;
+    assert_eq!(outcome.phase, RunPhase::RolledBack, "{}", outcome.message);
+    assert_eq!(harness.observed("api").await.0.as_deref(), Some("1.0"));
+}
