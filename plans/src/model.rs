@@ -576,6 +576,11 @@ impl RunEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Channel {
-    Sns { topic_arn: String },
-    Webhook { url: String },
+    Sns {
+        topic_arn: String,
+    },
+    Webhook {
+        url: String,
+        allow_insecure_http: bool,
+    },
 }

@@ -1071,6 +1071,7 @@ impl Checker {
                     );
                     Channel::Webhook {
                         url: webhook.url.clone(),
+                        allow_insecure_http: webhook.allow_insecure_http,
                     }
                 }
                 None => continue,

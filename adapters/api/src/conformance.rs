@@ -35,6 +35,15 @@ use deployctl_plan::model::{Comparison, GateCheck, GateKind, StrategyKind, Targe
 
 use crate::{Action, AdapterError, Applied, IdempotencyKey, Observed, Target};
 
+/// `ensure!(condition, "format", args)`: fails the check with the message.
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
 /// What the suite deploys.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -560,15 +569,6 @@ pub async fn halt_stops_dispatch<T: Target>(
     );
     Ok(())
 }
-
-macro_rules! ensure {
-    ($condition:expr, $($message:tt)+) => {
-        if !$condition {
-            return Err(format!($($message)+));
-        }
-    };
-}
-use ensure;
 
 /// Applies and observes for one check, numbering idempotency keys.
 struct Driver<'t> {

@@ -13,10 +13,12 @@
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+mod notify;
 mod probe;
 mod target;
 
 pub use error::{AdapterError, ErrorClass};
+pub use notify::{Notification, Notifier};
 pub use probe::{HealthProbe, Measurement};
 pub use target::{
     Action, Applied, IdempotencyKey, Observed, PlannedCall, Preflight, Target, WaveProgress,

@@ -1,5 +1,6 @@
 //! `deployctl-probes`: the health probes behind the `http` and `prometheus`
-//! gate kinds.
+//! gate kinds, and webhook notifications ([`WebhookNotifier`]), which share
+//! their HTTP transport.
 //!
 //! Start at [`probe_for`], which turns a validated [`GateCheck`] into a
 //! [`HealthProbe`]; [`HttpProbe`] and [`PrometheusProbe`] are the two
@@ -26,10 +27,12 @@ mod misconfigured;
 mod prometheus;
 mod query_result;
 mod transport;
+mod webhook;
 
 pub use error::ProbeError;
 pub use http::HttpProbe;
 pub use prometheus::PrometheusProbe;
+pub use webhook::WebhookNotifier;
 
 use deployctl_adapter::HealthProbe;
 use deployctl_plan::model::GateCheck;

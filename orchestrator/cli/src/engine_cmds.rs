@@ -152,6 +152,13 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    let notifications = match wiring::notifications(&loaded.plan, Mode::Apply) {
+        Ok(notifications) => notifications,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::INVALID_INPUT;
+        }
+    };
     if !options.json {
         eprint!("{}", ImpactReport::new(&loaded.plan).render_text());
     }
@@ -181,6 +188,7 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
         plan: Arc::new(loaded.plan.clone()),
         targets,
         probes: Arc::new(wiring::Probes::for_mode(Mode::Apply)),
+        notifications,
     };
     drive(
         journal,
@@ -207,11 +215,13 @@ fn context_from_journal(run: &RunRecord, state_dir: &Path) -> Result<RunContext,
         Mode::Apply
     };
     let targets = wiring::targets(&loaded.plan, mode, state_dir)?;
+    let notifications = wiring::notifications(&loaded.plan, mode)?;
     Ok(RunContext {
         run_id: run.id.clone(),
         plan: Arc::new(loaded.plan),
         targets,
         probes: Arc::new(wiring::Probes::for_mode(mode)),
+        notifications,
     })
 }
 

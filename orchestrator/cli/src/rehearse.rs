@@ -129,6 +129,7 @@ pub fn rehearse(
             .map(|(name, sim)| (name.clone(), sim.clone() as Arc<dyn Target>))
             .collect(),
         probes: Arc::new(wiring::Probes::rehearsal(simulators.clone())),
+        notifications: wiring::notifications(plan, Mode::Rehearse).unwrap_or_default(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,12 +164,17 @@ pub fn rehearse(
             View::Lines
         };
         let renderer = tokio::spawn(progress_view::render(view, receiver));
-        let engine = Engine::new(
-            journal.clone(),
-            EngineOptions::default(),
-            ProgressSink::new(sender),
-        );
+        // Simulated days pass in seconds; polling the journal for kills
+        // every simulated quarter second would be most of the real time.
+        let options = EngineOptions {
+            kill_poll: std::time::Duration::from_secs(60),
+            poll: std::time::Duration::from_secs(10),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::new(journal.clone(), options, ProgressSink::new(sender));
+        let approvers = tokio::spawn(simulated_approvers(journal.clone(), run_id.clone()));
         let outcome = engine.execute(&context).await;
+        approvers.abort();
         drop(engine);
         let _ = renderer.await;
         (outcome, started.elapsed())
@@ -216,6 +222,39 @@ pub fn rehearse(
     }
 }
 
+/// Stands in for the approvers a real run would page: every approval a
+/// stage asks for is granted by as many simulated approvers as it needs,
+/// a simulated minute later. (Who may approve, with MFA, is checked for
+/// real runs; a rehearsal exercises the plan, not the people.)
+async fn simulated_approvers(journal: Arc<Journal>, run_id: String) {
+    let mut granted = std::collections::BTreeSet::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        let Ok(events) = journal.events(&run_id) else {
+            continue;
+        };
+        for event in events
+            .iter()
+            .filter(|event| event.kind == "approvalRequested")
+        {
+            let Some(name) = event.data.get("approval").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if !granted.insert(name.to_string()) {
+                continue;
+            }
+            let required = event
+                .data
+                .get("required")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1);
+            for n in 1..=required {
+                let _ = journal.record_approval(&run_id, name, &format!("rehearsal-approver-{n}"));
+            }
+        }
+    }
+}
+
 /// Checks the rehearsal's end against what the plan promises.
 async fn judge(
     plan: &ValidatedPlan,
@@ -243,8 +282,13 @@ async fn judge(
         ));
         for stage in &stages {
             let observed = simulators[&stage.target].observe().await.ok();
-            let on_new = observed.as_ref().is_some_and(|o| {
-                o.stable.as_deref() == stage.new_version.as_deref() && o.candidate.is_none()
+            // A fleet is released when every device took the update; a
+            // service when the new version is the stable one.
+            let on_new = observed.as_ref().is_some_and(|o| match &o.waves {
+                Some(waves) if waves.dispatched > 0 => {
+                    waves.succeeded == waves.fleet_size && !waves.halted
+                }
+                _ => o.stable.as_deref() == stage.new_version.as_deref() && o.candidate.is_none(),
             });
             checks.push((
                 stage.phase == StagePhase::Succeeded && on_new,

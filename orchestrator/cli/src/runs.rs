@@ -90,8 +90,8 @@ pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  {:<width$}  {:<14}  {:>6}  {}",
-        "STAGE", "PHASE", "WEIGHT", "VERSIONS / LAST GATE"
+        "  {:<width$}  {:<14}  {:>6}  VERSIONS / LAST GATE",
+        "STAGE", "PHASE", "WEIGHT"
     );
     for stage in stages {
         let gate = stage

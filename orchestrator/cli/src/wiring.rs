@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use deployctl_adapter::{HealthProbe, Target};
+use deployctl_adapter::{HealthProbe, Notification, Notifier, Target};
 use deployctl_engine::executor::ProbeFactory;
+use deployctl_engine::notify::Subscription;
 use deployctl_plan::ValidatedPlan;
-use deployctl_plan::model::{Gate, GateCheck, TargetKind};
+use deployctl_plan::model::{Channel, Gate, GateCheck, TargetKind};
+use deployctl_probes::WebhookNotifier;
 use deployctl_sim::{SimConfig, SimFaults, SimTarget, SimWorld};
 
 /// How targets are provided.
@@ -98,6 +100,61 @@ fn unsupported_gates(plan: &ValidatedPlan) -> Vec<String> {
         .filter(|gate| matches!(gate.check, GateCheck::CloudWatch { .. }))
         .map(|gate| format!("gate `{}` is a cloudwatch gate", gate.name))
         .collect()
+}
+
+/// The plan's notification channels. Rehearsals announce nothing to
+/// anyone: each channel is replaced by one that only journals what it
+/// would have sent, so a drill shows its notifications without paging.
+pub fn notifications(plan: &ValidatedPlan, mode: Mode) -> Result<Vec<Subscription>, String> {
+    let mut subscriptions = Vec::new();
+    for notification in &plan.notifications {
+        let notifier: Arc<dyn Notifier> = match (&notification.channel, mode) {
+            (channel, Mode::Rehearse) => Arc::new(Rehearsed(describe_channel(channel))),
+            (
+                Channel::Webhook {
+                    url,
+                    allow_insecure_http,
+                },
+                Mode::Apply,
+            ) => Arc::new(
+                WebhookNotifier::new(url, *allow_insecure_http)
+                    .map_err(|error| format!("webhook {url}: {error}"))?,
+            ),
+            (Channel::Sns { topic_arn }, Mode::Apply) => {
+                return Err(format!(
+                    "this build of deployctl cannot notify SNS topic {topic_arn} yet (the AWS adapters arrive with their issue); use a webhook or `deployctl rehearse`. Nothing was changed."
+                ));
+            }
+        };
+        subscriptions.push(Subscription {
+            events: notification.events.clone(),
+            notifier,
+        });
+    }
+    Ok(subscriptions)
+}
+
+fn describe_channel(channel: &Channel) -> String {
+    match channel {
+        Channel::Sns { topic_arn } => format!("SNS {topic_arn}"),
+        Channel::Webhook { url, .. } => format!("webhook {url}"),
+    }
+}
+
+/// A rehearsal's stand-in for a real channel.
+struct Rehearsed(String);
+
+impl Notifier for Rehearsed {
+    fn notify<'a>(
+        &'a self,
+        _notification: &'a Notification,
+    ) -> deployctl_adapter::BoxFuture<'a, Result<(), deployctl_adapter::AdapterError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn describe(&self) -> String {
+        format!("rehearsal: would send to {}", self.0)
+    }
 }
 
 /// Probes for real runs: target-bound gate kinds come from the target,

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use deployctl_adapter::{Action, AdapterError, HealthProbe, IdempotencyKey, Target};
 use deployctl_plan::model::{
-    Gate, OnTimeout, RollbackScope, RollbackTrigger, Stage, StageId, TargetSpec, ValidatedPlan,
-    WaveSize,
+    Gate, OnTimeout, RollbackScope, RollbackTrigger, RunEvent, Stage, StageId, TargetSpec,
+    ValidatedPlan, WaveSize,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use crate::clock::now_ms;
 use crate::gate::{self, GateMonitor, GateResult};
 use crate::journal::{Journal, JournalError, StageRecord, StageUpdate};
+use crate::notify::{NotifyHub, Subscription};
 use crate::program::{self, Op};
 use crate::progress::{Progress, ProgressSink};
 use crate::retry::{RetryDecision, RetryPolicy};
@@ -48,6 +49,8 @@ pub struct RunContext {
     /// Adapters by target name.
     pub targets: BTreeMap<String, Arc<dyn Target>>,
     pub probes: Arc<dyn ProbeFactory>,
+    /// Where run events are announced (the plan's `notifications`).
+    pub notifications: Vec<Subscription>,
 }
 
 /// How a run ended, for the exit code.
@@ -157,6 +160,16 @@ impl Engine {
         self.drive(context).await
     }
 
+    fn hub(&self, context: &RunContext) -> NotifyHub {
+        NotifyHub::new(
+            context.notifications.clone(),
+            self.journal.clone(),
+            &context.run_id,
+            &context.plan.metadata.name,
+            &context.plan.metadata.environment,
+        )
+    }
+
     /// The runbook rollback: every stage that moved goes back to stable,
     /// whatever the run was doing. Safe to run twice.
     pub async fn rollback(
@@ -169,11 +182,32 @@ impl Engine {
             stage: None,
             reason: reason.to_string(),
         };
-        self.roll_back(context, &abort, RollbackScope::Plan, RunPhase::RolledBack)
-            .await
+        let hub = self.hub(context);
+        let outcome = self
+            .roll_back(
+                context,
+                &hub,
+                &abort,
+                RollbackScope::Plan,
+                RunPhase::RolledBack,
+            )
+            .await;
+        hub.flush().await;
+        outcome
     }
 
     async fn drive(&self, context: &RunContext) -> Result<RunOutcome, EngineError> {
+        let hub = self.hub(context);
+        let outcome = self.drive_with(context, &hub).await;
+        hub.flush().await;
+        outcome
+    }
+
+    async fn drive_with(
+        &self,
+        context: &RunContext,
+        hub: &NotifyHub,
+    ) -> Result<RunOutcome, EngineError> {
         let run_id = &context.run_id;
         for target in context.plan.stages.iter().map(|stage| &stage.target) {
             if !context.targets.contains_key(target) {
@@ -194,7 +228,7 @@ impl Engine {
             };
             let scope = context.plan.rollback.scope;
             return self
-                .roll_back(context, &abort, scope, RunPhase::RolledBack)
+                .roll_back(context, hub, &abort, scope, RunPhase::RolledBack)
                 .await;
         }
         if run.kill_requested || run.phase == RunPhase::Killed {
@@ -204,7 +238,7 @@ impl Engine {
                 reason: "killed".into(),
             };
             return self
-                .roll_back(context, &abort, RollbackScope::Plan, RunPhase::Killed)
+                .roll_back(context, hub, &abort, RollbackScope::Plan, RunPhase::Killed)
                 .await;
         }
         if run.phase.is_terminal() {
@@ -217,7 +251,14 @@ impl Engine {
 
         let (abort_tx, abort_rx) = watch::channel(None::<Abort>);
         let watcher = self.spawn_kill_watcher(run_id.clone(), abort_tx.clone());
-        let result = self.forward(context, abort_tx, abort_rx).await;
+        if run.phase == RunPhase::Pending {
+            hub.send(
+                RunEvent::Started,
+                None,
+                &format!("run started by {}", run.initiator),
+            );
+        }
+        let result = self.forward(context, hub, abort_tx, abort_rx).await;
         watcher.abort();
         let abort = match result {
             Ok(ForwardEnd::PreflightFailed(message)) => {
@@ -230,6 +271,7 @@ impl Engine {
             Ok(ForwardEnd::Succeeded) => {
                 self.set_phase(run_id, RunPhase::Succeeded, Some("all stages promoted"))?;
                 self.journal.release_locks(run_id)?;
+                hub.send(RunEvent::Succeeded, None, "all stages promoted");
                 return Ok(RunOutcome {
                     phase: RunPhase::Succeeded,
                     rollback_incomplete: false,
@@ -262,7 +304,8 @@ impl Engine {
         } else {
             policy.scope
         };
-        self.roll_back(context, &abort, scope, final_phase).await
+        self.roll_back(context, hub, &abort, scope, final_phase)
+            .await
     }
 
     fn set_phase(
@@ -311,6 +354,7 @@ impl Engine {
     async fn forward(
         &self,
         context: &RunContext,
+        hub: &NotifyHub,
         abort_tx: watch::Sender<Option<Abort>>,
         abort_rx: watch::Receiver<Option<Abort>>,
     ) -> Result<ForwardEnd, EngineError> {
@@ -372,6 +416,7 @@ impl Engine {
                         options: self.options.clone(),
                         progress: self.progress.clone(),
                         abort: abort_rx.clone(),
+                        notify: hub.clone(),
                         stage,
                     };
                     let id = *id;
@@ -491,6 +536,7 @@ impl Engine {
     async fn roll_back(
         &self,
         context: &RunContext,
+        hub: &NotifyHub,
         abort: &Abort,
         scope: RollbackScope,
         final_phase: RunPhase,
@@ -600,6 +646,12 @@ impl Engine {
                 run: run_id.clone(),
                 phase: final_phase,
             });
+            let event = if final_phase == RunPhase::Killed {
+                RunEvent::Killed
+            } else {
+                RunEvent::RolledBack
+            };
+            hub.send(event, abort.stage.as_deref(), &message);
             Ok(RunOutcome {
                 phase: final_phase,
                 rollback_incomplete: false,
@@ -619,6 +671,8 @@ impl Engine {
                 run: run_id.clone(),
                 phase: RunPhase::Failed,
             });
+            // Escalation: people must act now.
+            hub.send(RunEvent::RollbackIncomplete, None, &message);
             Ok(RunOutcome {
                 phase: RunPhase::Failed,
                 rollback_incomplete: true,
@@ -741,6 +795,7 @@ struct StageDriver {
     options: EngineOptions,
     progress: ProgressSink,
     abort: watch::Receiver<Option<Abort>>,
+    notify: NotifyHub,
 }
 
 impl StageDriver {
@@ -764,6 +819,10 @@ impl StageDriver {
         }
         .inspect_err(|stop| {
             if let StageStop::Failed(abort) = stop {
+                if abort.trigger == RollbackTrigger::GateFailed {
+                    self.notify
+                        .send(RunEvent::GateFailed, Some(&name), &abort.reason);
+                }
                 let _ = self.journal.transition(
                     &self.run_id,
                     &name,
@@ -804,6 +863,36 @@ impl StageDriver {
         })?;
         let mut cursor = record.cursor as usize;
         let resumed_pause = record.pause_until;
+        if cursor == 0
+            && !record.moved
+            && record.stable_version.is_some()
+            && record.stable_version == record.new_version
+        {
+            // Already released (a re-run of the same plan): nothing to move,
+            // and no traffic shift to gate.
+            let detail = format!(
+                "already running {}; nothing to do",
+                record.new_version.as_deref().unwrap_or_default()
+            );
+            self.journal.transition(
+                &self.run_id,
+                &self.stage.name,
+                "stageSucceeded",
+                &serde_json::json!({"unchanged": true}),
+                &StageUpdate {
+                    phase: Some(StagePhase::Succeeded),
+                    detail: Some(detail.clone()),
+                    ..StageUpdate::default()
+                },
+            )?;
+            self.progress.emit(Progress::Stage {
+                run: self.run_id.clone(),
+                stage: self.stage.name.clone(),
+                phase: StagePhase::Succeeded,
+                detail,
+            });
+            return Ok(());
+        }
         self.journal.transition(
             &self.run_id,
             &self.stage.name,
@@ -1150,6 +1239,14 @@ impl StageDriver {
             phase: StagePhase::Paused,
             detail: format!("waiting for approval `{name}`"),
         });
+        let asking = format!(
+            "waiting for {} approver(s) with role `{}` for `{name}`: `deployctl approve {} --gate {name}`",
+            approval.required, approval.role, self.run_id
+        );
+        self.notify
+            .send(RunEvent::ApprovalRequested, Some(&self.stage.name), &asking);
+        self.notify
+            .send(RunEvent::Paused, Some(&self.stage.name), &asking);
         let journal = self.journal.clone();
         let run_id = self.run_id.clone();
         let poll = self.options.poll;

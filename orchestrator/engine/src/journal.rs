@@ -565,6 +565,21 @@ impl Journal {
         })
     }
 
+    /// Appends a run-level event (no stage row changes).
+    pub fn append_run_event(
+        &self,
+        run_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), JournalError> {
+        self.with(|connection| {
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            append_event(&tx, run_id, None, kind, data)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     /// Records one approver's approval of `gate`. Verifying who the
     /// approver is (role, MFA code, not the initiator) happens before this
     /// is called; the journal only keeps the fact, once per approver.

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod executor;
 pub mod gate;
 pub mod journal;
+pub mod notify;
 pub mod program;
 pub mod progress;
 pub mod retry;

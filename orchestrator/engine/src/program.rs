@@ -41,7 +41,12 @@ pub fn compile(stage: &Stage, target: &Target) -> Vec<Op> {
         .as_ref()
         .map(|artifact| artifact.version.clone())
         .unwrap_or_default();
-    let mut ops = vec![Op::Apply(Action::Deploy { version })];
+    // Fleets have nothing to deploy beside a stable version: each wave
+    // dispatches the release to more devices.
+    let mut ops = match stage.strategy {
+        Strategy::Waves(_) => Vec::new(),
+        _ => vec![Op::Apply(Action::Deploy { version })],
+    };
     match &stage.strategy {
         Strategy::Canary { steps, gates } => {
             if !gates.is_empty() {
@@ -105,7 +110,8 @@ pub fn compile(stage: &Stage, target: &Target) -> Vec<Op> {
             if !waves.gates.is_empty() {
                 ops.push(Op::StopMonitors);
             }
-            ops.push(Op::Apply(Action::Promote));
+            // No promote: once the last wave has landed, the fleet runs the
+            // release; there is no traffic to switch.
         }
     }
     ops

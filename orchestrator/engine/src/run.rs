@@ -42,8 +42,31 @@ pub fn host_name() -> String {
 pub fn initiator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
+        .ok()
+        .filter(|user| !user.is_empty())
+        .or_else(user_from_passwd)
+        .unwrap_or_else(|| "unknown".to_string());
     format!("{user}@{}", host_name())
+}
+
+/// The login name of this process's user, from /etc/passwd (services and
+/// containers often run without `USER`).
+#[cfg(unix)]
+fn user_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
+        (entry_uid == uid).then(|| name.to_string())
+    })
+}
+
+#[cfg(not(unix))]
+fn user_from_passwd() -> Option<String> {
+    None
 }
 
 /// Records a new run of `plan` and takes its target locks, all or none.

@@ -54,3 +54,19 @@ async fn every_kind_conforms_with_latency_in_memory() {
 async fn every_kind_conforms_with_latency_in_a_sim_world() {
     suite(true, Duration::from_millis(20)).await;
 }
+
+#[tokio::test]
+async fn a_plain_closure_returning_a_future_is_a_factory_too() {
+    let mut made = 0;
+    let make = move || {
+        made += 1;
+        let config = SimConfig::new(format!("lambda-{made}"), TargetKind::Lambda, "41");
+        async move { SimTarget::in_memory(config) }
+    };
+    let options = deployctl_adapter::conformance::Options {
+        candidate_version: "42".into(),
+        wave_devices: 1,
+    };
+    let result = deployctl_adapter::conformance::run_all_with(&options, make).await;
+    assert_eq!(result, Ok(()));
+}

@@ -7,7 +7,10 @@
 
 mod architecture;
 mod cli;
+mod crash;
 mod fixtures;
+mod runs;
+mod sandbox;
 mod snapshot;
 
 use std::path::PathBuf;

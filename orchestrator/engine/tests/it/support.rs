@@ -90,6 +90,7 @@ impl Harness {
                 .map(|(name, sim)| (name.clone(), sim.clone() as Arc<dyn Target>))
                 .collect(),
             probes: Arc::new(SimProbes(self.sims.clone())),
+            notifications: Vec::new(),
         }
     }
 

@@ -1,0 +1,477 @@
+//! The run commands (`apply`, `status`, `history`, `rollback`, `kill`,
+//! `resume`, `rehearse`) driven as an operator would, on sim plans: exit
+//! codes, what they print, and what they leave in the journal and on the
+//! (simulated) targets. Each test has its own state directory.
+
+use std::time::Duration;
+
+use crate::sandbox::{Sandbox, mask, started_run_id, wait_until};
+use crate::{repo_root, snapshot};
+
+/// api (canary) ∥ worker (blue-green) → cdn (canary); under a second.
+const SANDBOX_PLAN: &str = "tests/fixtures/plans/valid/run-sandbox.yaml";
+/// Holds target `api` at 10% for 30 s.
+const LONG_PLAN: &str = "tests/fixtures/plans/valid/run-long-pause.yaml";
+/// One quick canary on target `solo`.
+const SOLO_PLAN: &str = "tests/fixtures/plans/valid/run-solo.yaml";
+const QUICKSTART: &str = "examples/quickstart.yaml";
+
+/// The sandbox plan's targets with their stable and new versions.
+const SANDBOX_TARGETS: [(&str, &str, &str); 3] = [
+    ("api", "1.4.2", "1.5.0"),
+    ("worker", "1.4.2", "1.5.0"),
+    ("cdn", "2024.06.1", "2024.07.0"),
+];
+
+fn snap(name: &str, actual: &str) {
+    let path = repo_root().join("tests/fixtures/cli").join(name);
+    if let Err(mismatch) = snapshot::check(&path, actual) {
+        panic!("{mismatch}");
+    }
+}
+
+/// Applies `plan` to the end, expecting success; returns the run id.
+fn apply_ok(sandbox: &Sandbox, plan: &str) -> String {
+    let out = sandbox.run(&["apply", plan, "--yes"]);
+    out.expect_code(0);
+    started_run_id(&out.stderr)
+}
+
+/// Asserts where a sim target's traffic is: all on `stable`, no candidate.
+fn assert_on(sandbox: &Sandbox, target: &str, stable: &str) {
+    let state = sandbox
+        .sim(target)
+        .unwrap_or_else(|| panic!("target {target} was never changed"));
+    assert_eq!(
+        (
+            state.stable.as_str(),
+            state.candidate.as_deref(),
+            state.weight
+        ),
+        (stable, None, 0),
+        "target {target}"
+    );
+}
+
+/// Total number of changes the sim targets have recorded.
+fn effect_counts(sandbox: &Sandbox) -> Vec<(String, usize)> {
+    SANDBOX_TARGETS
+        .iter()
+        .map(|(target, ..)| {
+            let effects = sandbox.sim(target).map_or(0, |state| state.effects.len());
+            (target.to_string(), effects)
+        })
+        .collect()
+}
+
+/// Starts the 30-second plan and waits until its stage holds at 10%.
+fn start_long_run(sandbox: &Sandbox) -> (crate::sandbox::Running, String) {
+    let apply = sandbox.spawn(&["apply", LONG_PLAN, "--yes"]);
+    let mut run = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the long run is paused at 10%",
+        || {
+            if !sandbox.state_dir().join("journal.sqlite3").exists() {
+                return false;
+            }
+            let Some(id) = sandbox.run_ids().into_iter().next() else {
+                return false;
+            };
+            let status = sandbox.status(Some(&id));
+            run = id;
+            status["phase"] == "Progressing" && status["stages"][0]["weight"] == 10
+        },
+    );
+    (apply, run)
+}
+
+#[test]
+fn apply_succeeds_and_status_and_history_describe_the_run() {
+    let sandbox = Sandbox::new("runs-apply");
+    let out = sandbox.run(&["apply", SANDBOX_PLAN, "--yes"]);
+    out.expect_code(0);
+    let run = started_run_id(&out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("run {run}: Succeeded — all stages promoted")),
+        "{out}"
+    );
+
+    let status = sandbox.status(None);
+    assert_eq!(status["kind"], "RunStatus");
+    assert_eq!(status["run"], run.as_str());
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["mode"], "apply");
+    assert_eq!(status["initiator"], "deployctl-test@test-host");
+    let stages = status["stages"].as_array().expect("stages");
+    let expected = [
+        ("api-canary", "api-health", "1.4.2", "1.5.0"),
+        ("worker-blue-green", "worker-health", "1.4.2", "1.5.0"),
+        ("cdn-canary", "cdn-health", "2024.06.1", "2024.07.0"),
+    ];
+    assert_eq!(stages.len(), expected.len());
+    for (stage, (name, gate, stable, new)) in stages.iter().zip(expected) {
+        assert_eq!(stage["name"], name);
+        assert_eq!(stage["phase"], "Succeeded", "{stage}");
+        assert_eq!(stage["weight"], 100, "{stage}");
+        assert_eq!(stage["stableVersion"], stable);
+        assert_eq!(stage["newVersion"], new);
+        assert_eq!(stage["lastGate"]["gate"], gate, "{stage}");
+        assert_eq!(
+            stage["lastGate"]["result"]["outcome"]["status"], "passed",
+            "{stage}"
+        );
+    }
+    for (target, _, new) in SANDBOX_TARGETS {
+        assert_on(&sandbox, target, new);
+    }
+
+    let history = sandbox.run(&["history"]);
+    history.expect_code(0);
+    assert!(history.stdout.contains(&run), "{history}");
+    snap("history-one-run.stdout", &mask(&history.stdout));
+}
+
+#[test]
+fn status_text_shows_each_stage_last_gate_verdict() {
+    let sandbox = Sandbox::new("runs-status-text");
+    let run = apply_ok(&sandbox, SANDBOX_PLAN);
+    let text = sandbox.run(&["status", &run]);
+    text.expect_code(0);
+    // Every gate passed (the JSON says `"status": "passed"`), so the text
+    // must not call any of them still running.
+    snap("status-succeeded.stdout", &mask(&text.stdout));
+
+    // A rehearsal whose api-canary gate fails at 50%: the newest run.
+    sandbox
+        .run(&["rehearse", QUICKSTART, "--fail", "api-canary@2"])
+        .expect_code(0);
+    let text = sandbox.run(&["status"]);
+    text.expect_code(1);
+    assert!(text.stdout.contains("gate api-health: failed"), "{text}");
+}
+
+#[test]
+fn history_target_lists_only_the_runs_that_moved_it() {
+    let sandbox = Sandbox::new("runs-history");
+    let sandbox_run = apply_ok(&sandbox, SANDBOX_PLAN);
+    let solo_run = apply_ok(&sandbox, SOLO_PLAN);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["history", "--output", "json"];
+        all.extend(args);
+        let out = sandbox.run(&all);
+        out.expect_code(0);
+        let runs: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        runs.as_array()
+            .expect("array")
+            .iter()
+            .map(|run| run["run"].as_str().expect("id").to_string())
+            .collect()
+    };
+    // Newest first.
+    assert_eq!(ids(&[]), [solo_run.clone(), sandbox_run.clone()]);
+    assert_eq!(ids(&["--target", "solo"]), [solo_run]);
+    assert_eq!(ids(&["--target", "worker"]), [sandbox_run]);
+    assert!(ids(&["--target", "nosuch"]).is_empty());
+    let out = sandbox.run(&["history", "--target", "nosuch"]);
+    out.expect_code(0);
+    assert!(out.stdout.ends_with("(no runs yet)\n"), "{out}");
+}
+
+#[test]
+fn rollback_after_success_restores_stable_and_is_safe_to_repeat() {
+    let sandbox = Sandbox::new("runs-rollback");
+    let run = apply_ok(&sandbox, SANDBOX_PLAN);
+    let out = sandbox.run(&["rollback", &run, "--yes"]);
+    out.expect_code(0);
+    for (target, stable, _) in SANDBOX_TARGETS {
+        assert_on(&sandbox, target, stable);
+    }
+    let status = sandbox.status(Some(&run));
+    assert_eq!(status["phase"], "RolledBack");
+    for stage in status["stages"].as_array().expect("stages") {
+        assert_eq!(stage["phase"], "RolledBack", "{stage}");
+        assert_eq!(stage["weight"], 0, "{stage}");
+    }
+    // It tells the operator where each stage now is.
+    assert!(
+        out.stderr
+            .contains("api-canary: RolledBack (all traffic on 1.4.2)"),
+        "{out}"
+    );
+
+    let before = effect_counts(&sandbox);
+    let again = sandbox.run(&["rollback", &run, "--yes"]);
+    again.expect_code(0);
+    assert_eq!(
+        effect_counts(&sandbox),
+        before,
+        "a second rollback changed a target"
+    );
+    assert_eq!(sandbox.status(Some(&run))["phase"], "RolledBack");
+    for (target, stable, _) in SANDBOX_TARGETS {
+        assert_on(&sandbox, target, stable);
+    }
+}
+
+#[test]
+fn rollback_target_picks_the_newest_run_that_moved_it() {
+    let sandbox = Sandbox::new("runs-rollback-target");
+    let first = apply_ok(&sandbox, SANDBOX_PLAN);
+    sandbox.run(&["rollback", &first, "--yes"]).expect_code(0);
+    let second = apply_ok(&sandbox, SANDBOX_PLAN);
+    assert_on(&sandbox, "api", "1.5.0");
+
+    let out = sandbox.run(&["rollback", "--target", "api", "--yes"]);
+    out.expect_code(0);
+    assert_eq!(
+        sandbox.status(Some(&second))["phase"],
+        "RolledBack",
+        "{out}"
+    );
+    for (target, stable, _) in SANDBOX_TARGETS {
+        assert_on(&sandbox, target, stable);
+    }
+
+    let out = sandbox.run(&["rollback", "--target", "nosuch", "--yes"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("no run has moved target `nosuch`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn kill_stops_a_running_apply_and_rolls_it_back() {
+    let sandbox = Sandbox::new("runs-kill");
+    let (apply, run) = start_long_run(&sandbox);
+    let state = sandbox.sim("api").expect("api moved");
+    assert_eq!(
+        (state.candidate.as_deref(), state.weight),
+        (Some("1.6.0"), 10)
+    );
+
+    let kill = sandbox.run(&["kill", &run, "--yes"]);
+    kill.expect_code(0);
+    let applied = apply.wait(Duration::from_secs(30));
+    // The 30 s pause was cut short: the apply ends rolled back, exit 1.
+    applied.expect_code(1);
+    assert!(applied.stderr.contains(": Killed"), "{applied}");
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Killed");
+    assert_on(&sandbox, "api", "1.4.2");
+
+    // Killing a finished run changes nothing and says how to undo it.
+    let again = sandbox.run(&["kill", &run, "--yes"]);
+    again.expect_code(0);
+    assert!(again.stderr.contains("already ended"), "{again}");
+}
+
+#[test]
+fn a_second_apply_on_a_locked_target_is_refused_naming_the_holder() {
+    let sandbox = Sandbox::new("runs-lock");
+    let (apply, run) = start_long_run(&sandbox);
+    let before = sandbox.sim("api").expect("api moved");
+
+    // run-sandbox.yaml moves `api` too.
+    let second = sandbox.run(&["apply", SANDBOX_PLAN, "--yes"]);
+    second.expect_code(1);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("locked by run {run} (deployctl-test@test-host)")),
+        "{second}"
+    );
+    // Refused before anything moved: `api` is as the first run left it and
+    // the other targets were never touched.
+    assert_eq!(sandbox.sim("api").expect("api"), before);
+    assert_eq!(sandbox.sim_files(), ["api.json"]);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Progressing");
+
+    sandbox.run(&["kill", &run, "--yes"]).expect_code(0);
+    apply.wait(Duration::from_secs(30)).expect_code(1);
+}
+
+#[test]
+fn resume_of_a_live_run_is_refused() {
+    let sandbox = Sandbox::new("runs-resume-live");
+    let (apply, run) = start_long_run(&sandbox);
+    let out = sandbox.run(&["resume", &run]);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains(&format!("is being driven by process {}", apply.pid())),
+        "{out}"
+    );
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Progressing");
+    sandbox.run(&["kill", &run, "--yes"]).expect_code(0);
+    apply.wait(Duration::from_secs(30)).expect_code(1);
+}
+
+#[test]
+fn status_without_runs_exits_2() {
+    let sandbox = Sandbox::new("runs-empty");
+    let out = sandbox.run(&["status"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("no runs yet"), "{out}");
+    let out = sandbox.run(&["status", "r-nosuch"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("unknown run `r-nosuch`"), "{out}");
+    let out = sandbox.run(&["history"]);
+    out.expect_code(0);
+    assert!(out.stdout.ends_with("(no runs yet)\n"), "{out}");
+
+    // The state directory also comes from DEPLOYCTL_STATE_DIR.
+    let run = apply_ok(&sandbox, SOLO_PLAN);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_deployctl"));
+    command
+        .args(["status", "--output", "json"])
+        .current_dir(repo_root())
+        .env("DEPLOYCTL_STATE_DIR", sandbox.state_dir());
+    let out = sandbox
+        .spawn_command(command, &["status (env)"], None)
+        .wait(Duration::from_secs(30));
+    out.expect_code(0);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(status["run"], run.as_str());
+}
+
+#[test]
+fn rehearse_quickstart_passes() {
+    let sandbox = Sandbox::new("runs-rehearse");
+    let out = sandbox.run(&["rehearse", QUICKSTART]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("The plan behaved as it says."), "{out}");
+    assert!(
+        out.stderr
+            .contains("ok   with nothing failing the run succeeds"),
+        "{out}"
+    );
+    // Rehearsals move simulators in memory only, and say so in history.
+    assert!(sandbox.sim_files().is_empty(), "{:?}", sandbox.sim_files());
+    let history = sandbox.run(&["history"]);
+    assert!(history.stdout.contains("(rehearsal)"), "{history}");
+}
+
+#[test]
+fn rehearse_with_an_injected_failure_checks_the_rollback() {
+    let sandbox = Sandbox::new("runs-rehearse-fail");
+    let out = sandbox.run(&["rehearse", QUICKSTART, "--fail", "api-canary@2"]);
+    out.expect_code(0);
+    for check in [
+        "ok   the failure injected into stage api-canary was detected",
+        "ok   the run rolls back by itself (it ended RolledBack)",
+        "ok   stage api-canary is back on 1.4.2 with all traffic (RolledBack)",
+        "ok   stage worker-blue-green is back on 1.4.2 with all traffic (RolledBack)",
+        "ok   stage cdn-canary never started, nothing to undo",
+        "The plan behaved as it says.",
+    ] {
+        assert!(out.stderr.contains(check), "missing `{check}`\n{out}");
+    }
+    // Verdict lines read `  ok   …` or `  FAIL …`.
+    assert!(
+        !out.stderr.lines().any(|line| line.starts_with("  FAIL ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn rehearse_of_an_unknown_stage_exits_2_naming_the_stages() {
+    let sandbox = Sandbox::new("runs-rehearse-unknown");
+    let out = sandbox.run(&["rehearse", QUICKSTART, "--fail", "nosuchstage"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(
+            "no stage `nosuchstage` in this plan (stages: api-canary, worker-blue-green, cdn-canary)"
+        ),
+        "{out}"
+    );
+    // Refused before a run was recorded.
+    assert!(!sandbox.state_dir().join("journal.sqlite3").exists() || sandbox.run_ids().is_empty());
+}
+
+#[test]
+fn rehearse_json_ends_with_the_verdict() {
+    let sandbox = Sandbox::new("runs-rehearse-json");
+    let out = sandbox.run(&["rehearse", QUICKSTART, "--output", "json"]);
+    out.expect_code(0);
+    let last = out
+        .stdout
+        .lines()
+        .rfind(|line| !line.trim().is_empty())
+        .expect("output");
+    let verdict: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(verdict["event"], "rehearsalEnded");
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert_eq!(verdict["phase"], "Succeeded");
+    let checks = verdict["checks"].as_array().expect("checks");
+    assert!(!checks.is_empty());
+    assert!(checks.iter().all(|check| check["ok"] == true), "{verdict}");
+    // Every other line is a progress event, also JSON.
+    for line in out.stdout.lines().filter(|line| !line.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|error| panic!("{error}: {line}"));
+    }
+}
+
+#[test]
+fn a_saved_plan_applies_and_is_refused_once_the_plan_file_changed() {
+    let sandbox = Sandbox::new("runs-saved");
+    let plan = sandbox.copy_in(SOLO_PLAN, "plan.yaml");
+    let saved = sandbox.root().join("plan.saved.json");
+    let (plan, saved) = (
+        plan.to_str().expect("utf-8"),
+        saved.to_str().expect("utf-8"),
+    );
+    sandbox.run(&["plan", plan, "--out", saved]).expect_code(0);
+
+    let run = apply_ok(&sandbox, saved);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
+    assert_on(&sandbox, "solo", "8");
+
+    let mut text = std::fs::read_to_string(plan).expect("plan");
+    text.push_str("# edited after review\n");
+    std::fs::write(plan, text).expect("edit");
+    let before = sandbox.sim("solo");
+    let out = sandbox.run(&["apply", saved, "--yes"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("changed since the plan was saved"),
+        "{out}"
+    );
+    assert_eq!(
+        sandbox.run_ids(),
+        [run],
+        "a refused saved plan created a run"
+    );
+    assert_eq!(sandbox.sim("solo"), before);
+}
+
+#[test]
+fn apply_of_a_plan_this_build_cannot_run_is_refused_before_anything() {
+    let sandbox = Sandbox::new("runs-lambda");
+    let out = sandbox.run(&["apply", "examples/lambda-canary.yaml", "--yes"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("lambda target"), "{out}");
+    assert!(out.stderr.contains("Nothing was changed"), "{out}");
+    let journal = sandbox.state_dir().join("journal.sqlite3");
+    assert!(
+        !journal.exists() || sandbox.run_ids().is_empty(),
+        "a refused plan created a run"
+    );
+    assert!(sandbox.sim_files().is_empty());
+}
+
+#[test]
+fn apply_never_prompts_when_stdin_is_not_a_terminal() {
+    let sandbox = Sandbox::new("runs-no-prompt");
+    // No --yes, and a "no" waiting on stdin: a prompt would read it and
+    // refuse. Not a terminal, so there must be no prompt at all.
+    let out = sandbox.run_with_input(&["apply", SOLO_PLAN], b"n\n");
+    out.expect_code(0);
+    assert!(!out.stderr.contains("[y/N]"), "{out}");
+    assert!(!out.stderr.contains("Not applied"), "{out}");
+    let run = started_run_id(&out.stderr);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
+    assert_on(&sandbox, "solo", "8");
+}
