@@ -6,3 +6,4 @@ mod http;
 mod probe_for;
 mod prometheus;
 mod support;
+mod webhook;

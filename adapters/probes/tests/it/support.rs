@@ -30,6 +30,8 @@ pub struct Request {
     /// Path and query, exactly as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The request body, up to the head-size bound.
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -238,21 +240,22 @@ async fn read_request(stream: &mut TcpStream) -> Option<Incoming> {
             return Some(Incoming::Tls);
         }
         if let Some(end) = find(&buffer, b"\r\n\r\n") {
-            let request = parse_head(&buffer[..end])?;
+            let mut request = parse_head(&buffer[..end])?;
             let declared: usize = request
                 .header("content-length")
                 .and_then(|length| length.parse().ok())
                 .unwrap_or(0);
-            let mut remaining = declared
-                .min(MAX_HEAD)
-                .saturating_sub(buffer.len() - end - 4);
-            while remaining > 0 {
+            let mut body = buffer[end + 4..].to_vec();
+            let wanted = declared.min(MAX_HEAD);
+            while body.len() < wanted {
                 let read = stream.read(&mut chunk).await.ok()?;
                 if read == 0 {
                     break;
                 }
-                remaining = remaining.saturating_sub(read);
+                body.extend_from_slice(&chunk[..read]);
             }
+            body.truncate(wanted);
+            request.body = body;
             return Some(Incoming::Http(request));
         }
         let read = stream.read(&mut chunk).await.ok()?;
@@ -278,6 +281,7 @@ fn parse_head(head: &[u8]) -> Option<Request> {
         method,
         target,
         headers,
+        body: Vec::new(),
     })
 }
 

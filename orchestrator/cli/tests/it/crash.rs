@@ -507,8 +507,10 @@ fn sigkill_at_any_moment_then_resume_or_rollback_converges() {
         tally
     });
 
+    // Indexed by `KillPoint`; for the rollback process `BeforeRun` means
+    // "before the rollback wrote anything".
     let [before, forward, rollback, after] = tally.apply_kills;
-    let [r_before, r_mid, _, r_after] = tally.rollback_kills;
+    let [r_before, _, r_mid, r_after] = tally.rollback_kills;
     eprintln!(
         "crash loop: {} apply kills ({before} before the run existed, {forward} mid-forward, {rollback} mid-rollback, {after} after the end); \
          {} rollback kills ({r_before} before it started, {r_mid} mid-rollback, {r_after} after it ended); \

@@ -8,5 +8,6 @@ mod support;
 
 mod approvals;
 mod failures;
+mod notifications;
 mod releases;
 mod resume;
