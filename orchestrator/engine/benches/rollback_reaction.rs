@@ -22,7 +22,7 @@
 //!   sit in the pause, the benchmark flips one flag read by the gates' probes
 //!   (the sim's own probe, with its 50 ms latency, whose verdict turns to
 //!   Fail once the flag is set). One instant for all 100 targets; the flip
-//!   moves across the probe schedule from run to run (+0, +200, … ms).
+//!   moves across the probe schedule from run to run (+0, +100, … ms).
 //!
 //! Instants come from a thin wrapper around each `SimTarget`: when its
 //! `apply` returns, the simulator's state has changed (the sim updates its
@@ -54,7 +54,7 @@ use deployctl_sim::{SimConfig, SimFaults, SimTarget};
 const TARGETS: usize = 100;
 const LATENCY_MS: u64 = 50;
 const INTERVAL: Duration = Duration::from_secs(1);
-const RUNS: usize = 5;
+const RUNS: usize = 10;
 const STABLE: &str = "1.0.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
