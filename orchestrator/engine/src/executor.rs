@@ -231,6 +231,28 @@ impl Engine {
                 .roll_back(context, hub, &abort, scope, RunPhase::RolledBack)
                 .await;
         }
+        // A stage that failed just before the process died: its rollback
+        // had not started yet. Roll back now rather than retry the stage.
+        if let Some(failed) = self
+            .journal
+            .stages(run_id)?
+            .into_iter()
+            .find(|stage| stage.phase == StagePhase::Failed)
+        {
+            let abort = Abort {
+                trigger: RollbackTrigger::Error,
+                stage: Some(failed.name.clone()),
+                reason: failed
+                    .detail
+                    .unwrap_or_else(|| format!("stage `{}` had failed", failed.name)),
+            };
+            let policy = &context.plan.rollback;
+            if policy.automatic {
+                return self
+                    .roll_back(context, hub, &abort, policy.scope, RunPhase::RolledBack)
+                    .await;
+            }
+        }
         if run.kill_requested || run.phase == RunPhase::Killed {
             let abort = Abort {
                 trigger: RollbackTrigger::Kill,

@@ -85,7 +85,10 @@ fn core_crates_never_depend_on_cloud_or_http_clients() {
             }
         }
     }
-    assert!(checked >= 4, "core crates missing from cargo metadata: found {checked}");
+    assert!(
+        checked >= 4,
+        "core crates missing from cargo metadata: found {checked}"
+    );
     assert!(
         violations.is_empty(),
         "forbidden dependencies:\n{}",

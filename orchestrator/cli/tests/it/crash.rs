@@ -332,6 +332,18 @@ fn describe(variant: &str, iteration: u32, delay: Duration, point: KillPoint) ->
     )
 }
 
+/// When iteration `iteration` of `iterations` kills `apply`: the first
+/// right away (before a run can exist), the others stratified, each at a
+/// pseudo-random point of its own slice of the run (plus 10% past its
+/// usual end), so every part of the run is covered.
+fn kill_delay(iteration: u32, iterations: u32, rng: &mut XorShift, run: Duration) -> Duration {
+    if iteration == 0 {
+        return Duration::ZERO;
+    }
+    let span = run.as_secs_f64() * 1.1;
+    Duration::from_secs_f64(span * (f64::from(iteration) + rng.unit()) / f64::from(iterations))
+}
+
 /// Spawns `apply`, SIGKILLs it after `delay`, and reports the run it left.
 fn kill_apply(sandbox: &Sandbox, delay: Duration) -> (Option<String>, KillPoint) {
     let apply = sandbox.spawn(&["apply", PLAN, "--yes"]);
@@ -357,12 +369,7 @@ fn resume_loop(facts: &[StageFacts], run_duration: Duration) -> Tally {
     let mut tally = Tally::default();
     for iteration in 0..RESUME_ITERATIONS {
         let mut rng = XorShift::seeded(u64::from(iteration));
-        // Stratified: iteration i lands somewhere in the i-th slice of the
-        // run (plus 10% past its usual end), so every part is covered.
-        let span = run_duration.as_secs_f64() * 1.1;
-        let delay = Duration::from_secs_f64(
-            span * (f64::from(iteration) + rng.unit()) / f64::from(RESUME_ITERATIONS),
-        );
+        let delay = kill_delay(iteration, RESUME_ITERATIONS, &mut rng, run_duration);
         let sandbox = Sandbox::new("crash-resume");
         let (run, point) = kill_apply(&sandbox, delay);
         Tally::count(&mut tally.apply_kills, point);
@@ -411,10 +418,7 @@ fn rollback_loop(
     let mut tally = Tally::default();
     for iteration in 0..ROLLBACK_ITERATIONS {
         let mut rng = XorShift::seeded(1000 + u64::from(iteration));
-        let span = run_duration.as_secs_f64() * 1.1;
-        let delay = Duration::from_secs_f64(
-            span * (f64::from(iteration) + rng.unit()) / f64::from(ROLLBACK_ITERATIONS),
-        );
+        let delay = kill_delay(iteration, ROLLBACK_ITERATIONS, &mut rng, run_duration);
         let sandbox = Sandbox::new("crash-rollback");
         let (run, point) = kill_apply(&sandbox, delay);
         Tally::count(&mut tally.apply_kills, point);
@@ -535,6 +539,7 @@ fn sigkill_at_any_moment_then_resume_or_rollback_converges() {
         tally.violations.join("\n")
     );
     // The loop must have exercised what it claims to.
+    assert!(before > 0, "no kill landed before the run existed");
     assert!(forward >= RESUME_ITERATIONS / 2, "too few kills mid-run");
     assert!(tally.rolled_back >= ROLLBACK_ITERATIONS / 2);
     assert!(tally.succeeded >= RESUME_ITERATIONS / 2);
