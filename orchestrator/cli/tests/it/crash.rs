@@ -299,6 +299,8 @@ fn code_for(phase: &str) -> i32 {
 struct Tally {
     apply_kills: [u32; 4],
     rollback_kills: [u32; 4],
+    /// Interrupted rollbacks finished by `resume` (the rest: `rollback`).
+    rollbacks_resumed: u32,
     succeeded: u32,
     rolled_back: u32,
     /// Resumed runs that rolled back although nothing was unhealthy, with
@@ -313,6 +315,7 @@ impl Tally {
             self.apply_kills[i] += other.apply_kills[i];
             self.rollback_kills[i] += other.rollback_kills[i];
         }
+        self.rollbacks_resumed += other.rollbacks_resumed;
         self.succeeded += other.succeeded;
         self.rolled_back += other.rolled_back;
         self.healthy_rolled_back.extend(other.healthy_rolled_back);
@@ -408,8 +411,9 @@ fn resume_loop(facts: &[StageFacts], run_duration: Duration) -> Tally {
 }
 
 /// Kill `apply` anywhere, then follow the runbook: `rollback RUN --yes`,
-/// itself killed on every other iteration and then finished by `resume`
-/// or by running `rollback` again. The run must end rolled back.
+/// itself killed on two iterations of three and then finished by `resume`
+/// (every other time it was killed mid-rollback) or by running `rollback`
+/// again. The run must end rolled back.
 fn rollback_loop(
     facts: &[StageFacts],
     run_duration: Duration,
@@ -428,8 +432,8 @@ fn rollback_loop(
             continue;
         };
         let rollback = sandbox.spawn(&["rollback", &run, "--yes"]);
-        let finished = if iteration % 2 == 1 {
-            let delay = Duration::from_secs_f64(rollback_duration.as_secs_f64() * 1.2 * rng.unit());
+        let finished = if iteration % 3 != 0 {
+            let delay = Duration::from_secs_f64(rollback_duration.as_secs_f64() * rng.unit());
             std::thread::sleep(delay);
             rollback.sigkill();
             let point = match sandbox.journal().run(&run).expect("run").phase {
@@ -444,9 +448,10 @@ fn rollback_loop(
             );
             // `resume` continues an interrupted rollback; `rollback` again
             // is what the runbook says and must be just as safe.
-            if point == KillPoint::Rollback && iteration % 4 == 1 {
-                let out = sandbox.run(&["resume", &run]);
-                (out, 1)
+            let mid_rollback_kills = tally.rollback_kills[KillPoint::Rollback as usize];
+            if point == KillPoint::Rollback && mid_rollback_kills % 2 == 1 {
+                tally.rollbacks_resumed += 1;
+                (sandbox.run(&["resume", &run]), 1)
             } else {
                 (sandbox.run(&["rollback", &run, "--yes"]), 0)
             }
@@ -483,23 +488,37 @@ fn sigkill_at_any_moment_then_resume_or_rollback_converges() {
     let facts = facts(&plan);
     let started = Instant::now();
 
-    // One clean run sets the time scale and checks the checker: it must
-    // find nothing wrong with a run nobody interrupted, nor with its
-    // runbook rollback.
-    let clean = Sandbox::new("crash-clean");
-    let t = Instant::now();
-    let out = clean.run(&["apply", PLAN, "--yes"]);
-    let run_duration = t.elapsed();
-    out.expect_code(0);
-    let run = started_run_id(&out.stderr);
-    let (phase, problems) = check_run(&clean, &facts, &run);
-    assert_eq!((phase.as_str(), problems), ("Succeeded", Vec::new()));
-    let t = Instant::now();
-    clean.run(&["rollback", &run, "--yes"]).expect_code(0);
-    let rollback_duration = t.elapsed();
-    let (phase, problems) = check_run(&clean, &facts, &run);
-    assert_eq!((phase.as_str(), problems), ("RolledBack", Vec::new()));
-    drop(clean);
+    // Clean runs set the time scale and check the checker: it must find
+    // nothing wrong with a run nobody interrupted, nor with its runbook
+    // rollback. The shorter of two runs is the scale, because the first
+    // often competes with the rest of the suite starting up.
+    let mut run_duration = Duration::MAX;
+    let mut rollback_duration = Duration::MAX;
+    for _ in 0..2 {
+        let clean = Sandbox::new("crash-clean");
+        let t = Instant::now();
+        let out = clean.run(&["apply", PLAN, "--yes"]);
+        run_duration = run_duration.min(t.elapsed());
+        out.expect_code(0);
+        let run = started_run_id(&out.stderr);
+        let (phase, problems) = check_run(&clean, &facts, &run);
+        assert_eq!((phase.as_str(), problems), ("Succeeded", Vec::new()));
+        let t = Instant::now();
+        clean.run(&["rollback", &run, "--yes"]).expect_code(0);
+        rollback_duration = rollback_duration.min(t.elapsed());
+        let (phase, problems) = check_run(&clean, &facts, &run);
+        assert_eq!((phase.as_str(), problems), ("RolledBack", Vec::new()));
+        // And it does see a target on the wrong version: told that `api`
+        // started on its new version, it must object to where it is now.
+        let mut wrong = self::facts(&plan);
+        let api = &mut wrong[0];
+        std::mem::swap(&mut api.stable, &mut api.new);
+        let (_, problems) = check_run(&clean, &wrong, &run);
+        assert!(
+            problems.iter().any(|p| p.contains("target api")),
+            "{problems:?}"
+        );
+    }
 
     // The two variants are independent (a state directory each), so they
     // run side by side; their processes mostly sleep.
@@ -517,11 +536,12 @@ fn sigkill_at_any_moment_then_resume_or_rollback_converges() {
     let [r_before, _, r_mid, r_after] = tally.rollback_kills;
     eprintln!(
         "crash loop: {} apply kills ({before} before the run existed, {forward} mid-forward, {rollback} mid-rollback, {after} after the end); \
-         {} rollback kills ({r_before} before it started, {r_mid} mid-rollback, {r_after} after it ended); \
+         {} rollback kills ({r_before} before it started, {r_mid} mid-rollback, {r_after} after it ended; {} finished by resume); \
          ended {} Succeeded, {} RolledBack ({} of them healthy runs rolled back after resume); \
          clean run {} ms, clean rollback {} ms, total {:.1} s",
         RESUME_ITERATIONS + ROLLBACK_ITERATIONS,
         tally.rollback_kills.iter().sum::<u32>(),
+        tally.rollbacks_resumed,
         tally.succeeded,
         tally.rolled_back,
         tally.healthy_rolled_back.len(),
@@ -544,6 +564,10 @@ fn sigkill_at_any_moment_then_resume_or_rollback_converges() {
     assert!(tally.rolled_back >= ROLLBACK_ITERATIONS / 2);
     assert!(tally.succeeded >= RESUME_ITERATIONS / 2);
     assert!(r_mid > 0, "no rollback was killed half-way");
+    assert!(
+        tally.rollbacks_resumed > 0,
+        "no interrupted rollback was resumed"
+    );
 }
 
 /// The index of the last pause in the only stage of `plan`, checking that

@@ -268,6 +268,30 @@ fn kill_stops_a_running_apply_and_rolls_it_back() {
 }
 
 #[test]
+fn kill_of_a_run_whose_process_died_rolls_it_back_itself() {
+    let sandbox = Sandbox::new("runs-kill-dead");
+    let (apply, run) = start_long_run(&sandbox);
+    assert!(!apply.sigkill(), "the 30 s run ended by itself");
+
+    // The run reads as interrupted, with the way out.
+    assert_eq!(sandbox.status(Some(&run))["interrupted"], true);
+    let text = sandbox.run(&["status", &run]);
+    assert!(
+        text.stdout.contains(&format!(
+            "The process driving this run is gone. Continue with `deployctl resume {run}`"
+        )),
+        "{text}"
+    );
+
+    let kill = sandbox.run(&["kill", &run, "--yes"]);
+    kill.expect_code(0);
+    let status = sandbox.status(Some(&run));
+    assert_eq!(status["phase"], "Killed", "{kill}");
+    assert_eq!(status["interrupted"], false);
+    assert_on(&sandbox, "api", "1.4.2");
+}
+
+#[test]
 fn a_second_apply_on_a_locked_target_is_refused_naming_the_holder() {
     let sandbox = Sandbox::new("runs-lock");
     let (apply, run) = start_long_run(&sandbox);
