@@ -117,18 +117,12 @@ pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
     out
 }
 
+/// A gate result's verdict (`{"status": "passed" | "failed", …}`) in a word.
 fn outcome_word(outcome: &serde_json::Value) -> &'static str {
-    let text = outcome
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| outcome.as_object().and_then(|o| o.keys().next().cloned()))
-        .unwrap_or_default();
-    if text.starts_with("Pass") {
-        "passed"
-    } else if text.starts_with("Fail") {
-        "failed"
-    } else {
-        "running"
+    match outcome.get("status").and_then(serde_json::Value::as_str) {
+        Some("passed") => "passed",
+        Some("failed") => "failed",
+        _ => "running",
     }
 }
 

@@ -226,10 +226,29 @@ impl Engine {
                     .clone()
                     .unwrap_or_else(|| "resuming an interrupted rollback".into()),
             };
-            let scope = context.plan.rollback.scope;
+            // Undo the same stages, and end the same way, as the rollback
+            // that was interrupted (a runbook rollback or a kill covers the
+            // whole plan whatever the plan's own scope says).
+            let scope = match run.rollback_scope.as_deref() {
+                Some("stage") => RollbackScope::Stage,
+                Some(_) => RollbackScope::Plan,
+                None => context.plan.rollback.scope,
+            };
+            let final_phase = run.rollback_final.unwrap_or(RunPhase::RolledBack);
             return self
-                .roll_back(context, hub, &abort, scope, RunPhase::RolledBack)
+                .roll_back(context, hub, &abort, scope, final_phase)
                 .await;
+        }
+        // A resumed run takes its target locks again (idempotent for this
+        // run), in case the process died before it had them.
+        if run.mode != "rehearse" && !run.phase.is_terminal() {
+            let keys: Vec<String> = self
+                .journal
+                .stages(run_id)?
+                .into_iter()
+                .map(|stage| stage.target_key)
+                .collect();
+            self.journal.acquire_locks(run_id, &keys, &run.initiator)?;
         }
         // A stage that failed just before the process died: its rollback
         // had not started yet. Roll back now rather than retry the stage.
@@ -565,8 +584,15 @@ impl Engine {
     ) -> Result<RunOutcome, EngineError> {
         let run_id = &context.run_id;
         let plan = &context.plan;
-        self.journal
-            .set_run_phase(run_id, RunPhase::RollingBack, Some(&abort.reason), false)?;
+        self.journal.begin_rollback(
+            run_id,
+            &abort.reason,
+            match scope {
+                RollbackScope::Plan => "plan",
+                RollbackScope::Stage => "stage",
+            },
+            final_phase,
+        )?;
         self.progress.emit(Progress::RunPhase {
             run: run_id.clone(),
             phase: RunPhase::RollingBack,
@@ -593,7 +619,12 @@ impl Engine {
             .collect();
         for stage in &plan.stages {
             let record = &records[&stage.name];
-            if !record.moved && matches!(record.phase, StagePhase::Pending) {
+            if !record.moved
+                && matches!(
+                    record.phase,
+                    StagePhase::Pending | StagePhase::Progressing | StagePhase::Paused
+                )
+            {
                 self.journal.transition(
                     run_id,
                     &stage.name,
@@ -1218,8 +1249,9 @@ impl StageDriver {
         monitors: &mut Vec<GateMonitor>,
     ) -> Result<String, StageStop> {
         let mut names = Vec::new();
-        for monitor in monitors.drain(..) {
+        for mut monitor in std::mem::take(monitors) {
             let name = monitor.gate();
+            self.guarded(monitor.settled(), &mut []).await?;
             let summary = monitor.stop();
             self.record_gate(&name, &summary)?;
             if !summary.passed() {

@@ -262,6 +262,18 @@ impl GateMonitor {
         self.state.borrow().lost(Instant::now())
     }
 
+    /// Resolves once the monitor has something to promote on: a conclusive
+    /// `Pass`, or a verdict. A monitor restarted by a resumed run may be
+    /// stopped moments later; waiting here (bounded by the gate's own
+    /// limits) keeps a healthy release from failing for want of a first
+    /// measurement. Cancel-safe.
+    pub async fn settled(&mut self) {
+        let _ = self
+            .state
+            .wait_for(|tally| tally.is_decided() || tally.counts.passed > 0)
+            .await;
+    }
+
     /// Stops measuring and gives the verdict: `Failed` if a limit was
     /// crossed or no conclusive `Pass` was ever seen (promotion never
     /// happens on no data), `Passed` otherwise. A measurement in flight is

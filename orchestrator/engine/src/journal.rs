@@ -65,6 +65,11 @@ pub struct RunRecord {
     /// A rollback gave up: a human must act.
     pub rollback_incomplete: bool,
     pub outcome: Option<String>,
+    /// While rolling back: `plan` or `stage`, so a resumed rollback undoes
+    /// the same set of stages.
+    pub rollback_scope: Option<String>,
+    /// While rolling back: the phase the run ends in (RolledBack or Killed).
+    pub rollback_final: Option<RunPhase>,
 }
 
 /// One stage's current state (a snapshot; the events table has the history).
@@ -163,7 +168,9 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat_at INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
     rollback_incomplete INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT
+    outcome TEXT,
+    rollback_scope TEXT,
+    rollback_final TEXT
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -253,6 +260,7 @@ impl Journal {
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        migrate(&connection)?;
         Ok(Journal {
             connection: Mutex::new(connection),
             path,
@@ -430,6 +438,41 @@ impl Journal {
                 None,
                 "runPhase",
                 &serde_json::json!({"phase": phase.as_str(), "outcome": outcome}),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Starts a rollback: records its reason, scope and final phase with the
+    /// RollingBack phase, so a process that resumes it does the same.
+    pub fn begin_rollback(
+        &self,
+        run_id: &str,
+        reason: &str,
+        scope: &str,
+        final_phase: RunPhase,
+    ) -> Result<(), JournalError> {
+        self.with(|connection| {
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = ?4, rollback_scope = ?5,
+                    rollback_final = ?6 WHERE id = ?1",
+                params![
+                    run_id,
+                    RunPhase::RollingBack.as_str(),
+                    now_ms(),
+                    reason,
+                    scope,
+                    final_phase.as_str()
+                ],
+            )?;
+            append_event(
+                &tx,
+                run_id,
+                None,
+                "rollbackStarted",
+                &serde_json::json!({"reason": reason, "scope": scope, "finalPhase": final_phase.as_str()}),
             )?;
             tx.commit()?;
             Ok(())
@@ -736,9 +779,26 @@ impl Journal {
     }
 }
 
+/// Columns added after the first schema; journals written by older builds
+/// get them on open.
+fn migrate(connection: &Connection) -> Result<(), JournalError> {
+    let mut statement = connection.prepare("SELECT name FROM pragma_table_info('runs')")?;
+    let columns: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, definition) in [("rollback_scope", "TEXT"), ("rollback_final", "TEXT")] {
+        if !columns.iter().any(|c| c == column) {
+            connection.execute_batch(&format!(
+                "ALTER TABLE runs ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 const RUN_COLUMNS: &str = "id, plan_name, environment, plan_file, plan_digest, plan_source, initiator, mode, \
      phase, created_at, updated_at, owner_pid, owner_host, heartbeat_at, kill_requested, \
-     rollback_incomplete, outcome";
+     rollback_incomplete, outcome, rollback_scope, rollback_final";
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let phase: String = row.get(8)?;
@@ -760,6 +820,11 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         kill_requested: row.get(14)?,
         rollback_incomplete: row.get(15)?,
         outcome: row.get(16)?,
+        rollback_scope: row.get(17)?,
+        rollback_final: row
+            .get::<_, Option<String>>(18)?
+            .as_deref()
+            .and_then(RunPhase::parse),
     })
 }
 

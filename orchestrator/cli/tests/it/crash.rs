@@ -5,9 +5,9 @@
 //! which no logical call changed a target twice.
 //!
 //! The loop kills real processes at pseudo-random moments spread over a
-//! whole run, so it covers moments between any two journal writes (before
-//! the run exists, mid-call, mid-pause, mid-gate, after the end). The
-//! tests after it pin crash moments that the loop only hits by chance.
+//! whole run, so its iterations land between many different journal
+//! writes (before the run exists, mid-call, mid-pause, mid-gate, after the
+//! end). The tests after it pin crash moments the loop only hits by chance.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::repo_root;
 use crate::sandbox::{Sandbox, started_run_id, wait_until};
 
 /// Five sim stages (two canaries and a blue-green feeding a canary and a
-/// blue-green); about a second per run.
+/// blue-green); a little over a second per run.
 const PLAN: &str = "tests/fixtures/plans/valid/crash-multi-stage.yaml";
 /// One canary ending in a bake at full weight under a background gate.
 const BAKE_PLAN: &str = "tests/fixtures/plans/valid/crash-final-bake.yaml";
@@ -557,6 +557,12 @@ fn sigkill_at_any_moment_then_resume_or_rollback_converges() {
         tally.violations.is_empty(),
         "crash-safety violations:\n{}",
         tally.violations.join("\n")
+    );
+    // Nothing in this plan is unhealthy: a resumed run must not roll back.
+    assert!(
+        tally.healthy_rolled_back.is_empty(),
+        "healthy runs rolled back after resume:\n{}",
+        tally.healthy_rolled_back.join("\n")
     );
     // The loop must have exercised what it claims to.
     assert!(before > 0, "no kill landed before the run existed");
