@@ -284,9 +284,23 @@ impl Journal {
         work(&mut connection)
     }
 
-    pub fn create_run(&self, run: &NewRun<'_>) -> Result<(), JournalError> {
+    /// Runs `work` in one IMMEDIATE transaction (the writer lock is taken
+    /// up front, so concurrent processes queue instead of failing on
+    /// upgrade) and commits it.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
         self.with(|connection| {
             let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    pub fn create_run(&self, run: &NewRun<'_>) -> Result<(), JournalError> {
+        self.write(|tx| {
             let now = now_ms();
             tx.execute(
                 "INSERT INTO runs (id, plan_name, environment, plan_file, plan_digest, plan_source,
@@ -323,13 +337,12 @@ impl Journal {
                 )?;
             }
             append_event(
-                &tx,
+                tx,
                 run.id,
                 None,
                 "runCreated",
                 &serde_json::json!({"initiator": run.initiator, "mode": run.mode, "planDigest": run.plan_digest}),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -343,8 +356,7 @@ impl Journal {
         keys: &[String],
         holder: &str,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             for key in keys {
                 let existing: Option<(String, String, Option<String>)> = tx
                     .query_row(
@@ -375,7 +387,6 @@ impl Journal {
                     params![key, run_id, holder, now_ms()],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
     }
@@ -419,8 +430,7 @@ impl Journal {
         outcome: Option<&str>,
         rollback_incomplete: bool,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             tx.execute(
                 "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = COALESCE(?4, outcome),
                     rollback_incomplete = ?5 WHERE id = ?1",
@@ -433,13 +443,12 @@ impl Journal {
                 ],
             )?;
             append_event(
-                &tx,
+                tx,
                 run_id,
                 None,
                 "runPhase",
                 &serde_json::json!({"phase": phase.as_str(), "outcome": outcome}),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -453,8 +462,7 @@ impl Journal {
         scope: &str,
         final_phase: RunPhase,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             tx.execute(
                 "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = ?4, rollback_scope = ?5,
                     rollback_final = ?6 WHERE id = ?1",
@@ -468,13 +476,12 @@ impl Journal {
                 ],
             )?;
             append_event(
-                &tx,
+                tx,
                 run_id,
                 None,
                 "rollbackStarted",
                 &serde_json::json!({"reason": reason, "scope": scope, "finalPhase": final_phase.as_str()}),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -488,11 +495,9 @@ impl Journal {
         data: &serde_json::Value,
         update: &StageUpdate,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            update_stage(&tx, run_id, stage, update)?;
-            append_event(&tx, run_id, Some(stage), kind, data)?;
-            tx.commit()?;
+        self.write(|tx| {
+            update_stage(tx, run_id, stage, update)?;
+            append_event(tx, run_id, Some(stage), kind, data)?;
             Ok(())
         })
     }
@@ -506,22 +511,20 @@ impl Journal {
         action: &serde_json::Value,
         update: &StageUpdate,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             tx.execute(
                 "INSERT INTO calls (run_id, key, stage, action, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)
                  ON CONFLICT(run_id, key) DO UPDATE SET state = 'intent', at = ?5",
                 params![run_id, key, stage, action.to_string(), now_ms()],
             )?;
-            update_stage(&tx, run_id, stage, update)?;
+            update_stage(tx, run_id, stage, update)?;
             append_event(
-                &tx,
+                tx,
                 run_id,
                 Some(stage),
                 "callIntent",
                 &serde_json::json!({"key": key, "action": action}),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -538,8 +541,7 @@ impl Journal {
         error: Option<&str>,
         update: &StageUpdate,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             tx.execute(
                 "UPDATE calls SET state = ?3, request_ids = ?4, error = ?5, at = ?6
                  WHERE run_id = ?1 AND key = ?2",
@@ -552,15 +554,14 @@ impl Journal {
                     now_ms()
                 ],
             )?;
-            update_stage(&tx, run_id, stage, update)?;
+            update_stage(tx, run_id, stage, update)?;
             append_event(
-                &tx,
+                tx,
                 run_id,
                 Some(stage),
                 if succeeded { "callDone" } else { "callFailed" },
                 &serde_json::json!({"key": key, "requestIds": request_ids, "error": error}),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -583,8 +584,7 @@ impl Journal {
     }
 
     pub fn request_kill(&self, run_id: &str) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             let changed = tx.execute(
                 "UPDATE runs SET kill_requested = 1 WHERE id = ?1",
                 params![run_id],
@@ -592,8 +592,7 @@ impl Journal {
             if changed == 0 {
                 return Err(JournalError::UnknownRun(run_id.to_string()));
             }
-            append_event(&tx, run_id, None, "killRequested", &serde_json::json!({}))?;
-            tx.commit()?;
+            append_event(tx, run_id, None, "killRequested", &serde_json::json!({}))?;
             Ok(())
         })
     }
@@ -615,10 +614,8 @@ impl Journal {
         kind: &str,
         data: &serde_json::Value,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            append_event(&tx, run_id, None, kind, data)?;
-            tx.commit()?;
+        self.write(|tx| {
+            append_event(tx, run_id, None, kind, data)?;
             Ok(())
         })
     }
@@ -632,20 +629,18 @@ impl Journal {
         gate: &str,
         approver: &str,
     ) -> Result<(), JournalError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             tx.execute(
                 "INSERT OR IGNORE INTO approvals (run_id, gate, approver, at) VALUES (?1, ?2, ?3, ?4)",
                 params![run_id, gate, approver, now_ms()],
             )?;
             append_event(
-                &tx,
+                tx,
                 run_id,
                 None,
                 "approved",
                 &serde_json::json!({"gate": gate, "approver": approver}),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
