@@ -20,11 +20,13 @@
 //! message is the checkpoint's line without `,"signature":"<128 hex>"}`,
 //! closed with `}` ([`crate::checkpoint`]).
 //!
-//! Why bytes and not a re-serialization: the verifier hashes each line as
-//! read, without parsing it into structs (see `BENCHMARKS.md`: parsing
-//! would cost more than the hash), and a line that does not re-serialize
-//! to itself is refused by the writer's own reader anyway (`show` parses
-//! every field; unknown fields are errors).
+//! Why the bytes as written, not a re-serialization of the parsed record:
+//! the verifier then never parses a line into structs (that costs about
+//! three times the hash; see `BENCHMARKS.md`), and what an auditor hashes
+//! with `sha256sum` is exactly what deployctl hashed. The writer only
+//! writes `serde_json`'s output, and readers (`show`, the shipper) parse
+//! every field strictly, so a line that is not a valid record is refused
+//! there even when its hash is right.
 
 use aws_lc_rs::digest::{Context, SHA256};
 
@@ -91,7 +93,11 @@ pub fn parse_record_line(line: &[u8]) -> Result<RecordLine, &'static str> {
         .strip_prefix(RECORD_PREFIX)
         .ok_or("not an AuditRecord line of deployctl.io/v1 in canonical form")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') || rest.get(digits) != Some(&b',') {
+    if digits == 0
+        || digits > 19
+        || (digits > 1 && rest[0] == b'0')
+        || rest.get(digits) != Some(&b',')
+    {
         return Err("`seq` is not a canonical number");
     }
     let seq = rest[..digits]
@@ -111,7 +117,8 @@ pub fn parse_record_line(line: &[u8]) -> Result<RecordLine, &'static str> {
     }
     let mut prev = ChainHash::ZERO;
     let mut hash = ChainHash::ZERO;
-    if !crate::hex::decode_into(prev_hex, &mut prev.0) || !crate::hex::decode_into(hash_hex, &mut hash.0)
+    if !crate::hex::decode_into(prev_hex, &mut prev.0)
+        || !crate::hex::decode_into(hash_hex, &mut hash.0)
     {
         return Err("`prev` or `hash` is not 64 lowercase hex digits");
     }
@@ -186,7 +193,10 @@ mod tests {
         assert_eq!(parsed, record);
 
         let fast = parse_record_line(&line).unwrap();
-        assert_eq!((fast.seq, fast.prev, fast.hash), (7, ChainHash::ZERO, record.hash));
+        assert_eq!(
+            (fast.seq, fast.prev, fast.hash),
+            (7, ChainHash::ZERO, record.hash)
+        );
         assert_eq!(body_hash(&line), record.hash);
     }
 

@@ -51,7 +51,10 @@ pub fn open_append(path: &Path) -> Result<File, AuditError> {
 /// Replaces `path` with `bytes` atomically and durably (temp file 0600,
 /// fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let mut file = OpenOptions::new()
         .write(true)
@@ -137,13 +140,17 @@ mod tests {
     use super::*;
 
     fn tail_of(content: &[u8]) -> Tail {
-        let dir = std::env::temp_dir().join(format!("audit-tail-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "deployctl-audit-tail-{}-{}",
+            std::process::id(),
+            content.len()
+        ));
         private_dir(&dir).unwrap();
-        let path = dir.join(format!("t{}", content.len()));
+        let path = dir.join("lines");
         std::fs::write(&path, content).unwrap();
         let mut file = File::open(&path).unwrap();
         let tail = read_tail(&mut file, content.len() as u64, &path).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         tail
     }
 

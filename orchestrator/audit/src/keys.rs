@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn base64_round_trips() {
         for len in 0..10 {
-            let bytes: Vec<u8> = (0..len).map(|i| i * 37).collect();
+            let bytes: Vec<u8> = (0..len).map(|i: u32| (i * 37) as u8).collect();
             assert_eq!(base64_decode(&base64_encode(&bytes)).unwrap(), bytes);
         }
         assert_eq!(base64_encode(b"Man"), "TWFu");
@@ -226,7 +226,10 @@ mod tests {
     fn pem_and_hex_read_back() {
         let key = PublicKey::from_raw(&[7; 32]).unwrap();
         assert_eq!(PublicKey::parse(key.to_pem().as_bytes()).unwrap(), key);
-        assert_eq!(PublicKey::parse(crate::hex::encode(&[7; 32]).as_bytes()).unwrap(), key);
+        assert_eq!(
+            PublicKey::parse(crate::hex::encode(&[7; 32]).as_bytes()).unwrap(),
+            key
+        );
         assert!(PublicKey::parse(b"nonsense").is_err());
     }
 }

@@ -1,9 +1,9 @@
 //! [`AuditLog`]: the handle the CLI and the engine append through.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,9 @@ use crate::writer::{Request, Shared, Writer};
 pub struct AuditOptions {
     /// Who the log's own records (`audit.recovered`) are written as.
     pub identity: Who,
-    /// Sign a checkpoint after this many records (default 1000).
+    /// Sign a checkpoint at the end of the first commit that brings the
+    /// records since the last checkpoint to this many (default 1000; a
+    /// large `append_batch` gets one checkpoint at its end).
     pub checkpoint_every: u64,
     /// Where records are shipped; `None` keeps them all pending.
     pub sink: Option<Arc<dyn Sink>>,
@@ -152,6 +154,10 @@ impl AuditLog {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        // Counted while waiting, so the writer can tell that more records
+        // are about to arrive for the group it is cutting.
+        self.shared.appenders.fetch_add(1, Ordering::AcqRel);
+        let _counted = Decrement(&self.shared.appenders);
         let (reply, answer) = mpsc::sync_channel(1);
         self.send(Request::Append { entries, reply })?;
         answer.recv().map_err(|_| AuditError::Closed)?
@@ -172,7 +178,7 @@ impl AuditLog {
         self.outbox.ship_pending()
     }
 
-    /// What has not reached the sink yet.
+    /// What has not reached the sink yet (without a sink: everything).
     pub fn pending(&self) -> Pending {
         self.outbox.pending()
     }
@@ -207,6 +213,14 @@ impl AuditLog {
             .ok_or(AuditError::Closed)?
             .send(request)
             .map_err(|_| AuditError::Closed)
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

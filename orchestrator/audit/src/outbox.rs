@@ -202,7 +202,8 @@ impl Outbox {
             }
             let bytes = serde_json::to_vec(&cursor)?;
             fsutil::write_atomic(&self.dir.join(OUTBOX_FILE), &bytes)?;
-            self.shipped_seq.store(cursor.shipped_seq, Ordering::Release);
+            self.shipped_seq
+                .store(cursor.shipped_seq, Ordering::Release);
             self.shipped_checkpoint_seq
                 .store(cursor.shipped_checkpoint_seq, Ordering::Release);
             report.batches += 1;
@@ -237,8 +238,7 @@ impl Outbox {
         // The cursor's offset should start at record shipped_seq + 1; if
         // it does not (the log was replaced), look for that record from the
         // beginning rather than ship from the wrong place.
-        if records.first().map(|(r, _)| r.seq) != Some(cursor.shipped_seq + 1)
-            && cursor.offset != 0
+        if records.first().map(|(r, _)| r.seq) != Some(cursor.shipped_seq + 1) && cursor.offset != 0
         {
             records = read_records(&path, 0, durable_len, &wanted)?;
         }
@@ -262,12 +262,15 @@ impl Outbox {
             Err(e) => return Err(io("open", &path)(e)),
         };
         let mut offset = cursor.checkpoints_offset;
-        file.seek(SeekFrom::Start(offset)).map_err(io("read", &path))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io("read", &path))?;
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
         loop {
             line.clear();
-            let read = reader.read_until(b'\n', &mut line).map_err(io("read", &path))?;
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(io("read", &path))?;
             if read == 0 || line.last() != Some(&b'\n') {
                 return Ok((None, cursor.checkpoints_offset));
             }
@@ -312,13 +315,16 @@ fn read_records(
         return Ok(records);
     }
     let mut file = File::open(path).map_err(io("open", path))?;
-    file.seek(SeekFrom::Start(start)).map_err(io("read", path))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(io("read", path))?;
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut offset = start;
     let mut line = Vec::new();
     while records.len() < wanted.count && offset < end {
         line.clear();
-        let read = reader.read_until(b'\n', &mut line).map_err(io("read", path))?;
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io("read", path))?;
         if read == 0 || line.last() != Some(&b'\n') {
             break;
         }

@@ -266,7 +266,10 @@ impl FromStr for Action {
             .find(|action| action.as_str() == text)
             .ok_or_else(|| {
                 let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
-                format!("unknown action `{text}`; expected one of {}", known.join(", "))
+                format!(
+                    "unknown action `{text}`; expected one of {}",
+                    known.join(", ")
+                )
             })
     }
 }

@@ -32,8 +32,11 @@ pub trait Sink: Send + Sync {
 
     /// Stores one batch durably; returns only once the destination has it.
     /// Called from one thread at a time, batches in order.
-    fn ship(&self, records: &[AuditRecord], checkpoint: Option<&Checkpoint>)
-    -> Result<(), SinkError>;
+    fn ship(
+        &self,
+        records: &[AuditRecord],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), SinkError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -131,7 +131,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year.rem_euclid(400);
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -161,7 +162,13 @@ mod tests {
             parse_time("2026-11-24T09:15:23.1234567Z").unwrap(),
             1_795_511_723_123
         );
-        for bad in ["", "yesterday", "2026-13-01", "2026-02-30", "2026-11-24T09:15Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-11-24T09:15Z",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }

@@ -10,12 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deployctl_audit::AuditLog;
 use deployctl_engine::executor::{Engine, EngineOptions, RunContext, RunOutcome};
 use deployctl_engine::journal::{Journal, RunRecord};
 use deployctl_engine::progress::ProgressSink;
 use deployctl_plan::Loaded;
 use deployctl_plan::report::ImpactReport;
 
+use crate::audit_bridge::{self, AuditBridge};
 use crate::exit;
 use crate::progress_view::{self, View};
 use crate::runs;
@@ -33,6 +35,39 @@ fn open_journal(state_dir: &Path) -> Result<Arc<Journal>, u8> {
         eprintln!("error: {error}");
         exit::INVALID_INPUT
     })
+}
+
+/// The journal with the audit trail attached: every action and decision
+/// of the commands that change targets is audited before it happens.
+pub fn open_audited(state_dir: &Path) -> Result<(Arc<Journal>, Arc<AuditLog>), u8> {
+    let operator = deployctl_engine::run::initiator();
+    let audit = audit_bridge::open(state_dir, &operator)
+        .map(Arc::new)
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            exit::INVALID_INPUT
+        })?;
+    let journal = Journal::open(state_dir)
+        .map(|journal| {
+            Arc::new(journal.with_observer(Arc::new(AuditBridge::new(audit.clone(), &operator))))
+        })
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            exit::INVALID_INPUT
+        })?;
+    Ok((journal, audit))
+}
+
+/// Seals what a command did with a signed checkpoint when it ends, on
+/// every return path (end of each run, R10).
+pub struct Seal(pub Arc<AuditLog>);
+
+impl Drop for Seal {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.checkpoint() {
+            eprintln!("warning: could not write the audit checkpoint: {error}");
+        }
+    }
 }
 
 fn view(json: bool) -> View {
@@ -117,7 +152,7 @@ fn drive(
 
 fn report_outcome(run_id: &str, outcome: &RunOutcome, json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"event": "runEnded", "run": run_id, "phase": outcome.phase.as_str(),
                 "rollbackIncomplete": outcome.rollback_incomplete, "message": outcome.message})
@@ -133,10 +168,11 @@ fn report_outcome(run_id: &str, outcome: &RunOutcome, json: bool) {
 
 /// `deployctl apply FILE|SAVED`.
 pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
-    let journal = match open_journal(options.state_dir) {
-        Ok(journal) => journal,
+    let (journal, audit) = match open_audited(options.state_dir) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
+    let _seal = Seal(audit);
     if let Ok(Some(unfinished)) = journal.latest_unfinished()
         && runs::is_interrupted(&unfinished)
     {
@@ -245,10 +281,11 @@ fn find_run(journal: &Journal, run: Option<&str>) -> Result<RunRecord, u8> {
 
 /// `deployctl resume RUN`.
 pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
-    let journal = match open_journal(options.state_dir) {
-        Ok(journal) => journal,
+    let (journal, audit) = match open_audited(options.state_dir) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
+    let _seal = Seal(audit);
     let run = match find_run(&journal, Some(run_id)) {
         Ok(run) => run,
         Err(code) => return code,
@@ -287,10 +324,11 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
 
 /// `deployctl rollback RUN|--target NAME`.
 pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) -> u8 {
-    let journal = match open_journal(options.state_dir) {
-        Ok(journal) => journal,
+    let (journal, audit) = match open_audited(options.state_dir) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
+    let _seal = Seal(audit);
     let record = match (run, target) {
         (Some(id), _) => find_run(&journal, Some(id)),
         (None, Some(target)) => match journal.runs(Some(target), 1) {
@@ -367,10 +405,11 @@ fn print_changes(journal: &Journal, run_id: &str) {
 
 /// `deployctl kill RUN`: stop now and roll back.
 pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
-    let journal = match open_journal(options.state_dir) {
-        Ok(journal) => journal,
+    let (journal, audit) = match open_audited(options.state_dir) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
+    let _seal = Seal(audit);
     let run = match find_run(&journal, Some(run_id)) {
         Ok(run) => run,
         Err(code) => return code,
@@ -444,20 +483,20 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
         };
         let stages = journal.stages(&record.id).unwrap_or_default();
         if options.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&runs::status_json(&record, &stages))
                     .unwrap_or_default()
             );
         } else {
-            print!("{}", runs::status_text(&record, &stages));
+            out!("{}", runs::status_text(&record, &stages));
         }
         if !watch || record.phase.is_terminal() {
             return runs::exit_code(record.phase, record.rollback_incomplete);
         }
         std::thread::sleep(Duration::from_secs(1));
         if !options.json {
-            println!();
+            outln!();
         }
     }
 }
@@ -471,12 +510,12 @@ pub fn history(target: Option<&str>, options: &Options<'_>) -> u8 {
     match journal.runs(target, 200) {
         Ok(runs) => {
             if options.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&runs::history_json(&runs)).unwrap_or_default()
                 );
             } else {
-                print!("{}", runs::history_text(&runs));
+                out!("{}", runs::history_text(&runs));
             }
             exit::OK
         }

@@ -3,6 +3,25 @@
 //! [`exit`]; the work itself lives in the library crates (start with
 //! `deployctl-plan`).
 
+/// `println!` that stops quietly when stdout is closed
+/// (`deployctl history | head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!`, likewise.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod audit_bridge;
+mod audit_cmds;
 mod engine_cmds;
 mod exit;
 mod input;
@@ -109,6 +128,11 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Read and check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmds::AuditCommand,
+    },
     /// Run a plan against simulators of its targets, optionally injecting
     /// failures, and check that promotion and rollback behave as planned.
     Rehearse {
@@ -153,6 +177,7 @@ fn main() -> ExitCode {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Audit { command } => audit_cmds::run(command, &state_dir, json),
         Command::Rehearse { file, fail, seed } => match load_plan(file, cli.output, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
             Err(_) => exit::INVALID_INPUT,
@@ -237,7 +262,7 @@ fn validate(files: &[String], output: Output, color: bool) -> u8 {
         match load_plan(file, output, color) {
             Ok(loaded) => {
                 if output == Output::Text {
-                    println!(
+                    outln!(
                         "valid: {file} ({} stage{}, {} target{})",
                         loaded.plan.stages.len(),
                         if loaded.plan.stages.len() == 1 {
@@ -281,7 +306,7 @@ fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) 
     };
     let report = ImpactReport::new(&loaded.plan);
     match output {
-        Output::Text => print!("{}", report.render_text()),
+        Output::Text => out!("{}", report.render_text()),
         Output::Json => print_json(&report),
     }
     if let Some(out) = out {

@@ -27,7 +27,7 @@ pub async fn render(view: View, mut events: UnboundedReceiver<Progress>) {
         match view {
             View::Json => {
                 if let Ok(line) = serde_json::to_string(&event) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             View::Lines => eprintln!("{}", line(&event)),

@@ -101,13 +101,12 @@ pub fn rehearse(
                 return exit::INVALID_INPUT;
             }
         };
-    let journal = match Journal::open(options.state_dir) {
-        Ok(journal) => Arc::new(journal),
-        Err(error) => {
-            eprintln!("error: {error}");
-            return exit::INVALID_INPUT;
-        }
+    // Rehearsals are drills (S9): they are audited like real runs.
+    let (journal, audit) = match crate::engine_cmds::open_audited(options.state_dir) {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
+    let _seal = crate::engine_cmds::Seal(audit);
     let run_id = deployctl_engine::run::new_run_id();
     if let Err(error) = deployctl_engine::run::create_run(
         &journal,
@@ -195,7 +194,7 @@ pub fn rehearse(
         outcome.phase,
     ));
     if options.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"event": "rehearsalEnded", "run": run_id, "phase": outcome.phase.as_str(),
                 "passed": verdict.iter().all(|(ok, _)| *ok),

@@ -8,8 +8,9 @@
 //! processes may open the same journal: SQLite's locking serializes them,
 //! and per-target locks (a table) keep two runs off one target.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -39,6 +40,8 @@ pub enum JournalError {
     },
     #[error("corrupt journal record: {0}")]
     Corrupt(String),
+    #[error("the audit trail could not record a journal event: {0}")]
+    Observer(String),
 }
 
 /// A run as the journal knows it.
@@ -148,6 +151,35 @@ pub struct StageUpdate {
 pub struct Journal {
     connection: Mutex<Connection>,
     path: PathBuf,
+    observer: Option<Arc<dyn JournalObserver>>,
+}
+
+/// An event as committed to the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEvent {
+    pub run_id: String,
+    pub stage: Option<String>,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// Sees every event once it is durable (the audit trail hooks in here).
+pub trait JournalObserver: Send + Sync {
+    fn committed(&self, events: &[JournalEvent]) -> Result<(), String>;
+}
+
+/// A write transaction that remembers the events it appends.
+struct Tx<'c> {
+    inner: rusqlite::Transaction<'c>,
+    events: RefCell<Vec<JournalEvent>>,
+}
+
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = rusqlite::Transaction<'c>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
 }
 
 const SCHEMA: &str = "
@@ -264,6 +296,7 @@ impl Journal {
         Ok(Journal {
             connection: Mutex::new(connection),
             path,
+            observer: None,
         })
     }
 
@@ -289,14 +322,36 @@ impl Journal {
     /// upgrade) and commits it.
     fn write<T>(
         &self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, JournalError>,
+        work: impl FnOnce(&Tx<'_>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = Tx {
+                inner: connection.transaction_with_behavior(TransactionBehavior::Immediate)?,
+                events: RefCell::new(Vec::new()),
+            };
             let value = work(&tx)?;
-            tx.commit()?;
+            let events = tx.events.take();
+            tx.inner.commit()?;
+            // After the commit and still under the journal's lock, so the
+            // observer (the audit trail) sees exactly what was made durable,
+            // in journal order. If it cannot record it, the caller gets an
+            // error before the side effect the event announces: nothing
+            // happens unrecorded.
+            if let Some(observer) = &self.observer
+                && !events.is_empty()
+            {
+                observer
+                    .committed(&events)
+                    .map_err(JournalError::Observer)?;
+            }
             Ok(value)
         })
+    }
+
+    /// Sends every committed event to `observer` from now on.
+    pub fn with_observer(mut self, observer: Arc<dyn JournalObserver>) -> Journal {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn create_run(&self, run: &NewRun<'_>) -> Result<(), JournalError> {
@@ -824,7 +879,7 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 fn append_event(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Tx<'_>,
     run_id: &str,
     stage: Option<&str>,
     kind: &str,
@@ -837,6 +892,12 @@ fn append_event(
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1), ?2, ?3, ?4, ?5)",
     )?
     .execute(params![run_id, now_ms(), stage, kind, data.to_string()])?;
+    tx.events.borrow_mut().push(JournalEvent {
+        run_id: run_id.to_string(),
+        stage: stage.map(str::to_string),
+        kind: kind.to_string(),
+        data: data.clone(),
+    });
     tx.prepare_cached("UPDATE runs SET updated_at = ?2 WHERE id = ?1")?
         .execute(params![run_id, now_ms()])?;
     Ok(())

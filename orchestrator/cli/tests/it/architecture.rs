@@ -24,6 +24,7 @@ const CORE_CRATES: &[&str] = &[
     "deployctl-adapter",
     "deployctl-sim",
     "deployctl-policy",
+    "deployctl-audit",
 ];
 
 #[test]

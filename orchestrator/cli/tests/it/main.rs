@@ -6,6 +6,7 @@
 //! expected outputs after an intended change, then review the diff.
 
 mod architecture;
+mod audit;
 mod cli;
 mod crash;
 mod fixtures;

@@ -1,0 +1,177 @@
+//! The audit trail's view of the run journal: every journal event that
+//! records an action or a decision becomes a who/when/what audit record
+//! (R10, S2, S7), appended durably before the side effect it announces.
+//!
+//! The journal calls [`AuditBridge::committed`] right after each commit;
+//! events that are bookkeeping (cursor steps, notification deliveries) are
+//! not audited, everything that changes or decides something is.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use deployctl_audit::{Action, AuditLog, AuditOptions, DirectorySink, Entry, Outcome, What, Who};
+use deployctl_engine::journal::{JournalEvent, JournalObserver};
+
+/// Where the trail lives under the state directory.
+pub fn audit_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit")
+}
+
+/// Opens the trail, shipping to `DEPLOYCTL_AUDIT_SHIP_DIR` when set (a
+/// mounted share off the deploy PC; the S3 Object Lock sink arrives with
+/// the AWS adapters).
+pub fn open(state_dir: &Path, operator: &str) -> Result<AuditLog, String> {
+    let mut options = AuditOptions::new(Who::local(operator));
+    if let Some(dir) = std::env::var_os("DEPLOYCTL_AUDIT_SHIP_DIR").filter(|d| !d.is_empty()) {
+        options = options.sink(Arc::new(DirectorySink::new(PathBuf::from(dir))));
+    }
+    AuditLog::open(audit_dir(state_dir), options)
+        .map_err(|error| format!("cannot open the audit trail: {error}"))
+}
+
+/// Turns journal events into audit records.
+pub struct AuditBridge {
+    log: Arc<AuditLog>,
+    who: Who,
+    /// Plan digests by run, learnt from `runCreated`, so every record of a
+    /// run can name exactly what was reviewed.
+    digests: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl AuditBridge {
+    pub fn new(log: Arc<AuditLog>, operator: &str) -> AuditBridge {
+        AuditBridge {
+            log,
+            who: Who::local(operator),
+            digests: Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    fn entry(&self, event: &JournalEvent) -> Option<Entry> {
+        let data = &event.data;
+        let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        if event.kind == "runCreated"
+            && let Some(digest) = text("planDigest")
+        {
+            self.digests
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(event.run_id.clone(), digest);
+        }
+        let (action, outcome) = match event.kind.as_str() {
+            "runCreated" => (Action::RunStarted, Outcome::ok()),
+            "runPhase" => match text("phase").as_deref() {
+                Some("Succeeded") => (Action::RunSucceeded, Outcome::ok()),
+                Some("RolledBack") | Some("Killed") => (Action::RunRolledBack, Outcome::ok()),
+                Some("Failed") => {
+                    let message = text("outcome").unwrap_or_default();
+                    if message.contains("ROLLBACK INCOMPLETE") {
+                        (Action::RunRollbackIncomplete, Outcome::failed(message))
+                    } else {
+                        (Action::RunFailed, Outcome::failed(message))
+                    }
+                }
+                _ => return None,
+            },
+            "rollbackStarted" => (Action::RollbackRequested, Outcome::ok()),
+            "stageStarted" => (Action::StageStarted, Outcome::ok()),
+            "stageResumed" => (Action::RunResumed, Outcome::ok()),
+            "stageSucceeded" => (Action::StageSucceeded, Outcome::ok()),
+            "stageFailed" => (
+                Action::StageFailed,
+                Outcome::failed(text("reason").unwrap_or_default()),
+            ),
+            "callIntent" | "callDone" | "callFailed" => {
+                let action = data
+                    .pointer("/action/action")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                let audited = match action {
+                    "deploy" => Action::StageDeployed,
+                    "setWeight" => Action::StageWeightSet,
+                    "promote" => Action::StagePromoted,
+                    "startWave" => Action::WaveDispatched,
+                    "rollback" => Action::StageRolledBack,
+                    _ => Action::TargetChanged,
+                };
+                match event.kind.as_str() {
+                    // The intent is audited with its action; the outcome
+                    // as a change with the platform's request IDs (S7).
+                    "callIntent" => (audited, Outcome::ok()),
+                    "callDone" => (Action::TargetChanged, Outcome::ok()),
+                    _ => (
+                        Action::TargetChanged,
+                        Outcome::failed(text("error").unwrap_or_default()),
+                    ),
+                }
+            }
+            "gateResult" => {
+                let passed = data
+                    .pointer("/result/outcome/status")
+                    .and_then(|v| v.as_str())
+                    == Some("passed");
+                if passed {
+                    (Action::GatePassed, Outcome::ok())
+                } else {
+                    (Action::GateFailed, Outcome::failed(gate_reason(data)))
+                }
+            }
+            "approvalRequested" => (Action::ApprovalRequested, Outcome::ok()),
+            "approved" => (Action::ApprovalGranted, Outcome::ok()),
+            "killRequested" => (Action::KillRequested, Outcome::ok()),
+            _ => return None,
+        };
+        let mut what = What::new(action).run(&event.run_id).detail(compact(data));
+        if let Some(stage) = &event.stage {
+            what = what.stage(stage);
+        }
+        if let Some(digest) = self
+            .digests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&event.run_id)
+        {
+            what = what.plan_digest(digest);
+        }
+        let mut entry = Entry::new(self.who.clone(), what, outcome);
+        for id in data
+            .get("requestIds")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+        {
+            entry = entry.request_id(id);
+        }
+        Some(entry)
+    }
+}
+
+fn gate_reason(data: &serde_json::Value) -> String {
+    data.pointer("/result/outcome/reason")
+        .and_then(|v| v.as_str())
+        .unwrap_or("gate failed")
+        .to_string()
+}
+
+/// Event data as one line, without the bulky measurement lists.
+fn compact(data: &serde_json::Value) -> String {
+    let mut data = data.clone();
+    if let Some(result) = data.get_mut("result").and_then(|r| r.as_object_mut()) {
+        result.remove("measurements");
+    }
+    data.to_string()
+}
+
+impl JournalObserver for AuditBridge {
+    fn committed(&self, events: &[JournalEvent]) -> Result<(), String> {
+        let entries: Vec<Entry> = events.iter().filter_map(|e| self.entry(e)).collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.log
+            .append_batch(entries)
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+}
