@@ -118,6 +118,10 @@ impl AuditBridge {
             }
             "approvalRequested" => (Action::ApprovalRequested, Outcome::ok()),
             "approved" => (Action::ApprovalGranted, Outcome::ok()),
+            "rejected" => (
+                Action::ApprovalRejected,
+                Outcome::denied(text("reason").unwrap_or_default()),
+            ),
             "killRequested" => (Action::KillRequested, Outcome::ok()),
             _ => return None,
         };

@@ -26,6 +26,8 @@ use crate::wiring::{self, Mode};
 /// Shared options of the run commands.
 pub struct Options<'a> {
     pub state_dir: &'a Path,
+    /// The access file (S1: who may roll back or kill where).
+    pub access: &'a Path,
     pub json: bool,
     pub yes: bool,
 }
@@ -350,6 +352,14 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
         Ok(record) => record,
         Err(code) => return code,
     };
+    if let Err(code) = crate::approval_cmds::check_operator(
+        deployctl_policy::Action::Rollback,
+        &record.environment,
+        options.access,
+        options.state_dir,
+    ) {
+        return code;
+    }
     if runs::owner_alive(&record) && !record.phase.is_terminal() {
         // Another process drives it: ask it to stop and roll back, the
         // same path as `kill`, so two processes never move one target.
@@ -422,6 +432,14 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
             run.id
         );
         return exit::OK;
+    }
+    if let Err(code) = crate::approval_cmds::check_operator(
+        deployctl_policy::Action::Kill,
+        &run.environment,
+        options.access,
+        options.state_dir,
+    ) {
+        return code;
     }
     if let Err(error) = journal.request_kill(&run.id) {
         eprintln!("error: {error}");

@@ -20,6 +20,7 @@ macro_rules! out {
     }};
 }
 
+mod approval_cmds;
 mod audit_bridge;
 mod audit_cmds;
 mod engine_cmds;
@@ -54,11 +55,32 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// The access file naming operators, approvers and auditors (env
+    /// DEPLOYCTL_ACCESS_FILE; default `<state-dir>/access.yaml`).
+    #[arg(long, global = true, value_name = "FILE")]
+    access: Option<PathBuf>,
     /// Never colour output (also: the NO_COLOR environment variable).
     #[arg(long, global = true)]
     no_color: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum MfaCommand {
+    /// Create a TOTP secret for USER (shown once as a QR code and URI) and
+    /// confirm it with a first code.
+    Enroll {
+        user: String,
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Confirm a pending enrollment with a code.
+    Confirm {
+        user: String,
+        #[arg(long)]
+        code: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +150,34 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Enroll in or confirm TOTP multi-factor authentication.
+    Mfa {
+        #[command(subcommand)]
+        command: MfaCommand,
+    },
+    /// Approve a run's approval gate, with a one-time MFA code.
+    Approve {
+        run: String,
+        #[arg(long)]
+        gate: String,
+        #[arg(long)]
+        user: String,
+        /// The one-time code (asked for on a terminal when omitted).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Reject a run's approval gate: the run rolls back.
+    Reject {
+        run: String,
+        #[arg(long)]
+        gate: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        code: Option<String>,
+    },
     /// Read and check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -155,8 +205,10 @@ fn main() -> ExitCode {
         !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     let state_dir = state_dir::resolve(cli.state_dir.clone());
     let json = cli.output == Output::Json;
+    let access_file = approval_cmds::access_path(cli.access.as_deref(), &state_dir);
     let run_options = |yes: bool| engine_cmds::Options {
         state_dir: &state_dir,
+        access: &access_file,
         json,
         yes,
     };
@@ -165,7 +217,15 @@ fn main() -> ExitCode {
         Command::Plan { file, out } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
         Command::Apply { file, yes } => match load_for_apply(file, cli.output, color) {
-            Ok((loaded, plan_file)) => engine_cmds::apply(&loaded, &plan_file, &run_options(*yes)),
+            Ok((loaded, plan_file)) => match approval_cmds::check_operator(
+                deployctl_policy::Action::Apply,
+                &loaded.plan.metadata.environment,
+                &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+                &state_dir,
+            ) {
+                Ok(()) => engine_cmds::apply(&loaded, &plan_file, &run_options(*yes)),
+                Err(code) => code,
+            },
             Err(code) => code,
         },
         Command::Status { run, watch } => {
@@ -177,6 +237,45 @@ fn main() -> ExitCode {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Mfa { command } => {
+            let access = approval_cmds::access_path(cli.access.as_deref(), &state_dir);
+            match command {
+                MfaCommand::Enroll { user, code } => {
+                    approval_cmds::enroll(user, code.as_deref(), &access, &state_dir)
+                }
+                MfaCommand::Confirm { user, code } => {
+                    approval_cmds::confirm(user, code.as_deref(), &state_dir)
+                }
+            }
+        }
+        Command::Approve {
+            run,
+            gate,
+            user,
+            code,
+        } => approval_cmds::approve(
+            run,
+            gate,
+            user,
+            code.as_deref(),
+            &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+            &state_dir,
+        ),
+        Command::Reject {
+            run,
+            gate,
+            user,
+            reason,
+            code,
+        } => approval_cmds::reject(
+            run,
+            gate,
+            user,
+            reason,
+            code.as_deref(),
+            &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+            &state_dir,
+        ),
         Command::Audit { command } => audit_cmds::run(command, &state_dir, json),
         Command::Rehearse { file, fail, seed } => match load_plan(file, cli.output, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),

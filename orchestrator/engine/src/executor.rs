@@ -1307,10 +1307,13 @@ impl StageDriver {
         let gate = name.to_string();
         let wait = async move {
             loop {
-                match journal.approvals(&run_id, &gate) {
-                    Ok(count) if count >= approval.required => return Ok(()),
-                    Ok(_) => {}
-                    Err(error) => return Err(error),
+                if let Some((approver, reason)) = journal.rejection(&run_id, &gate)? {
+                    return Ok::<_, JournalError>(Some(format!(
+                        "rejected by {approver}: {reason}"
+                    )));
+                }
+                if journal.approvals(&run_id, &gate)? >= approval.required {
+                    return Ok(None);
                 }
                 tokio::time::sleep(poll).await;
             }
@@ -1330,7 +1333,12 @@ impl StageDriver {
             }
             OnTimeout::Pause => self.guarded(wait, monitors).await?,
         };
-        outcome?;
+        if let Some(rejection) = outcome? {
+            return Err(self.fail(
+                RollbackTrigger::GateFailed,
+                format!("approval `{name}` {rejection}"),
+            ));
+        }
         Ok(format!("approval `{name}` granted"))
     }
 

@@ -255,6 +255,14 @@ CREATE TABLE IF NOT EXISTS approvals (
     at INTEGER NOT NULL,
     PRIMARY KEY (run_id, gate, approver)
 );
+CREATE TABLE IF NOT EXISTS rejections (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    gate TEXT NOT NULL,
+    approver TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, gate, approver)
+);
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs(created_at);
 ";
 
@@ -697,6 +705,59 @@ impl Journal {
                 &serde_json::json!({"gate": gate, "approver": approver}),
             )?;
             Ok(())
+        })
+    }
+
+    /// Records one approver's rejection of `gate`: the waiting stage fails
+    /// (and rolls back, as the plan says).
+    pub fn record_rejection(
+        &self,
+        run_id: &str,
+        gate: &str,
+        approver: &str,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO rejections (run_id, gate, approver, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, gate, approver, reason, now_ms()],
+            )?;
+            append_event(
+                tx,
+                run_id,
+                None,
+                "rejected",
+                &serde_json::json!({"gate": gate, "approver": approver, "reason": reason}),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The first rejection of `gate` in `run_id`: (approver, reason).
+    pub fn rejection(
+        &self,
+        run_id: &str,
+        gate: &str,
+    ) -> Result<Option<(String, String)>, JournalError> {
+        self.with(|connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT approver, reason FROM rejections WHERE run_id = ?1 AND gate = ?2 ORDER BY at LIMIT 1",
+                    params![run_id, gate],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Who approved `gate` in `run_id`, in order.
+    pub fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, JournalError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT approver FROM approvals WHERE run_id = ?1 AND gate = ?2 ORDER BY at",
+            )?;
+            let rows = statement.query_map(params![run_id, gate], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
         })
     }
 

@@ -20,6 +20,9 @@ use zeroize::Zeroizing;
 
 /// Length of the master key in bytes (AES-256).
 pub const KEY_LEN: usize = 32;
+/// The variable deployctl reads the key from when told to use the
+/// environment (`KeySource::Env(KEY_ENV_VAR.into())`).
+pub const KEY_ENV_VAR: &str = "DEPLOYCTL_MFA_KEY";
 
 /// Why no usable key could be had.
 #[derive(Debug, thiserror::Error)]

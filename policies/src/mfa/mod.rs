@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use zeroize::Zeroize;
 
 pub use error::MfaError;
-pub use key::{KEY_LEN, KeyError, KeyProvider, KeySource, MasterKey, create_key_file};
+pub use key::{KEY_ENV_VAR, KEY_LEN, KeyError, KeyProvider, KeySource, MasterKey, create_key_file};
 pub use qr::{Background, QrError, terminal_qr};
 pub use store::{MFA_DB_FILE, MfaStatus, MfaStore};
 pub use totp::{DIGITS, ISSUER, SECRET_BYTES, SKEW_STEPS, STEP_SECONDS};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use deployctl_policy::mfa::{MfaError, MfaPolicy, MfaStatus, MfaStore};
+use deployctl_policy::mfa::{KeySource, MfaError, MfaPolicy, MfaStatus, MfaStore};
 use totp_rs::{Algorithm, Builder};
 
 use crate::{at, code, key_file, phone, store};
@@ -351,7 +351,7 @@ fn enrollment_rules() {
     // Debug output never shows the secret.
     let shown = format!("{enrollment:?}");
     assert!(!shown.contains(&enrollment.secret_base32), "{shown}");
-    assert!(!shown.contains("otpauth"), "{shown}");
+    assert!(!shown.contains("otpauth://"), "{shown}");
     assert!(!format!("{store:?}").contains("07070707"));
 
     // A pending enrollment may be restarted; a confirmed one may not.
@@ -496,6 +496,8 @@ fn a_secret_moved_to_another_user_does_not_decrypt() {
 fn the_same_code_checked_concurrently_is_accepted_at_most_once() {
     let dir = tempfile::tempdir().unwrap();
     let phone = enrolled(&store(dir.path()), "alice", 1_000_000_000);
+    let keys = KeySource::File(dir.path().join("mfa.key"));
+    let state = dir.path().join("state");
     // Several rounds, each with a fresh code checked by eight threads at
     // once, each on its own connection (as separate processes would be).
     // Rounds are 20 minutes apart so that the lockout the seven refused
@@ -509,10 +511,13 @@ fn the_same_code_checked_concurrently_is_accepted_at_most_once() {
             .map(|_| {
                 let barrier = Arc::clone(&barrier);
                 let code = code.clone();
-                let state = dir.path().to_path_buf();
+                let (keys, state) = (keys.clone(), state.clone());
                 std::thread::spawn(move || {
-                    let store = crate::store(&state);
+                    let store = MfaStore::open(&state, &keys, MfaPolicy::default());
+                    // Wait even if opening failed, so no thread is left
+                    // waiting for this one.
                     barrier.wait();
+                    let store = store.expect("opening the store");
                     store.verify("alice", &code, at(now))
                 })
             })

@@ -5,6 +5,7 @@
 //! repository's `tests/fixtures/`; set `UPDATE_SNAPSHOTS=1` to rewrite the
 //! expected outputs after an intended change, then review the diff.
 
+mod approvals;
 mod architecture;
 mod audit;
 mod cli;

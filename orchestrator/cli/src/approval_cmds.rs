@@ -1,0 +1,348 @@
+//! `deployctl mfa enroll|confirm`, `deployctl approve`, `deployctl reject`:
+//! MFA-verified approvals with four eyes (R9, S1, J1, J6, O11).
+//!
+//! Who is who comes from the access file (`--access`, env
+//! `DEPLOYCTL_ACCESS_FILE`, default `<state-dir>/access.yaml`); MFA secrets
+//! live encrypted in `<state-dir>/mfa.sqlite3` under a key from
+//! `DEPLOYCTL_MFA_KEY` (hex or base64) or `<state-dir>/mfa.key` (0600,
+//! created on first enrollment). Every grant, refusal and failed code is an
+//! audit record.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use deployctl_audit::{Action as AuditAction, AuditLog, Entry, Outcome, What, Who};
+use deployctl_engine::journal::Journal;
+use deployctl_policy::mfa::{Background, KeySource, create_key_file};
+use deployctl_policy::{Access, Action, MfaPolicy, MfaStore, check_approval};
+
+use crate::engine_cmds::{Seal, open_audited};
+use crate::exit;
+
+/// Where the access file is.
+pub fn access_path(flag: Option<&Path>, state_dir: &Path) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("DEPLOYCTL_ACCESS_FILE").map(PathBuf::from))
+        .unwrap_or_else(|| state_dir.join("access.yaml"))
+}
+
+fn load_access(path: &Path) -> Result<Access, u8> {
+    Access::load(path).map_err(|error| {
+        eprintln!("error: {error}");
+        exit::INVALID_INPUT
+    })
+}
+
+fn key_source(state_dir: &Path, create: bool) -> Result<KeySource, u8> {
+    if std::env::var_os("DEPLOYCTL_MFA_KEY").is_some() {
+        return Ok(KeySource::Env("DEPLOYCTL_MFA_KEY".into()));
+    }
+    let path = state_dir.join("mfa.key");
+    if !path.exists() && create {
+        if let Err(error) = std::fs::create_dir_all(state_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| create_key_file(&path).map_err(|e| e.to_string()))
+        {
+            eprintln!(
+                "error: cannot create the MFA key {}: {error}",
+                path.display()
+            );
+            return Err(exit::FAILED);
+        }
+    }
+    Ok(KeySource::File(path))
+}
+
+fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {
+    let keys = key_source(state_dir, create_key)?;
+    MfaStore::open(state_dir, &keys, MfaPolicy::default()).map_err(|error| {
+        eprintln!("error: {error}");
+        exit::FAILED
+    })
+}
+
+/// The code from `--code`, or asked for on a terminal.
+fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u8> {
+    if let Some(code) = code {
+        return Ok(code.to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: pass the one-time code with --code (no terminal to ask on)");
+        return Err(exit::INVALID_INPUT);
+    }
+    eprint!("MFA code for {user}: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|_| exit::FAILED)?;
+    Ok(line.trim().to_string())
+}
+
+fn audit_entry(audit: &AuditLog, user: &str, what: What, outcome: Outcome) {
+    if let Err(error) = audit.append(Entry::new(Who::local(user), what, outcome)) {
+        eprintln!("warning: could not audit this: {error}");
+    }
+}
+
+/// `deployctl mfa enroll USER [--code CODE]`.
+pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -> u8 {
+    let access = match load_access(access) {
+        Ok(access) => access,
+        Err(code) => return code,
+    };
+    if !access.is_known(user) {
+        eprintln!("error: `{user}` is not in the access file; add them before enrolling");
+        return exit::INVALID_INPUT;
+    }
+    let store = match open_mfa(state_dir, true) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let enrollment = match store.enroll(user, SystemTime::now()) {
+        Ok(enrollment) => enrollment,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::FAILED;
+        }
+    };
+    eprintln!("Scan this with an authenticator app (or enter the URI by hand):\n");
+    if let Ok(qr) = enrollment.qr_code(Background::Dark) {
+        eprintln!("{qr}");
+    }
+    eprintln!("{}\n", enrollment.otpauth_uri);
+    let code = match code {
+        Some(code) => code.to_string(),
+        None if std::io::stdin().is_terminal() => match code_or_prompt(None, user) {
+            Ok(code) => code,
+            Err(code) => return code,
+        },
+        None => {
+            eprintln!("Confirm with `deployctl mfa confirm {user} --code CODE` before it expires.");
+            return exit::OK;
+        }
+    };
+    confirm_with(&store, user, &code, state_dir)
+}
+
+/// `deployctl mfa confirm USER --code CODE`.
+pub fn confirm(user: &str, code: Option<&str>, state_dir: &Path) -> u8 {
+    let store = match open_mfa(state_dir, false) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let code = match code_or_prompt(code, user) {
+        Ok(code) => code,
+        Err(code) => return code,
+    };
+    confirm_with(&store, user, &code, state_dir)
+}
+
+fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u8 {
+    let (_, audit) = match open_audited(state_dir) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    match store.confirm(user, code, SystemTime::now()) {
+        Ok(_) => {
+            audit_entry(
+                &audit,
+                user,
+                What::new(AuditAction::MfaVerified).detail("enrollment confirmed"),
+                Outcome::ok(),
+            );
+            eprintln!("MFA enrollment of {user} confirmed.");
+            exit::OK
+        }
+        Err(error) => {
+            audit_entry(
+                &audit,
+                user,
+                What::new(AuditAction::MfaFailed).detail("enrollment confirmation"),
+                Outcome::denied(error.to_string()),
+            );
+            eprintln!("error: {error}");
+            exit::FAILED
+        }
+    }
+}
+
+/// The run's initiator as a user name (`alice@deploy-pc` → `alice`).
+fn initiator_user(initiator: &str) -> &str {
+    initiator.split('@').next().unwrap_or(initiator)
+}
+
+/// What `approve` and `reject` share: the run, the gate's role, identity
+/// and MFA checks. Returns the journal and audit log to record with.
+fn authorize(
+    run_id: &str,
+    gate: &str,
+    user: &str,
+    code: Option<&str>,
+    access_file: &Path,
+    state_dir: &Path,
+) -> Result<(Arc<Journal>, Arc<AuditLog>), u8> {
+    let (journal, audit) = open_audited(state_dir)?;
+    let deny = |audit: &AuditLog, action: AuditAction, message: String| {
+        audit_entry(
+            audit,
+            user,
+            What::new(action).run(run_id).detail(format!("gate {gate}")),
+            Outcome::denied(message.clone()),
+        );
+        eprintln!("error: {message}");
+        exit::INVALID_INPUT
+    };
+    let run = journal.run(run_id).map_err(|error| {
+        eprintln!("error: {error}");
+        exit::INVALID_INPUT
+    })?;
+    let loaded =
+        deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|_| {
+            eprintln!("error: the plan recorded for run {run_id} no longer validates");
+            exit::FAILED
+        })?;
+    let Some(approval) = loaded.plan.approvals.get(gate) else {
+        let known: Vec<&str> = loaded.plan.approvals.keys().map(String::as_str).collect();
+        return Err(deny(
+            &audit,
+            AuditAction::PolicyDenied,
+            format!(
+                "run {run_id} has no approval gate `{gate}` (gates: {})",
+                known.join(", ")
+            ),
+        ));
+    };
+    if run.phase.is_terminal() {
+        return Err(deny(
+            &audit,
+            AuditAction::PolicyDenied,
+            format!("run {run_id} already ended ({})", run.phase.as_str()),
+        ));
+    }
+    let access = load_access(access_file)?;
+    if let Err(denied) = check_approval(
+        &access,
+        user,
+        initiator_user(&run.initiator),
+        &approval.role,
+    ) {
+        return Err(deny(&audit, AuditAction::PolicyDenied, denied.to_string()));
+    }
+    let decision = access.may(
+        user,
+        &Action::Approve {
+            role: approval.role.clone(),
+        },
+        &run.environment,
+    );
+    if !decision.allowed {
+        return Err(deny(
+            &audit,
+            AuditAction::PolicyDenied,
+            decision.reason.clone(),
+        ));
+    }
+    let store = open_mfa(state_dir, false)?;
+    let code = code_or_prompt(code, user)?;
+    match store.verify(user, &code, SystemTime::now()) {
+        Ok(_) => {
+            audit_entry(
+                &audit,
+                user,
+                What::new(AuditAction::MfaVerified)
+                    .run(run_id)
+                    .detail(format!("gate {gate}")),
+                Outcome::ok(),
+            );
+            Ok((journal, audit))
+        }
+        Err(error) => {
+            let message = error.to_string();
+            // Failed codes and lockouts are security events (J6): audited
+            // as such, whatever else happens.
+            Err(deny(&audit, AuditAction::MfaFailed, message))
+        }
+    }
+}
+
+/// `deployctl approve RUN --gate NAME --user USER [--code CODE]`.
+pub fn approve(
+    run_id: &str,
+    gate: &str,
+    user: &str,
+    code: Option<&str>,
+    access_file: &Path,
+    state_dir: &Path,
+) -> u8 {
+    let (journal, audit) = match authorize(run_id, gate, user, code, access_file, state_dir) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let _seal = Seal(audit);
+    if let Err(error) = journal.record_approval(run_id, gate, user) {
+        eprintln!("error: {error}");
+        return exit::FAILED;
+    }
+    let approvers = journal.approvers(run_id, gate).unwrap_or_default();
+    eprintln!(
+        "{user} approved `{gate}` of run {run_id} (approvers so far: {})",
+        approvers.join(", ")
+    );
+    exit::OK
+}
+
+/// `deployctl reject RUN --gate NAME --user USER --reason TEXT [--code CODE]`.
+pub fn reject(
+    run_id: &str,
+    gate: &str,
+    user: &str,
+    reason: &str,
+    code: Option<&str>,
+    access_file: &Path,
+    state_dir: &Path,
+) -> u8 {
+    let (journal, audit) = match authorize(run_id, gate, user, code, access_file, state_dir) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let _seal = Seal(audit);
+    if let Err(error) = journal.record_rejection(run_id, gate, user, reason) {
+        eprintln!("error: {error}");
+        return exit::FAILED;
+    }
+    eprintln!("{user} rejected `{gate}` of run {run_id}: the run rolls back.");
+    exit::OK
+}
+
+/// S1: in an environment the access file protects, only its named
+/// operators may apply, roll back or kill. Without an access file nothing
+/// is protected (the sandbox). A refusal is audited.
+pub fn check_operator(
+    action: Action,
+    environment: &str,
+    access_file: &Path,
+    state_dir: &Path,
+) -> Result<(), u8> {
+    if !access_file.exists() {
+        return Ok(());
+    }
+    let access = load_access(access_file)?;
+    let initiator = deployctl_engine::run::initiator();
+    let user = initiator_user(&initiator);
+    let decision = access.may(user, &action, environment);
+    if decision.allowed {
+        return Ok(());
+    }
+    if let Ok((_, audit)) = open_audited(state_dir) {
+        audit_entry(
+            &audit,
+            user,
+            What::new(AuditAction::PolicyDenied).detail(format!("{action} in {environment}")),
+            Outcome::denied(decision.reason.clone()),
+        );
+    }
+    eprintln!("error: {}", decision.reason);
+    Err(exit::INVALID_INPUT)
+}

@@ -1,0 +1,197 @@
+//! MFA-gated approvals end to end: a production run pauses at a gate that
+//! needs two approvers; the initiator cannot approve, a wrong role cannot,
+//! a replayed code cannot; two others with fresh TOTP codes can, and the
+//! run finishes with who approved on the audit trail.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use totp_rs::Totp;
+
+use crate::sandbox::Sandbox;
+
+const PLAN: &str = "tests/fixtures/plans/valid/approval-two-approvers.yaml";
+const ACCESS: &str = "tests/fixtures/access/approvals.yaml";
+
+/// Enrolls `user` and returns their authenticator (parsed from the URI
+/// `mfa enroll` prints), after confirming with the current code.
+fn enroll(sandbox: &Sandbox, user: &str) -> Totp {
+    let out = sandbox.run(&["--access", ACCESS, "mfa", "enroll", user]);
+    out.expect_code(0);
+    let uri = out
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
+        .trim()
+        .to_string();
+    let totp = Totp::from_url_unchecked(&uri).expect("a valid otpauth URI");
+    let code = totp.generate(now()).to_string();
+    sandbox
+        .run(&["mfa", "confirm", user, "--code", &code])
+        .expect_code(0);
+    totp
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A code one step ahead: within the accepted skew, and newer than the
+/// confirmation code (each step is accepted once).
+fn next_code(totp: &Totp) -> String {
+    totp.generate(now() + 30).to_string()
+}
+
+fn approve(sandbox: &Sandbox, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
+    sandbox.run(&[
+        "--access",
+        ACCESS,
+        "approve",
+        run,
+        "--gate",
+        "prod-signoff",
+        "--user",
+        user,
+        "--code",
+        code,
+    ])
+}
+
+#[test]
+fn two_approvers_with_mfa_release_a_paused_production_run() {
+    let sandbox = Sandbox::new("approvals-e2e");
+    let bob = enroll(&sandbox, "bob");
+    let carol = enroll(&sandbox, "carol");
+    let me = enroll(&sandbox, "deployctl-test");
+    let frank = enroll(&sandbox, "frank");
+
+    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never paused for approval"
+        );
+        if let Some(run) = sandbox.run_ids().pop() {
+            let status = sandbox.status(Some(&run));
+            if status["stages"][0]["phase"] == "Paused" {
+                break run;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Four eyes: whoever started the run cannot approve it.
+    let own = approve(&sandbox, &run, "deployctl-test", &next_code(&me));
+    own.expect_code(2);
+    assert!(own.stderr.contains("started this run"), "{own}");
+    // An approver of another role cannot either.
+    let wrong_role = approve(&sandbox, &run, "frank", &next_code(&frank));
+    wrong_role.expect_code(2);
+    assert!(
+        wrong_role.stderr.contains("release-approver"),
+        "{wrong_role}"
+    );
+    // Unknown people are refused.
+    approve(&sandbox, &run, "mallory", "123456").expect_code(2);
+
+    let bob_code = next_code(&bob);
+    approve(&sandbox, &run, "bob", &bob_code).expect_code(0);
+    // The same code twice is a replay, refused.
+    let replay = approve(&sandbox, &run, "bob", &bob_code);
+    replay.expect_code(2);
+    assert!(sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused");
+
+    approve(&sandbox, &run, "carol", &next_code(&carol)).expect_code(0);
+    let finished = running.wait(Duration::from_secs(60));
+    finished.expect_code(0);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
+
+    sandbox.run(&["audit", "verify"]).expect_code(0);
+    let shown = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
+    let records: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let granted: Vec<String> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["what"]["action"] == "approval.granted")
+        .map(|r| r["what"]["detail"].to_string())
+        .collect();
+    assert_eq!(granted.len(), 2, "{granted:?}");
+    assert!(
+        granted[0].contains("bob") && granted[1].contains("carol"),
+        "{granted:?}"
+    );
+    let denied = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"]["status"] == "denied")
+        .count();
+    assert!(denied >= 3, "refusals are audited too ({denied})");
+}
+
+#[test]
+fn five_wrong_codes_lock_an_approver_out() {
+    let sandbox = Sandbox::new("approvals-lockout");
+    let bob = enroll(&sandbox, "bob");
+    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never paused for approval"
+        );
+        if let Some(run) = sandbox.run_ids().pop()
+            && sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
+        {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for _ in 0..5 {
+        approve(&sandbox, &run, "bob", "000000").expect_code(2);
+    }
+    // Now even the right code is refused.
+    let locked = approve(&sandbox, &run, "bob", &next_code(&bob));
+    locked.expect_code(2);
+    assert!(locked.stderr.contains("locked out"), "{locked}");
+    // A rejection by someone else rolls the run back.
+    let carol = enroll(&sandbox, "carol");
+    sandbox
+        .run(&[
+            "--access",
+            ACCESS,
+            "reject",
+            &run,
+            "--gate",
+            "prod-signoff",
+            "--user",
+            "carol",
+            "--reason",
+            "not in the change window",
+            "--code",
+            &next_code(&carol),
+        ])
+        .expect_code(0);
+    running.wait(Duration::from_secs(60)).expect_code(1);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "RolledBack");
+}
+
+#[test]
+fn only_named_operators_may_apply_in_a_protected_environment() {
+    let sandbox = Sandbox::new("approvals-operators");
+    let mut command = sandbox.command(&["--access", ACCESS, "apply", PLAN, "--yes"]);
+    command.env("USER", "bob");
+    let out = command.output().expect("deployctl runs");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sandbox.run_ids().is_empty(), "nothing was started");
+}
