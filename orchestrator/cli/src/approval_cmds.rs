@@ -40,17 +40,17 @@ fn key_source(state_dir: &Path, create: bool) -> Result<KeySource, u8> {
         return Ok(KeySource::Env("DEPLOYCTL_MFA_KEY".into()));
     }
     let path = state_dir.join("mfa.key");
-    if !path.exists() && create {
-        if let Err(error) = std::fs::create_dir_all(state_dir)
+    if !path.exists()
+        && create
+        && let Err(error) = std::fs::create_dir_all(state_dir)
             .map_err(|e| e.to_string())
             .and_then(|()| create_key_file(&path).map_err(|e| e.to_string()))
-        {
-            eprintln!(
-                "error: cannot create the MFA key {}: {error}",
-                path.display()
-            );
-            return Err(exit::FAILED);
-        }
+    {
+        eprintln!(
+            "error: cannot create the MFA key {}: {error}",
+            path.display()
+        );
+        return Err(exit::FAILED);
     }
     Ok(KeySource::File(path))
 }
