@@ -25,6 +25,7 @@ const CORE_CRATES: &[&str] = &[
     "deployctl-sim",
     "deployctl-policy",
     "deployctl-audit",
+    "deployctl-time",
 ];
 
 #[test]
