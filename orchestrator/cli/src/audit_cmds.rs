@@ -44,7 +44,32 @@ pub enum Format {
     Json,
 }
 
-pub fn run(command: &AuditCommand, state_dir: &Path, json: bool) -> u8 {
+/// J4: where an access file exists, only auditors may read the trail.
+fn may_read(access_file: &Path) -> Result<(), u8> {
+    if !access_file.exists() {
+        return Ok(());
+    }
+    let access = deployctl_policy::Access::load(access_file).map_err(|error| {
+        eprintln!("error: {error}");
+        exit::INVALID_INPUT
+    })?;
+    let initiator = deployctl_engine::run::initiator();
+    let user = initiator.split('@').next().unwrap_or_default();
+    if access.has_role(user, deployctl_policy::Role::Auditor) {
+        Ok(())
+    } else {
+        eprintln!(
+            "error: `{user}` is not an auditor in {}; only auditors may read the audit trail",
+            access_file.display()
+        );
+        Err(exit::INVALID_INPUT)
+    }
+}
+
+pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: bool) -> u8 {
+    if let Err(code) = may_read(access_file) {
+        return code;
+    }
     let dir = audit_dir(state_dir);
     if !dir.exists() {
         eprintln!("no audit trail in {} yet", dir.display());

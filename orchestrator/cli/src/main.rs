@@ -276,7 +276,7 @@ fn main() -> ExitCode {
             &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
             &state_dir,
         ),
-        Command::Audit { command } => audit_cmds::run(command, &state_dir, json),
+        Command::Audit { command } => audit_cmds::run(command, &state_dir, &access_file, json),
         Command::Rehearse { file, fail, seed } => match load_plan(file, cli.output, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
             Err(_) => exit::INVALID_INPUT,

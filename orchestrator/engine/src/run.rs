@@ -40,9 +40,13 @@ pub fn host_name() -> String {
 
 /// Who is running deployctl, as `user@host`.
 pub fn initiator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
+    // The configured operator identity wins over the OS login: a shared
+    // deploy account is still driven by a named person (S1).
+    let user = std::env::var("DEPLOYCTL_OPERATOR")
         .ok()
+        .filter(|user| !user.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|user| !user.is_empty())
         .or_else(user_from_passwd)
         .unwrap_or_else(|| "unknown".to_string());

@@ -195,3 +195,28 @@ fn only_named_operators_may_apply_in_a_protected_environment() {
     );
     assert!(sandbox.run_ids().is_empty(), "nothing was started");
 }
+
+#[test]
+fn only_auditors_read_the_trail_when_an_access_file_exists() {
+    let sandbox = Sandbox::new("approvals-auditors");
+    // Something to read: a rehearsal is audited like any run.
+    sandbox
+        .run(&["rehearse", "examples/quickstart.yaml"])
+        .expect_code(0);
+    let as_user = |user: &str| {
+        let mut command = sandbox.command(&["--access", ACCESS, "audit", "show"]);
+        command.env("USER", user);
+        command.output().expect("deployctl runs")
+    };
+    let bob = as_user("bob");
+    assert_eq!(bob.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bob.stderr).contains("only auditors"));
+    let carol = as_user("carol");
+    assert_eq!(
+        carol.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&carol.stderr)
+    );
+    assert!(String::from_utf8_lossy(&carol.stdout).contains("run.started"));
+}
