@@ -876,25 +876,43 @@ impl StageDriver {
                     self.notify
                         .send(RunEvent::GateFailed, Some(&name), &abort.reason);
                 }
-                let _ = self.journal.transition(
-                    &self.run_id,
-                    &name,
+                let _ = self.enter(
+                    StagePhase::Failed,
                     "stageFailed",
-                    &serde_json::json!({"trigger": abort.trigger, "reason": abort.reason}),
-                    &StageUpdate {
-                        phase: Some(StagePhase::Failed),
-                        detail: Some(abort.reason.clone()),
-                        ..StageUpdate::default()
-                    },
+                    serde_json::json!({"trigger": abort.trigger, "reason": abort.reason}),
+                    abort.reason.clone(),
                 );
-                self.progress.emit(Progress::Stage {
-                    run: self.run_id.clone(),
-                    stage: name.clone(),
-                    phase: StagePhase::Failed,
-                    detail: abort.reason.clone(),
-                });
             }
         })
+    }
+
+    /// Journals the stage entering `phase` (with `kind` and `data` as the
+    /// event, `detail` as its one-line reason) and shows it.
+    fn enter(
+        &self,
+        phase: StagePhase,
+        kind: &str,
+        data: serde_json::Value,
+        detail: String,
+    ) -> Result<(), JournalError> {
+        self.journal.transition(
+            &self.run_id,
+            &self.stage.name,
+            kind,
+            &data,
+            &StageUpdate {
+                phase: Some(phase),
+                detail: Some(detail.clone()),
+                ..StageUpdate::default()
+            },
+        )?;
+        self.progress.emit(Progress::Stage {
+            run: self.run_id.clone(),
+            stage: self.stage.name.clone(),
+            phase,
+            detail,
+        });
+        Ok(())
     }
 
     fn fail(&self, trigger: RollbackTrigger, reason: String) -> StageStop {
@@ -927,49 +945,28 @@ impl StageDriver {
                 "already running {}; nothing to do",
                 record.new_version.as_deref().unwrap_or_default()
             );
-            self.journal.transition(
-                &self.run_id,
-                &self.stage.name,
+            self.enter(
+                StagePhase::Succeeded,
                 "stageSucceeded",
-                &serde_json::json!({"unchanged": true}),
-                &StageUpdate {
-                    phase: Some(StagePhase::Succeeded),
-                    detail: Some(detail.clone()),
-                    ..StageUpdate::default()
-                },
-            )?;
-            self.progress.emit(Progress::Stage {
-                run: self.run_id.clone(),
-                stage: self.stage.name.clone(),
-                phase: StagePhase::Succeeded,
+                serde_json::json!({"unchanged": true}),
                 detail,
-            });
+            )?;
             return Ok(());
         }
-        self.journal.transition(
-            &self.run_id,
-            &self.stage.name,
+        self.enter(
+            StagePhase::Progressing,
             if cursor == 0 {
                 "stageStarted"
             } else {
                 "stageResumed"
             },
-            &serde_json::json!({"cursor": cursor}),
-            &StageUpdate {
-                phase: Some(StagePhase::Progressing),
-                ..StageUpdate::default()
-            },
-        )?;
-        self.progress.emit(Progress::Stage {
-            run: self.run_id.clone(),
-            stage: self.stage.name.clone(),
-            phase: StagePhase::Progressing,
-            detail: format!(
+            serde_json::json!({"cursor": cursor}),
+            format!(
                 "{} → {}",
                 record.stable_version.as_deref().unwrap_or("stable"),
                 record.new_version.as_deref().unwrap_or("new")
             ),
-        });
+        )?;
         let mut monitors: Vec<GateMonitor> = Vec::new();
         for gate in program::monitors_at(&ops, cursor) {
             monitors.push(self.monitor(&gate)?);
@@ -1048,25 +1045,15 @@ impl StageDriver {
                 detail,
             });
         }
-        self.journal.transition(
-            &self.run_id,
-            &self.stage.name,
+        self.enter(
+            StagePhase::Succeeded,
             "stageSucceeded",
-            &serde_json::json!({}),
-            &StageUpdate {
-                phase: Some(StagePhase::Succeeded),
-                ..StageUpdate::default()
-            },
-        )?;
-        self.progress.emit(Progress::Stage {
-            run: self.run_id.clone(),
-            stage: self.stage.name.clone(),
-            phase: StagePhase::Succeeded,
-            detail: format!(
+            serde_json::json!({}),
+            format!(
                 "promoted {}",
                 record.new_version.as_deref().unwrap_or("new version")
             ),
-        });
+        )?;
         Ok(())
     }
 
@@ -1273,26 +1260,15 @@ impl StageDriver {
         let approval = self.plan.approvals.get(name).cloned().ok_or_else(|| {
             self.fail(RollbackTrigger::Error, format!("unknown approval `{name}`"))
         })?;
-        self.journal.transition(
-            &self.run_id,
-            &self.stage.name,
+        self.enter(
+            StagePhase::Paused,
             "approvalRequested",
-            &serde_json::json!({"approval": name, "role": approval.role, "required": approval.required}),
-            &StageUpdate {
-                phase: Some(StagePhase::Paused),
-                detail: Some(format!(
-                    "waiting for {} approver(s) with role `{}` ({name})",
-                    approval.required, approval.role
-                )),
-                ..StageUpdate::default()
-            },
+            serde_json::json!({"approval": name, "role": approval.role, "required": approval.required}),
+            format!(
+                "waiting for {} approver(s) with role `{}` ({name})",
+                approval.required, approval.role
+            ),
         )?;
-        self.progress.emit(Progress::Stage {
-            run: self.run_id.clone(),
-            stage: self.stage.name.clone(),
-            phase: StagePhase::Paused,
-            detail: format!("waiting for approval `{name}`"),
-        });
         let asking = format!(
             "waiting for {} approver(s) with role `{}` for `{name}`: `deployctl approve {} --gate {name}`",
             approval.required, approval.role, self.run_id
