@@ -559,10 +559,12 @@ pub enum RunEvent {
     RollbackIncomplete,
     Killed,
     Succeeded,
+    /// Failed authentication or a lockout while acting on the run (J6).
+    SecurityEvent,
 }
 
 impl RunEvent {
-    pub const ALL: [(&'static str, RunEvent); 8] = [
+    pub const ALL: [(&'static str, RunEvent); 9] = [
         ("started", RunEvent::Started),
         ("paused", RunEvent::Paused),
         ("approvalRequested", RunEvent::ApprovalRequested),
@@ -571,6 +573,7 @@ impl RunEvent {
         ("rollbackIncomplete", RunEvent::RollbackIncomplete),
         ("killed", RunEvent::Killed),
         ("succeeded", RunEvent::Succeeded),
+        ("securityEvent", RunEvent::SecurityEvent),
     ];
 }
 

@@ -569,7 +569,8 @@ pub struct Rollback {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Notification {
     /// Events: `started`, `paused`, `approvalRequested`, `gateFailed`,
-    /// `rolledBack`, `rollbackIncomplete`, `killed`, `succeeded`.
+    /// `rolledBack`, `rollbackIncomplete`, `killed`, `succeeded`,
+    /// `securityEvent` (failed MFA codes and lockouts on the run's approvals).
     pub on: Vec<String>,
     #[serde(default)]
     pub sns: Option<SnsChannel>,

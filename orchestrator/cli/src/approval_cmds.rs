@@ -261,7 +261,10 @@ fn authorize(
         Err(error) => {
             let message = error.to_string();
             // Failed codes and lockouts are security events (J6): audited
-            // as such, whatever else happens.
+            // as such, and announced on the run's channels that asked.
+            if error.is_security_event() {
+                alert(&loaded.plan, run_id, gate, &message);
+            }
             Err(deny(&audit, AuditAction::MfaFailed, message))
         }
     }
@@ -345,4 +348,47 @@ pub fn check_operator(
     }
     eprintln!("error: {}", decision.reason);
     Err(exit::INVALID_INPUT)
+}
+
+/// Sends a `securityEvent` to the plan's channels that subscribe to it,
+/// waiting (bounded) for delivery: the command exits right after.
+fn alert(plan: &deployctl_plan::ValidatedPlan, run_id: &str, gate: &str, message: &str) {
+    use deployctl_plan::model::RunEvent;
+    let Ok(subscriptions) = crate::wiring::notifications(plan, crate::wiring::Mode::Apply) else {
+        return;
+    };
+    let subscribed: Vec<_> = subscriptions
+        .into_iter()
+        .filter(|subscription| subscription.events.contains(&RunEvent::SecurityEvent))
+        .collect();
+    if subscribed.is_empty() {
+        return;
+    }
+    let notification = deployctl_adapter::Notification {
+        api_version: deployctl_adapter::Notification::API_VERSION,
+        kind: deployctl_adapter::Notification::KIND,
+        event: RunEvent::SecurityEvent,
+        run: run_id.to_string(),
+        plan: plan.metadata.name.clone(),
+        environment: plan.metadata.environment.clone(),
+        stage: None,
+        message: format!("approval `{gate}`: {message}"),
+        at: deployctl_time::format_ms(deployctl_time::now_ms()),
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        for subscription in &subscribed {
+            let delivery = subscription.notifier.notify(&notification);
+            match tokio::time::timeout(std::time::Duration::from_secs(10), delivery).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => eprintln!("warning: security alert not delivered: {error}"),
+                Err(_) => eprintln!("warning: security alert not delivered: timed out"),
+            }
+        }
+    });
 }

@@ -220,3 +220,99 @@ fn only_auditors_read_the_trail_when_an_access_file_exists() {
     );
     assert!(String::from_utf8_lossy(&carol.stdout).contains("run.started"));
 }
+
+/// Accepts HTTP requests on 127.0.0.1 and hands each request's text over
+/// a channel, answering 204; bounded to `max` requests.
+fn webhook_listener(max: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then as much body as Content-Length says.
+            while let Ok(read) = stream.read(&mut chunk) {
+                if read == 0 {
+                    break;
+                }
+                request.extend_from_slice(&chunk[..read]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let _ = sender.send(String::from_utf8_lossy(&request).to_string());
+        }
+    });
+    (port, receiver)
+}
+
+#[test]
+fn a_failed_code_on_an_approval_alerts_the_plans_security_channel() {
+    let sandbox = Sandbox::new("approvals-alert");
+    let (port, requests) = webhook_listener(4);
+    let plan = std::fs::read_to_string(crate::repo_root().join(PLAN)).unwrap()
+        + &format!(
+            "notifications:\n  - on: [securityEvent]\n    webhook: {{url: \"http://127.0.0.1:{port}/security\", allowInsecureHttp: true}}\n"
+        );
+    let plan_path = sandbox.root().join("alerting.yaml");
+    std::fs::write(&plan_path, plan).unwrap();
+    let plan_path = plan_path.to_str().unwrap().to_string();
+    let bob = enroll(&sandbox, "bob");
+    let running = sandbox.spawn(&["--access", ACCESS, "apply", &plan_path, "--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never paused for approval"
+        );
+        if let Some(run) = sandbox.run_ids().pop()
+            && sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
+        {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    approve(&sandbox, &run, "bob", "000000").expect_code(2);
+    let alert = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the security channel was called");
+    assert!(alert.starts_with("POST /security"), "{alert}");
+    assert!(alert.contains("\"event\":\"securityEvent\""), "{alert}");
+    assert!(alert.contains(&run), "{alert}");
+    // End the run: an approval rejected rolls it back.
+    sandbox
+        .run(&[
+            "--access",
+            ACCESS,
+            "reject",
+            &run,
+            "--gate",
+            "prod-signoff",
+            "--user",
+            "bob",
+            "--reason",
+            "drill over",
+            "--code",
+            &next_code(&bob),
+        ])
+        .expect_code(0);
+    running.wait(Duration::from_secs(60)).expect_code(1);
+}
