@@ -60,6 +60,35 @@ pub fn open_audited(state_dir: &Path) -> Result<(Arc<Journal>, Arc<AuditLog>), u
     Ok((journal, audit))
 }
 
+/// S2: the trail must leave the deploy PC. When a sink is configured and
+/// records are stuck (the sink is failing), a new run is refused until
+/// they are shipped, unless `DEPLOYCTL_AUDIT_UNSHIPPED=warn` says to go on.
+/// Runbook commands (rollback, kill) are never refused for this: undoing
+/// a release must not wait for the audit share.
+fn audit_shipped(audit: &AuditLog) -> Result<(), u8> {
+    if !audit.ships() {
+        return Ok(());
+    }
+    let _ = audit.ship_now();
+    let pending = audit.pending();
+    let Some(error) = pending.last_error.filter(|_| pending.records > 0) else {
+        return Ok(());
+    };
+    let message = format!(
+        "{} audit records have not left this machine (shipping fails since {}: {error})",
+        pending.records,
+        pending.failing_since.as_deref().unwrap_or("?")
+    );
+    if std::env::var("DEPLOYCTL_AUDIT_UNSHIPPED").as_deref() == Ok("warn") {
+        eprintln!("warning: {message}; going on as DEPLOYCTL_AUDIT_UNSHIPPED=warn says");
+        return Ok(());
+    }
+    eprintln!(
+        "error: {message}. Fix the audit sink, or set DEPLOYCTL_AUDIT_UNSHIPPED=warn to run anyway. Nothing was changed."
+    );
+    Err(exit::INVALID_INPUT)
+}
+
 /// Seals what a command did with a signed checkpoint when it ends, on
 /// every return path (end of each run, R10).
 pub struct Seal(pub Arc<AuditLog>);
@@ -174,6 +203,9 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
         Ok(pair) => pair,
         Err(code) => return code,
     };
+    if let Err(code) = audit_shipped(&audit) {
+        return code;
+    }
     let _seal = Seal(audit);
     if let Ok(Some(unfinished)) = journal.latest_unfinished()
         && runs::is_interrupted(&unfinished)

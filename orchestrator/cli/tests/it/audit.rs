@@ -85,3 +85,46 @@ fn the_trail_exports_as_csv() {
     assert!(lines.next().unwrap().starts_with("seq,time,operator"));
     assert!(lines.count() > 5);
 }
+
+#[test]
+fn a_run_is_refused_while_audit_records_cannot_leave_the_machine() {
+    let sandbox = Sandbox::new("audit-unshipped");
+    // The "share" is a plain file, so shipping to it fails.
+    let share = sandbox.root().join("not-a-directory");
+    std::fs::write(&share, b"").unwrap();
+    let with_share = |args: &[&str]| {
+        let mut command = sandbox.command(args);
+        command.env("DEPLOYCTL_AUDIT_SHIP_DIR", &share);
+        command.output().expect("deployctl runs")
+    };
+    // The first run writes records that cannot be shipped…
+    let first = with_share(&["apply", SANDBOX_PLAN, "--yes"]);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // …so the next one is refused, naming the problem, with nothing started.
+    let runs_before = sandbox.run_ids().len();
+    let second = with_share(&["apply", SANDBOX_PLAN, "--yes"]);
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("have not left this machine"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(sandbox.run_ids().len(), runs_before);
+    // Once the share is reachable, the backlog ships and runs go on.
+    std::fs::remove_file(&share).unwrap();
+    std::fs::create_dir(&share).unwrap();
+    let third = with_share(&["apply", SANDBOX_PLAN, "--yes"]);
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    let shipped = std::fs::read_dir(&share).unwrap().count();
+    assert!(shipped > 0, "nothing was shipped to the share");
+}
