@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: `bash tests/run.sh`.
 #
-# It installs nothing system-wide. Later suites that need emulators (moto in a
-# Python venv, the repo's own AWS/Kubernetes test servers) are set up here too,
-# so CI and developers run exactly one command.
+# It installs nothing system-wide. Emulators are set up here too, so CI and
+# developers run exactly one command: moto (the AWS emulator) in a Python venv
+# at .venv/ (tests/moto.sh; needs python3 and PyPI the first time), on a free
+# port, for the AWS adapter tests (DEPLOYCTL_TEST_MOTO_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +18,14 @@ cargo fmt --all -- --check
 step "lint (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
+step "AWS emulator (moto in .venv/, tests/moto.sh)"
+# shellcheck source=tests/moto.sh
+. tests/moto.sh
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'moto_stop; rm -f "$log"' EXIT
+moto_start
+
+step "tests"
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 

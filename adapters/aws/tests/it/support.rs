@@ -1,0 +1,242 @@
+//! The moto fixture: per-test accounts, clients, and a Lambda function with
+//! published versions 1 and 2 and an alias on 1.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_lambda::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
+use aws_sdk_lambda::error::BoxError;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{FunctionCode, Runtime};
+use deployctl_aws::{LambdaTarget, lambda_config};
+
+/// moto's URL, or `None` (and a message saying why the test is skipped).
+pub fn moto(test: &str) -> Option<String> {
+    match std::env::var("DEPLOYCTL_TEST_MOTO_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            // Straight to stderr: libtest captures `eprintln!` of passing
+            // tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: DEPLOYCTL_TEST_MOTO_URL is not set; `bash tests/run.sh` \
+                 (or `bash tests/moto.sh -- cargo test -p deployctl-aws`) starts moto and sets it"
+            );
+            None
+        }
+    }
+}
+
+/// Sends every request in one moto account.
+#[derive(Debug, Clone)]
+struct MotoAccount(String);
+
+impl Intercept for MotoAccount {
+    fn name(&self) -> &'static str {
+        "MotoAccount"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-moto-account-id", self.0.clone());
+        Ok(())
+    }
+}
+
+/// One test's AWS account on moto, with its clients.
+pub struct Account {
+    pub lambda: aws_sdk_lambda::Client,
+    role_arn: String,
+    functions: AtomicU32,
+}
+
+static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
+
+impl Account {
+    /// A fresh account (never used by another test of any run of this
+    /// server: the process ID is part of it) with the Lambda execution role.
+    pub async fn new(url: &str) -> Account {
+        let n = ACCOUNTS.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{:06}{:06}", std::process::id() % 1_000_000, n);
+        let sdk = sdk_config(url).await;
+        let account = MotoAccount(id.clone());
+        let lambda = aws_sdk_lambda::Client::from_conf(
+            lambda_config(&sdk).interceptor(account.clone()).build(),
+        );
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(&sdk)
+                .interceptor(account)
+                .build(),
+        );
+        let role = iam
+            .create_role()
+            .role_name("deployctl-test-lambda")
+            .assume_role_policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .send()
+            .await
+            .expect("iam:CreateRole");
+        let role_arn = role.role().expect("a role").arn().to_owned();
+        Account {
+            lambda,
+            role_arn,
+            functions: AtomicU32::new(0),
+        }
+    }
+
+    /// A new function with versions 1 and 2 published and alias `live` on 1.
+    pub async fn function(&self) -> String {
+        let name = format!("fn-{}", self.functions.fetch_add(1, Ordering::SeqCst));
+        self.lambda
+            .create_function()
+            .function_name(&name)
+            .runtime(Runtime::Python312)
+            .role(&self.role_arn)
+            .handler("handler.main")
+            .code(
+                FunctionCode::builder()
+                    .zip_file(Blob::new(handler_zip("v1")))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("lambda:CreateFunction");
+        let v1 = self.publish(&name).await;
+        self.lambda
+            .update_function_code()
+            .function_name(&name)
+            .zip_file(Blob::new(handler_zip("v2")))
+            .send()
+            .await
+            .expect("lambda:UpdateFunctionCode");
+        let v2 = self.publish(&name).await;
+        assert_eq!((v1.as_str(), v2.as_str()), ("1", "2"));
+        self.lambda
+            .create_alias()
+            .function_name(&name)
+            .name("live")
+            .function_version("1")
+            .send()
+            .await
+            .expect("lambda:CreateAlias");
+        name
+    }
+
+    async fn publish(&self, name: &str) -> String {
+        let out = self
+            .lambda
+            .publish_version()
+            .function_name(name)
+            .send()
+            .await
+            .expect("lambda:PublishVersion");
+        out.version().expect("a version").to_owned()
+    }
+
+    /// A target on a new function's `live` alias.
+    pub async fn target(&self) -> (LambdaTarget, String) {
+        let function = self.function().await;
+        let target = LambdaTarget::with_client(
+            format!("lambda-{function}"),
+            self.lambda.clone(),
+            &function,
+            "live",
+        );
+        (target, function)
+    }
+
+    /// The alias as Lambda has it: version and sorted extra weights.
+    pub async fn alias(&self, function: &str) -> (String, Vec<(String, f64)>) {
+        let out = self
+            .lambda
+            .get_alias()
+            .function_name(function)
+            .name("live")
+            .send()
+            .await
+            .expect("lambda:GetAlias");
+        let mut weights: Vec<_> = out
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .map(|w| w.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        weights.sort_by(|a, b| a.0.cmp(&b.0));
+        (
+            out.function_version().unwrap_or_default().to_owned(),
+            weights,
+        )
+    }
+}
+
+async fn sdk_config(url: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+        .endpoint_url(url)
+        .load()
+        .await
+}
+
+/// A zip archive (stored, not compressed) holding `handler.py`.
+fn handler_zip(tag: &str) -> Vec<u8> {
+    let name = b"handler.py";
+    let body = format!("def main(event, context):\n    return {{\"version\": \"{tag}\"}}\n");
+    let body = body.as_bytes();
+    let crc = crc32(body);
+    let size = u32::try_from(body.len()).expect("small file");
+    let mut zip = Vec::new();
+    // Local file header.
+    zip.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, method, time, date
+    zip.extend_from_slice(&crc.to_le_bytes());
+    zip.extend_from_slice(&size.to_le_bytes());
+    zip.extend_from_slice(&size.to_le_bytes());
+    zip.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip.extend_from_slice(name);
+    zip.extend_from_slice(body);
+    let central = zip.len() as u32;
+    // Central directory entry.
+    zip.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // made by, needed, flags, method, time, date
+    zip.extend_from_slice(&crc.to_le_bytes());
+    zip.extend_from_slice(&size.to_le_bytes());
+    zip.extend_from_slice(&size.to_le_bytes());
+    zip.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    zip.extend_from_slice(&[0; 12]); // extra, comment, disk, internal attrs, external attrs
+    zip.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+    zip.extend_from_slice(name);
+    let central_size = zip.len() as u32 - central;
+    // End of central directory.
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+    zip.extend_from_slice(&central_size.to_le_bytes());
+    zip.extend_from_slice(&central.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

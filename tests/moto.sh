@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The AWS emulator for the AWS adapters' tests: moto's server mode, pinned.
+#
+# Source it (`. tests/moto.sh`) from tests/run.sh: it makes a Python venv at
+# .venv/ when missing (about 40 s on a warm pip cache), starts moto_server on
+# 127.0.0.1 on a free port, waits until it answers and exports
+# DEPLOYCTL_TEST_MOTO_URL. `moto_stop` stops it; the caller's EXIT trap must
+# call it (sourcing cannot add to a trap the caller sets afterwards).
+#
+# Run directly (`bash tests/moto.sh -- COMMAND...`) it starts moto, runs
+# COMMAND with DEPLOYCTL_TEST_MOTO_URL set and stops moto afterwards.
+
+MOTO_VERSION=5.2.5
+MOTO_VENV=${MOTO_VENV:-.venv}
+MOTO_PID=
+MOTO_LOG_TEMP=
+
+moto_install() {
+    if [ -x "$MOTO_VENV/bin/moto_server" ] &&
+        "$MOTO_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    command -v python3 >/dev/null || { echo "python3 is required for the AWS emulator (moto)"; return 1; }
+    local started=$SECONDS
+    echo "moto: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" || return 1
+    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" || return 1
+    echo "moto: installed in $((SECONDS - started)) s"
+}
+
+moto_free_port() {
+    "$MOTO_VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+moto_start() {
+    moto_install || return 1
+    local port log
+    port=$(moto_free_port) || return 1
+    if [ -n "${MOTO_LOG:-}" ]; then
+        log=$MOTO_LOG
+    else
+        log=$(mktemp -t moto.XXXXXX.log) && MOTO_LOG_TEMP=$log
+    fi
+    "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    MOTO_PID=$!
+    local url="http://127.0.0.1:$port" i
+    for i in $(seq 1 150); do
+        if "$MOTO_VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('$url/moto-api/', timeout=1)" 2>/dev/null; then
+            export DEPLOYCTL_TEST_MOTO_URL=$url
+            echo "moto: $MOTO_VERSION listening on $url (pid $MOTO_PID, log $log)"
+            return 0
+        fi
+        if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+            echo "moto: moto_server exited:"; cat "$log"; MOTO_PID=; return 1
+        fi
+        sleep 0.2
+    done
+    echo "moto: no answer on $url after 30 s:"; cat "$log"
+    moto_stop
+    return 1
+}
+
+moto_stop() {
+    if [ -n "$MOTO_PID" ]; then
+        kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
+        MOTO_PID=
+    fi
+    if [ -n "$MOTO_LOG_TEMP" ]; then
+        rm -f "$MOTO_LOG_TEMP"
+        MOTO_LOG_TEMP=
+    fi
+    return 0
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    cd "$(dirname "$0")/.."
+    [ "${1:-}" = "--" ] && shift
+    trap moto_stop EXIT
+    moto_start
+    if [ $# -gt 0 ]; then "$@"; else echo "moto: running until interrupted"; wait "$MOTO_PID"; fi
+fi
