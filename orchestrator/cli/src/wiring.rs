@@ -13,7 +13,7 @@ use deployctl_adapter::{HealthProbe, Notification, Notifier, Target};
 use deployctl_engine::executor::ProbeFactory;
 use deployctl_engine::notify::Subscription;
 use deployctl_plan::ValidatedPlan;
-use deployctl_plan::model::{Channel, Gate, GateCheck, TargetKind};
+use deployctl_plan::model::{Channel, Gate, GateCheck, TargetKind, TargetSpec};
 use deployctl_probes::WebhookNotifier;
 use deployctl_sim::{SimConfig, SimFaults, SimTarget, SimWorld};
 
@@ -27,18 +27,67 @@ pub enum Mode {
     Rehearse,
 }
 
-/// The adapters for every target a plan's stages move.
+/// The adapters for every target a plan's stages move: simulators for
+/// `sim` targets, real adapters for the kinds this build has (Lambda).
 pub fn targets(
     plan: &ValidatedPlan,
     mode: Mode,
     state_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<dyn Target>>, String> {
-    rehearsal_targets(plan, mode, state_dir, &BTreeMap::new(), 1).map(|targets| {
-        targets
-            .into_iter()
-            .map(|(name, t)| (name, t as Arc<dyn Target>))
-            .collect()
-    })
+    if mode == Mode::Rehearse {
+        return rehearsal_targets(plan, mode, state_dir, &BTreeMap::new(), 1).map(|targets| {
+            targets
+                .into_iter()
+                .map(|(name, t)| (name, t as Arc<dyn Target>))
+                .collect()
+        });
+    }
+    let mut unsupported = Vec::new();
+    let mut adapters: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
+    let world = SimWorld::open(state_dir.join("sim"))
+        .map_err(|error| format!("cannot open the sandbox's simulated targets: {error}"))?;
+    for stage in &plan.stages {
+        let target = plan.target_of(stage);
+        if adapters.contains_key(&target.name) {
+            continue;
+        }
+        let adapter: Arc<dyn Target> = match &target.spec {
+            TargetSpec::Sim(_) => Arc::new(world.target(SimConfig::for_plan_target(target))),
+            TargetSpec::Lambda(lambda) => Arc::new(lambda_target(&target.name, lambda)?),
+            _ => {
+                unsupported.push(format!(
+                    "target `{}` is a {} target",
+                    target.name,
+                    target.kind().name()
+                ));
+                continue;
+            }
+        };
+        adapters.insert(target.name.clone(), adapter);
+    }
+    unsupported.extend(unsupported_gates(plan));
+    if unsupported.is_empty() {
+        Ok(adapters)
+    } else {
+        Err(format!(
+            "this build of deployctl cannot run this plan yet: {}. The CloudFront, ECS, fleet and Kubernetes adapters and CloudWatch gates arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
+            unsupported.join("; ")
+        ))
+    }
+}
+
+/// A Lambda alias target with a client from the standard AWS chain
+/// (credentials, region, `AWS_ENDPOINT_URL`). Loading the chain is async;
+/// it reads files and the environment only, so a short-lived runtime does.
+fn lambda_target(
+    name: &str,
+    spec: &deployctl_plan::raw::LambdaTarget,
+) -> Result<deployctl_aws::LambdaTarget, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    Ok(runtime.block_on(deployctl_aws::LambdaTarget::from_spec(name, spec)))
 }
 
 /// Like [`targets`], keeping the concrete simulators (rehearsals inject

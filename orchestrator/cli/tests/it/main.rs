@@ -8,6 +8,7 @@
 mod approvals;
 mod architecture;
 mod audit;
+mod aws;
 mod cli;
 mod crash;
 mod fixtures;
