@@ -22,7 +22,15 @@ where
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let code = error.code().map(str::to_owned);
-    let message = format!("{what}: {}", DisplayErrorContext(&error));
+    // A service error says what went wrong in its code and message; the
+    // full context (raw response and all) is only worth it for transport
+    // failures, where the chain of causes is the useful part.
+    let detail = match (error.code(), error.message()) {
+        (Some(code), Some(text)) => format!("{code}: {text}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(&error).to_string(),
+    };
+    let message = format!("{what}: {detail}");
     match &error {
         SdkError::TimeoutError(_) => return AdapterError::Timeout { message },
         SdkError::DispatchFailure(failure) => {
