@@ -164,9 +164,9 @@ fn options() -> serde_saphyr::Options {
     }
 }
 
-/// `apiVersion` and `kind` are checked before the typed parse, so that a
-/// Kubernetes manifest or an Argo Rollout passed by mistake is named as
-/// such instead of drowning in unknown-field errors.
+/// When the typed parse fails, `apiVersion` and `kind` are looked at
+/// first, so that a Kubernetes manifest or an Argo Rollout passed by
+/// mistake is named as such instead of drowning in unknown-field errors.
 fn check_document_kind(spans: &SpanIndex) -> Option<Diagnostic> {
     let located = |path: &str, diagnostic: Diagnostic| match spans.locate(path) {
         Some(location) => diagnostic.at(location),

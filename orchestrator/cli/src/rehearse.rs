@@ -93,14 +93,7 @@ pub fn rehearse(
             }
         }
     }
-    let simulators =
-        match wiring::rehearsal_targets(plan, Mode::Rehearse, options.state_dir, &faults, seed) {
-            Ok(simulators) => simulators,
-            Err(message) => {
-                eprintln!("error: {message}");
-                return exit::INVALID_INPUT;
-            }
-        };
+    let simulators = wiring::rehearsal_targets(plan, &faults, seed);
     // Rehearsals are drills (S9): they are audited like real runs.
     let (journal, audit) = match crate::engine_cmds::open_audited(options.state_dir) {
         Ok(pair) => pair,

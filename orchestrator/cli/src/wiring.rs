@@ -13,7 +13,7 @@ use deployctl_adapter::{HealthProbe, Notification, Notifier, Target};
 use deployctl_engine::executor::ProbeFactory;
 use deployctl_engine::notify::Subscription;
 use deployctl_plan::ValidatedPlan;
-use deployctl_plan::model::{Channel, Gate, GateCheck, TargetKind, TargetSpec};
+use deployctl_plan::model::{Channel, Gate, GateCheck, TargetSpec};
 use deployctl_probes::WebhookNotifier;
 use deployctl_sim::{SimConfig, SimFaults, SimTarget, SimWorld};
 
@@ -35,12 +35,10 @@ pub fn targets(
     state_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<dyn Target>>, String> {
     if mode == Mode::Rehearse {
-        return rehearsal_targets(plan, mode, state_dir, &BTreeMap::new(), 1).map(|targets| {
-            targets
-                .into_iter()
-                .map(|(name, t)| (name, t as Arc<dyn Target>))
-                .collect()
-        });
+        return Ok(rehearsal_targets(plan, &BTreeMap::new(), 1)
+            .into_iter()
+            .map(|(name, t)| (name, t as Arc<dyn Target>))
+            .collect());
     }
     let mut unsupported = Vec::new();
     let mut adapters: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
@@ -90,57 +88,25 @@ fn lambda_target(
     Ok(runtime.block_on(deployctl_aws::LambdaTarget::from_spec(name, spec)))
 }
 
-/// Like [`targets`], keeping the concrete simulators (rehearsals inject
-/// faults into them and read their effects).
+/// Every target of the plan as an in-memory simulator of its kind, with
+/// `faults` (by stage) injected: what `rehearse` runs against. The
+/// concrete simulators are kept so the rehearsal can read their state.
 pub fn rehearsal_targets(
     plan: &ValidatedPlan,
-    mode: Mode,
-    state_dir: &Path,
     faults: &BTreeMap<String, SimFaults>,
     seed: u64,
-) -> Result<BTreeMap<String, Arc<SimTarget>>, String> {
-    let mut unsupported = Vec::new();
-    let world = match mode {
-        Mode::Apply => Some(
-            SimWorld::open(state_dir.join("sim"))
-                .map_err(|error| format!("cannot open the sandbox's simulated targets: {error}"))?,
-        ),
-        Mode::Rehearse => None,
-    };
-    let mut adapters = BTreeMap::new();
+) -> BTreeMap<String, Arc<SimTarget>> {
+    let mut simulators = BTreeMap::new();
     for stage in &plan.stages {
         let target = plan.target_of(stage);
-        if adapters.contains_key(&target.name) {
-            continue;
-        }
-        let config = SimConfig::for_plan_target(target)
-            .with_seed(seed)
-            .with_faults(faults.get(&stage.name).cloned().unwrap_or_default());
-        let adapter = match (&world, target.kind()) {
-            (Some(world), TargetKind::Sim) => world.target(config),
-            (Some(_), kind) => {
-                unsupported.push(format!(
-                    "target `{}` is a {} target",
-                    target.name,
-                    kind.name()
-                ));
-                continue;
-            }
-            (None, _) => SimTarget::in_memory(config),
-        };
-        adapters.insert(target.name.clone(), Arc::new(adapter));
+        simulators.entry(target.name.clone()).or_insert_with(|| {
+            let config = SimConfig::for_plan_target(target)
+                .with_seed(seed)
+                .with_faults(faults.get(&stage.name).cloned().unwrap_or_default());
+            Arc::new(SimTarget::in_memory(config))
+        });
     }
-    if mode == Mode::Apply {
-        unsupported.extend(unsupported_gates(plan));
-    }
-    if unsupported.is_empty() {
-        Ok(adapters)
-    } else {
-        Err(format!(
-            "this build of deployctl cannot run this plan yet: {}. The AWS and Kubernetes adapters arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
-            unsupported.join("; ")
-        ))
-    }
+    simulators
 }
 
 fn unsupported_gates(plan: &ValidatedPlan) -> Vec<String> {

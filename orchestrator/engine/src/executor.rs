@@ -1212,7 +1212,7 @@ impl StageDriver {
                 .collect();
             // Gates of one step run concurrently; results keep their order.
             while !pending.is_empty() {
-                let (result, _index, rest) = select_all_boxed(pending).await;
+                let (result, rest) = select_all_boxed(pending).await;
                 results.push(result);
                 pending = rest;
             }
@@ -1405,7 +1405,7 @@ impl StageDriver {
 /// `select_all`, to avoid a dependency for one call site).
 async fn select_all_boxed<F, T>(
     mut futures: Vec<std::pin::Pin<Box<F>>>,
-) -> (T, usize, Vec<std::pin::Pin<Box<F>>>)
+) -> (T, Vec<std::pin::Pin<Box<F>>>)
 where
     F: std::future::Future<Output = T> + ?Sized,
 {
@@ -1419,7 +1419,7 @@ where
     })
     .await;
     futures.remove(index);
-    (value, index, futures)
+    (value, futures)
 }
 
 /// The identity of a target on its platform, for locks: two plans that
