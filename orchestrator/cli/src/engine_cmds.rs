@@ -351,7 +351,7 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
         journal,
         options.json,
         EngineOptions::default(),
-        move |engine| Box::pin(async move { engine.resume(&context).await }),
+        move |engine| Box::pin(async move { engine.execute(&context).await }),
         run_id,
     )
 }
@@ -513,7 +513,7 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
         journal.clone(),
         options.json,
         EngineOptions::default(),
-        move |engine| Box::pin(async move { engine.resume(&context).await }),
+        move |engine| Box::pin(async move { engine.execute(&context).await }),
         run_id,
     );
     print_changes(&journal, run_id);

@@ -149,15 +149,15 @@ impl Engine {
         &self.journal
     }
 
-    /// Runs a freshly created run (see [`crate::run::create_run`]) to its end.
+    /// Drives a run to its end from wherever its journal says it is: a
+    /// fresh run from the start, a run whose process died from its cursor
+    /// (forward if it was progressing, backward if it was rolling back or
+    /// killed). Create runs with [`crate::run::create_run`].
     pub async fn execute(&self, context: &RunContext) -> Result<RunOutcome, EngineError> {
-        self.drive(context).await
-    }
-
-    /// Continues a run whose process died, from its journal: forward if it
-    /// was progressing, backward if it was rolling back or killed.
-    pub async fn resume(&self, context: &RunContext) -> Result<RunOutcome, EngineError> {
-        self.drive(context).await
+        let hub = self.hub(context);
+        let outcome = self.drive_with(context, &hub).await;
+        hub.flush().await;
+        outcome
     }
 
     fn hub(&self, context: &RunContext) -> NotifyHub {
@@ -192,13 +192,6 @@ impl Engine {
                 RunPhase::RolledBack,
             )
             .await;
-        hub.flush().await;
-        outcome
-    }
-
-    async fn drive(&self, context: &RunContext) -> Result<RunOutcome, EngineError> {
-        let hub = self.hub(context);
-        let outcome = self.drive_with(context, &hub).await;
         hub.flush().await;
         outcome
     }

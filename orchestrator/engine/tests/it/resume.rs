@@ -32,7 +32,7 @@ async fn a_run_interrupted_at_any_instant_finishes_when_resumed() {
             assert_eq!(outcome.unwrap().phase, RunPhase::Succeeded);
             continue;
         }
-        let outcome = harness.engine().resume(&harness.context()).await.unwrap();
+        let outcome = harness.engine().execute(&harness.context()).await.unwrap();
         assert_eq!(
             outcome.phase,
             RunPhase::Succeeded,
@@ -80,7 +80,7 @@ async fn a_run_interrupted_during_rollback_finishes_the_rollback_when_resumed() 
         _ = crash_when_rolling_back => {}
     }
     drop(first);
-    let outcome = harness.engine().resume(&harness.context()).await.unwrap();
+    let outcome = harness.engine().execute(&harness.context()).await.unwrap();
     assert_eq!(outcome.phase, RunPhase::RolledBack, "{}", outcome.message);
     for name in ["api", "web"] {
         assert_eq!(
