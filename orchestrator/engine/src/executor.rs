@@ -9,7 +9,7 @@
 //!
 //! Guarantees: every call's intent is journaled before the call and its
 //! outcome after, in one transaction with the stage's new cursor; a crash
-//! anywhere leaves a journal from which [`Engine::resume`] continues or
+//! anywhere leaves a journal from which [`Engine::execute`] continues or
 //! rolls back. Assumptions: adapters honour `docs/adapter-contract.md`
 //! (idempotent apply, cancellation-safe awaits).
 
