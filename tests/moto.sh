@@ -4,16 +4,21 @@
 # Source it (`. tests/moto.sh`) from tests/run.sh: it makes a Python venv at
 # .venv/ when missing (about 40 s on a warm pip cache), starts moto_server on
 # 127.0.0.1 on a free port, waits until it answers and exports
-# DEPLOYCTL_TEST_MOTO_URL. `moto_stop` stops it; the caller's EXIT trap must
-# call it (sourcing cannot add to a trap the caller sets afterwards).
+# DEPLOYCTL_TEST_MOTO_URL. It then starts the repo's own emulators for what
+# moto lacks (tests/emulators/*.py, documented in tests/emulators/README.md):
+# each on its own free port, exporting DEPLOYCTL_TEST_<NAME>_URL (NAME is
+# the file's name in capitals). `moto_stop` stops them all; the caller's EXIT
+# trap must call it (sourcing cannot add to a trap the caller sets
+# afterwards).
 #
-# Run directly (`bash tests/moto.sh -- COMMAND...`) it starts moto, runs
-# COMMAND with DEPLOYCTL_TEST_MOTO_URL set and stops moto afterwards.
+# Run directly (`bash tests/moto.sh -- COMMAND...`) it starts everything,
+# runs COMMAND with the variables set and stops everything afterwards.
 
 MOTO_VERSION=5.2.5
 MOTO_VENV=${MOTO_VENV:-.venv}
 MOTO_PID=
 MOTO_LOG_TEMP=
+EMULATOR_PIDS=()
 
 moto_install() {
     if [ -x "$MOTO_VENV/bin/moto_server" ] &&
@@ -60,7 +65,46 @@ moto_start() {
     return 1
 }
 
+# Starts tests/emulators/NAME.py on a free port and waits until it answers
+# GET /_emulator/health.
+emulator_start() {
+    local script=$1 name port url log i
+    name=$(basename "$script" .py)
+    port=$(moto_free_port) || return 1
+    url="http://127.0.0.1:$port"
+    log=$(mktemp -t "emulator-$name.XXXXXX.log")
+    "$MOTO_VENV/bin/python" "$script" --port "$port" >"$log" 2>&1 &
+    local pid=$!
+    EMULATOR_PIDS+=("$pid")
+    for i in $(seq 1 100); do
+        if "$MOTO_VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('$url/_emulator/health', timeout=1)" 2>/dev/null; then
+            export "DEPLOYCTL_TEST_$(echo "$name" | tr '[:lower:]-' '[:upper:]_')_URL=$url"
+            echo "emulator: $name listening on $url (pid $pid, log $log)"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "emulator: $name exited:"; cat "$log"; return 1
+        fi
+        sleep 0.1
+    done
+    echo "emulator: $name gave no answer on $url:"; cat "$log"
+    return 1
+}
+
+emulators_start() {
+    local script
+    for script in tests/emulators/*.py; do
+        [ -e "$script" ] || continue
+        emulator_start "$script" || return 1
+    done
+}
+
 moto_stop() {
+    local pid
+    for pid in "${EMULATOR_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    EMULATOR_PIDS=()
     if [ -n "$MOTO_PID" ]; then
         kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
         MOTO_PID=
@@ -78,5 +122,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     [ "${1:-}" = "--" ] && shift
     trap moto_stop EXIT
     moto_start
+    emulators_start
     if [ $# -gt 0 ]; then "$@"; else echo "moto: running until interrupted"; wait "$MOTO_PID"; fi
 fi

@@ -18,12 +18,13 @@ cargo fmt --all -- --check
 step "lint (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "AWS emulator (moto in .venv/, tests/moto.sh)"
+step "AWS emulators (moto in .venv/ and tests/emulators/, tests/moto.sh)"
 # shellcheck source=tests/moto.sh
 . tests/moto.sh
 log=$(mktemp)
 trap 'moto_stop; rm -f "$log"' EXIT
 moto_start
+emulators_start
 
 step "tests"
 status=0

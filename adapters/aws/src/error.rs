@@ -10,7 +10,7 @@ type HttpResponse = aws_sdk_lambda::config::http::HttpResponse;
 
 /// Maps a failed call (`what`: the call, for the message) onto the error
 /// class the engine's retry policy understands, keeping the request ID.
-pub(crate) fn map_sdk_error<E>(error: SdkError<E, HttpResponse>, what: &str) -> AdapterError
+pub fn map_sdk_error<E>(error: SdkError<E, HttpResponse>, what: &str) -> AdapterError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

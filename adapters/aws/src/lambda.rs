@@ -24,12 +24,9 @@
 //! additional version only, never the primary version, versions exist.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_lambda::Client;
-use aws_sdk_lambda::config::retry::RetryConfig;
-use aws_sdk_lambda::config::timeout::TimeoutConfig;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use deployctl_adapter::{
@@ -42,18 +39,12 @@ use deployctl_plan::raw;
 use crate::error::map_sdk_error;
 
 /// The Lambda client configuration every [`LambdaTarget`] uses, from a
-/// loaded [`SdkConfig`]: one attempt per call (retries are the engine's,
-/// decided from the error class) and bounded call times. Tests add their
-/// interceptors to it before building.
+/// loaded [`SdkConfig`] with the shared retry and timeout settings
+/// ([`crate::config`]). Tests add their interceptors to it before building.
 pub fn lambda_config(sdk: &SdkConfig) -> aws_sdk_lambda::config::Builder {
     aws_sdk_lambda::config::Builder::from(sdk)
-        .retry_config(RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
-                .build(),
-        )
+        .retry_config(crate::config::retry())
+        .timeout_config(crate::config::timeouts())
 }
 
 /// A Lambda function's alias as a deploy target.
@@ -165,11 +156,7 @@ impl LambdaTarget {
     /// standard AWS chain (region from the plan, else the environment;
     /// endpoint from `AWS_ENDPOINT_URL` when set).
     pub async fn from_spec(name: impl Into<String>, spec: &raw::LambdaTarget) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &spec.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::config::load(spec.region.as_deref()).await;
         let client = Client::from_conf(lambda_config(&sdk).build());
         LambdaTarget::with_client(name, client, &spec.function_name, &spec.alias)
     }

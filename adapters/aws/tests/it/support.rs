@@ -1,56 +1,14 @@
 //! The moto fixture: per-test accounts, clients, and a Lambda function with
 //! published versions 1 and 2 and an alias on 1.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_lambda::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
-use aws_sdk_lambda::error::BoxError;
+use deployctl_aws::testing::{MotoAccount, sdk_config};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, Runtime};
 use deployctl_aws::{LambdaTarget, lambda_config};
 
-/// moto's URL, or `None` (and a message saying why the test is skipped).
-pub fn moto(test: &str) -> Option<String> {
-    match std::env::var("DEPLOYCTL_TEST_MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            // Straight to stderr: libtest captures `eprintln!` of passing
-            // tests, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: DEPLOYCTL_TEST_MOTO_URL is not set; `bash tests/run.sh` \
-                 (or `bash tests/moto.sh -- cargo test -p deployctl-aws`) starts moto and sets it"
-            );
-            None
-        }
-    }
-}
-
-/// Sends every request in one moto account.
-#[derive(Debug, Clone)]
-struct MotoAccount(String);
-
-impl Intercept for MotoAccount {
-    fn name(&self) -> &'static str {
-        "MotoAccount"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        context
-            .request_mut()
-            .headers_mut()
-            .insert("x-moto-account-id", self.0.clone());
-        Ok(())
-    }
-}
+pub use deployctl_aws::testing::moto;
 
 /// One test's AWS account on moto, with its clients.
 pub struct Account {
@@ -59,16 +17,12 @@ pub struct Account {
     functions: AtomicU32,
 }
 
-static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
-
 impl Account {
     /// A fresh account (never used by another test of any run of this
     /// server: the process ID is part of it) with the Lambda execution role.
     pub async fn new(url: &str) -> Account {
-        let n = ACCOUNTS.fetch_add(1, Ordering::SeqCst);
-        let id = format!("{:06}{:06}", std::process::id() % 1_000_000, n);
         let sdk = sdk_config(url).await;
-        let account = MotoAccount(id.clone());
+        let account = MotoAccount::fresh();
         let lambda = aws_sdk_lambda::Client::from_conf(
             lambda_config(&sdk).interceptor(account.clone()).build(),
         );
@@ -176,15 +130,6 @@ impl Account {
             weights,
         )
     }
-}
-
-async fn sdk_config(url: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
-        .endpoint_url(url)
-        .load()
-        .await
 }
 
 /// A zip archive (stored, not compressed) holding `handler.py`.

@@ -1,0 +1,1 @@
+//! `deployctl-aws-cloudfront`: CloudFront releases by continuous deployment (being built).

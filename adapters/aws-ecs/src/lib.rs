@@ -1,0 +1,1 @@
+//! `deployctl-aws-ecs`: ECS service releases (being built).

@@ -1,0 +1,1 @@
+//! `deployctl-aws-signals`: CloudWatch gates and SNS notifications (being built).
