@@ -13,6 +13,7 @@
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+pub mod iam;
 mod notify;
 mod probe;
 mod target;

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod error;
+pub mod iam;
 mod lambda;
 #[cfg(feature = "testing")]
 pub mod testing;

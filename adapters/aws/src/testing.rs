@@ -2,13 +2,18 @@
 //! URL, a fresh moto account per test, and SDK configuration pointing at
 //! an emulator. Never used by the binary.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_lambda::config::interceptors::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextMut,
+};
 use aws_sdk_lambda::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
 use aws_sdk_lambda::error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 /// The URL in environment variable `var` (set by `tests/moto.sh`), or
 /// `None` after printing why `test` is skipped.
@@ -80,4 +85,69 @@ pub async fn sdk_config(url: &str) -> SdkConfig {
         .timeout_config(crate::config::timeouts())
         .load()
         .await
+}
+
+/// Records every operation a client calls, as the IAM action it needs
+/// (`lambda:UpdateAlias`), so a test can check the calls an adapter really
+/// makes against the permissions it declares (`deployctl_adapter::iam`).
+/// Works on any aws-sdk client, like [`MotoAccount`].
+#[derive(Debug, Clone, Default)]
+pub struct CallRecorder(Arc<Mutex<BTreeSet<String>>>);
+
+impl CallRecorder {
+    /// The IAM actions of the calls recorded so far, sorted.
+    pub fn actions(&self) -> BTreeSet<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Panics naming every recorded call the statements do not allow.
+    pub fn assert_allowed_by(&self, statements: &[deployctl_adapter::iam::Statement]) {
+        let missing: Vec<String> = self
+            .actions()
+            .into_iter()
+            .filter(|action| !deployctl_adapter::iam::allows(statements, action))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the adapter called {missing:?}, which its IAM statements do not allow: {statements:#?}"
+        );
+        assert!(
+            !self.actions().is_empty(),
+            "no AWS call was recorded: is the recorder on the client?"
+        );
+    }
+}
+
+impl Intercept for CallRecorder {
+    fn name(&self) -> &'static str {
+        "CallRecorder"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(iam_action(metadata.service(), metadata.name()));
+        }
+        Ok(())
+    }
+}
+
+/// The IAM action for an SDK operation: the service's IAM prefix (the
+/// SDK's service name in lower case; CloudWatch's is `monitoring` on the
+/// wire but `cloudwatch` in IAM) and the operation name.
+pub fn iam_action(service: &str, operation: &str) -> String {
+    let prefix = match service.to_ascii_lowercase().as_str() {
+        "monitoring" => "cloudwatch".to_owned(),
+        other => other.replace(' ', ""),
+    };
+    format!("{prefix}:{operation}")
 }
