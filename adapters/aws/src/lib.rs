@@ -11,6 +11,7 @@
 pub mod config;
 mod error;
 pub mod iam;
+pub mod identity;
 mod lambda;
 #[cfg(feature = "testing")]
 pub mod testing;
