@@ -157,11 +157,40 @@ impl fmt::Display for Report {
     }
 }
 
+/// One file of a shipped copy that is not on a local disk (an object
+/// fetched from S3): its name, for messages, and its bytes, as the sink
+/// stored them (`records-*.jsonl` or `checkpoint-*.json` lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFile {
+    pub name: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
 /// Verifies the trail in `dir` with the public key at `public_key` (keep a
 /// copy off the machine: the one in `dir` could be swapped), optionally
 /// against a shipped copy: a [`crate::DirectorySink`] directory, or a JSON
 /// Lines file of records and/or checkpoints.
 pub fn verify(dir: &Path, public_key: &Path, against: Option<&Path>) -> Result<Report, AuditError> {
+    match against {
+        None => verify_with(dir, public_key, None::<std::iter::Empty<_>>),
+        Some(path) => verify_with(dir, public_key, Some(local_copy(path)?)),
+    }
+}
+
+/// [`verify`] against a shipped copy held elsewhere (an S3 bucket), handed
+/// over file by file; a file that cannot be fetched is an `Err` item and
+/// ends the verification with that error. Files may come in any order.
+pub fn verify_against_files<I>(dir: &Path, public_key: &Path, copy: I) -> Result<Report, AuditError>
+where
+    I: IntoIterator<Item = Result<CopyFile, AuditError>>,
+{
+    verify_with(dir, public_key, Some(copy.into_iter()))
+}
+
+fn verify_with<I>(dir: &Path, public_key: &Path, against: Option<I>) -> Result<Report, AuditError>
+where
+    I: Iterator<Item = Result<CopyFile, AuditError>>,
+{
     let key = PublicKey::load(public_key)?;
     let log = dir.join(LOG_FILE);
     let mut problems = Problems::default();
@@ -447,15 +476,12 @@ struct Copy {
     highest_seq: Option<(u64, String)>,
 }
 
-/// Reads a shipped copy: a directory as [`crate::DirectorySink`] writes
-/// it, or one JSON Lines file. Its records and verified checkpoints pin
-/// the log; its own bad lines are problems of the copy.
-fn read_copy(
+/// The files of a local shipped copy: a directory as
+/// [`crate::DirectorySink`] writes it, or one JSON Lines file; each is
+/// read when its turn comes.
+fn local_copy(
     path: &Path,
-    key: &PublicKey,
-    pins: &mut HashMap<u64, Vec<Pin>>,
-    problems: &mut Problems,
-) -> Result<Copy, AuditError> {
+) -> Result<impl Iterator<Item = Result<CopyFile, AuditError>> + use<>, AuditError> {
     let mut files = Vec::new();
     if path.is_dir() {
         for entry in std::fs::read_dir(path).map_err(io("list", path))? {
@@ -472,13 +498,30 @@ fn read_copy(
     } else {
         files.push(path.to_path_buf());
     }
+    Ok(files.into_iter().map(|file| {
+        let bytes = std::fs::read(&file).map_err(io("read", &file))?;
+        Ok(CopyFile { name: file, bytes })
+    }))
+}
+
+/// Reads a shipped copy, file by file. Its records and verified
+/// checkpoints pin the log; its own bad lines are problems of the copy.
+fn read_copy(
+    files: impl Iterator<Item = Result<CopyFile, AuditError>>,
+    key: &PublicKey,
+    pins: &mut HashMap<u64, Vec<Pin>>,
+    problems: &mut Problems,
+) -> Result<Copy, AuditError> {
     let mut copy = Copy {
         records: 0,
         highest_seq: None,
     };
     let mut seen: HashMap<u64, ChainHash> = HashMap::new();
     for file in files {
-        let text = std::fs::read(&file).map_err(io("read", &file))?;
+        let CopyFile {
+            name: file,
+            bytes: text,
+        } = file?;
         for (index, line) in complete_lines(&text).enumerate() {
             let number = index as u64 + 1;
             let at = format!("{}:{number}", file.display());
