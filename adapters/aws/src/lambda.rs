@@ -1,10 +1,13 @@
 //! Lambda releases by alias routing: the alias's `FunctionVersion` is the
 //! stable version, its one `AdditionalVersionWeights` entry the candidate.
 //!
-//! - `Deploy { version }`: the (already published) version must exist; it
-//!   becomes the alias's additional version at weight 0, so `observe` shows
-//!   the candidate from the platform alone (also after a restart).
-//!   Publishing from S3 or zip code is not done here yet.
+//! - `Deploy { version }`: `version` is the release's label when the
+//!   target was given the plan's artifact ([`LambdaTarget::with_release`]):
+//!   its code is published first when the plan gives S3 or zip code
+//!   (`publish.rs`: once per release, across retries and restarts), else
+//!   the label is a published version number. The version becomes the
+//!   alias's additional version at weight 0, so `observe` shows the
+//!   candidate from the platform alone (also after a restart).
 //! - `SetWeight { p }`: weight p/100 on the candidate; 100 moves the alias to
 //!   the candidate with no extra weights.
 //! - `Promote`: the candidate becomes `FunctionVersion`, no extra weights.
@@ -12,17 +15,33 @@
 //! - `Rollback { to }`: `FunctionVersion` = `to` (or the stable version the
 //!   candidate was deployed beside), no extra weights.
 //!
-//! Concurrency: every apply reads the alias first; if it differs from what
-//! this target last read or wrote (its `RevisionId` or its routing),
-//! someone else changed it and the apply fails with `Conflict` until the
-//! target is observed again. `UpdateAlias` carries the `RevisionId` just
-//! read, so AWS refuses a write that lost a race in between
-//! (`PreconditionFailedException` → `Conflict`). moto accepts stale
-//! revisions, hence the check on our side too.
+//! Versions are named as the engine names them: the release's label for
+//! the release's published version (and the pinned stable's label for its
+//! version), the version number otherwise. `observe` and `preflight`
+//! report labels, so a re-run of a plan already live finds the alias on
+//! the release and a resumed run finds its candidate.
+//!
+//! Another writer: every apply reads the alias first. Once this target
+//! has moved the alias, it remembers the routing it left (and the routing
+//! of a write whose answer was lost, which may have landed). An alias
+//! routed any other way was changed by someone else during the run, and
+//! deployctl does not fight over traffic: the action fails as `Rejected`
+//! (permanent), so the stage fails and the run rolls back; the rollback
+//! refuses as well unless the alias is already where it would put it, and
+//! the run ends "rollback incomplete", locks held, for a human to decide.
+//! A human's `deployctl rollback` runs in a new process that has moved
+//! nothing yet, so it is the explicit override. `UpdateAlias` carries the
+//! `RevisionId` just read, so AWS refuses a write that lost a race in
+//! between (`PreconditionFailedException` → `Conflict`, re-observed and
+//! retried into the check above); moto accepts stale revisions, hence the
+//! check on our side.
 //!
 //! Validation AWS does and moto does not: weights within [0, 1), one
 //! additional version only, never the primary version, versions exist.
 
+mod publish;
+
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::SdkConfig;
@@ -33,10 +52,11 @@ use deployctl_adapter::{
     Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Observed, PlannedCall,
     Preflight, Target,
 };
-use deployctl_plan::model::{GateCheck, TargetKind};
+use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
 
 use crate::error::map_sdk_error;
+use publish::{LambdaRelease, Publisher, is_version_number};
 
 /// The Lambda client configuration every [`LambdaTarget`] uses, from a
 /// loaded [`SdkConfig`] with the shared retry and timeout settings
@@ -53,6 +73,10 @@ pub struct LambdaTarget {
     function_name: String,
     alias: String,
     client: Client,
+    /// The release this target deploys, when it was given the plan's artifact.
+    release: Option<LambdaRelease>,
+    /// The plan's pinned stable version: its label and version number.
+    pinned: Option<(String, String)>,
     memory: Arc<Mutex<Memory>>,
 }
 
@@ -62,6 +86,7 @@ impl std::fmt::Debug for LambdaTarget {
             .field("name", &self.name)
             .field("function_name", &self.function_name)
             .field("alias", &self.alias)
+            .field("release", &self.release)
             .finish_non_exhaustive()
     }
 }
@@ -69,14 +94,23 @@ impl std::fmt::Debug for LambdaTarget {
 /// What this target knows beyond the alias itself.
 #[derive(Debug, Default)]
 struct Memory {
-    /// The alias as last read or written here; an apply finding it
-    /// different reports a conflict.
-    seen: Option<AliasState>,
+    /// The routing this target last wrote, or confirmed while applying;
+    /// `None` until it has moved the alias. Any other routing is another
+    /// writer's.
+    ours: Option<Routing>,
+    /// A write whose answer never came (dropped, timed out, connection
+    /// reset): it may have landed, and finding it is not a conflict.
+    in_flight: Option<Routing>,
     /// The version `Deploy` made the candidate.
     deployed: Option<String>,
     /// The stable version the candidate was deployed beside, for
     /// `Rollback { to: None }` after promotion; cleared by `Retire`.
     previous_stable: Option<String>,
+    /// The release's published version, once found or published.
+    release_version: Option<String>,
+    /// Lambda was searched for the release's version (found or not), so
+    /// `observe` does not list versions on every call.
+    searched: bool,
 }
 
 /// The alias as read from Lambda.
@@ -87,11 +121,22 @@ struct AliasState {
     weights: Vec<(String, f64)>,
 }
 
-/// Where traffic goes, in the engine's terms.
+/// Where traffic goes, in version numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Routing {
     version: String,
     extra: Option<(String, u8)>,
+}
+
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.extra {
+            Some((candidate, weight)) => {
+                write!(f, "version {} + {candidate} at {weight}%", self.version)
+            }
+            None => write!(f, "version {} (no additional versions)", self.version),
+        }
+    }
 }
 
 impl AliasState {
@@ -151,6 +196,15 @@ fn rejected(message: String) -> AdapterError {
     }
 }
 
+fn sorted_weights(routing: Option<&AliasRoutingConfiguration>) -> Vec<(String, f64)> {
+    let mut weights: Vec<(String, f64)> = routing
+        .and_then(|r| r.additional_version_weights())
+        .map(|w| w.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        .unwrap_or_default();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    weights
+}
+
 impl LambdaTarget {
     /// A target for the plan's Lambda section, with a client from the
     /// standard AWS chain (region from the plan, else the environment;
@@ -173,12 +227,152 @@ impl LambdaTarget {
             function_name: function_name.into(),
             alias: alias.into(),
             client,
+            release: None,
+            pinned: None,
             memory: Arc::default(),
         }
     }
 
+    /// Deploys the plan's `artifact`: `Deploy { version }` then names it by
+    /// its label, and its S3 or zip code is published on first use. A
+    /// relative `zipFile` is found from `plan_dir`, the plan file's
+    /// directory (read when publishing, not now: a rollback never needs
+    /// it). Refused when the artifact is not Lambda code, or its label is
+    /// a bare number other than its published version.
+    pub fn with_release(mut self, artifact: &Artifact, plan_dir: &Path) -> Result<Self, String> {
+        let release = LambdaRelease::from_artifact(artifact, plan_dir)
+            .map_err(|error| format!("target `{}`: {error}", self.name))?;
+        if let Some(version) = release.published_version() {
+            self.memory().release_version = Some(version.to_owned());
+        }
+        self.release = Some(release);
+        Ok(self)
+    }
+
+    /// The plan's pinned stable version (`rollback.stable`), which must be
+    /// a published version: rollback never publishes code.
+    pub fn with_pinned_stable(mut self, artifact: &Artifact) -> Result<Self, String> {
+        let ArtifactSource::LambdaPublished(version) = &artifact.source else {
+            return Err(format!(
+                "target `{}`: the pinned stable version {} must name a published Lambda version (`lambda: {{version: N}}`): a rollback does not publish code",
+                self.name, artifact.version
+            ));
+        };
+        // Validated like a release, for the same label/number ambiguity.
+        LambdaRelease::published(&artifact.version, version)
+            .map_err(|error| format!("target `{}`: {error}", self.name))?;
+        self.pinned = Some((artifact.version.clone(), version.clone()));
+        Ok(self)
+    }
+
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publisher(&self) -> Publisher<'_> {
+        Publisher {
+            client: &self.client,
+            function: &self.function_name,
+        }
+    }
+
+    /// Finds the release's published version once (no publishing).
+    async fn search_release(&self, request_ids: &mut Vec<String>) -> Result<(), AdapterError> {
+        let Some(release) = &self.release else {
+            return Ok(());
+        };
+        if self.memory().searched || self.memory().release_version.is_some() {
+            return Ok(());
+        }
+        let found = self.publisher().find(release, request_ids).await?;
+        let mut memory = self.memory();
+        memory.searched = true;
+        if memory.release_version.is_none() {
+            memory.release_version = found;
+        }
+        Ok(())
+    }
+
+    /// The version number the engine's `version` names, as far as known
+    /// without IO (labels of unpublished releases are not).
+    fn known_number(&self, version: &str) -> Option<String> {
+        if let Some(release) = &self.release
+            && version == release.label()
+        {
+            return self.memory().release_version.clone();
+        }
+        if let Some((label, number)) = &self.pinned
+            && version == label
+        {
+            return Some(number.clone());
+        }
+        is_version_number(version).then(|| version.to_owned())
+    }
+
+    /// The version number `version` names; the release's code is published
+    /// when `publish` (a `Deploy`) and it is not yet.
+    async fn number(
+        &self,
+        version: &str,
+        publish: bool,
+        request_ids: &mut Vec<String>,
+    ) -> Result<String, AdapterError> {
+        if let Some(number) = self.known_number(version) {
+            return Ok(number);
+        }
+        match &self.release {
+            Some(release) if version == release.label() => {
+                let number = if publish {
+                    self.publisher().publish(release, request_ids).await?
+                } else {
+                    self.publisher()
+                        .find(release, request_ids)
+                        .await?
+                        .ok_or_else(|| AdapterError::NotFound {
+                            what: format!(
+                                "a published version of release {version} on {}",
+                                self.function_name
+                            ),
+                        })?
+                };
+                let mut memory = self.memory();
+                memory.release_version = Some(number.clone());
+                memory.searched = true;
+                Ok(number)
+            }
+            _ => Err(rejected(format!(
+                "`{version}` is neither a published version number of {} nor a release this target was given{}",
+                self.function_name,
+                self.release
+                    .as_ref()
+                    .map(|r| format!(" (it releases `{}`)", r.label()))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// How the engine names version `number`: a known label, else the number.
+    fn label(&self, number: &str) -> String {
+        if let Some(release) = &self.release
+            && self.memory().release_version.as_deref() == Some(number)
+        {
+            return release.label().to_owned();
+        }
+        if let Some((label, pinned)) = &self.pinned
+            && pinned == number
+        {
+            return label.clone();
+        }
+        number.to_owned()
+    }
+
+    /// The version `Deploy` made (or the plan's release makes) the candidate.
+    fn deployed(&self) -> Option<String> {
+        let memory = self.memory();
+        memory
+            .deployed
+            .clone()
+            .or_else(|| memory.release_version.clone())
     }
 
     async fn read_alias(&self) -> Result<(AliasState, Option<String>), AdapterError> {
@@ -201,16 +395,10 @@ impl LambdaTarget {
                 self.function_name, self.alias
             ))
         })?;
-        let mut weights: Vec<(String, f64)> = out
-            .routing_config()
-            .and_then(|r| r.additional_version_weights())
-            .map(|w| w.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        weights.sort_by(|a, b| a.0.cmp(&b.0));
         let state = AliasState {
             revision_id: out.revision_id().map(str::to_owned),
             version,
-            weights,
+            weights: sorted_weights(out.routing_config()),
         };
         Ok((state, out.request_id().map(str::to_owned)))
     }
@@ -218,7 +406,7 @@ impl LambdaTarget {
     /// Confirms a published version exists (`GetFunction` with the version
     /// as qualifier); returns the call's request ID.
     async fn check_version(&self, version: &str) -> Result<Option<String>, AdapterError> {
-        if version.is_empty() || version == "$LATEST" {
+        if !is_version_number(version) {
             return Err(rejected(format!(
                 "{version:?} is not a published version of {}",
                 self.function_name
@@ -240,10 +428,23 @@ impl LambdaTarget {
         Ok(out.request_id().map(str::to_owned))
     }
 
-    /// The routing `action` leads to from `current`; `None` when its effect
-    /// is already there. Pure.
+    /// The routing `action` (in version numbers) leads to from `current`;
+    /// `None` when its effect is already there. Pure.
     fn desired(&self, current: &Routing, action: &Action) -> Result<Option<Routing>, AdapterError> {
-        let memory = self.memory();
+        let deployed = self.deployed();
+        let previous_stable = self.memory().previous_stable.clone();
+        // A candidate on the alias that is not this release's was put
+        // there by someone else: never shift traffic to it.
+        let ours = |candidate: &String| -> Result<(), AdapterError> {
+            match &deployed {
+                Some(deployed) if deployed != candidate => Err(rejected(format!(
+                    "alias {}:{} routes its additional weight to version {candidate}, not to this release's version {deployed}; \
+                     deployctl does not move traffic to a version it did not deploy",
+                    self.function_name, self.alias
+                ))),
+                _ => Ok(()),
+            }
+        };
         match action {
             Action::Deploy { version } => {
                 if current.version == *version {
@@ -266,13 +467,14 @@ impl LambdaTarget {
                 }
                 let Some((candidate, weight)) = &current.extra else {
                     // After a switch to 100% the candidate is the alias's version.
-                    if *percent == 100 && memory.deployed.as_deref() == Some(&current.version) {
+                    if *percent == 100 && deployed.as_deref() == Some(&current.version) {
                         return Ok(None);
                     }
                     return Err(rejected(format!(
                         "cannot set weight {percent}%: no candidate version is deployed on the alias"
                     )));
                 };
+                ours(candidate)?;
                 if *percent == 100 {
                     return Ok(Some(Routing {
                         version: candidate.clone(),
@@ -287,13 +489,19 @@ impl LambdaTarget {
                     extra: Some((candidate.clone(), *percent)),
                 }))
             }
-            Action::Promote => Ok(current.extra.as_ref().map(|(candidate, _)| Routing {
-                version: candidate.clone(),
-                extra: None,
-            })),
+            Action::Promote => match &current.extra {
+                Some((candidate, _)) => {
+                    ours(candidate)?;
+                    Ok(Some(Routing {
+                        version: candidate.clone(),
+                        extra: None,
+                    }))
+                }
+                None => Ok(None),
+            },
             Action::Retire => Ok(None),
             Action::Rollback { to } => {
-                let target = match (to, &current.extra, &memory.previous_stable) {
+                let target = match (to, &current.extra, &previous_stable) {
                     (Some(to), _, _) => to.clone(),
                     (None, Some(_), _) => current.version.clone(),
                     (None, None, Some(previous)) => previous.clone(),
@@ -309,6 +517,37 @@ impl LambdaTarget {
             }
             Action::StartWave { .. } | Action::Halt => Err(unsupported(action)),
         }
+    }
+
+    /// Fails when the alias is not routed as this target left it: another
+    /// writer moved traffic during the run (module docs).
+    fn check_unchanged(&self, current: &Routing, action: &Action) -> Result<(), AdapterError> {
+        let ours = {
+            let mut memory = self.memory();
+            let Some(ours) = memory.ours.clone() else {
+                return Ok(());
+            };
+            if *current == ours {
+                return Ok(());
+            }
+            if memory.in_flight.as_ref() == Some(current) {
+                // Our own write whose answer was lost.
+                memory.ours = Some(current.clone());
+                memory.in_flight = None;
+                return Ok(());
+            }
+            ours
+        };
+        if matches!(action, Action::Rollback { .. }) && self.desired(current, action)?.is_none() {
+            // Already where the rollback puts it: nothing to fight over.
+            return Ok(());
+        }
+        Err(rejected(format!(
+            "alias {}:{} was changed by another writer during this run: deployctl left it on {ours}, it is now on {current}. \
+             deployctl does not overwrite another writer's traffic change; find out who moved it, then either leave it \
+             or run `deployctl rollback` for this run to put the alias back on the stable version",
+            self.function_name, self.alias
+        )))
     }
 
     fn remember(&self, action: &Action, before: &Routing) {
@@ -351,36 +590,43 @@ impl LambdaTarget {
         calls
     }
 
+    /// The engine's action with its version labels turned into version
+    /// numbers (a `Deploy` publishes the release's code when needed).
+    async fn in_numbers(
+        &self,
+        action: &Action,
+        request_ids: &mut Vec<String>,
+    ) -> Result<Action, AdapterError> {
+        Ok(match action {
+            Action::Deploy { version } => Action::Deploy {
+                version: self.number(version, true, request_ids).await?,
+            },
+            Action::Rollback { to: Some(to) } => Action::Rollback {
+                to: Some(self.number(to, false, request_ids).await?),
+            },
+            Action::SetWeight { .. } | Action::Promote => {
+                // Which version is ours, after a restart too.
+                self.search_release(request_ids).await?;
+                action.clone()
+            }
+            other => other.clone(),
+        })
+    }
+
     async fn apply_inner(&self, action: &Action) -> Result<Applied, AdapterError> {
         if matches!(action, Action::StartWave { .. } | Action::Halt) {
             return Err(unsupported(action));
         }
         let mut request_ids = Vec::new();
+        let action = &self.in_numbers(action, &mut request_ids).await?;
         let (fresh, id) = self.read_alias().await?;
         request_ids.extend(id);
-        let seen = self.memory().seen.clone();
-        if let Some(seen) = seen
-            && seen != fresh
-        {
-            return Err(AdapterError::Conflict {
-                message: format!(
-                    "alias {}:{} changed since it was last read (revision {:?} → {:?}, version {} → {}, weights {:?} → {:?}); observe it again",
-                    self.function_name,
-                    self.alias,
-                    seen.revision_id,
-                    fresh.revision_id,
-                    seen.version,
-                    fresh.version,
-                    seen.weights,
-                    fresh.weights
-                ),
-                request_id: request_ids.first().cloned(),
-            });
-        }
         let current = fresh.routing()?;
+        self.check_unchanged(&current, action)
+            .map_err(|error| with_request_id(error, request_ids.first()))?;
         let Some(next) = self.desired(&current, action)? else {
             self.remember(action, &current);
-            self.memory().seen = Some(fresh);
+            self.memory().ours = Some(current);
             return Ok(Applied {
                 changed: false,
                 request_ids,
@@ -409,6 +655,8 @@ impl LambdaTarget {
             }
             None => std::collections::HashMap::new(),
         };
+        // From here until the answer, the write may land unseen.
+        self.memory().in_flight = Some(next.clone());
         let out = self
             .client
             .update_alias()
@@ -430,26 +678,36 @@ impl LambdaTarget {
                 )
             })?;
         request_ids.extend(out.request_id().map(str::to_owned));
-        let mut weights: Vec<(String, f64)> = out
-            .routing_config()
-            .and_then(|r| r.additional_version_weights())
-            .map(|w| w.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        weights.sort_by(|a, b| a.0.cmp(&b.0));
         let written = AliasState {
             revision_id: out.revision_id().map(str::to_owned),
             version: out
                 .function_version()
                 .map(str::to_owned)
                 .unwrap_or_else(|| next.version.clone()),
-            weights,
+            weights: sorted_weights(out.routing_config()),
         };
         self.remember(action, &current);
-        self.memory().seen = Some(written);
+        let mut memory = self.memory();
+        memory.in_flight = None;
+        memory.ours = Some(written.routing().unwrap_or(next));
         Ok(Applied {
             changed: true,
             request_ids,
         })
+    }
+}
+
+/// `error` with the first request ID of the apply, when it has none.
+fn with_request_id(error: AdapterError, id: Option<&String>) -> AdapterError {
+    match error {
+        AdapterError::Rejected {
+            message,
+            request_id: None,
+        } => AdapterError::Rejected {
+            message,
+            request_id: id.cloned(),
+        },
+        other => other,
     }
 }
 
@@ -464,15 +722,15 @@ impl Target for LambdaTarget {
 
     fn observe(&self) -> BoxFuture<'_, Result<Observed, AdapterError>> {
         Box::pin(async move {
+            self.search_release(&mut Vec::new()).await?;
             let (state, _) = self.read_alias().await?;
             let routing = state.routing()?;
-            self.memory().seen = Some(state);
             let (candidate, weight) = match routing.extra {
-                Some((candidate, weight)) => (Some(candidate), weight),
+                Some((candidate, weight)) => (Some(self.label(&candidate)), weight),
                 None => (None, 0),
             };
             Ok(Observed {
-                stable: Some(routing.version),
+                stable: Some(self.label(&routing.version)),
                 candidate,
                 weight,
                 waves: None,
@@ -489,27 +747,61 @@ impl Target for LambdaTarget {
                 what: format!("the version of alias {}:{}", self.function_name, self.alias),
             });
         };
+        let number = |version: &String| self.known_number(version).unwrap_or(version.clone());
         let current = Routing {
-            version: stable.clone(),
+            version: number(stable),
             extra: observed
                 .candidate
                 .as_ref()
-                .map(|candidate| (candidate.clone(), observed.weight)),
+                .map(|candidate| (number(candidate), observed.weight)),
         };
-        if let Action::SetWeight { percent } = action
+        let mut calls = Vec::new();
+        let action = match action {
+            Action::Deploy { version } => match self.known_number(version) {
+                Some(number) => Action::Deploy { version: number },
+                None => {
+                    // Published when applied; its number is not known yet.
+                    calls.extend(
+                        [
+                            "ListVersionsByFunction",
+                            "UpdateFunctionCode",
+                            "PublishVersion",
+                        ]
+                        .map(|call| PlannedCall {
+                            description: format!(
+                                "lambda:{call} {} (release {version})",
+                                self.function_name
+                            ),
+                        }),
+                    );
+                    calls.push(PlannedCall {
+                        description: format!(
+                            "lambda:UpdateAlias {}:{} → {} + the published {version} at 0%",
+                            self.function_name, self.alias, current.version
+                        ),
+                    });
+                    return Ok(calls);
+                }
+            },
+            Action::Rollback { to: Some(to) } => Action::Rollback {
+                to: Some(number(to)),
+            },
+            other => other.clone(),
+        };
+        if let Action::SetWeight { percent } = &action
             && current.extra.is_none()
-            && self.memory().deployed.as_deref() != Some(stable.as_str())
+            && self.deployed().as_deref() != Some(current.version.as_str())
         {
             // A dry run of a whole release plans every step from today's
             // alias, before anything is deployed: name the call anyway.
             return Ok(vec![PlannedCall {
                 description: format!(
-                    "lambda:UpdateAlias {}:{} → {stable} + the deployed version at {percent}%",
-                    self.function_name, self.alias
+                    "lambda:UpdateAlias {}:{} → {} + the deployed version at {percent}%",
+                    self.function_name, self.alias, current.version
                 ),
             }]);
         }
-        Ok(match self.desired(&current, action)? {
+        Ok(match self.desired(&current, &action)? {
             Some(next) => self.describe(&current, &next),
             None => Vec::new(),
         })
@@ -521,12 +813,14 @@ impl Target for LambdaTarget {
         _key: &'a IdempotencyKey,
     ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
         // UpdateAlias takes no client token: idempotence comes from
-        // comparing the alias with the action's effect.
+        // comparing the alias with the action's effect, and publishing
+        // from finding the release's version before publishing it.
         Box::pin(self.apply_inner(action))
     }
 
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
         Box::pin(async move {
+            self.search_release(&mut Vec::new()).await?;
             let (state, _) = self.read_alias().await?;
             let stable = state.version.clone();
             let (rollback_ready, detail) = match self.check_version(&stable).await {
@@ -547,7 +841,7 @@ impl Target for LambdaTarget {
                 Err(other) => return Err(other),
             };
             Ok(Preflight {
-                stable_version: stable,
+                stable_version: self.label(&stable),
                 rollback_ready,
                 detail,
             })

@@ -135,27 +135,27 @@ async fn blue_green_switches_the_whole_alias_and_rolls_back_without_a_version() 
     assert_eq!(account.alias(&function).await, ("1".into(), vec![]));
 }
 
+/// Another writer moves the alias mid-release: deployctl neither
+/// continues over it nor "rolls back" over it (both would overwrite
+/// someone's traffic decision); a new process (the runbook's
+/// `deployctl rollback`, a human's explicit decision) may.
 #[tokio::test]
-async fn a_change_behind_the_adapters_back_is_a_conflict_until_observed_again() {
-    let Some(url) = moto("a_change_behind_the_adapters_back_is_a_conflict_until_observed_again")
-    else {
+async fn another_writers_change_is_never_overwritten_by_the_run() {
+    let Some(url) = moto("another_writers_change_is_never_overwritten_by_the_run") else {
         return;
     };
     let account = Account::new(&url).await;
     let (target, function) = account.target().await;
+    let deploy = Action::Deploy {
+        version: "2".into(),
+    };
+    target.apply(&deploy, &key(1)).await.unwrap();
     target
-        .apply(
-            &Action::Deploy {
-                version: "2".into(),
-            },
-            &key(1),
-        )
+        .apply(&Action::SetWeight { percent: 10 }, &key(2))
         .await
         .unwrap();
-    let observed = target.observe().await.unwrap();
-    assert_eq!(observed.candidate.as_deref(), Some("2"));
 
-    // Another writer moves the alias between our observe and our apply.
+    // Another writer shifts more traffic to the candidate.
     account
         .lambda
         .update_alias()
@@ -171,36 +171,97 @@ async fn a_change_behind_the_adapters_back_is_a_conflict_until_observed_again() 
         .unwrap();
 
     let error = target
-        .apply(&Action::SetWeight { percent: 10 }, &key(2))
+        .apply(&Action::SetWeight { percent: 50 }, &key(3))
         .await
         .unwrap_err();
     assert!(
-        matches!(error, AdapterError::Conflict { .. }),
-        "expected a conflict, got {error:?}"
+        matches!(&error, AdapterError::Rejected { message, .. } if message.contains("another writer") && message.contains("30%")),
+        "{error:?}"
+    );
+    assert!(
+        !error.is_retryable(),
+        "a foreign change is not retried over"
     );
     assert!(
         error.request_id().is_some_and(|id| !id.is_empty()),
         "{error:?}"
     );
-    assert!(error.is_retryable());
-    // The other writer's change stands.
-    assert_eq!(
-        account.alias(&function).await,
-        ("1".into(), vec![("2".into(), 0.3)])
-    );
-
-    // The engine re-observes on a conflict, then retries.
+    // Observing again changes nothing: the run still does not own it.
     let observed = target.observe().await.unwrap();
     assert_eq!(observed.weight, 30);
-    let applied = target
-        .apply(&Action::SetWeight { percent: 10 }, &key(3))
+    let again = target
+        .apply(&Action::SetWeight { percent: 50 }, &key(4))
         .await
-        .unwrap();
-    assert!(applied.changed);
+        .unwrap_err();
+    assert!(matches!(again, AdapterError::Rejected { .. }), "{again:?}");
+    // The run's rollback refuses too: the alias is not where it would put it.
+    let rollback = Action::Rollback {
+        to: Some("1".into()),
+    };
+    let refused = target.apply(&rollback, &key(5)).await.unwrap_err();
+    assert!(
+        matches!(refused, AdapterError::Rejected { .. }),
+        "{refused:?}"
+    );
     assert_eq!(
         account.alias(&function).await,
-        ("1".into(), vec![("2".into(), 0.1)])
+        ("1".into(), vec![("2".into(), 0.3)]),
+        "the other writer's change stands"
     );
+
+    // The runbook's rollback, a new process, is the human's override.
+    let runbook = LambdaTarget::with_client("t", account.lambda.clone(), &function, "live");
+    assert!(runbook.apply(&rollback, &key(6)).await.unwrap().changed);
+    assert_eq!(account.alias(&function).await, ("1".into(), vec![]));
+}
+
+/// The common emergency: someone puts the alias back on the stable version
+/// by hand mid-release. The run's next step refuses, and its rollback
+/// finds nothing to do.
+#[tokio::test]
+async fn a_manual_rollback_by_someone_else_lets_the_runs_rollback_succeed() {
+    let Some(url) = moto("a_manual_rollback_by_someone_else_lets_the_runs_rollback_succeed") else {
+        return;
+    };
+    let account = Account::new(&url).await;
+    let (target, function) = account.target().await;
+    for (n, action) in [
+        Action::Deploy {
+            version: "2".into(),
+        },
+        Action::SetWeight { percent: 20 },
+    ]
+    .iter()
+    .enumerate()
+    {
+        target.apply(action, &key(n as u32)).await.unwrap();
+    }
+    account
+        .lambda
+        .update_alias()
+        .function_name(&function)
+        .name("live")
+        .function_version("1")
+        .routing_config(aws_sdk_lambda::types::AliasRoutingConfiguration::builder().build())
+        .send()
+        .await
+        .unwrap();
+    let error = target
+        .apply(&Action::SetWeight { percent: 50 }, &key(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, AdapterError::Rejected { .. }), "{error:?}");
+    let rollback = target
+        .apply(
+            &Action::Rollback {
+                to: Some("1".into()),
+            },
+            &key(4),
+        )
+        .await
+        .unwrap();
+    assert!(!rollback.changed);
+    assert_eq!(account.alias(&function).await, ("1".into(), vec![]));
 }
 
 #[tokio::test]

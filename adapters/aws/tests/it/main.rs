@@ -8,4 +8,5 @@
 //! test resets or sees another's state.
 
 mod lambda;
+mod lambda_release;
 mod support;

@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use deployctl_aws::testing::{MotoAccount, sdk_config};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, Runtime};
+use deployctl_aws::testing::{MotoAccount, sdk_config};
 use deployctl_aws::{LambdaTarget, lambda_config};
 
 pub use deployctl_aws::testing::moto;
@@ -13,6 +13,8 @@ pub use deployctl_aws::testing::moto;
 /// One test's AWS account on moto, with its clients.
 pub struct Account {
     pub lambda: aws_sdk_lambda::Client,
+    /// The account's ID, as the `x-moto-account-id` header sends it.
+    pub id: MotoAccount,
     role_arn: String,
     functions: AtomicU32,
 }
@@ -28,7 +30,7 @@ impl Account {
         );
         let iam = aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::config::Builder::from(&sdk)
-                .interceptor(account)
+                .interceptor(account.clone())
                 .build(),
         );
         let role = iam
@@ -43,6 +45,7 @@ impl Account {
         let role_arn = role.role().expect("a role").arn().to_owned();
         Account {
             lambda,
+            id: account,
             role_arn,
             functions: AtomicU32::new(0),
         }
@@ -97,6 +100,31 @@ impl Account {
         out.version().expect("a version").to_owned()
     }
 
+    /// A Lambda client in this account that goes through `url` (the
+    /// fault-injecting proxy) instead of straight to moto.
+    pub async fn lambda_via(&self, url: &str) -> aws_sdk_lambda::Client {
+        let sdk = sdk_config(url).await;
+        aws_sdk_lambda::Client::from_conf(lambda_config(&sdk).interceptor(self.id.clone()).build())
+    }
+
+    /// Published versions of `function` (numbers, ascending).
+    pub async fn versions(&self, function: &str) -> Vec<u64> {
+        let out = self
+            .lambda
+            .list_versions_by_function()
+            .function_name(function)
+            .send()
+            .await
+            .expect("lambda:ListVersionsByFunction");
+        let mut versions: Vec<u64> = out
+            .versions()
+            .iter()
+            .filter_map(|v| v.version()?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        versions
+    }
+
     /// A target on a new function's `live` alias.
     pub async fn target(&self) -> (LambdaTarget, String) {
         let function = self.function().await;
@@ -133,7 +161,7 @@ impl Account {
 }
 
 /// A zip archive (stored, not compressed) holding `handler.py`.
-fn handler_zip(tag: &str) -> Vec<u8> {
+pub fn handler_zip(tag: &str) -> Vec<u8> {
     let name = b"handler.py";
     let body = format!("def main(event, context):\n    return {{\"version\": \"{tag}\"}}\n");
     let body = body.as_bytes();
@@ -184,4 +212,32 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// The fault-injecting proxy's URL (`tests/emulators/faults.py`), or
+/// `None` (and a message saying why `test` is skipped).
+pub fn faults(test: &str) -> Option<String> {
+    deployctl_aws::testing::emulator("DEPLOYCTL_TEST_FAULTS_URL", test)
+}
+
+/// One call to an emulator's control endpoint (plain HTTP/1.1 over a
+/// socket: the tests need no HTTP client crate for it); returns the body.
+pub fn control(url: &str, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).expect("the emulator listens");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "{method} {path}: {response}"
+    );
+    body.to_owned()
 }
