@@ -166,12 +166,14 @@ impl KmsKeyProvider {
             })
             .map_err(|stopped| self.read_error(stopped.to_string()))?;
         let (plaintext, used, matches) = unwrapped.map_err(|failure| {
-            let hint = if failure.code.as_deref() == Some("InvalidCiphertextException")
-                || failure.code.as_deref() == Some("IncorrectKeyException")
-            {
-                ": the file was wrapped under another KMS key or encryption context, or it was altered"
-            } else {
-                ""
+            let hint = match failure.code.as_deref() {
+                Some("InvalidCiphertextException" | "IncorrectKeyException") => {
+                    ": the file was wrapped under another KMS key or encryption context, or it was altered"
+                }
+                Some("AccessDeniedException") => {
+                    ": the identity deployctl runs as lacks kms:Decrypt on this key, or the file was wrapped under another KMS key"
+                }
+                _ => "",
             };
             self.read_error(format!(
                 "{} with key {} and encryption context {}{hint}",
