@@ -366,23 +366,25 @@ impl EcsTarget {
                         return Ok(());
                     }
                 }
-                _ => {
+                primary => {
                     let ours_failed = view.deployments.iter().any(|d| {
                         short_eq(&d.task_definition, td)
                             && d.rollout_state.as_deref() == Some("FAILED")
                     });
-                    let moved_back = view
+                    let moved = view
                         .task_definition
                         .as_deref()
                         .is_some_and(|current| !short_eq(current, td));
-                    if purpose == Purpose::Release && (ours_failed || moved_back) {
-                        // The circuit breaker rolled the service back (its
-                        // failed deployment may already have drained).
-                        if ours_failed || self.memory().previous_stable.is_some() {
-                            return Err(self.failed(&view, td, request_ids.clone()));
-                        }
+                    // The circuit breaker's rollback deployment says so; the
+                    // failed deployment itself may already have drained.
+                    let breaker_rollback = primary
+                        .as_ref()
+                        .and_then(|d| d.reason.as_deref())
+                        .is_some_and(|reason| reason.contains("circuit breaker"));
+                    if purpose == Purpose::Release && (ours_failed || (moved && breaker_rollback)) {
+                        return Err(self.failed(&view, td, request_ids.clone()));
                     }
-                    if moved_back {
+                    if moved {
                         return Err(AdapterError::Conflict {
                             message: format!(
                                 "ECS service {service} was moved to task definition {} while deployctl waited for {td}; observe it again",
