@@ -71,6 +71,9 @@ async fn a_rolling_update_reaches_completed_at_the_switch() {
             .is_err_and(|e| matches!(e, AdapterError::Unsupported { .. }))
     );
 
+    // Steps of 100 ms: the rollout takes several, so the state read right
+    // after the apply shows whether the apply waited for it.
+    account.step_seconds(0.1);
     let planned = target
         .plan(&observed, &Action::SetWeight { percent: 100 })
         .unwrap();
@@ -144,6 +147,8 @@ async fn a_failing_task_definition_trips_the_circuit_breaker_and_rollback_ends_o
     assert!(error.request_id().is_some(), "{error:?}");
 
     // The engine rolls back to the stable version recorded at preflight.
+    // (Slower steps: the state read after the apply shows it waited.)
+    account.step_seconds(0.1);
     let rollback = Action::Rollback { to: Some(stable) };
     target.apply(&rollback, &key(3)).await.unwrap();
     assert_eq!(account.deployments("api").await, settled("web:1"));
