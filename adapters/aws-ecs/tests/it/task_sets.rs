@@ -429,3 +429,35 @@ async fn a_missing_service_is_not_found() {
         assert!(matches!(error, AdapterError::NotFound { .. }), "{error:?}");
     }
 }
+
+/// `from_spec` takes the task definition from the plan's artifact and
+/// refuses an artifact of another kind before any call is made.
+#[tokio::test]
+async fn from_spec_needs_a_task_definition_artifact() {
+    use deployctl_plan::model::{Artifact, ArtifactSource};
+    let spec = deployctl_plan::raw::EcsTarget {
+        cluster: CLUSTER.into(),
+        service: "svc".into(),
+        region: Some("us-east-1".into()),
+    };
+    let image = Artifact {
+        version: "v2".into(),
+        source: ArtifactSource::Image {
+            reference: "registry/app@sha256:00".into(),
+            container: None,
+        },
+    };
+    let error = EcsTarget::from_spec("api", &spec, Some(&image), None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("taskDefinition"), "{error}");
+    let release = Artifact {
+        version: "v2".into(),
+        source: ArtifactSource::TaskDefinition("web:2".into()),
+    };
+    let target = EcsTarget::from_spec("api", &spec, Some(&release), None)
+        .await
+        .unwrap();
+    assert_eq!(target.name(), "api");
+    assert_eq!(target.kind(), TargetKind::Ecs);
+}
