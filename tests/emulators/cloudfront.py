@@ -19,7 +19,8 @@ Control endpoints (JSON, outside the AWS API):
   POST /_emulator/config                  -> {"deploySeconds": s, "deployGets": n}
        for the account in x-moto-account-id (or "account" in the body);
        a write leaves a distribution InProgress until both n GETs of it have
-       been answered and s seconds have passed.
+       been answered and s seconds have passed. {"deployNow": true} finishes
+       every propagation in progress in the account at once.
   GET  /_emulator/state                   -> the account's distributions and
        policies as JSON (for tests to assert on).
 """
@@ -683,6 +684,11 @@ class Handler(BaseHTTPRequestHandler):
                     account.deploy_seconds = float(data["deploySeconds"])
                 if "deployGets" in data:
                     account.deploy_gets = int(data["deployGets"])
+                if data.get("deployNow"):
+                    for dist in account.distributions.values():
+                        dist.gets_left = 0
+                        dist.ready_at = 0.0
+                        dist.settle()
                 reply = {"deploySeconds": account.deploy_seconds, "deployGets": account.deploy_gets}
                 return self._send(200, json.dumps(reply).encode(), "application/json", {}, request_id)
             if path == "/_emulator/state" and method == "GET":

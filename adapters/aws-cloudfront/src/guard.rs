@@ -99,14 +99,22 @@ impl StagingTrafficGuard {
     /// The staging distribution's request count over the window.
     async fn requests(&self, staging: &str) -> Result<(f64, usize), String> {
         let window = self.window.max(Duration::from_secs(60));
-        let end = SystemTime::now();
-        let start = end.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        let now = SystemTime::now();
+        let start = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        // A minute past now: the current minute's datapoint counts, also
+        // where the end time is truncated to whole seconds (moto does).
+        let end = now + Duration::from_secs(60);
         let out = self
             .cloudwatch
             .get_metric_statistics()
             .namespace("AWS/CloudFront")
             .metric_name("Requests")
-            .dimensions(Dimension::builder().name("DistributionId").value(staging).build())
+            .dimensions(
+                Dimension::builder()
+                    .name("DistributionId")
+                    .value(staging)
+                    .build(),
+            )
             .dimensions(Dimension::builder().name("Region").value("Global").build())
             .start_time(DateTime::from(start))
             .end_time(DateTime::from(end))
@@ -130,7 +138,9 @@ impl HealthProbe for StagingTrafficGuard {
                 Ok(Some(id)) => id,
                 Ok(None) => {
                     return Measurement::NoData {
-                        detail: "no staging distribution is deployed yet, so nothing was measured on it".into(),
+                        detail:
+                            "no staging distribution is deployed yet, so nothing was measured on it"
+                                .into(),
                     };
                 }
                 Err(error) => {
@@ -144,7 +154,8 @@ impl HealthProbe for StagingTrafficGuard {
                 Err(error) => Measurement::Error {
                     detail: format!("reading staging distribution {staging}'s requests: {error}"),
                 },
-                Ok((sum, _)) if !(sum > 0.0) => Measurement::NoData {
+                // NaN or a non-positive sum: no traffic worth judging by.
+                Ok((sum, _)) if sum.is_nan() || sum <= 0.0 => Measurement::NoData {
                     detail: format!(
                         "staging distribution {staging} served no requests in the last {minutes} min \
                          (CloudFront may be sending all traffic to the primary): inconclusive"
@@ -153,11 +164,15 @@ impl HealthProbe for StagingTrafficGuard {
                 Ok((sum, _)) => match self.inner.measure().await {
                     Measurement::Pass { value, detail } => Measurement::Pass {
                         value,
-                        detail: format!("{detail} (staging served {sum} requests in {minutes} min)"),
+                        detail: format!(
+                            "{detail} (staging served {sum} requests in {minutes} min)"
+                        ),
                     },
                     Measurement::Fail { value, detail } => Measurement::Fail {
                         value,
-                        detail: format!("{detail} (staging served {sum} requests in {minutes} min)"),
+                        detail: format!(
+                            "{detail} (staging served {sum} requests in {minutes} min)"
+                        ),
                     },
                     other => other,
                 },

@@ -208,7 +208,11 @@ fn missing(what: &str) -> AdapterError {
 }
 
 impl Api {
-    pub async fn distribution(&self, id: &str, ids: &mut Vec<String>) -> Result<Dist, AdapterError> {
+    pub async fn distribution(
+        &self,
+        id: &str,
+        ids: &mut Vec<String>,
+    ) -> Result<Dist, AdapterError> {
         let out = self
             .client
             .get_distribution()
@@ -420,7 +424,9 @@ impl Api {
                         .message()
                         .and_then(|m| m.rsplit("Already exists: ").next())
                         .map(|id| id.trim().trim_end_matches('.').to_owned())
-                        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
+                        .filter(|id| {
+                            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric())
+                        })
                 {
                     push(ids, error.request_id());
                     return Ok(id);

@@ -421,7 +421,7 @@ impl CloudFrontTarget {
         percent: u8,
         ids: &mut Vec<String>,
     ) -> Result<bool, AdapterError> {
-        let (Some((candidate, _)), Some(policy), Some(staging)) =
+        let (Some(_), Some(policy), Some(staging)) =
             (snap.candidate(), snap.our_policy(), snap.staging.as_ref())
         else {
             return Err(rejected(format!(
@@ -432,7 +432,6 @@ impl CloudFrontTarget {
         if policy.is_weight(percent > 0, percent) {
             return Ok(false);
         }
-        let _ = candidate;
         self.api
             .set_weight(policy, &staging.domain, percent > 0, percent, ids)
             .await?;
@@ -498,7 +497,10 @@ impl CloudFrontTarget {
             self.api
                 .tag(
                     &staging_now.arn,
-                    &[(tags::ROLE, tags::ROLE_PREVIOUS), (tags::VERSION, &old_label)],
+                    &[
+                        (tags::ROLE, tags::ROLE_PREVIOUS),
+                        (tags::VERSION, &old_label),
+                    ],
                     ids,
                 )
                 .await?;
@@ -555,11 +557,8 @@ impl CloudFrontTarget {
                 }
             }
             let restored = primary_config(&staging.config, primary);
-            let mut restored_fix = restored;
-            // The staging copy is a staging distribution; the primary is not.
-            restored_fix.staging = primary.config.staging;
-            if !same(&restored_fix, &primary.config) {
-                self.api.update(primary, restored_fix, ids).await?;
+            if !same(&restored, &primary.config) {
+                self.api.update(primary, restored, ids).await?;
             }
             self.api
                 .tag(&primary.arn, &[(tags::VERSION, &previous)], ids)
@@ -629,7 +628,9 @@ impl CloudFrontTarget {
             });
         }
         let changed = match action {
-            Action::Deploy { version } => self.deploy(&snap, version, key, &mut request_ids).await?,
+            Action::Deploy { version } => {
+                self.deploy(&snap, version, key, &mut request_ids).await?
+            }
             Action::SetWeight { percent: 100 } | Action::Promote => {
                 self.promote(&snap, &mut request_ids).await?
             }
