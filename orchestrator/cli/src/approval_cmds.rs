@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use deployctl_audit::{Action as AuditAction, AuditLog, Entry, Outcome, What, Who};
+use deployctl_aws_audit::MfaKeySource;
 use deployctl_engine::journal::Journal;
 use deployctl_policy::mfa::{Background, KeySource, create_key_file};
 use deployctl_policy::{Access, Action, MfaPolicy, MfaStore, check_approval};
@@ -35,9 +36,35 @@ fn load_access(path: &Path) -> Result<Access, u8> {
     })
 }
 
-fn key_source(state_dir: &Path, create: bool) -> Result<KeySource, u8> {
+/// The MFA master key: `DEPLOYCTL_MFA_KMS_KEY` (a KMS key ID, ARN or
+/// alias: a data key wrapped by KMS in `<state-dir>/mfa.key.kms`, made on
+/// the first enrollment, unwrapped on every use), else `DEPLOYCTL_MFA_KEY`,
+/// else `<state-dir>/mfa.key` (made on the first enrollment).
+fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
+    let kms_key = std::env::var(deployctl_aws_audit::KMS_KEY_ENV)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    if let Some(kms_key) = kms_key {
+        if std::env::var_os("DEPLOYCTL_MFA_KEY").is_some() {
+            eprintln!(
+                "error: both {} and DEPLOYCTL_MFA_KEY are set; the MFA key comes from one of them",
+                deployctl_aws_audit::KMS_KEY_ENV
+            );
+            return Err(exit::INVALID_INPUT);
+        }
+        let wrapped = state_dir.join(deployctl_aws_audit::WRAPPED_KEY_FILE);
+        return match deployctl_aws_audit::KmsKeyProvider::open(kms_key.trim(), wrapped) {
+            Ok(provider) => Ok(MfaKeySource::Kms(provider.create_if_missing(create))),
+            Err(error) => {
+                eprintln!("error: the MFA key from KMS: {error}");
+                Err(exit::FAILED)
+            }
+        };
+    }
     if std::env::var_os("DEPLOYCTL_MFA_KEY").is_some() {
-        return Ok(KeySource::Env("DEPLOYCTL_MFA_KEY".into()));
+        return Ok(MfaKeySource::Local(KeySource::Env(
+            "DEPLOYCTL_MFA_KEY".into(),
+        )));
     }
     let path = state_dir.join("mfa.key");
     if !path.exists()
@@ -52,7 +79,7 @@ fn key_source(state_dir: &Path, create: bool) -> Result<KeySource, u8> {
         );
         return Err(exit::FAILED);
     }
-    Ok(KeySource::File(path))
+    Ok(MfaKeySource::Local(KeySource::File(path)))
 }
 
 fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {

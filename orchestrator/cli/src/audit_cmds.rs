@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
-use deployctl_audit::{Filter, export_csv, export_json, keys, show, verify};
+use deployctl_audit::{Filter, export_csv, export_json, keys, show, verify, verify_against_files};
 
 use crate::audit_bridge::audit_dir;
 use crate::exit;
@@ -16,9 +16,11 @@ use crate::exit;
 pub enum AuditCommand {
     /// Check the hash chain and the signed checkpoints; names the first bad record.
     Verify {
-        /// A shipped copy (a directory sink or a JSON Lines file) to detect truncation against.
-        #[arg(long, value_name = "PATH")]
-        against: Option<PathBuf>,
+        /// A shipped copy to detect truncation and rewriting against: a
+        /// directory sink, a JSON Lines file, or the S3 sink's
+        /// `s3://BUCKET/PREFIX` (read with the standard AWS credential chain).
+        #[arg(long, value_name = "PATH|s3://BUCKET/PREFIX")]
+        against: Option<String>,
         /// The public key to check signatures with (default: the trail's own).
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
@@ -66,6 +68,33 @@ fn may_read(access_file: &Path) -> Result<(), u8> {
     }
 }
 
+/// `verify --against s3://…`: every version of every object the S3 sink
+/// shipped there, fetched one by one and compared with the local trail.
+fn verify_against_s3(
+    dir: &Path,
+    key: &Path,
+    uri: &str,
+) -> Result<Result<deployctl_audit::Report, deployctl_audit::AuditError>, u8> {
+    let location: deployctl_aws_audit::S3Location = uri.parse().map_err(|error| {
+        eprintln!("error: --against: {error}");
+        exit::INVALID_INPUT
+    })?;
+    let copy = deployctl_aws_audit::S3Copy::list(location.clone()).map_err(|error| {
+        eprintln!("error: cannot read the shipped copy at {location}: {error}");
+        exit::FAILED
+    })?;
+    let verified = verify_against_files(dir, key, copy.files()).map(|mut report| {
+        report.warnings.extend(copy.warnings().iter().cloned());
+        if copy.objects().is_empty() {
+            report.warnings.push(format!(
+                "nothing was shipped under {location}: there is nothing to compare with (is the prefix right?)"
+            ));
+        }
+        report
+    });
+    Ok(verified)
+}
+
 pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: bool) -> u8 {
     if let Err(code) = may_read(access_file) {
         return code;
@@ -83,7 +112,15 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
             let key = public_key
                 .clone()
                 .unwrap_or_else(|| dir.join(keys::PUBLIC_KEY_FILE));
-            match verify(&dir, &key, against.as_deref()) {
+            let verified = match against.as_deref() {
+                Some(uri) if uri.starts_with("s3://") => match verify_against_s3(&dir, &key, uri) {
+                    Ok(verified) => verified,
+                    Err(code) => return code,
+                },
+                Some(path) => verify(&dir, &key, Some(Path::new(path))),
+                None => verify(&dir, &key, None),
+            };
+            match verified {
                 Ok(report) => {
                     out!("{report}");
                     if report.is_ok() {

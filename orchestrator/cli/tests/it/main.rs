@@ -8,6 +8,7 @@
 mod approvals;
 mod architecture;
 mod audit;
+mod audit_s3;
 mod aws;
 mod cli;
 mod crash;
