@@ -12,6 +12,7 @@
 //! on the platform, in tags ([`tags`]): nothing is kept on local disk.
 
 mod guard;
+pub mod iam;
 mod platform;
 mod release;
 pub mod tags;

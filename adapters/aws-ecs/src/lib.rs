@@ -27,6 +27,7 @@
 //! candidate at a time) is done here.
 
 mod error;
+pub mod iam;
 mod rolling;
 mod service;
 mod target;

@@ -10,5 +10,6 @@
 
 mod emulator;
 mod guard;
+mod iam;
 mod support;
 mod target;

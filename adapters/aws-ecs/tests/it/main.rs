@@ -8,6 +8,7 @@
 //! Each test works in its own AWS account (`x-moto-account-id`, honoured by
 //! moto and by the emulator), so tests run in parallel on one server.
 
+mod iam;
 mod rolling;
 mod support;
 mod task_sets;
