@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 use deployctl_audit::canonical::{body_hash, seal_record};
-use deployctl_audit::{AuditLog, AuditRecord, DirectorySink, ProblemKind, Report, verify};
+use deployctl_audit::{
+    AuditLog, AuditRecord, CopyFile, DirectorySink, ProblemKind, Report, verify,
+    verify_against_files,
+};
 
 use crate::{TempDir, entry, options, pinned_key, read_lines, write_lines, write_log};
 
@@ -383,5 +386,70 @@ fn the_documented_openssl_check_verifies_a_checkpoint() {
     assert!(
         output.status.success() && text.contains("Signature Verified Successfully"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_copy_handed_over_file_by_file_pins_the_log_like_a_directory() {
+    let (dir, keep, copy) = (
+        TempDir::new("copy-files"),
+        TempDir::new("copy-files-key"),
+        TempDir::new("copy-files-copy"),
+    );
+    {
+        let log = AuditLog::open(
+            dir.path(),
+            options()
+                .checkpoint_every(5)
+                .sink(std::sync::Arc::new(DirectorySink::new(copy.path()))),
+        )
+        .unwrap();
+        for i in 1..=12 {
+            log.append(entry(i)).unwrap();
+        }
+        log.ship_now().unwrap();
+    }
+    // The copy as a remote store would hand it over: names and bytes, in
+    // no particular order.
+    let mut names: Vec<_> = std::fs::read_dir(copy.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names.reverse();
+    let files = || {
+        names.iter().map(|name| {
+            Ok(CopyFile {
+                name: Path::new("s3://bucket/trail").join(name.file_name().unwrap()),
+                bytes: std::fs::read(name).unwrap(),
+            })
+        })
+    };
+    let key = pinned_key(dir.path(), &keep);
+    let report = verify_against_files(dir.path(), &key, files()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.shipped_records, Some(12));
+
+    let log = dir.join("audit.jsonl");
+    let lines = read_lines(&log);
+    write_lines(&log, &lines[..11]);
+    let report = verify_against_files(dir.path(), &key, files()).unwrap();
+    assert_first(&report, 12, 12, ProblemKind::Truncated);
+    assert!(
+        report.to_string().contains("s3://bucket/trail/records-"),
+        "{report}"
+    );
+
+    // A file that cannot be fetched ends the check with that error.
+    let failing = std::iter::once(Err(deployctl_audit::AuditError::Io {
+        action: "fetch",
+        path: "s3://bucket/trail/records-1-2.jsonl".into(),
+        source: std::io::Error::other("AccessDenied"),
+    }));
+    let error = verify_against_files(dir.path(), &key, failing).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot fetch s3://bucket/trail/records-1-2.jsonl")
     );
 }
