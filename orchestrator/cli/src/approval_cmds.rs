@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use deployctl_audit::{Action as AuditAction, AuditLog, Entry, Outcome, What, Who};
+use deployctl_audit::{Action as AuditAction, AuditLog, Entry, Outcome, What};
 use deployctl_aws_audit::MfaKeySource;
 use deployctl_engine::journal::Journal;
 use deployctl_policy::mfa::{Background, KeySource, create_key_file};
@@ -108,7 +108,7 @@ fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u8> {
 }
 
 fn audit_entry(audit: &AuditLog, user: &str, what: What, outcome: Outcome) {
-    if let Err(error) = audit.append(Entry::new(Who::local(user), what, outcome)) {
+    if let Err(error) = audit.append(Entry::new(crate::audit_bridge::who(user), what, outcome)) {
         eprintln!("warning: could not audit this: {error}");
     }
 }
@@ -230,6 +230,12 @@ fn authorize(
             eprintln!("error: the plan recorded for run {run_id} no longer validates");
             exit::FAILED
         })?;
+    // The approver's AWS identity goes into the records when the plan
+    // calls AWS; an approval itself touches nothing on AWS, so a lookup
+    // that fails only loses that detail.
+    if let Err(message) = crate::wiring::resolve_aws_caller(&loaded.plan) {
+        eprintln!("warning: {message}; the audit records of this approval name no AWS caller");
+    }
     let Some(approval) = loaded.plan.approvals.get(gate) else {
         let known: Vec<&str> = loaded.plan.approvals.keys().map(String::as_str).collect();
         return Err(deny(

@@ -7,7 +7,7 @@
 //! not audited, everything that changes or decides something is.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use deployctl_audit::{Action, AuditLog, AuditOptions, DirectorySink, Entry, Outcome, What, Who};
 use deployctl_engine::journal::{JournalEvent, JournalObserver};
@@ -15,6 +15,31 @@ use deployctl_engine::journal::{JournalEvent, JournalObserver};
 /// Where the trail lives under the state directory.
 pub fn audit_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("audit")
+}
+
+/// The AWS principal this process acts as, once a command whose plan calls
+/// AWS has resolved it (`wiring::resolve_aws_caller`). One process runs one
+/// command with one set of credentials, so it is set at most once.
+static AWS_CALLER_ARN: OnceLock<String> = OnceLock::new();
+
+/// Records the AWS caller ARN for every audit record written from now on.
+pub fn set_aws_caller_arn(arn: &str) {
+    let _ = AWS_CALLER_ARN.set(arn.to_string());
+}
+
+/// `who` with the AWS caller ARN when one was resolved (issue 5: the local
+/// operator and the AWS principal, so the trail lines up with CloudTrail).
+fn with_aws_caller(who: Who) -> Who {
+    match AWS_CALLER_ARN.get() {
+        Some(arn) => who.with_aws_caller_arn(arn.as_str()),
+        None => who,
+    }
+}
+
+/// Who an audit record names for `operator`: the local user and, when
+/// known, the AWS caller ARN.
+pub fn who(operator: &str) -> Who {
+    with_aws_caller(Who::local(operator))
 }
 
 /// Opens the trail with its sink (S2): `DEPLOYCTL_AUDIT_SINK=s3://bucket/prefix`
@@ -167,7 +192,9 @@ impl AuditBridge {
         {
             what = what.plan_digest(digest);
         }
-        let mut entry = Entry::new(self.who.clone(), what, outcome);
+        // The ARN is looked up when the entry is made, not when the bridge
+        // is: commands attach the bridge before they know the plan.
+        let mut entry = Entry::new(with_aws_caller(self.who.clone()), what, outcome);
         for id in data
             .get("requestIds")
             .and_then(|v| v.as_array())

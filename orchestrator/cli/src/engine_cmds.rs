@@ -229,6 +229,12 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    // Every audit record of the run names the AWS caller (issue 5); bad
+    // credentials stop the release here, before anything moved.
+    if let Err(message) = wiring::resolve_aws_caller(&loaded.plan) {
+        eprintln!("error: {message}. Nothing was changed.");
+        return exit::INVALID_INPUT;
+    }
     if !options.json {
         eprint!("{}", ImpactReport::new(&loaded.plan).render_text());
     }
@@ -286,6 +292,13 @@ fn context_from_journal(run: &RunRecord, state_dir: &Path) -> Result<RunContext,
     };
     let targets = wiring::targets(&loaded.plan, mode, state_dir)?;
     let notifications = wiring::notifications(&loaded.plan, mode)?;
+    // Undoing a release never waits on an identity lookup's success: the
+    // records then name the local operator only.
+    if mode == Mode::Apply
+        && let Err(message) = wiring::resolve_aws_caller(&loaded.plan)
+    {
+        eprintln!("warning: {message}; audit records of this command name no AWS caller");
+    }
     Ok(RunContext {
         run_id: run.id.clone(),
         plan: Arc::new(loaded.plan),

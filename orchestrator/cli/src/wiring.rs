@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deployctl_adapter::{HealthProbe, Notification, Notifier, Target};
+use deployctl_aws_signals::{CloudWatchProbe, SnsNotifier};
 use deployctl_engine::executor::ProbeFactory;
 use deployctl_engine::notify::Subscription;
 use deployctl_plan::ValidatedPlan;
@@ -63,12 +64,11 @@ pub fn targets(
         };
         adapters.insert(target.name.clone(), adapter);
     }
-    unsupported.extend(unsupported_gates(plan));
     if unsupported.is_empty() {
         Ok(adapters)
     } else {
         Err(format!(
-            "this build of deployctl cannot run this plan yet: {}. The CloudFront, ECS, fleet and Kubernetes adapters and CloudWatch gates arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
+            "this build of deployctl cannot run this plan yet: {}. The CloudFront, ECS, fleet and Kubernetes adapters arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
             unsupported.join("; ")
         ))
     }
@@ -109,14 +109,6 @@ pub fn rehearsal_targets(
     simulators
 }
 
-fn unsupported_gates(plan: &ValidatedPlan) -> Vec<String> {
-    plan.gates
-        .values()
-        .filter(|gate| matches!(gate.check, GateCheck::CloudWatch { .. }))
-        .map(|gate| format!("gate `{}` is a cloudwatch gate", gate.name))
-        .collect()
-}
-
 /// The plan's notification channels. Rehearsals announce nothing to
 /// anyone: each channel is replaced by one that only journals what it
 /// would have sent, so a drill shows its notifications without paging.
@@ -135,11 +127,12 @@ pub fn notifications(plan: &ValidatedPlan, mode: Mode) -> Result<Vec<Subscriptio
                 WebhookNotifier::new(url, *allow_insecure_http)
                     .map_err(|error| format!("webhook {url}: {error}"))?,
             ),
-            (Channel::Sns { topic_arn }, Mode::Apply) => {
-                return Err(format!(
-                    "this build of deployctl cannot notify SNS topic {topic_arn} yet (the AWS adapters arrive with their issue); use a webhook or `deployctl rehearse`. Nothing was changed."
-                ));
-            }
+            // The client comes from the standard AWS chain in the topic's
+            // region, loaded on the first delivery.
+            (Channel::Sns { topic_arn }, Mode::Apply) => Arc::new(
+                SnsNotifier::from_topic_arn(topic_arn)
+                    .map_err(|error| format!("notifications: {error}. Nothing was changed."))?,
+            ),
         };
         subscriptions.push(Subscription {
             events: notification.events.clone(),
@@ -206,6 +199,13 @@ impl ProbeFactory for Probes {
         if let Some(probe) = target.probe(&gate.check) {
             return Ok(probe);
         }
+        // CloudWatch gates are not bound to a target: any target kind may
+        // be judged by alarms and metrics (the client loads on first use).
+        if let GateCheck::CloudWatch { .. } = &gate.check {
+            return CloudWatchProbe::from_check(&gate.check)
+                .map(|probe| Box::new(probe) as Box<dyn HealthProbe>)
+                .map_err(|error| format!("gate `{}`: {error}", gate.name));
+        }
         // The plan's own `allowInsecureHttp` travels in the check; the
         // caller adds no permission of its own.
         deployctl_probes::probe_for(&gate.check, true).ok_or_else(|| {
@@ -216,4 +216,126 @@ impl ProbeFactory for Probes {
             )
         })
     }
+}
+
+/// Whether running `plan` calls AWS: a Lambda, CloudFront, ECS or fleet
+/// target, a CloudWatch gate or an SNS channel.
+pub fn touches_aws(plan: &ValidatedPlan) -> bool {
+    plan.targets.values().any(|target| {
+        matches!(
+            target.spec,
+            TargetSpec::Lambda(_)
+                | TargetSpec::CloudFront(_)
+                | TargetSpec::Ecs(_)
+                | TargetSpec::Fleet(_)
+        )
+    }) || plan
+        .gates
+        .values()
+        .any(|gate| matches!(gate.check, GateCheck::CloudWatch { .. }))
+        || plan
+            .notifications
+            .iter()
+            .any(|n| matches!(n.channel, Channel::Sns { .. }))
+}
+
+/// How long resolving the caller may take before the command gives up,
+/// and one attempt of it.
+const IDENTITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const IDENTITY_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Who this process is on AWS (issue 5): when `plan` calls AWS, the caller
+/// ARN from STS `GetCallerIdentity` with the standard chain (the same
+/// credentials the adapters use), recorded for every audit record this
+/// process writes from now on (`audit_bridge::set_aws_caller_arn`).
+/// `Ok(None)` for plans that never call AWS. An error means the
+/// credentials are missing, expired or invalid, or AWS is unreachable.
+pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String> {
+    if !touches_aws(plan) {
+        return Ok(None);
+    }
+    let region = plan_region(plan);
+    // Its own thread and runtime: callers may or may not be inside one.
+    let resolved = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+                runtime.block_on(async {
+                    let lookup = async {
+                        let mut sdk = deployctl_aws::config::load(None).await;
+                        if sdk.region().is_none() {
+                            // STS answers in every region, but the SDK
+                            // refuses a call without one: the plan's, or
+                            // STS's home region.
+                            let fallback = region.as_deref().unwrap_or("us-east-1");
+                            sdk = deployctl_aws::config::load(Some(fallback)).await;
+                        }
+                        // A throttle or a dropped connection is retried
+                        // like any other call (the engine's policy), each
+                        // attempt bounded so one hung call cannot use up
+                        // the whole lookup.
+                        let policy = deployctl_engine::retry::RetryPolicy::default();
+                        deployctl_engine::retry::retry(&policy, |_| async {
+                            tokio::time::timeout(
+                                IDENTITY_ATTEMPT_TIMEOUT,
+                                deployctl_aws::identity::caller_arn(&sdk),
+                            )
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(deployctl_adapter::AdapterError::Timeout {
+                                    message: format!(
+                                        "sts:GetCallerIdentity: no answer within {IDENTITY_ATTEMPT_TIMEOUT:?}"
+                                    ),
+                                })
+                            })
+                        })
+                        .await
+                    };
+                    match tokio::time::timeout(IDENTITY_TIMEOUT, lookup).await {
+                        Ok(Ok(arn)) => Ok(arn),
+                        Ok(Err(gave_up)) => Err(gave_up.to_string()),
+                        Err(_) => Err(format!("no answer within {IDENTITY_TIMEOUT:?}")),
+                    }
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the identity lookup failed unexpectedly".to_string()))
+    });
+    match resolved {
+        Ok(arn) => {
+            crate::audit_bridge::set_aws_caller_arn(&arn);
+            Ok(Some(arn))
+        }
+        Err(error) => Err(format!(
+            "this plan calls AWS, but who the AWS credentials belong to cannot be established ({error}); check AWS_PROFILE / AWS_ACCESS_KEY_ID, the session's expiry and AWS_ENDPOINT_URL"
+        )),
+    }
+}
+
+/// The first region the plan names, for the identity lookup when the AWS
+/// chain (`AWS_REGION`, the profile) has none.
+fn plan_region(plan: &ValidatedPlan) -> Option<String> {
+    let from_targets = plan.targets.values().find_map(|target| match &target.spec {
+        TargetSpec::Lambda(lambda) => lambda.region.clone(),
+        TargetSpec::Ecs(ecs) => ecs.region.clone(),
+        _ => None,
+    });
+    let from_gates = || {
+        plan.gates.values().find_map(|gate| match &gate.check {
+            GateCheck::CloudWatch { region, .. } => region.clone(),
+            _ => None,
+        })
+    };
+    let from_topics = || {
+        plan.notifications
+            .iter()
+            .find_map(|notification| match &notification.channel {
+                Channel::Sns { topic_arn } => SnsNotifier::region_of(topic_arn).ok(),
+                Channel::Webhook { .. } => None,
+            })
+    };
+    from_targets.or_else(from_gates).or_else(from_topics)
 }

@@ -10,6 +10,7 @@ mod architecture;
 mod audit;
 mod audit_s3;
 mod aws;
+mod aws_signals;
 mod cli;
 mod crash;
 mod fixtures;
