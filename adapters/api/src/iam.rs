@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// One `Allow` statement: these actions on these resources.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,7 +70,7 @@ impl Scope {
 /// resources (or actions) are merged; actions and resources are sorted and
 /// statements keep the order the adapters gave, so the output is stable
 /// and reviewable.
-pub fn policy_document(statements: &[Statement]) -> Value {
+pub fn policy_document(statements: &[Statement]) -> PolicyDocument {
     let mut merged: Vec<Statement> = Vec::new();
     for statement in statements {
         match merged.iter_mut().find(|s| {
@@ -87,18 +87,36 @@ pub fn policy_document(statements: &[Statement]) -> Value {
         }
     }
     let mut used = BTreeSet::new();
-    let statements: Vec<Value> = merged
-        .iter()
-        .map(|s| {
-            json!({
-                "Sid": unique_sid(&s.purpose, &mut used),
-                "Effect": "Allow",
-                "Action": s.actions.iter().collect::<Vec<_>>(),
-                "Resource": s.resources.iter().collect::<Vec<_>>(),
+    PolicyDocument {
+        version: "2012-10-17",
+        statement: merged
+            .into_iter()
+            .map(|s| PolicyStatement {
+                sid: unique_sid(&s.purpose, &mut used),
+                effect: "Allow",
+                action: s.actions.into_iter().collect(),
+                resource: s.resources.into_iter().collect(),
             })
-        })
-        .collect();
-    json!({ "Version": "2012-10-17", "Statement": statements })
+            .collect(),
+    }
+}
+
+/// An IAM policy document, its fields in the order AWS's own examples
+/// use, so the printed JSON reads like one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PolicyDocument {
+    pub version: &'static str,
+    pub statement: Vec<PolicyStatement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PolicyStatement {
+    pub sid: String,
+    pub effect: &'static str,
+    pub action: Vec<String>,
+    pub resource: Vec<String>,
 }
 
 /// Whether `action` (`service:Operation`) is allowed by some statement.
@@ -143,15 +161,20 @@ mod tests {
             Statement::new("lambda alias api:live", ["lambda:UpdateAlias"], ["arn:a"]),
             Statement::new("lambda alias api:live", ["lambda:GetAlias"], ["arn:b"]),
         ]);
-        let statements = policy["Statement"].as_array().unwrap();
-        assert_eq!(statements.len(), 2, "{policy:#}");
-        assert_eq!(statements[0]["Sid"], "LambdaAliasApiLive");
-        assert_eq!(statements[1]["Sid"], "LambdaAliasApiLive2");
+        let statements = &policy.statement;
+        assert_eq!(statements.len(), 2, "{policy:#?}");
+        assert_eq!(statements[0].sid, "LambdaAliasApiLive");
+        assert_eq!(statements[1].sid, "LambdaAliasApiLive2");
         assert_eq!(
-            statements[0]["Action"],
-            json!(["lambda:GetAlias", "lambda:UpdateAlias"])
+            statements[0].action,
+            ["lambda:GetAlias", "lambda:UpdateAlias"]
         );
-        assert_eq!(policy["Version"], "2012-10-17");
+        assert_eq!(statements[1].resource, ["arn:b"]);
+        let json = serde_json::to_string(&policy).unwrap();
+        assert!(
+            json.starts_with(r#"{"Version":"2012-10-17","Statement":[{"Sid":"LambdaAliasApiLive","Effect":"Allow","Action":"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod cloudwatch;
 mod error;
 mod finding;
+pub mod iam;
 mod lazy;
 mod sns;
 
