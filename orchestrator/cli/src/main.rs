@@ -25,6 +25,7 @@ mod audit_bridge;
 mod audit_cmds;
 mod engine_cmds;
 mod exit;
+mod iam_policy;
 mod input;
 mod progress_view;
 mod rehearse;
@@ -106,6 +107,22 @@ enum Command {
     },
     /// Print the JSON Schema of the plan format (for editors).
     Schema,
+    /// Print the least-privilege IAM policy this plan needs (the deploy
+    /// role's permissions for exactly this release).
+    IamPolicy {
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// The AWS account the resources live in (12 digits); `*` when
+        /// omitted.
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// The partition of the ARNs.
+        #[arg(long, default_value = "aws", value_parser = ["aws", "aws-cn", "aws-us-gov"])]
+        partition: String,
+        /// The region for plan entries that name none.
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
+    },
     /// Execute a plan (or a saved plan from `plan --out`) end to end.
     Apply {
         #[arg(value_name = "FILE|SAVED")]
@@ -216,6 +233,19 @@ fn main() -> ExitCode {
         Command::Validate { files } => validate(files, cli.output, color),
         Command::Plan { file, out } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
+        Command::IamPolicy {
+            file,
+            account,
+            partition,
+            region,
+        } => iam_policy(
+            file,
+            account.as_deref(),
+            partition,
+            region,
+            cli.output,
+            color,
+        ),
         Command::Apply { file, yes } => match load_for_apply(file, cli.output, color) {
             Ok((loaded, plan_file)) => match approval_cmds::check_operator(
                 deployctl_policy::Action::Apply,
@@ -420,6 +450,32 @@ fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) 
             out.display()
         );
     }
+    exit::OK
+}
+
+fn iam_policy(
+    file: &str,
+    account: Option<&str>,
+    partition: &str,
+    region: &str,
+    output: Output,
+    color: bool,
+) -> u8 {
+    if let Some(account) = account
+        && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
+    {
+        eprintln!("error: --account {account:?} is not a 12-digit AWS account ID");
+        return exit::INVALID_INPUT;
+    }
+    let Ok(loaded) = load_plan(file, output, color) else {
+        return exit::INVALID_INPUT;
+    };
+    let scope = deployctl_adapter::iam::Scope {
+        partition: partition.to_owned(),
+        account: account.unwrap_or("*").to_owned(),
+        default_region: region.to_owned(),
+    };
+    outln!("{}", iam_policy::render(&loaded.plan, &scope));
     exit::OK
 }
 
