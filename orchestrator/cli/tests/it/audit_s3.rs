@@ -157,7 +157,7 @@ print(o['Key'], h['ObjectLockMode'], 'year' if days >= 364.99 else days)"
         "{cut}"
     );
     assert!(
-        cut.stdout.contains(&format!("s3://{bucket}/prod/records-")),
+        cut.stdout.contains(&format!("s3://{bucket}/prod/")),
         "{cut}"
     );
 
