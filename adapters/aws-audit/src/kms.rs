@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use deployctl_policy::mfa::{KeyError, KeyProvider, MasterKey};
+use deployctl_policy::mfa::{KeyError, KeyProvider, KeySource, MasterKey};
 use zeroize::Zeroizing;
 
 use crate::bridge::Bridge;
@@ -319,6 +319,30 @@ impl KeyProvider for KmsKeyProvider {
                 path: self.wrapped.clone(),
                 source,
             }),
+        }
+    }
+}
+
+/// A key source the binary can choose at run time: one of
+/// deployctl-policy's built-in sources, or KMS. (`MfaStore::open` takes a
+/// `&dyn KeyProvider`; this gives callers one concrete type to return.)
+pub enum MfaKeySource {
+    Local(KeySource),
+    Kms(KmsKeyProvider),
+}
+
+impl KeyProvider for MfaKeySource {
+    fn describe(&self) -> String {
+        match self {
+            MfaKeySource::Local(source) => source.describe(),
+            MfaKeySource::Kms(kms) => kms.describe(),
+        }
+    }
+
+    fn load_key(&self) -> Result<MasterKey, KeyError> {
+        match self {
+            MfaKeySource::Local(source) => source.load_key(),
+            MfaKeySource::Kms(kms) => kms.load_key(),
         }
     }
 }

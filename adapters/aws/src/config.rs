@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 /// The shared SDK configuration from the standard AWS chain: credentials
 /// and profile from the environment and files, `region` when the plan
