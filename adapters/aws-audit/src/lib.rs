@@ -21,6 +21,7 @@ mod bridge;
 mod client;
 mod copy;
 mod error;
+pub mod iam;
 mod kms;
 mod location;
 mod retention;

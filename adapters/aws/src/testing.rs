@@ -144,11 +144,20 @@ impl Intercept for CallRecorder {
 
 /// The IAM action for an SDK operation: the service's IAM prefix (the
 /// SDK's service name in lower case; CloudWatch's is `monitoring` on the
-/// wire but `cloudwatch` in IAM) and the operation name.
+/// wire but `cloudwatch` in IAM) and the operation name, except for the S3
+/// operations whose permission has another name.
 pub fn iam_action(service: &str, operation: &str) -> String {
     let prefix = match service.to_ascii_lowercase().as_str() {
         "monitoring" => "cloudwatch".to_owned(),
         other => other.replace(' ', ""),
+    };
+    let operation = match (prefix.as_str(), operation) {
+        ("s3", "HeadObject") => "GetObject",
+        ("s3", "ListObjectVersions") => "ListBucketVersions",
+        ("s3", "ListObjectsV2" | "ListObjects") => "ListBucket",
+        ("s3", "GetObjectLockConfiguration") => "GetBucketObjectLockConfiguration",
+        ("s3", "PutObjectLockConfiguration") => "PutBucketObjectLockConfiguration",
+        (_, operation) => operation,
     };
     format!("{prefix}:{operation}")
 }

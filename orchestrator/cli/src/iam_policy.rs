@@ -5,7 +5,10 @@
 //! and joins their statements.
 
 use deployctl_adapter::iam::{Scope, Statement, policy_document};
-use deployctl_plan::ValidatedPlan;
+use deployctl_aws_audit::S3Location;
+use deployctl_plan::{Loaded, ValidatedPlan};
+
+use crate::exit;
 use deployctl_plan::model::{Channel, GateCheck, TargetSpec};
 
 /// Every statement the plan's stages, gates and notification channels need.
@@ -58,10 +61,56 @@ pub fn statements(plan: &ValidatedPlan, scope: &Scope) -> Vec<Statement> {
     statements
 }
 
-/// The policy as pretty JSON, ready for `aws iam create-policy
-/// --policy-document file://…`.
-pub fn render(plan: &ValidatedPlan, scope: &Scope) -> String {
-    let document = policy_document(&statements(plan, scope));
+/// What the command was told besides the plan.
+pub struct Flags<'a> {
+    pub account: Option<&'a str>,
+    pub partition: &'a str,
+    pub region: &'a str,
+    /// The deploy PC's audit sink, `s3://bucket/prefix`.
+    pub audit_sink: Option<&'a str>,
+    /// The deploy PC's KMS key for the MFA master key.
+    pub mfa_kms_key: Option<&'a str>,
+}
+
+/// `deployctl iam-policy`: prints the policy as pretty JSON, ready for
+/// `aws iam create-policy --policy-document file://…`. `load` reads and
+/// validates the plan, printing its diagnostics.
+pub fn command(file: &str, flags: &Flags<'_>, load: impl FnOnce(&str) -> Option<Loaded>) -> u8 {
+    if let Some(account) = flags.account
+        && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
+    {
+        eprintln!("error: --account {account:?} is not a 12-digit AWS account ID");
+        return exit::INVALID_INPUT;
+    }
+    let sink = match flags.audit_sink.map(str::parse::<S3Location>).transpose() {
+        Ok(sink) => sink,
+        Err(error) => {
+            eprintln!("error: --audit-sink (or DEPLOYCTL_AUDIT_SINK): {error}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let Some(loaded) = load(file) else {
+        return exit::INVALID_INPUT;
+    };
+    let scope = Scope {
+        partition: flags.partition.to_owned(),
+        account: flags.account.unwrap_or("*").to_owned(),
+        default_region: flags.region.to_owned(),
+    };
+    let mut statements = statements(&loaded.plan, &scope);
+    if let Some(sink) = &sink {
+        statements.extend(deployctl_aws_audit::iam::audit_sink_statements(
+            sink, &scope,
+        ));
+    }
+    if let Some(key) = flags.mfa_kms_key {
+        statements.extend(deployctl_aws_audit::iam::mfa_kms_statements(key, &scope));
+    }
+    let document = policy_document(&statements);
     // Strings and lists only: serializing cannot fail.
-    serde_json::to_string_pretty(&document).expect("a policy document serializes")
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&document).expect("a policy document serializes")
+    );
+    exit::OK
 }

@@ -122,6 +122,14 @@ enum Command {
         /// The region for plan entries that name none.
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
         region: String,
+        /// Also grant shipping the audit trail here (the deploy PC's
+        /// `DEPLOYCTL_AUDIT_SINK`).
+        #[arg(long, env = "DEPLOYCTL_AUDIT_SINK", value_name = "s3://BUCKET/PREFIX")]
+        audit_sink: Option<String>,
+        /// Also grant unwrapping the MFA master key with this KMS key (the
+        /// deploy PC's `DEPLOYCTL_MFA_KMS_KEY`).
+        #[arg(long, env = "DEPLOYCTL_MFA_KMS_KEY", value_name = "KEY")]
+        mfa_kms_key: Option<String>,
     },
     /// Execute a plan (or a saved plan from `plan --out`) end to end.
     Apply {
@@ -238,13 +246,18 @@ fn main() -> ExitCode {
             account,
             partition,
             region,
-        } => iam_policy(
+            audit_sink,
+            mfa_kms_key,
+        } => iam_policy::command(
             file,
-            account.as_deref(),
-            partition,
-            region,
-            cli.output,
-            color,
+            &iam_policy::Flags {
+                account: account.as_deref(),
+                partition,
+                region,
+                audit_sink: audit_sink.as_deref().filter(|s| !s.is_empty()),
+                mfa_kms_key: mfa_kms_key.as_deref().filter(|s| !s.is_empty()),
+            },
+            |file| load_plan(file, cli.output, color).ok(),
         ),
         Command::Apply { file, yes } => match load_for_apply(file, cli.output, color) {
             Ok((loaded, plan_file)) => match approval_cmds::check_operator(
@@ -450,32 +463,6 @@ fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) 
             out.display()
         );
     }
-    exit::OK
-}
-
-fn iam_policy(
-    file: &str,
-    account: Option<&str>,
-    partition: &str,
-    region: &str,
-    output: Output,
-    color: bool,
-) -> u8 {
-    if let Some(account) = account
-        && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
-    {
-        eprintln!("error: --account {account:?} is not a 12-digit AWS account ID");
-        return exit::INVALID_INPUT;
-    }
-    let Ok(loaded) = load_plan(file, output, color) else {
-        return exit::INVALID_INPUT;
-    };
-    let scope = deployctl_adapter::iam::Scope {
-        partition: partition.to_owned(),
-        account: account.unwrap_or("*").to_owned(),
-        default_region: region.to_owned(),
-    };
-    outln!("{}", iam_policy::render(&loaded.plan, &scope));
     exit::OK
 }
 

@@ -10,6 +10,7 @@
 
 mod copy;
 mod faults;
+mod iam;
 mod kms;
 mod queue;
 mod sink;

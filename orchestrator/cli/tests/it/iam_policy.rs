@@ -13,6 +13,8 @@ fn iam_policy(args: &[&str]) -> Output {
         .args(args)
         .current_dir(repo_root())
         .env_remove("AWS_REGION")
+        .env_remove("DEPLOYCTL_AUDIT_SINK")
+        .env_remove("DEPLOYCTL_MFA_KMS_KEY")
         .output()
         .expect("deployctl runs")
 }
@@ -106,5 +108,36 @@ fn a_bad_account_or_plan_is_refused_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("12-digit"));
     let out = iam_policy(&["tests/fixtures/plans/does-not-exist.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_deploy_pcs_audit_sink_and_kms_key_are_granted_when_configured() {
+    let policy = policy(&[
+        "examples/quickstart.yaml",
+        "--audit-sink",
+        "s3://acme-audit/deployctl",
+        "--mfa-kms-key",
+        "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    ]);
+    let text = policy.to_string();
+    assert!(
+        text.contains("arn:aws:s3:::acme-audit/deployctl/*"),
+        "{text}"
+    );
+    assert!(text.contains("\"arn:aws:s3:::acme-audit\""), "{text}");
+    assert!(
+        text.contains(":key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+        "{text}"
+    );
+    let actions = actions(&policy);
+    for needed in ["s3:PutObjectRetention", "kms:Decrypt"] {
+        assert!(actions.iter().any(|a| a == needed), "{needed}: {actions:?}");
+    }
+    let out = iam_policy(&[
+        "examples/quickstart.yaml",
+        "--audit-sink",
+        "bucket-without-scheme",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
