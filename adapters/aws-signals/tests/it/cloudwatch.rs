@@ -23,7 +23,7 @@ fn alarm_gate(alarms: &[&str]) -> GateCheck {
     }
 }
 
-fn metric(name: &str, comparison: Comparison, threshold: f64) -> MetricCheck {
+pub fn metric(name: &str, comparison: Comparison, threshold: f64) -> MetricCheck {
     MetricCheck {
         namespace: "deployctl/test".to_owned(),
         metric_name: name.to_owned(),
@@ -35,7 +35,7 @@ fn metric(name: &str, comparison: Comparison, threshold: f64) -> MetricCheck {
     }
 }
 
-async fn create_alarm(client: &aws_sdk_cloudwatch::Client, name: &str) {
+pub async fn create_alarm(client: &aws_sdk_cloudwatch::Client, name: &str) {
     client
         .put_metric_alarm()
         .alarm_name(name)
@@ -51,7 +51,7 @@ async fn create_alarm(client: &aws_sdk_cloudwatch::Client, name: &str) {
         .expect("cloudwatch:PutMetricAlarm");
 }
 
-async fn set_state(client: &aws_sdk_cloudwatch::Client, name: &str, state: StateValue) {
+pub async fn set_state(client: &aws_sdk_cloudwatch::Client, name: &str, state: StateValue) {
     client
         .set_alarm_state()
         .alarm_name(name)
@@ -62,7 +62,7 @@ async fn set_state(client: &aws_sdk_cloudwatch::Client, name: &str, state: State
         .expect("cloudwatch:SetAlarmState");
 }
 
-async fn put(client: &aws_sdk_cloudwatch::Client, name: &str, value: f64) {
+pub async fn put(client: &aws_sdk_cloudwatch::Client, name: &str, value: f64) {
     client
         .put_metric_data()
         .namespace("deployctl/test")

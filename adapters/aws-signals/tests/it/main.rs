@@ -7,6 +7,7 @@
 //! metrics, topics or queues.
 
 mod cloudwatch;
+mod iam;
 mod sns;
 
 use aws_config::SdkConfig;

@@ -8,7 +8,7 @@ use deployctl_plan::model::RunEvent;
 
 use crate::Moto;
 
-fn notification(event: RunEvent, stage: Option<&str>, message: &str) -> Notification {
+pub fn notification(event: RunEvent, stage: Option<&str>, message: &str) -> Notification {
     Notification {
         api_version: Notification::API_VERSION,
         kind: Notification::KIND,
