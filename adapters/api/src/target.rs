@@ -156,4 +156,13 @@ pub trait Target: Send + Sync {
     /// readiness, its devices' success rate, a simulator's health);
     /// `None` for gate kinds it does not provide.
     fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>>;
+
+    /// Wraps the probe of every gate on this target. A target whose
+    /// platform can tell that a measurement says nothing about the new
+    /// version turns it inconclusive here (CloudFront: the staging
+    /// distribution got no requests, so a healthy reading is the primary's,
+    /// never a pass). The default keeps the probe as it is.
+    fn guard(&self, probe: Box<dyn HealthProbe>) -> Box<dyn HealthProbe> {
+        probe
+    }
 }

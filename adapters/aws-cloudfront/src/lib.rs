@@ -21,5 +21,5 @@ mod wait;
 
 pub use guard::{StagingTrafficGuard, cloudwatch_config, traffic_guard};
 pub use release::Release;
-pub use target::{CloudFrontTarget, cloudfront_config};
+pub use target::{CloudFrontTarget, TRAFFIC_WINDOW, cloudfront_config};
 pub use wait::{ProgressFn, WaitOptions, WaitProgress};

@@ -35,7 +35,7 @@
 //! limit it fails with `Timeout`, and applying again resumes the wait.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_cloudfront::Client;
@@ -74,7 +74,15 @@ pub struct CloudFrontTarget {
     wait: WaitOptions,
     progress: Option<ProgressFn>,
     memory: Arc<Mutex<Memory>>,
+    /// CloudWatch for the staging traffic guard, and the window it looks
+    /// back over; without it gates are not guarded (tests of the target
+    /// alone).
+    traffic: Option<(aws_sdk_cloudwatch::Client, Duration)>,
 }
+
+/// How far back the staging traffic guard looks for requests: CloudFront
+/// publishes request counts per minute, a few minutes late.
+pub const TRAFFIC_WINDOW: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for CloudFrontTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,12 +201,12 @@ impl CloudFrontTarget {
         let release = artifact.map(Release::from_artifact).transpose()?;
         let sdk = deployctl_aws::config::load(Some("us-east-1")).await;
         let client = Client::from_conf(cloudfront_config(&sdk).build());
-        Ok(CloudFrontTarget::with_client(
-            name,
-            client,
-            &spec.distribution_id,
-            release,
-        ))
+        let cloudwatch =
+            aws_sdk_cloudwatch::Client::from_conf(crate::guard::cloudwatch_config(&sdk).build());
+        Ok(
+            CloudFrontTarget::with_client(name, client, &spec.distribution_id, release)
+                .with_traffic_guard(cloudwatch, TRAFFIC_WINDOW),
+        )
     }
 
     /// A target over an existing client (tests, shared clients).
@@ -216,7 +224,20 @@ impl CloudFrontTarget {
             wait: WaitOptions::default(),
             progress: None,
             memory: Arc::default(),
+            traffic: None,
         }
+    }
+
+    /// Guards every gate on this target with the staging traffic check
+    /// ([`crate::traffic_guard`]), reading request counts from `cloudwatch`
+    /// over the last `window`.
+    pub fn with_traffic_guard(
+        mut self,
+        cloudwatch: aws_sdk_cloudwatch::Client,
+        window: Duration,
+    ) -> Self {
+        self.traffic = Some((cloudwatch, window));
+        self
     }
 
     /// How long and how often `apply` polls for `Deployed`.
@@ -854,9 +875,22 @@ impl Target for CloudFrontTarget {
 
     fn probe(&self, _check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         // CloudFront declares only service gates (HTTP, Prometheus,
-        // CloudWatch), which come with their own probes; wrap them in
-        // `traffic_guard` so no staging traffic never passes.
+        // CloudWatch), which come with their own probes; `guard` wraps them
+        // so that no staging traffic never passes.
         None
+    }
+
+    fn guard(&self, probe: Box<dyn HealthProbe>) -> Box<dyn HealthProbe> {
+        match &self.traffic {
+            Some((cloudwatch, window)) => crate::traffic_guard(
+                self.api.client.clone(),
+                cloudwatch.clone(),
+                &self.distribution_id,
+                *window,
+                probe,
+            ),
+            None => probe,
+        }
     }
 }
 

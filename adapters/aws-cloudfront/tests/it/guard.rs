@@ -134,3 +134,44 @@ async fn the_guard_finds_the_staging_distribution_through_the_primary() {
     let measured = guard.measure().await;
     assert!(matches!(measured, Measurement::Pass { .. }), "{measured:?}");
 }
+
+/// The engine reaches the guard through `Target::guard`: a target built
+/// with a traffic guard wraps any gate's probe, one without leaves it be.
+#[tokio::test]
+async fn the_target_guards_every_gate_through_the_adapter_contract() {
+    let Some(moto_url) = moto("the_target_guards_every_gate_through_the_adapter_contract") else {
+        return;
+    };
+    let Some(cf_url) = cloudfront("the_target_guards_every_gate_through_the_adapter_contract")
+    else {
+        return;
+    };
+    let account = Account::new(&cf_url).await;
+    let primary = account.primary().await;
+    let guarded = account
+        .target(&primary)
+        .with_traffic_guard(cloudwatch(&moto_url).await, Duration::from_secs(300));
+    guarded
+        .apply(
+            &Action::Deploy {
+                version: "v2".into(),
+            },
+            &IdempotencyKey("test/cf-guard/1".into()),
+        )
+        .await
+        .unwrap();
+    let measured = guarded.guard(Box::new(Healthy)).measure().await;
+    assert!(
+        matches!(measured, Measurement::NoData { .. }),
+        "no staging traffic must not pass: {measured:?}"
+    );
+    let unguarded = account
+        .target(&primary)
+        .guard(Box::new(Healthy))
+        .measure()
+        .await;
+    assert!(
+        matches!(unguarded, Measurement::Pass { .. }),
+        "{unguarded:?}"
+    );
+}
