@@ -98,6 +98,17 @@ impl Drop for Seal {
         if let Err(error) = self.0.checkpoint() {
             eprintln!("warning: could not write the audit checkpoint: {error}");
         }
+        // S2: the run's last records and its checkpoint leave the machine
+        // before the command ends, not with the next command. The action is
+        // already done here, so waiting costs no reaction time; records
+        // that cannot be shipped stay queued durably for the next command.
+        if self.0.ships()
+            && let Err(error) = self.0.ship_now()
+        {
+            eprintln!(
+                "warning: the audit trail's last records have not left this machine yet ({error}); they stay queued and ship with the next command"
+            );
+        }
     }
 }
 
@@ -215,7 +226,12 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
             unfinished.id, unfinished.plan_name, unfinished.id, unfinished.id
         );
     }
-    let targets = match wiring::targets(&loaded.plan, Mode::Apply, options.state_dir) {
+    let targets = match wiring::targets(
+        &loaded.plan,
+        Path::new(plan_file),
+        Mode::Apply,
+        options.state_dir,
+    ) {
         Ok(targets) => targets,
         Err(message) => {
             eprintln!("error: {message}");
@@ -290,7 +306,7 @@ fn context_from_journal(run: &RunRecord, state_dir: &Path) -> Result<RunContext,
     } else {
         Mode::Apply
     };
-    let targets = wiring::targets(&loaded.plan, mode, state_dir)?;
+    let targets = wiring::targets(&loaded.plan, Path::new(&run.plan_file), mode, state_dir)?;
     let notifications = wiring::notifications(&loaded.plan, mode)?;
     // Undoing a release never waits on an identity lookup's success: the
     // records then name the local operator only.

@@ -30,8 +30,11 @@ pub enum Mode {
 
 /// The adapters for every target a plan's stages move: simulators for
 /// `sim` targets, real adapters for the kinds this build has (Lambda).
+/// `plan_file` is where the plan was read from: files it names (a Lambda
+/// `zipFile`) are relative to its directory.
 pub fn targets(
     plan: &ValidatedPlan,
+    plan_file: &Path,
     mode: Mode,
     state_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<dyn Target>>, String> {
@@ -52,8 +55,10 @@ pub fn targets(
         }
         let adapter: Arc<dyn Target> = match &target.spec {
             TargetSpec::Sim(_) => Arc::new(world.target(SimConfig::for_plan_target(target))),
-            TargetSpec::Lambda(lambda) => Arc::new(lambda_target(&target.name, lambda)?),
-            _ => {
+            TargetSpec::Lambda(lambda) => Arc::new(lambda_target(target, lambda, plan_file)?),
+            TargetSpec::CloudFront(spec) => Arc::new(cloudfront_target(target, spec)?),
+            TargetSpec::Ecs(spec) => Arc::new(ecs_target(target, spec)?),
+            TargetSpec::Kubernetes(_) | TargetSpec::Fleet(_) => {
                 unsupported.push(format!(
                     "target `{}` is a {} target",
                     target.name,
@@ -68,24 +73,77 @@ pub fn targets(
         Ok(adapters)
     } else {
         Err(format!(
-            "this build of deployctl cannot run this plan yet: {}. The CloudFront, ECS, fleet and Kubernetes adapters arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
+            "this build of deployctl cannot run this plan yet: {}. The fleet and Kubernetes adapters arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
             unsupported.join("; ")
         ))
     }
 }
 
 /// A Lambda alias target with a client from the standard AWS chain
-/// (credentials, region, `AWS_ENDPOINT_URL`). Loading the chain is async;
-/// it reads files and the environment only, so a short-lived runtime does.
+/// (credentials, region, `AWS_ENDPOINT_URL`), releasing the plan's
+/// artifact for it (published from S3 or a zip beside the plan when the
+/// stage deploys) and knowing the pinned stable version's label. Loading
+/// the chain is async; it reads files and the environment only, so a
+/// short-lived runtime does.
 fn lambda_target(
-    name: &str,
+    target: &deployctl_plan::model::Target,
     spec: &deployctl_plan::raw::LambdaTarget,
+    plan_file: &Path,
 ) -> Result<deployctl_aws::LambdaTarget, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the async runtime: {error}"))?;
-    Ok(runtime.block_on(deployctl_aws::LambdaTarget::from_spec(name, spec)))
+    let mut adapter = runtime.block_on(deployctl_aws::LambdaTarget::from_spec(&target.name, spec));
+    if let Some(artifact) = &target.artifact {
+        let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
+        adapter = adapter.with_release(artifact, plan_dir)?;
+    }
+    if let Some(pinned) = &target.pinned_stable {
+        adapter = adapter.with_pinned_stable(pinned)?;
+    }
+    Ok(adapter)
+}
+
+/// Runs an adapter's async constructor (loading the AWS chain reads files
+/// and the environment only) on a short-lived runtime.
+fn construct<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    Ok(runtime.block_on(future))
+}
+
+/// A CloudFront distribution released through a staging copy, with every
+/// gate on it guarded by the staging traffic check, and propagation waits
+/// reported on stderr (they take minutes on AWS).
+fn cloudfront_target(
+    target: &deployctl_plan::model::Target,
+    spec: &deployctl_plan::raw::CloudFrontTarget,
+) -> Result<deployctl_aws_cloudfront::CloudFrontTarget, String> {
+    let adapter = construct(deployctl_aws_cloudfront::CloudFrontTarget::from_spec(
+        &target.name,
+        spec,
+        target.artifact.as_ref(),
+    ))?
+    .map_err(|error| format!("target `{}`: {error}", target.name))?;
+    Ok(adapter.on_progress(Arc::new(|progress| eprintln!("{progress}"))))
+}
+
+/// An ECS service, by task sets or by rolling update as its deployment
+/// controller says.
+fn ecs_target(
+    target: &deployctl_plan::model::Target,
+    spec: &deployctl_plan::raw::EcsTarget,
+) -> Result<deployctl_aws_ecs::EcsTarget, String> {
+    construct(deployctl_aws_ecs::EcsTarget::from_spec(
+        &target.name,
+        spec,
+        target.artifact.as_ref(),
+        target.pinned_stable.as_ref(),
+    ))?
+    .map_err(|error| format!("target `{}`: {error}", target.name))
 }
 
 /// Every target of the plan as an in-memory simulator of its kind, with
@@ -196,6 +254,17 @@ impl ProbeFactory for Probes {
         {
             return Ok(simulator.simulated_probe(&gate.check));
         }
+        self.unguarded(gate, target)
+            .map(|probe| target.guard(probe))
+    }
+}
+
+impl Probes {
+    fn unguarded(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, String> {
         if let Some(probe) = target.probe(&gate.check) {
             return Ok(probe);
         }
