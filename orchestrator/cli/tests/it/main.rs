@@ -14,6 +14,8 @@ mod aws_signals;
 mod cli;
 mod crash;
 mod fixtures;
+mod lambda_e2e;
+mod lambda_support;
 mod runs;
 mod sandbox;
 mod snapshot;
