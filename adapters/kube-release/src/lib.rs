@@ -1,0 +1,1 @@
+//! `deployctl-kube-release`: the Release custom resource (being built).
