@@ -270,6 +270,7 @@ impl EcsTarget {
                 let mut memory = self.memory();
                 memory.deployed = None;
                 memory.previous_stable = None;
+                memory.rollout = None;
                 Ok(applied)
             }
             Action::StartWave { .. } | Action::Halt => Err(AdapterError::Unsupported {
@@ -295,11 +296,15 @@ impl EcsTarget {
             .is_some_and(|current| short_eq(current, &td));
         let mut changed = false;
         if !on_it {
+            // The circuit breaker failed this task definition already (its
+            // deployment is still listed, or, drained after ECS's own
+            // rollback, only named in the events): starting it again would
+            // launch failing tasks again, and a retry would loop.
             let circuit_breaker_rolled_back = purpose == Purpose::Release
-                && view.deployments.iter().any(|d| {
+                && (view.deployments.iter().any(|d| {
                     short_eq(&d.task_definition, &td)
                         && d.rollout_state.as_deref() == Some("FAILED")
-                });
+                }) || self.our_failure_event(&view, &td).is_some());
             if circuit_breaker_rolled_back {
                 return Err(self.failed(&view, &td, request_ids));
             }
@@ -315,6 +320,19 @@ impl EcsTarget {
                 .await
                 .map_err(|e| map_ecs_error(e, &what))?;
             request_ids.extend(out.request_id().map(str::to_owned));
+            let started = out.service().and_then(|service| {
+                service
+                    .deployments()
+                    .iter()
+                    .find(|d| {
+                        d.status() == Some("PRIMARY")
+                            && d.task_definition().is_some_and(|t| short_eq(t, &td))
+                    })
+                    .and_then(|d| d.id())
+            });
+            if let Some(id) = started {
+                self.memory().rollout = Some((td.clone(), id.to_owned()));
+            }
             changed = true;
         }
         self.wait_completed(&td, purpose, &mut request_ids).await?;
@@ -324,12 +342,28 @@ impl EcsTarget {
         })
     }
 
+    /// ECS's event saying the last rollout of `td` this process started
+    /// (or waited for) failed, if the service still lists it.
+    fn our_failure_event<'v>(&self, view: &'v ServiceView, td: &str) -> Option<&'v str> {
+        let id = self
+            .memory()
+            .rollout
+            .as_ref()
+            .filter(|(t, _)| short_eq(t, td))
+            .map(|(_, id)| id.clone())?;
+        view.failure_event(&id)
+    }
+
     fn failed(&self, view: &ServiceView, td: &str, request_ids: Vec<String>) -> AdapterError {
         let failed = view
             .deployments
             .iter()
             .find(|d| short_eq(&d.task_definition, td))
             .map(progress)
+            .or_else(|| {
+                self.our_failure_event(view, td)
+                    .map(|event| format!("the deployment of {td} (ECS: {event})"))
+            })
             .unwrap_or_else(|| format!("the deployment of {td}"));
         let now = view
             .primary_deployment()
@@ -356,6 +390,19 @@ impl EcsTarget {
         loop {
             let view = self.read().await?;
             let primary = view.primary_deployment().cloned();
+            if let Some(primary) = primary
+                .as_ref()
+                .filter(|d| short_eq(&d.task_definition, td))
+            {
+                let mut memory = self.memory();
+                let known = memory
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|(t, id)| short_eq(t, td) && *id == primary.id);
+                if !known {
+                    memory.rollout = Some((td.to_owned(), primary.id.clone()));
+                }
+            }
             match primary {
                 Some(primary) if short_eq(&primary.task_definition, td) => {
                     if primary.rollout_state.as_deref() == Some("FAILED") {
@@ -381,7 +428,13 @@ impl EcsTarget {
                         .as_ref()
                         .and_then(|d| d.reason.as_deref())
                         .is_some_and(|reason| reason.contains("circuit breaker"));
-                    if purpose == Purpose::Release && (ours_failed || (moved && breaker_rollback)) {
+                    // Once that rollback has completed, its reason says only
+                    // "completed" and the failed deployment has drained: the
+                    // service's events still say ours failed.
+                    let failure_event = self.our_failure_event(&view, td).is_some();
+                    if purpose == Purpose::Release
+                        && (ours_failed || (moved && (breaker_rollback || failure_event)))
+                    {
                         return Err(self.failed(&view, td, request_ids.clone()));
                     }
                     if moved {

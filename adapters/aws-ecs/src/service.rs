@@ -76,6 +76,10 @@ pub(crate) struct ServiceView {
     pub(crate) deployments: Vec<DeploymentView>,
     /// `deploymentCircuitBreaker` as (enable, rollback), when configured.
     pub(crate) circuit_breaker: Option<(bool, bool)>,
+    /// The service's recent event messages, newest first (ECS keeps the
+    /// last 100): the only record of a deployment the circuit breaker
+    /// failed once ECS's own rollback has completed and drained it.
+    pub(crate) events: Vec<String>,
     pub(crate) request_id: Option<String>,
 }
 
@@ -119,6 +123,18 @@ impl ServiceView {
 
     pub(crate) fn primary_deployment(&self) -> Option<&DeploymentView> {
         self.deployments.iter().find(|d| d.status == "PRIMARY")
+    }
+
+    /// The event in which ECS reports deployment `id` failed (the circuit
+    /// breaker's "(deployment ecs-svc/…) deployment failed: …"), if any.
+    pub(crate) fn failure_event(&self, id: &str) -> Option<&str> {
+        if id.is_empty() {
+            return None;
+        }
+        self.events
+            .iter()
+            .map(String::as_str)
+            .find(|message| message.contains(id) && message.contains("deployment failed"))
     }
 }
 
@@ -205,6 +221,11 @@ pub(crate) async fn read(
         .deployment_configuration()
         .and_then(|c| c.deployment_circuit_breaker())
         .map(|cb| (cb.enable(), cb.rollback()));
+    let events = found
+        .events()
+        .iter()
+        .filter_map(|e| e.message().map(str::to_owned))
+        .collect();
     Ok(ServiceView {
         status: found.status().unwrap_or_default().to_owned(),
         controller,
@@ -212,6 +233,7 @@ pub(crate) async fn read(
         task_sets,
         deployments,
         circuit_breaker,
+        events,
         request_id,
     })
 }

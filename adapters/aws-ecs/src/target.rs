@@ -96,6 +96,11 @@ pub(crate) struct Memory {
     pub(crate) deployed: Option<String>,
     /// The stable version when `Deploy` ran (rolling path, `Rollback` without a version).
     pub(crate) previous_stable: Option<String>,
+    /// The last rolling update this process started or waited for: (task
+    /// definition, deployment ID). Once the circuit breaker's rollback has
+    /// completed, ECS lists only the rollback deployment; the failed one is
+    /// named in the service's events alone, by this ID.
+    pub(crate) rollout: Option<(String, String)>,
 }
 
 impl EcsTarget {

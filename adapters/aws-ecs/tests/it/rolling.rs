@@ -165,6 +165,78 @@ async fn a_failing_task_definition_trips_the_circuit_breaker_and_rollback_ends_o
     assert!(!again.changed);
 }
 
+/// The poll after the switch comes only once the circuit breaker has
+/// failed the rollout and ECS's own rollback has completed: the failed
+/// deployment is gone from the service and the rollback's reason says
+/// "completed". It is still a failure (the events say so), not another
+/// writer, and the engine's retry must not start the failing rollout again.
+#[tokio::test]
+async fn a_circuit_breaker_rollback_finished_between_two_polls_is_a_failure_not_a_conflict() {
+    let Some(url) = emulator(
+        VAR,
+        "a_circuit_breaker_rollback_finished_between_two_polls_is_a_failure_not_a_conflict",
+    ) else {
+        return;
+    };
+    let account = Emulator::new(&url).await;
+    account.service("api", Some((true, true))).await;
+    account.fail("web:3");
+    let mut options = crate::support::fast();
+    options.poll_interval = Duration::from_millis(300);
+    let target = std::sync::Arc::new(
+        account
+            .target("api")
+            .with_version("v3", "web:3", true)
+            .with_options(options),
+    );
+    target
+        .apply(
+            &Action::Deploy {
+                version: "v3".into(),
+            },
+            &key(1),
+        )
+        .await
+        .unwrap();
+    // The clock stops: the rollout stays where the switch leaves it until
+    // the test moves it, all at once, between two of the adapter's polls
+    // (or before its first: either way no poll sees the breaker at work).
+    account.step_seconds(0.0);
+    let switching = tokio::spawn({
+        let target = target.clone();
+        async move {
+            target
+                .apply(&Action::SetWeight { percent: 100 }, &key(2))
+                .await
+        }
+    });
+    let started = Instant::now();
+    while account.deployments("api").await.len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no rollout");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Fail, trip the breaker, roll back, drain.
+    account.control("/_emulator/advance", r#"{"steps": 10}"#);
+    assert_eq!(account.deployments("api").await, settled("web:1"));
+    let error = switching.await.unwrap().unwrap_err();
+    assert!(matches!(error, AdapterError::Rejected { .. }), "{error:?}");
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(
+        error.to_string().contains("FAILED") && error.to_string().contains("deployment failed"),
+        "{error}"
+    );
+    assert_eq!(account.deployments_started("api").await, 3);
+
+    // Applied again (a retry): still the failure, and no new rollout.
+    let again = target
+        .apply(&Action::SetWeight { percent: 100 }, &key(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, AdapterError::Rejected { .. }), "{again:?}");
+    assert_eq!(account.deployments_started("api").await, 3);
+    assert_eq!(account.deployments("api").await, settled("web:1"));
+}
+
 #[tokio::test]
 async fn without_circuit_breaker_rollback_deployctl_rolls_back_itself() {
     let Some(url) = emulator(
