@@ -1,0 +1,474 @@
+//! CloudFront releases end to end through the binary: the distribution on
+//! the repository's CloudFront emulator (`tests/emulators/cloudfront.py`),
+//! everything else (STS for the caller, CloudWatch for the staging traffic
+//! guard) on moto. Skipped, with a message, when either URL is unset.
+//!
+//! The binary cannot carry a per-test account header, so these tests use
+//! the default account of both emulators with a distribution per test. The
+//! emulator is told to propagate writes at once in that account: the
+//! adapter polls every 15 s (its default, right for AWS) whenever a
+//! distribution is still `InProgress`, and a release waits several times.
+//! The waits themselves are tested in `adapters/aws-cloudfront`.
+//!
+//! Every gate on a CloudFront target is guarded by the staging traffic
+//! check, so the tests publish `AWS/CloudFront` `Requests` for the staging
+//! distribution as soon as it exists (its ID is in the primary's
+//! `deployctl:staging` tag), except the one about no traffic. The HTTP gate
+//! answers from what the emulator says the policy's weight is at the time,
+//! so "fails at 15 %" is the platform's 15 %, not a request count.
+//!
+//! The small HTTP and environment helpers here are shared with `ecs_e2e.rs`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::lambda_support::HealthServer;
+use crate::sandbox::{Finished, Sandbox, wait_until};
+
+const OLD_ORIGIN: &str = "v1.origin.example.com";
+const NEW_ORIGIN: &str = "v2.origin.example.com";
+
+/// The URLs of `vars`, or `None` after saying why `test` is skipped.
+pub(crate) fn urls<const N: usize>(test: &str, vars: [&str; N]) -> Option<[String; N]> {
+    let found = vars.map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()));
+    if found.iter().all(Option::is_some) {
+        return Some(found.map(Option::unwrap_or_default));
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {} not set; `bash tests/run.sh` (or `bash tests/moto.sh -- cargo test ...`) starts the emulators",
+        vars.join(" / ")
+    );
+    None
+}
+
+/// One HTTP/1.1 request over a fresh socket; (status, body).
+pub(crate) fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let address = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream =
+        TcpStream::connect(address).unwrap_or_else(|error| panic!("connect to {address}: {error}"));
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// An `Authorization` header naming `service` in the credential scope:
+/// moto routes a request by it (it checks no signature), and the access
+/// key `testing` is its default account.
+pub(crate) fn scope(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
+/// `deployctl ARGS` in `sandbox` with test credentials, every AWS service
+/// on moto except the `AWS_ENDPOINT_URL_<SERVICE>` overrides in `services`.
+pub(crate) fn aws_command(
+    sandbox: &Sandbox,
+    args: &[&str],
+    moto: &str,
+    services: &[(&str, &str)],
+) -> Command {
+    let mut command = sandbox.command(args);
+    command
+        .env("AWS_ENDPOINT_URL", moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/deployctl-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/deployctl-test")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL_CLOUDFRONT")
+        .env_remove("AWS_ENDPOINT_URL_ECS");
+    for (service, url) in services {
+        command.env(format!("AWS_ENDPOINT_URL_{service}"), url);
+    }
+    command
+}
+
+/// A unique name for this process and `label` (the emulators' default
+/// accounts are shared by every test and every run of the suite).
+pub(crate) fn unique(label: &str) -> String {
+    format!("e2e-{label}-{}", std::process::id())
+}
+
+/// The run the sandbox created.
+pub(crate) fn only_run(sandbox: &Sandbox) -> String {
+    sandbox
+        .run_ids()
+        .first()
+        .cloned()
+        .expect("a run was created")
+}
+
+/// One test's primary distribution on the emulator, and the run's wiring.
+struct Cdn {
+    moto: String,
+    emulator: String,
+    primary: String,
+}
+
+impl Cdn {
+    /// A Deployed primary distribution with one CNAME serving OLD_ORIGIN,
+    /// in the emulator's default account, which propagates at once.
+    fn new(test: &str, label: &str) -> Option<Cdn> {
+        let [moto, emulator] = urls(
+            test,
+            ["DEPLOYCTL_TEST_MOTO_URL", "DEPLOYCTL_TEST_CLOUDFRONT_URL"],
+        )?;
+        let (status, text) = http(
+            &emulator,
+            "POST",
+            "/_emulator/config",
+            &[],
+            r#"{"deployGets": 0, "deploySeconds": 0}"#,
+        );
+        assert_eq!(status, 200, "{text}");
+        let reference = unique(label);
+        let config = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<DistributionConfig xmlns="http://cloudfront.amazonaws.com/doc/2020-05-31/">
+<CallerReference>{reference}</CallerReference>
+<Aliases><Quantity>1</Quantity><Items><CNAME>{reference}.example.com</CNAME></Items></Aliases>
+<Origins><Quantity>1</Quantity><Items><Origin><Id>app</Id><DomainName>{OLD_ORIGIN}</DomainName>
+<CustomOriginConfig><HTTPPort>80</HTTPPort><HTTPSPort>443</HTTPSPort><OriginProtocolPolicy>https-only</OriginProtocolPolicy></CustomOriginConfig>
+</Origin></Items></Origins>
+<DefaultCacheBehavior><TargetOriginId>app</TargetOriginId><ViewerProtocolPolicy>redirect-to-https</ViewerProtocolPolicy>
+<CachePolicyId>658327ea-f89d-4fab-a63d-7e88639e58f6</CachePolicyId></DefaultCacheBehavior>
+<Comment>deployctl e2e</Comment>
+<Enabled>true</Enabled>
+</DistributionConfig>"#
+        );
+        let (status, text) = http(
+            &emulator,
+            "POST",
+            "/2020-05-31/distribution",
+            &[
+                ("Content-Type", "application/xml"),
+                ("Authorization", &scope("cloudfront")),
+            ],
+            &config,
+        );
+        assert_eq!(status, 201, "cloudfront:CreateDistribution: {text}");
+        let primary = text
+            .split_once("<Id>")
+            .and_then(|(_, rest)| rest.split_once("</Id>"))
+            .map(|(id, _)| id.to_owned())
+            .unwrap_or_else(|| panic!("no distribution ID in {text}"));
+        let cdn = Cdn {
+            moto,
+            emulator,
+            primary,
+        };
+        assert_eq!(cdn.distribution(&cdn.primary)["status"], "Deployed");
+        Some(cdn)
+    }
+
+    /// The emulator's whole view of the default account.
+    fn state(&self) -> serde_json::Value {
+        let (status, text) = http(&self.emulator, "GET", "/_emulator/state", &[], "");
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// A distribution as CloudFront holds it: status, origins, policy, tags.
+    fn distribution(&self, id: &str) -> serde_json::Value {
+        self.state()["distributions"][id].clone()
+    }
+
+    /// The staging distribution's ID, once the primary's tag names it.
+    fn staging(&self) -> Option<String> {
+        self.distribution(&self.primary)["tags"]["deployctl:staging"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The policy routing to `staging` (there is at most one, CloudFront
+    /// refuses a second): (id, enabled, weight).
+    fn policy_for(&self, staging: &str) -> Option<(String, bool, f64)> {
+        let state = self.state();
+        let domain = state["distributions"][staging]["domainName"].clone();
+        state["policies"]
+            .as_object()?
+            .iter()
+            .find(|(_, policy)| policy["stagingDomainName"] == domain)
+            .map(|(id, policy)| {
+                (
+                    id.clone(),
+                    policy["enabled"] == true,
+                    policy["weight"]
+                        .as_str()
+                        .and_then(|w| w.parse().ok())
+                        .unwrap_or(-1.0),
+                )
+            })
+    }
+
+    /// The share of requests the primary's policy sends to staging right
+    /// now: 0 without an attached, enabled policy.
+    fn live_weight(&self) -> f64 {
+        let state = self.state();
+        let Some(policy_id) = state["distributions"][&self.primary]["continuousDeploymentPolicyId"]
+            .as_str()
+            .filter(|id| !id.is_empty())
+        else {
+            return 0.0;
+        };
+        let policy = &state["policies"][policy_id];
+        if policy["enabled"] != true {
+            return 0.0;
+        }
+        policy["weight"]
+            .as_str()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Publishes staging traffic as soon as the staging distribution exists
+    /// (a thread: the run creates it), the way CloudFront's metrics would
+    /// once viewers reach it. Returns the staging ID when done.
+    fn feed_staging_traffic(self: &Arc<Self>) -> std::thread::JoinHandle<String> {
+        let cdn = Arc::clone(self);
+        std::thread::spawn(move || {
+            let mut staging = None;
+            wait_until(
+                Duration::from_secs(60),
+                "the primary names its staging distribution",
+                || {
+                    staging = cdn.staging();
+                    staging.is_some()
+                },
+            );
+            let staging = staging.unwrap_or_default();
+            let body = format!(
+                "Action=PutMetricData&Version=2010-08-01&Namespace=AWS%2FCloudFront\
+&MetricData.member.1.MetricName=Requests&MetricData.member.1.Value=250&MetricData.member.1.Unit=None\
+&MetricData.member.1.Dimensions.member.1.Name=DistributionId&MetricData.member.1.Dimensions.member.1.Value={staging}\
+&MetricData.member.1.Dimensions.member.2.Name=Region&MetricData.member.1.Dimensions.member.2.Value=Global"
+            );
+            let (status, text) = http(
+                &cdn.moto,
+                "POST",
+                "/",
+                &[
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Authorization", &scope("monitoring")),
+                ],
+                &body,
+            );
+            assert_eq!(status, 200, "cloudwatch:PutMetricData: {text}");
+            staging
+        })
+    }
+
+    /// A health endpoint for the HTTP gate that answers by the policy's
+    /// weight at the time (`healthy(weight)`), recording each weight seen.
+    fn health(
+        self: &Arc<Self>,
+        healthy: impl Fn(f64) -> bool + Send + Sync + 'static,
+    ) -> (HealthServer, Arc<Mutex<Vec<f64>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (cdn, record) = (Arc::clone(self), Arc::clone(&seen));
+        let server = HealthServer::start(move |_| {
+            let weight = cdn.live_weight();
+            record.lock().expect("weights").push(weight);
+            healthy(weight)
+        });
+        (server, seen)
+    }
+
+    /// A canary to 5 % then 15 %, each step judged by the HTTP gate.
+    fn plan(&self, sandbox: &Sandbox, gate_url: &str, inconclusive_limit: u32) -> String {
+        let plan = format!(
+            "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: cloudfront-e2e, environment: test}}\n\
+targets:\n  cdn:\n    cloudfront: {{distributionId: {}}}\n\
+artifacts:\n  cdn: {{version: v2, cloudfront: {{originDomain: {NEW_ORIGIN}}}}}\n\
+stages:\n  - name: cdn\n    target: cdn\n    canary:\n      steps: [{{setWeight: 5}}, {{analysis: {{gates: [health]}}}}, {{setWeight: 15}}, {{analysis: {{gates: [health]}}}}]\n\
+gates:\n  health:\n    http: {{url: \"{gate_url}\", allowInsecureHttp: true}}\n    interval: 100ms\n    count: 2\n    inconclusiveLimit: {inconclusive_limit}\n",
+            self.primary
+        );
+        let path = sandbox.root().join("plan.yaml");
+        std::fs::write(&path, plan).expect("plan written");
+        path.to_string_lossy().into_owned()
+    }
+
+    fn apply(&self, sandbox: &Sandbox, plan: &str) -> Finished {
+        let args = ["apply", plan, "--yes"];
+        let command = aws_command(
+            sandbox,
+            &args,
+            &self.moto,
+            &[("CLOUDFRONT", &self.emulator)],
+        );
+        sandbox
+            .spawn_command(command, &args, None)
+            .wait(crate::sandbox::COMMAND_TIMEOUT)
+    }
+
+    /// What a run that did not promote must leave: the primary on the old
+    /// origin with no policy attached, Deployed, no release tags; the
+    /// policy disabled at weight 0; the staging distribution idle.
+    fn assert_untouched(&self, out: &Finished) {
+        let primary = self.distribution(&self.primary);
+        assert_eq!(primary["origins"], serde_json::json!([OLD_ORIGIN]), "{out}");
+        assert_eq!(primary["continuousDeploymentPolicyId"], "", "{primary:#}");
+        assert_eq!(primary["status"], "Deployed", "{primary:#}");
+        assert_eq!(primary["enabled"], true, "{primary:#}");
+        assert!(
+            primary["tags"]["deployctl:version"].is_null(),
+            "{primary:#}"
+        );
+        assert!(
+            primary["tags"]["deployctl:previous"].is_null(),
+            "{primary:#}"
+        );
+        let staging = self.staging().expect("a staging distribution was made");
+        let (_, enabled, weight) = self.policy_for(&staging).expect("a policy");
+        assert_eq!((enabled, weight), (false, 0.0), "the policy routes nothing");
+        let staging = self.distribution(&staging);
+        assert_eq!(staging["tags"]["deployctl:role"], "idle", "{staging:#}");
+    }
+}
+
+#[test]
+fn a_cloudfront_canary_with_staging_traffic_and_a_passing_gate_promotes() {
+    let Some(cdn) = Cdn::new(
+        "a_cloudfront_canary_with_staging_traffic_and_a_passing_gate_promotes",
+        "cf-promote",
+    ) else {
+        return;
+    };
+    let cdn = Arc::new(cdn);
+    let (health, seen) = cdn.health(|_| true);
+    let sandbox = Sandbox::new("cloudfront-promote");
+    let plan = cdn.plan(&sandbox, &health.url, 10);
+    let feeder = cdn.feed_staging_traffic();
+    let out = cdn.apply(&sandbox, &plan);
+    out.expect_code(0);
+    let staging = feeder.join().expect("traffic published");
+
+    let status = sandbox.status(Some(&only_run(&sandbox)));
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    // The HTTP check ran at both steps, with CloudFront routing 5 % then
+    // 15 % to staging.
+    let seen = seen.lock().expect("weights").clone();
+    assert!(seen.len() >= 4, "{seen:?}");
+    for share in [0.05, 0.15] {
+        assert!(
+            seen.iter().any(|w| (w - share).abs() < 1e-6),
+            "the gate never measured at {share}: {seen:?}"
+        );
+    }
+    // The primary serves the new origin, with its CNAME, and nothing
+    // routes to staging any more.
+    let primary = cdn.distribution(&cdn.primary);
+    assert_eq!(primary["origins"], serde_json::json!([NEW_ORIGIN]), "{out}");
+    assert_eq!(primary["continuousDeploymentPolicyId"], "", "{primary:#}");
+    assert_eq!(primary["status"], "Deployed", "{primary:#}");
+    assert_eq!(primary["tags"]["deployctl:version"], "v2", "{primary:#}");
+    let (_, enabled, weight) = cdn.policy_for(&staging).expect("the policy is kept");
+    assert_eq!((enabled, weight), (false, 0.0), "the policy is disabled");
+    // The staging distribution keeps what the primary served before, for
+    // a rollback after promotion.
+    let staging = cdn.distribution(&staging);
+    assert_eq!(staging["origins"], serde_json::json!([OLD_ORIGIN]));
+    assert_eq!(staging["tags"]["deployctl:role"], "previous", "{staging:#}");
+}
+
+#[test]
+fn a_cloudfront_gate_failing_at_15_percent_rolls_back_to_the_old_origin() {
+    let Some(cdn) = Cdn::new(
+        "a_cloudfront_gate_failing_at_15_percent_rolls_back_to_the_old_origin",
+        "cf-rollback",
+    ) else {
+        return;
+    };
+    let cdn = Arc::new(cdn);
+    // Healthy while staging gets 5 %, failing once it gets 15 %.
+    let (health, seen) = cdn.health(|weight| weight < 0.1);
+    let sandbox = Sandbox::new("cloudfront-rollback");
+    let plan = cdn.plan(&sandbox, &health.url, 10);
+    let feeder = cdn.feed_staging_traffic();
+    let out = cdn.apply(&sandbox, &plan);
+    // README "Exit codes": 1, rolled back cleanly, targets on their stable versions.
+    out.expect_code(1);
+    feeder.join().expect("traffic published");
+
+    let status = sandbox.status(Some(&only_run(&sandbox)));
+    assert_eq!(status["phase"], "RolledBack", "{status:#}");
+    assert_eq!(status["stages"][0]["weight"], 0, "{status:#}");
+    assert_eq!(status["rollbackIncomplete"], false, "{status:#}");
+    let seen = seen.lock().expect("weights").clone();
+    assert!(
+        seen.iter().any(|w| (w - 0.15).abs() < 1e-6),
+        "the failing measurement was taken at 15 %: {seen:?}"
+    );
+    cdn.assert_untouched(&out);
+}
+
+#[test]
+fn a_cloudfront_canary_without_staging_traffic_never_promotes() {
+    let Some(cdn) = Cdn::new(
+        "a_cloudfront_canary_without_staging_traffic_never_promotes",
+        "cf-no-traffic",
+    ) else {
+        return;
+    };
+    let cdn = Arc::new(cdn);
+    // The endpoint is healthy: only the missing staging traffic can stop
+    // the release.
+    let (health, seen) = cdn.health(|_| true);
+    let sandbox = Sandbox::new("cloudfront-no-traffic");
+    let plan = cdn.plan(&sandbox, &health.url, 2);
+    let out = cdn.apply(&sandbox, &plan);
+    // More inconclusive results than the limit fail the gate: a rollback.
+    out.expect_code(1);
+
+    let run = only_run(&sandbox);
+    let status = sandbox.status(Some(&run));
+    assert_eq!(status["phase"], "RolledBack", "{status:#}");
+    let gate = sandbox
+        .journal()
+        .events(&run)
+        .expect("events")
+        .into_iter()
+        .find(|e| e.kind == "gateResult")
+        .expect("the gate's result is journaled");
+    let verdict = gate.data.to_string();
+    assert!(
+        verdict.contains("noData") && verdict.contains("served no requests"),
+        "the gate failed for want of staging traffic: {verdict}"
+    );
+    assert!(
+        seen.lock().expect("weights").is_empty(),
+        "no staging traffic: the HTTP check is never asked"
+    );
+    cdn.assert_untouched(&out);
+}
