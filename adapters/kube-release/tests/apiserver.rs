@@ -274,6 +274,13 @@ async fn create_get_list_and_stale_replace_conflicts() -> TestResult {
 
     let got = api.get("one").await?;
     assert_eq!(got.spec.size, 1);
+    // Metadata-only reads (PartialObjectMetadata), as metadata watchers use.
+    let meta = api.get_metadata("one").await?;
+    assert_eq!(meta.metadata.uid, got.metadata.uid);
+    let metas = api
+        .list_metadata(&ListParams::default().labels("tier=gold"))
+        .await?;
+    assert_eq!(metas.items.len(), 1);
     assert_eq!(api_error(api.get("absent").await), (404, "NotFound".into()));
 
     let all = api.list(&ListParams::default()).await?;
@@ -434,6 +441,29 @@ async fn generation_counts_spec_changes_and_status_is_a_separate_subresource() -
         .await?;
     assert_eq!(replaced.spec.size, 2);
     assert_eq!(replaced.status.and_then(|s| s.phase), Some("Done".into()));
+
+    // Server-side apply on /status (what a controller does for status).
+    let status_config = json!({
+        "apiVersion": "conformance.deployctl.test/v1", "kind": "Widget",
+        "status": {"phase": "Applied"}, "spec": {"size": 12345}
+    });
+    let applied = api
+        .patch_status(
+            "w",
+            &PatchParams::apply("controller").force(),
+            &Patch::Apply(&status_config),
+        )
+        .await?;
+    assert_eq!(applied.spec.size, 2);
+    assert_eq!(applied.status.and_then(|s| s.phase), Some("Applied".into()));
+    let owner = applied
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("controller"))
+        .ok_or("the status applier is recorded in managedFields")?;
+    assert_eq!(owner.subresource.as_deref(), Some("status"));
     Ok(())
 }
 
@@ -927,5 +957,40 @@ async fn lease_manager_holds_the_lease_until_it_releases_it() -> TestResult {
             .await,
     );
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_what_it_holds() -> TestResult {
+    let Some(url) = kubeapi("deleting_a_namespace_deletes_what_it_holds") else {
+        return Ok(());
+    };
+    let client = client(&url).await?;
+    install_crd(&client).await?;
+    let ns = namespace(&client, "nsdelete").await?;
+    let api: Api<Widget> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &widget("free", 1))
+        .await?;
+    let mut held = widget("held", 1);
+    held.metadata.finalizers = Some(vec!["deployctl.test/cleanup".into()]);
+    api.create(&PostParams::default(), &held).await?;
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.delete(&ns, &DeleteParams::default()).await?;
+    // The finalizer keeps its object, and so the namespace, Terminating.
+    let terminating = namespaces.get(&ns).await?;
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert_eq!(api_error(api.get("free").await).0, 404);
+    assert!(api.get("held").await?.metadata.deletion_timestamp.is_some());
+    let (code, reason) = api_error(api.create(&PostParams::default(), &widget("late", 1)).await);
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+
+    let clear = json!({"metadata": {"finalizers": null}});
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&clear))
+        .await?;
+    assert_eq!(api_error(namespaces.get(&ns).await).0, 404);
     Ok(())
 }
