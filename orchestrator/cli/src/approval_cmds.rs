@@ -91,7 +91,7 @@ fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {
 }
 
 /// The code from `--code`, or asked for on a terminal.
-fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u8> {
+pub(crate) fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u8> {
     if let Some(code) = code {
         return Ok(code.to_string());
     }
@@ -107,7 +107,7 @@ fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u8> {
     Ok(line.trim().to_string())
 }
 
-fn audit_entry(audit: &AuditLog, user: &str, what: What, outcome: Outcome) {
+pub(crate) fn audit_entry(audit: &AuditLog, user: &str, what: What, outcome: Outcome) {
     if let Err(error) = audit.append(Entry::new(crate::audit_bridge::who(user), what, outcome)) {
         eprintln!("warning: could not audit this: {error}");
     }
@@ -196,39 +196,87 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
 }
 
 /// The run's initiator as a user name (`alice@deploy-pc` → `alice`).
-fn initiator_user(initiator: &str) -> &str {
+pub(crate) fn initiator_user(initiator: &str) -> &str {
     initiator.split('@').next().unwrap_or(initiator)
 }
 
-/// What `approve` and `reject` share: the run, the gate's role, identity
-/// and MFA checks. Returns the journal and audit log to record with.
-fn authorize(
-    run_id: &str,
-    gate: &str,
-    user: &str,
-    code: Option<&str>,
+/// What an approver decides.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'a> {
+    Approve,
+    Reject { reason: &'a str },
+}
+
+/// One approval or rejection of one gate of one run, from wherever it
+/// was submitted: `deployctl approve RUN` on the deploy PC, or an entry in
+/// a Release's `spec.approvals` that the controller verifies.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    pub run_id: &'a str,
+    pub gate: &'a str,
+    pub user: &'a str,
+    pub decision: Decision<'a>,
+}
+
+/// Why a submission was not recorded (already audited), and the exit
+/// code the CLI reports for it.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub message: String,
+    pub exit: u8,
+}
+
+impl Refusal {
+    fn failed(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            exit: exit::FAILED,
+        }
+    }
+}
+
+/// The one approval check (R9, S1, J1, J6): the run exists and has not
+/// ended, the gate exists, the approver is not the initiator and holds the
+/// gate's role (and the environment's approver rule), and their one-time
+/// code verifies (each code accepted once; lockout after repeated wrong
+/// codes, announced as a security event). Then the approval or rejection
+/// is recorded in the journal, which is what a waiting run polls.
+/// `code` is asked for only once the identity checks passed.
+pub fn submit(
+    journal: &Journal,
+    audit: &AuditLog,
+    submission: &Submission<'_>,
+    code: impl FnOnce() -> Result<String, Refusal>,
     access_file: &Path,
     state_dir: &Path,
-) -> Result<(Arc<Journal>, Arc<AuditLog>), u8> {
-    let (journal, audit) = open_audited(state_dir)?;
-    let deny = |audit: &AuditLog, action: AuditAction, message: String| {
+) -> Result<(), Refusal> {
+    let Submission {
+        run_id,
+        gate,
+        user,
+        decision,
+    } = *submission;
+    let deny = |action: AuditAction, message: String| {
         audit_entry(
             audit,
             user,
             What::new(action).run(run_id).detail(format!("gate {gate}")),
             Outcome::denied(message.clone()),
         );
-        eprintln!("error: {message}");
-        exit::INVALID_INPUT
+        Refusal {
+            message,
+            exit: exit::INVALID_INPUT,
+        }
     };
-    let run = journal.run(run_id).map_err(|error| {
-        eprintln!("error: {error}");
-        exit::INVALID_INPUT
+    let run = journal.run(run_id).map_err(|error| Refusal {
+        message: error.to_string(),
+        exit: exit::INVALID_INPUT,
     })?;
     let loaded =
         deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|_| {
-            eprintln!("error: the plan recorded for run {run_id} no longer validates");
-            exit::FAILED
+            Refusal::failed(format!(
+                "the plan recorded for run {run_id} no longer validates"
+            ))
         })?;
     // The approver's AWS identity goes into the records when the plan
     // calls AWS; an approval itself touches nothing on AWS, so a lookup
@@ -239,7 +287,6 @@ fn authorize(
     let Some(approval) = loaded.plan.approvals.get(gate) else {
         let known: Vec<&str> = loaded.plan.approvals.keys().map(String::as_str).collect();
         return Err(deny(
-            &audit,
             AuditAction::PolicyDenied,
             format!(
                 "run {run_id} has no approval gate `{gate}` (gates: {})",
@@ -249,56 +296,84 @@ fn authorize(
     };
     if run.phase.is_terminal() {
         return Err(deny(
-            &audit,
             AuditAction::PolicyDenied,
             format!("run {run_id} already ended ({})", run.phase.as_str()),
         ));
     }
-    let access = load_access(access_file)?;
+    let access = Access::load(access_file).map_err(|error| Refusal {
+        message: error.to_string(),
+        exit: exit::INVALID_INPUT,
+    })?;
     if let Err(denied) = check_approval(
         &access,
         user,
         initiator_user(&run.initiator),
         &approval.role,
     ) {
-        return Err(deny(&audit, AuditAction::PolicyDenied, denied.to_string()));
+        return Err(deny(AuditAction::PolicyDenied, denied.to_string()));
     }
-    let decision = access.may(
+    let decided = access.may(
         user,
         &Action::Approve {
             role: approval.role.clone(),
         },
         &run.environment,
     );
-    if !decision.allowed {
-        return Err(deny(
-            &audit,
-            AuditAction::PolicyDenied,
-            decision.reason.clone(),
-        ));
+    if !decided.allowed {
+        return Err(deny(AuditAction::PolicyDenied, decided.reason.clone()));
     }
-    let store = open_mfa(state_dir, false)?;
-    let code = code_or_prompt(code, user)?;
-    match store.verify(user, &code, SystemTime::now()) {
-        Ok(_) => {
-            audit_entry(
-                &audit,
-                user,
-                What::new(AuditAction::MfaVerified)
-                    .run(run_id)
-                    .detail(format!("gate {gate}")),
-                Outcome::ok(),
-            );
-            Ok((journal, audit))
+    let store = open_mfa(state_dir, false).map_err(|exit| Refusal {
+        message: "the MFA store cannot be opened (see the controller's log)".into(),
+        exit,
+    })?;
+    let code = code()?;
+    if let Err(error) = store.verify(user, &code, SystemTime::now()) {
+        let message = error.to_string();
+        // Failed codes and lockouts are security events (J6): audited
+        // as such, and announced on the run's channels that asked.
+        if error.is_security_event() {
+            alert(&loaded.plan, run_id, gate, &message);
         }
-        Err(error) => {
-            let message = error.to_string();
-            // Failed codes and lockouts are security events (J6): audited
-            // as such, and announced on the run's channels that asked.
-            if error.is_security_event() {
-                alert(&loaded.plan, run_id, gate, &message);
-            }
-            Err(deny(&audit, AuditAction::MfaFailed, message))
+        return Err(deny(AuditAction::MfaFailed, message));
+    }
+    audit_entry(
+        audit,
+        user,
+        What::new(AuditAction::MfaVerified)
+            .run(run_id)
+            .detail(format!("gate {gate}")),
+        Outcome::ok(),
+    );
+    let recorded = match decision {
+        Decision::Approve => journal.record_approval(run_id, gate, user),
+        Decision::Reject { reason } => journal.record_rejection(run_id, gate, user, reason),
+    };
+    recorded.map_err(|error| Refusal::failed(error.to_string()))
+}
+
+/// `deployctl approve|reject RUN …` on this machine's journal.
+fn submit_here(
+    submission: &Submission<'_>,
+    code: Option<&str>,
+    access_file: &Path,
+    state_dir: &Path,
+) -> Result<Arc<Journal>, u8> {
+    let (journal, audit) = open_audited(state_dir)?;
+    let user = submission.user;
+    let asked = || {
+        code_or_prompt(code, user).map_err(|exit| Refusal {
+            message: "no one-time code".into(),
+            exit,
+        })
+    };
+    match submit(&journal, &audit, submission, asked, access_file, state_dir) {
+        Ok(()) => {
+            let _seal = Seal(audit);
+            Ok(journal)
+        }
+        Err(refusal) => {
+            eprintln!("error: {}", refusal.message);
+            Err(refusal.exit)
         }
     }
 }
@@ -312,15 +387,16 @@ pub fn approve(
     access_file: &Path,
     state_dir: &Path,
 ) -> u8 {
-    let (journal, audit) = match authorize(run_id, gate, user, code, access_file, state_dir) {
-        Ok(pair) => pair,
+    let submission = Submission {
+        run_id,
+        gate,
+        user,
+        decision: Decision::Approve,
+    };
+    let journal = match submit_here(&submission, code, access_file, state_dir) {
+        Ok(journal) => journal,
         Err(code) => return code,
     };
-    let _seal = Seal(audit);
-    if let Err(error) = journal.record_approval(run_id, gate, user) {
-        eprintln!("error: {error}");
-        return exit::FAILED;
-    }
     let approvers = journal.approvers(run_id, gate).unwrap_or_default();
     eprintln!(
         "{user} approved `{gate}` of run {run_id} (approvers so far: {})",
@@ -339,14 +415,14 @@ pub fn reject(
     access_file: &Path,
     state_dir: &Path,
 ) -> u8 {
-    let (journal, audit) = match authorize(run_id, gate, user, code, access_file, state_dir) {
-        Ok(pair) => pair,
-        Err(code) => return code,
+    let submission = Submission {
+        run_id,
+        gate,
+        user,
+        decision: Decision::Reject { reason },
     };
-    let _seal = Seal(audit);
-    if let Err(error) = journal.record_rejection(run_id, gate, user, reason) {
-        eprintln!("error: {error}");
-        return exit::FAILED;
+    if let Err(code) = submit_here(&submission, code, access_file, state_dir) {
+        return code;
     }
     eprintln!("{user} rejected `{gate}` of run {run_id}: the run rolls back.");
     exit::OK

@@ -292,7 +292,10 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
 }
 
 /// Rebuilds a run's context from the journal alone.
-fn context_from_journal(run: &RunRecord, state_dir: &Path) -> Result<RunContext, String> {
+pub(crate) fn context_from_journal(
+    run: &RunRecord,
+    state_dir: &Path,
+) -> Result<RunContext, String> {
     let loaded =
         deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|rejected| {
             format!(

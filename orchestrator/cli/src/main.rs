@@ -23,6 +23,7 @@ macro_rules! out {
 mod approval_cmds;
 mod audit_bridge;
 mod audit_cmds;
+mod controller;
 mod engine_cmds;
 mod exit;
 mod iam_policy;
@@ -82,6 +83,26 @@ enum MfaCommand {
         #[arg(long)]
         code: Option<String>,
     },
+}
+
+/// `approve|reject --release NS/NAME`: record it on a Release for the
+/// in-cluster controller to verify, instead of in this machine's journal.
+#[derive(clap::Args)]
+struct InCluster {
+    /// The Release (NAMESPACE/NAME) whose run this approves.
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "run")]
+    release: Option<String>,
+    /// The kubeconfig for `--release` (default: KUBECONFIG, ~/.kube/config).
+    #[arg(long, value_name = "FILE", requires = "release")]
+    kubeconfig: Option<PathBuf>,
+    /// With `--release`: how long to wait for the controller's verdict.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        requires = "release"
+    )]
+    wait: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,7 +203,8 @@ enum Command {
     },
     /// Approve a run's approval gate, with a one-time MFA code.
     Approve {
-        run: String,
+        #[arg(required_unless_present = "release")]
+        run: Option<String>,
         #[arg(long)]
         gate: String,
         #[arg(long)]
@@ -190,10 +212,13 @@ enum Command {
         /// The one-time code (asked for on a terminal when omitted).
         #[arg(long)]
         code: Option<String>,
+        #[command(flatten)]
+        in_cluster: InCluster,
     },
     /// Reject a run's approval gate: the run rolls back.
     Reject {
-        run: String,
+        #[arg(required_unless_present = "release")]
+        run: Option<String>,
         #[arg(long)]
         gate: String,
         #[arg(long)]
@@ -202,6 +227,39 @@ enum Command {
         reason: String,
         #[arg(long)]
         code: Option<String>,
+        #[command(flatten)]
+        in_cluster: InCluster,
+    },
+    /// The in-cluster GitOps controller: runs the plans of `Release`
+    /// resources (deployctl.io/v1), mirrors progress into their status and
+    /// verifies the approvals recorded on them. Only the Lease holder works.
+    Controller {
+        /// The kubeconfig (default: KUBECONFIG, ~/.kube/config, or the
+        /// pod's service account).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// The namespace whose Releases it runs (default: the
+        /// kubeconfig context's, or the pod's).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        /// The Lease replicas contend for (in the same namespace).
+        #[arg(long, value_name = "N", default_value = "deployctl-controller")]
+        lease_name: String,
+        /// Seconds a Lease outlives its holder's last renewal: how long a
+        /// new leader waits after a replica dies.
+        #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+        lease_duration: u64,
+        /// This replica's name in the Lease (default: host and process ID;
+        /// in a pod, pass its name).
+        #[arg(long, value_name = "ID")]
+        identity: Option<String>,
+        /// Require the Release CRD to be installed already (RBAC without
+        /// CRD rights) instead of installing or updating it.
+        #[arg(long)]
+        no_install_crd: bool,
+        /// Print the Release CRD (JSON, for `kubectl apply -f -`) and exit.
+        #[arg(long)]
+        print_crd: bool,
     },
     /// Read and check the audit trail.
     Audit {
@@ -296,29 +354,79 @@ fn main() -> ExitCode {
             gate,
             user,
             code,
-        } => approval_cmds::approve(
-            run,
-            gate,
-            user,
-            code.as_deref(),
-            &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
-            &state_dir,
-        ),
+            in_cluster,
+        } => match (&in_cluster.release, run) {
+            (Some(reference), _) => controller::submit_to_release(&controller::ReleaseSubmission {
+                reference,
+                gate,
+                user,
+                code: code.as_deref(),
+                reject: None,
+                kubeconfig: in_cluster.kubeconfig.as_deref(),
+                wait: std::time::Duration::from_secs(in_cluster.wait),
+            }),
+            (None, Some(run)) => approval_cmds::approve(
+                run,
+                gate,
+                user,
+                code.as_deref(),
+                &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+                &state_dir,
+            ),
+            (None, None) => exit::INVALID_INPUT,
+        },
         Command::Reject {
             run,
             gate,
             user,
             reason,
             code,
-        } => approval_cmds::reject(
-            run,
-            gate,
-            user,
-            reason,
-            code.as_deref(),
-            &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
-            &state_dir,
-        ),
+            in_cluster,
+        } => match (&in_cluster.release, run) {
+            (Some(reference), _) => controller::submit_to_release(&controller::ReleaseSubmission {
+                reference,
+                gate,
+                user,
+                code: code.as_deref(),
+                reject: Some(reason),
+                kubeconfig: in_cluster.kubeconfig.as_deref(),
+                wait: std::time::Duration::from_secs(in_cluster.wait),
+            }),
+            (None, Some(run)) => approval_cmds::reject(
+                run,
+                gate,
+                user,
+                reason,
+                code.as_deref(),
+                &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+                &state_dir,
+            ),
+            (None, None) => exit::INVALID_INPUT,
+        },
+        Command::Controller {
+            kubeconfig,
+            namespace,
+            lease_name,
+            lease_duration,
+            identity,
+            no_install_crd,
+            print_crd,
+        } => {
+            if *print_crd {
+                controller::print_crd()
+            } else {
+                controller::run(&controller::Options {
+                    kubeconfig: kubeconfig.clone(),
+                    namespace: namespace.clone(),
+                    state_dir: state_dir.clone(),
+                    access_file: access_file.clone(),
+                    lease_name: lease_name.clone(),
+                    lease_duration: *lease_duration,
+                    identity: identity.clone(),
+                    install_crd: !no_install_crd,
+                })
+            }
+        }
         Command::Audit { command } => audit_cmds::run(command, &state_dir, &access_file, json),
         Command::Rehearse { file, fail, seed } => match load_plan(file, cli.output, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
