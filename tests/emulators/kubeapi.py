@@ -42,6 +42,8 @@ import datetime
 import json
 import random
 import re
+import select
+import socket
 import sys
 import threading
 import time
@@ -1552,6 +1554,14 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end (readable with no data)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _watch_loop(self, watch):
         """Sends the initial events, then history events from the watch's
         cursor on, until the timeout, a close or a 410."""
@@ -1572,8 +1582,12 @@ class Handler(BaseHTTPRequestHandler):
                     if watch.bookmarks and now >= next_bookmark:
                         bookmark = store.rv
                         break
-                    store.cond.wait(timeout=min(watch.deadline, next_bookmark if watch.bookmarks
-                                                else watch.deadline) - now + 0.01)
+                    if self._client_gone():
+                        watch.closed = True
+                        break
+                    # Wake at least every second to notice a client that left.
+                    store.cond.wait(timeout=min(1.0, min(watch.deadline, next_bookmark if watch.bookmarks
+                                                         else watch.deadline) - now + 0.01))
                 if watch.closed or time.monotonic() >= watch.deadline:
                     break
                 floor = max(store.floor, store.ns_floor.get(watch.namespace, 0) if watch.namespace else 0)

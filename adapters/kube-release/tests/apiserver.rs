@@ -79,9 +79,13 @@ async fn client(url: &str) -> Result<Client, Box<dyn std::error::Error>> {
     Ok(Client::try_from(config)?)
 }
 
-/// A namespace of the test's own (`NAME-PID`), created on the server.
+/// A namespace of the test's own (`NAME-PID-MILLIS`: unique across runs
+/// against one long-lived server too), created on the server.
 async fn namespace(client: &Client, name: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let ns = format!("{name}-{}", std::process::id());
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let ns = format!("{name}-{}-{}", std::process::id(), millis % 1_000_000);
     let api: Api<Namespace> = Api::all(client.clone());
     let body = Namespace {
         metadata: ObjectMeta {
