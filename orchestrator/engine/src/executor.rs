@@ -521,7 +521,16 @@ impl Engine {
                 .as_ref()
                 .map(|artifact| artifact.version.clone());
             let name = stage.name.clone();
-            checks.spawn(async move { (name, pinned, target.preflight().await) });
+            // A throttled or dropped read is no verdict on the rollback
+            // path: transient errors are retried like any call, and only
+            // what the retry policy gives up on fails the preflight.
+            let policy = self.options.retry.clone();
+            checks.spawn(async move {
+                let result = crate::retry::retry(&policy, |_| target.preflight())
+                    .await
+                    .map_err(|gave_up| gave_up.error);
+                (name, pinned, result)
+            });
         }
         let mut failure = None;
         while let Some(joined) = checks.join_next().await {

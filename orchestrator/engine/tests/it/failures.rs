@@ -210,3 +210,123 @@ gates:
     assert_eq!(outcome.phase, RunPhase::RolledBack, "{}", outcome.message);
     assert_eq!(harness.observed("api").await.0.as_deref(), Some("1.0"));
 }
+
+/// A target whose preflight read is throttled a few times before it
+/// answers, as AWS does under load; everything else is the simulator's.
+struct ThrottledPreflight {
+    inner: std::sync::Arc<deployctl_sim::SimTarget>,
+    throttles_left: std::sync::atomic::AtomicU32,
+    error: deployctl_adapter::AdapterError,
+}
+
+impl deployctl_adapter::Target for ThrottledPreflight {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn kind(&self) -> deployctl_plan::model::TargetKind {
+        self.inner.kind()
+    }
+
+    fn observe(
+        &self,
+    ) -> deployctl_adapter::BoxFuture<
+        '_,
+        Result<deployctl_adapter::Observed, deployctl_adapter::AdapterError>,
+    > {
+        self.inner.observe()
+    }
+
+    fn plan(
+        &self,
+        observed: &deployctl_adapter::Observed,
+        action: &deployctl_adapter::Action,
+    ) -> Result<Vec<deployctl_adapter::PlannedCall>, deployctl_adapter::AdapterError> {
+        self.inner.plan(observed, action)
+    }
+
+    fn apply<'a>(
+        &'a self,
+        action: &'a deployctl_adapter::Action,
+        key: &'a deployctl_adapter::IdempotencyKey,
+    ) -> deployctl_adapter::BoxFuture<
+        'a,
+        Result<deployctl_adapter::Applied, deployctl_adapter::AdapterError>,
+    > {
+        self.inner.apply(action, key)
+    }
+
+    fn preflight(
+        &self,
+    ) -> deployctl_adapter::BoxFuture<
+        '_,
+        Result<deployctl_adapter::Preflight, deployctl_adapter::AdapterError>,
+    > {
+        use std::sync::atomic::Ordering;
+        if self
+            .throttles_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let error = self.error.clone();
+            return Box::pin(async move { Err(error) });
+        }
+        self.inner.preflight()
+    }
+
+    fn probe(
+        &self,
+        check: &deployctl_plan::model::GateCheck,
+    ) -> Option<Box<dyn deployctl_adapter::HealthProbe>> {
+        self.inner.probe(check)
+    }
+}
+
+fn throttled(
+    inner: std::sync::Arc<deployctl_sim::SimTarget>,
+    times: u32,
+    error: deployctl_adapter::AdapterError,
+) -> std::sync::Arc<dyn deployctl_adapter::Target> {
+    std::sync::Arc::new(ThrottledPreflight {
+        inner,
+        throttles_left: std::sync::atomic::AtomicU32::new(times),
+        error,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_preflight_is_retried_and_a_refused_one_stops_the_run_untouched() {
+    let throttle = deployctl_adapter::AdapterError::Throttled {
+        message: "Rate exceeded".into(),
+        request_id: None,
+        retry_after: None,
+    };
+    let harness = Harness::new(&chain(""), &[]);
+    let mut context = harness.context();
+    context.targets.insert(
+        "api".into(),
+        throttled(harness.sims["api"].clone(), 2, throttle),
+    );
+    let outcome = harness.engine().execute(&context).await.unwrap();
+    assert_eq!(outcome.phase, RunPhase::Succeeded, "{}", outcome.message);
+
+    let refused = deployctl_adapter::AdapterError::Rejected {
+        message: "AccessDenied".into(),
+        request_id: None,
+    };
+    let harness = Harness::new(&chain(""), &[]);
+    let mut context = harness.context();
+    context.targets.insert(
+        "api".into(),
+        throttled(harness.sims["api"].clone(), 1, refused),
+    );
+    let outcome = harness.engine().execute(&context).await.unwrap();
+    assert_eq!(outcome.phase, RunPhase::Failed, "{}", outcome.message);
+    assert!(outcome.message.contains("preflight"), "{}", outcome.message);
+    assert!(
+        harness
+            .events()
+            .iter()
+            .all(|(kind, _)| kind != "callIntent")
+    );
+}
