@@ -35,4 +35,4 @@ pub use releases::{Change, Changes, Releases, changed, parse_reference};
 
 /// Re-exported so the binary names the same kube types without its own
 /// dependency on kube's feature set.
-pub use kube;
+pub use {k8s_openapi, kube};
