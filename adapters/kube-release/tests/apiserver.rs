@@ -998,3 +998,27 @@ async fn deleting_a_namespace_deletes_what_it_holds() -> TestResult {
     assert_eq!(api_error(namespaces.get(&ns).await).0, 404);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_kubeconfig_naming_the_plain_http_server_connects() -> TestResult {
+    let Some(url) = kubeapi("a_kubeconfig_naming_the_plain_http_server_connects") else {
+        return Ok(());
+    };
+    // What a test writes for the binary (`--kubeconfig`/`KUBECONFIG`): an
+    // http:// server, a user with no credentials, a default namespace.
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {url}\n\
+         users:\n- name: nobody\n  user: {{}}\ncontexts:\n- name: emulator\n  context:\n    \
+         cluster: emulator\n    user: nobody\n    namespace: kubeconfig-ns\ncurrent-context: emulator\n"
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)?;
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await?;
+    assert_eq!(config.default_namespace, "kubeconfig-ns");
+    let client = Client::try_from(config)?;
+    assert_eq!(client.apiserver_version().await?.minor, "33");
+    let leases: Api<Lease> = Api::namespaced(client, "default");
+    assert_eq!(api_error(leases.get("no-such-lease").await).0, 404);
+    Ok(())
+}
