@@ -218,6 +218,9 @@ struct Driven {
 struct Leading {
     cache: BTreeMap<String, Release>,
     driven: HashMap<String, Driven>,
+    /// The last problem logged per Release, so a lasting one is logged
+    /// once rather than every resync.
+    logged: HashMap<String, String>,
 }
 
 impl Drop for Leading {
@@ -242,6 +245,7 @@ async fn lead(shared: &Arc<Shared>, is_leader: watch::Receiver<bool>) -> Result<
                 }
                 Some(Change::Deleted(release)) => {
                     leading.cache.remove(&release.name_any());
+                    leading.logged.remove(&release.name_any());
                 }
                 Some(Change::WatchError(error)) => {
                     eprintln!("warning: watching Releases: {error} (retrying)");
@@ -270,12 +274,20 @@ async fn reconcile_cached(
     match reconcile(shared, leading, &release, is_leader).await {
         Ok(Some(written)) => {
             leading.cache.insert(name.to_string(), written);
+            leading.logged.remove(name);
         }
-        Ok(None) => {}
-        Err(message) => eprintln!(
-            "warning: Release {}/{name}: {message}",
-            shared.releases.namespace()
-        ),
+        Ok(None) => {
+            leading.logged.remove(name);
+        }
+        Err(message) => {
+            if leading.logged.get(name) != Some(&message) {
+                eprintln!(
+                    "warning: Release {}/{name}: {message}",
+                    shared.releases.namespace()
+                );
+                leading.logged.insert(name.to_string(), message);
+            }
+        }
     }
 }
 
@@ -316,6 +328,15 @@ async fn reconcile(
     let run = find_run(shared, release)?;
     let deleting = release.metadata.deletion_timestamp.is_some();
     let Some(run) = run else {
+        if let Some(id) = release.status.as_ref().and_then(|s| s.run_id.as_deref()) {
+            // Started by a controller whose journal this one does not have
+            // (a state directory that did not follow the leader): never
+            // run a release twice; a human must look.
+            return Err(format!(
+                "its run {id} is not in this controller's journal ({}); the state directory must follow the leader. Nothing was started",
+                shared.state_dir.display()
+            ));
+        }
         if deleting {
             shared
                 .releases

@@ -13,6 +13,7 @@ mod aws;
 mod aws_signals;
 mod cli;
 mod cloudfront_e2e;
+mod controller;
 mod crash;
 mod ecs_e2e;
 mod fixtures;

@@ -1,0 +1,637 @@
+//! `deployctl controller` and `approve|reject --release` end to end: the
+//! binary against the test Kubernetes API server (`tests/emulators/
+//! kubeapi.py`, plain HTTP, reached through a kubeconfig like a real
+//! cluster), sim plans, the state directory of a [`Sandbox`]. The tests
+//! read Releases with the real kube client.
+//!
+//! Skipped with a message when `DEPLOYCTL_TEST_KUBEAPI_URL` is unset (run
+//! through `bash tests/moto.sh -- cargo test -p deployctl --test it
+//! controller`). `a_release_runs_on_a_real_cluster` runs only when
+//! `DEPLOYCTL_TEST_KUBECONFIG` names a real cluster's kubeconfig.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use deployctl_kube_release::k8s_openapi::api::core::v1::Namespace;
+use deployctl_kube_release::kube::api::{DeleteParams, ObjectMeta, PostParams};
+use deployctl_kube_release::kube::{Api, Client, ResourceExt};
+use deployctl_kube_release::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus, Verdict};
+use totp_rs::Totp;
+
+use crate::sandbox::{Running, Sandbox};
+
+const ACCESS: &str = "tests/fixtures/access/approvals.yaml";
+
+/// A sim canary: 20 % → pause → 100 %, a background health gate.
+fn canary_plan(pause: &str) -> String {
+    format!(
+        r#"apiVersion: deployctl.io/v1
+kind: Plan
+metadata:
+  name: checkout
+  environment: sandbox
+targets:
+  api:
+    sim: {{stableVersion: "1.0"}}
+artifacts:
+  api: {{version: "2.0"}}
+stages:
+  - name: api
+    target: api
+    timeout: 2m
+    canary:
+      gates: [api-health]
+      steps:
+        - setWeight: 20
+        - pause: {{duration: {pause}}}
+        - setWeight: 100
+gates:
+  api-health:
+    sim: {{minSuccessRate: 99}}
+    interval: 500ms
+    count: 2
+"#
+    )
+}
+
+/// A cluster to test against, a namespace of our own in it and a
+/// kubeconfig file for the binary.
+struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    namespace: String,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// The test API server, or `None` (skip) when it is not running.
+    fn test_server(sandbox: &Sandbox, label: &str) -> Option<Cluster> {
+        let Ok(url) = std::env::var("DEPLOYCTL_TEST_KUBEAPI_URL") else {
+            eprintln!(
+                "skipped: DEPLOYCTL_TEST_KUBEAPI_URL is not set (run through `bash tests/moto.sh -- cargo test …`)"
+            );
+            return None;
+        };
+        let kubeconfig = sandbox.root().join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\n"
+        );
+        std::fs::write(&kubeconfig, text).expect("kubeconfig written");
+        Some(Cluster::connect(kubeconfig, label))
+    }
+
+    fn connect(kubeconfig: PathBuf, label: &str) -> Cluster {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = runtime
+            .block_on(deployctl_kube_release::client(Some(&kubeconfig)))
+            .expect("a client from the kubeconfig");
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let namespace = format!(
+            "it-{label}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let object = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        runtime
+            .block_on(namespaces.create(&PostParams::default(), &object))
+            .expect("namespace created");
+        Cluster {
+            runtime,
+            client,
+            namespace,
+            kubeconfig,
+        }
+    }
+
+    fn api(&self) -> Api<Release> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn reference(&self, name: &str) -> String {
+        format!("{}/{name}", self.namespace)
+    }
+
+    /// Creates a Release; `initiator` goes into the annotation.
+    fn create(&self, name: &str, plan: &str, initiator: &str) {
+        let mut release = Release::new(
+            name,
+            ReleaseSpec {
+                plan: plan.to_string(),
+                approvals: Vec::new(),
+            },
+        );
+        release
+            .annotations_mut()
+            .insert("deployctl.io/initiator".into(), initiator.into());
+        self.runtime
+            .block_on(self.api().create(&PostParams::default(), &release))
+            .expect("release created");
+    }
+
+    fn get(&self, name: &str) -> Option<Release> {
+        self.runtime
+            .block_on(self.api().get_opt(name))
+            .expect("release read")
+    }
+
+    fn delete(&self, name: &str) {
+        self.runtime
+            .block_on(self.api().delete(name, &DeleteParams::default()))
+            .expect("release deleted");
+    }
+
+    /// Waits until the Release's status satisfies `done`; fails the test
+    /// with the last status after `timeout`.
+    fn wait_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&ReleaseStatus) -> bool,
+    ) -> ReleaseStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.get(name).and_then(|r| r.status);
+            if let Some(status) = &status
+                && done(status)
+            {
+                return status.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; status: {status:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `deployctl controller` on this namespace with a short lease.
+    fn controller(&self, sandbox: &Sandbox, extra: &[&str]) -> Running {
+        let kubeconfig = self.kubeconfig.to_str().expect("utf-8 path").to_string();
+        let mut args = extra.to_vec();
+        args.extend([
+            "controller",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            &self.namespace,
+            "--lease-duration",
+            "2",
+        ]);
+        sandbox.spawn(&args)
+    }
+}
+
+fn phase_is(phase: ReleasePhase) -> impl Fn(&ReleaseStatus) -> bool {
+    move |status| status.phase == Some(phase)
+}
+
+/// Test 1's body, for the test server and for a real cluster.
+fn canary_release_succeeds(sandbox: &Sandbox, cluster: &Cluster) {
+    let controller = cluster.controller(sandbox, &[]);
+    cluster.create("checkout", &canary_plan("1s"), "alice");
+    let status = cluster.wait_status(
+        "checkout",
+        Duration::from_secs(60),
+        "the release succeeded",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert_eq!(status.stages.len(), 1);
+    assert_eq!(status.stages[0].phase, "Succeeded");
+    assert_eq!(status.stages[0].weight, 100);
+    assert_eq!(status.initiator.as_deref(), Some("alice"));
+    assert_eq!(status.observed_generation, Some(1));
+    let run = status.run_id.clone().expect("a run ID");
+    // The run is an ordinary run of the controller's journal.
+    let journal = sandbox.status(Some(&run));
+    assert_eq!(journal["phase"], "Succeeded");
+    assert_eq!(
+        journal["initiator"],
+        format!("alice@release/{}/checkout", cluster.namespace)
+    );
+    let sim = sandbox.sim("api").expect("the sim target moved");
+    assert_eq!(sim.stable, "2.0");
+    // Finished: nothing left for a deletion to undo, so no finalizer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster
+        .get("checkout")
+        .is_some_and(|r| r.finalizers().is_empty())
+    {
+        assert!(Instant::now() < deadline, "the finalizer stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(controller);
+}
+
+#[test]
+fn a_release_with_a_sim_canary_runs_to_success() {
+    let sandbox = Sandbox::new("controller-canary");
+    let Some(cluster) = Cluster::test_server(&sandbox, "canary") else {
+        return;
+    };
+    canary_release_succeeds(&sandbox, &cluster);
+    // The CRD's wire format from the binary, for GitOps repositories.
+    let crd = sandbox.run(&["controller", "--print-crd"]);
+    crd.expect_code(0);
+    let crd: serde_json::Value = serde_json::from_str(&crd.stdout).expect("CRD JSON");
+    assert_eq!(crd["metadata"]["name"], "releases.deployctl.io");
+}
+
+#[test]
+fn a_release_runs_on_a_real_cluster() {
+    let Ok(kubeconfig) = std::env::var("DEPLOYCTL_TEST_KUBECONFIG") else {
+        eprintln!(
+            "skipped: DEPLOYCTL_TEST_KUBECONFIG is not set (a real cluster's kubeconfig; the test creates a namespace and the Release CRD there)"
+        );
+        return;
+    };
+    let sandbox = Sandbox::new("controller-real");
+    let cluster = Cluster::connect(PathBuf::from(kubeconfig), "real");
+    canary_release_succeeds(&sandbox, &cluster);
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let _ = cluster
+        .runtime
+        .block_on(namespaces.delete(&cluster.namespace, &DeleteParams::default()));
+}
+
+#[test]
+fn an_invalid_plan_is_reported_with_line_and_column_and_nothing_runs() {
+    let sandbox = Sandbox::new("controller-invalid");
+    let Some(cluster) = Cluster::test_server(&sandbox, "invalid") else {
+        return;
+    };
+    let _controller = cluster.controller(&sandbox, &[]);
+    let plan = canary_plan("1s").replace("setWeight: 20", "setWeight: 120");
+    cluster.create("broken", &plan, "alice");
+    let status = cluster.wait_status(
+        "broken",
+        Duration::from_secs(30),
+        "the release is Invalid",
+        phase_is(ReleasePhase::Invalid),
+    );
+    let place = format!("release/{}/broken:18:", cluster.namespace);
+    assert!(
+        status
+            .diagnostics
+            .iter()
+            .any(|d| d.starts_with(&place) && d.contains("setWeight")),
+        "{:#?}",
+        status.diagnostics
+    );
+    assert_eq!(status.run_id, None);
+    // A little later still nothing: no run, no target touched.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(sandbox.run_ids().is_empty());
+    assert!(sandbox.sim_files().is_empty());
+    let release = cluster.get("broken").expect("release");
+    assert!(release.finalizers().is_empty());
+    // A Release nobody vouches for does not run either.
+    cluster.create("anonymous", &canary_plan("1s"), "not a user");
+    let refused = cluster.wait_status(
+        "anonymous",
+        Duration::from_secs(30),
+        "the release is Refused",
+        phase_is(ReleasePhase::Refused),
+    );
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("deployctl.io/initiator")),
+        "{refused:#?}"
+    );
+    assert!(sandbox.run_ids().is_empty());
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Enrolls `user` in the sandbox's MFA store (what `mfa enroll` prints is
+/// the authenticator's URI) and confirms with the current code.
+fn enroll(sandbox: &Sandbox, user: &str) -> Totp {
+    let out = sandbox.run(&["--access", ACCESS, "mfa", "enroll", user]);
+    out.expect_code(0);
+    let uri = out
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
+        .trim()
+        .to_string();
+    let totp = Totp::from_url_unchecked(&uri).expect("a valid otpauth URI");
+    let code = totp.generate(now()).to_string();
+    sandbox
+        .run(&["mfa", "confirm", user, "--code", &code])
+        .expect_code(0);
+    totp
+}
+
+/// One step ahead: newer than the confirmation code, within the skew.
+fn next_code(totp: &Totp) -> String {
+    totp.generate(now() + 30).to_string()
+}
+
+fn approve_release(
+    sandbox: &Sandbox,
+    cluster: &Cluster,
+    name: &str,
+    user: &str,
+    code: &str,
+) -> crate::sandbox::Finished {
+    let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
+    sandbox.run(&[
+        "approve",
+        "--release",
+        &cluster.reference(name),
+        "--gate",
+        "prod-signoff",
+        "--user",
+        user,
+        "--code",
+        code,
+        "--kubeconfig",
+        kubeconfig,
+    ])
+}
+
+#[test]
+fn in_cluster_approvals_are_verified_by_the_controller() {
+    let sandbox = Sandbox::new("controller-approvals");
+    let Some(cluster) = Cluster::test_server(&sandbox, "approvals") else {
+        return;
+    };
+    let bob = enroll(&sandbox, "bob");
+    let carol = enroll(&sandbox, "carol");
+    let me = enroll(&sandbox, "deployctl-test");
+    let _controller = cluster.controller(&sandbox, &["--access", ACCESS]);
+    let plan = std::fs::read_to_string(
+        crate::repo_root().join("tests/fixtures/plans/valid/approval-two-approvers.yaml"),
+    )
+    .expect("plan fixture");
+    cluster.create("prod", &plan, "deployctl-test");
+    let paused = cluster.wait_status(
+        "prod",
+        Duration::from_secs(30),
+        "the run waits for approvals",
+        |s| s.phase == Some(ReleasePhase::Paused) && !s.pending_approvals.is_empty(),
+    );
+    let pending = &paused.pending_approvals[0];
+    assert_eq!(pending.gate, "prod-signoff");
+    assert_eq!(pending.role, "release-approver");
+    assert_eq!(pending.required, 2);
+    assert!(pending.approved_by.is_empty());
+
+    // Four eyes: the initiator (the annotation) cannot approve.
+    let own = approve_release(
+        &sandbox,
+        &cluster,
+        "prod",
+        "deployctl-test",
+        &next_code(&me),
+    );
+    own.expect_code(2);
+    assert!(own.stderr.contains("started this run"), "{own}");
+    // A wrong code and an unknown user are refused.
+    let wrong = approve_release(&sandbox, &cluster, "prod", "bob", "000000");
+    wrong.expect_code(2);
+    let unknown = approve_release(&sandbox, &cluster, "prod", "mallory", "123456");
+    unknown.expect_code(2);
+    assert!(
+        unknown.stderr.contains("not in the access file"),
+        "{unknown}"
+    );
+    let refused = cluster.wait_status("prod", Duration::from_secs(10), "three verdicts", |s| {
+        s.approvals.len() == 3
+    });
+    assert!(
+        refused
+            .approvals
+            .iter()
+            .all(|v| v.verdict == Verdict::Refused && v.reason.is_some()),
+        "{:#?}",
+        refused.approvals
+    );
+    assert_eq!(refused.phase, Some(ReleasePhase::Paused));
+
+    let bob_code = next_code(&bob);
+    approve_release(&sandbox, &cluster, "prod", "bob", &bob_code).expect_code(0);
+    let one = cluster.wait_status("prod", Duration::from_secs(10), "bob counted", |s| {
+        s.pending_approvals
+            .first()
+            .is_some_and(|p| p.approved_by == ["bob"])
+    });
+    assert_eq!(one.phase, Some(ReleasePhase::Paused));
+    let carol_code = next_code(&carol);
+    approve_release(&sandbox, &cluster, "prod", "carol", &carol_code).expect_code(0);
+    let done = cluster.wait_status(
+        "prod",
+        Duration::from_secs(60),
+        "the release succeeded",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert!(done.pending_approvals.is_empty());
+    let verdicts: Vec<(&str, Verdict)> = done
+        .approvals
+        .iter()
+        .map(|v| (v.user.as_str(), v.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("deployctl-test", Verdict::Refused),
+            ("bob", Verdict::Refused),
+            ("mallory", Verdict::Refused),
+            ("bob", Verdict::Accepted),
+            ("carol", Verdict::Accepted),
+        ]
+    );
+    // The status never carries a code.
+    let status_json = serde_json::to_string(&done).expect("status JSON");
+    assert!(!status_json.contains(&bob_code) && !status_json.contains(&carol_code));
+
+    sandbox.run(&["audit", "verify"]).expect_code(0);
+    let run = done.run_id.expect("run ID");
+    let shown = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
+    shown.expect_code(0);
+    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
+    let records = records.as_array().expect("records");
+    let granted: Vec<String> = records
+        .iter()
+        .filter(|r| r["what"]["action"] == "approval.granted")
+        .map(|r| r["what"]["detail"].to_string())
+        .collect();
+    assert_eq!(granted.len(), 2, "{granted:?}");
+    assert!(granted[0].contains("bob") && granted[1].contains("carol"));
+    let denied = records
+        .iter()
+        .filter(|r| r["outcome"]["status"] == "denied")
+        .count();
+    assert!(denied >= 3, "each refusal is audited ({denied})");
+}
+
+#[test]
+fn a_rejection_on_the_release_rolls_the_run_back() {
+    let sandbox = Sandbox::new("controller-reject");
+    let Some(cluster) = Cluster::test_server(&sandbox, "reject") else {
+        return;
+    };
+    let carol = enroll(&sandbox, "carol");
+    let _controller = cluster.controller(&sandbox, &["--access", ACCESS]);
+    let plan = std::fs::read_to_string(
+        crate::repo_root().join("tests/fixtures/plans/valid/approval-two-approvers.yaml"),
+    )
+    .expect("plan fixture");
+    cluster.create("prod", &plan, "deployctl-test");
+    cluster.wait_status("prod", Duration::from_secs(30), "paused", |s| {
+        !s.pending_approvals.is_empty()
+    });
+    let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
+    sandbox
+        .run(&[
+            "reject",
+            "--release",
+            &cluster.reference("prod"),
+            "--gate",
+            "prod-signoff",
+            "--user",
+            "carol",
+            "--reason",
+            "not in the change window",
+            "--code",
+            &next_code(&carol),
+            "--kubeconfig",
+            kubeconfig,
+        ])
+        .expect_code(0);
+    let status = cluster.wait_status(
+        "prod",
+        Duration::from_secs(60),
+        "rolled back",
+        phase_is(ReleasePhase::RolledBack),
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("not in the change window")),
+        "{status:#?}"
+    );
+    assert_eq!(sandbox.sim("api").map(|s| s.weight), Some(0));
+}
+
+#[test]
+fn a_killed_controller_is_restarted_and_the_run_resumes() {
+    let sandbox = Sandbox::new("controller-restart");
+    let Some(cluster) = Cluster::test_server(&sandbox, "restart") else {
+        return;
+    };
+    let first = cluster.controller(&sandbox, &[]);
+    cluster.create("checkout", &canary_plan("4s"), "alice");
+    let during = cluster.wait_status("checkout", Duration::from_secs(30), "20 %", |s| {
+        s.stages.first().is_some_and(|stage| stage.weight == 20)
+    });
+    let run = during.run_id.expect("run ID");
+    assert!(!first.sigkill(), "the controller was still running");
+    let second = cluster.controller(&sandbox, &[]);
+    let done = cluster.wait_status(
+        "checkout",
+        Duration::from_secs(60),
+        "the release succeeded after the restart",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert_eq!(done.run_id.as_deref(), Some(run.as_str()), "the same run");
+    assert_eq!(sandbox.run_ids(), [run.clone()], "no second run");
+    let journal = sandbox.journal();
+    assert!(
+        journal
+            .events(&run)
+            .expect("events")
+            .iter()
+            .any(|e| e.kind == "stageResumed"),
+        "the run was resumed from its journal"
+    );
+    journal.check_consistency(&run).expect("consistent journal");
+    assert_eq!(sandbox.sim("api").map(|s| s.stable), Some("2.0".into()));
+    drop(second);
+}
+
+#[test]
+fn two_controllers_only_the_lease_holder_runs_releases() {
+    let one = Sandbox::new("controller-lease-a");
+    let two = Sandbox::new("controller-lease-b");
+    let Some(cluster) = Cluster::test_server(&one, "lease") else {
+        return;
+    };
+    let a = cluster.controller(&one, &[]);
+    let b = cluster.controller(&two, &[]);
+    cluster.create("first", &canary_plan("500ms"), "alice");
+    cluster.wait_status(
+        "first",
+        Duration::from_secs(60),
+        "the first release succeeded",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    let runs = (one.run_ids().len(), two.run_ids().len());
+    assert!(
+        runs == (1, 0) || runs == (0, 1),
+        "exactly one controller ran it: {runs:?}"
+    );
+    // The leader dies; the other takes the lease and runs the next one.
+    let (leader, follower, follower_sandbox) = if runs.0 == 1 {
+        (a, b, &two)
+    } else {
+        (b, a, &one)
+    };
+    leader.sigkill();
+    cluster.create("second", &canary_plan("500ms"), "alice");
+    cluster.wait_status(
+        "second",
+        Duration::from_secs(60),
+        "the second release succeeded",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert_eq!(follower_sandbox.run_ids().len(), 1, "the new leader ran it");
+    // It never started the first release again (not in its journal).
+    let first = cluster.get("first").and_then(|r| r.status).expect("status");
+    assert_eq!(first.phase, Some(ReleasePhase::Succeeded));
+    drop(follower);
+}
+
+#[test]
+fn deleting_a_release_mid_run_rolls_it_back() {
+    let sandbox = Sandbox::new("controller-delete");
+    let Some(cluster) = Cluster::test_server(&sandbox, "delete") else {
+        return;
+    };
+    let _controller = cluster.controller(&sandbox, &[]);
+    cluster.create("checkout", &canary_plan("30s"), "alice");
+    let during = cluster.wait_status("checkout", Duration::from_secs(30), "20 %", |s| {
+        s.stages.first().is_some_and(|stage| stage.weight == 20)
+    });
+    let run = during.run_id.expect("run ID");
+    cluster.delete("checkout");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.get("checkout").is_some() {
+        assert!(Instant::now() < deadline, "the Release was never let go");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Killed");
+    let sim = sandbox.sim("api").expect("sim state");
+    assert_eq!((sim.stable.as_str(), sim.weight), ("1.0", 0));
+}
