@@ -34,19 +34,10 @@ pub const FINALIZER: &str = "deployctl.io/rollback";
     status = "ReleaseStatus",
     shortname = "rel",
     doc = "A deployctl release: a plan (YAML text) the in-cluster controller runs once, with approvals recorded on it",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Run", type_ = "string", json_path = ".status.runId"),
-    printcolumn(
-        name = "Message",
-        type_ = "string",
-        json_path = ".status.message",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Run", "type": "string", "jsonPath": ".status.runId"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSpec {

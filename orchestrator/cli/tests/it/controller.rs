@@ -556,7 +556,11 @@ fn a_killed_controller_is_restarted_and_the_run_resumes() {
         phase_is(ReleasePhase::Succeeded),
     );
     assert_eq!(done.run_id.as_deref(), Some(run.as_str()), "the same run");
-    assert_eq!(sandbox.run_ids(), [run.clone()], "no second run");
+    assert_eq!(
+        sandbox.run_ids(),
+        std::slice::from_ref(&run),
+        "no second run"
+    );
     let journal = sandbox.journal();
     assert!(
         journal
