@@ -135,9 +135,23 @@ impl Cluster {
         release
             .annotations_mut()
             .insert("deployctl.io/initiator".into(), initiator.into());
-        self.runtime
-            .block_on(self.api().create(&PostParams::default(), &release))
-            .expect("release created");
+        // On a fresh server the Release resource is served only once the
+        // controller has installed its CRD and it is Established.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .runtime
+                .block_on(self.api().create(&PostParams::default(), &release))
+            {
+                Ok(_) => return,
+                Err(deployctl_kube_release::kube::Error::Api(status))
+                    if status.code == 404 && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => panic!("release not created: {error}"),
+            }
+        }
     }
 
     fn get(&self, name: &str) -> Option<Release> {
