@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::RequestId;
 use deployctl_adapter::AdapterError;
 
@@ -28,13 +28,17 @@ where
     let detail = match (error.code(), error.message()) {
         (Some(code), Some(text)) => format!("{code}: {text}"),
         (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(&error).to_string(),
+        _ => causes(&error),
     };
     let message = format!("{what}: {detail}");
     match &error {
         SdkError::TimeoutError(_) => return AdapterError::Timeout { message },
         SdkError::DispatchFailure(failure) => {
-            if failure.is_user() {
+            // No credentials anywhere in the chain is not a network blip:
+            // retrying cannot help, and the fix is the operator's.
+            let no_credentials = failure.is_other()
+                && detail.contains("an error occurred while loading credentials");
+            if failure.is_user() || no_credentials {
                 return AdapterError::Rejected {
                     message,
                     request_id,
@@ -105,5 +109,44 @@ where
         },
         // A response we could not read at all: treat like a broken connection.
         None => AdapterError::Timeout { message },
+    }
+}
+
+/// The error and its causes, each as its own message, joined: "dispatch
+/// failure: other: an error occurred while loading credentials: …". The
+/// SDK's `DisplayErrorContext` appends the whole error's debug dump (raw
+/// responses and all), which buries the one line a person needs.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(current) = next {
+        let text = current.to_string();
+        // Wrappers often repeat their source's message; say it once.
+        if !text.is_empty() && parts.last().is_none_or(|last| !last.ends_with(&text)) {
+            parts.push(text);
+        }
+        next = current.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causes;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("dispatch failure")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to load IMDS session token")]
+    struct Inner;
+
+    #[test]
+    fn causes_are_joined_without_debug_dumps() {
+        assert_eq!(
+            causes(&Outer(Inner)),
+            "dispatch failure: failed to load IMDS session token"
+        );
     }
 }
