@@ -137,7 +137,7 @@ impl Cluster {
             .insert("deployctl.io/initiator".into(), initiator.into());
         // On a fresh server the Release resource is served only once the
         // controller has installed its CRD and it is Established.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             match self
                 .runtime
@@ -291,7 +291,7 @@ fn an_invalid_plan_is_reported_with_line_and_column_and_nothing_runs() {
     cluster.create("broken", &plan, "alice");
     let status = cluster.wait_status(
         "broken",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the release is Invalid",
         phase_is(ReleasePhase::Invalid),
     );
@@ -315,7 +315,7 @@ fn an_invalid_plan_is_reported_with_line_and_column_and_nothing_runs() {
     cluster.create("anonymous", &canary_plan("1s"), "not a user");
     let refused = cluster.wait_status(
         "anonymous",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the release is Refused",
         phase_is(ReleasePhase::Refused),
     );
@@ -401,7 +401,7 @@ fn in_cluster_approvals_are_verified_by_the_controller() {
     cluster.create("prod", &plan, "deployctl-test");
     let paused = cluster.wait_status(
         "prod",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the run waits for approvals",
         |s| s.phase == Some(ReleasePhase::Paused) && !s.pending_approvals.is_empty(),
     );
@@ -512,7 +512,7 @@ fn a_rejection_on_the_release_rolls_the_run_back() {
     )
     .expect("plan fixture");
     cluster.create("prod", &plan, "deployctl-test");
-    cluster.wait_status("prod", Duration::from_secs(30), "paused", |s| {
+    cluster.wait_status("prod", Duration::from_secs(90), "paused", |s| {
         !s.pending_approvals.is_empty()
     });
     let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
@@ -557,7 +557,7 @@ fn a_killed_controller_is_restarted_and_the_run_resumes() {
     };
     let first = cluster.controller(&sandbox, &[]);
     cluster.create("checkout", &canary_plan("4s"), "alice");
-    let during = cluster.wait_status("checkout", Duration::from_secs(30), "20 %", |s| {
+    let during = cluster.wait_status("checkout", Duration::from_secs(90), "20 %", |s| {
         s.stages.first().is_some_and(|stage| stage.weight == 20)
     });
     let run = during.run_id.expect("run ID");
@@ -639,7 +639,7 @@ fn deleting_a_release_mid_run_rolls_it_back() {
     };
     let _controller = cluster.controller(&sandbox, &[]);
     cluster.create("checkout", &canary_plan("30s"), "alice");
-    let during = cluster.wait_status("checkout", Duration::from_secs(30), "20 %", |s| {
+    let during = cluster.wait_status("checkout", Duration::from_secs(90), "20 %", |s| {
         s.stages.first().is_some_and(|stage| stage.weight == 20)
     });
     let run = during.run_id.expect("run ID");
