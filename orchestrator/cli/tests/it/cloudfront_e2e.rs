@@ -53,9 +53,21 @@ pub(crate) fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = exchange(base, method, path, headers, body)
+        .unwrap_or_else(|error| panic!("{method} {base}{path}: {error}"));
+    (status, body)
+}
+
+/// One HTTP/1.1 request; (status, response head, body), or why it failed.
+fn exchange(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String, String)> {
     let address = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream =
-        TcpStream::connect(address).unwrap_or_else(|error| panic!("connect to {address}: {error}"));
+    let mut stream = TcpStream::connect(address)?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -65,16 +77,26 @@ pub(crate) fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("request sent");
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response read");
+    stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, body.to_owned())
+    Ok((status, head.to_owned(), body.to_owned()))
+}
+
+/// A response header's value (names are case-insensitive).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then_some(value.trim())
+    })
 }
 
 /// An `Authorization` header naming `service` in the credential scope:
@@ -128,11 +150,152 @@ pub(crate) fn only_run(sandbox: &Sandbox) -> String {
         .expect("a run was created")
 }
 
+/// The emulator's whole view of its default account.
+fn emulator_state(emulator: &str) -> serde_json::Value {
+    let (status, text) = http(emulator, "GET", "/_emulator/state", &[], "");
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The share of requests `primary`'s policy sends to staging right now:
+/// 0 without an attached, enabled policy.
+fn live_weight(emulator: &str, primary: &str) -> f64 {
+    let state = emulator_state(emulator);
+    let Some(policy_id) = state["distributions"][primary]["continuousDeploymentPolicyId"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+    else {
+        return 0.0;
+    };
+    let policy = &state["policies"][policy_id];
+    if policy["enabled"] != true {
+        return 0.0;
+    }
+    policy["weight"]
+        .as_str()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The policy in `state` routing to `staging`: (id, enabled, weight).
+fn policy_routing_to(state: &serde_json::Value, staging: &str) -> Option<(String, bool, f64)> {
+    let domain = &state["distributions"][staging]["domainName"];
+    state["policies"]
+        .as_object()?
+        .iter()
+        .find(|(_, policy)| policy["stagingDomainName"] == *domain)
+        .map(|(id, policy)| {
+            (
+                id.clone(),
+                policy["enabled"] == true,
+                policy["weight"]
+                    .as_str()
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(-1.0),
+            )
+        })
+}
+
 /// One test's primary distribution on the emulator, and the run's wiring.
 struct Cdn {
     moto: String,
     emulator: String,
     primary: String,
+}
+
+/// Deletes what a test made, whatever happened to it: CloudFront allows
+/// 20 staging distributions per account (the emulator too), and every run
+/// of these tests would leave one in the shared default account otherwise.
+impl Drop for Cdn {
+    fn drop(&mut self) {
+        if let Err(error) = self.delete_all() {
+            // Not a test failure: the next run may meet the quota, and says so.
+            let _ = writeln!(
+                std::io::stderr(),
+                "cleanup of distribution {}: {error}",
+                self.primary
+            );
+        }
+    }
+}
+
+impl Cdn {
+    /// One CloudFront call for the cleanup; (ETag, body) of a 2xx answer.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        if_match: Option<&str>,
+        body: &str,
+    ) -> Result<(String, String), String> {
+        let auth = scope("cloudfront");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend(if_match.map(|etag| ("If-Match", etag)));
+        let (status, head, body) = exchange(
+            &self.emulator,
+            method,
+            &format!("/2020-05-31/{path}"),
+            &headers,
+            body,
+        )
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path}: {status} {body}"));
+        }
+        Ok((header(&head, "ETag").unwrap_or_default().to_owned(), body))
+    }
+
+    /// The policy, the staging distribution and the primary, in the order
+    /// CloudFront lets them go: a policy once no distribution uses it, a
+    /// distribution once disabled.
+    fn delete_all(&self) -> Result<(), String> {
+        // Nothing here may panic: this runs while a failed test unwinds.
+        let (_, _, text) = exchange(&self.emulator, "GET", "/_emulator/state", &[], "")
+            .map_err(|e| format!("reading the emulator's state: {e}"))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("the emulator's state: {e}"))?;
+        let attached = state["distributions"][&self.primary]["continuousDeploymentPolicyId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !attached.is_empty() {
+            // A failed test may leave the policy attached.
+            let path = format!("distribution/{}/config", self.primary);
+            let (etag, config) = self.call("GET", &path, None, "")?;
+            let detached = config.replace(
+                &format!("<ContinuousDeploymentPolicyId>{attached}</ContinuousDeploymentPolicyId>"),
+                "<ContinuousDeploymentPolicyId></ContinuousDeploymentPolicyId>",
+            );
+            self.call("PUT", &path, Some(&etag), &detached)?;
+        }
+        let stagings: Vec<String> = state["distributions"]
+            .as_object()
+            .map(|all| {
+                all.iter()
+                    .filter(|(_, d)| d["tags"]["deployctl:primary"] == self.primary.as_str())
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for staging in &stagings {
+            if let Some((policy, _, _)) = policy_routing_to(&state, staging) {
+                let path = format!("continuous-deployment-policy/{policy}");
+                let (etag, _) = self.call("GET", &path, None, "")?;
+                self.call("DELETE", &path, Some(&etag), "")?;
+            }
+        }
+        for id in stagings.iter().chain([&self.primary]) {
+            let path = format!("distribution/{id}/config");
+            let (etag, config) = self.call("GET", &path, None, "")?;
+            let disabled = config.replace("<Enabled>true</Enabled>", "<Enabled>false</Enabled>");
+            self.call("PUT", &path, Some(&etag), &disabled)?;
+            // Propagated at once in this account; the read settles it.
+            let path = format!("distribution/{id}");
+            let (etag, _) = self.call("GET", &path, None, "")?;
+            self.call("DELETE", &path, Some(&etag), "")?;
+        }
+        Ok(())
+    }
 }
 
 impl Cdn {
@@ -193,9 +356,7 @@ impl Cdn {
 
     /// The emulator's whole view of the default account.
     fn state(&self) -> serde_json::Value {
-        let (status, text) = http(&self.emulator, "GET", "/_emulator/state", &[], "");
-        assert_eq!(status, 200, "{text}");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        emulator_state(&self.emulator)
     }
 
     /// A distribution as CloudFront holds it: status, origins, policy, tags.
@@ -213,42 +374,7 @@ impl Cdn {
     /// The policy routing to `staging` (there is at most one, CloudFront
     /// refuses a second): (id, enabled, weight).
     fn policy_for(&self, staging: &str) -> Option<(String, bool, f64)> {
-        let state = self.state();
-        let domain = state["distributions"][staging]["domainName"].clone();
-        state["policies"]
-            .as_object()?
-            .iter()
-            .find(|(_, policy)| policy["stagingDomainName"] == domain)
-            .map(|(id, policy)| {
-                (
-                    id.clone(),
-                    policy["enabled"] == true,
-                    policy["weight"]
-                        .as_str()
-                        .and_then(|w| w.parse().ok())
-                        .unwrap_or(-1.0),
-                )
-            })
-    }
-
-    /// The share of requests the primary's policy sends to staging right
-    /// now: 0 without an attached, enabled policy.
-    fn live_weight(&self) -> f64 {
-        let state = self.state();
-        let Some(policy_id) = state["distributions"][&self.primary]["continuousDeploymentPolicyId"]
-            .as_str()
-            .filter(|id| !id.is_empty())
-        else {
-            return 0.0;
-        };
-        let policy = &state["policies"][policy_id];
-        if policy["enabled"] != true {
-            return 0.0;
-        }
-        policy["weight"]
-            .as_str()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(0.0)
+        policy_routing_to(&self.state(), staging)
     }
 
     /// Publishes staging traffic as soon as the staging distribution exists
@@ -295,9 +421,15 @@ impl Cdn {
         healthy: impl Fn(f64) -> bool + Send + Sync + 'static,
     ) -> (HealthServer, Arc<Mutex<Vec<f64>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (cdn, record) = (Arc::clone(self), Arc::clone(&seen));
+        // Not the `Cdn` itself: the server thread outlives the test, and
+        // dropping the `Cdn` cleans up.
+        let (emulator, primary, record) = (
+            self.emulator.clone(),
+            self.primary.clone(),
+            Arc::clone(&seen),
+        );
         let server = HealthServer::start(move |_| {
-            let weight = cdn.live_weight();
+            let weight = live_weight(&emulator, &primary);
             record.lock().expect("weights").push(weight);
             healthy(weight)
         });
