@@ -101,12 +101,16 @@ emulators_start() {
 
 moto_stop() {
     local pid
+    # `wait` on a killed child returns 143; under the callers' `set -e`
+    # that must not end the cleanup before every emulator is stopped.
     for pid in "${EMULATOR_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     done
     EMULATOR_PIDS=()
     if [ -n "$MOTO_PID" ]; then
-        kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
+        kill "$MOTO_PID" 2>/dev/null || true
+        wait "$MOTO_PID" 2>/dev/null || true
         MOTO_PID=
     fi
     if [ -n "$MOTO_LOG_TEMP" ]; then

@@ -500,7 +500,7 @@ fn describe_rollback(target: &Target, strategy: &Strategy, stable: &str) -> Stri
             cloudfront.distribution_id
         ),
         TargetSpec::Ecs(ecs) => format!(
-            "stable task set made primary again in service `{}`; new task set scaled to 0 ({stable})",
+            "service `{}` back on {stable}: its stable task set made primary again and the new one removed (EXTERNAL controller), or a rolling update back to the stable task definition (ECS controller)",
             ecs.service
         ),
         TargetSpec::Fleet(_) => {
