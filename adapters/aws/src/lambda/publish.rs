@@ -316,7 +316,13 @@ impl Publisher<'_> {
         if let Some(found) = self.find(release, request_ids).await? {
             return Ok(found);
         }
-        let what = format!("lambda:UpdateFunctionCode {}", self.function);
+        // The code's source in every message: a missing or unreadable
+        // object is the usual cause of a failed update, and the fix.
+        let what = format!(
+            "lambda:UpdateFunctionCode {} from {}",
+            self.function,
+            release.source()
+        );
         let update = self
             .client
             .update_function_code()
@@ -341,14 +347,20 @@ impl Publisher<'_> {
         };
         let updated = update.send().await.map_err(|e| map_sdk_error(e, &what))?;
         request_ids.extend(updated.request_id().map(str::to_owned));
-        let sha =
-            updated
-                .code_sha256()
-                .map(str::to_owned)
-                .ok_or_else(|| AdapterError::Rejected {
-                    message: format!("{what}: the response has no CodeSha256"),
-                    request_id: updated.request_id().map(str::to_owned),
-                })?;
+        // An empty CodeSha256 is no code at all: moto answers a missing S3
+        // key that way (AWS refuses the update), and publishing it would
+        // release an empty function.
+        let sha = updated
+            .code_sha256()
+            .filter(|sha| !sha.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| AdapterError::Rejected {
+                message: format!(
+                    "{what}: Lambda reports no code for the release (no CodeSha256); \
+                     check that it exists, is a zip, and the deploying identity can read it"
+                ),
+                request_id: updated.request_id().map(str::to_owned),
+            })?;
         if let Some(local) = &local_sha
             && *local != sha
         {

@@ -9,4 +9,5 @@
 
 mod lambda;
 mod lambda_release;
+mod lambda_s3;
 mod support;

@@ -13,6 +13,8 @@ pub use deployctl_aws::testing::moto;
 /// One test's AWS account on moto, with its clients.
 pub struct Account {
     pub lambda: aws_sdk_lambda::Client,
+    /// S3 in the same account: moto's Lambda reads release code from it.
+    pub s3: aws_sdk_s3::Client,
     /// The account's ID, as the `x-moto-account-id` header sends it.
     pub id: MotoAccount,
     role_arn: String,
@@ -27,6 +29,13 @@ impl Account {
         let account = MotoAccount::fresh();
         let lambda = aws_sdk_lambda::Client::from_conf(
             lambda_config(&sdk).interceptor(account.clone()).build(),
+        );
+        // Path-style: virtual-host buckets cannot work on an IP endpoint.
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .interceptor(account.clone())
+                .build(),
         );
         let iam = aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::config::Builder::from(&sdk)
@@ -45,6 +54,7 @@ impl Account {
         let role_arn = role.role().expect("a role").arn().to_owned();
         Account {
             lambda,
+            s3,
             id: account,
             role_arn,
             functions: AtomicU32::new(0),
@@ -123,6 +133,47 @@ impl Account {
             .collect();
         versions.sort_unstable();
         versions
+    }
+
+    /// A new bucket in this account (named after it: moto, like S3, keeps
+    /// bucket names unique across accounts), versioned when `versioned`.
+    pub async fn bucket(&self, name: &str, versioned: bool) -> String {
+        let bucket = format!("{name}-{}", self.id.0);
+        self.s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("s3:CreateBucket");
+        if versioned {
+            self.s3
+                .put_bucket_versioning()
+                .bucket(&bucket)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("s3:PutBucketVersioning");
+        }
+        bucket
+    }
+
+    /// Uploads `bytes` as `bucket/key`; returns the object's version ID
+    /// (in a versioned bucket).
+    pub async fn upload(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Option<String> {
+        let out = self
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .expect("s3:PutObject");
+        out.version_id().map(str::to_owned)
     }
 
     /// A target on a new function's `live` alias.
