@@ -4,50 +4,29 @@
 //! without Object Lock is refused before anything runs; MFA secrets can be
 //! keyed by KMS. Skipped, with a message, without `DEPLOYCTL_TEST_MOTO_URL`.
 
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use totp_rs::Totp;
 
-use crate::repo_root;
 use crate::sandbox::{COMMAND_TIMEOUT, Finished, Sandbox};
 
 const QUICKSTART: &str = "examples/quickstart.yaml";
 const ACCESS: &str = "tests/fixtures/access/approvals.yaml";
 
 fn moto() -> Option<String> {
-    match std::env::var("DEPLOYCTL_TEST_MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED audit_s3::*: DEPLOYCTL_TEST_MOTO_URL is not set; `bash tests/run.sh` starts moto"
-            );
-            None
-        }
-    }
+    crate::emulators::moto("audit_s3::*")
 }
 
 /// Runs Python (moto's venv has boto3) against moto; returns stdout.
 fn python(moto: &str, script: &str) -> String {
-    let out = Command::new(repo_root().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(format!(
-            "import boto3, datetime, json, os\n\
-kw = dict(endpoint_url=os.environ['MOTO'], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-s3 = boto3.client('s3', **kw)\n\
-kms = boto3.client('kms', **kw)\n{script}"
-        ))
-        .env("MOTO", moto)
-        .output()
-        .expect("the moto venv's python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::emulators::python(
+        &[("MOTO", moto)],
+        &format!(
+            "{}s3 = boto3.client('s3', **kw)\nkms = boto3.client('kms', **kw)\n",
+            crate::emulators::MOTO_CLIENT
+        ),
+        script,
+    )
 }
 
 /// A bucket name no other test or run uses.

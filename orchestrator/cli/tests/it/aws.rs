@@ -2,39 +2,15 @@
 //! against the moto server that `tests/run.sh` starts. Skipped, with a
 //! message, when `DEPLOYCTL_TEST_MOTO_URL` is not set (a plain `cargo test`).
 
-use std::process::Command;
-
-use crate::repo_root;
 use crate::sandbox::Sandbox;
 
 fn moto() -> Option<String> {
-    match std::env::var("DEPLOYCTL_TEST_MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED aws::*: DEPLOYCTL_TEST_MOTO_URL is not set; `bash tests/run.sh` starts moto"
-            );
-            None
-        }
-    }
+    crate::emulators::moto("aws::*")
 }
 
 /// Runs Python (moto's venv has boto3) against moto; returns stdout.
 fn python(moto: &str, script: &str) -> String {
-    let out = Command::new(repo_root().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(script)
-        .env("MOTO", moto)
-        .output()
-        .expect("the moto venv's python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::emulators::python(&[("MOTO", moto)], "", script)
 }
 
 const CLIENT: &str = "import boto3, io, json, os, zipfile\n\

@@ -11,47 +11,25 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::repo_root;
 use crate::sandbox::{Sandbox, wait_until};
 
 /// moto's caller identity for the credentials the tests pass.
 const MOTO_CALLER: &str = "arn:aws:sts::123456789012:user/moto";
 
 fn moto(test: &str) -> Option<String> {
-    match std::env::var("DEPLOYCTL_TEST_MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED aws_signals::{test}: DEPLOYCTL_TEST_MOTO_URL is not set; `bash tests/run.sh` starts moto"
-            );
-            None
-        }
-    }
+    crate::emulators::moto(&format!("aws_signals::{test}"))
 }
 
 /// Runs Python with boto3 (moto's venv) against moto; returns stdout.
 fn python(moto: &str, script: &str) -> String {
-    let out = Command::new(repo_root().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(format!(
-            "import boto3, json, os\n\
-kw = dict(endpoint_url=os.environ['MOTO'], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-cw = boto3.client('cloudwatch', **kw)\n\
-sns = boto3.client('sns', **kw)\n\
-sqs = boto3.client('sqs', **kw)\n\
-{script}"
-        ))
-        .env("MOTO", moto)
-        .output()
-        .expect("the moto venv's python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::emulators::python(
+        &[("MOTO", moto)],
+        &format!(
+            "{}cw = boto3.client('cloudwatch', **kw)\nsns = boto3.client('sns', **kw)\nsqs = boto3.client('sqs', **kw)\n",
+            crate::emulators::MOTO_CLIENT
+        ),
+        script,
+    )
 }
 
 /// An alarm (in OK) and a topic with a queue subscribed, all named after

@@ -25,25 +25,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::emulators::urls;
 use crate::lambda_support::HealthServer;
 use crate::sandbox::{Finished, Sandbox, wait_until};
 
 const OLD_ORIGIN: &str = "v1.origin.example.com";
 const NEW_ORIGIN: &str = "v2.origin.example.com";
-
-/// The URLs of `vars`, or `None` after saying why `test` is skipped.
-pub(crate) fn urls<const N: usize>(test: &str, vars: [&str; N]) -> Option<[String; N]> {
-    let found = vars.map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()));
-    if found.iter().all(Option::is_some) {
-        return Some(found.map(Option::unwrap_or_default));
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {} not set; `bash tests/run.sh` (or `bash tests/moto.sh -- cargo test ...`) starts the emulators",
-        vars.join(" / ")
-    );
-    None
-}
 
 /// One HTTP/1.1 request over a fresh socket; (status, body).
 pub(crate) fn http(

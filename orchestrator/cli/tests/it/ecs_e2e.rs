@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cloudfront_e2e::{aws_command, http, only_run, scope, unique, urls};
+use crate::cloudfront_e2e::{aws_command, http, only_run, scope, unique};
+use crate::emulators::urls;
 use crate::lambda_support::HealthServer;
 use crate::sandbox::{Finished, Running, Sandbox, wait_until};
 

@@ -12,26 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::repo_root;
 use crate::sandbox::{Finished, Running, Sandbox};
 
 /// moto's and the proxy's URLs, or `None` after saying why `test` is skipped.
 pub fn emulators(test: &str) -> Option<(String, String)> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    match (
-        var("DEPLOYCTL_TEST_MOTO_URL"),
-        var("DEPLOYCTL_TEST_FAULTS_URL"),
-    ) {
-        (Some(moto), Some(faults)) => Some((moto, faults)),
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: DEPLOYCTL_TEST_MOTO_URL / DEPLOYCTL_TEST_FAULTS_URL are not set; \
-                 `bash tests/run.sh` (or `bash tests/moto.sh -- cargo test ...`) starts them"
-            );
-            None
-        }
-    }
+    crate::emulators::urls(
+        test,
+        ["DEPLOYCTL_TEST_MOTO_URL", "DEPLOYCTL_TEST_FAULTS_URL"],
+    )
+    .map(|[moto, faults]| (moto, faults))
 }
 
 /// One test's moto account, reached through the proxy.
@@ -72,23 +61,14 @@ lam.create_alias(FunctionName='{name}', Name='live', FunctionVersion='1')\n"
     /// Runs Python with boto3 clients `lam` (Lambda) and `kw` (client
     /// arguments) in this account; returns stdout.
     pub fn python(&self, script: &str) -> String {
-        let prelude = "import boto3, io, json, os, zipfile\n\
+        crate::emulators::python(
+            &[("PROXY", &self.proxy), ("ACCOUNT", &self.id)],
+            "import boto3, io, json, os, zipfile\n\
 from botocore.config import Config\n\
 kw = dict(endpoint_url=os.environ['PROXY'], region_name='us-east-1', aws_access_key_id=os.environ['ACCOUNT'], aws_secret_access_key='testing', config=Config(retries={'total_max_attempts': 1}))\n\
-lam = boto3.client('lambda', **kw)\n";
-        let out = Command::new(repo_root().join(".venv/bin/python"))
-            .arg("-c")
-            .arg(format!("{prelude}{script}"))
-            .env("PROXY", &self.proxy)
-            .env("ACCOUNT", &self.id)
-            .output()
-            .expect("the moto venv's python runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+lam = boto3.client('lambda', **kw)\n",
+            script,
+        )
     }
 
     /// The alias as Lambda has it: `"VERSION {weights JSON}"`, e.g.

@@ -16,6 +16,7 @@ mod cloudfront_e2e;
 mod controller;
 mod crash;
 mod ecs_e2e;
+mod emulators;
 mod fixtures;
 mod iam_policy;
 mod lambda_e2e;
