@@ -31,6 +31,17 @@ impl Finding {
             detail: detail.into(),
         }
     }
+
+    /// A call that failed: an error measurement (never a failing one: an
+    /// unreachable API says nothing about the release), naming `what` was
+    /// being read and the AWS request ID when there is one.
+    pub fn failed_call(what: &str, error: &deployctl_adapter::AdapterError) -> Finding {
+        let id = error
+            .request_id()
+            .map(|id| format!(" (request {id})"))
+            .unwrap_or_default();
+        Finding::new(Verdict::Error, None, format!("{what}: {error}{id}"))
+    }
 }
 
 /// The gate's measurement from its parts. Every part's detail is kept (an

@@ -38,11 +38,7 @@ pub(crate) async fn check(client: &Client, names: &[String], region: &str) -> Fi
                 Ok(answer) => answer,
                 Err(error) => {
                     let error = map_sdk_error(error, "cloudwatch:DescribeAlarms");
-                    let id = error
-                        .request_id()
-                        .map(|id| format!(" (request {id})"))
-                        .unwrap_or_default();
-                    return Finding::new(Verdict::Error, None, format!("alarms: {error}{id}"));
+                    return Finding::failed_call("alarms", &error);
                 }
             };
             request_ids.extend(answer.request_id().map(str::to_owned));

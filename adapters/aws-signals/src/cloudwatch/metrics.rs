@@ -64,15 +64,7 @@ pub(crate) async fn check(client: &Client, metrics: &[MetricCheck]) -> Vec<Findi
                 Ok(answer) => answer,
                 Err(error) => {
                     let error = map_sdk_error(error, "cloudwatch:GetMetricData");
-                    let id = error
-                        .request_id()
-                        .map(|id| format!(" (request {id})"))
-                        .unwrap_or_default();
-                    return vec![Finding::new(
-                        Verdict::Error,
-                        None,
-                        format!("metrics: {error}{id}"),
-                    )];
+                    return vec![Finding::failed_call("metrics", &error)];
                 }
             };
             request_ids.extend(answer.request_id().map(str::to_owned));
