@@ -218,9 +218,15 @@ def validate_config(config):
     if not items:
         raise ApiError(400, "InvalidArgument", "a distribution needs at least one origin")
     ids = {text(origin, "Id") for origin in items}
+    # Cache behaviors may target an origin group as well as an origin.
+    ids |= {text(group, "Id") for group in config.findall("OriginGroups/Items/OriginGroup")}
     target = text(config, "DefaultCacheBehavior/TargetOriginId")
     if target not in ids:
         raise ApiError(404, "NoSuchOrigin", f"DefaultCacheBehavior.TargetOriginId {target!r} names no origin")
+    for behavior in config.findall("CacheBehaviors/Items/CacheBehavior"):
+        target = text(behavior, "TargetOriginId")
+        if target not in ids:
+            raise ApiError(404, "NoSuchOrigin", f"CacheBehavior {text(behavior, 'PathPattern')!r}: TargetOriginId {target!r} names no origin")
     if len(text(config, "Comment", "")) > 128:
         raise ApiError(400, "InvalidArgument", "Comment is longer than 128 characters")
 

@@ -3,7 +3,8 @@
 //!
 //! - `Deploy { version }`: a staging copy of the primary (CopyDistribution,
 //!   once; reused by later releases) gets the primary's configuration with
-//!   the release applied, is tagged as the candidate, and once `Deployed`
+//!   the release applied (a new origin domain), or the configuration file's
+//!   content in full, keeping its staging identity either way; it is tagged as the candidate, and once `Deployed`
 //!   a weight-based policy (disabled, weight 0, session stickiness) routing
 //!   to it is attached to the primary.
 //! - `SetWeight { p }`: the policy's weight p/100, enabled when p > 0.
@@ -34,6 +35,7 @@
 //! waits for `Deployed` ([`WaitOptions`]), reporting progress; past the
 //! limit it fails with `Timeout`, and applying again resumes the wait.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -192,13 +194,18 @@ impl CloudFrontTarget {
     /// standard AWS chain (CloudFront is global: region us-east-1; endpoint
     /// from `AWS_ENDPOINT_URL` when set). `artifact` is the plan's artifact
     /// for this target (`None` when no stage deploys to it: then only
-    /// `observe`, `preflight` and `Rollback` can act).
+    /// `observe`, `preflight` and `Rollback` can act). A `configFile`
+    /// artifact is read now, relative to `plan_dir` (the plan file's
+    /// directory): a bad file fails here, before anything moves.
     pub async fn from_spec(
         name: impl Into<String>,
         spec: &raw::CloudFrontTarget,
         artifact: Option<&Artifact>,
+        plan_dir: &Path,
     ) -> Result<Self, AdapterError> {
-        let release = artifact.map(Release::from_artifact).transpose()?;
+        let release = artifact
+            .map(|artifact| Release::from_artifact(artifact, plan_dir))
+            .transpose()?;
         let sdk = deployctl_aws::config::load(Some("us-east-1")).await;
         let client = Client::from_conf(cloudfront_config(&sdk).build());
         let cloudwatch =
@@ -334,7 +341,7 @@ impl CloudFrontTarget {
         let Some(release) = &self.release else {
             return Err(rejected(format!(
                 "cannot deploy {version} to {}: the target was built without a CloudFront \
-                 artifact (cloudfront.originDomain)",
+                 artifact (cloudfront.originDomain or cloudfront.configFile)",
                 self.name
             )));
         };
@@ -737,7 +744,7 @@ impl Target for CloudFrontTarget {
                     return Ok(Vec::new());
                 }
                 let change = match &self.release {
-                    Some(Release::OriginDomain(domain)) => format!("origin → {domain}"),
+                    Some(release) => release.describe(),
                     None => "no artifact".into(),
                 };
                 Ok(vec![

@@ -56,7 +56,7 @@ pub fn targets(
         let adapter: Arc<dyn Target> = match &target.spec {
             TargetSpec::Sim(_) => Arc::new(world.target(SimConfig::for_plan_target(target))),
             TargetSpec::Lambda(lambda) => Arc::new(lambda_target(target, lambda, plan_file)?),
-            TargetSpec::CloudFront(spec) => Arc::new(cloudfront_target(target, spec)?),
+            TargetSpec::CloudFront(spec) => Arc::new(cloudfront_target(target, spec, plan_file)?),
             TargetSpec::Ecs(spec) => Arc::new(ecs_target(target, spec)?),
             TargetSpec::Kubernetes(_) | TargetSpec::Fleet(_) => {
                 unsupported.push(format!(
@@ -117,15 +117,20 @@ fn construct<T>(future: impl std::future::Future<Output = T>) -> Result<T, Strin
 
 /// A CloudFront distribution released through a staging copy, with every
 /// gate on it guarded by the staging traffic check, and propagation waits
-/// reported on stderr (they take minutes on AWS).
+/// reported on stderr (they take minutes on AWS). A `configFile` artifact
+/// is read here, relative to the plan file's directory: a bad file refuses
+/// the run before anything moves.
 fn cloudfront_target(
     target: &deployctl_plan::model::Target,
     spec: &deployctl_plan::raw::CloudFrontTarget,
+    plan_file: &Path,
 ) -> Result<deployctl_aws_cloudfront::CloudFrontTarget, String> {
+    let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
     let adapter = construct(deployctl_aws_cloudfront::CloudFrontTarget::from_spec(
         &target.name,
         spec,
         target.artifact.as_ref(),
+        plan_dir,
     ))?
     .map_err(|error| format!("target `{}`: {error}", target.name))?;
     Ok(adapter.on_progress(Arc::new(|progress| eprintln!("{progress}"))))
