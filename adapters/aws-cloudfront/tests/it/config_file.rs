@@ -283,3 +283,29 @@ fn a_plans_config_file_is_read_relative_to_the_plans_directory() {
         Release::OriginDomain("v8.example.com".into())
     );
 }
+
+#[test]
+fn the_example_plans_config_file_is_accepted() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let plan_file = examples.join("cloudfront-config-file.yaml");
+    let bytes = std::fs::read(&plan_file).expect("the example plan");
+    let loaded = deployctl_plan::load(&plan_file.to_string_lossy(), &bytes)
+        .unwrap_or_else(|rejected| panic!("{}", rejected.render(false)));
+    let stage = &loaded.plan.stages[0];
+    let artifact = loaded
+        .plan
+        .target_of(stage)
+        .artifact
+        .as_ref()
+        .expect("the example has an artifact");
+    let Release::ConfigFile { config, .. } =
+        Release::from_artifact(artifact, &examples).expect("the example's config file")
+    else {
+        panic!("a config file release");
+    };
+    let behaviors = config
+        .cache_behaviors
+        .and_then(|b| b.items)
+        .expect("behaviors");
+    assert_eq!(behaviors[0].path_pattern, "/api/*");
+}

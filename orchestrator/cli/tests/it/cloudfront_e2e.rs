@@ -591,3 +591,98 @@ fn a_cloudfront_canary_without_staging_traffic_never_promotes() {
     );
     cdn.assert_untouched(&out);
 }
+
+/// A whole DistributionConfig (two origins, an `/api/*` behavior) in the
+/// JSON `aws cloudfront get-distribution-config` prints; `origin_key` is
+/// the name of the first origin's domain field (misspelt to break it).
+fn config_file_json(origin_key: &str) -> String {
+    let custom = r#"{"HTTPPort": 80, "HTTPSPort": 443, "OriginProtocolPolicy": "https-only"}"#;
+    format!(
+        r#"{{"ETag": "E1", "DistributionConfig": {{
+  "CallerReference": "copied-from-production", "Comment": "from a file", "Enabled": true,
+  "Aliases": {{"Quantity": 1, "Items": ["www.example.com"]}},
+  "Origins": {{"Quantity": 2, "Items": [
+    {{"Id": "app", "{origin_key}": "{NEW_ORIGIN}", "CustomOriginConfig": {custom}}},
+    {{"Id": "api", "DomainName": "api.origin.example.com", "CustomOriginConfig": {custom}}}]}},
+  "DefaultCacheBehavior": {{"TargetOriginId": "app", "ViewerProtocolPolicy": "redirect-to-https",
+    "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6"}},
+  "CacheBehaviors": {{"Quantity": 1, "Items": [{{"PathPattern": "/api/*", "TargetOriginId": "api",
+    "ViewerProtocolPolicy": "https-only", "CachePolicyId": "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"}}]}},
+  "ContinuousDeploymentPolicyId": "", "Staging": false}}}}"#
+    )
+}
+
+#[test]
+fn a_cloudfront_config_file_is_checked_before_anything_moves_then_released() {
+    let Some(cdn) = Cdn::new(
+        "a_cloudfront_config_file_is_checked_before_anything_moves_then_released",
+        "cf-config-file",
+    ) else {
+        return;
+    };
+    let cdn = Arc::new(cdn);
+    let (health, _) = cdn.health(|_| true);
+    let sandbox = Sandbox::new("cloudfront-config-file");
+    // The test's usual canary plan, releasing a config file beside it.
+    let plan = cdn.plan(&sandbox, &health.url, 10);
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    let text = text.replace(
+        &format!("originDomain: {NEW_ORIGIN}"),
+        "configFile: cdn/site.json",
+    );
+    assert!(text.contains("configFile"), "{text}");
+    std::fs::write(&plan, text).expect("plan written");
+    let file = sandbox.root().join("cdn/site.json");
+    std::fs::create_dir_all(sandbox.root().join("cdn")).expect("cdn directory");
+
+    // A misspelt field: refused with its JSON path, exit 2, nothing touched.
+    std::fs::write(&file, config_file_json("DomainNme")).expect("config file");
+    let out = cdn.apply(&sandbox, &plan);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("DistributionConfig.Origins.Items[0].DomainNme")
+            && out.stderr.contains("site.json"),
+        "{out}"
+    );
+    assert_eq!(cdn.staging(), None, "no staging distribution was made");
+    let primary = cdn.distribution(&cdn.primary);
+    assert_eq!(primary["origins"], serde_json::json!([OLD_ORIGIN]), "{out}");
+    assert!(
+        primary["tags"]["deployctl:version"].is_null(),
+        "{primary:#}"
+    );
+
+    // Fixed: the canary releases the file; promotion puts its origins on
+    // the primary, which keeps its own CNAME.
+    std::fs::write(&file, config_file_json("DomainName")).expect("config file");
+    let feeder = cdn.feed_staging_traffic();
+    let out = cdn.apply(&sandbox, &plan);
+    out.expect_code(0);
+    feeder.join().expect("traffic published");
+    let primary = cdn.distribution(&cdn.primary);
+    assert_eq!(
+        primary["origins"],
+        serde_json::json!([NEW_ORIGIN, "api.origin.example.com"]),
+        "{out}"
+    );
+    assert_eq!(primary["tags"]["deployctl:version"], "v2", "{primary:#}");
+    assert_eq!(primary["status"], "Deployed", "{primary:#}");
+    let path = format!("distribution/{}/config", cdn.primary);
+    let (_, config) = cdn
+        .call("GET", &path, None, "")
+        .expect("the primary's config");
+    assert!(
+        config.contains("<PathPattern>/api/*</PathPattern>"),
+        "{config}"
+    );
+    assert!(
+        config.contains("<Comment>from a file</Comment>"),
+        "{config}"
+    );
+    assert!(
+        config.contains(".example.com</CNAME>") && !config.contains("www.example.com"),
+        "the primary keeps its own CNAME, not the file's: {config}"
+    );
+    assert!(!config.contains("copied-from-production"), "{config}");
+}
