@@ -26,10 +26,17 @@
 //!
 //! Concurrency: every apply reads the primary, staging distribution and
 //! policy first; if their ETags or our tags differ from what this target
-//! last read or wrote, someone else changed them and the apply fails with
-//! `Conflict` until the target is observed again. Every write carries the
-//! ETag just read (`If-Match`), so CloudFront refuses one that lost a race
-//! in between (`PreconditionFailed`, 412 → `Conflict`).
+//! last read or wrote, someone else changed them during the run and the
+//! apply fails as `Rejected` (permanent) naming another writer: deployctl
+//! does not overwrite a change it did not make, neither by continuing nor
+//! by rolling back over it, so the run ends "rollback incomplete" for a
+//! human (whose `deployctl rollback` runs in a new process that has seen
+//! nothing yet: the explicit override). Re-observing does not adopt the
+//! change; only our own failed apply forgets the fingerprint, since its
+//! writes may have landed. Every write carries the ETag just read
+//! (`If-Match`), so CloudFront refuses one that lost a race in between
+//! (`PreconditionFailed`, 412 → `Conflict`; the engine re-observes and
+//! retries into the check above).
 //!
 //! Propagation: after writes that change what a distribution serves, apply
 //! waits for `Deployed` ([`WaitOptions`]), reporting progress; past the
@@ -276,6 +283,16 @@ impl CloudFrontTarget {
     fn remember(&self, snapshot: &Snapshot) {
         let mut memory = self.memory();
         memory.seen = Some(snapshot.fingerprint());
+        memory.previous = snapshot.previous();
+    }
+
+    /// What `observe` keeps: the previous label, and the fingerprint only
+    /// when this target holds none. Once it has read or written during the
+    /// run, a re-read must not adopt another writer's change as its own
+    /// (the engine observes again before retrying a `Conflict`).
+    fn remember_observed(&self, snapshot: &Snapshot) {
+        let mut memory = self.memory();
+        memory.seen.get_or_insert_with(|| snapshot.fingerprint());
         memory.previous = snapshot.previous();
     }
 
@@ -644,10 +661,12 @@ impl CloudFrontTarget {
         if let Some(seen) = seen
             && seen != snap.fingerprint()
         {
-            return Err(AdapterError::Conflict {
+            return Err(AdapterError::Rejected {
                 message: format!(
-                    "distribution {} (or its staging distribution or policy) changed since it \
-                     was last read: {:?} → {:?}; observe it again",
+                    "distribution {} (or its staging distribution or policy) was changed by another \
+                 writer during this run: {:?} → {:?}. deployctl does not overwrite a change it did \
+                 not make; find out who made it, then either leave it or run `deployctl rollback` \
+                 for this run to put all traffic back on the primary",
                     self.distribution_id,
                     seen,
                     snap.fingerprint()
@@ -655,27 +674,26 @@ impl CloudFrontTarget {
                 request_id: request_ids.first().cloned(),
             });
         }
-        let changed = match action {
-            Action::Deploy { version } => {
-                self.deploy(&snap, version, key, &mut request_ids).await?
+        let changed = self.act(action, &snap, key, &mut request_ids).await;
+        let changed = match changed {
+            Ok(changed) => changed,
+            // A write that lost a race (412) was someone else's doing: the
+            // fingerprint stays, and the retry's read reports the writer.
+            Err(error @ AdapterError::Conflict { .. }) => return Err(error),
+            Err(error) => {
+                // Our own writes may have landed before the failure: the
+                // retry reads afresh instead of calling them someone else's.
+                self.memory().seen = None;
+                return Err(error);
             }
-            Action::SetWeight { percent: 100 } | Action::Promote => {
-                self.promote(&snap, &mut request_ids).await?
-            }
-            Action::SetWeight { percent } => {
-                self.set_weight(&snap, *percent, &mut request_ids).await?
-            }
-            Action::Retire => self.retire(&snap, &mut request_ids).await?,
-            Action::Rollback { to } => {
-                self.rollback(&snap, to.as_deref(), &mut request_ids)
-                    .await?
-            }
-            Action::StartWave { .. } | Action::Halt => return Err(unsupported(action)),
         };
         let after = if changed {
-            self.api
+            let after = self
+                .api
                 .snapshot(&self.distribution_id, &mut request_ids)
-                .await?
+                .await;
+            // Unread, our writes would look like someone else's next time.
+            after.inspect_err(|_| self.memory().seen = None)?
         } else {
             snap
         };
@@ -684,6 +702,26 @@ impl CloudFrontTarget {
             changed,
             request_ids,
         })
+    }
+
+    /// Carries out `action` from `snap`; whether anything changed.
+    async fn act(
+        &self,
+        action: &Action,
+        snap: &Snapshot,
+        key: &IdempotencyKey,
+        request_ids: &mut Vec<String>,
+    ) -> Result<bool, AdapterError> {
+        match action {
+            Action::Deploy { version } => self.deploy(snap, version, key, request_ids).await,
+            Action::SetWeight { percent: 100 } | Action::Promote => {
+                self.promote(snap, request_ids).await
+            }
+            Action::SetWeight { percent } => self.set_weight(snap, *percent, request_ids).await,
+            Action::Retire => self.retire(snap, request_ids).await,
+            Action::Rollback { to } => self.rollback(snap, to.as_deref(), request_ids).await,
+            Action::StartWave { .. } | Action::Halt => Err(unsupported(action)),
+        }
     }
 
     fn observed(snap: &Snapshot) -> Observed {
@@ -715,7 +753,7 @@ impl Target for CloudFrontTarget {
                 .api
                 .snapshot(&self.distribution_id, &mut Vec::new())
                 .await?;
-            self.remember(&snap);
+            self.remember_observed(&snap);
             Ok(Self::observed(&snap))
         })
     }

@@ -83,8 +83,9 @@ impl std::fmt::Debug for EcsTarget {
 /// needs from the service (task sets and their externalIds, deployments).
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
-    /// The task sets as last read or written here (EXTERNAL controller);
-    /// an apply that finds them different reports a conflict.
+    /// The task sets as first read, then as written here (EXTERNAL
+    /// controller); an apply that finds them different refuses, naming
+    /// another writer. Cleared only by our own failed step.
     pub(crate) seen: Option<Fingerprint>,
     /// The controller at the last read, for the pure `plan`.
     pub(crate) controller: Option<Controller>,
@@ -265,7 +266,9 @@ impl Target for EcsTarget {
             match view.controller.clone() {
                 Controller::External => {
                     let observed = self.observe_task_sets(&view)?;
-                    self.memory().seen = Some(view.fingerprint());
+                    // Only when none is held: a re-read (the engine's, before
+                    // retrying a conflict) must not adopt another writer's change.
+                    self.memory().seen.get_or_insert_with(|| view.fingerprint());
                     Ok(observed)
                 }
                 Controller::Ecs => Ok(self.observe_rolling(&view)),

@@ -389,9 +389,15 @@ impl EcsTarget {
         if let Some(seen) = seen
             && seen != fresh
         {
-            return Err(AdapterError::Conflict {
+            // Another writer, not a stale read: `observe` does not adopt a
+            // change over a fingerprint this target holds, and our own failed
+            // steps clear it. deployctl does not overwrite a change it did
+            // not make (neither by continuing nor by rolling back over it).
+            return Err(AdapterError::Rejected {
                 message: format!(
-                    "the task sets of ECS service {} changed since they were last read (before: {}; now: {}); observe the service again",
+                    "the task sets of ECS service {} were changed by another writer during this run (before: {}; now: {}). \
+                     deployctl does not overwrite a change it did not make; find out who made it, then either leave it \
+                     or run `deployctl rollback` for this run to put the service back on its stable task set",
                     self.service_name(),
                     summary(&seen),
                     summary(&fresh)

@@ -281,9 +281,9 @@ async fn a_restarted_adapter_observes_the_same_release() {
 }
 
 #[tokio::test]
-async fn a_change_behind_the_adapters_back_is_a_conflict_until_observed_again() {
+async fn a_change_behind_the_adapters_back_is_refused_even_after_observing_again() {
     let Some(url) =
-        cloudfront("a_change_behind_the_adapters_back_is_a_conflict_until_observed_again")
+        cloudfront("a_change_behind_the_adapters_back_is_refused_even_after_observing_again")
     else {
         return;
     };
@@ -317,15 +317,31 @@ async fn a_change_behind_the_adapters_back_is_a_conflict_until_observed_again() 
         .apply(&Action::SetWeight { percent: 10 }, &key(2))
         .await
         .unwrap_err();
-    assert!(matches!(error, AdapterError::Conflict { .. }), "{error:?}");
+    assert!(matches!(error, AdapterError::Rejected { .. }), "{error:?}");
+    assert!(error.to_string().contains("another writer"), "{error}");
     assert!(
         error.request_id().is_some_and(|id| !id.is_empty()),
         "{error:?}"
     );
-    assert!(error.is_retryable());
+    assert!(
+        !error.is_retryable(),
+        "a stranger's change is not retried over"
+    );
 
+    // The engine observes again after a conflict: that does not adopt the
+    // change, and neither does a rollback overwrite it.
     target.observe().await.unwrap();
-    let applied = apply(&target, Action::SetWeight { percent: 10 }, 3).await;
+    for action in [
+        Action::SetWeight { percent: 10 },
+        Action::Rollback { to: None },
+    ] {
+        let error = target.apply(&action, &key(3)).await.unwrap_err();
+        assert!(error.to_string().contains("another writer"), "{error}");
+    }
+    // A human's decision, in a new process (a fresh target): it proceeds.
+    let fresh = account.target(&primary);
+    fresh.observe().await.unwrap();
+    let applied = apply(&fresh, Action::SetWeight { percent: 10 }, 4).await;
     assert!(applied.changed);
     let (config, _) = account.config(&primary).await;
     assert_eq!(

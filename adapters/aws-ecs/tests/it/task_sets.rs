@@ -215,8 +215,8 @@ async fn a_retry_after_a_moto_500_does_not_duplicate_the_task_set() {
 }
 
 #[tokio::test]
-async fn a_change_behind_the_adapters_back_is_a_conflict_until_observed_again() {
-    let Some(url) = moto("a_change_behind_the_adapters_back_is_a_conflict_until_observed_again")
+async fn a_change_behind_the_adapters_back_is_refused_even_after_observing_again() {
+    let Some(url) = moto("a_change_behind_the_adapters_back_is_refused_even_after_observing_again")
     else {
         return;
     };
@@ -262,31 +262,42 @@ async fn a_change_behind_the_adapters_back_is_a_conflict_until_observed_again() 
         .apply(&Action::SetWeight { percent: 10 }, &key(2))
         .await
         .unwrap_err();
-    assert!(matches!(error, AdapterError::Conflict { .. }), "{error:?}");
+    assert!(matches!(error, AdapterError::Rejected { .. }), "{error:?}");
+    assert!(error.to_string().contains("another writer"), "{error}");
     assert!(
         error.request_id().is_some_and(|id| !id.is_empty()),
         "{error:?}"
     );
-    assert!(error.is_retryable());
-    assert_eq!(
-        account.task_sets(&service).await,
-        vec![
-            row("v1", "PRIMARY", "web:1", 100.0),
-            row("v2", "ACTIVE", "web:2", 30.0),
-        ]
+    assert!(
+        !error.is_retryable(),
+        "a stranger's change is not retried over"
     );
-    // The engine observes again after a conflict, then retries.
+    let theirs = vec![
+        row("v1", "PRIMARY", "web:1", 100.0),
+        row("v2", "ACTIVE", "web:2", 30.0),
+    ];
+    assert_eq!(account.task_sets(&service).await, theirs);
+    // The engine observes again after a conflict: that does not adopt the
+    // change, and neither does a rollback overwrite it.
     assert_eq!(target.observe().await.unwrap().weight, 30);
-    target
-        .apply(&Action::SetWeight { percent: 10 }, &key(3))
+    for action in [
+        Action::SetWeight { percent: 10 },
+        Action::Rollback { to: None },
+    ] {
+        let error = target.apply(&action, &key(3)).await.unwrap_err();
+        assert!(error.to_string().contains("another writer"), "{error}");
+    }
+    assert_eq!(account.task_sets(&service).await, theirs);
+    // A human's `deployctl rollback` runs in a new process: the override.
+    let fresh = account.target(&service);
+    fresh.observe().await.unwrap();
+    fresh
+        .apply(&Action::Rollback { to: None }, &key(4))
         .await
         .unwrap();
     assert_eq!(
         account.task_sets(&service).await,
-        vec![
-            row("v1", "PRIMARY", "web:1", 90.0),
-            row("v2", "ACTIVE", "web:2", 10.0),
-        ]
+        vec![row("v1", "PRIMARY", "web:1", 100.0)]
     );
 }
 

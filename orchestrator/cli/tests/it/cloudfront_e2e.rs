@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::emulators::urls;
 use crate::lambda_support::HealthServer;
-use crate::sandbox::{Finished, Sandbox, wait_until};
+use crate::sandbox::{Finished, Running, Sandbox, wait_until};
 
 const OLD_ORIGIN: &str = "v1.origin.example.com";
 const NEW_ORIGIN: &str = "v2.origin.example.com";
@@ -135,6 +135,22 @@ pub(crate) fn only_run(sandbox: &Sandbox) -> String {
         .first()
         .cloned()
         .expect("a run was created")
+}
+
+/// Whether the sandbox's run is in a timed pause: its last write is done,
+/// and the adapter has read back what it wrote (a stranger acting earlier
+/// races that read, which is not what the other-writer tests are about).
+pub(crate) fn pausing(sandbox: &Sandbox) -> bool {
+    if !sandbox.state_dir().join("journal.sqlite3").exists() {
+        return false;
+    }
+    let Some(run) = sandbox.run_ids().first().cloned() else {
+        return false;
+    };
+    let stages = sandbox.journal().stages(&run).expect("stages");
+    stages
+        .first()
+        .is_some_and(|stage| stage.pause_until.is_some())
 }
 
 /// The emulator's whole view of its default account.
@@ -685,4 +701,240 @@ fn a_cloudfront_config_file_is_checked_before_anything_moves_then_released() {
         "the primary keeps its own CNAME, not the file's: {config}"
     );
     assert!(!config.contains("copied-from-production"), "{config}");
+}
+
+/// The runbook's commands and a stranger's edits, for the tests below.
+impl Cdn {
+    /// `deployctl ARGS` started with CloudFront on the emulator.
+    fn spawn(&self, sandbox: &Sandbox, args: &[&str]) -> Running {
+        let command = aws_command(sandbox, args, &self.moto, &[("CLOUDFRONT", &self.emulator)]);
+        sandbox.spawn_command(command, args, None)
+    }
+
+    fn run(&self, sandbox: &Sandbox, args: &[&str]) -> Finished {
+        self.spawn(sandbox, args)
+            .wait(crate::sandbox::COMMAND_TIMEOUT)
+    }
+
+    /// A canary of NEW_ORIGIN by `steps`, the gate `health` at `gate_url`.
+    fn plan_steps(&self, sandbox: &Sandbox, steps: &str, gate_url: &str) -> String {
+        let plan = format!(
+            "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: cloudfront-e2e, environment: test}}\n\
+targets:\n  cdn:\n    cloudfront: {{distributionId: {}}}\n\
+artifacts:\n  cdn: {{version: v2, cloudfront: {{originDomain: {NEW_ORIGIN}}}}}\n\
+stages:\n  - name: cdn\n    target: cdn\n    canary:\n      steps: {steps}\n\
+gates:\n  health:\n    http: {{url: \"{gate_url}\", allowInsecureHttp: true}}\n    interval: 100ms\n    count: 2\n",
+            self.primary
+        );
+        let path = sandbox.root().join("plan.yaml");
+        std::fs::write(&path, plan).expect("plan written");
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Another writer sets the policy routing to `staging` to `weight`, the
+    /// way a console or script would: read the config and its ETag, write
+    /// it back with If-Match.
+    fn stranger_sets_weight(&self, staging: &str, weight: &str) {
+        let (policy, _, _) = self.policy_for(staging).expect("a policy");
+        let (etag, config) = self
+            .call(
+                "GET",
+                &format!("continuous-deployment-policy/{policy}/config"),
+                None,
+                "",
+            )
+            .expect("the policy's config");
+        let (before, rest) = config.split_once("<Weight>").expect("a weight");
+        let (_, after) = rest.split_once("</Weight>").expect("a weight");
+        let edited = format!("{before}<Weight>{weight}</Weight>{after}");
+        self.call(
+            "PUT",
+            &format!("continuous-deployment-policy/{policy}"),
+            Some(&etag),
+            &edited,
+        )
+        .expect("the other writer's policy update");
+    }
+
+    /// Another writer edits the primary's comment (with If-Match).
+    fn stranger_edits_the_primary(&self, comment: &str) {
+        let path = format!("distribution/{}/config", self.primary);
+        let (etag, config) = self
+            .call("GET", &path, None, "")
+            .expect("the primary's config");
+        assert!(
+            config.contains("<Comment>deployctl e2e</Comment>"),
+            "{config}"
+        );
+        let edited = config.replace(
+            "<Comment>deployctl e2e</Comment>",
+            &format!("<Comment>{comment}</Comment>"),
+        );
+        self.call("PUT", &path, Some(&etag), &edited)
+            .expect("the other writer's distribution update");
+    }
+
+    /// What this test's run manages, as CloudFront holds it (the default
+    /// account is shared with the other tests): the primary, the staging
+    /// distribution and the policy, with their ETags.
+    fn mine(&self, staging: &str) -> serde_json::Value {
+        let state = self.state();
+        let policy = policy_routing_to(&state, staging).map(|(id, _, _)| id);
+        serde_json::json!({
+            "primary": state["distributions"][&self.primary],
+            "staging": state["distributions"][staging],
+            "policy": policy.map(|id| state["policies"][&id].clone()),
+        })
+    }
+}
+
+/// The process SIGKILLed while the canary pauses at 5 % or 15 %: nothing
+/// moves after the kill, and the runbook's command finishes the run from
+/// the platform's state: `resume` promotes (the primary on the new origin,
+/// the policy detached and disabled), `rollback` puts all traffic back on
+/// the primary's old origin.
+#[test]
+fn a_cloudfront_canary_killed_mid_pause_is_resumed_or_rolled_back() {
+    let test = "a_cloudfront_canary_killed_mid_pause_is_resumed_or_rolled_back";
+    let steps = "[{setWeight: 5}, {pause: {duration: 1500ms}}, {setWeight: 15}, {pause: {duration: 1500ms}}, {analysis: {gates: [health]}}]";
+    // (the share of requests on staging to kill at, the command after)
+    let cases = [(0.05, "resume"), (0.15, "resume"), (0.15, "rollback")];
+    for (n, (kill_at, command)) in cases.into_iter().enumerate() {
+        let Some(cdn) = Cdn::new(test, &format!("cf-kill-{n}")) else {
+            return;
+        };
+        let cdn = Arc::new(cdn);
+        let (health, seen) = cdn.health(|_| true);
+        let sandbox = Sandbox::new("cloudfront-kill");
+        let plan = cdn.plan_steps(&sandbox, steps, &health.url);
+        let feeder = cdn.feed_staging_traffic();
+        let running = cdn.spawn(&sandbox, &["apply", &plan, "--yes"]);
+        wait_until(
+            Duration::from_secs(60),
+            &format!("case {n}: staging gets {kill_at}"),
+            || (live_weight(&cdn.emulator, &cdn.primary) - kill_at).abs() < 1e-6,
+        );
+        assert!(!running.sigkill(), "the run was still going when killed");
+        let staging = feeder.join().expect("traffic published");
+        let before = cdn.mine(&staging);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            cdn.mine(&staging),
+            before,
+            "case {n}: nothing moves after SIGKILL"
+        );
+        let run = only_run(&sandbox);
+        let status = sandbox.status(Some(&run));
+        assert_eq!(status["interrupted"], true, "{status:#}");
+
+        let out = cdn.run(&sandbox, &[command, &run, "--yes"]);
+        out.expect_code(0);
+        let status = sandbox.status(Some(&run));
+        assert_eq!(status["rollbackIncomplete"], false, "{status:#}");
+        if command == "rollback" {
+            assert_eq!(status["phase"], "RolledBack", "case {n}: {status:#}");
+            assert!(seen.lock().expect("weights").is_empty(), "no gate ran");
+            cdn.assert_untouched(&out);
+            continue;
+        }
+        assert_eq!(status["phase"], "Succeeded", "case {n}: {status:#}\n{out}");
+        // The resumed run's gate measured with 15 % on staging.
+        let seen = seen.lock().expect("weights").clone();
+        assert!(
+            seen.iter().any(|w| (w - 0.15).abs() < 1e-6),
+            "case {n}: {seen:?}"
+        );
+        let primary = cdn.distribution(&cdn.primary);
+        assert_eq!(primary["origins"], serde_json::json!([NEW_ORIGIN]), "{out}");
+        assert_eq!(primary["continuousDeploymentPolicyId"], "", "{primary:#}");
+        assert_eq!(primary["status"], "Deployed", "{primary:#}");
+        assert_eq!(primary["tags"]["deployctl:version"], "v2", "{primary:#}");
+        let (_, enabled, weight) = cdn.policy_for(&staging).expect("the policy is kept");
+        assert_eq!(
+            (enabled, weight),
+            (false, 0.0),
+            "case {n}: the policy is disabled"
+        );
+    }
+}
+
+/// Another writer changes what the run manages while its canary pauses at
+/// 5 %: the policy's weight, or the primary's configuration. deployctl does
+/// not overwrite a change it did not make, neither by continuing nor by
+/// rolling back over it: the run ends "rollback incomplete" (exit 3) naming
+/// another writer, in its status and its journal, and the change stands.
+/// The runbook's `deployctl rollback` is the human's explicit override.
+#[test]
+fn another_writer_changing_the_distribution_stops_the_run_for_a_human() {
+    let test = "another_writer_changing_the_distribution_stops_the_run_for_a_human";
+    let steps =
+        "[{setWeight: 5}, {pause: {duration: 2s}}, {setWeight: 15}, {analysis: {gates: [health]}}]";
+    for (n, stranger) in ["weight", "primary"].into_iter().enumerate() {
+        let Some(cdn) = Cdn::new(test, &format!("cf-stranger-{n}")) else {
+            return;
+        };
+        let cdn = Arc::new(cdn);
+        let (health, _) = cdn.health(|_| true);
+        let sandbox = Sandbox::new("cloudfront-stranger");
+        let plan = cdn.plan_steps(&sandbox, steps, &health.url);
+        let feeder = cdn.feed_staging_traffic();
+        let running = cdn.spawn(&sandbox, &["apply", &plan, "--yes"]);
+        wait_until(Duration::from_secs(60), "the pause at 5 %", || {
+            pausing(&sandbox)
+        });
+        let weight = live_weight(&cdn.emulator, &cdn.primary);
+        assert!((weight - 0.05).abs() < 1e-6, "{weight}");
+        let staging = feeder.join().expect("traffic published");
+        match stranger {
+            "weight" => cdn.stranger_sets_weight(&staging, "0.1"),
+            _ => cdn.stranger_edits_the_primary("edited by someone else"),
+        }
+        let theirs = cdn.mine(&staging);
+        let out = running.wait(Duration::from_secs(60));
+        // README "Exit codes": 3, rollback incomplete, a human must act.
+        out.expect_code(3);
+        assert!(out.stderr.contains("another writer"), "{stranger}: {out}");
+        assert_eq!(
+            cdn.mine(&staging),
+            theirs,
+            "{stranger}: the other writer's change stands, untouched\n{out}"
+        );
+        let weight = live_weight(&cdn.emulator, &cdn.primary);
+        let expected = if stranger == "weight" { 0.1 } else { 0.05 };
+        assert!((weight - expected).abs() < 1e-6, "{stranger}: {weight}");
+        let run = only_run(&sandbox);
+        let status = sandbox.status(Some(&run));
+        assert_eq!(status["rollbackIncomplete"], true, "{status:#}");
+        assert!(
+            status["stages"][0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("another writer")),
+            "{status:#}"
+        );
+        // The journal keeps the refusal: the failed call and its reason.
+        let events = sandbox.journal().events(&run).expect("events");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.data.to_string().contains("another writer")),
+            "{stranger}: {events:#?}"
+        );
+
+        // The human decides: the runbook's rollback puts all traffic back
+        // on the primary, over the other writer's change to the policy, and
+        // keeps their edit to the primary's configuration.
+        cdn.run(&sandbox, &["rollback", &run, "--yes"])
+            .expect_code(0);
+        let status = sandbox.status(Some(&run));
+        assert_eq!(status["rollbackIncomplete"], false, "{status:#}");
+        assert_eq!(status["phase"], "RolledBack", "{status:#}");
+        cdn.assert_untouched(&out);
+        let comment = &cdn.distribution(&cdn.primary)["comment"];
+        let kept = if stranger == "primary" {
+            "edited by someone else"
+        } else {
+            "deployctl e2e"
+        };
+        assert_eq!(comment, kept, "{stranger}");
+    }
 }

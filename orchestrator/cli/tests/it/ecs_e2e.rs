@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cloudfront_e2e::{aws_command, http, only_run, scope, unique};
+use crate::cloudfront_e2e::{aws_command, http, only_run, pausing, scope, unique};
 use crate::emulators::urls;
 use crate::lambda_support::HealthServer;
 use crate::sandbox::{Finished, Running, Sandbox, wait_until};
@@ -457,4 +457,86 @@ stages:\n  - name: api\n    target: api\n    blueGreen: {{scaleDownDelay: 1s}}\n
         detail.contains("FAILED") && !detail.contains("conflict"),
         "a failed rollout, not another writer: {status:#}\n{out}"
     );
+}
+
+impl TaskSets {
+    /// Another writer scales the task set labelled `label` to `percent`,
+    /// as a console or script would.
+    fn stranger_scales(&self, label: &str, percent: f64) {
+        let service = service(&self.moto, &self.cluster, SERVICE);
+        let arn = service["taskSets"]
+            .as_array()
+            .and_then(|sets| sets.iter().find(|ts| ts["externalId"] == label))
+            .and_then(|ts| ts["taskSetArn"].as_str())
+            .unwrap_or_else(|| panic!("no task set {label}: {service:#}"))
+            .to_owned();
+        ecs(
+            &self.moto,
+            "UpdateTaskSet",
+            json!({"cluster": self.cluster, "service": SERVICE, "taskSet": arn, "scale": {"value": percent, "unit": "PERCENT"}}),
+        );
+    }
+}
+
+/// Another writer changes the task sets while the canary pauses at 10 %:
+/// green scaled, or the PRIMARY (blue) scaled. deployctl does not overwrite
+/// a change it did not make, neither by continuing nor by rolling back over
+/// it: the run ends "rollback incomplete" (exit 3) naming another writer, in
+/// its status and journal, and the task sets stay as the other writer left
+/// them. The runbook's `deployctl rollback` is the human's override.
+#[test]
+fn another_writer_changing_the_task_sets_stops_the_run_for_a_human() {
+    let test = "another_writer_changing_the_task_sets_stops_the_run_for_a_human";
+    if urls(test, ["DEPLOYCTL_TEST_MOTO_URL"]).is_none() {
+        return;
+    }
+    let steps = "[{setWeight: 10}, {pause: {duration: 2s}}, {setWeight: 50}, {analysis: {gates: [health]}}]";
+    let health = HealthServer::start(|_| true);
+    // (the task set the other writer scales, to what)
+    let cases = [("v2", 30.0), ("v1", 60.0)];
+    for (n, (label, percent)) in cases.into_iter().enumerate() {
+        let sets = TaskSets::new(test, &format!("ecs-stranger-{n}")).expect("moto");
+        let sandbox = Sandbox::new("ecs-stranger");
+        let plan = sets.plan(&sandbox, steps, &health.url);
+        let running = sets.spawn(&sandbox, &["apply", &plan, "--yes"]);
+        wait_until(Duration::from_secs(30), "the pause at 10 %", || {
+            pausing(&sandbox)
+        });
+        assert_eq!(sets.green_scale(), 10.0);
+        sets.stranger_scales(label, percent);
+        let theirs = sets.rows();
+        let out = running.wait(Duration::from_secs(60));
+        // README "Exit codes": 3, rollback incomplete, a human must act.
+        out.expect_code(3);
+        assert!(out.stderr.contains("another writer"), "case {n}: {out}");
+        assert_eq!(
+            sets.rows(),
+            theirs,
+            "case {n}: the other writer's change stands\n{out}"
+        );
+        let run = only_run(&sandbox);
+        let status = sandbox.status(Some(&run));
+        assert_eq!(status["rollbackIncomplete"], true, "{status:#}");
+        assert!(
+            status["stages"][0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("another writer")),
+            "{status:#}"
+        );
+        let events = sandbox.journal().events(&run).expect("events");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.data.to_string().contains("another writer")),
+            "case {n}: {events:#?}"
+        );
+
+        // The human decides: the runbook's rollback puts blue back alone.
+        sets.run(&sandbox, &["rollback", &run, "--yes"])
+            .expect_code(0);
+        assert_eq!(sets.rows(), sets.blue_only(), "case {n}");
+        let status = sandbox.status(Some(&run));
+        assert_eq!(status["rollbackIncomplete"], false, "{status:#}");
+        assert_eq!(status["phase"], "RolledBack", "{status:#}");
+    }
 }
