@@ -437,10 +437,15 @@ impl EcsTarget {
                     {
                         return Err(self.failed(&view, td, request_ids.clone()));
                     }
+                    // Someone else rolled the service out while we waited:
+                    // retrying would roll our task definition out over
+                    // theirs. Refused, as every adapter refuses another
+                    // writer's change during a run; a human decides (a new
+                    // `deployctl rollback` process is the override).
                     if moved {
-                        return Err(AdapterError::Conflict {
+                        return Err(AdapterError::Rejected {
                             message: format!(
-                                "ECS service {service} was moved to task definition {} while deployctl waited for {td}; observe it again",
+                                "ECS service {service} was moved to task definition {} by another writer while deployctl waited for {td}; deployctl will not roll out over it",
                                 view.task_definition.as_deref().unwrap_or("none")
                             ),
                             request_id: view.request_id.clone(),

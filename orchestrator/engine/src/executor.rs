@@ -770,7 +770,20 @@ async fn rollback_stage(
             record.stable_version.as_deref().unwrap_or("stable")
         ),
     });
-    let result = apply_with_retry(&*target, &action, &IdempotencyKey(key.clone()), policy).await;
+    let log = RetryLog {
+        journal,
+        run_id,
+        stage: &stage.name,
+        key: &key,
+    };
+    let result = apply_with_retry(
+        &*target,
+        &action,
+        &IdempotencyKey(key.clone()),
+        policy,
+        &log,
+    )
+    .await;
     let (ok, request_ids, error) = match &result {
         Ok(applied) => (true, applied.request_ids.clone(), None),
         Err(error) => (
@@ -812,12 +825,44 @@ async fn rollback_stage(
     Ok(ok)
 }
 
+/// Where a retried call is recorded: every failed attempt the policy
+/// retries leaves a `callRetried` event (error class, message, request ID),
+/// so throttling, outages and conflicts met on the way are traceable (S7)
+/// even when the call finally succeeds.
+struct RetryLog<'a> {
+    journal: &'a Journal,
+    run_id: &'a str,
+    stage: &'a str,
+    key: &'a str,
+}
+
+impl RetryLog<'_> {
+    fn retried(&self, attempt: u32, error: &AdapterError) {
+        // A journal that cannot take this event fails the call's outcome
+        // write right after; the record of a retry is not worth failing
+        // the call for on its own.
+        let _ = self.journal.append_run_event(
+            self.run_id,
+            "callRetried",
+            &serde_json::json!({
+                "stage": self.stage,
+                "key": self.key,
+                "attempt": attempt,
+                "class": format!("{:?}", error.class()),
+                "error": error.to_string(),
+                "requestId": error.request_id(),
+            }),
+        );
+    }
+}
+
 /// Applies an action, retrying as the one retry policy decides.
 async fn apply_with_retry(
     target: &dyn Target,
     action: &Action,
     key: &IdempotencyKey,
     policy: &RetryPolicy,
+    log: &RetryLog<'_>,
 ) -> Result<deployctl_adapter::Applied, AdapterError> {
     let mut attempt = 0u32;
     loop {
@@ -827,8 +872,12 @@ async fn apply_with_retry(
             Err(error) => error,
         };
         match policy.decide(attempt, &error, crate::retry::jitter()) {
-            RetryDecision::RetryAfter(delay) => tokio::time::sleep(delay).await,
+            RetryDecision::RetryAfter(delay) => {
+                log.retried(attempt, &error);
+                tokio::time::sleep(delay).await;
+            }
             RetryDecision::ReobserveThenRetry(delay) => {
+                log.retried(attempt, &error);
                 tokio::time::sleep(delay).await;
                 // A conflict means our view is stale; reading refreshes the
                 // adapter's revision (RevisionId, ETag) before the retry.
@@ -1143,9 +1192,15 @@ impl StageDriver {
         let target = self.target.clone();
         let policy = self.options.retry.clone();
         let idempotency = IdempotencyKey(key.clone());
+        let log = RetryLog {
+            journal: &self.journal,
+            run_id: &self.run_id,
+            stage: &self.stage.name,
+            key: &key,
+        };
         let result = self
             .guarded(
-                apply_with_retry(&*target, action, &idempotency, &policy),
+                apply_with_retry(&*target, action, &idempotency, &policy, &log),
                 monitors,
             )
             .await?;

@@ -105,6 +105,13 @@ async fn transient_api_errors_are_retried_and_permanent_ones_roll_back() {
         )],
     );
     assert_eq!(transient.run().await.phase, RunPhase::Succeeded);
+    // Both throttled attempts are on record, though the call succeeded.
+    let retried: Vec<_> = transient
+        .events()
+        .into_iter()
+        .filter(|(kind, _)| kind == "callRetried")
+        .collect();
+    assert_eq!(retried.len(), 2, "{retried:?}");
 
     let permanent = Harness::new(
         &chain(""),
@@ -125,6 +132,13 @@ async fn transient_api_errors_are_retried_and_permanent_ones_roll_back() {
         .filter(|call| call.state == "failed")
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        permanent
+            .events()
+            .iter()
+            .all(|(kind, _)| kind != "callRetried"),
+        "a permanent error is not retried"
+    );
 }
 
 #[tokio::test(start_paused = true)]
