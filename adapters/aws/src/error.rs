@@ -36,8 +36,7 @@ where
         SdkError::DispatchFailure(failure) => {
             // No credentials anywhere in the chain is not a network blip:
             // retrying cannot help, and the fix is the operator's.
-            let no_credentials = failure.is_other()
-                && detail.contains("an error occurred while loading credentials");
+            let no_credentials = failure.is_other() && loading_credentials_failed(&error);
             if failure.is_user() || no_credentials {
                 return AdapterError::Rejected {
                     message,
@@ -110,6 +109,22 @@ where
         // A response we could not read at all: treat like a broken connection.
         None => AdapterError::Timeout { message },
     }
+}
+
+/// Whether the credential chain is what failed (somewhere in the causes),
+/// rather than the network.
+fn loading_credentials_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if current
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 /// The error and its causes, each as its own message, joined: "dispatch
