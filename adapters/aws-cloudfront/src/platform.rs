@@ -60,6 +60,22 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// The policy as a read or a create answers it: its ETag and body.
+    fn from_answer(
+        etag: Option<String>,
+        policy: Option<aws_sdk_cloudfront::types::ContinuousDeploymentPolicy>,
+    ) -> Result<Policy, AdapterError> {
+        let etag = etag.ok_or_else(|| missing("an ETag"))?;
+        let policy = policy.ok_or_else(|| missing("a continuous deployment policy"))?;
+        Ok(Policy {
+            id: policy.id,
+            etag,
+            config: policy
+                .continuous_deployment_policy_config
+                .ok_or_else(|| missing("a ContinuousDeploymentPolicyConfig"))?,
+        })
+    }
+
     pub fn staging_domain(&self) -> Option<&str> {
         self.config
             .staging_distribution_dns_names
@@ -329,17 +345,7 @@ impl Api {
                 map_sdk_error(e, &format!("cloudfront:GetContinuousDeploymentPolicy {id}"))
             })?;
         push(ids, out.request_id());
-        let etag = out.e_tag().ok_or_else(|| missing("an ETag"))?.to_owned();
-        let policy = out
-            .continuous_deployment_policy
-            .ok_or_else(|| missing("a continuous deployment policy"))?;
-        Ok(Policy {
-            id: policy.id,
-            etag,
-            config: policy
-                .continuous_deployment_policy_config
-                .ok_or_else(|| missing("a ContinuousDeploymentPolicyConfig"))?,
-        })
+        Policy::from_answer(out.e_tag, out.continuous_deployment_policy)
     }
 
     /// The primary, its staging distribution (from the primary's tag) and
@@ -520,17 +526,7 @@ impl Api {
             .await
             .map_err(|e| map_sdk_error(e, "cloudfront:CreateContinuousDeploymentPolicy"))?;
         push(ids, out.request_id());
-        let etag = out.e_tag().ok_or_else(|| missing("an ETag"))?.to_owned();
-        let policy = out
-            .continuous_deployment_policy
-            .ok_or_else(|| missing("the created policy"))?;
-        Ok(Policy {
-            id: policy.id,
-            etag,
-            config: policy
-                .continuous_deployment_policy_config
-                .ok_or_else(|| missing("a ContinuousDeploymentPolicyConfig"))?,
-        })
+        Policy::from_answer(out.e_tag, out.continuous_deployment_policy)
     }
 
     /// Sets the policy's weight and whether it is enabled, with its ETag.

@@ -553,6 +553,33 @@ fn behavior_parts(
     })
 }
 
+/// The fields the default and the other cache behaviors share: the SDK
+/// has two builder types with the same setters and no common trait.
+macro_rules! behavior_fields {
+    ($builder:expr, $b:ident, $parts:ident) => {
+        $builder
+            .target_origin_id($parts.target_origin_id)
+            .viewer_protocol_policy($parts.viewer_protocol_policy)
+            .set_trusted_signers($parts.trusted_signers)
+            .set_trusted_key_groups($parts.trusted_key_groups)
+            .set_allowed_methods($parts.allowed_methods)
+            .set_smooth_streaming($b.smooth_streaming)
+            .set_compress($b.compress)
+            .set_lambda_function_associations($parts.lambda_function_associations)
+            .set_function_associations($parts.function_associations)
+            .set_field_level_encryption_id($b.field_level_encryption_id)
+            .set_realtime_log_config_arn($b.realtime_log_config_arn)
+            .set_cache_policy_id($b.cache_policy_id)
+            .set_origin_request_policy_id($b.origin_request_policy_id)
+            .set_response_headers_policy_id($b.response_headers_policy_id)
+            .set_grpc_config($parts.grpc_config)
+            .set_forwarded_values($parts.forwarded_values)
+            .set_min_ttl($b.min_ttl)
+            .set_default_ttl($b.default_ttl)
+            .set_max_ttl($b.max_ttl)
+    };
+}
+
 // ForwardedValues and the TTLs are deprecated in favour of cache policies,
 // but existing distributions still use them and get-distribution-config
 // prints them: a configuration copied from production must keep them.
@@ -572,27 +599,7 @@ fn default_behavior(
     }
     let parts = behavior_parts(&mut b, path, targets)?;
     built(
-        sdk::DefaultCacheBehavior::builder()
-            .target_origin_id(parts.target_origin_id)
-            .viewer_protocol_policy(parts.viewer_protocol_policy)
-            .set_trusted_signers(parts.trusted_signers)
-            .set_trusted_key_groups(parts.trusted_key_groups)
-            .set_allowed_methods(parts.allowed_methods)
-            .set_smooth_streaming(b.smooth_streaming)
-            .set_compress(b.compress)
-            .set_lambda_function_associations(parts.lambda_function_associations)
-            .set_function_associations(parts.function_associations)
-            .set_field_level_encryption_id(b.field_level_encryption_id)
-            .set_realtime_log_config_arn(b.realtime_log_config_arn)
-            .set_cache_policy_id(b.cache_policy_id)
-            .set_origin_request_policy_id(b.origin_request_policy_id)
-            .set_response_headers_policy_id(b.response_headers_policy_id)
-            .set_grpc_config(parts.grpc_config)
-            .set_forwarded_values(parts.forwarded_values)
-            .set_min_ttl(b.min_ttl)
-            .set_default_ttl(b.default_ttl)
-            .set_max_ttl(b.max_ttl)
-            .build(),
+        behavior_fields!(sdk::DefaultCacheBehavior::builder(), b, parts).build(),
         path,
     )
 }
@@ -615,28 +622,12 @@ fn cache_behavior(
     };
     let parts = behavior_parts(&mut b, path, targets)?;
     built(
-        sdk::CacheBehavior::builder()
-            .path_pattern(path_pattern)
-            .target_origin_id(parts.target_origin_id)
-            .viewer_protocol_policy(parts.viewer_protocol_policy)
-            .set_trusted_signers(parts.trusted_signers)
-            .set_trusted_key_groups(parts.trusted_key_groups)
-            .set_allowed_methods(parts.allowed_methods)
-            .set_smooth_streaming(b.smooth_streaming)
-            .set_compress(b.compress)
-            .set_lambda_function_associations(parts.lambda_function_associations)
-            .set_function_associations(parts.function_associations)
-            .set_field_level_encryption_id(b.field_level_encryption_id)
-            .set_realtime_log_config_arn(b.realtime_log_config_arn)
-            .set_cache_policy_id(b.cache_policy_id)
-            .set_origin_request_policy_id(b.origin_request_policy_id)
-            .set_response_headers_policy_id(b.response_headers_policy_id)
-            .set_grpc_config(parts.grpc_config)
-            .set_forwarded_values(parts.forwarded_values)
-            .set_min_ttl(b.min_ttl)
-            .set_default_ttl(b.default_ttl)
-            .set_max_ttl(b.max_ttl)
-            .build(),
+        behavior_fields!(
+            sdk::CacheBehavior::builder().path_pattern(path_pattern),
+            b,
+            parts
+        )
+        .build(),
         path,
     )
 }
