@@ -37,3 +37,15 @@ pub fn timeouts() -> TimeoutConfig {
         .operation_attempt_timeout(Duration::from_secs(30))
         .build()
 }
+
+/// `sdk` with `region` when the chain found none: some services (STS)
+/// answer in every region, but the SDK refuses a call without one. Reuses
+/// the loaded chain instead of loading it again.
+pub fn or_region(sdk: SdkConfig, region: &str) -> SdkConfig {
+    if sdk.region().is_some() {
+        return sdk;
+    }
+    sdk.to_builder()
+        .region(Region::new(region.to_owned()))
+        .build()
+}

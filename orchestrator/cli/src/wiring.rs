@@ -17,6 +17,7 @@ use deployctl_plan::ValidatedPlan;
 use deployctl_plan::model::{Channel, Gate, GateCheck, TargetSpec};
 use deployctl_probes::WebhookNotifier;
 use deployctl_sim::{SimConfig, SimFaults, SimTarget, SimWorld};
+use tokio::runtime::Runtime;
 
 /// How targets are provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub fn targets(
     let mut adapters: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     let world = SimWorld::open(state_dir.join("sim"))
         .map_err(|error| format!("cannot open the sandbox's simulated targets: {error}"))?;
+    // One runtime for every AWS adapter's async constructor, made only
+    // when the plan has one.
+    let mut runtime = None;
     for stage in &plan.stages {
         let target = plan.target_of(stage);
         if adapters.contains_key(&target.name) {
@@ -55,9 +59,21 @@ pub fn targets(
         }
         let adapter: Arc<dyn Target> = match &target.spec {
             TargetSpec::Sim(_) => Arc::new(world.target(SimConfig::for_plan_target(target))),
-            TargetSpec::Lambda(lambda) => Arc::new(lambda_target(target, lambda, plan_file)?),
-            TargetSpec::CloudFront(spec) => Arc::new(cloudfront_target(target, spec, plan_file)?),
-            TargetSpec::Ecs(spec) => Arc::new(ecs_target(target, spec)?),
+            TargetSpec::Lambda(lambda) => Arc::new(lambda_target(
+                constructor(&mut runtime)?,
+                target,
+                lambda,
+                plan_file,
+            )?),
+            TargetSpec::CloudFront(spec) => Arc::new(cloudfront_target(
+                constructor(&mut runtime)?,
+                target,
+                spec,
+                plan_file,
+            )?),
+            TargetSpec::Ecs(spec) => {
+                Arc::new(ecs_target(constructor(&mut runtime)?, target, spec)?)
+            }
             TargetSpec::Kubernetes(_) | TargetSpec::Fleet(_) => {
                 unsupported.push(format!(
                     "target `{}` is a {} target",
@@ -79,21 +95,31 @@ pub fn targets(
     }
 }
 
+/// The runtime adapters' async constructors run on (loading the AWS chain
+/// reads files and the environment only, so a current-thread runtime
+/// does), started on first use.
+fn constructor(slot: &mut Option<Runtime>) -> Result<&Runtime, String> {
+    if slot.is_none() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+        *slot = Some(runtime);
+    }
+    slot.as_ref()
+        .ok_or_else(|| "the async runtime was not started".to_owned())
+}
+
 /// A Lambda alias target with a client from the standard AWS chain
 /// (credentials, region, `AWS_ENDPOINT_URL`), releasing the plan's
 /// artifact for it (published from S3 or a zip beside the plan when the
-/// stage deploys) and knowing the pinned stable version's label. Loading
-/// the chain is async; it reads files and the environment only, so a
-/// short-lived runtime does.
+/// stage deploys) and knowing the pinned stable version's label.
 fn lambda_target(
+    runtime: &Runtime,
     target: &deployctl_plan::model::Target,
     spec: &deployctl_plan::raw::LambdaTarget,
     plan_file: &Path,
 ) -> Result<deployctl_aws::LambdaTarget, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
     let mut adapter = runtime.block_on(deployctl_aws::LambdaTarget::from_spec(&target.name, spec));
     if let Some(artifact) = &target.artifact {
         let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
@@ -105,50 +131,44 @@ fn lambda_target(
     Ok(adapter)
 }
 
-/// Runs an adapter's async constructor (loading the AWS chain reads files
-/// and the environment only) on a short-lived runtime.
-fn construct<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
-    Ok(runtime.block_on(future))
-}
-
 /// A CloudFront distribution released through a staging copy, with every
 /// gate on it guarded by the staging traffic check, and propagation waits
 /// reported on stderr (they take minutes on AWS). A `configFile` artifact
 /// is read here, relative to the plan file's directory: a bad file refuses
 /// the run before anything moves.
 fn cloudfront_target(
+    runtime: &Runtime,
     target: &deployctl_plan::model::Target,
     spec: &deployctl_plan::raw::CloudFrontTarget,
     plan_file: &Path,
 ) -> Result<deployctl_aws_cloudfront::CloudFrontTarget, String> {
     let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
-    let adapter = construct(deployctl_aws_cloudfront::CloudFrontTarget::from_spec(
-        &target.name,
-        spec,
-        target.artifact.as_ref(),
-        plan_dir,
-    ))?
-    .map_err(|error| format!("target `{}`: {error}", target.name))?;
+    let adapter = runtime
+        .block_on(deployctl_aws_cloudfront::CloudFrontTarget::from_spec(
+            &target.name,
+            spec,
+            target.artifact.as_ref(),
+            plan_dir,
+        ))
+        .map_err(|error| format!("target `{}`: {error}", target.name))?;
     Ok(adapter.on_progress(Arc::new(|progress| eprintln!("{progress}"))))
 }
 
 /// An ECS service, by task sets or by rolling update as its deployment
 /// controller says.
 fn ecs_target(
+    runtime: &Runtime,
     target: &deployctl_plan::model::Target,
     spec: &deployctl_plan::raw::EcsTarget,
 ) -> Result<deployctl_aws_ecs::EcsTarget, String> {
-    construct(deployctl_aws_ecs::EcsTarget::from_spec(
-        &target.name,
-        spec,
-        target.artifact.as_ref(),
-        target.pinned_stable.as_ref(),
-    ))?
-    .map_err(|error| format!("target `{}`: {error}", target.name))
+    runtime
+        .block_on(deployctl_aws_ecs::EcsTarget::from_spec(
+            &target.name,
+            spec,
+            target.artifact.as_ref(),
+            target.pinned_stable.as_ref(),
+        ))
+        .map_err(|error| format!("target `{}`: {error}", target.name))
 }
 
 /// Every target of the plan as an in-memory simulator of its kind, with
@@ -339,14 +359,12 @@ pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String
                     .map_err(|error| format!("cannot start the async runtime: {error}"))?;
                 runtime.block_on(async {
                     let lookup = async {
-                        let mut sdk = deployctl_aws::config::load(None).await;
-                        if sdk.region().is_none() {
-                            // STS answers in every region, but the SDK
-                            // refuses a call without one: the plan's, or
-                            // STS's home region.
-                            let fallback = region.as_deref().unwrap_or("us-east-1");
-                            sdk = deployctl_aws::config::load(Some(fallback)).await;
-                        }
+                        // Without a region from the chain: the plan's, or
+                        // STS's home region.
+                        let sdk = deployctl_aws::config::or_region(
+                            deployctl_aws::config::load(None).await,
+                            region.as_deref().unwrap_or("us-east-1"),
+                        );
                         // A throttle or a dropped connection is retried
                         // like any other call (the engine's policy), each
                         // attempt bounded so one hung call cannot use up
