@@ -142,7 +142,8 @@ pub async fn observe_is_pure<T: Target>(
 }
 
 /// `preflight` reports the version traffic would return to, finds the
-/// rollback path ready on a fresh target, and changes nothing.
+/// rollback path ready on a fresh target, names the target's platform
+/// identity the same way each time, and changes nothing.
 pub async fn preflight_names_the_stable_version<T: Target>(
     make: &mut impl AsyncFnMut() -> T,
     _options: &Options,
@@ -164,6 +165,22 @@ pub async fn preflight_names_the_stable_version<T: Target>(
         preflight.rollback_ready,
         "a fresh target's rollback path is not ready: {}",
         preflight.detail
+    );
+    // Locks are keyed by the identity: it must name the target, and the
+    // same target must be named the same way every time.
+    ensure!(
+        !preflight.identity.trim().is_empty(),
+        "preflight names no platform identity"
+    );
+    let again = target
+        .preflight()
+        .await
+        .map_err(|e| format!("the second preflight failed: {e}"))?;
+    ensure!(
+        again.identity == preflight.identity,
+        "two preflights of one target name two identities: {} and {}",
+        preflight.identity,
+        again.identity
     );
     let after = driver.observe("after preflight").await?;
     ensure!(

@@ -22,7 +22,8 @@ pub use error::{AdapterError, ErrorClass};
 pub use notify::{Notification, Notifier};
 pub use probe::{HealthProbe, Measurement};
 pub use target::{
-    Action, Applied, IdempotencyKey, Observed, PlannedCall, Preflight, Target, WaveProgress,
+    Action, Applied, Capabilities, IdempotencyKey, Observed, PlannedCall, Preflight, Target,
+    WaveProgress, Weights,
 };
 
 use std::future::Future;

@@ -114,7 +114,9 @@ pub struct Applied {
     pub request_ids: Vec<String>,
 }
 
-/// The rollback path, confirmed before anything moves (S3).
+/// What preflight learnt about a target before anything moves: the
+/// rollback path (S3), what the target really is, and what this instance
+/// of it can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Preflight {
@@ -123,6 +125,68 @@ pub struct Preflight {
     /// Whether that version exists, is healthy and traffic can be moved.
     pub rollback_ready: bool,
     pub detail: String,
+    /// The target as its platform names it, resolved (an alias ARN with
+    /// the account and region filled in, a service or distribution ARN, a
+    /// simulator's world and name). Runs lock targets by this, so two plans
+    /// that name one target differently still exclude each other.
+    pub identity: String,
+    /// What this instance supports, which its kind alone does not say.
+    pub capabilities: Capabilities,
+}
+
+/// What one target instance can do, reported by preflight and checked
+/// against every stage's strategy before anything moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// Partial traffic weights (a canary's steps between 0 and 100 %).
+    pub weights: Weights,
+    /// Whether the target is updated in device waves.
+    pub waves: bool,
+}
+
+impl Capabilities {
+    /// A traffic target that takes any weight up to `max` percent.
+    pub fn weights_up_to(max: u8) -> Capabilities {
+        Capabilities {
+            weights: Weights::Exact { max },
+            waves: false,
+        }
+    }
+
+    /// A traffic target that can only switch all traffic at once.
+    pub fn switch_only(why: impl Into<String>) -> Capabilities {
+        Capabilities {
+            weights: Weights::Unsupported { why: why.into() },
+            waves: false,
+        }
+    }
+
+    /// A fleet: updated in waves, no traffic to weigh.
+    pub fn waves() -> Capabilities {
+        Capabilities {
+            weights: Weights::Unsupported {
+                why: "a fleet is updated in waves, not by traffic weights".into(),
+            },
+            waves: true,
+        }
+    }
+}
+
+/// How a target splits traffic between its stable and new versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "support",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Weights {
+    /// Any whole percentage up to `max`, as asked.
+    Exact { max: u8 },
+    /// Up to `max`, but only approximately (`how`: e.g. replica ratios).
+    Approximate { max: u8, how: String },
+    /// No partial weights: all traffic moves at once (`why`).
+    Unsupported { why: String },
 }
 
 /// A deploy target. Implementations MUST follow `docs/adapter-contract.md`:

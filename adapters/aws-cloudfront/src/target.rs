@@ -51,8 +51,8 @@ use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::AsyncSleep;
 use aws_sdk_cloudfront::types::DistributionConfig;
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Observed, PlannedCall,
-    Preflight, Target,
+    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
+    PlannedCall, Preflight, Target,
 };
 use deployctl_plan::model::{Artifact, GateCheck, TargetKind};
 use deployctl_plan::raw;
@@ -914,6 +914,10 @@ impl Target for CloudFrontTarget {
                 stable_version: stable,
                 rollback_ready,
                 detail,
+                identity: primary.arn.clone(),
+                // Continuous deployment sends at most 15 % of requests to
+                // the staging distribution; promotion moves the rest.
+                capabilities: Capabilities::weights_up_to(MAX_STAGING_PERCENT),
             })
         })
     }

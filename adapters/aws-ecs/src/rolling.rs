@@ -486,6 +486,8 @@ impl EcsTarget {
                 stable_version: stable,
                 rollback_ready: false,
                 detail,
+                identity: view.arn.clone(),
+                capabilities: self.capabilities(view),
             })
         };
         let Some(primary) = view.primary_deployment() else {
@@ -532,6 +534,8 @@ impl EcsTarget {
             ),
             stable_version: stable,
             rollback_ready: true,
+            identity: view.arn.clone(),
+            capabilities: self.capabilities(view),
         })
     }
 }

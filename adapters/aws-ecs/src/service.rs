@@ -68,6 +68,9 @@ pub(crate) struct DeploymentView {
 
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceView {
+    /// The service's ARN: what it is, whatever the plan called it (its
+    /// platform identity, for locks).
+    pub(crate) arn: String,
     pub(crate) status: String,
     pub(crate) controller: Controller,
     pub(crate) task_definition: Option<String>,
@@ -227,6 +230,10 @@ pub(crate) async fn read(
         .filter_map(|e| e.message().map(str::to_owned))
         .collect();
     Ok(ServiceView {
+        arn: found
+            .service_arn()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("ecs:{cluster}/{service}")),
         status: found.status().unwrap_or_default().to_owned(),
         controller,
         task_definition: found.task_definition().map(str::to_owned),

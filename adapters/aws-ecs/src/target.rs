@@ -9,8 +9,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_sdk_ecs::Client;
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Observed, PlannedCall,
-    Preflight, Target,
+    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
+    PlannedCall, Preflight, Target,
 };
 use deployctl_plan::model::{self, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
@@ -225,6 +225,19 @@ impl EcsTarget {
         }
     }
 
+    /// What this service can do: task sets take any weight; a rolling
+    /// update moves every task at once, so a canary's partial weights are
+    /// refused before anything moves.
+    pub(crate) fn capabilities(&self, view: &ServiceView) -> Capabilities {
+        match &view.controller {
+            Controller::External => Capabilities::weights_up_to(100),
+            Controller::Ecs | Controller::Other(_) => Capabilities::switch_only(format!(
+                "ECS service {} uses the ECS (rolling update) deployment controller, which replaces every task at once; release it with a blueGreen stage, or switch the service to the EXTERNAL deployment controller (task sets) for canary weights",
+                self.service_name()
+            )),
+        }
+    }
+
     fn other_controller(&self, kind: &str) -> AdapterError {
         AdapterError::Unsupported {
             what: format!(
@@ -309,6 +322,8 @@ impl Target for EcsTarget {
                         self.service_name(),
                         view.status
                     ),
+                    identity: view.arn.clone(),
+                    capabilities: self.capabilities(&view),
                 });
             }
             match view.controller.clone() {

@@ -598,6 +598,8 @@ impl EcsTarget {
                     stable_version: String::new(),
                     rollback_ready: false,
                     detail: error.to_string(),
+                    identity: view.arn.clone(),
+                    capabilities: self.capabilities(view),
                 });
             }
         };
@@ -609,6 +611,8 @@ impl EcsTarget {
                     "ECS service {} has no PRIMARY task set: nothing to roll back to",
                     self.service_name()
                 ),
+                identity: view.arn.clone(),
+                capabilities: self.capabilities(view),
             });
         };
         let blocker = rollback_blocker(&self.client, &primary.task_definition).await?;
@@ -637,6 +641,8 @@ impl EcsTarget {
             stable_version: primary.label,
             rollback_ready,
             detail,
+            identity: view.arn.clone(),
+            capabilities: self.capabilities(view),
         })
     }
 }

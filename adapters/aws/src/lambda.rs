@@ -50,8 +50,8 @@ use aws_sdk_lambda::Client;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Observed, PlannedCall,
-    Preflight, Target,
+    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
+    PlannedCall, Preflight, Target,
 };
 use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
@@ -142,6 +142,9 @@ struct Memory {
 /// The alias as read from Lambda.
 #[derive(Debug, Clone, PartialEq)]
 struct AliasState {
+    /// The alias's ARN as Lambda answers it: account and region resolved,
+    /// whether the plan named the function by name or by ARN.
+    arn: Option<String>,
     revision_id: Option<String>,
     version: String,
     weights: Vec<(String, f64)>,
@@ -422,6 +425,7 @@ impl LambdaTarget {
             ))
         })?;
         let state = AliasState {
+            arn: out.alias_arn().map(str::to_owned),
             revision_id: out.revision_id().map(str::to_owned),
             version,
             weights: sorted_weights(out.routing_config()),
@@ -705,6 +709,7 @@ impl LambdaTarget {
             })?;
         request_ids.extend(out.request_id().map(str::to_owned));
         let written = AliasState {
+            arn: out.alias_arn().map(str::to_owned),
             revision_id: out.revision_id().map(str::to_owned),
             version: out
                 .function_version()
@@ -870,6 +875,13 @@ impl Target for LambdaTarget {
                 stable_version: self.label(&stable),
                 rollback_ready,
                 detail,
+                identity: state
+                    .arn
+                    .clone()
+                    .unwrap_or_else(|| format!("lambda:{}:{}", self.function_name, self.alias)),
+                // Lambda weighs any version below 100 % (the alias's
+                // AdditionalVersionWeights); 100 % is promotion.
+                capabilities: Capabilities::weights_up_to(100),
             })
         })
     }

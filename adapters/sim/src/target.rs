@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Observed, PlannedCall,
-    Preflight, Target,
+    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
+    PlannedCall, Preflight, Target,
 };
 use deployctl_plan::model::{GateCheck, GateKind, TargetKind};
 
@@ -109,6 +109,34 @@ impl SimTarget {
         // one poll.
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
+        }
+    }
+
+    /// What this simulator is, for locks: its world file when persisted
+    /// (every process sharing the world sees the same target), this very
+    /// instance when in memory.
+    pub fn identity(&self) -> String {
+        match &self.inner.store {
+            Store::World(file) => format!("sim:{}", file.path().display()),
+            Store::Memory(_) => format!(
+                "sim:memory/{}#{:x}",
+                self.inner.config.name,
+                Arc::as_ptr(&self.inner) as usize
+            ),
+        }
+    }
+
+    /// What the simulated kind supports: a fleet takes waves, CloudFront
+    /// at most 15 %, a plain simulator anything.
+    fn capabilities(&self) -> Capabilities {
+        let kind = self.inner.config.kind;
+        match kind {
+            TargetKind::Fleet => Capabilities::waves(),
+            TargetKind::Sim => Capabilities {
+                waves: true,
+                ..Capabilities::weights_up_to(100)
+            },
+            _ => Capabilities::weights_up_to(kind.capabilities().max_canary_weight),
         }
     }
 
@@ -253,6 +281,8 @@ impl Target for SimTarget {
                 ),
                 stable_version: state.stable,
                 rollback_ready: true,
+                identity: self.identity(),
+                capabilities: self.capabilities(),
             })
         })
     }

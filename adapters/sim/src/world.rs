@@ -70,6 +70,12 @@ pub(crate) struct WorldFile {
 }
 
 impl WorldFile {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl WorldFile {
     pub(crate) fn read(&self) -> Result<SimState, SimError> {
         Ok(read_state(&self.path)?.unwrap_or_else(|| self.initial.clone()))
     }

@@ -205,6 +205,10 @@ actions! {
     RunSucceeded = "run.succeeded",
     /// The run stopped on an error (`outcome.message`).
     RunFailed = "run.failed",
+    /// A run was refused before anything moved (a target locked by another
+    /// run, a failed preflight, a strategy the target cannot take):
+    /// `outcome.message` says why; no run was recorded.
+    RunRefused = "run.refused",
     /// Rollback finished: every moved target is back on stable.
     RunRolledBack = "run.rolledBack",
     /// Rollback gave up on some target: a human must act.

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use deployctl_audit::{Action, AuditLog, AuditOptions, DirectorySink, Entry, Outcome, What, Who};
-use deployctl_engine::journal::{JournalEvent, JournalObserver};
+use deployctl_engine::event::Event;
+use deployctl_engine::journal::{JournalEvent, JournalObserver, ObserverError};
+use deployctl_engine::state::RunPhase;
 
 /// Where the trail lives under the state directory.
 pub fn audit_dir(state_dir: &Path) -> PathBuf {
@@ -103,84 +105,15 @@ impl AuditBridge {
     }
 
     fn entry(&self, event: &JournalEvent) -> Option<Entry> {
-        let data = &event.data;
-        let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        if event.kind == "runCreated"
-            && let Some(digest) = text("planDigest")
-        {
+        if let Event::RunCreated { plan_digest, .. } = &event.event {
             self.digests
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(event.run_id.clone(), digest);
+                .insert(event.run_id.clone(), plan_digest.clone());
         }
-        let (action, outcome) = match event.kind.as_str() {
-            "runCreated" => (Action::RunStarted, Outcome::ok()),
-            "runPhase" => match text("phase").as_deref() {
-                Some("Succeeded") => (Action::RunSucceeded, Outcome::ok()),
-                Some("RolledBack") | Some("Killed") => (Action::RunRolledBack, Outcome::ok()),
-                Some("Failed") => {
-                    let message = text("outcome").unwrap_or_default();
-                    if message.contains("ROLLBACK INCOMPLETE") {
-                        (Action::RunRollbackIncomplete, Outcome::failed(message))
-                    } else {
-                        (Action::RunFailed, Outcome::failed(message))
-                    }
-                }
-                _ => return None,
-            },
-            "rollbackStarted" => (Action::RollbackRequested, Outcome::ok()),
-            "stageStarted" => (Action::StageStarted, Outcome::ok()),
-            "stageResumed" => (Action::RunResumed, Outcome::ok()),
-            "stageSucceeded" => (Action::StageSucceeded, Outcome::ok()),
-            "stageFailed" => (
-                Action::StageFailed,
-                Outcome::failed(text("reason").unwrap_or_default()),
-            ),
-            "callIntent" | "callDone" | "callFailed" => {
-                let action = data
-                    .pointer("/action/action")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default();
-                let audited = match action {
-                    "deploy" => Action::StageDeployed,
-                    "setWeight" => Action::StageWeightSet,
-                    "promote" => Action::StagePromoted,
-                    "startWave" => Action::WaveDispatched,
-                    "rollback" => Action::StageRolledBack,
-                    _ => Action::TargetChanged,
-                };
-                match event.kind.as_str() {
-                    // The intent is audited with its action; the outcome
-                    // as a change with the platform's request IDs (S7).
-                    "callIntent" => (audited, Outcome::ok()),
-                    "callDone" => (Action::TargetChanged, Outcome::ok()),
-                    _ => (
-                        Action::TargetChanged,
-                        Outcome::failed(text("error").unwrap_or_default()),
-                    ),
-                }
-            }
-            "gateResult" => {
-                let passed = data
-                    .pointer("/result/outcome/status")
-                    .and_then(|v| v.as_str())
-                    == Some("passed");
-                if passed {
-                    (Action::GatePassed, Outcome::ok())
-                } else {
-                    (Action::GateFailed, Outcome::failed(gate_reason(data)))
-                }
-            }
-            "approvalRequested" => (Action::ApprovalRequested, Outcome::ok()),
-            "approved" => (Action::ApprovalGranted, Outcome::ok()),
-            "rejected" => (
-                Action::ApprovalRejected,
-                Outcome::denied(text("reason").unwrap_or_default()),
-            ),
-            "killRequested" => (Action::KillRequested, Outcome::ok()),
-            _ => return None,
-        };
-        let mut what = What::new(action).run(&event.run_id).detail(compact(data));
+        let (action, outcome) = audited(&event.event)?;
+        let data = event.event.data();
+        let mut what = What::new(action).run(&event.run_id).detail(compact(&data));
         if let Some(stage) = &event.stage {
             what = what.stage(stage);
         }
@@ -195,24 +128,85 @@ impl AuditBridge {
         // The ARN is looked up when the entry is made, not when the bridge
         // is: commands attach the bridge before they know the plan.
         let mut entry = Entry::new(with_aws_caller(self.who.clone()), what, outcome);
-        for id in data
-            .get("requestIds")
-            .and_then(|v| v.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-        {
+        let request_ids = match &event.event {
+            Event::CallDone { request_ids, .. } | Event::CallFailed { request_ids, .. } => {
+                request_ids.as_slice()
+            }
+            _ => &[],
+        };
+        for id in request_ids {
             entry = entry.request_id(id);
         }
         Some(entry)
     }
 }
 
-fn gate_reason(data: &serde_json::Value) -> String {
-    data.pointer("/result/outcome/reason")
-        .and_then(|v| v.as_str())
-        .unwrap_or("gate failed")
-        .to_string()
+/// The audit action and outcome of a journal event; `None` for
+/// bookkeeping (cursor steps, pauses, notification deliveries, retried
+/// attempts, preflight reads), which acts on nothing and decides nothing.
+fn audited(event: &Event) -> Option<(Action, Outcome)> {
+    Some(match event {
+        Event::RunCreated { .. } => (Action::RunStarted, Outcome::ok()),
+        Event::RunPhase { phase, outcome } => match phase {
+            RunPhase::Succeeded => (Action::RunSucceeded, Outcome::ok()),
+            RunPhase::RolledBack | RunPhase::Killed => (Action::RunRolledBack, Outcome::ok()),
+            RunPhase::Failed => (
+                Action::RunFailed,
+                Outcome::failed(outcome.clone().unwrap_or_default()),
+            ),
+            RunPhase::Pending
+            | RunPhase::Progressing
+            | RunPhase::Paused
+            | RunPhase::RollingBack => return None,
+        },
+        Event::RollbackIncomplete { message, .. } => (
+            Action::RunRollbackIncomplete,
+            Outcome::failed(message.clone()),
+        ),
+        Event::RollbackStarted { .. } => (Action::RollbackRequested, Outcome::ok()),
+        Event::StageStarted { .. } => (Action::StageStarted, Outcome::ok()),
+        Event::StageResumed { .. } => (Action::RunResumed, Outcome::ok()),
+        Event::StageSucceeded { .. } => (Action::StageSucceeded, Outcome::ok()),
+        Event::StageFailed { reason, .. } => (Action::StageFailed, Outcome::failed(reason.clone())),
+        // The intent is audited with its action; the outcome as a change
+        // with the platform's request IDs (S7).
+        Event::CallIntent { action, .. } => (
+            match action {
+                deployctl_adapter::Action::Deploy { .. } => Action::StageDeployed,
+                deployctl_adapter::Action::SetWeight { .. } => Action::StageWeightSet,
+                deployctl_adapter::Action::Promote => Action::StagePromoted,
+                deployctl_adapter::Action::StartWave { .. } => Action::WaveDispatched,
+                deployctl_adapter::Action::Rollback { .. } => Action::StageRolledBack,
+                deployctl_adapter::Action::Retire | deployctl_adapter::Action::Halt => {
+                    Action::TargetChanged
+                }
+            },
+            Outcome::ok(),
+        ),
+        Event::CallDone { .. } => (Action::TargetChanged, Outcome::ok()),
+        Event::CallFailed { error, .. } => (Action::TargetChanged, Outcome::failed(error.clone())),
+        Event::GateResult { result, .. } => {
+            if result.passed() {
+                (Action::GatePassed, Outcome::ok())
+            } else {
+                (Action::GateFailed, Outcome::failed(result.reason()))
+            }
+        }
+        Event::ApprovalRequested { .. } => (Action::ApprovalRequested, Outcome::ok()),
+        Event::Approved { .. } => (Action::ApprovalGranted, Outcome::ok()),
+        Event::Rejected { reason, .. } => {
+            (Action::ApprovalRejected, Outcome::denied(reason.clone()))
+        }
+        Event::KillRequested {} => (Action::KillRequested, Outcome::ok()),
+        Event::Preflight { .. }
+        | Event::StageSkipped {}
+        | Event::Step { .. }
+        | Event::PauseStarted { .. }
+        | Event::CallRetried { .. }
+        | Event::Notified { .. }
+        | Event::NotificationFailed { .. }
+        | Event::ReleaseApprovalVerdict { .. } => return None,
+    })
 }
 
 /// Event data as one line, without the bulky measurement lists.
@@ -225,7 +219,7 @@ fn compact(data: &serde_json::Value) -> String {
 }
 
 impl JournalObserver for AuditBridge {
-    fn committed(&self, events: &[JournalEvent]) -> Result<(), String> {
+    fn committed(&self, events: &[JournalEvent]) -> Result<(), ObserverError> {
         let entries: Vec<Entry> = events.iter().filter_map(|e| self.entry(e)).collect();
         if entries.is_empty() {
             return Ok(());
@@ -233,6 +227,6 @@ impl JournalObserver for AuditBridge {
         self.log
             .append_batch(entries)
             .map(|_| ())
-            .map_err(|error| error.to_string())
+            .map_err(|error| ObserverError(Box::new(error)))
     }
 }

@@ -35,10 +35,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deployctl_audit::{Action as AuditAction, AuditLog, Outcome, What};
-use deployctl_engine::executor::{Engine, EngineOptions, RunContext};
+use deployctl_engine::event::{Event, Verdict as JournalVerdict};
+use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext};
 use deployctl_engine::journal::{Journal, RunRecord, StageRecord};
 use deployctl_engine::progress::ProgressSink;
-use deployctl_engine::state::{RunPhase, StagePhase};
+use deployctl_engine::start::RunRequest;
+use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
 use deployctl_kube_release::kube::ResourceExt;
 use deployctl_kube_release::{
     ApprovalEntry, ApprovalVerdict, Change, GateStatus, Leadership, PendingApproval, Release,
@@ -52,9 +54,6 @@ use crate::engine_cmds;
 use crate::exit;
 use crate::wiring::{self, Mode};
 
-/// The journal event kind that keeps a verdict on a Release's approval
-/// entry (data: an [`ApprovalVerdict`]).
-const VERDICT_EVENT: &str = "releaseApprovalVerdict";
 /// How often every Release's status is recomputed.
 const RESYNC: Duration = Duration::from_millis(500);
 
@@ -525,23 +524,6 @@ async fn start(
         "{initiator}@{}",
         deployctl_kube_release::plan::source_name(&namespace, &name)
     );
-    if let Err(error) = deployctl_engine::run::create_run(
-        &shared.journal,
-        &run_id,
-        &loaded.plan,
-        &key,
-        &source,
-        &run_initiator,
-        "apply",
-    ) {
-        // A run that could not take its locks is recorded as Failed and
-        // reported through it; anything else refuses the Release.
-        return match shared.journal.run(&run_id) {
-            Ok(_) => Ok(run_id),
-            Err(_) => Err(refuse(error.to_string())),
-        };
-    }
-    eprintln!("Release {namespace}/{name}: run {run_id} started by {initiator}");
     let context = RunContext {
         run_id: run_id.clone(),
         plan: Arc::new(loaded.plan),
@@ -549,6 +531,22 @@ async fn start(
         probes: Arc::new(wiring::Probes::for_mode(Mode::Apply)),
         notifications,
     };
+    // Preflight, the instance's capabilities and the target locks: a
+    // refusal (another run holds a target, say) records no run and
+    // refuses the Release, nothing touched.
+    let request = RunRequest {
+        plan_file: &key,
+        plan_source: &source,
+        initiator: &run_initiator,
+        mode: RunMode::Apply,
+    };
+    if let Err(error) = shared.engine.start(&context, &request).await {
+        if let EngineError::Refused(refusal) = &error {
+            engine_cmds::audit_refusal(&shared.audit, &run_initiator, &context, refusal);
+        }
+        return Err(refuse(error.to_string()));
+    }
+    eprintln!("Release {namespace}/{name}: run {run_id} started by {initiator}");
     drive(shared, leading, &name, context);
     Ok(run_id)
 }
@@ -620,8 +618,29 @@ fn verdicts(journal: &Journal, run_id: &str) -> Result<BTreeMap<u32, ApprovalVer
         .events(run_id)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|event| event.kind == VERDICT_EVENT)
-        .filter_map(|event| serde_json::from_value::<ApprovalVerdict>(event.data).ok())
+        .filter_map(|record| match record.event {
+            Event::ReleaseApprovalVerdict {
+                index,
+                gate,
+                user,
+                kind,
+                verdict,
+                reason,
+                at,
+            } => Some(ApprovalVerdict {
+                index,
+                gate,
+                user,
+                kind,
+                verdict: match verdict {
+                    JournalVerdict::Accepted => Verdict::Accepted,
+                    JournalVerdict::Refused => Verdict::Refused,
+                },
+                reason,
+                at,
+            }),
+            _ => None,
+        })
         .map(|verdict| (verdict.index, verdict))
         .collect())
 }
@@ -656,10 +675,21 @@ async fn judge_approvals(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
-        let data = serde_json::to_value(&verdict).map_err(|e| e.to_string())?;
+        let event = Event::ReleaseApprovalVerdict {
+            index: verdict.index,
+            gate: verdict.gate.clone(),
+            user: verdict.user.clone(),
+            kind: verdict.kind.clone(),
+            verdict: match verdict.verdict {
+                Verdict::Accepted => JournalVerdict::Accepted,
+                Verdict::Refused => JournalVerdict::Refused,
+            },
+            reason: verdict.reason.clone(),
+            at: verdict.at.clone(),
+        };
         shared
             .journal
-            .append_run_event(&run.id, VERDICT_EVENT, &data)
+            .append_run_event(&run.id, &event)
             .map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -749,19 +779,19 @@ fn status_of_run(
     };
     let mut pending: BTreeMap<String, PendingApproval> = BTreeMap::new();
     if !run.phase.is_terminal() {
-        for event in events.iter().filter(|e| e.kind == "approvalRequested") {
-            let Some(gate) = event.data.get("approval").and_then(|v| v.as_str()) else {
+        for record in &events {
+            let Event::ApprovalRequested {
+                approval: gate,
+                role,
+                required,
+            } = &record.event
+            else {
                 continue;
             };
+            let required = *required;
             let waiting = stages
                 .iter()
-                .any(|s| Some(&s.name) == event.stage.as_ref() && s.phase == StagePhase::Paused);
-            let required = event
-                .data
-                .get("required")
-                .and_then(|v| v.as_u64())
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(1);
+                .any(|s| Some(&s.name) == record.stage.as_ref() && s.phase == StagePhase::Paused);
             let approved_by = journal.approvers(run_id, gate).unwrap_or_default();
             let rejected = journal.rejection(run_id, gate).ok().flatten().is_some();
             if waiting && !rejected && (approved_by.len() as u64) < u64::from(required) {
@@ -769,13 +799,8 @@ fn status_of_run(
                     gate.to_string(),
                     PendingApproval {
                         gate: gate.to_string(),
-                        stage: event.stage.clone(),
-                        role: event
-                            .data
-                            .get("role")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default()
-                            .to_string(),
+                        stage: record.stage.clone(),
+                        role: role.clone(),
                         required,
                         approved_by,
                     },

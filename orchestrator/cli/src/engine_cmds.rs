@@ -10,10 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deployctl_audit::AuditLog;
-use deployctl_engine::executor::{Engine, EngineOptions, RunContext, RunOutcome};
+use deployctl_audit::{Action as AuditAction, AuditLog, Outcome, What};
+use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
 use deployctl_engine::journal::{Journal, RunRecord};
 use deployctl_engine::progress::ProgressSink;
+use deployctl_engine::start::{Refusal, RunRequest};
+use deployctl_engine::state::RunMode;
 use deployctl_plan::Loaded;
 use deployctl_plan::report::ImpactReport;
 
@@ -180,6 +182,10 @@ fn drive(
                 );
                 exit::INTERRUPTED
             }
+            Some(Err(EngineError::Refused(refusal))) => {
+                eprintln!("error: {refusal}");
+                exit::INVALID_INPUT
+            }
             Some(Err(error)) => {
                 eprintln!("error: run {run_id}: {error}");
                 exit::FAILED
@@ -217,7 +223,7 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     if let Err(code) = audit_shipped(&audit) {
         return code;
     }
-    let _seal = Seal(audit);
+    let _seal = Seal(audit.clone());
     if let Ok(Some(unfinished)) = journal.latest_unfinished()
         && runs::is_interrupted(&unfinished)
     {
@@ -260,21 +266,9 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     }
     let run_id = deployctl_engine::run::new_run_id();
     let source = loaded.source.text.clone().unwrap_or_default();
-    if let Err(error) = deployctl_engine::run::create_run(
-        &journal,
-        &run_id,
-        &loaded.plan,
-        plan_file,
-        &source,
-        &deployctl_engine::run::initiator(),
-        "apply",
-    ) {
-        eprintln!("error: {error}");
-        return exit::FAILED;
-    }
-    if !options.json {
-        eprintln!("Run {run_id} started.");
-    }
+    let initiator = deployctl_engine::run::initiator();
+    let plan_file = plan_file.to_string();
+    let json = options.json;
     let context = RunContext {
         run_id: run_id.clone(),
         plan: Arc::new(loaded.plan.clone()),
@@ -286,9 +280,52 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
         journal,
         options.json,
         EngineOptions::default(),
-        move |engine| Box::pin(async move { engine.execute(&context).await }),
+        move |engine| {
+            Box::pin(async move {
+                let request = RunRequest {
+                    plan_file: &plan_file,
+                    plan_source: &source,
+                    initiator: &initiator,
+                    mode: RunMode::Apply,
+                };
+                // Preflight, capabilities and locks: a refusal records no
+                // run (it is audited here) and exits 2.
+                if let Err(error) = engine.start(&context, &request).await {
+                    if let EngineError::Refused(refusal) = &error {
+                        audit_refusal(&audit, &initiator, &context, refusal);
+                    }
+                    return Err(error);
+                }
+                if !json {
+                    eprintln!("Run {} started.", context.run_id);
+                }
+                engine.execute(&context).await
+            })
+        },
         &run_id,
     )
+}
+
+/// Audits a run refused before anything moved: no run was recorded, so
+/// the journal's own events cannot carry it to the trail.
+pub(crate) fn audit_refusal(
+    audit: &AuditLog,
+    operator: &str,
+    context: &RunContext,
+    refusal: &Refusal,
+) {
+    crate::approval_cmds::audit_entry(
+        audit,
+        operator,
+        What::new(AuditAction::RunRefused)
+            .run(&context.run_id)
+            .plan_digest(&context.plan.digest)
+            .detail(format!(
+                "plan {} in {}",
+                context.plan.metadata.name, context.plan.metadata.environment
+            )),
+        Outcome::denied(refusal.to_string()),
+    );
 }
 
 /// Rebuilds a run's context from the journal alone.
@@ -304,10 +341,9 @@ pub(crate) fn context_from_journal(
                 rejected.render(false)
             )
         })?;
-    let mode = if run.mode == "rehearse" {
-        Mode::Rehearse
-    } else {
-        Mode::Apply
+    let mode = match run.mode {
+        RunMode::Rehearse => Mode::Rehearse,
+        RunMode::Apply => Mode::Apply,
     };
     let targets = wiring::targets(&loaded.plan, Path::new(&run.plan_file), mode, state_dir)?;
     let notifications = wiring::notifications(&loaded.plan, mode)?;

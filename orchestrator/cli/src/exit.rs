@@ -5,7 +5,9 @@
 pub const OK: u8 = 0;
 /// The run rolled back or failed cleanly: targets are on their stable versions.
 pub const FAILED: u8 = 1;
-/// Invalid input: a plan, flag or file that was refused. Nothing was touched.
+/// Refused before anything moved: invalid input (a plan, flag or file), a
+/// target another run holds, a failed preflight, a strategy the target
+/// cannot take. Nothing was touched and no run was recorded.
 pub const INVALID_INPUT: u8 = 2;
 /// A rollback could not complete: traffic may be split, a human must act.
 pub const ROLLBACK_INCOMPLETE: u8 = 3;

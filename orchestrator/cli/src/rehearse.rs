@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deployctl_adapter::Target;
-use deployctl_engine::executor::{Engine, EngineOptions, RunContext};
+use deployctl_engine::event::Event;
+use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext};
 use deployctl_engine::journal::Journal;
 use deployctl_engine::progress::ProgressSink;
-use deployctl_engine::state::{RunPhase, StagePhase};
+use deployctl_engine::start::RunRequest;
+use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
 use deployctl_plan::Loaded;
 use deployctl_plan::model::{CanaryStep, RollbackTrigger, Strategy, ValidatedPlan};
 use deployctl_sim::{ActionKind, ApiErrorKind, SimFaults};
@@ -101,18 +103,13 @@ pub fn rehearse(
     };
     let _seal = crate::engine_cmds::Seal(audit);
     let run_id = deployctl_engine::run::new_run_id();
-    if let Err(error) = deployctl_engine::run::create_run(
-        &journal,
-        &run_id,
-        plan,
-        file,
-        loaded.source.text.as_deref().unwrap_or_default(),
-        &deployctl_engine::run::initiator(),
-        "rehearse",
-    ) {
-        eprintln!("error: {error}");
-        return exit::FAILED;
-    }
+    let initiator = deployctl_engine::run::initiator();
+    let request = RunRequest {
+        plan_file: file,
+        plan_source: loaded.source.text.as_deref().unwrap_or_default(),
+        initiator: &initiator,
+        mode: RunMode::Rehearse,
+    };
     let context = RunContext {
         run_id: run_id.clone(),
         plan: Arc::new(plan.clone()),
@@ -165,7 +162,11 @@ pub fn rehearse(
         };
         let engine = Engine::new(journal.clone(), options, ProgressSink::new(sender));
         let approvers = tokio::spawn(simulated_approvers(journal.clone(), run_id.clone()));
-        let outcome = engine.execute(&context).await;
+        let outcome = async {
+            engine.start(&context, &request).await?;
+            engine.execute(&context).await
+        }
+        .await;
         approvers.abort();
         drop(engine);
         let _ = renderer.await;
@@ -173,6 +174,10 @@ pub fn rehearse(
     });
     let outcome = match outcome {
         Ok(outcome) => outcome,
+        Err(EngineError::Refused(refusal)) => {
+            eprintln!("error: rehearsal {run_id}: {refusal}");
+            return exit::INVALID_INPUT;
+        }
         Err(error) => {
             eprintln!("error: rehearsal {run_id}: {error}");
             return exit::FAILED;
@@ -225,22 +230,19 @@ async fn simulated_approvers(journal: Arc<Journal>, run_id: String) {
         let Ok(events) = journal.events(&run_id) else {
             continue;
         };
-        for event in events
-            .iter()
-            .filter(|event| event.kind == "approvalRequested")
-        {
-            let Some(name) = event.data.get("approval").and_then(|v| v.as_str()) else {
+        for record in &events {
+            let Event::ApprovalRequested {
+                approval: name,
+                required,
+                ..
+            } = &record.event
+            else {
                 continue;
             };
             if !granted.insert(name.to_string()) {
                 continue;
             }
-            let required = event
-                .data
-                .get("required")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(1);
-            for n in 1..=required {
+            for n in 1..=*required {
                 let _ = journal.record_approval(&run_id, name, &format!("rehearsal-approver-{n}"));
             }
         }

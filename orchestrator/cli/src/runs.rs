@@ -148,7 +148,7 @@ pub fn history_text(runs: &[RunRecord]) -> String {
             run.environment,
             rfc3339(run.created_at),
             run.initiator,
-            if run.mode == "rehearse" {
+            if run.mode == deployctl_engine::state::RunMode::Rehearse {
                 " (rehearsal)"
             } else {
                 ""

@@ -27,10 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deployctl_adapter::{HealthProbe, Target};
+use deployctl_engine::event::Event;
 use deployctl_engine::executor::{Engine, EngineOptions, ProbeFactory, RunContext};
-use deployctl_engine::journal::{Journal, StageUpdate};
+use deployctl_engine::journal::{Journal, NewRun, NewStage, StageUpdate};
 use deployctl_engine::progress::ProgressSink;
-use deployctl_engine::state::RunPhase;
+use deployctl_engine::start::RunRequest;
+use deployctl_engine::state::{RunMode, RunPhase};
 use deployctl_plan::ValidatedPlan;
 use deployctl_plan::model::Gate;
 use deployctl_sim::{SimConfig, SimTarget};
@@ -156,18 +158,6 @@ fn run_once(
         .map(|(name, sim)| (name.clone(), Arc::new(sim.clone()) as Arc<dyn Target>))
         .collect();
     let run_id = deployctl_engine::run::new_run_id();
-    let started = Instant::now();
-    deployctl_engine::run::create_run(
-        &journal,
-        &run_id,
-        plan,
-        "bench.yaml",
-        "(generated)",
-        "bench@localhost",
-        "apply",
-    )
-    .expect("create run");
-    let create = started.elapsed();
     let context = RunContext {
         run_id: run_id.clone(),
         plan: plan.clone(),
@@ -180,6 +170,21 @@ fn run_once(
         EngineOptions::default(),
         ProgressSink::default(),
     );
+    // Starting a run: every target's preflight, then the run, its stages
+    // and its locks in one transaction.
+    let started = Instant::now();
+    runtime
+        .block_on(engine.start(
+            &context,
+            &RunRequest {
+                plan_file: "bench.yaml",
+                plan_source: "(generated)",
+                initiator: "bench@localhost",
+                mode: RunMode::Apply,
+            },
+        ))
+        .expect("start run");
+    let create = started.elapsed();
     let started = Instant::now();
     let outcome = runtime.block_on(engine.execute(&context)).expect("execute");
     let execute = started.elapsed();
@@ -211,17 +216,30 @@ fn transition_times(dir: &Path) -> Vec<Duration> {
         .expect("one-stage plan")
         .plan;
     let run_id = deployctl_engine::run::new_run_id();
-    deployctl_engine::run::create_run(
-        &journal,
-        &run_id,
-        &plan,
-        "one.yaml",
-        "",
-        "bench@localhost",
-        "apply",
-    )
-    .expect("create run");
-    let data = serde_json::json!({"cursor": 3, "detail": "set weight 25%"});
+    journal
+        .create_run(&NewRun {
+            id: &run_id,
+            plan_name: &plan.metadata.name,
+            environment: &plan.metadata.environment,
+            plan_file: "one.yaml",
+            plan_digest: &plan.digest,
+            plan_source: "",
+            initiator: "bench@localhost",
+            mode: RunMode::Apply,
+            stages: vec![NewStage {
+                name: "s0".into(),
+                target: plan.stages[0].target.clone(),
+                target_key: "bench:s0".into(),
+                new_version: None,
+                preflight: None,
+            }],
+            locks: Vec::new(),
+        })
+        .expect("create run");
+    let event = Event::Step {
+        cursor: 3,
+        detail: "set weight 25%".into(),
+    };
     let mut times: Vec<Duration> = (0..TRANSITIONS)
         .map(|i| {
             let update = StageUpdate {
@@ -231,7 +249,7 @@ fn transition_times(dir: &Path) -> Vec<Duration> {
             };
             let started = Instant::now();
             journal
-                .transition(&run_id, "s0", "step", &data, &update)
+                .transition(&run_id, "s0", &event, &update)
                 .expect("transition");
             started.elapsed()
         })

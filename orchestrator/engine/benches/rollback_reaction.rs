@@ -47,7 +47,8 @@ use deployctl_adapter::{
 use deployctl_engine::executor::{Engine, EngineOptions, ProbeFactory, RunContext};
 use deployctl_engine::journal::Journal;
 use deployctl_engine::progress::ProgressSink;
-use deployctl_engine::state::RunPhase;
+use deployctl_engine::start::RunRequest;
+use deployctl_engine::state::{RunMode, RunPhase};
 use deployctl_plan::model::{Gate, GateCheck, TargetKind};
 use deployctl_sim::{SimConfig, SimFaults, SimTarget};
 
@@ -318,16 +319,6 @@ fn run_once(
         })
         .collect();
     let run_id = deployctl_engine::run::new_run_id();
-    deployctl_engine::run::create_run(
-        &journal,
-        &run_id,
-        &plan,
-        "bench.yaml",
-        &text,
-        "bench@localhost",
-        "apply",
-    )
-    .expect("create run");
     let context = RunContext {
         run_id,
         plan,
@@ -339,7 +330,20 @@ fn run_once(
         notifications: Vec::new(),
     };
     let engine = Engine::new(journal, EngineOptions::default(), ProgressSink::default());
-    let run = runtime.spawn(async move { engine.execute(&context).await });
+    let run = runtime.spawn(async move {
+        engine
+            .start(
+                &context,
+                &RunRequest {
+                    plan_file: "bench.yaml",
+                    plan_source: &text,
+                    initiator: "bench@localhost",
+                    mode: RunMode::Apply,
+                },
+            )
+            .await?;
+        engine.execute(&context).await
+    });
 
     // Wait until every target sits at 50%.
     let reached = Instant::now();

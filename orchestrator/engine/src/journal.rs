@@ -16,7 +16,15 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use crate::clock::now_ms;
-use crate::state::{RunPhase, StagePhase};
+use crate::event::{Event, UnreadableEvent};
+use crate::state::{RunMode, RunPhase, StagePhase};
+use deployctl_plan::model::RollbackScope;
+
+/// The journal's format. 1: the first release (no version recorded);
+/// 2: typed events (same tags and fields, plus `rollbackIncomplete` and
+/// platform identities in `preflight`). A journal of a format this build
+/// does not know is refused on open, never half read.
+pub const FORMAT_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -41,8 +49,30 @@ pub enum JournalError {
     #[error("corrupt journal record: {0}")]
     Corrupt(String),
     #[error("the audit trail could not record a journal event: {0}")]
-    Observer(String),
+    Observer(#[from] ObserverError),
+    #[error(
+        "{path}: journal format version {found} is newer than this build of deployctl reads (up to {supported}); use the deployctl release that wrote it"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("run {run}, event #{seq} (journal format version {format}): {source}")]
+    UnreadableEvent {
+        run: String,
+        seq: i64,
+        format: i64,
+        #[source]
+        source: UnreadableEvent,
+    },
 }
+
+/// Why an observer could not take committed events (the audit trail
+/// could not append them).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ObserverError(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// A run as the journal knows it.
 #[derive(Debug, Clone, Serialize)]
@@ -56,8 +86,7 @@ pub struct RunRecord {
     #[serde(skip)]
     pub plan_source: String,
     pub initiator: String,
-    /// `apply` or `rehearse`.
-    pub mode: String,
+    pub mode: RunMode,
     pub phase: RunPhase,
     pub created_at: i64,
     pub updated_at: i64,
@@ -68,9 +97,9 @@ pub struct RunRecord {
     /// A rollback gave up: a human must act.
     pub rollback_incomplete: bool,
     pub outcome: Option<String>,
-    /// While rolling back: `plan` or `stage`, so a resumed rollback undoes
-    /// the same set of stages.
-    pub rollback_scope: Option<String>,
+    /// While rolling back: which stages it undoes, so a resumed rollback
+    /// undoes the same set.
+    pub rollback_scope: Option<RollbackScope>,
     /// While rolling back: the phase the run ends in (RolledBack or Killed).
     pub rollback_final: Option<RunPhase>,
 }
@@ -97,7 +126,8 @@ pub struct StageRecord {
     pub updated_at: i64,
 }
 
-/// One entry of a run's history.
+/// One entry of a run's history: the event, and its stored form (`kind`,
+/// `data`) for printing as it is kept.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventRecord {
@@ -106,6 +136,8 @@ pub struct EventRecord {
     pub stage: Option<String>,
     pub kind: String,
     pub data: serde_json::Value,
+    #[serde(skip)]
+    pub event: Event,
 }
 
 /// A platform call's journal entry.
@@ -128,9 +160,31 @@ pub struct NewRun<'a> {
     pub plan_digest: &'a str,
     pub plan_source: &'a str,
     pub initiator: &'a str,
-    pub mode: &'a str,
-    /// (stage name, target name, target key, new version)
-    pub stages: Vec<(String, String, String, Option<String>)>,
+    pub mode: RunMode,
+    pub stages: Vec<NewStage>,
+    /// The target locks the run takes, all or none, with its creation.
+    pub locks: Vec<String>,
+}
+
+/// A stage of a new run.
+#[derive(Debug, Clone)]
+pub struct NewStage {
+    pub name: String,
+    pub target: String,
+    /// The target's platform identity (what its lock is keyed by).
+    pub target_key: String,
+    pub new_version: Option<String>,
+    /// The confirmed rollback path, when preflight ran before creation.
+    pub preflight: Option<PreflightRecord>,
+}
+
+/// A stage's preflight as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightRecord {
+    pub stable_version: String,
+    pub ready: bool,
+    pub detail: String,
+    pub identity: Option<String>,
 }
 
 /// Fields of a stage row to change in a transition; `None` leaves one as is.
@@ -152,6 +206,9 @@ pub struct Journal {
     connection: Mutex<Connection>,
     path: PathBuf,
     observer: Option<Arc<dyn JournalObserver>>,
+    /// The format the journal had when opened (1 for journals of the
+    /// first release), named when one of its records cannot be read.
+    format: i64,
 }
 
 /// An event as committed to the journal.
@@ -159,13 +216,12 @@ pub struct Journal {
 pub struct JournalEvent {
     pub run_id: String,
     pub stage: Option<String>,
-    pub kind: String,
-    pub data: serde_json::Value,
+    pub event: Event,
 }
 
 /// Sees every event once it is durable (the audit trail hooks in here).
 pub trait JournalObserver: Send + Sync {
-    fn committed(&self, events: &[JournalEvent]) -> Result<(), String>;
+    fn committed(&self, events: &[JournalEvent]) -> Result<(), ObserverError>;
 }
 
 /// A write transaction that remembers the events it appends.
@@ -299,12 +355,24 @@ impl Journal {
         // before a side effect is never lost (measured: survives kill -9).
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        let format = stored_format(&connection)?;
+        if format > FORMAT_VERSION {
+            return Err(JournalError::NewerFormat {
+                path,
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
         connection.execute_batch(SCHEMA)?;
         migrate(&connection)?;
+        if format < FORMAT_VERSION {
+            connection.pragma_update(None, "user_version", FORMAT_VERSION)?;
+        }
         Ok(Journal {
             connection: Mutex::new(connection),
             path,
             observer: None,
+            format,
         })
     }
 
@@ -348,9 +416,7 @@ impl Journal {
             if let Some(observer) = &self.observer
                 && !events.is_empty()
             {
-                observer
-                    .committed(&events)
-                    .map_err(JournalError::Observer)?;
+                observer.committed(&events)?;
             }
             Ok(value)
         })
@@ -362,8 +428,13 @@ impl Journal {
         self
     }
 
+    /// Records a new run: its row, its stages (with their preflight, when
+    /// it ran first) and its target locks, in one transaction. A lock
+    /// another live run holds refuses the whole run: nothing is recorded,
+    /// so a refusal leaves no run behind.
     pub fn create_run(&self, run: &NewRun<'_>) -> Result<(), JournalError> {
         self.write(|tx| {
+            take_locks(tx, run.id, &run.locks, run.initiator)?;
             let now = now_ms();
             tx.execute(
                 "INSERT INTO runs (id, plan_name, environment, plan_file, plan_digest, plan_source,
@@ -377,24 +448,29 @@ impl Journal {
                     run.plan_digest,
                     run.plan_source,
                     run.initiator,
-                    run.mode,
+                    run.mode.as_str(),
                     RunPhase::Pending.as_str(),
                     now
                 ],
             )?;
-            for (position, (name, target, key, new_version)) in run.stages.iter().enumerate() {
+            for (position, stage) in run.stages.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO stages (run_id, position, name, target, target_key, phase,
-                        new_version, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        new_version, stable_version, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![
                         run.id,
                         position as i64,
-                        name,
-                        target,
-                        key,
+                        stage.name,
+                        stage.target,
+                        stage.target_key,
                         StagePhase::Pending.as_str(),
-                        new_version,
+                        stage.new_version,
+                        stage
+                            .preflight
+                            .as_ref()
+                            .map(|p| p.stable_version.as_str())
+                            .filter(|v| !v.is_empty()),
                         now
                     ],
                 )?;
@@ -403,9 +479,27 @@ impl Journal {
                 tx,
                 run.id,
                 None,
-                "runCreated",
-                &serde_json::json!({"initiator": run.initiator, "mode": run.mode, "planDigest": run.plan_digest}),
+                &Event::RunCreated {
+                    initiator: run.initiator.to_string(),
+                    mode: run.mode,
+                    plan_digest: run.plan_digest.to_string(),
+                },
             )?;
+            for stage in &run.stages {
+                if let Some(preflight) = &stage.preflight {
+                    append_event(
+                        tx,
+                        run.id,
+                        Some(&stage.name),
+                        &Event::Preflight {
+                            stable_version: preflight.stable_version.clone(),
+                            ready: preflight.ready,
+                            detail: preflight.detail.clone(),
+                            identity: preflight.identity.clone(),
+                        },
+                    )?;
+                }
+            }
             Ok(())
         })
     }
@@ -419,39 +513,7 @@ impl Journal {
         keys: &[String],
         holder: &str,
     ) -> Result<(), JournalError> {
-        self.write(|tx| {
-            for key in keys {
-                let existing: Option<(String, String, Option<String>)> = tx
-                    .query_row(
-                        "SELECT l.run_id, l.holder, r.phase FROM locks l
-                         LEFT JOIN runs r ON r.id = l.run_id WHERE l.target_key = ?1",
-                        params![key],
-                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                    )
-                    .optional()?;
-                if let Some((other_run, other_holder, phase)) = existing
-                    && other_run != run_id
-                {
-                    let ended = phase
-                        .as_deref()
-                        .and_then(RunPhase::parse)
-                        .is_none_or(RunPhase::is_terminal);
-                    if !ended {
-                        return Err(JournalError::Locked {
-                            target: key.clone(),
-                            run: other_run,
-                            holder: other_holder,
-                        });
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO locks (target_key, run_id, holder, acquired_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(target_key) DO UPDATE SET run_id = ?2, holder = ?3, acquired_at = ?4",
-                    params![key, run_id, holder, now_ms()],
-                )?;
-            }
-            Ok(())
-        })
+        self.write(|tx| take_locks(tx, run_id, keys, holder))
     }
 
     pub fn release_locks(&self, run_id: &str) -> Result<(), JournalError> {
@@ -509,8 +571,39 @@ impl Journal {
                 tx,
                 run_id,
                 None,
-                "runPhase",
-                &serde_json::json!({"phase": phase.as_str(), "outcome": outcome}),
+                &Event::RunPhase {
+                    phase,
+                    outcome: outcome.map(str::to_string),
+                },
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A rollback gave up on `stages`: the run is Failed, flagged for a
+    /// human, with `message` as its outcome. Its locks stay held.
+    pub fn rollback_incomplete(
+        &self,
+        run_id: &str,
+        stages: &[String],
+        reason: &str,
+        message: &str,
+    ) -> Result<(), JournalError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = ?4,
+                    rollback_incomplete = 1 WHERE id = ?1",
+                params![run_id, RunPhase::Failed.as_str(), now_ms(), message],
+            )?;
+            append_event(
+                tx,
+                run_id,
+                None,
+                &Event::RollbackIncomplete {
+                    stages: stages.to_vec(),
+                    reason: reason.to_string(),
+                    message: message.to_string(),
+                },
             )?;
             Ok(())
         })
@@ -522,7 +615,7 @@ impl Journal {
         &self,
         run_id: &str,
         reason: &str,
-        scope: &str,
+        scope: RollbackScope,
         final_phase: RunPhase,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
@@ -534,7 +627,7 @@ impl Journal {
                     RunPhase::RollingBack.as_str(),
                     now_ms(),
                     reason,
-                    scope,
+                    scope_name(scope),
                     final_phase.as_str()
                 ],
             )?;
@@ -542,8 +635,11 @@ impl Journal {
                 tx,
                 run_id,
                 None,
-                "rollbackStarted",
-                &serde_json::json!({"reason": reason, "scope": scope, "finalPhase": final_phase.as_str()}),
+                &Event::RollbackStarted {
+                    reason: reason.to_string(),
+                    scope,
+                    final_phase,
+                },
             )?;
             Ok(())
         })
@@ -554,13 +650,12 @@ impl Journal {
         &self,
         run_id: &str,
         stage: &str,
-        kind: &str,
-        data: &serde_json::Value,
+        event: &Event,
         update: &StageUpdate,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
             update_stage(tx, run_id, stage, update)?;
-            append_event(tx, run_id, Some(stage), kind, data)?;
+            append_event(tx, run_id, Some(stage), event)?;
             Ok(())
         })
     }
@@ -571,22 +666,26 @@ impl Journal {
         run_id: &str,
         stage: &str,
         key: &str,
-        action: &serde_json::Value,
+        action: &deployctl_adapter::Action,
         update: &StageUpdate,
     ) -> Result<(), JournalError> {
+        let stored =
+            serde_json::to_string(action).map_err(|e| JournalError::Corrupt(e.to_string()))?;
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO calls (run_id, key, stage, action, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)
                  ON CONFLICT(run_id, key) DO UPDATE SET state = 'intent', at = ?5",
-                params![run_id, key, stage, action.to_string(), now_ms()],
+                params![run_id, key, stage, stored, now_ms()],
             )?;
             update_stage(tx, run_id, stage, update)?;
             append_event(
                 tx,
                 run_id,
                 Some(stage),
-                "callIntent",
-                &serde_json::json!({"key": key, "action": action}),
+                &Event::CallIntent {
+                    key: key.to_string(),
+                    action: action.clone(),
+                },
             )?;
             Ok(())
         })
@@ -618,13 +717,19 @@ impl Journal {
                 ],
             )?;
             update_stage(tx, run_id, stage, update)?;
-            append_event(
-                tx,
-                run_id,
-                Some(stage),
-                if succeeded { "callDone" } else { "callFailed" },
-                &serde_json::json!({"key": key, "requestIds": request_ids, "error": error}),
-            )?;
+            let event = if succeeded {
+                Event::CallDone {
+                    key: key.to_string(),
+                    request_ids: request_ids.to_vec(),
+                }
+            } else {
+                Event::CallFailed {
+                    key: key.to_string(),
+                    request_ids: request_ids.to_vec(),
+                    error: error.unwrap_or_default().to_string(),
+                }
+            };
+            append_event(tx, run_id, Some(stage), &event)?;
             Ok(())
         })
     }
@@ -655,7 +760,7 @@ impl Journal {
             if changed == 0 {
                 return Err(JournalError::UnknownRun(run_id.to_string()));
             }
-            append_event(tx, run_id, None, "killRequested", &serde_json::json!({}))?;
+            append_event(tx, run_id, None, &Event::KillRequested {})?;
             Ok(())
         })
     }
@@ -671,14 +776,9 @@ impl Journal {
     }
 
     /// Appends a run-level event (no stage row changes).
-    pub fn append_run_event(
-        &self,
-        run_id: &str,
-        kind: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), JournalError> {
+    pub fn append_run_event(&self, run_id: &str, event: &Event) -> Result<(), JournalError> {
         self.write(|tx| {
-            append_event(tx, run_id, None, kind, data)?;
+            append_event(tx, run_id, None, event)?;
             Ok(())
         })
     }
@@ -701,8 +801,10 @@ impl Journal {
                 tx,
                 run_id,
                 None,
-                "approved",
-                &serde_json::json!({"gate": gate, "approver": approver}),
+                &Event::Approved {
+                    gate: gate.to_string(),
+                    approver: approver.to_string(),
+                },
             )?;
             Ok(())
         })
@@ -726,8 +828,11 @@ impl Journal {
                 tx,
                 run_id,
                 None,
-                "rejected",
-                &serde_json::json!({"gate": gate, "approver": approver, "reason": reason}),
+                &Event::Rejected {
+                    gate: gate.to_string(),
+                    approver: approver.to_string(),
+                    reason: reason.to_string(),
+                },
             )?;
             Ok(())
         })
@@ -843,15 +948,37 @@ impl Journal {
             )?;
             let rows = statement.query_map(params![run_id], |row| {
                 let data: String = row.get(4)?;
-                Ok(EventRecord {
-                    seq: row.get(0)?,
-                    at: row.get(1)?,
-                    stage: row.get(2)?,
-                    kind: row.get(3)?,
-                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-                })
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, String>(3)?,
+                    data,
+                ))
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut records = Vec::new();
+            for row in rows {
+                let (seq, at, stage, kind, data) = row?;
+                let data: serde_json::Value =
+                    serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                let event = Event::from_stored(&kind, data.clone()).map_err(|source| {
+                    JournalError::UnreadableEvent {
+                        run: run_id.to_string(),
+                        seq,
+                        format: self.format,
+                        source,
+                    }
+                })?;
+                records.push(EventRecord {
+                    seq,
+                    at,
+                    stage,
+                    kind,
+                    data,
+                    event,
+                });
+            }
+            Ok(records)
         })
     }
 
@@ -890,6 +1017,71 @@ impl Journal {
     }
 }
 
+/// The format recorded in the database (`PRAGMA user_version`): 0 means
+/// a new file (it gets the current format) or, when it already has runs,
+/// a journal of the first release, which recorded no version.
+fn stored_format(connection: &Connection) -> Result<i64, JournalError> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version != 0 {
+        return Ok(version);
+    }
+    let has_runs: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs')",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(if has_runs { 1 } else { FORMAT_VERSION })
+}
+
+fn scope_name(scope: RollbackScope) -> &'static str {
+    match scope {
+        RollbackScope::Plan => "plan",
+        RollbackScope::Stage => "stage",
+    }
+}
+
+/// Takes every lock in `keys` for `run_id`, all or none (the caller's
+/// transaction rolls back on a refusal). A lock held by a run that has
+/// ended is stale and taken over.
+fn take_locks(
+    tx: &Tx<'_>,
+    run_id: &str,
+    keys: &[String],
+    holder: &str,
+) -> Result<(), JournalError> {
+    for key in keys {
+        let existing: Option<(String, String, Option<String>)> = tx
+            .query_row(
+                "SELECT l.run_id, l.holder, r.phase FROM locks l
+                 LEFT JOIN runs r ON r.id = l.run_id WHERE l.target_key = ?1",
+                params![key],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        if let Some((other_run, other_holder, phase)) = existing
+            && other_run != run_id
+        {
+            let ended = phase
+                .as_deref()
+                .and_then(RunPhase::parse)
+                .is_none_or(RunPhase::is_terminal);
+            if !ended {
+                return Err(JournalError::Locked {
+                    target: key.clone(),
+                    run: other_run,
+                    holder: other_holder,
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO locks (target_key, run_id, holder, acquired_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(target_key) DO UPDATE SET run_id = ?2, holder = ?3, acquired_at = ?4",
+            params![key, run_id, holder, now_ms()],
+        )?;
+    }
+    Ok(())
+}
+
 /// Columns added after the first schema; journals written by older builds
 /// get them on open.
 fn migrate(connection: &Connection) -> Result<(), JournalError> {
@@ -921,7 +1113,7 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         plan_digest: row.get(4)?,
         plan_source: row.get(5)?,
         initiator: row.get(6)?,
-        mode: row.get(7)?,
+        mode: RunMode::parse(&row.get::<_, String>(7)?).unwrap_or(RunMode::Apply),
         phase: RunPhase::parse(&phase).unwrap_or(RunPhase::Failed),
         created_at: row.get(9)?,
         updated_at: row.get(10)?,
@@ -931,7 +1123,13 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         kill_requested: row.get(14)?,
         rollback_incomplete: row.get(15)?,
         outcome: row.get(16)?,
-        rollback_scope: row.get(17)?,
+        rollback_scope: row.get::<_, Option<String>>(17)?.as_deref().map(|scope| {
+            if scope == scope_name(RollbackScope::Stage) {
+                RollbackScope::Stage
+            } else {
+                RollbackScope::Plan
+            }
+        }),
         rollback_final: row
             .get::<_, Option<String>>(18)?
             .as_deref()
@@ -943,9 +1141,10 @@ fn append_event(
     tx: &Tx<'_>,
     run_id: &str,
     stage: Option<&str>,
-    kind: &str,
-    data: &serde_json::Value,
+    event: &Event,
 ) -> Result<(), JournalError> {
+    let kind = event.kind();
+    let data = event.data();
     // Cached statements: these run several times per stage, and parsing
     // SQL each time showed up in the engine benchmark's profile.
     tx.prepare_cached(
@@ -956,8 +1155,7 @@ fn append_event(
     tx.events.borrow_mut().push(JournalEvent {
         run_id: run_id.to_string(),
         stage: stage.map(str::to_string),
-        kind: kind.to_string(),
-        data: data.clone(),
+        event: event.clone(),
     });
     tx.prepare_cached("UPDATE runs SET updated_at = ?2 WHERE id = ?1")?
         .execute(params![run_id, now_ms()])?;
@@ -1023,13 +1221,15 @@ mod tests {
             plan_digest: "abc",
             plan_source: "source",
             initiator: "alice",
-            mode: "apply",
-            stages: vec![(
-                "api".into(),
-                "api".into(),
-                "sim:api".into(),
-                Some("v2".into()),
-            )],
+            mode: RunMode::Apply,
+            stages: vec![NewStage {
+                name: "api".into(),
+                target: "api".into(),
+                target_key: "sim:api".into(),
+                new_version: Some("v2".into()),
+                preflight: None,
+            }],
+            locks: Vec::new(),
         }
     }
 
@@ -1042,8 +1242,7 @@ mod tests {
             .transition(
                 "r1",
                 "api",
-                "stageStarted",
-                &serde_json::json!({}),
+                &Event::StageStarted { cursor: 0 },
                 &StageUpdate {
                     phase: Some(StagePhase::Progressing),
                     cursor: Some(2),
@@ -1106,7 +1305,9 @@ mod tests {
                     "r1",
                     "api",
                     "r1/api/0",
-                    &serde_json::json!({"action": "deploy"}),
+                    &deployctl_adapter::Action::Deploy {
+                        version: "v2".into(),
+                    },
                     &StageUpdate::default(),
                 )
                 .unwrap();
@@ -1128,6 +1329,93 @@ mod tests {
             .unwrap();
         assert_eq!(journal.calls("r1").unwrap()[0].state, "done");
         journal.check_consistency("r1").unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_refused_by_a_lock_leaves_nothing_behind() {
+        let dir = temp_dir("refused");
+        let journal = Journal::open(&dir).unwrap();
+        let locked = |id| NewRun {
+            locks: vec!["sim:world/api".to_string()],
+            stages: vec![NewStage {
+                preflight: Some(PreflightRecord {
+                    stable_version: "v1".into(),
+                    ready: true,
+                    detail: "ok".into(),
+                    identity: Some("sim:world/api".into()),
+                }),
+                ..new_run(id).stages[0].clone()
+            }],
+            ..new_run(id)
+        };
+        journal.create_run(&locked("r1")).unwrap();
+        assert_eq!(
+            journal.stages("r1").unwrap()[0].stable_version.as_deref(),
+            Some("v1")
+        );
+        let error = journal.create_run(&locked("r2")).unwrap_err();
+        assert!(matches!(error, JournalError::Locked { .. }), "{error}");
+        assert!(matches!(
+            journal.run("r2"),
+            Err(JournalError::UnknownRun(_))
+        ));
+        let ids: Vec<String> = journal
+            .runs(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["r1"]);
+        let kinds: Vec<String> = journal
+            .events("r1")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["runCreated", "preflight"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_of_a_newer_format_is_refused_naming_its_version() {
+        let dir = temp_dir("newer");
+        drop(Journal::open(&dir).unwrap());
+        {
+            let connection = Connection::open(dir.join("journal.sqlite3")).unwrap();
+            connection
+                .pragma_update(None, "user_version", FORMAT_VERSION + 1)
+                .unwrap();
+        }
+        let Err(error) = Journal::open(&dir) else {
+            panic!("a newer journal opened");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("journal format version {}", FORMAT_VERSION + 1)),
+            "{text}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_event_names_the_run_the_event_and_the_format() {
+        let dir = temp_dir("unreadable");
+        let journal = Journal::open(&dir).unwrap();
+        journal.create_run(&new_run("r1")).unwrap();
+        journal
+            .with(|connection| {
+                connection.execute(
+                    "UPDATE events SET kind = 'teleported' WHERE run_id = 'r1'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let error = journal.events("r1").unwrap_err().to_string();
+        assert!(error.contains("run r1, event #1"), "{error}");
+        assert!(error.contains("journal format version 2"), "{error}");
+        assert!(error.contains("teleported"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

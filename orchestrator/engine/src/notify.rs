@@ -14,6 +14,7 @@ use deployctl_plan::model::RunEvent;
 use tokio::task::JoinSet;
 
 use crate::clock::{now_ms, rfc3339};
+use crate::event::Event;
 use crate::journal::Journal;
 
 /// One channel and the events it wants.
@@ -85,20 +86,24 @@ impl NotifyHub {
             deliveries.spawn(async move {
                 let result =
                     tokio::time::timeout(DELIVERY_TIMEOUT, notifier.notify(&notification)).await;
-                let (kind, error) = match result {
-                    Ok(Ok(())) => ("notified", None),
-                    Ok(Err(error)) => ("notificationFailed", Some(error.to_string())),
-                    Err(_) => ("notificationFailed", Some("timed out".to_string())),
+                let channel = notifier.describe();
+                let event = match result {
+                    Ok(Ok(())) => Event::Notified {
+                        event: notification.event,
+                        channel,
+                    },
+                    Ok(Err(error)) => Event::NotificationFailed {
+                        event: notification.event,
+                        channel,
+                        error: Some(error.to_string()),
+                    },
+                    Err(_) => Event::NotificationFailed {
+                        event: notification.event,
+                        channel,
+                        error: Some("timed out".to_string()),
+                    },
                 };
-                let _ = journal.append_run_event(
-                    &run_id,
-                    kind,
-                    &serde_json::json!({
-                        "event": notification.event,
-                        "channel": notifier.describe(),
-                        "error": error,
-                    }),
-                );
+                let _ = journal.append_run_event(&run_id, &event);
             });
         }
     }

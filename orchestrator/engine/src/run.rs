@@ -1,10 +1,6 @@
-//! Creating runs: ids, who started them, and the journal rows a new run
-//! starts with. What drives a run is [`crate::executor::Engine`].
-
-use deployctl_plan::ValidatedPlan;
-
-use crate::executor::target_key;
-use crate::journal::{Journal, JournalError, NewRun};
+//! Run ids and who starts runs. Runs are recorded by
+//! [`crate::executor::Engine::start`] and driven by
+//! [`crate::executor::Engine::execute`].
 
 /// `r-20261124-091523-3f2a`: sortable by time, unique per process start.
 pub fn new_run_id() -> String {
@@ -71,63 +67,4 @@ fn user_from_passwd() -> Option<String> {
 #[cfg(not(unix))]
 fn user_from_passwd() -> Option<String> {
     None
-}
-
-/// Records a new run of `plan` and takes its target locks, all or none.
-pub fn create_run(
-    journal: &Journal,
-    run_id: &str,
-    plan: &ValidatedPlan,
-    plan_file: &str,
-    plan_source: &str,
-    initiator: &str,
-    mode: &str,
-) -> Result<(), JournalError> {
-    let stages = plan
-        .stages
-        .iter()
-        .map(|stage| {
-            let target = plan.target_of(stage);
-            (
-                stage.name.clone(),
-                stage.target.clone(),
-                target_key(&target.name, &target.spec),
-                target.artifact.as_ref().map(|a| a.version.clone()),
-            )
-        })
-        .collect();
-    let keys: Vec<String> = plan
-        .stages
-        .iter()
-        .map(|stage| {
-            let target = plan.target_of(stage);
-            // Rehearsals move simulators only: they never lock real targets.
-            if mode == "rehearse" {
-                format!("rehearse:{run_id}:{}", target.name)
-            } else {
-                target_key(&target.name, &target.spec)
-            }
-        })
-        .collect();
-    journal.create_run(&NewRun {
-        id: run_id,
-        plan_name: &plan.metadata.name,
-        environment: &plan.metadata.environment,
-        plan_file,
-        plan_digest: &plan.digest,
-        plan_source,
-        initiator,
-        mode,
-        stages,
-    })?;
-    if let Err(error) = journal.acquire_locks(run_id, &keys, initiator) {
-        let _ = journal.set_run_phase(
-            run_id,
-            crate::state::RunPhase::Failed,
-            Some(&error.to_string()),
-            false,
-        );
-        return Err(error);
-    }
-    Ok(())
 }

@@ -110,6 +110,32 @@ impl StagePhase {
     }
 }
 
+/// How a run moves its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Real targets (and the sandbox's persisted simulators).
+    Apply,
+    /// In-memory simulators on a paused clock: nothing real is touched and
+    /// no real target is locked.
+    Rehearse,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Apply => "apply",
+            RunMode::Rehearse => "rehearse",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunMode> {
+        [RunMode::Apply, RunMode::Rehearse]
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +149,8 @@ mod tests {
             assert_eq!(StagePhase::parse(phase.as_str()), Some(phase));
         }
         assert_eq!(RunPhase::parse("Done"), None);
+        for mode in [RunMode::Apply, RunMode::Rehearse] {
+            assert_eq!(RunMode::parse(mode.as_str()), Some(mode));
+        }
     }
 }

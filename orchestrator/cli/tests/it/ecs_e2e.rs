@@ -345,6 +345,93 @@ fn an_ecs_canary_killed_mid_pause_ends_as_its_run_says() {
     }
 }
 
+/// An ECS-controller (rolling update) service `SERVICE` on `family:1`,
+/// with the deployment circuit breaker and its rollback on.
+fn rolling_service(url: &str, cluster: &str, family: &str, desired: u32) {
+    ecs(
+        url,
+        "CreateService",
+        json!({
+            "cluster": cluster,
+            "serviceName": SERVICE,
+            "taskDefinition": format!("{family}:1"),
+            "desiredCount": desired,
+            "deploymentConfiguration": {
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+                "deploymentCircuitBreaker": {"enable": true, "rollback": true},
+            },
+        }),
+    );
+}
+
+/// A canary on a service on the ECS (rolling update) controller: that
+/// instance takes no partial weights, so preflight's capabilities refuse
+/// the run before anything moves (exit 2, issue 9): no run in the
+/// history, the service still on blue with one deployment.
+#[test]
+fn an_ecs_rolling_service_refuses_a_canary_before_anything_moves() {
+    let test = "an_ecs_rolling_service_refuses_a_canary_before_anything_moves";
+    let Some([moto, emulator]) = urls(test, ["DEPLOYCTL_TEST_MOTO_URL", "DEPLOYCTL_TEST_ECS_URL"])
+    else {
+        return;
+    };
+    let (cluster, family) = cluster_and_family(&emulator, "ecs-rolling-canary");
+    rolling_service(&emulator, &cluster, &family, 2);
+    let deployments = || -> Vec<(String, String)> {
+        service(&emulator, &cluster, SERVICE)["deployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                (
+                    short(d["taskDefinition"].as_str().unwrap_or_default()),
+                    d["rolloutState"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let stable = vec![(format!("{family}:1"), "COMPLETED".to_owned())];
+    wait_until(Duration::from_secs(30), "blue rolled out", || {
+        deployments() == stable
+    });
+
+    let sandbox = Sandbox::new("ecs-rolling-canary");
+    let plan = format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: ecs-rolling-canary, environment: test}}\n\
+targets:\n  api:\n    ecs: {{cluster: {cluster}, service: {SERVICE}, region: us-east-1}}\n\
+artifacts:\n  api: {{version: v2, taskDefinition: \"{}\"}}\n\
+stages:\n  - name: api\n    target: api\n    canary: {{steps: [{{setWeight: 10}}, {{setWeight: 100}}]}}\n",
+        arn(&family, 2)
+    );
+    let path = sandbox.root().join("plan.yaml");
+    std::fs::write(&path, plan).expect("plan written");
+    let args = ["apply", path.to_str().expect("a UTF-8 path"), "--yes"];
+    let command = aws_command(&sandbox, &args, &moto, &[("ECS", &emulator)]);
+    let out = sandbox
+        .spawn_command(command, &args, None)
+        .wait(crate::sandbox::COMMAND_TIMEOUT);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("cannot take a 10% canary weight")
+            && out.stderr.contains("rolling update")
+            && out.stderr.contains("Nothing was changed"),
+        "{out}"
+    );
+    assert!(
+        sandbox.run_ids().is_empty(),
+        "a refusal is not a run: {out}"
+    );
+    let service = service(&emulator, &cluster, SERVICE);
+    assert_eq!(
+        short(service["taskDefinition"].as_str().unwrap_or_default()),
+        format!("{family}:1"),
+        "{out}"
+    );
+    assert_eq!(deployments(), stable, "{service:#}");
+}
+
 /// A rolling update to a task definition whose tasks never start: the
 /// deployment circuit breaker fails it (and, configured so, starts ECS's
 /// own rollback); the run rolls back and the service ends on the stable
@@ -364,21 +451,7 @@ fn an_ecs_rolling_update_tripping_the_circuit_breaker_rolls_back() {
     // breaker in 2 steps and ECS's rollback completes in 2 more.
     control("/_emulator/config", json!({"stepSeconds": 0.05}));
     let (cluster, family) = cluster_and_family(&emulator, "ecs-rolling");
-    ecs(
-        &emulator,
-        "CreateService",
-        json!({
-            "cluster": cluster,
-            "serviceName": SERVICE,
-            "taskDefinition": format!("{family}:1"),
-            "desiredCount": 4,
-            "deploymentConfiguration": {
-                "maximumPercent": 200,
-                "minimumHealthyPercent": 100,
-                "deploymentCircuitBreaker": {"enable": true, "rollback": true},
-            },
-        }),
-    );
+    rolling_service(&emulator, &cluster, &family, 4);
     let deployments = || -> Vec<(String, String, String)> {
         service(&emulator, &cluster, SERVICE)["deployments"]
             .as_array()

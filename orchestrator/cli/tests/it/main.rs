@@ -20,6 +20,7 @@ mod emulators;
 mod fixtures;
 mod iam_policy;
 mod lambda_e2e;
+mod lambda_locks;
 mod lambda_support;
 mod runs;
 mod sandbox;

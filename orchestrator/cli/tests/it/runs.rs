@@ -299,7 +299,10 @@ fn a_second_apply_on_a_locked_target_is_refused_naming_the_holder() {
 
     // run-sandbox.yaml moves `api` too.
     let second = sandbox.run(&["apply", SANDBOX_PLAN, "--yes"]);
-    second.expect_code(1);
+    // A refusal before anything moved (issue 9): exit 2, and no run of its
+    // own in the history.
+    second.expect_code(2);
+    assert_eq!(sandbox.run_ids(), std::slice::from_ref(&run), "{second}");
     assert!(
         second
             .stderr

@@ -321,7 +321,10 @@ async fn a_throttled_preflight_is_retried_and_a_refused_one_stops_the_run_untouc
         "api".into(),
         throttled(harness.sims["api"].clone(), 2, throttle),
     );
-    let outcome = harness.engine().execute(&context).await.unwrap();
+    let outcome = harness
+        .execute_with(&harness.engine(), &context)
+        .await
+        .unwrap();
     assert_eq!(outcome.phase, RunPhase::Succeeded, "{}", outcome.message);
 
     let refused = deployctl_adapter::AdapterError::Rejected {
@@ -334,13 +337,24 @@ async fn a_throttled_preflight_is_retried_and_a_refused_one_stops_the_run_untouc
         "api".into(),
         throttled(harness.sims["api"].clone(), 1, refused),
     );
-    let outcome = harness.engine().execute(&context).await.unwrap();
-    assert_eq!(outcome.phase, RunPhase::Failed, "{}", outcome.message);
-    assert!(outcome.message.contains("preflight"), "{}", outcome.message);
+    // A refused preflight is a refusal, not a run (issue 9): nothing moved
+    // and nothing is left in the history.
+    let refusal = harness
+        .execute_with(&harness.engine(), &context)
+        .await
+        .unwrap_err();
+    let message = refusal.to_string();
     assert!(
-        harness
-            .events()
-            .iter()
-            .all(|(kind, _)| kind != "callIntent")
+        matches!(
+            refusal,
+            deployctl_engine::executor::EngineError::Refused(
+                deployctl_engine::start::Refusal::Preflight { .. }
+            )
+        ),
+        "{message}"
     );
+    assert!(message.contains("preflight"), "{message}");
+    assert!(message.contains("AccessDenied"), "{message}");
+    assert!(harness.journal.runs(None, 10).unwrap().is_empty());
+    assert_eq!(harness.observed("api").await.0.as_deref(), Some("1.0"));
 }

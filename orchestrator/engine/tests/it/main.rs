@@ -8,6 +8,8 @@ mod support;
 
 mod approvals;
 mod failures;
+mod journal_format;
 mod notifications;
 mod releases;
 mod resume;
+mod start;

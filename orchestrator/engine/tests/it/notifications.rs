@@ -50,7 +50,10 @@ async fn run_with(faults: &[(&str, SimFaults)], events: &[RunEvent]) -> (Harness
         events: events.iter().copied().collect::<BTreeSet<_>>(),
         notifier: recorder.clone(),
     }];
-    harness.engine().execute(&context).await.unwrap();
+    harness
+        .execute_with(&harness.engine(), &context)
+        .await
+        .unwrap();
     let seen = recorder
         .0
         .lock()

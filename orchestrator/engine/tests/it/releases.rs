@@ -113,15 +113,11 @@ async fn locks_are_released_when_the_run_ends() {
     let harness = Harness::new(&diamond(), &[]);
     harness.run().await;
     // Another run may now take the same targets.
-    let next = deployctl_engine::run::new_run_id() + "-next";
-    deployctl_engine::run::create_run(
-        &harness.journal,
-        &next,
-        &harness.plan,
-        "test.yaml",
-        "",
-        "bob@host",
-        "apply",
-    )
-    .expect("targets are free again");
+    let mut next = harness.context();
+    next.run_id = deployctl_engine::run::new_run_id() + "-next";
+    harness
+        .engine()
+        .start(&next, &harness.request())
+        .await
+        .expect("targets are free again");
 }

@@ -25,14 +25,20 @@ async fn a_run_interrupted_at_any_instant_finishes_when_resumed() {
         let harness = Harness::new(&two_stages(), &[]);
         let first = harness.engine();
         let context = harness.context();
-        let interrupted =
-            tokio::time::timeout(Duration::from_secs(seconds), first.execute(&context)).await;
+        let interrupted = tokio::time::timeout(
+            Duration::from_secs(seconds),
+            harness.execute_with(&first, &context),
+        )
+        .await;
         drop(first);
         if let Ok(outcome) = interrupted {
             assert_eq!(outcome.unwrap().phase, RunPhase::Succeeded);
             continue;
         }
-        let outcome = harness.engine().execute(&harness.context()).await.unwrap();
+        let outcome = harness
+            .execute_with(&harness.engine(), &harness.context())
+            .await
+            .unwrap();
         assert_eq!(
             outcome.phase,
             RunPhase::Succeeded,
@@ -70,17 +76,24 @@ async fn a_run_interrupted_during_rollback_finishes_the_rollback_when_resumed() 
     let crash_when_rolling_back = async {
         loop {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            if journal.run(&run_id).unwrap().phase == RunPhase::RollingBack {
+            // The run exists once its preflight is done.
+            if journal
+                .run(&run_id)
+                .is_ok_and(|run| run.phase == RunPhase::RollingBack)
+            {
                 return;
             }
         }
     };
     tokio::select! {
-        _ = first.execute(&context) => panic!("the run should still be rolling back"),
+        _ = harness.execute_with(&first, &context) => panic!("the run should still be rolling back"),
         _ = crash_when_rolling_back => {}
     }
     drop(first);
-    let outcome = harness.engine().execute(&harness.context()).await.unwrap();
+    let outcome = harness
+        .execute_with(&harness.engine(), &harness.context())
+        .await
+        .unwrap();
     assert_eq!(outcome.phase, RunPhase::RolledBack, "{}", outcome.message);
     for name in ["api", "web"] {
         assert_eq!(

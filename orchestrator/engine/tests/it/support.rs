@@ -6,9 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use deployctl_adapter::{HealthProbe, Target};
-use deployctl_engine::executor::{Engine, EngineOptions, ProbeFactory, RunContext, RunOutcome};
+use deployctl_engine::executor::{
+    Engine, EngineError, EngineOptions, ProbeFactory, RunContext, RunOutcome,
+};
 use deployctl_engine::journal::{Journal, StageRecord};
 use deployctl_engine::progress::ProgressSink;
+use deployctl_engine::start::RunRequest;
+use deployctl_engine::state::RunMode;
 use deployctl_plan::ValidatedPlan;
 use deployctl_plan::model::Gate;
 use deployctl_sim::{SimConfig, SimFaults, SimTarget};
@@ -18,6 +22,7 @@ pub struct Harness {
     pub sims: BTreeMap<String, Arc<SimTarget>>,
     pub journal: Arc<Journal>,
     pub run_id: String,
+    source: String,
     dir: PathBuf,
 }
 
@@ -61,23 +66,36 @@ impl Harness {
         ));
         let journal = Arc::new(Journal::open(&dir).expect("journal opens"));
         let run_id = deployctl_engine::run::new_run_id();
-        deployctl_engine::run::create_run(
-            &journal,
-            &run_id,
-            &plan,
-            "test.yaml",
-            yaml,
-            "tester@host",
-            "apply",
-        )
-        .expect("run is created");
         Harness {
             plan: Arc::new(plan),
             sims,
             journal,
             run_id,
+            source: yaml.to_string(),
             dir,
         }
+    }
+
+    pub fn request(&self) -> RunRequest<'_> {
+        RunRequest {
+            plan_file: "test.yaml",
+            plan_source: &self.source,
+            initiator: "tester@host",
+            mode: RunMode::Apply,
+        }
+    }
+
+    /// Drives the run with `engine` and `context`: started first (its
+    /// preflight, capability check and locks) unless it already exists.
+    pub async fn execute_with(
+        &self,
+        engine: &Engine,
+        context: &RunContext,
+    ) -> Result<RunOutcome, EngineError> {
+        if self.journal.run(&self.run_id).is_err() {
+            engine.start(context, &self.request()).await?;
+        }
+        engine.execute(context).await
     }
 
     pub fn context(&self) -> RunContext {
@@ -103,8 +121,7 @@ impl Harness {
     }
 
     pub async fn run(&self) -> RunOutcome {
-        self.engine()
-            .execute(&self.context())
+        self.execute_with(&self.engine(), &self.context())
             .await
             .expect("engine runs")
     }

@@ -1,0 +1,485 @@
+//! The stage interpreter: one stage's program (`program.rs`) walked from
+//! its journaled cursor. Every await goes through [`StageDriver::guarded`],
+//! so a kill, another stage's failure or a background gate's failure stops
+//! the stage at its next await. Approvals and waves have modules of their
+//! own (`approval.rs`, `waves.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployctl_adapter::{Action, IdempotencyKey, Target};
+use deployctl_plan::model::{RollbackTrigger, RunEvent, Stage, ValidatedPlan};
+use tokio::sync::watch;
+
+use crate::calls::{RetryLog, apply_with_retry};
+use crate::clock::now_ms;
+use crate::event::Event;
+use crate::executor::{Abort, EngineOptions, ProbeFactory};
+use crate::gate::{self, GateMonitor, GateResult};
+use crate::journal::{Journal, JournalError, StageRecord, StageUpdate};
+use crate::notify::NotifyHub;
+use crate::program::{self, Op};
+use crate::progress::{Progress, ProgressSink};
+use crate::state::StagePhase;
+
+/// How a stage's forward run ended, if not in success.
+#[derive(Debug)]
+pub(crate) enum StageStop {
+    Failed(Abort),
+    /// Another stage failed or the run was killed; this one just stopped.
+    Aborted,
+    Journal(JournalError),
+}
+
+impl From<JournalError> for StageStop {
+    fn from(error: JournalError) -> Self {
+        StageStop::Journal(error)
+    }
+}
+
+/// Drives one stage's program from its journaled cursor.
+pub(crate) struct StageDriver {
+    pub(crate) run_id: String,
+    pub(crate) stage: Stage,
+    pub(crate) target: Arc<dyn Target>,
+    pub(crate) plan: Arc<ValidatedPlan>,
+    pub(crate) probes: Arc<dyn ProbeFactory>,
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) options: EngineOptions,
+    pub(crate) progress: ProgressSink,
+    pub(crate) abort: watch::Receiver<Option<Abort>>,
+    pub(crate) notify: NotifyHub,
+}
+
+impl StageDriver {
+    pub(crate) async fn run(mut self, record: Option<StageRecord>) -> Result<(), StageStop> {
+        let timeout = self.stage.timeout;
+        let name = self.stage.name.clone();
+        let work = self.program(record);
+        match timeout {
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(result) => result,
+                Err(_) => Err(StageStop::Failed(Abort {
+                    trigger: RollbackTrigger::Timeout,
+                    stage: Some(name.clone()),
+                    reason: format!(
+                        "stage `{name}` timed out after {}",
+                        deployctl_plan::duration::format_duration(limit)
+                    ),
+                })),
+            },
+            None => work.await,
+        }
+        .inspect_err(|stop| {
+            if let StageStop::Failed(abort) = stop {
+                if abort.trigger == RollbackTrigger::GateFailed {
+                    self.notify
+                        .send(RunEvent::GateFailed, Some(&name), &abort.reason);
+                }
+                let _ = self.enter(
+                    StagePhase::Failed,
+                    Event::StageFailed {
+                        trigger: abort.trigger,
+                        reason: abort.reason.clone(),
+                    },
+                    abort.reason.clone(),
+                );
+            }
+        })
+    }
+
+    /// Journals the stage entering `phase` (with `event`, and `detail` as
+    /// its one-line reason) and shows it.
+    pub(crate) fn enter(
+        &self,
+        phase: StagePhase,
+        event: Event,
+        detail: String,
+    ) -> Result<(), JournalError> {
+        self.journal.transition(
+            &self.run_id,
+            &self.stage.name,
+            &event,
+            &StageUpdate {
+                phase: Some(phase),
+                detail: Some(detail.clone()),
+                ..StageUpdate::default()
+            },
+        )?;
+        self.progress.emit(Progress::Stage {
+            run: self.run_id.clone(),
+            stage: self.stage.name.clone(),
+            phase,
+            detail,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn fail(&self, trigger: RollbackTrigger, reason: String) -> StageStop {
+        StageStop::Failed(Abort {
+            trigger,
+            stage: Some(self.stage.name.clone()),
+            reason: format!("stage `{}`: {reason}", self.stage.name),
+        })
+    }
+
+    async fn program(&mut self, record: Option<StageRecord>) -> Result<(), StageStop> {
+        let target_model = self.plan.target_of(&self.stage).clone();
+        let ops = program::compile(&self.stage, &target_model);
+        let record = record.ok_or_else(|| {
+            StageStop::Journal(JournalError::Corrupt(format!(
+                "no journal row for stage {}",
+                self.stage.name
+            )))
+        })?;
+        let mut cursor = record.cursor as usize;
+        let resumed_pause = record.pause_until;
+        if cursor == 0
+            && !record.moved
+            && record.stable_version.is_some()
+            && record.stable_version == record.new_version
+        {
+            // Already released (a re-run of the same plan): nothing to move,
+            // and no traffic shift to gate.
+            let detail = format!(
+                "already running {}; nothing to do",
+                record.new_version.as_deref().unwrap_or_default()
+            );
+            self.enter(
+                StagePhase::Succeeded,
+                Event::StageSucceeded { unchanged: true },
+                detail,
+            )?;
+            return Ok(());
+        }
+        self.enter(
+            StagePhase::Progressing,
+            if cursor == 0 {
+                Event::StageStarted { cursor: 0 }
+            } else {
+                Event::StageResumed {
+                    cursor: cursor as u32,
+                }
+            },
+            format!(
+                "{} → {}",
+                record.stable_version.as_deref().unwrap_or("stable"),
+                record.new_version.as_deref().unwrap_or("new")
+            ),
+        )?;
+        let mut monitors: Vec<GateMonitor> = Vec::new();
+        for gate in program::monitors_at(&ops, cursor) {
+            monitors.push(self.monitor(&gate)?);
+        }
+        while cursor < ops.len() {
+            let op = ops[cursor].clone();
+            let detail = match op {
+                Op::Apply(action) => {
+                    self.apply(cursor, &ops, &action, &mut monitors).await?;
+                    action.to_string()
+                }
+                Op::StartWave { index, size } => {
+                    let devices = self.wave_devices(size, &mut monitors).await?;
+                    let action = Action::StartWave { index, devices };
+                    self.apply(cursor, &ops, &action, &mut monitors).await?;
+                    action.to_string()
+                }
+                Op::AwaitWave { index } => self.await_wave(index, &mut monitors).await?,
+                Op::Pause(duration) => {
+                    let remaining = match resumed_pause {
+                        Some(until) if cursor == record.cursor as usize => {
+                            Duration::from_millis((until - now_ms()).max(0) as u64)
+                        }
+                        _ => {
+                            self.journal.transition(
+                                &self.run_id,
+                                &self.stage.name,
+                                &Event::PauseStarted {
+                                    seconds: duration.as_secs_f64(),
+                                },
+                                &StageUpdate {
+                                    pause_until: Some(Some(now_ms() + duration.as_millis() as i64)),
+                                    ..StageUpdate::default()
+                                },
+                            )?;
+                            duration
+                        }
+                    };
+                    self.guarded(tokio::time::sleep(remaining), &mut monitors)
+                        .await?;
+                    format!(
+                        "paused {}",
+                        deployctl_plan::duration::format_duration(duration)
+                    )
+                }
+                Op::Gates(names) => self.gates(&names, &mut monitors).await?,
+                Op::Approval(name) => self.approval(&name, &mut monitors).await?,
+                Op::StartMonitors(names) => {
+                    for gate in &names {
+                        monitors.push(self.monitor(gate)?);
+                    }
+                    format!("watching {}", names.join(", "))
+                }
+                Op::StopMonitors => self.stop_monitors(&mut monitors).await?,
+            };
+            cursor += 1;
+            if !matches!(ops[cursor - 1], Op::Apply(_) | Op::StartWave { .. }) {
+                self.journal.transition(
+                    &self.run_id,
+                    &self.stage.name,
+                    &Event::Step {
+                        cursor: cursor as u32,
+                        detail: detail.clone(),
+                    },
+                    &StageUpdate {
+                        cursor: Some(cursor as u32),
+                        phase: Some(StagePhase::Progressing),
+                        pause_until: Some(None),
+                        ..StageUpdate::default()
+                    },
+                )?;
+            }
+            self.progress.emit(Progress::Step {
+                run: self.run_id.clone(),
+                stage: self.stage.name.clone(),
+                step: cursor as u32,
+                steps: ops.len() as u32,
+                weight: program::weight_at(&ops, cursor),
+                detail,
+            });
+        }
+        self.enter(
+            StagePhase::Succeeded,
+            Event::StageSucceeded { unchanged: false },
+            format!(
+                "promoted {}",
+                record.new_version.as_deref().unwrap_or("new version")
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Waits for `work` unless the run aborts or a background gate fails
+    /// first. Every await of the stage goes through here.
+    pub(crate) async fn guarded<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        monitors: &mut [GateMonitor],
+    ) -> Result<T, StageStop> {
+        if self.abort.borrow().is_some() {
+            return Err(StageStop::Aborted);
+        }
+        let mut abort = self.abort.clone();
+        let monitor_failure = gate::first_failure(monitors);
+        tokio::select! {
+            biased;
+            _ = abort.wait_for(Option::is_some) => Err(StageStop::Aborted),
+            (_, result) = monitor_failure => {
+                let gate = result.gate.clone();
+                self.record_gate(&gate, &result)?;
+                Err(self.fail(
+                    RollbackTrigger::GateFailed,
+                    format!("gate `{gate}` failed: {}", result.reason()),
+                ))
+            }
+            value = work => Ok(value),
+        }
+    }
+
+    fn monitor(&self, gate: &str) -> Result<GateMonitor, StageStop> {
+        let gate =
+            self.plan.gates.get(gate).cloned().ok_or_else(|| {
+                self.fail(RollbackTrigger::Error, format!("unknown gate `{gate}`"))
+            })?;
+        let probe = self
+            .probes
+            .probe(&gate, &self.target)
+            .map_err(|error| self.fail(RollbackTrigger::Error, error))?;
+        Ok(GateMonitor::spawn(gate, probe))
+    }
+
+    fn record_gate(&self, gate: &str, result: &GateResult) -> Result<(), JournalError> {
+        let event = Event::GateResult {
+            gate: gate.to_string(),
+            result: result.clone(),
+        };
+        self.journal.transition(
+            &self.run_id,
+            &self.stage.name,
+            &event,
+            &StageUpdate {
+                last_gate: Some(event.data()),
+                ..StageUpdate::default()
+            },
+        )?;
+        self.progress.emit(Progress::Gate {
+            run: self.run_id.clone(),
+            stage: self.stage.name.clone(),
+            gate: gate.to_string(),
+            passed: result.passed(),
+            detail: result.reason(),
+        });
+        Ok(())
+    }
+
+    /// Journals the intent, applies with retries, journals the outcome and
+    /// the advanced cursor in one transaction.
+    async fn apply(
+        &mut self,
+        cursor: usize,
+        ops: &[Op],
+        action: &Action,
+        monitors: &mut [GateMonitor],
+    ) -> Result<(), StageStop> {
+        let key = format!("{}/{}/{cursor}", self.run_id, self.stage.name);
+        self.journal.call_intent(
+            &self.run_id,
+            &self.stage.name,
+            &key,
+            action,
+            &StageUpdate {
+                moved: Some(true),
+                ..StageUpdate::default()
+            },
+        )?;
+        let target = self.target.clone();
+        let policy = self.options.retry.clone();
+        let idempotency = IdempotencyKey(key.clone());
+        let log = RetryLog {
+            journal: &self.journal,
+            run_id: &self.run_id,
+            stage: &self.stage.name,
+            key: &key,
+        };
+        let result = self
+            .guarded(
+                apply_with_retry(&*target, action, &idempotency, &policy, &log),
+                monitors,
+            )
+            .await?;
+        match result {
+            Ok(applied) => {
+                self.journal.call_outcome(
+                    &self.run_id,
+                    &self.stage.name,
+                    &key,
+                    true,
+                    &applied.request_ids,
+                    None,
+                    &StageUpdate {
+                        cursor: Some(cursor as u32 + 1),
+                        weight: Some(program::weight_at(ops, cursor + 1)),
+                        pause_until: Some(None),
+                        ..StageUpdate::default()
+                    },
+                )?;
+                Ok(())
+            }
+            Err(error) => {
+                self.journal.call_outcome(
+                    &self.run_id,
+                    &self.stage.name,
+                    &key,
+                    false,
+                    &error
+                        .request_id()
+                        .map(str::to_string)
+                        .into_iter()
+                        .collect::<Vec<_>>(),
+                    Some(&error.to_string()),
+                    &StageUpdate::default(),
+                )?;
+                Err(self.fail(RollbackTrigger::Error, format!("{action} failed: {error}")))
+            }
+        }
+    }
+
+    async fn gates(
+        &mut self,
+        names: &[String],
+        monitors: &mut [GateMonitor],
+    ) -> Result<String, StageStop> {
+        let mut runs = Vec::new();
+        for name in names {
+            let gate = self.plan.gates.get(name).cloned().ok_or_else(|| {
+                self.fail(RollbackTrigger::Error, format!("unknown gate `{name}`"))
+            })?;
+            let probe = self
+                .probes
+                .probe(&gate, &self.target)
+                .map_err(|error| self.fail(RollbackTrigger::Error, error))?;
+            runs.push((name.clone(), gate, probe));
+        }
+        let all = async {
+            let mut results = Vec::new();
+            let mut pending: Vec<_> = runs
+                .iter()
+                .map(|(name, gate, probe)| {
+                    Box::pin(async move {
+                        (name.clone(), gate::run_to_completion(gate, &**probe).await)
+                    })
+                })
+                .collect();
+            // Gates of one step run concurrently; results keep their order.
+            while !pending.is_empty() {
+                let (result, rest) = select_all_boxed(pending).await;
+                results.push(result);
+                pending = rest;
+            }
+            results
+        };
+        let results = self.guarded(all, monitors).await?;
+        for (name, result) in &results {
+            self.record_gate(name, result)?;
+        }
+        if let Some((name, result)) = results.iter().find(|(_, result)| !result.passed()) {
+            return Err(self.fail(
+                RollbackTrigger::GateFailed,
+                format!("gate `{name}` failed: {}", result.reason()),
+            ));
+        }
+        Ok(format!("gates passed: {}", names.join(", ")))
+    }
+
+    async fn stop_monitors(
+        &mut self,
+        monitors: &mut Vec<GateMonitor>,
+    ) -> Result<String, StageStop> {
+        let mut names = Vec::new();
+        for mut monitor in std::mem::take(monitors) {
+            let name = monitor.gate();
+            self.guarded(monitor.settled(), &mut []).await?;
+            let summary = monitor.stop();
+            self.record_gate(&name, &summary)?;
+            if !summary.passed() {
+                return Err(self.fail(
+                    RollbackTrigger::GateFailed,
+                    format!("gate `{name}` never passed: {}", summary.reason()),
+                ));
+            }
+            names.push(name);
+        }
+        Ok(format!("background gates passed: {}", names.join(", ")))
+    }
+}
+
+/// Waits for the first of several futures and hands back the rest (a tiny
+/// `select_all`, to avoid a dependency for one call site).
+async fn select_all_boxed<F, T>(
+    mut futures: Vec<std::pin::Pin<Box<F>>>,
+) -> (T, Vec<std::pin::Pin<Box<F>>>)
+where
+    F: std::future::Future<Output = T> + ?Sized,
+{
+    let (value, index) = std::future::poll_fn(|context| {
+        for (index, future) in futures.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(value) = future.as_mut().poll(context) {
+                return std::task::Poll::Ready((value, index));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    futures.remove(index);
+    (value, futures)
+}

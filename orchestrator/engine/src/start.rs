@@ -1,0 +1,294 @@
+//! Starting a run: every target's preflight, then what each stage asks of
+//! its target against what that instance supports, then the run recorded
+//! with its target locks in one transaction.
+//!
+//! Expected flow: preflight each distinct target (read-only, retried as
+//! the one retry policy says) → every stage's strategy checked against
+//! the capabilities its target reported ([`crate::admission`]) → the run,
+//! its stages (stable versions and platform identities) and its locks
+//! (keyed by those identities, all or none) written at once.
+//!
+//! Guarantees: a refusal ([`Refusal`]) happens before anything moved and
+//! leaves no run behind, so `history` lists only runs that were allowed
+//! to start; the caller audits the refusal itself. Two plans that name
+//! one target differently (a region given or from the environment, a
+//! function by name or by ARN) lock the same identity and exclude each
+//! other, because the identity comes from the platform, not from the plan.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deployctl_adapter::{AdapterError, Preflight};
+use deployctl_plan::model::RollbackTrigger;
+use tokio::task::JoinSet;
+
+use crate::event::Event;
+use crate::executor::{Abort, Engine, EngineError, RunContext};
+use crate::journal::{JournalError, NewRun, NewStage, PreflightRecord, StageRecord, StageUpdate};
+use crate::progress::Progress;
+use crate::state::{RunMode, StagePhase};
+
+/// Who asks for a run, from which plan file, and how it moves targets.
+#[derive(Debug, Clone)]
+pub struct RunRequest<'a> {
+    pub plan_file: &'a str,
+    pub plan_source: &'a str,
+    pub initiator: &'a str,
+    pub mode: RunMode,
+}
+
+/// Why a run was not started. Nothing was changed and no run recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A target's rollback path could not be confirmed (S3).
+    #[error("preflight failed, nothing was changed: stage `{stage}`: {reason}")]
+    Preflight { stage: String, reason: String },
+    /// A stage asks its target for something this instance cannot do.
+    #[error("stage `{stage}`: {reason}. Nothing was changed.")]
+    Unsupported { stage: String, reason: String },
+    /// Another live run holds one of the targets.
+    #[error(
+        "target {target} is locked by run {run} ({holder}); wait for it, or roll it back with `deployctl rollback {run}`. Nothing was changed."
+    )]
+    Locked {
+        target: String,
+        run: String,
+        holder: String,
+    },
+}
+
+impl Engine {
+    /// Preflights every target, checks every stage against its target's
+    /// capabilities and records the run with its locks. `Err` with
+    /// [`EngineError::Refused`] when the run may not start; then nothing
+    /// moved and no run exists. Drive the run with [`Engine::execute`].
+    pub async fn start(
+        &self,
+        context: &RunContext,
+        request: &RunRequest<'_>,
+    ) -> Result<(), EngineError> {
+        let plan = &context.plan;
+        for stage in &plan.stages {
+            if !context.targets.contains_key(&stage.target) {
+                return Err(EngineError::MissingTarget(stage.target.clone()));
+            }
+        }
+        let preflights = self.preflight_targets(context).await;
+
+        let mut stages = Vec::new();
+        let mut refusal = None;
+        for stage in &plan.stages {
+            let target = plan.target_of(stage);
+            let pinned = target.pinned_stable.as_ref().map(|a| a.version.clone());
+            let (record, capabilities) = match &preflights[&stage.target] {
+                Ok(preflight) => (
+                    PreflightRecord {
+                        stable_version: pinned.unwrap_or_else(|| preflight.stable_version.clone()),
+                        ready: preflight.rollback_ready,
+                        detail: preflight.detail.clone(),
+                        identity: Some(preflight.identity.clone()),
+                    },
+                    Some(&preflight.capabilities),
+                ),
+                Err(error) => (
+                    PreflightRecord {
+                        stable_version: String::new(),
+                        ready: false,
+                        detail: error.to_string(),
+                        identity: None,
+                    },
+                    None,
+                ),
+            };
+            self.progress.emit(Progress::Preflight {
+                run: context.run_id.clone(),
+                stage: stage.name.clone(),
+                stable_version: record.stable_version.clone(),
+                ready: record.ready,
+                detail: record.detail.clone(),
+            });
+            if refusal.is_none() {
+                if !record.ready {
+                    refusal = Some(Refusal::Preflight {
+                        stage: stage.name.clone(),
+                        reason: format!("rollback path not confirmed: {}", record.detail),
+                    });
+                } else if let Some(capabilities) = capabilities
+                    && let Err(reason) = crate::admission::check(stage, target, capabilities)
+                {
+                    refusal = Some(Refusal::Unsupported {
+                        stage: stage.name.clone(),
+                        reason,
+                    });
+                }
+            }
+            stages.push(NewStage {
+                name: stage.name.clone(),
+                target: stage.target.clone(),
+                target_key: record.identity.clone().unwrap_or_default(),
+                new_version: target.artifact.as_ref().map(|a| a.version.clone()),
+                preflight: Some(record),
+            });
+        }
+        if let Some(refusal) = refusal {
+            return Err(EngineError::Refused(refusal));
+        }
+
+        let mut locks: Vec<String> = match request.mode {
+            RunMode::Apply => stages.iter().map(|s| s.target_key.clone()).collect(),
+            // Rehearsals move simulators only: they never lock real targets.
+            RunMode::Rehearse => stages
+                .iter()
+                .map(|s| format!("rehearse:{}:{}", context.run_id, s.target))
+                .collect(),
+        };
+        locks.sort();
+        locks.dedup();
+        let created = self.journal.create_run(&NewRun {
+            id: &context.run_id,
+            plan_name: &plan.metadata.name,
+            environment: &plan.metadata.environment,
+            plan_file: request.plan_file,
+            plan_digest: &plan.digest,
+            plan_source: request.plan_source,
+            initiator: request.initiator,
+            mode: request.mode,
+            stages,
+            locks,
+        });
+        match created {
+            Ok(()) => Ok(()),
+            Err(JournalError::Locked {
+                target,
+                run,
+                holder,
+            }) => Err(EngineError::Refused(Refusal::Locked {
+                target,
+                run,
+                holder,
+            })),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// One preflight per distinct target, concurrently, each retried as
+    /// the retry policy says: a throttled read is no verdict on the
+    /// rollback path.
+    async fn preflight_targets(
+        &self,
+        context: &RunContext,
+    ) -> BTreeMap<String, Result<Preflight, AdapterError>> {
+        let mut checks = JoinSet::new();
+        for (name, target) in &context.targets {
+            if !context.plan.stages.iter().any(|s| &s.target == name) {
+                continue;
+            }
+            let target = target.clone();
+            let name = name.clone();
+            let policy = self.options.retry.clone();
+            checks.spawn(async move {
+                let result = crate::retry::retry(&policy, |_| target.preflight())
+                    .await
+                    .map_err(|gave_up| gave_up.error);
+                (name, result)
+            });
+        }
+        let mut results = BTreeMap::new();
+        while let Some(joined) = checks.join_next().await {
+            // A panicking adapter is no verdict either: its target stays
+            // missing from the map and is reported below as not ready.
+            if let Ok((name, result)) = joined {
+                results.insert(name, result);
+            }
+        }
+        for name in context.targets.keys() {
+            results.entry(name.clone()).or_insert_with(|| {
+                Err(AdapterError::Unsupported {
+                    what: format!("the preflight of target `{name}` panicked"),
+                })
+            });
+        }
+        results
+    }
+}
+
+impl Engine {
+    /// Confirms the rollback path (S3) of every stage not yet preflighted
+    /// and records each stable version: stages of runs recorded before
+    /// `start` preflighted them (journals of format 1). `Some` when any
+    /// target is not ready.
+    pub(crate) async fn preflight_pending(
+        &self,
+        context: &RunContext,
+        records: &HashMap<String, StageRecord>,
+    ) -> Result<Option<Abort>, EngineError> {
+        let mut checks = JoinSet::new();
+        for stage in &context.plan.stages {
+            let record = &records[&stage.name];
+            if record.phase != StagePhase::Pending || record.stable_version.is_some() {
+                continue;
+            }
+            let target = context.targets[&stage.target].clone();
+            let pinned = context
+                .plan
+                .target_of(stage)
+                .pinned_stable
+                .as_ref()
+                .map(|artifact| artifact.version.clone());
+            let name = stage.name.clone();
+            // A throttled or dropped read is no verdict on the rollback
+            // path: transient errors are retried like any call, and only
+            // what the retry policy gives up on fails the preflight.
+            let policy = self.options.retry.clone();
+            checks.spawn(async move {
+                let result = crate::retry::retry(&policy, |_| target.preflight())
+                    .await
+                    .map_err(|gave_up| gave_up.error);
+                (name, pinned, result)
+            });
+        }
+        let mut failure = None;
+        while let Some(joined) = checks.join_next().await {
+            let Ok((stage, pinned, result)) = joined else {
+                continue;
+            };
+            let (stable, ready, detail, identity) = match result {
+                Ok(preflight) => (
+                    pinned.unwrap_or(preflight.stable_version),
+                    preflight.rollback_ready,
+                    preflight.detail,
+                    Some(preflight.identity),
+                ),
+                Err(error) => (String::new(), false, error.to_string(), None),
+            };
+            self.journal.transition(
+                &context.run_id,
+                &stage,
+                &Event::Preflight {
+                    stable_version: stable.clone(),
+                    ready,
+                    detail: detail.clone(),
+                    identity: identity.clone(),
+                },
+                &StageUpdate {
+                    stable_version: (!stable.is_empty()).then(|| stable.clone()),
+                    ..StageUpdate::default()
+                },
+            )?;
+            self.progress.emit(Progress::Preflight {
+                run: context.run_id.clone(),
+                stage: stage.clone(),
+                stable_version: stable,
+                ready,
+                detail: detail.clone(),
+            });
+            if !ready && failure.is_none() {
+                failure = Some(Abort {
+                    trigger: RollbackTrigger::Error,
+                    stage: Some(stage.clone()),
+                    reason: format!("stage `{stage}`: rollback path not confirmed: {detail}"),
+                });
+            }
+        }
+        Ok(failure)
+    }
+}
