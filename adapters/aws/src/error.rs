@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_lambda::operation::RequestId;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::request_id::RequestId;
 use deployctl_adapter::AdapterError;
 
-type HttpResponse = aws_sdk_lambda::config::http::HttpResponse;
+/// The HTTP response type of every aws-sdk client's errors.
+type HttpResponse = aws_smithy_runtime_api::http::Response;
 
 /// Maps a failed call (`what`: the call, for the message) onto the error
 /// class the engine's retry policy understands, keeping the request ID.

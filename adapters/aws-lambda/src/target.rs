@@ -39,8 +39,6 @@
 //! Validation AWS does and moto does not: weights within [0, 1), one
 //! additional version only, never the primary version, versions exist.
 
-mod publish;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,16 +54,17 @@ use deployctl_adapter::{
 use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
 
-use crate::error::map_sdk_error;
-use publish::{LambdaRelease, Publisher, is_version_number};
+use deployctl_aws::map_sdk_error;
+
+use crate::publish::{LambdaRelease, Publisher, is_version_number};
 
 /// The Lambda client configuration every [`LambdaTarget`] uses, from a
 /// loaded [`SdkConfig`] with the shared retry and timeout settings
-/// ([`crate::config`]). Tests add their interceptors to it before building.
+/// ([`deployctl_aws::config`]). Tests add their interceptors to it before building.
 pub fn lambda_config(sdk: &SdkConfig) -> aws_sdk_lambda::config::Builder {
     aws_sdk_lambda::config::Builder::from(sdk)
-        .retry_config(crate::config::retry())
-        .timeout_config(crate::config::timeouts())
+        .retry_config(deployctl_aws::config::retry())
+        .timeout_config(deployctl_aws::config::timeouts())
 }
 
 /// One Lambda client per region for the whole process: a plan with many
@@ -83,7 +82,7 @@ async fn shared_client(region: Option<&str>) -> Client {
     if let Some(client) = cached {
         return client;
     }
-    let sdk = crate::config::load(region).await;
+    let sdk = deployctl_aws::config::load(region).await;
     let client = Client::from_conf(lambda_config(&sdk).build());
     CLIENTS
         .lock()
