@@ -21,9 +21,10 @@
 //! report labels, so a re-run of a plan already live finds the alias on
 //! the release and a resumed run finds its candidate.
 //!
-//! Another writer: every apply reads the alias first. Once this target
-//! has moved the alias, it remembers the routing it left (and the routing
-//! of a write whose answer was lost, which may have landed). An alias
+//! Another writer (`deployctl_adapter::writer`, keyed by the alias's
+//! routing): every apply reads the alias first. Once this target has
+//! moved the alias, it remembers the routing it left (and the routing of
+//! a write whose answer was lost, which may have landed). An alias
 //! routed any other way was changed by someone else during the run, and
 //! deployctl does not fight over traffic: the action fails as `Rejected`
 //! (permanent), so the stage fails and the run rolls back; the rollback
@@ -47,6 +48,7 @@ use aws_config::SdkConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
     Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Observed, PlannedCall,
     Preflight, Target,
@@ -119,13 +121,11 @@ impl std::fmt::Debug for LambdaTarget {
 /// What this target knows beyond the alias itself.
 #[derive(Debug, Default)]
 struct Memory {
-    /// The routing this target last wrote, or confirmed while applying;
-    /// `None` until it has moved the alias. Any other routing is another
-    /// writer's.
-    ours: Option<Routing>,
-    /// A write whose answer never came (dropped, timed out, connection
-    /// reset): it may have landed, and finding it is not a conflict.
-    in_flight: Option<Routing>,
+    /// The routing this target last wrote, or confirmed while applying
+    /// (nothing until it has moved the alias), and a write whose answer
+    /// never came. Any other routing is another writer's. `observe` adopts
+    /// nothing: only an apply makes a routing ours.
+    written: LastWrite<Routing>,
     /// The version `Deploy` made the candidate.
     deployed: Option<String>,
     /// The stable version the candidate was deployed beside, for
@@ -547,32 +547,21 @@ impl LambdaTarget {
     /// Fails when the alias is not routed as this target left it: another
     /// writer moved traffic during the run (module docs).
     fn check_unchanged(&self, current: &Routing, action: &Action) -> Result<(), AdapterError> {
-        let ours = {
-            let mut memory = self.memory();
-            let Some(ours) = memory.ours.clone() else {
-                return Ok(());
-            };
-            if *current == ours {
-                return Ok(());
-            }
-            if memory.in_flight.as_ref() == Some(current) {
-                // Our own write whose answer was lost.
-                memory.ours = Some(current.clone());
-                memory.in_flight = None;
-                return Ok(());
-            }
-            ours
+        let checked = self.memory().written.check(current);
+        let Err(Changed { left }) = checked else {
+            return Ok(());
         };
         if matches!(action, Action::Rollback { .. }) && self.desired(current, action)?.is_none() {
             // Already where the rollback puts it: nothing to fight over.
             return Ok(());
         }
-        Err(rejected(format!(
-            "alias {}:{} was changed by another writer during this run: deployctl left it on {ours}, it is now on {current}. \
-             deployctl does not overwrite another writer's traffic change; find out who moved it, then either leave it \
-             or run `deployctl rollback` for this run to put the alias back on the stable version",
-            self.function_name, self.alias
-        )))
+        Err(AnotherWriter {
+            resource: format!("alias {}:{}", self.function_name, self.alias),
+            left: left.to_string(),
+            now: current.to_string(),
+            rollback: "put the alias back on the stable version",
+        }
+        .refusal())
     }
 
     fn remember(&self, action: &Action, before: &Routing) {
@@ -648,10 +637,10 @@ impl LambdaTarget {
         request_ids.extend(id);
         let current = fresh.routing()?;
         self.check_unchanged(&current, action)
-            .map_err(|error| with_request_id(error, request_ids.first()))?;
+            .map_err(|error| error.with_request_id(request_ids.first()))?;
         let Some(next) = self.desired(&current, action)? else {
             self.remember(action, &current);
-            self.memory().ours = Some(current);
+            self.memory().written.wrote(current);
             return Ok(Applied {
                 changed: false,
                 request_ids,
@@ -681,7 +670,7 @@ impl LambdaTarget {
             None => std::collections::HashMap::new(),
         };
         // From here until the answer, the write may land unseen.
-        self.memory().in_flight = Some(next.clone());
+        self.memory().written.sending(next.clone());
         let out = self
             .client
             .update_alias()
@@ -713,26 +702,11 @@ impl LambdaTarget {
         };
         self.remember(action, &current);
         let mut memory = self.memory();
-        memory.in_flight = None;
-        memory.ours = Some(written.routing().unwrap_or(next));
+        memory.written.wrote(written.routing().unwrap_or(next));
         Ok(Applied {
             changed: true,
             request_ids,
         })
-    }
-}
-
-/// `error` with the first request ID of the apply, when it has none.
-fn with_request_id(error: AdapterError, id: Option<&String>) -> AdapterError {
-    match error {
-        AdapterError::Rejected {
-            message,
-            request_id: None,
-        } => AdapterError::Rejected {
-            message,
-            request_id: id.cloned(),
-        },
-        other => other,
     }
 }
 

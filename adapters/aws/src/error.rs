@@ -69,12 +69,7 @@ where
             };
         }
         Some("ResourceNotFoundException") => {
-            return AdapterError::NotFound {
-                what: match request_id {
-                    Some(id) => format!("{message} (request {id})"),
-                    None => message,
-                },
-            };
+            return AdapterError::NotFound { what: message }.with_request_id(request_id);
         }
         Some("PreconditionFailedException" | "ResourceConflictException") => {
             return AdapterError::Conflict {
@@ -90,12 +85,7 @@ where
             request_id,
             retry_after,
         },
-        Some(404) => AdapterError::NotFound {
-            what: match request_id {
-                Some(id) => format!("{message} (request {id})"),
-                None => message,
-            },
-        },
+        Some(404) => AdapterError::NotFound { what: message }.with_request_id(request_id),
         Some(412) => AdapterError::Conflict {
             message,
             request_id,
