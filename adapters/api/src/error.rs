@@ -83,6 +83,62 @@ impl AdapterError {
         }
     }
 
+    /// `self` carrying `id`, the platform's request ID for the call that
+    /// failed (or whose answer showed the failure), so it reaches the
+    /// journal and the audit trail (S7). A request ID already carried is
+    /// kept: it is the more specific one. Variants with no place for one
+    /// carry it in their text, `… (request ID)`, so it is never lost.
+    pub fn with_request_id(self, id: Option<impl AsRef<str>>) -> AdapterError {
+        let Some(id) = id
+            .map(|id| id.as_ref().to_owned())
+            .filter(|id| !id.is_empty())
+        else {
+            return self;
+        };
+        let fill = |slot: Option<String>| slot.or(Some(id.clone()));
+        match self {
+            AdapterError::Throttled {
+                message,
+                request_id,
+                retry_after,
+            } => AdapterError::Throttled {
+                message,
+                request_id: fill(request_id),
+                retry_after,
+            },
+            AdapterError::Unavailable {
+                message,
+                request_id,
+            } => AdapterError::Unavailable {
+                message,
+                request_id: fill(request_id),
+            },
+            AdapterError::Conflict {
+                message,
+                request_id,
+            } => AdapterError::Conflict {
+                message,
+                request_id: fill(request_id),
+            },
+            AdapterError::Rejected {
+                message,
+                request_id,
+            } => AdapterError::Rejected {
+                message,
+                request_id: fill(request_id),
+            },
+            AdapterError::NotFound { what } => AdapterError::NotFound {
+                what: format!("{what} (request {id})"),
+            },
+            AdapterError::Timeout { message } => AdapterError::Timeout {
+                message: format!("{message} (request {id})"),
+            },
+            AdapterError::Unsupported { what } => AdapterError::Unsupported {
+                what: format!("{what} (request {id})"),
+            },
+        }
+    }
+
     /// A delay the platform asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -145,6 +201,60 @@ mod tests {
             assert_eq!(error.class(), ErrorClass::Permanent, "{error}");
             assert!(!error.is_retryable());
         }
+    }
+
+    #[test]
+    fn a_request_id_is_attached_once_and_never_replaces_one() {
+        let rejected = AdapterError::Rejected {
+            message: "changed".into(),
+            request_id: None,
+        };
+        let attached = rejected.clone().with_request_id(Some("req-1"));
+        assert_eq!(attached.request_id(), Some("req-1"));
+        assert_eq!(
+            attached.to_string(),
+            "rejected: changed",
+            "the text is unchanged"
+        );
+        assert_eq!(
+            attached.with_request_id(Some("req-2")).request_id(),
+            Some("req-1"),
+            "the first, more specific ID stays"
+        );
+        assert_eq!(rejected.clone().with_request_id(None::<&str>), rejected);
+        assert_eq!(rejected.clone().with_request_id(Some("")), rejected);
+        let throttled = AdapterError::Throttled {
+            message: "slow down".into(),
+            request_id: None,
+            retry_after: Some(Duration::from_secs(3)),
+        }
+        .with_request_id(Some(String::from("req-3")));
+        assert_eq!(throttled.request_id(), Some("req-3"));
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn variants_without_a_request_id_carry_it_in_their_text() {
+        let missing = AdapterError::NotFound {
+            what: "lambda:GetAlias f:live: ResourceNotFoundException".into(),
+        }
+        .with_request_id(Some("req-9"));
+        assert_eq!(
+            missing,
+            AdapterError::NotFound {
+                what: "lambda:GetAlias f:live: ResourceNotFoundException (request req-9)".into()
+            }
+        );
+        assert_eq!(missing.class(), ErrorClass::Permanent, "the class is kept");
+        let timeout = AdapterError::Timeout {
+            message: "read".into(),
+        }
+        .with_request_id(Some("req-8"));
+        assert_eq!(
+            timeout.to_string(),
+            "timed out or disconnected: read (request req-8)"
+        );
+        assert_eq!(timeout.class(), ErrorClass::Transient);
     }
 
     #[test]

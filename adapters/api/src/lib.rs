@@ -7,6 +7,10 @@
 //! (the side effect). `deployctl plan` only ever calls the first two, which
 //! is what makes it an honest dry run.
 //!
+//! The another-writer rule every adapter keeps (a change it did not make
+//! is refused, not overwritten) is [`writer`]; request IDs reach errors
+//! through [`AdapterError::with_request_id`].
+//!
 //! This crate names no cloud SDK and no HTTP client: adapter crates bring
 //! those, the binary wires them in, and the engine sees only these traits.
 
@@ -17,6 +21,7 @@ pub mod iam;
 mod notify;
 mod probe;
 mod target;
+pub mod writer;
 
 pub use error::{AdapterError, ErrorClass};
 pub use notify::{Notification, Notifier};

@@ -135,6 +135,22 @@ pub(crate) struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fingerprint(Vec<(String, String)>);
 
+/// As the another-writer refusal names it: `primary E2QWRUHAPOMQZL,
+/// primary tag deployctl:version=1.0.0, …`.
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, (part, value)) in self.0.iter().enumerate() {
+            let separator = if n == 0 { "" } else { ", " };
+            if part.contains(" tag ") {
+                write!(f, "{separator}{part}={value}")?;
+            } else {
+                write!(f, "{separator}{part} {value}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Snapshot {
     pub fn fingerprint(&self) -> Fingerprint {
         let mut parts = vec![("primary".to_owned(), self.primary.etag.clone())];

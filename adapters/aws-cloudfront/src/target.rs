@@ -26,8 +26,9 @@
 //!
 //! Concurrency: every apply reads the primary, staging distribution and
 //! policy first; if their ETags or our tags differ from what this target
-//! last read or wrote, someone else changed them during the run and the
-//! apply fails as `Rejected` (permanent) naming another writer: deployctl
+//! last read or wrote (`deployctl_adapter::writer`, keyed by
+//! `platform::Fingerprint`), someone else changed them during the run and
+//! the apply fails as `Rejected` (permanent) naming another writer: deployctl
 //! does not overwrite a change it did not make, neither by continuing nor
 //! by rolling back over it, so the run ends "rollback incomplete" for a
 //! human (whose `deployctl rollback` runs in a new process that has seen
@@ -50,6 +51,7 @@ use aws_config::SdkConfig;
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::AsyncSleep;
 use aws_sdk_cloudfront::types::DistributionConfig;
+use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
     Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
     PlannedCall, Preflight, Target,
@@ -108,7 +110,9 @@ impl std::fmt::Debug for CloudFrontTarget {
 /// for conflict detection and dry runs. Everything else is in tags.
 #[derive(Debug, Default)]
 struct Memory {
-    seen: Option<Fingerprint>,
+    /// The primary, staging distribution and policy as this target last
+    /// read or wrote them: anything else is another writer's change.
+    written: LastWrite<Fingerprint>,
     /// The label a rollback after promotion returns to, as last read.
     previous: Option<String>,
 }
@@ -282,7 +286,7 @@ impl CloudFrontTarget {
 
     fn remember(&self, snapshot: &Snapshot) {
         let mut memory = self.memory();
-        memory.seen = Some(snapshot.fingerprint());
+        memory.written.wrote(snapshot.fingerprint());
         memory.previous = snapshot.previous();
     }
 
@@ -292,7 +296,7 @@ impl CloudFrontTarget {
     /// (the engine observes again before retrying a `Conflict`).
     fn remember_observed(&self, snapshot: &Snapshot) {
         let mut memory = self.memory();
-        memory.seen.get_or_insert_with(|| snapshot.fingerprint());
+        memory.written.observed(snapshot.fingerprint());
         memory.previous = snapshot.previous();
     }
 
@@ -657,22 +661,20 @@ impl CloudFrontTarget {
             .api
             .snapshot(&self.distribution_id, &mut request_ids)
             .await?;
-        let seen = self.memory().seen.clone();
-        if let Some(seen) = seen
-            && seen != snap.fingerprint()
-        {
-            return Err(AdapterError::Rejected {
-                message: format!(
-                    "distribution {} (or its staging distribution or policy) was changed by another \
-                 writer during this run: {:?} → {:?}. deployctl does not overwrite a change it did \
-                 not make; find out who made it, then either leave it or run `deployctl rollback` \
-                 for this run to put all traffic back on the primary",
-                    self.distribution_id,
-                    seen,
-                    snap.fingerprint()
+        let now = snap.fingerprint();
+        let checked = self.memory().written.check(&now);
+        if let Err(Changed { left }) = checked {
+            return Err(AnotherWriter {
+                resource: format!(
+                    "distribution {} (or its staging distribution or policy)",
+                    self.distribution_id
                 ),
-                request_id: request_ids.first().cloned(),
-            });
+                left: left.to_string(),
+                now: now.to_string(),
+                rollback: "put all traffic back on the primary",
+            }
+            .refusal()
+            .with_request_id(request_ids.first()));
         }
         let changed = self.act(action, &snap, key, &mut request_ids).await;
         let changed = match changed {
@@ -683,7 +685,7 @@ impl CloudFrontTarget {
             Err(error) => {
                 // Our own writes may have landed before the failure: the
                 // retry reads afresh instead of calling them someone else's.
-                self.memory().seen = None;
+                self.memory().written.forget();
                 return Err(error);
             }
         };
@@ -693,7 +695,7 @@ impl CloudFrontTarget {
                 .snapshot(&self.distribution_id, &mut request_ids)
                 .await;
             // Unread, our writes would look like someone else's next time.
-            after.inspect_err(|_| self.memory().seen = None)?
+            after.inspect_err(|_| self.memory().written.forget())?
         } else {
             snap
         };

@@ -26,11 +26,10 @@ where
     if !missing {
         return mapped;
     }
-    let what = match mapped.request_id() {
-        Some(id) => format!("{mapped} (request {id})"),
-        None => mapped.to_string(),
-    };
-    AdapterError::NotFound { what }
+    AdapterError::NotFound {
+        what: mapped.to_string(),
+    }
+    .with_request_id(mapped.request_id())
 }
 
 pub(crate) fn rejected(message: impl Into<String>) -> AdapterError {

@@ -20,6 +20,11 @@
 //!   reports so the engine rolls back. Weights between 0 and 100 are
 //!   `Unsupported` there.
 //!
+//! Another writer's change is refused, not overwritten
+//! (`deployctl_adapter::writer`): on the task-set path, task sets that
+//! differ from what this target last left; on the rolling path, the
+//! service moved off the task definition it is rolling out.
+//!
 //! Versions are the plan's labels (`versions.rs`); `service.rs` reads the
 //! service once per decision; `error.rs` maps ECS's exceptions.
 //! Validation AWS does but moto does not (scales within 0..=100 percent,

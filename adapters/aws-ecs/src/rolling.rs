@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use aws_sdk_ecs::config::AsyncSleep;
 use aws_sdk_ecs::operation::RequestId;
+use deployctl_adapter::writer::AnotherWriter;
 use deployctl_adapter::{Action, AdapterError, Applied, Observed, PlannedCall, Preflight};
 
 use crate::error::{map_ecs_error, rejected};
@@ -369,13 +370,11 @@ impl EcsTarget {
             .primary_deployment()
             .map(|d| format!("; the service is now on {}", progress(d)))
             .unwrap_or_default();
-        AdapterError::Rejected {
-            message: format!(
-                "the rolling update of ECS service {} FAILED: {failed}{now}",
-                self.service_name()
-            ),
-            request_id: request_ids.last().cloned(),
-        }
+        rejected(format!(
+            "the rolling update of ECS service {} FAILED: {failed}{now}",
+            self.service_name()
+        ))
+        .with_request_id(request_ids.last())
     }
 
     async fn wait_completed(
@@ -443,13 +442,17 @@ impl EcsTarget {
                     // writer's change during a run; a human decides (a new
                     // `deployctl rollback` process is the override).
                     if moved {
-                        return Err(AdapterError::Rejected {
-                            message: format!(
-                                "ECS service {service} was moved to task definition {} by another writer while deployctl waited for {td}; deployctl will not roll out over it",
+                        return Err(AnotherWriter {
+                            resource: format!("ECS service {service}"),
+                            left: format!("task definition {td}, rolling out"),
+                            now: format!(
+                                "task definition {}",
                                 view.task_definition.as_deref().unwrap_or("none")
                             ),
-                            request_id: view.request_id.clone(),
-                        });
+                            rollback: "put the service back on its stable task definition",
+                        }
+                        .refusal()
+                        .with_request_id(view.request_id.as_ref()));
                     }
                 }
             }

@@ -164,13 +164,10 @@ pub(crate) async fn read(
             .unwrap_or("no service returned");
         return Err(AdapterError::NotFound {
             what: format!(
-                "service {service} in cluster {cluster} ({reason}); check the plan's ecs.cluster and ecs.service{}",
-                request_id
-                    .as_deref()
-                    .map(|id| format!(" (request {id})"))
-                    .unwrap_or_default()
+                "service {service} in cluster {cluster} ({reason}); check the plan's ecs.cluster and ecs.service"
             ),
-        });
+        }
+        .with_request_id(request_id));
     };
     let controller = match found.deployment_controller().map(|c| c.r#type()) {
         None | Some(DeploymentControllerType::Ecs) => Controller::Ecs,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_ecs::Client;
+use deployctl_adapter::writer::LastWrite;
 use deployctl_adapter::{
     Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
     PlannedCall, Preflight, Target,
@@ -85,8 +86,8 @@ impl std::fmt::Debug for EcsTarget {
 pub(crate) struct Memory {
     /// The task sets as first read, then as written here (EXTERNAL
     /// controller); an apply that finds them different refuses, naming
-    /// another writer. Cleared only by our own failed step.
-    pub(crate) seen: Option<Fingerprint>,
+    /// another writer. Forgotten only after our own failed step.
+    pub(crate) written: LastWrite<Fingerprint>,
     /// The controller at the last read, for the pure `plan`.
     pub(crate) controller: Option<Controller>,
     /// Labels of task sets seen on the platform, with their task
@@ -281,7 +282,7 @@ impl Target for EcsTarget {
                     let observed = self.observe_task_sets(&view)?;
                     // Only when none is held: a re-read (the engine's, before
                     // retrying a conflict) must not adopt another writer's change.
-                    self.memory().seen.get_or_insert_with(|| view.fingerprint());
+                    self.memory().written.observed(view.fingerprint());
                     Ok(observed)
                 }
                 Controller::Ecs => Ok(self.observe_rolling(&view)),

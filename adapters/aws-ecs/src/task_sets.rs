@@ -14,6 +14,7 @@
 
 use aws_sdk_ecs::operation::RequestId;
 use aws_sdk_ecs::types::{Scale, ScaleUnit};
+use deployctl_adapter::writer::{AnotherWriter, Changed};
 use deployctl_adapter::{
     Action, AdapterError, Applied, IdempotencyKey, Observed, PlannedCall, Preflight,
 };
@@ -385,31 +386,26 @@ impl EcsTarget {
     ) -> Result<Applied, AdapterError> {
         let mut request_ids: Vec<String> = view.request_id.iter().cloned().collect();
         let fresh = view.fingerprint();
-        let seen = self.memory().seen.clone();
-        if let Some(seen) = seen
-            && seen != fresh
-        {
+        let checked = self.memory().written.check(&fresh);
+        if let Err(Changed { left }) = checked {
             // Another writer, not a stale read: `observe` does not adopt a
             // change over a fingerprint this target holds, and our own failed
-            // steps clear it. deployctl does not overwrite a change it did
+            // steps forget it. deployctl does not overwrite a change it did
             // not make (neither by continuing nor by rolling back over it).
-            return Err(AdapterError::Rejected {
-                message: format!(
-                    "the task sets of ECS service {} were changed by another writer during this run (before: {}; now: {}). \
-                     deployctl does not overwrite a change it did not make; find out who made it, then either leave it \
-                     or run `deployctl rollback` for this run to put the service back on its stable task set",
-                    self.service_name(),
-                    summary(&seen),
-                    summary(&fresh)
-                ),
-                request_id: request_ids.first().cloned(),
-            });
+            return Err(AnotherWriter {
+                resource: format!("the task sets of ECS service {}", self.service_name()),
+                left: summary(&left),
+                now: summary(&fresh),
+                rollback: "put the service back on its stable task set",
+            }
+            .refusal()
+            .with_request_id(request_ids.first()));
         }
         let layout = self.layout(&view)?;
         let steps = self.steps(&layout, action)?;
         if steps.is_empty() {
             self.remember(action, &layout);
-            self.memory().seen = Some(fresh);
+            self.memory().written.wrote(fresh);
             return Ok(Applied {
                 changed: false,
                 request_ids,
@@ -428,18 +424,20 @@ impl EcsTarget {
                     // The service may or may not have changed: the next
                     // apply reads it afresh instead of calling our own
                     // half-done write someone else's.
-                    self.memory().seen = None;
+                    self.memory().written.forget();
                     return Err(error);
                 }
             }
         }
         let after = self.read().await;
-        let mut memory = self.memory();
-        memory.seen = after.as_ref().ok().map(ServiceView::fingerprint);
-        if let Ok(after) = &after {
-            request_ids.extend(after.request_id.clone());
+        match &after {
+            Ok(after) => {
+                self.memory().written.wrote(after.fingerprint());
+                request_ids.extend(after.request_id.clone());
+            }
+            // Unread, our writes would look like someone else's next time.
+            Err(_) => self.memory().written.forget(),
         }
-        drop(memory);
         self.remember(action, &layout);
         Ok(Applied {
             changed: true,

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_lambda::operation::RequestId;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::request_id::RequestId;
 use deployctl_adapter::AdapterError;
 
-type HttpResponse = aws_sdk_lambda::config::http::HttpResponse;
+/// The HTTP response type of every aws-sdk client's errors.
+type HttpResponse = aws_smithy_runtime_api::http::Response;
 
 /// Maps a failed call (`what`: the call, for the message) onto the error
 /// class the engine's retry policy understands, keeping the request ID.
@@ -67,12 +69,7 @@ where
             };
         }
         Some("ResourceNotFoundException") => {
-            return AdapterError::NotFound {
-                what: match request_id {
-                    Some(id) => format!("{message} (request {id})"),
-                    None => message,
-                },
-            };
+            return AdapterError::NotFound { what: message }.with_request_id(request_id);
         }
         Some("PreconditionFailedException" | "ResourceConflictException") => {
             return AdapterError::Conflict {
@@ -88,12 +85,7 @@ where
             request_id,
             retry_after,
         },
-        Some(404) => AdapterError::NotFound {
-            what: match request_id {
-                Some(id) => format!("{message} (request {id})"),
-                None => message,
-            },
-        },
+        Some(404) => AdapterError::NotFound { what: message }.with_request_id(request_id),
         Some(412) => AdapterError::Conflict {
             message,
             request_id,

@@ -1,20 +1,21 @@
-//! `deployctl-aws`: what every AWS adapter shares, and the Lambda target.
+//! `deployctl-aws`: what every AWS adapter shares.
 //!
 //! Start at [`config::load`] (the standard AWS chain: credentials, region,
 //! profile, and the endpoint from `AWS_ENDPOINT_URL`, so the same code talks
 //! to AWS or to an emulator) and [`map_sdk_error`] (SDK failures → the
-//! engine's error classes). [`LambdaTarget`] releases a Lambda alias by
-//! weighted routing. The other AWS adapters live in their own crates
-//! (`deployctl-aws-cloudfront`, `-ecs`, `-signals`, `-audit`) and build on
-//! these two. The `testing` feature has the moto fixtures all of them use.
+//! engine's error classes). [`identity::caller_arn`] names the AWS
+//! principal for the audit trail. The `testing` feature has the moto
+//! fixtures every AWS adapter's tests use (accounts, `CallRecorder`).
+//!
+//! The adapters themselves live in their own crates, one per service
+//! (`deployctl-aws-lambda`, `-cloudfront`, `-ecs`, `-signals`, `-audit`):
+//! this crate depends on no service's SDK but STS, so an adapter compiles
+//! and links only the services it calls.
 
 pub mod config;
 mod error;
-pub mod iam;
 pub mod identity;
-mod lambda;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::map_sdk_error;
-pub use lambda::{LambdaTarget, lambda_config};

@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_lambda::config::interceptors::{
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
 };
-use aws_sdk_lambda::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
-use aws_sdk_lambda::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 
 /// The URL in environment variable `var` (set by `tests/moto.sh`), or
 /// `None` after printing why `test` is skipped.

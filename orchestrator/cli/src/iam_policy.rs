@@ -24,11 +24,13 @@ pub fn statements(plan: &ValidatedPlan, scope: &Scope) -> Vec<Statement> {
         }
         let artifact = target.artifact.as_ref();
         match &target.spec {
-            TargetSpec::Lambda(spec) => statements.extend(deployctl_aws::iam::lambda_statements(
-                spec,
-                artifact.map(|a| &a.source),
-                scope,
-            )),
+            TargetSpec::Lambda(spec) => {
+                statements.extend(deployctl_aws_lambda::iam::lambda_statements(
+                    spec,
+                    artifact.map(|a| &a.source),
+                    scope,
+                ))
+            }
             TargetSpec::CloudFront(spec) => {
                 statements.extend(deployctl_aws_cloudfront::iam::statements(spec, scope))
             }

@@ -119,8 +119,11 @@ fn lambda_target(
     target: &deployctl_plan::model::Target,
     spec: &deployctl_plan::raw::LambdaTarget,
     plan_file: &Path,
-) -> Result<deployctl_aws::LambdaTarget, String> {
-    let mut adapter = runtime.block_on(deployctl_aws::LambdaTarget::from_spec(&target.name, spec));
+) -> Result<deployctl_aws_lambda::LambdaTarget, String> {
+    let mut adapter = runtime.block_on(deployctl_aws_lambda::LambdaTarget::from_spec(
+        &target.name,
+        spec,
+    ));
     if let Some(artifact) = &target.artifact {
         let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
         adapter = adapter.with_release(artifact, plan_dir)?;

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use deployctl_adapter::iam::Scope;
 use deployctl_adapter::{Action, ErrorClass, IdempotencyKey, Target};
-use deployctl_aws::LambdaTarget;
 use deployctl_aws::testing::CallRecorder;
+use deployctl_aws_lambda::LambdaTarget;
 use deployctl_plan::model::{Artifact, ArtifactSource};
 use deployctl_plan::raw;
 
@@ -467,7 +467,8 @@ async fn every_call_of_an_s3_release_is_in_the_declared_policy() {
         alias: "live".into(),
         region: None,
     };
-    let statements = deployctl_aws::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
+    let statements =
+        deployctl_aws_lambda::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
     recorder.assert_allowed_by(&statements);
     let actions = recorder.actions();
     for action in [
@@ -516,7 +517,8 @@ async fn every_call_of_a_zip_release_is_in_the_declared_policy() {
         alias: "live".into(),
         region: None,
     };
-    let statements = deployctl_aws::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
+    let statements =
+        deployctl_aws_lambda::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
     recorder.assert_allowed_by(&statements);
     let actions = recorder.actions();
     for action in ["lambda:UpdateFunctionCode", "lambda:PublishVersion"] {
@@ -570,7 +572,8 @@ async fn every_call_of_a_published_release_is_in_the_declared_policy() {
         alias: "live".into(),
         region: None,
     };
-    let statements = deployctl_aws::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
+    let statements =
+        deployctl_aws_lambda::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
     recorder.assert_allowed_by(&statements);
     let actions = recorder.actions();
     assert!(

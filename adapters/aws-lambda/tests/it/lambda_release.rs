@@ -7,7 +7,7 @@ use std::path::Path;
 
 use deployctl_adapter::conformance::{Options, run_all_with};
 use deployctl_adapter::{Action, AdapterError, IdempotencyKey, Target};
-use deployctl_aws::LambdaTarget;
+use deployctl_aws_lambda::LambdaTarget;
 use deployctl_plan::model::{Artifact, ArtifactSource};
 use deployctl_plan::raw::S3Location;
 

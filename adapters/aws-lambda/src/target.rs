@@ -21,9 +21,10 @@
 //! report labels, so a re-run of a plan already live finds the alias on
 //! the release and a resumed run finds its candidate.
 //!
-//! Another writer: every apply reads the alias first. Once this target
-//! has moved the alias, it remembers the routing it left (and the routing
-//! of a write whose answer was lost, which may have landed). An alias
+//! Another writer (`deployctl_adapter::writer`, keyed by the alias's
+//! routing): every apply reads the alias first. Once this target has
+//! moved the alias, it remembers the routing it left (and the routing of
+//! a write whose answer was lost, which may have landed). An alias
 //! routed any other way was changed by someone else during the run, and
 //! deployctl does not fight over traffic: the action fails as `Rejected`
 //! (permanent), so the stage fails and the run rolls back; the rollback
@@ -39,8 +40,6 @@
 //! Validation AWS does and moto does not: weights within [0, 1), one
 //! additional version only, never the primary version, versions exist.
 
-mod publish;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,6 +48,7 @@ use aws_config::SdkConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
     Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
     PlannedCall, Preflight, Target,
@@ -56,16 +56,17 @@ use deployctl_adapter::{
 use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
 
-use crate::error::map_sdk_error;
-use publish::{LambdaRelease, Publisher, is_version_number};
+use deployctl_aws::map_sdk_error;
+
+use crate::publish::{LambdaRelease, Publisher, is_version_number};
 
 /// The Lambda client configuration every [`LambdaTarget`] uses, from a
 /// loaded [`SdkConfig`] with the shared retry and timeout settings
-/// ([`crate::config`]). Tests add their interceptors to it before building.
+/// ([`deployctl_aws::config`]). Tests add their interceptors to it before building.
 pub fn lambda_config(sdk: &SdkConfig) -> aws_sdk_lambda::config::Builder {
     aws_sdk_lambda::config::Builder::from(sdk)
-        .retry_config(crate::config::retry())
-        .timeout_config(crate::config::timeouts())
+        .retry_config(deployctl_aws::config::retry())
+        .timeout_config(deployctl_aws::config::timeouts())
 }
 
 /// One Lambda client per region for the whole process: a plan with many
@@ -83,7 +84,7 @@ async fn shared_client(region: Option<&str>) -> Client {
     if let Some(client) = cached {
         return client;
     }
-    let sdk = crate::config::load(region).await;
+    let sdk = deployctl_aws::config::load(region).await;
     let client = Client::from_conf(lambda_config(&sdk).build());
     CLIENTS
         .lock()
@@ -120,13 +121,11 @@ impl std::fmt::Debug for LambdaTarget {
 /// What this target knows beyond the alias itself.
 #[derive(Debug, Default)]
 struct Memory {
-    /// The routing this target last wrote, or confirmed while applying;
-    /// `None` until it has moved the alias. Any other routing is another
-    /// writer's.
-    ours: Option<Routing>,
-    /// A write whose answer never came (dropped, timed out, connection
-    /// reset): it may have landed, and finding it is not a conflict.
-    in_flight: Option<Routing>,
+    /// The routing this target last wrote, or confirmed while applying
+    /// (nothing until it has moved the alias), and a write whose answer
+    /// never came. Any other routing is another writer's. `observe` adopts
+    /// nothing: only an apply makes a routing ours.
+    written: LastWrite<Routing>,
     /// The version `Deploy` made the candidate.
     deployed: Option<String>,
     /// The stable version the candidate was deployed beside, for
@@ -552,32 +551,21 @@ impl LambdaTarget {
     /// Fails when the alias is not routed as this target left it: another
     /// writer moved traffic during the run (module docs).
     fn check_unchanged(&self, current: &Routing, action: &Action) -> Result<(), AdapterError> {
-        let ours = {
-            let mut memory = self.memory();
-            let Some(ours) = memory.ours.clone() else {
-                return Ok(());
-            };
-            if *current == ours {
-                return Ok(());
-            }
-            if memory.in_flight.as_ref() == Some(current) {
-                // Our own write whose answer was lost.
-                memory.ours = Some(current.clone());
-                memory.in_flight = None;
-                return Ok(());
-            }
-            ours
+        let checked = self.memory().written.check(current);
+        let Err(Changed { left }) = checked else {
+            return Ok(());
         };
         if matches!(action, Action::Rollback { .. }) && self.desired(current, action)?.is_none() {
             // Already where the rollback puts it: nothing to fight over.
             return Ok(());
         }
-        Err(rejected(format!(
-            "alias {}:{} was changed by another writer during this run: deployctl left it on {ours}, it is now on {current}. \
-             deployctl does not overwrite another writer's traffic change; find out who moved it, then either leave it \
-             or run `deployctl rollback` for this run to put the alias back on the stable version",
-            self.function_name, self.alias
-        )))
+        Err(AnotherWriter {
+            resource: format!("alias {}:{}", self.function_name, self.alias),
+            left: left.to_string(),
+            now: current.to_string(),
+            rollback: "put the alias back on the stable version",
+        }
+        .refusal())
     }
 
     fn remember(&self, action: &Action, before: &Routing) {
@@ -653,10 +641,10 @@ impl LambdaTarget {
         request_ids.extend(id);
         let current = fresh.routing()?;
         self.check_unchanged(&current, action)
-            .map_err(|error| with_request_id(error, request_ids.first()))?;
+            .map_err(|error| error.with_request_id(request_ids.first()))?;
         let Some(next) = self.desired(&current, action)? else {
             self.remember(action, &current);
-            self.memory().ours = Some(current);
+            self.memory().written.wrote(current);
             return Ok(Applied {
                 changed: false,
                 request_ids,
@@ -686,7 +674,7 @@ impl LambdaTarget {
             None => std::collections::HashMap::new(),
         };
         // From here until the answer, the write may land unseen.
-        self.memory().in_flight = Some(next.clone());
+        self.memory().written.sending(next.clone());
         let out = self
             .client
             .update_alias()
@@ -719,26 +707,11 @@ impl LambdaTarget {
         };
         self.remember(action, &current);
         let mut memory = self.memory();
-        memory.in_flight = None;
-        memory.ours = Some(written.routing().unwrap_or(next));
+        memory.written.wrote(written.routing().unwrap_or(next));
         Ok(Applied {
             changed: true,
             request_ids,
         })
-    }
-}
-
-/// `error` with the first request ID of the apply, when it has none.
-fn with_request_id(error: AdapterError, id: Option<&String>) -> AdapterError {
-    match error {
-        AdapterError::Rejected {
-            message,
-            request_id: None,
-        } => AdapterError::Rejected {
-            message,
-            request_id: id.cloned(),
-        },
-        other => other,
     }
 }
 

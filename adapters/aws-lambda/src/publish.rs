@@ -36,7 +36,7 @@ use aws_sdk_lambda::types::LastUpdateStatus;
 use deployctl_adapter::AdapterError;
 use deployctl_plan::model::{Artifact, ArtifactSource};
 
-use crate::error::map_sdk_error;
+use deployctl_aws::map_sdk_error;
 
 /// Lambda's limit on a version description.
 const DESCRIPTION_LIMIT: usize = 256;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, Runtime};
 use deployctl_aws::testing::{MotoAccount, sdk_config};
-use deployctl_aws::{LambdaTarget, lambda_config};
+use deployctl_aws_lambda::{LambdaTarget, lambda_config};
 
 pub use deployctl_aws::testing::moto;
 

@@ -1,4 +1,4 @@
-//! deployctl-aws's tests, one binary, against moto's server mode
+//! deployctl-aws-lambda's tests, one binary, against moto's server mode
 //! (`tests/moto.sh`; `bash tests/run.sh` starts it and sets
 //! `DEPLOYCTL_TEST_MOTO_URL`). Without that variable every test here is
 //! skipped with a message, so a plain `cargo test` still passes.

@@ -3,7 +3,7 @@
 
 use deployctl_adapter::conformance::{Options, run_all_with};
 use deployctl_adapter::{Action, AdapterError, IdempotencyKey, Target};
-use deployctl_aws::LambdaTarget;
+use deployctl_aws_lambda::LambdaTarget;
 use deployctl_plan::model::TargetKind;
 
 use crate::support::{Account, moto};
@@ -371,7 +371,8 @@ async fn an_unreachable_endpoint_is_a_timeout_to_retry() {
         .endpoint_url("http://127.0.0.1:9")
         .load()
         .await;
-    let client = aws_sdk_lambda::Client::from_conf(deployctl_aws::lambda_config(&sdk).build());
+    let client =
+        aws_sdk_lambda::Client::from_conf(deployctl_aws_lambda::lambda_config(&sdk).build());
     let target = LambdaTarget::with_client("t", client, "fn", "live");
     let error = target.observe().await.unwrap_err();
     assert!(matches!(error, AdapterError::Timeout { .. }), "{error:?}");
