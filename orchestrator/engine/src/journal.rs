@@ -903,6 +903,25 @@ impl Journal {
         })
     }
 
+    /// The run holding the lock on `target_key` (a platform identity) and
+    /// its holder, when that run has not ended: the lock `create_run` would
+    /// refuse a new run for. Read-only (`plan --observe`).
+    pub fn lock_holder(&self, target_key: &str) -> Result<Option<(String, String)>, JournalError> {
+        self.with(|connection| {
+            let lock: Option<(String, String, Option<String>)> = connection
+                .query_row(
+                    "SELECT l.run_id, l.holder, r.phase FROM locks l
+                     LEFT JOIN runs r ON r.id = l.run_id WHERE l.target_key = ?1",
+                    params![target_key],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            Ok(lock
+                .filter(|(_, _, phase)| holds_its_locks(phase.as_deref()))
+                .map(|(run, holder, _)| (run, holder)))
+        })
+    }
+
     /// The newest run that has not ended, if any.
     pub fn latest_unfinished(&self) -> Result<Option<RunRecord>, JournalError> {
         Ok(self
@@ -1060,18 +1079,13 @@ fn take_locks(
             .optional()?;
         if let Some((other_run, other_holder, phase)) = existing
             && other_run != run_id
+            && holds_its_locks(phase.as_deref())
         {
-            let ended = phase
-                .as_deref()
-                .and_then(RunPhase::parse)
-                .is_none_or(RunPhase::is_terminal);
-            if !ended {
-                return Err(JournalError::Locked {
-                    target: key.clone(),
-                    run: other_run,
-                    holder: other_holder,
-                });
-            }
+            return Err(JournalError::Locked {
+                target: key.clone(),
+                run: other_run,
+                holder: other_holder,
+            });
         }
         tx.execute(
             "INSERT INTO locks (target_key, run_id, holder, acquired_at) VALUES (?1, ?2, ?3, ?4)
@@ -1080,6 +1094,15 @@ fn take_locks(
         )?;
     }
     Ok(())
+}
+
+/// Whether a run in `phase` (`None`: the run is gone) still holds its
+/// locks: only runs that have not ended do; a lock left by an ended run is
+/// stale and the next run takes it over.
+fn holds_its_locks(phase: Option<&str>) -> bool {
+    !phase
+        .and_then(RunPhase::parse)
+        .is_none_or(RunPhase::is_terminal)
 }
 
 /// Columns added after the first schema; journals written by older builds
@@ -1291,6 +1314,27 @@ mod tests {
             .set_run_phase("r1", RunPhase::Succeeded, None, false)
             .unwrap();
         journal.acquire_locks("r2", &keys, "bob@pc2").unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lock_holder_names_only_live_runs() {
+        let dir = temp_dir("holder");
+        let journal = Journal::open(&dir).unwrap();
+        assert_eq!(journal.lock_holder("sim:api").unwrap(), None);
+        journal.create_run(&new_run("r1")).unwrap();
+        let keys = vec!["sim:api".to_string()];
+        journal.acquire_locks("r1", &keys, "alice@pc1").unwrap();
+        assert_eq!(
+            journal.lock_holder("sim:api").unwrap(),
+            Some(("r1".to_string(), "alice@pc1".to_string()))
+        );
+        assert_eq!(journal.lock_holder("sim:other").unwrap(), None);
+        // An ended run's lock is stale: nothing holds the target.
+        journal
+            .set_run_phase("r1", RunPhase::RolledBack, None, false)
+            .unwrap();
+        assert_eq!(journal.lock_holder("sim:api").unwrap(), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
