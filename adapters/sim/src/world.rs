@@ -26,11 +26,12 @@ pub struct SimWorld {
 }
 
 impl SimWorld {
-    /// Opens (creating it if needed) the world in `dir`.
+    /// Opens the world in `dir`. The directory is created by the first
+    /// change, not here: reading a world (`plan --observe`, a preflight)
+    /// must leave no trace, and a missing directory reads as every target
+    /// in its initial state.
     pub fn open(dir: impl Into<PathBuf>) -> Result<SimWorld, SimError> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(SimError::io(&dir))?;
-        Ok(SimWorld { dir })
+        Ok(SimWorld { dir: dir.into() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,6 +85,9 @@ impl WorldFile {
         &self,
         change: impl FnOnce(&mut SimState) -> (R, bool),
     ) -> Result<R, SimError> {
+        if let Some(dir) = self.lock.parent() {
+            fs::create_dir_all(dir).map_err(SimError::io(dir))?;
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
