@@ -28,6 +28,7 @@ mod engine_cmds;
 mod exit;
 mod iam_policy;
 mod input;
+mod observe;
 mod progress_view;
 mod rehearse;
 mod runs;
@@ -119,12 +120,28 @@ enum Command {
         files: Vec<String>,
     },
     /// Show what applying a plan would do, without touching anything.
+    ///
+    /// Offline by default: the report is computed from the plan alone.
+    /// With `--observe` every target is read live (read-only) and the
+    /// report shows what each stage would change from what runs now. Exit
+    /// codes with `--observe`: 0 when every target was read, drift or not;
+    /// 1 when a target could not be read (the report is incomplete); 2 when
+    /// the plan is invalid or names targets this build cannot run.
     Plan {
         #[arg(value_name = "FILE")]
         file: String,
         /// Save the reviewed plan so `apply` executes exactly it.
         #[arg(long, value_name = "SAVED")]
         out: Option<PathBuf>,
+        /// Read every target live with read-only calls (the adapters'
+        /// observe and preflight) and show, per stage, the version and
+        /// weights now and planned, the platform calls of each step, and
+        /// drift: not on the stable version, a release already in flight,
+        /// a lock another run holds, no rollback path, a strategy the
+        /// target cannot take. Writes nothing: no run, no lock, no call
+        /// that changes a target.
+        #[arg(long, conflicts_with = "out")]
+        observe: bool,
     },
     /// Print the JSON Schema of the plan format (for editors).
     Schema,
@@ -297,7 +314,19 @@ fn main() -> ExitCode {
     };
     let code = match &cli.command {
         Command::Validate { files } => validate(files, cli.output, color),
-        Command::Plan { file, out } => plan(file, out.as_deref(), cli.output, color),
+        Command::Plan {
+            file,
+            out: _,
+            observe: true,
+        } => match load_plan(file, cli.output, color) {
+            Ok(loaded) => observe::command(&loaded, file, &state_dir, json),
+            Err(_) => exit::INVALID_INPUT,
+        },
+        Command::Plan {
+            file,
+            out,
+            observe: false,
+        } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
         Command::IamPolicy {
             file,
