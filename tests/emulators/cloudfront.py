@@ -23,6 +23,10 @@ Control endpoints (JSON, outside the AWS API):
        every propagation in progress in the account at once.
   GET  /_emulator/state                   -> the account's distributions and
        policies as JSON (for tests to assert on).
+  GET  /_emulator/calls                   -> {"calls": [{operation, method, path,
+       status}, ...]}: every CloudFront API call the account made, in order
+       (operation: the API's name, which is also its IAM action's).
+  DELETE /_emulator/calls                 -> forget the account's calls.
 """
 
 import argparse
@@ -78,6 +82,8 @@ class Account:
         self.tags = {}
         self.deploy_seconds = 0.0
         self.deploy_gets = 1
+        # Every API call, so tests can prove a command only read.
+        self.calls = []
 
 
 def account_for(account_id):
@@ -613,6 +619,36 @@ def route(account, method, path, query, headers, body):
     raise ApiError(404, "NotImplemented", f"{method} {path} is not served by this emulator (see tests/emulators/README.md).")
 
 
+# The operation of each route: (method, path under the version prefix with
+# IDs as `{}`, the query's Operation for tagging) -> the API's name.
+OPERATIONS = {
+    ("POST", "distribution", ""): "CreateDistribution",
+    ("GET", "distribution/{}", ""): "GetDistribution",
+    ("DELETE", "distribution/{}", ""): "DeleteDistribution",
+    ("GET", "distribution/{}/config", ""): "GetDistributionConfig",
+    ("PUT", "distribution/{}/config", ""): "UpdateDistribution",
+    ("POST", "distribution/{}/copy", ""): "CopyDistribution",
+    ("PUT", "distribution/{}/promote-staging-config", ""): "UpdateDistributionWithStagingConfig",
+    ("POST", "continuous-deployment-policy", ""): "CreateContinuousDeploymentPolicy",
+    ("GET", "continuous-deployment-policy", ""): "ListContinuousDeploymentPolicies",
+    ("GET", "continuous-deployment-policy/{}", ""): "GetContinuousDeploymentPolicy",
+    ("GET", "continuous-deployment-policy/{}/config", ""): "GetContinuousDeploymentPolicyConfig",
+    ("PUT", "continuous-deployment-policy/{}", ""): "UpdateContinuousDeploymentPolicy",
+    ("DELETE", "continuous-deployment-policy/{}", ""): "DeleteContinuousDeploymentPolicy",
+    ("GET", "tagging", ""): "ListTagsForResource",
+    ("POST", "tagging", "Tag"): "TagResource",
+    ("POST", "tagging", "Untag"): "UntagResource",
+}
+
+
+def operation_of(method, path, query):
+    """The CloudFront operation a request is, or `METHOD path` when none."""
+    parts = [p for p in path[len(PREFIX):].split("/") if p]
+    shape = "/".join(part if index != 1 else "{}" for index, part in enumerate(parts))
+    tagging = (query.get("Operation") or [""])[0] if parts == ["tagging"] and method == "POST" else ""
+    return OPERATIONS.get((method, shape, tagging), f"{method} {path}")
+
+
 def state_json(account):
     return {
         "distributions": {
@@ -699,6 +735,11 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, json.dumps(reply).encode(), "application/json", {}, request_id)
             if path == "/_emulator/state" and method == "GET":
                 return self._send(200, json.dumps(state_json(account)).encode(), "application/json", {}, request_id)
+            if path == "/_emulator/calls" and method == "GET":
+                return self._send(200, json.dumps({"calls": account.calls}).encode(), "application/json", {}, request_id)
+            if path == "/_emulator/calls" and method == "DELETE":
+                account.calls.clear()
+                return self._send(200, b'{"ok": true}', "application/json", {}, request_id)
         return self._send(404, b'{"error": "unknown control endpoint"}', "application/json", {}, request_id)
 
     def _handle(self, method):
@@ -709,6 +750,9 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             return self._control(method, path, body)
         request_id = str(uuid.uuid4())
+        call = {"operation": operation_of(method, path, query), "method": method, "path": path, "status": None}
+        with LOCK:
+            account_for(self._account_id()).calls.append(call)
         try:
             if not path.startswith(PREFIX + "/"):
                 raise ApiError(404, "NotImplemented", f"{path} is not a CloudFront 2020-05-31 path")
@@ -716,8 +760,10 @@ class Handler(BaseHTTPRequestHandler):
                 account = account_for(self._account_id())
                 status, element, extra = route(account, method, path, query, self.headers, body)
             payload = serialize(element) if element is not None else b""
+            call["status"] = status
             self._send(status, payload, "text/xml", extra, request_id)
         except ApiError as error:
+            call["status"] = error.status
             root = ET.Element("ErrorResponse")
             err = sub(root, "Error")
             sub(err, "Type", "Sender" if error.status < 500 else "Receiver")
@@ -726,6 +772,7 @@ class Handler(BaseHTTPRequestHandler):
             sub(root, "RequestId", request_id)
             self._send(error.status, serialize(root), "text/xml", {}, request_id)
         except Exception as error:  # a bug here must still answer in AWS's format
+            call["status"] = 500
             root = ET.Element("ErrorResponse")
             err = sub(root, "Error")
             sub(err, "Type", "Receiver")

@@ -74,6 +74,8 @@ class Account:
         self.step_seconds = 0.5
         self.last_step = time.monotonic()
         self.ids = 0
+        # Every API call, so tests can prove a command only read.
+        self.calls: list[dict] = []
 
     def next_id(self) -> str:
         self.ids += 1
@@ -491,6 +493,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         if self.path == "/_emulator/health":
             self.send(200, {"status": "ok"}, "application/json")
+        elif self.path == "/_emulator/calls":
+            with LOCK:
+                calls = list(account(self.account_id()).calls)
+            self.send(200, {"calls": calls}, "application/json")
         elif self.path == "/_emulator/state":
             with LOCK:
                 acct = account(self.account_id())
@@ -517,8 +523,13 @@ class Handler(BaseHTTPRequestHandler):
             self.control(self.path, body)
             return
         target = self.headers.get("X-Amz-Target", "")
-        operation = OPERATIONS.get(target.removeprefix(TARGET_PREFIX)) if target.startswith(TARGET_PREFIX) else None
+        name = target.removeprefix(TARGET_PREFIX)
+        call = {"operation": name, "status": None}
+        with LOCK:
+            account(self.account_id()).calls.append(call)
+        operation = OPERATIONS.get(name) if target.startswith(TARGET_PREFIX) else None
         if operation is None:
+            call["status"] = 400
             self.send(400, {"__type": "UnknownOperationException", "message": f"unknown operation {target!r}"})
             return
         try:
@@ -527,12 +538,23 @@ class Handler(BaseHTTPRequestHandler):
                 acct.catch_up()
                 result = operation(acct, self.region(), body)
         except EcsError as error:
+            call["status"] = error.status
             self.send(error.status, {"__type": error.code, "message": error.message})
             return
         except (KeyError, TypeError, ValueError) as error:
+            call["status"] = 400
             self.send(400, {"__type": "InvalidParameterException", "message": f"invalid request: {error}"})
             return
+        call["status"] = 200
         self.send(200, result)
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+        if self.path == "/_emulator/calls":
+            with LOCK:
+                account(self.account_id()).calls.clear()
+            self.send(200, {"status": "ok"}, "application/json")
+        else:
+            self.send(404, {"message": f"no such path {self.path}"}, "application/json")
 
     def control(self, path: str, body: dict) -> None:
         with LOCK:
