@@ -22,6 +22,7 @@ mod iam_policy;
 mod lambda_e2e;
 mod lambda_locks;
 mod lambda_support;
+mod plan_observe;
 mod runs;
 mod sandbox;
 mod snapshot;
