@@ -582,3 +582,75 @@ async fn every_call_of_a_published_release_is_in_the_declared_policy() {
         "{actions:?}"
     );
 }
+
+/// What `deployctl plan --observe` does with a target: preflight, observe,
+/// and plan every action of a release. Only reads, each in the declared
+/// statements, for code from S3, from a zip and already published.
+#[tokio::test]
+async fn observing_a_release_only_reads_within_the_declared_policy() {
+    let Some(url) = moto("observing_a_release_only_reads_within_the_declared_policy") else {
+        return;
+    };
+    let account = Account::new(&url).await;
+    let function = account.function().await;
+    let bucket = account.bucket("code", true).await;
+    let object_version = account
+        .upload(&bucket, "app.zip", handler_zip("s3-observe"))
+        .await;
+    let dir = std::env::temp_dir().join(format!(
+        "deployctl-aws-observe-{}-{}",
+        std::process::id(),
+        account.id.0
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let zip = dir.join("code.zip");
+    std::fs::write(&zip, handler_zip("zip-observe")).unwrap();
+    let artifacts = [
+        s3_artifact("2.0.0", &bucket, "app.zip", object_version),
+        Artifact {
+            version: "2.1.0".into(),
+            source: ArtifactSource::LambdaZip(zip.to_string_lossy().into_owned()),
+        },
+        Artifact {
+            version: "v2".into(),
+            source: ArtifactSource::LambdaPublished("2".into()),
+        },
+    ];
+    for artifact in &artifacts {
+        let recorder = CallRecorder::default();
+        let client = recorded(&account, &recorder);
+        let target = releasing(&client, &function, artifact);
+        target.preflight().await.unwrap();
+        let observed = target.observe().await.unwrap();
+        for action in [
+            deploy(&artifact.version),
+            Action::SetWeight { percent: 10 },
+            Action::Promote,
+            Action::Retire,
+            Action::Rollback { to: None },
+        ] {
+            // Only its calls matter here: planning is pure.
+            target.plan(&observed, &action).ok();
+        }
+        let spec = raw::LambdaTarget {
+            function_name: function.clone(),
+            alias: "live".into(),
+            region: None,
+        };
+        let statements =
+            deployctl_aws_lambda::iam::lambda_statements(&spec, Some(&artifact.source), &scope());
+        recorder.assert_allowed_by(&statements);
+        let actions = recorder.actions();
+        assert!(
+            actions.iter().all(|action| {
+                let operation = action.split_once(':').map_or("", |(_, op)| op);
+                ["Get", "List", "Describe"]
+                    .iter()
+                    .any(|read| operation.starts_with(read))
+            }),
+            "{artifact:?}: {actions:?}"
+        );
+    }
+    assert_eq!(account.alias(&function).await.0, "1", "nothing moved");
+    let _ = std::fs::remove_dir_all(&dir);
+}
