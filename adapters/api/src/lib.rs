@@ -27,8 +27,8 @@ pub use error::{AdapterError, ErrorClass};
 pub use notify::{Notification, Notifier};
 pub use probe::{HealthProbe, Measurement};
 pub use target::{
-    Action, Applied, Capabilities, IdempotencyKey, Observed, PlannedCall, Preflight, Target,
-    WaveProgress, Weights,
+    Action, Applied, Capabilities, IdempotencyKey, Moves, Observed, PlannedCall, Preflight, Role,
+    Target, TrafficAction, TrafficTarget, WaveAction, WaveProgress, WaveTarget, Weights,
 };
 
 use std::future::Future;

@@ -10,8 +10,8 @@ use aws_config::SdkConfig;
 use aws_sdk_ecs::Client;
 use deployctl_adapter::writer::LastWrite;
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
-    PlannedCall, Preflight, Target,
+    AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
+    PlannedCall, Preflight, Target, TrafficAction, TrafficTarget,
 };
 use deployctl_plan::model::{self, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
@@ -217,15 +217,6 @@ impl EcsTarget {
         format!("{}/{}", self.cluster, self.service)
     }
 
-    fn unsupported(&self, action: &Action) -> AdapterError {
-        AdapterError::Unsupported {
-            what: format!(
-                "{action} on ECS service {} (waves are for device fleets)",
-                self.service_name()
-            ),
-        }
-    }
-
     /// What this service can do: task sets take any weight; a rolling
     /// update moves every task at once, so a canary's partial weights are
     /// refused before anything moves.
@@ -250,12 +241,9 @@ impl EcsTarget {
 
     async fn apply_inner(
         &self,
-        action: &Action,
+        action: &TrafficAction,
         key: &IdempotencyKey,
     ) -> Result<Applied, AdapterError> {
-        if matches!(action, Action::StartWave { .. } | Action::Halt) {
-            return Err(self.unsupported(action));
-        }
         let view = self.read().await?;
         match view.controller.clone() {
             Controller::External => self.apply_task_sets(view, action, key).await,
@@ -291,26 +279,6 @@ impl Target for EcsTarget {
         })
     }
 
-    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError> {
-        if matches!(action, Action::StartWave { .. } | Action::Halt) {
-            return Err(self.unsupported(action));
-        }
-        let controller = self.memory().controller.clone();
-        match controller {
-            Some(Controller::Ecs) => self.plan_rolling(observed, action),
-            Some(Controller::Other(kind)) => Err(self.other_controller(&kind)),
-            Some(Controller::External) | None => self.plan_task_sets(observed, action),
-        }
-    }
-
-    fn apply<'a>(
-        &'a self,
-        action: &'a Action,
-        key: &'a IdempotencyKey,
-    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
-        Box::pin(self.apply_inner(action, key))
-    }
-
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
         Box::pin(async move {
             let view = self.read().await?;
@@ -338,6 +306,33 @@ impl Target for EcsTarget {
     fn probe(&self, _check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         // HTTP, Prometheus and CloudWatch gates are not target-bound.
         None
+    }
+
+    fn moves(&self) -> Moves<'_> {
+        Moves::traffic(self)
+    }
+}
+
+impl TrafficTarget for EcsTarget {
+    fn plan_traffic(
+        &self,
+        observed: &Observed,
+        action: &TrafficAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        let controller = self.memory().controller.clone();
+        match controller {
+            Some(Controller::Ecs) => self.plan_rolling(observed, action),
+            Some(Controller::Other(kind)) => Err(self.other_controller(&kind)),
+            Some(Controller::External) | None => self.plan_task_sets(observed, action),
+        }
+    }
+
+    fn apply_traffic<'a>(
+        &'a self,
+        action: &'a TrafficAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        Box::pin(self.apply_inner(action, key))
     }
 }
 

@@ -194,6 +194,10 @@ impl Target for Timed {
     fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         self.sim.probe(check)
     }
+
+    fn moves(&self) -> deployctl_adapter::Moves<'_> {
+        self.sim.moves()
+    }
 }
 
 /// The sim's own probe, failing once `flipped` is set.
