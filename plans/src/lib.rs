@@ -15,6 +15,7 @@
 //! This crate does no IO beyond what the caller hands it and depends on no
 //! cloud SDK: it is the vocabulary the engine and the adapters share.
 
+mod check;
 pub mod diagnostic;
 pub mod duration;
 pub mod graph;
