@@ -19,6 +19,7 @@ mod check;
 pub mod diagnostic;
 pub mod duration;
 pub mod graph;
+mod kinds;
 mod load;
 pub mod model;
 pub mod raw;

@@ -1,0 +1,37 @@
+//! Kubernetes targets: a Deployment behind a Service. Blue-green switches
+//! the Service's selector; a canary needs a Gateway API HTTPRoute whose
+//! backend weights split the traffic, and the validator says so when it is
+//! missing rather than letting the adapter find out.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Kubernetes Deployment behind a Service (blue-green switches the
+/// Service selector), optionally weighted through a Gateway API HTTPRoute
+/// (canary).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesTarget {
+    /// kubeconfig context; the current context when omitted.
+    #[serde(default)]
+    pub context: Option<String>,
+    pub namespace: String,
+    pub deployment: String,
+    /// The Service that carries production traffic.
+    pub service: String,
+    /// Service that exposes the new version before promotion (blue-green).
+    #[serde(default)]
+    pub preview_service: Option<String>,
+    /// Gateway API route whose backend weights split traffic (canary).
+    #[serde(default)]
+    pub http_route: Option<HttpRouteRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRouteRef {
+    pub name: String,
+    /// The target's namespace when omitted.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
