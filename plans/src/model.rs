@@ -5,6 +5,10 @@
 //! numbers are in range, durations parsed, and every strategy and gate suits
 //! its target's kind. Fields are typed (enums whose variants own their data),
 //! so later code matches instead of re-checking strings.
+//!
+//! What each target kind supports (its row of the capability table) is
+//! declared in that kind's module (`kinds/<kind>.rs`) with the rest of the
+//! kind; [`TargetKind::capabilities`] reads it from there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::graph::ExecutionGraph;
+use crate::kinds;
 use crate::raw;
 
 /// What kind of thing a target is; decides what it supports.
@@ -69,57 +74,13 @@ impl TargetKind {
 
     /// The key that introduces this kind in a plan file.
     pub fn name(self) -> &'static str {
-        match self {
-            TargetKind::Kubernetes => "kubernetes",
-            TargetKind::Lambda => "lambda",
-            TargetKind::CloudFront => "cloudfront",
-            TargetKind::Ecs => "ecs",
-            TargetKind::Fleet => "fleet",
-            TargetKind::Sim => "sim",
-        }
+        kinds::of(self).name()
     }
 
+    /// This kind's row of the capability table, kept in the kind's own
+    /// module (`kinds/<kind>.rs`).
     pub fn capabilities(self) -> Capabilities {
-        use GateKind as G;
-        use StrategyKind as S;
-        const SERVICE_GATES: &[GateKind] = &[G::Http, G::Prometheus, G::CloudWatch];
-        match self {
-            TargetKind::Kubernetes => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen],
-                gates: &[G::Http, G::Prometheus, G::CloudWatch, G::Kubernetes],
-                max_canary_weight: 100,
-            },
-            TargetKind::Lambda | TargetKind::Ecs => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen],
-                gates: SERVICE_GATES,
-                max_canary_weight: 100,
-            },
-            // CloudFront continuous deployment sends at most 15% of requests
-            // to the staging distribution; promotion moves the rest.
-            TargetKind::CloudFront => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen],
-                gates: SERVICE_GATES,
-                max_canary_weight: 15,
-            },
-            TargetKind::Fleet => Capabilities {
-                strategies: &[S::Waves],
-                gates: &[G::Http, G::Prometheus, G::CloudWatch, G::Fleet],
-                max_canary_weight: 100,
-            },
-            // The simulator stands in for every kind during rehearsals.
-            TargetKind::Sim => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen, S::Waves],
-                gates: &[
-                    G::Http,
-                    G::Prometheus,
-                    G::CloudWatch,
-                    G::Kubernetes,
-                    G::Fleet,
-                    G::Sim,
-                ],
-                max_canary_weight: 100,
-            },
-        }
+        kinds::of(self).capabilities()
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::duration::format_duration;
+use crate::kinds;
 use crate::model::*;
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,7 +175,7 @@ impl ImpactReport {
                 out,
                 "Stage {} — {} target `{}`: {} → {}",
                 stage.name,
-                target_kind_label(stage.target_kind),
+                kinds::of(stage.target_kind).label(),
                 stage.target,
                 stage.from,
                 stage.to
@@ -250,17 +251,6 @@ impl ImpactReport {
         let _ = writeln!(out);
         let _ = writeln!(out, "Nothing was changed: this is a plan.");
         out
-    }
-}
-
-fn target_kind_label(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Kubernetes => "Kubernetes",
-        TargetKind::Lambda => "Lambda",
-        TargetKind::CloudFront => "CloudFront",
-        TargetKind::Ecs => "ECS",
-        TargetKind::Fleet => "fleet",
-        TargetKind::Sim => "simulated",
     }
 }
 

@@ -7,6 +7,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{Kind, SERVICE_GATES};
+use crate::model::{Capabilities, StrategyKind};
+
 /// A CloudFront distribution released through a staging distribution and a
 /// continuous deployment policy.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -25,4 +28,25 @@ pub struct CloudFrontArtifact {
     /// Or just a new origin domain for the staging distribution.
     #[serde(default)]
     pub origin_domain: Option<String>,
+}
+
+pub(crate) struct CloudFront;
+
+impl Kind for CloudFront {
+    fn name(&self) -> &'static str {
+        "cloudfront"
+    }
+
+    fn label(&self) -> &'static str {
+        "CloudFront"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: &[StrategyKind::Canary, StrategyKind::BlueGreen],
+            gates: SERVICE_GATES,
+            // Continuous deployment's SingleWeight policy stops at 15%.
+            max_canary_weight: 15,
+        }
+    }
 }

@@ -7,6 +7,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Kind;
+use crate::model::{Capabilities, GateKind, StrategyKind};
+
 /// A fleet of IoT devices updated over the air in waves.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -43,4 +46,29 @@ pub struct FirmwareSignature {
     pub location: Option<String>,
     /// `ed25519`, `ecdsa-p256` or `rsa-pss-sha256`.
     pub algorithm: String,
+}
+
+pub(crate) struct Fleet;
+
+impl Kind for Fleet {
+    fn name(&self) -> &'static str {
+        "fleet"
+    }
+
+    fn label(&self) -> &'static str {
+        "fleet"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: &[StrategyKind::Waves],
+            gates: &[
+                GateKind::Http,
+                GateKind::Prometheus,
+                GateKind::CloudWatch,
+                GateKind::Fleet,
+            ],
+            max_canary_weight: 100,
+        }
+    }
 }

@@ -6,6 +6,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Kind;
+use crate::model::{Capabilities, GateKind, StrategyKind};
+
 /// A Kubernetes Deployment behind a Service (blue-green switches the
 /// Service selector), optionally weighted through a Gateway API HTTPRoute
 /// (canary).
@@ -34,4 +37,30 @@ pub struct HttpRouteRef {
     /// The target's namespace when omitted.
     #[serde(default)]
     pub namespace: Option<String>,
+}
+
+pub(crate) struct Kubernetes;
+
+impl Kind for Kubernetes {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn label(&self) -> &'static str {
+        "Kubernetes"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: &[StrategyKind::Canary, StrategyKind::BlueGreen],
+            // Readiness of the new pods: a gate only the cluster can answer.
+            gates: &[
+                GateKind::Http,
+                GateKind::Prometheus,
+                GateKind::CloudWatch,
+                GateKind::Kubernetes,
+            ],
+            max_canary_weight: 100,
+        }
+    }
 }

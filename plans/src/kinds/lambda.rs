@@ -5,6 +5,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{Kind, SERVICE_GATES};
+use crate::model::{Capabilities, StrategyKind};
+
 /// An AWS Lambda function released through an alias.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -36,4 +39,24 @@ pub struct S3Location {
     pub key: String,
     #[serde(default)]
     pub object_version: Option<String>,
+}
+
+pub(crate) struct Lambda;
+
+impl Kind for Lambda {
+    fn name(&self) -> &'static str {
+        "lambda"
+    }
+
+    fn label(&self) -> &'static str {
+        "Lambda"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: &[StrategyKind::Canary, StrategyKind::BlueGreen],
+            gates: SERVICE_GATES,
+            max_canary_weight: 100,
+        }
+    }
 }
