@@ -2,9 +2,10 @@
 //! plan uses: names, non-empty strings, durations, ranges, "exactly one of",
 //! URLs, comparisons, references to named entries.
 //!
-//! It is its own module, apart from the plan walk in [`crate::validate`],
-//! so that code checking one section need not sit in the same file as the
-//! walk to use them.
+//! It is its own module, not part of [`crate::validate`], because two
+//! sides use it: the plan walk in `validate` and each target kind's own
+//! checks in [`crate::kinds`]. Keeping it below both means neither has to
+//! import the other.
 //!
 //! Every check records what it finds and goes on; none stops at the first
 //! problem, so one run shows the author everything to fix.

@@ -8,7 +8,8 @@
 //!
 //! What each target kind supports (its row of the capability table) is
 //! declared in that kind's module (`kinds/<kind>.rs`) with the rest of the
-//! kind; [`TargetKind::capabilities`] reads it from there.
+//! kind; [`TargetKind::capabilities`] reads it from there. The payloads of
+//! [`TargetSpec`] live there too and are re-exported here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,6 +19,9 @@ use serde::Serialize;
 use crate::graph::ExecutionGraph;
 use crate::kinds;
 use crate::raw;
+
+pub use crate::kinds::fleet::FleetSelector;
+pub use crate::kinds::sim::SimSpec;
 
 /// What kind of thing a target is; decides what it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -172,33 +176,8 @@ pub enum TargetSpec {
 
 impl TargetSpec {
     pub fn kind(&self) -> TargetKind {
-        match self {
-            TargetSpec::Kubernetes(_) => TargetKind::Kubernetes,
-            TargetSpec::Lambda(_) => TargetKind::Lambda,
-            TargetSpec::CloudFront(_) => TargetKind::CloudFront,
-            TargetSpec::Ecs(_) => TargetKind::Ecs,
-            TargetSpec::Fleet(_) => TargetKind::Fleet,
-            TargetSpec::Sim(_) => TargetKind::Sim,
-        }
+        kinds::spec(self).kind()
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum FleetSelector {
-    ThingGroups {
-        groups: Vec<String>,
-        region: Option<String>,
-    },
-    Query {
-        query: String,
-        region: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimSpec {
-    pub stable_version: String,
-    pub latency: Duration,
 }
 
 /// A version for a target and where it comes from.

@@ -12,10 +12,10 @@
 //! name the alternatives and point at the block.
 //!
 //! A target kind's own sections (its target section, its artifact sources)
-//! are defined in that kind's module (`kinds/<kind>.rs`) and re-exported
-//! here: this module stays the one place the whole wire format is reached
-//! from, and the containers that list the kinds ([`Target`], [`Artifact`])
-//! live here.
+//! are defined in that kind's module (`kinds/<kind>.rs`), beside its checks
+//! and its report text, and re-exported here: this module stays the one
+//! place the whole wire format is reached from, and the containers that
+//! list the kinds ([`Target`], [`Artifact`]) live here.
 //!
 //! The JSON Schema printed by `deployctl schema` is derived from these types,
 //! and their doc comments become its descriptions.

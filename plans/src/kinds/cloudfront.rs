@@ -7,8 +7,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, SERVICE_GATES};
-use crate::model::{Capabilities, StrategyKind};
+use super::{Kind, SERVICE_GATES, Source, Spec};
+use crate::check::Checker;
+use crate::model::{ArtifactSource, Capabilities, StrategyKind, TargetKind, TargetSpec};
+use crate::raw;
 
 /// A CloudFront distribution released through a staging distribution and a
 /// continuous deployment policy.
@@ -49,4 +51,78 @@ impl Kind for CloudFront {
             max_canary_weight: 15,
         }
     }
+
+    fn artifact_sources(&self) -> &'static [&'static Source] {
+        &[&CLOUDFRONT]
+    }
+
+    fn is_written(&self, target: &raw::Target) -> bool {
+        target.cloudfront.is_some()
+    }
+
+    fn check(&self, checker: &mut Checker, path: &str, target: &raw::Target) -> Option<TargetSpec> {
+        let cloudfront = target.cloudfront.clone()?;
+        let id = &cloudfront.distribution_id;
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            checker.error(
+                format!("{path}.cloudfront.distributionId"),
+                format!(
+                    "`{id}` is not a CloudFront distribution ID (uppercase letters and digits)"
+                ),
+            );
+        }
+        Some(TargetSpec::CloudFront(cloudfront))
+    }
+
+    fn canary_receiver(&self) -> String {
+        format!("a {} staging distribution", self.name())
+    }
+}
+
+impl Spec for CloudFrontTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::CloudFront
+    }
+}
+
+pub(crate) const CLOUDFRONT: Source = Source {
+    key: "cloudfront",
+    written: |artifact| artifact.cloudfront.is_some(),
+    check: check_artifact,
+};
+
+fn check_artifact(
+    checker: &mut Checker,
+    path: &str,
+    artifact: &raw::Artifact,
+) -> Option<ArtifactSource> {
+    let cloudfront = artifact.cloudfront.as_ref()?;
+    let at = format!("{path}.cloudfront");
+    let which = checker.exactly_one(
+        &at,
+        "a CloudFront artifact",
+        &[
+            ("configFile", cloudfront.config_file.is_some()),
+            ("originDomain", cloudfront.origin_domain.is_some()),
+        ],
+    )?;
+    if which == 0 {
+        return Some(ArtifactSource::CloudFrontConfigFile(
+            cloudfront.config_file.clone()?,
+        ));
+    }
+    let domain = cloudfront.origin_domain.clone()?;
+    if domain.is_empty() || domain.contains("://") || domain.contains('/') {
+        checker
+            .error(
+                format!("{at}.originDomain"),
+                format!("`{domain}` is not a domain name"),
+            )
+            .hint = Some("write just the host, e.g. `v2.origin.example.com`".into());
+    }
+    Some(ArtifactSource::CloudFrontOrigin(domain))
 }

@@ -5,8 +5,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, SERVICE_GATES};
-use crate::model::{Capabilities, StrategyKind};
+use super::{Kind, SERVICE_GATES, Source, Spec, image};
+use crate::check::Checker;
+use crate::model::{ArtifactSource, Capabilities, StrategyKind, TargetKind, TargetSpec};
+use crate::raw;
 
 /// An ECS service released with task sets (EXTERNAL deployment controller).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -36,4 +38,49 @@ impl Kind for Ecs {
             max_canary_weight: 100,
         }
     }
+
+    fn artifact_sources(&self) -> &'static [&'static Source] {
+        &[&image::IMAGE, &TASK_DEFINITION]
+    }
+
+    fn is_written(&self, target: &raw::Target) -> bool {
+        target.ecs.is_some()
+    }
+
+    fn check(&self, checker: &mut Checker, path: &str, target: &raw::Target) -> Option<TargetSpec> {
+        let ecs = target.ecs.clone()?;
+        checker.non_empty(&format!("{path}.ecs.cluster"), &ecs.cluster);
+        checker.non_empty(&format!("{path}.ecs.service"), &ecs.service);
+        Some(TargetSpec::Ecs(ecs))
+    }
+}
+
+impl Spec for EcsTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Ecs
+    }
+}
+
+/// `taskDefinition:`, a plain ARN rather than a section of its own.
+pub(crate) const TASK_DEFINITION: Source = Source {
+    key: "taskDefinition",
+    written: |artifact| artifact.task_definition.is_some(),
+    check: check_task_definition,
+};
+
+fn check_task_definition(
+    checker: &mut Checker,
+    path: &str,
+    artifact: &raw::Artifact,
+) -> Option<ArtifactSource> {
+    let arn = artifact.task_definition.clone()?;
+    if !arn.starts_with("arn:aws:ecs:") || !arn.contains(":task-definition/") {
+        checker
+            .error(
+                format!("{path}.taskDefinition"),
+                format!("`{arn}` is not an ECS task definition ARN"),
+            )
+            .hint = Some("e.g. `arn:aws:ecs:eu-west-1:123456789012:task-definition/web:42`".into());
+    }
+    Some(ArtifactSource::TaskDefinition(arn))
 }

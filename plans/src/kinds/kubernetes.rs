@@ -6,8 +6,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Kind;
-use crate::model::{Capabilities, GateKind, StrategyKind};
+use super::{Kind, Source, Spec, image};
+use crate::check::Checker;
+use crate::model::{Capabilities, GateKind, StrategyKind, TargetKind, TargetSpec};
+use crate::raw;
 
 /// A Kubernetes Deployment behind a Service (blue-green switches the
 /// Service selector), optionally weighted through a Gateway API HTTPRoute
@@ -61,6 +63,51 @@ impl Kind for Kubernetes {
                 GateKind::Kubernetes,
             ],
             max_canary_weight: 100,
+        }
+    }
+
+    fn artifact_sources(&self) -> &'static [&'static Source] {
+        &[&image::IMAGE]
+    }
+
+    fn is_written(&self, target: &raw::Target) -> bool {
+        target.kubernetes.is_some()
+    }
+
+    fn check(&self, checker: &mut Checker, path: &str, target: &raw::Target) -> Option<TargetSpec> {
+        let k8s = target.kubernetes.clone()?;
+        let at = format!("{path}.kubernetes");
+        checker.non_empty(&format!("{at}.namespace"), &k8s.namespace);
+        checker.non_empty(&format!("{at}.deployment"), &k8s.deployment);
+        checker.non_empty(&format!("{at}.service"), &k8s.service);
+        if k8s.preview_service.as_deref() == Some(k8s.service.as_str()) {
+            checker.error(
+                format!("{at}.previewService"),
+                "the preview Service must differ from the production Service",
+            );
+        }
+        Some(TargetSpec::Kubernetes(k8s))
+    }
+}
+
+impl Spec for KubernetesTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Kubernetes
+    }
+
+    fn check_strategy(
+        &self,
+        checker: &mut Checker,
+        target: &str,
+        path: &str,
+        strategy: StrategyKind,
+    ) {
+        if strategy == StrategyKind::Canary && self.http_route.is_none() {
+            checker.error(
+                path,
+                format!("a Kubernetes canary needs a Gateway API route to split traffic, and target `{target}` has none"),
+            )
+            .hint = Some(format!("add `targets.{target}.kubernetes.httpRoute`, or use `blueGreen`"));
         }
     }
 }

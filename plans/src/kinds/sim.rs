@@ -3,11 +3,15 @@
 //! every gate kind; it knows its own stable version, so the report can
 //! name it without observing anything, and an artifact is just a version.
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Kind;
-use crate::model::{Capabilities, GateKind, StrategyKind};
+use super::{Kind, Source, Spec};
+use crate::check::Checker;
+use crate::model::{Capabilities, GateKind, StrategyKind, TargetKind, TargetSpec};
+use crate::raw;
 
 /// A simulated target living in memory: the sandbox and rehearsals use it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -19,6 +23,13 @@ pub struct SimTarget {
     /// Milliseconds each simulated API call takes.
     #[serde(default)]
     pub latency_ms: Option<i64>,
+}
+
+/// A checked simulated target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSpec {
+    pub stable_version: String,
+    pub latency: Duration,
 }
 
 pub(crate) struct Sim;
@@ -49,5 +60,33 @@ impl Kind for Sim {
             ],
             max_canary_weight: 100,
         }
+    }
+
+    fn artifact_sources(&self) -> &'static [&'static Source] {
+        &[]
+    }
+
+    fn is_written(&self, target: &raw::Target) -> bool {
+        target.sim.is_some()
+    }
+
+    fn check(&self, checker: &mut Checker, path: &str, target: &raw::Target) -> Option<TargetSpec> {
+        let sim = target.sim.clone().unwrap_or_default();
+        let latency = match sim.latency_ms {
+            Some(ms) => checker
+                .int_in(&format!("{path}.sim.latencyMs"), ms, 0, 60_000)
+                .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.into())),
+            None => Duration::ZERO,
+        };
+        Some(TargetSpec::Sim(SimSpec {
+            stable_version: sim.stable_version.unwrap_or_else(|| "stable".to_string()),
+            latency,
+        }))
+    }
+}
+
+impl Spec for SimSpec {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Sim
     }
 }
