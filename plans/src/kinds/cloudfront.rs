@@ -87,6 +87,13 @@ impl Spec for CloudFrontTarget {
     fn kind(&self) -> TargetKind {
         TargetKind::CloudFront
     }
+
+    fn rollback(&self, _strategy: StrategyKind, stable: &str) -> String {
+        format!(
+            "continuous deployment policy disabled and detached from {}; all traffic on the primary ({stable})",
+            self.distribution_id
+        )
+    }
 }
 
 pub(crate) const CLOUDFRONT: Source = Source {

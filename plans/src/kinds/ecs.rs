@@ -59,6 +59,13 @@ impl Spec for EcsTarget {
     fn kind(&self) -> TargetKind {
         TargetKind::Ecs
     }
+
+    fn rollback(&self, _strategy: StrategyKind, stable: &str) -> String {
+        format!(
+            "service `{}` back on {stable}: its stable task set made primary again and the new one removed (EXTERNAL controller), or a rolling update back to the stable task definition (ECS controller)",
+            self.service
+        )
+    }
 }
 
 /// `taskDefinition:`, a plain ARN rather than a section of its own.

@@ -144,6 +144,10 @@ impl Spec for FleetSelector {
     fn kind(&self) -> TargetKind {
         TargetKind::Fleet
     }
+
+    fn rollback(&self, _strategy: StrategyKind, stable: &str) -> String {
+        format!("cancel the rollout job; updated devices are sent the stable firmware {stable}")
+    }
 }
 
 pub(crate) const FIRMWARE: Source = Source {

@@ -110,4 +110,19 @@ impl Spec for KubernetesTarget {
             .hint = Some(format!("add `targets.{target}.kubernetes.httpRoute`, or use `blueGreen`"));
         }
     }
+
+    fn rollback(&self, strategy: StrategyKind, stable: &str) -> String {
+        match strategy {
+            StrategyKind::BlueGreen => format!(
+                "Service `{}` selector back to the stable pods ({stable})",
+                self.service
+            ),
+            StrategyKind::Canary | StrategyKind::Waves => format!(
+                "HTTPRoute `{}` weights back to 100% stable ({stable}); canary pods scaled down",
+                self.http_route
+                    .as_ref()
+                    .map_or("", |route| route.name.as_str())
+            ),
+        }
+    }
 }

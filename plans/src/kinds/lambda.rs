@@ -93,6 +93,13 @@ impl Spec for LambdaTarget {
     fn kind(&self) -> TargetKind {
         TargetKind::Lambda
     }
+
+    fn rollback(&self, _strategy: StrategyKind, stable: &str) -> String {
+        format!(
+            "alias `{}` back to the stable version ({stable}) with no additional weights",
+            self.alias
+        )
+    }
 }
 
 pub(crate) const LAMBDA: Source = Source {

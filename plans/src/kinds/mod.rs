@@ -10,7 +10,8 @@
 //!   beyond what every target shares;
 //! - its capabilities: its row of the capability table (strategies, gate
 //!   kinds, the highest canary weight);
-//! - its report text: its label.
+//! - its report text: its label and how the impact report says a stage on
+//!   it is rolled back.
 //!
 //! `image` is the one module that is not a kind: the container image
 //! source that `kubernetes` and `ecs` both take, kept once rather than
@@ -104,6 +105,15 @@ pub(crate) trait Spec {
         _strategy: StrategyKind,
     ) {
     }
+
+    /// The stable version known without observing the platform, if any.
+    fn known_stable(&self) -> Option<&str> {
+        None
+    }
+
+    /// How the impact report says a stage with `strategy` on this target
+    /// is undone; `stable` is the version it returns to.
+    fn rollback(&self, strategy: StrategyKind, stable: &str) -> String;
 }
 
 /// One artifact source section (`image:`, `lambda:`, `taskDefinition:` …):

@@ -89,4 +89,12 @@ impl Spec for SimSpec {
     fn kind(&self) -> TargetKind {
         TargetKind::Sim
     }
+
+    fn known_stable(&self) -> Option<&str> {
+        Some(&self.stable_version)
+    }
+
+    fn rollback(&self, _strategy: StrategyKind, stable: &str) -> String {
+        format!("simulated traffic back to the stable version ({stable})")
+    }
 }
