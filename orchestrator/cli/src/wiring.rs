@@ -344,10 +344,13 @@ const IDENTITY_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Who this process is on AWS (issue 5): when `plan` calls AWS, the caller
 /// ARN from STS `GetCallerIdentity` with the standard chain (the same
 /// credentials the adapters use), recorded for every audit record this
-/// process writes from now on (`audit_bridge::set_aws_caller_arn`).
+/// command writes from now on (`caller`: the command's trail's).
 /// `Ok(None)` for plans that never call AWS. An error means the
 /// credentials are missing, expired or invalid, or AWS is unreachable.
-pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String> {
+pub fn resolve_aws_caller(
+    plan: &ValidatedPlan,
+    caller: &deployctl_trail::Caller,
+) -> Result<Option<String>, String> {
     if !touches_aws(plan) {
         return Ok(None);
     }
@@ -401,7 +404,7 @@ pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String
     });
     match resolved {
         Ok(arn) => {
-            crate::audit_bridge::set_aws_caller_arn(&arn);
+            caller.set(&arn);
             Ok(Some(arn))
         }
         Err(error) => Err(format!(
