@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use deployctl_adapter::{HealthProbe, Notification, Notifier, Target};
 use deployctl_aws_signals::{CloudWatchProbe, SnsNotifier};
-use deployctl_engine::executor::ProbeFactory;
+use deployctl_engine::executor::{ProbeError, ProbeFactory};
 use deployctl_engine::notify::Subscription;
 use deployctl_plan::ValidatedPlan;
 use deployctl_plan::model::{Channel, Gate, GateCheck, TargetSpec};
@@ -276,7 +276,11 @@ impl Probes {
 }
 
 impl ProbeFactory for Probes {
-    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String> {
+    fn probe(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         if self.mode == Mode::Rehearse
             && let Some(simulator) = self.simulators.get(target.name())
         {
@@ -292,7 +296,7 @@ impl Probes {
         &self,
         gate: &Gate,
         target: &Arc<dyn Target>,
-    ) -> Result<Box<dyn HealthProbe>, String> {
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         if let Some(probe) = target.probe(&gate.check) {
             return Ok(probe);
         }
@@ -301,16 +305,16 @@ impl Probes {
         if let GateCheck::CloudWatch { .. } = &gate.check {
             return CloudWatchProbe::from_check(&gate.check)
                 .map(|probe| Box::new(probe) as Box<dyn HealthProbe>)
-                .map_err(|error| format!("gate `{}`: {error}", gate.name));
+                .map_err(|error| ProbeError::Build {
+                    gate: gate.name.clone(),
+                    source: Box::new(error),
+                });
         }
         // The plan's own `allowInsecureHttp` travels in the check; the
         // caller adds no permission of its own.
-        deployctl_probes::probe_for(&gate.check, true).ok_or_else(|| {
-            format!(
-                "no probe for `{}` gates on {} targets in this build",
-                gate.check.kind().name(),
-                target.kind().name()
-            )
+        deployctl_probes::probe_for(&gate.check, true).ok_or_else(|| ProbeError::Unsupported {
+            gate_kind: gate.check.kind().name().to_string(),
+            target_kind: target.kind().name().to_string(),
         })
     }
 }
