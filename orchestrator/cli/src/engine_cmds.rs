@@ -529,9 +529,17 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
         };
         let stages = journal.stages(&record.id).unwrap_or_default();
         if options.json {
+            // A journal event this build cannot read is said, not hidden.
+            let events = match journal.events(&record.id) {
+                Ok(events) => events,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return exit::INVALID_INPUT;
+                }
+            };
             outln!(
                 "{}",
-                serde_json::to_string_pretty(&runs::status_json(&record, &stages))
+                serde_json::to_string_pretty(&runs::status_json(&record, &stages, &events))
                     .unwrap_or_default()
             );
         } else {
