@@ -177,13 +177,12 @@ impl Engine {
         &self,
         context: &RunContext,
     ) -> BTreeMap<String, Result<Preflight, AdapterError>> {
+        let names: std::collections::BTreeSet<&String> =
+            context.plan.stages.iter().map(|s| &s.target).collect();
         let mut checks = JoinSet::new();
-        for (name, target) in &context.targets {
-            if !context.plan.stages.iter().any(|s| &s.target == name) {
-                continue;
-            }
-            let target = target.clone();
-            let name = name.clone();
+        for name in &names {
+            let target = context.targets[*name].clone();
+            let name = (*name).clone();
             let policy = self.options.retry.clone();
             checks.spawn(async move {
                 let result = crate::retry::retry(&policy, |_| target.preflight())
@@ -200,7 +199,7 @@ impl Engine {
                 results.insert(name, result);
             }
         }
-        for name in context.targets.keys() {
+        for name in names {
             results.entry(name.clone()).or_insert_with(|| {
                 Err(AdapterError::Unsupported {
                     what: format!("the preflight of target `{name}` panicked"),
