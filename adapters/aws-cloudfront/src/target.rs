@@ -43,7 +43,6 @@
 //! waits for `Deployed` ([`WaitOptions`]), reporting progress; past the
 //! limit it fails with `Timeout`, and applying again resumes the wait.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,14 +50,16 @@ use aws_config::SdkConfig;
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::AsyncSleep;
 use aws_sdk_cloudfront::types::DistributionConfig;
+use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
     AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
     PlannedCall, Preflight, Target, TrafficAction, TrafficTarget,
 };
-use deployctl_plan::model::{Artifact, GateCheck, TargetKind};
+use deployctl_plan::model::{GateCheck, TargetKind};
 use deployctl_plan::raw;
 
+use crate::error::ConstructError;
 use crate::platform::{Api, Dist, Fingerprint, Snapshot, rejected};
 use crate::release::Release;
 use crate::tags;
@@ -197,19 +198,21 @@ fn same(a: &DistributionConfig, b: &DistributionConfig) -> bool {
 impl CloudFrontTarget {
     /// A target for the plan's CloudFront section, with a client from the
     /// standard AWS chain (CloudFront is global: region us-east-1; endpoint
-    /// from `AWS_ENDPOINT_URL` when set). `artifact` is the plan's artifact
-    /// for this target (`None` when no stage deploys to it: then only
-    /// `observe`, `preflight` and `Rollback` can act). A `configFile`
-    /// artifact is read now, relative to `plan_dir` (the plan file's
-    /// directory): a bad file fails here, before anything moves.
+    /// from `AWS_ENDPOINT_URL` when set). `release.artifact` is the plan's
+    /// artifact for this target (`None` when no stage deploys to it: then
+    /// only `observe`, `preflight` and `Rollback` can act); a pinned stable
+    /// version needs nothing here (a rollback after promotion restores the
+    /// configuration kept on the staging distribution). A `configFile`
+    /// artifact is read now, relative to `release.plan_dir`: a bad file
+    /// fails here, before anything moves.
     pub async fn from_spec(
         name: impl Into<String>,
         spec: &raw::CloudFrontTarget,
-        artifact: Option<&Artifact>,
-        plan_dir: &Path,
-    ) -> Result<Self, AdapterError> {
-        let release = artifact
-            .map(|artifact| Release::from_artifact(artifact, plan_dir))
+        release: &PlanRelease<'_>,
+    ) -> Result<Self, ConstructError> {
+        let release = release
+            .artifact
+            .map(|artifact| Release::from_artifact(artifact, release.plan_dir))
             .transpose()?;
         let sdk = deployctl_aws::config::load(Some("us-east-1")).await;
         let client = Client::from_conf(cloudfront_config(&sdk).build());

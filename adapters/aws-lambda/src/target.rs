@@ -48,6 +48,7 @@ use aws_config::SdkConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
     AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
@@ -58,6 +59,7 @@ use deployctl_plan::raw;
 
 use deployctl_aws::map_sdk_error;
 
+use crate::error::ConstructError;
 use crate::publish::{LambdaRelease, Publisher, is_version_number};
 
 /// The Lambda client configuration every [`LambdaTarget`] uses, from a
@@ -230,11 +232,25 @@ fn sorted_weights(routing: Option<&AliasRoutingConfiguration>) -> Vec<(String, f
 impl LambdaTarget {
     /// A target for the plan's Lambda section, with a client from the
     /// standard AWS chain (region from the plan, else the environment;
-    /// endpoint from `AWS_ENDPOINT_URL` when set).
+    /// endpoint from `AWS_ENDPOINT_URL` when set), releasing the plan's
+    /// artifact for it ([`LambdaTarget::with_release`]) and knowing its
+    /// pinned stable version ([`LambdaTarget::with_pinned_stable`]).
     /// Targets in one region share one client (see [`shared_client`]).
-    pub async fn from_spec(name: impl Into<String>, spec: &raw::LambdaTarget) -> Self {
+    /// Refused, before any call, when the release cannot work.
+    pub async fn from_spec(
+        name: impl Into<String>,
+        spec: &raw::LambdaTarget,
+        release: &PlanRelease<'_>,
+    ) -> Result<Self, ConstructError> {
         let client = shared_client(spec.region.as_deref()).await;
-        LambdaTarget::with_client(name, client, &spec.function_name, &spec.alias)
+        let mut target = LambdaTarget::with_client(name, client, &spec.function_name, &spec.alias);
+        if let Some(artifact) = release.artifact {
+            target = target.with_release(artifact, release.plan_dir)?;
+        }
+        if let Some(pinned) = release.pinned_stable {
+            target = target.with_pinned_stable(pinned)?;
+        }
+        Ok(target)
     }
 
     /// A target over an existing client (tests, shared clients).
@@ -261,9 +277,12 @@ impl LambdaTarget {
     /// directory (read when publishing, not now: a rollback never needs
     /// it). Refused when the artifact is not Lambda code, or its label is
     /// a bare number other than its published version.
-    pub fn with_release(mut self, artifact: &Artifact, plan_dir: &Path) -> Result<Self, String> {
-        let release = LambdaRelease::from_artifact(artifact, plan_dir)
-            .map_err(|error| format!("target `{}`: {error}", self.name))?;
+    pub fn with_release(
+        mut self,
+        artifact: &Artifact,
+        plan_dir: &Path,
+    ) -> Result<Self, ConstructError> {
+        let release = LambdaRelease::from_artifact(artifact, plan_dir)?;
         if let Some(version) = release.published_version() {
             self.memory().release_version = Some(version.to_owned());
         }
@@ -273,16 +292,14 @@ impl LambdaTarget {
 
     /// The plan's pinned stable version (`rollback.stable`), which must be
     /// a published version: rollback never publishes code.
-    pub fn with_pinned_stable(mut self, artifact: &Artifact) -> Result<Self, String> {
+    pub fn with_pinned_stable(mut self, artifact: &Artifact) -> Result<Self, ConstructError> {
         let ArtifactSource::LambdaPublished(version) = &artifact.source else {
-            return Err(format!(
-                "target `{}`: the pinned stable version {} must name a published Lambda version (`lambda: {{version: N}}`): a rollback does not publish code",
-                self.name, artifact.version
-            ));
+            return Err(ConstructError::PinnedNotPublished {
+                version: artifact.version.clone(),
+            });
         };
         // Validated like a release, for the same label/number ambiguity.
-        LambdaRelease::published(&artifact.version, version)
-            .map_err(|error| format!("target `{}`: {error}", self.name))?;
+        LambdaRelease::published(&artifact.version, version)?;
         self.pinned = Some((artifact.version.clone(), version.clone()));
         Ok(self)
     }

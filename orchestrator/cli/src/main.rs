@@ -31,6 +31,7 @@ mod exit;
 mod iam_policy;
 mod input;
 mod progress_view;
+mod registry;
 mod rehearse;
 mod runs;
 mod state_dir;
