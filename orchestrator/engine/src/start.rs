@@ -43,8 +43,11 @@ pub enum Refusal {
     #[error("preflight failed, nothing was changed: stage `{stage}`: {reason}")]
     Preflight { stage: String, reason: String },
     /// A stage asks its target for something this instance cannot do.
-    #[error("stage `{stage}`: {reason}. Nothing was changed.")]
-    Unsupported { stage: String, reason: String },
+    #[error("stage `{stage}`: {misfit}. Nothing was changed.")]
+    Unsupported {
+        stage: String,
+        misfit: crate::admission::Misfit,
+    },
     /// Another live run holds one of the targets.
     #[error(
         "target {target} is locked by run {run} ({holder}); wait for it, or roll it back with `deployctl rollback {run}`. Nothing was changed."
@@ -113,11 +116,11 @@ impl Engine {
                         reason: format!("rollback path not confirmed: {}", record.detail),
                     });
                 } else if let Some(capabilities) = capabilities
-                    && let Err(reason) = crate::admission::check(stage, target, capabilities)
+                    && let Err(misfit) = crate::admission::check(stage, target, capabilities)
                 {
                     refusal = Some(Refusal::Unsupported {
                         stage: stage.name.clone(),
-                        reason,
+                        misfit,
                     });
                 }
             }
