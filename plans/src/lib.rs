@@ -12,12 +12,19 @@
 //! 3. `ValidatedPlan` → [`graph::ExecutionGraph`] (acyclic by construction)
 //!    and [`report::ImpactReport`] (what `deployctl plan` prints).
 //!
+//! Everything one target kind brings (its wire sections, its checks, its
+//! capabilities, its report text) is in one module, `kinds/<kind>.rs`;
+//! `kinds/mod.rs` is the one place a kind is chosen. Adding a kind starts
+//! there.
+//!
 //! This crate does no IO beyond what the caller hands it and depends on no
 //! cloud SDK: it is the vocabulary the engine and the adapters share.
 
+mod check;
 pub mod diagnostic;
 pub mod duration;
 pub mod graph;
+mod kinds;
 mod load;
 pub mod model;
 pub mod raw;

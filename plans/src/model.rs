@@ -5,6 +5,11 @@
 //! numbers are in range, durations parsed, and every strategy and gate suits
 //! its target's kind. Fields are typed (enums whose variants own their data),
 //! so later code matches instead of re-checking strings.
+//!
+//! What each target kind supports (its row of the capability table) is
+//! declared in that kind's module (`kinds/<kind>.rs`) with the rest of the
+//! kind; [`TargetKind::capabilities`] reads it from there. The payloads of
+//! [`TargetSpec`] live there too and are re-exported here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,7 +17,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::ExecutionGraph;
+use crate::kinds;
 use crate::raw;
+
+pub use crate::kinds::fleet::FleetSelector;
+pub use crate::kinds::sim::SimSpec;
 
 /// What kind of thing a target is; decides what it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -69,57 +78,13 @@ impl TargetKind {
 
     /// The key that introduces this kind in a plan file.
     pub fn name(self) -> &'static str {
-        match self {
-            TargetKind::Kubernetes => "kubernetes",
-            TargetKind::Lambda => "lambda",
-            TargetKind::CloudFront => "cloudfront",
-            TargetKind::Ecs => "ecs",
-            TargetKind::Fleet => "fleet",
-            TargetKind::Sim => "sim",
-        }
+        kinds::of(self).name()
     }
 
+    /// This kind's row of the capability table, kept in the kind's own
+    /// module (`kinds/<kind>.rs`).
     pub fn capabilities(self) -> Capabilities {
-        use GateKind as G;
-        use StrategyKind as S;
-        const SERVICE_GATES: &[GateKind] = &[G::Http, G::Prometheus, G::CloudWatch];
-        match self {
-            TargetKind::Kubernetes => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen],
-                gates: &[G::Http, G::Prometheus, G::CloudWatch, G::Kubernetes],
-                max_canary_weight: 100,
-            },
-            TargetKind::Lambda | TargetKind::Ecs => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen],
-                gates: SERVICE_GATES,
-                max_canary_weight: 100,
-            },
-            // CloudFront continuous deployment sends at most 15% of requests
-            // to the staging distribution; promotion moves the rest.
-            TargetKind::CloudFront => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen],
-                gates: SERVICE_GATES,
-                max_canary_weight: 15,
-            },
-            TargetKind::Fleet => Capabilities {
-                strategies: &[S::Waves],
-                gates: &[G::Http, G::Prometheus, G::CloudWatch, G::Fleet],
-                max_canary_weight: 100,
-            },
-            // The simulator stands in for every kind during rehearsals.
-            TargetKind::Sim => Capabilities {
-                strategies: &[S::Canary, S::BlueGreen, S::Waves],
-                gates: &[
-                    G::Http,
-                    G::Prometheus,
-                    G::CloudWatch,
-                    G::Kubernetes,
-                    G::Fleet,
-                    G::Sim,
-                ],
-                max_canary_weight: 100,
-            },
-        }
+        kinds::of(self).capabilities()
     }
 }
 
@@ -211,33 +176,8 @@ pub enum TargetSpec {
 
 impl TargetSpec {
     pub fn kind(&self) -> TargetKind {
-        match self {
-            TargetSpec::Kubernetes(_) => TargetKind::Kubernetes,
-            TargetSpec::Lambda(_) => TargetKind::Lambda,
-            TargetSpec::CloudFront(_) => TargetKind::CloudFront,
-            TargetSpec::Ecs(_) => TargetKind::Ecs,
-            TargetSpec::Fleet(_) => TargetKind::Fleet,
-            TargetSpec::Sim(_) => TargetKind::Sim,
-        }
+        kinds::spec(self).kind()
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum FleetSelector {
-    ThingGroups {
-        groups: Vec<String>,
-        region: Option<String>,
-    },
-    Query {
-        query: String,
-        region: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimSpec {
-    pub stable_version: String,
-    pub latency: Duration,
 }
 
 /// A version for a target and where it comes from.

@@ -11,6 +11,12 @@
 //! the same reason: "exactly one of" is checked by the validator, which can
 //! name the alternatives and point at the block.
 //!
+//! A target kind's own sections (its target section, its artifact sources)
+//! are defined in that kind's module (`kinds/<kind>.rs`), beside its checks
+//! and its report text, and re-exported here: this module stays the one
+//! place the whole wire format is reached from, and the containers that
+//! list the kinds ([`Target`], [`Artifact`]) live here.
+//!
 //! The JSON Schema printed by `deployctl schema` is derived from these types,
 //! and their doc comments become its descriptions.
 
@@ -18,6 +24,14 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use crate::kinds::cloudfront::{CloudFrontArtifact, CloudFrontTarget};
+pub use crate::kinds::ecs::EcsTarget;
+pub use crate::kinds::fleet::{FirmwareArtifact, FirmwareSignature, FleetTarget};
+pub use crate::kinds::image::ImageArtifact;
+pub use crate::kinds::kubernetes::{HttpRouteRef, KubernetesTarget};
+pub use crate::kinds::lambda::{LambdaArtifact, LambdaTarget, S3Location};
+pub use crate::kinds::sim::SimTarget;
 
 /// The only `apiVersion` this release understands.
 pub const API_VERSION: &str = "deployctl.io/v1";
@@ -91,91 +105,6 @@ pub struct Target {
     pub sim: Option<SimTarget>,
 }
 
-/// A Kubernetes Deployment behind a Service (blue-green switches the
-/// Service selector), optionally weighted through a Gateway API HTTPRoute
-/// (canary).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct KubernetesTarget {
-    /// kubeconfig context; the current context when omitted.
-    #[serde(default)]
-    pub context: Option<String>,
-    pub namespace: String,
-    pub deployment: String,
-    /// The Service that carries production traffic.
-    pub service: String,
-    /// Service that exposes the new version before promotion (blue-green).
-    #[serde(default)]
-    pub preview_service: Option<String>,
-    /// Gateway API route whose backend weights split traffic (canary).
-    #[serde(default)]
-    pub http_route: Option<HttpRouteRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HttpRouteRef {
-    pub name: String,
-    /// The target's namespace when omitted.
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-/// An AWS Lambda function released through an alias.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LambdaTarget {
-    pub function_name: String,
-    pub alias: String,
-    #[serde(default)]
-    pub region: Option<String>,
-}
-
-/// A CloudFront distribution released through a staging distribution and a
-/// continuous deployment policy.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CloudFrontTarget {
-    /// The primary (production) distribution.
-    pub distribution_id: String,
-}
-
-/// An ECS service released with task sets (EXTERNAL deployment controller).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EcsTarget {
-    pub cluster: String,
-    pub service: String,
-    #[serde(default)]
-    pub region: Option<String>,
-}
-
-/// A fleet of IoT devices updated over the air in waves.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FleetTarget {
-    /// Thing groups whose members receive the update.
-    #[serde(default)]
-    pub thing_groups: Vec<String>,
-    /// Alternatively, a fleet-index query selecting the devices.
-    #[serde(default)]
-    pub query: Option<String>,
-    #[serde(default)]
-    pub region: Option<String>,
-}
-
-/// A simulated target living in memory: the sandbox and rehearsals use it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SimTarget {
-    /// The version the simulator starts on (the stable version).
-    #[serde(default)]
-    pub stable_version: Option<String>,
-    /// Milliseconds each simulated API call takes.
-    #[serde(default)]
-    pub latency_ms: Option<i64>,
-}
-
 /// The new version for one target. `version` labels it for people; exactly
 /// one source section says what to deploy and must suit the target's kind.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -198,74 +127,6 @@ pub struct Artifact {
     /// Signed firmware image, for `fleet` targets.
     #[serde(default)]
     pub firmware: Option<FirmwareArtifact>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ImageArtifact {
-    /// `registry/repository@sha256:<64 hex>` (a tag alone is refused).
-    pub reference: String,
-    /// Container to update; the Deployment's only container when omitted.
-    #[serde(default)]
-    pub container: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LambdaArtifact {
-    /// An already published version number to release.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// Code to publish as a new version.
-    #[serde(default)]
-    pub s3: Option<S3Location>,
-    /// A local zip file to publish as a new version.
-    #[serde(default)]
-    pub zip_file: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct S3Location {
-    pub bucket: String,
-    pub key: String,
-    #[serde(default)]
-    pub object_version: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CloudFrontArtifact {
-    /// Path (relative to the plan) of a DistributionConfig JSON applied to the staging distribution.
-    #[serde(default)]
-    pub config_file: Option<String>,
-    /// Or just a new origin domain for the staging distribution.
-    #[serde(default)]
-    pub origin_domain: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FirmwareArtifact {
-    /// `s3://bucket/key` of the firmware file (served through CloudFront to devices).
-    pub location: String,
-    /// SHA-256 of the file, 64 hex digits.
-    pub sha256: String,
-    /// Where the signature that devices verify comes from.
-    pub signature: FirmwareSignature,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FirmwareSignature {
-    /// AWS Signer profile, or another signer's key reference.
-    #[serde(default)]
-    pub signer_profile: Option<String>,
-    /// `s3://` location of a detached signature.
-    #[serde(default)]
-    pub location: Option<String>,
-    /// `ed25519`, `ecdsa-p256` or `rsa-pss-sha256`.
-    pub algorithm: String,
 }
 
 /// One stage moves one target with one strategy.

@@ -5,6 +5,9 @@
 //! target, so it is always safe to run (S4). The engine later fills in what
 //! it observes (the live stable versions) before `apply` shows it again.
 //! The JSON form is a versioned wire type (`kind: PlanReport`).
+//!
+//! What is said about one target kind (its label, how a stage on it is
+//! undone) comes from that kind's module (`kinds/<kind>.rs`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::duration::format_duration;
+use crate::kinds;
 use crate::model::*;
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,7 +178,7 @@ impl ImpactReport {
                 out,
                 "Stage {} — {} target `{}`: {} → {}",
                 stage.name,
-                target_kind_label(stage.target_kind),
+                kinds::of(stage.target_kind).label(),
                 stage.target,
                 stage.from,
                 stage.to
@@ -253,17 +257,6 @@ impl ImpactReport {
     }
 }
 
-fn target_kind_label(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Kubernetes => "Kubernetes",
-        TargetKind::Lambda => "Lambda",
-        TargetKind::CloudFront => "CloudFront",
-        TargetKind::Ecs => "ECS",
-        TargetKind::Fleet => "fleet",
-        TargetKind::Sim => "simulated",
-    }
-}
-
 fn strategy_label(kind: StrategyKind) -> &'static str {
     match kind {
         StrategyKind::Canary => "canary",
@@ -274,10 +267,12 @@ fn strategy_label(kind: StrategyKind) -> &'static str {
 
 fn stage_impact(plan: &ValidatedPlan, stage: &Stage) -> StageImpact {
     let target = plan.target_of(stage);
-    let from = match (&target.pinned_stable, &target.spec) {
-        (Some(stable), _) => stable.version.clone(),
-        (None, TargetSpec::Sim(sim)) => sim.stable_version.clone(),
-        (None, _) => "live version (read at preflight)".to_string(),
+    let from = match &target.pinned_stable {
+        Some(stable) => stable.version.clone(),
+        None => kinds::spec(&target.spec).known_stable().map_or_else(
+            || "live version (read at preflight)".to_string(),
+            str::to_string,
+        ),
     };
     let to = target
         .artifact
@@ -392,7 +387,7 @@ fn stage_impact(plan: &ValidatedPlan, stage: &Stage) -> StageImpact {
         approvals,
         minimum_duration_seconds: stage_minimum(plan, stage).as_secs_f64(),
         timeout_seconds: stage.timeout.map(|t| t.as_secs_f64()),
-        rollback: describe_rollback(target, &stage.strategy, &from),
+        rollback: kinds::spec(&target.spec).rollback(stage.strategy.kind(), &from),
     }
 }
 
@@ -476,38 +471,6 @@ fn describe_gate(gate: &Gate) -> String {
         gate.failure_limit + 1,
         if gate.failure_limit == 0 { "" } else { "s" }
     )
-}
-
-fn describe_rollback(target: &Target, strategy: &Strategy, stable: &str) -> String {
-    let blue_green = matches!(strategy, Strategy::BlueGreen { .. });
-    match &target.spec {
-        TargetSpec::Kubernetes(k8s) if blue_green => format!(
-            "Service `{}` selector back to the stable pods ({stable})",
-            k8s.service
-        ),
-        TargetSpec::Kubernetes(k8s) => format!(
-            "HTTPRoute `{}` weights back to 100% stable ({stable}); canary pods scaled down",
-            k8s.http_route
-                .as_ref()
-                .map_or("", |route| route.name.as_str())
-        ),
-        TargetSpec::Lambda(lambda) => format!(
-            "alias `{}` back to the stable version ({stable}) with no additional weights",
-            lambda.alias
-        ),
-        TargetSpec::CloudFront(cloudfront) => format!(
-            "continuous deployment policy disabled and detached from {}; all traffic on the primary ({stable})",
-            cloudfront.distribution_id
-        ),
-        TargetSpec::Ecs(ecs) => format!(
-            "service `{}` back on {stable}: its stable task set made primary again and the new one removed (EXTERNAL controller), or a rolling update back to the stable task definition (ECS controller)",
-            ecs.service
-        ),
-        TargetSpec::Fleet(_) => {
-            format!("cancel the rollout job; updated devices are sent the stable firmware {stable}")
-        }
-        TargetSpec::Sim(_) => format!("simulated traffic back to the stable version ({stable})"),
-    }
 }
 
 /// The least time a stage takes: its pauses, its gates' measurement

@@ -4,13 +4,20 @@
 //! independently and reports against field paths, so one run shows the
 //! author everything to fix. A plan with any error yields no
 //! `ValidatedPlan` at all, which is what makes "nothing is touched" hold.
+//!
+//! This module walks the plan and holds the checks every target shares
+//! (references, strategies against the capability table, gates, approvals,
+//! rollback, notifications, the stage graph). What only one target kind
+//! asks for is checked in that kind's module under [`crate::kinds`], and
+//! the field-level checks both use are in [`crate::check`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use crate::check::Checker;
 use crate::diagnostic::{Diagnostic, suggest};
-use crate::duration::parse_duration;
 use crate::graph::ExecutionGraph;
+use crate::kinds::{self, Source};
 use crate::model::*;
 use crate::raw::{self, RawPlan};
 
@@ -31,217 +38,7 @@ pub fn validate(
     }
 }
 
-#[derive(Default)]
-struct Checker {
-    diagnostics: Vec<Diagnostic>,
-}
-
-/// Plan names, target keys, stage names, gate and approval keys: DNS-label
-/// style, because they end up in Kubernetes object names and AWS tags.
-fn is_name(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_lowercase()
-        && bytes[bytes.len() - 1] != b'-'
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
-fn is_hex_digest(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 impl Checker {
-    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) -> &mut Diagnostic {
-        self.diagnostics.push(Diagnostic::error(path, message));
-        self.diagnostics.last_mut().expect("just pushed")
-    }
-
-    fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::warning(path, message));
-    }
-
-    fn name(&mut self, path: &str, what: &str, name: &str) {
-        if !is_name(name) {
-            self.error(
-                path,
-                format!("{what} `{name}` is not a valid name"),
-            )
-            .hint = Some(
-                "use 1–63 lowercase letters, digits and `-`, starting with a letter (e.g. `checkout-api`)"
-                    .into(),
-            );
-        }
-    }
-
-    fn non_empty(&mut self, path: &str, value: &str) {
-        if value.trim().is_empty() {
-            self.error(path, "must not be empty");
-        }
-    }
-
-    fn duration(&mut self, path: &str, text: &str) -> Option<Duration> {
-        match parse_duration(text) {
-            Ok(duration) => Some(duration),
-            Err(error) => {
-                self.error(path, error.to_string());
-                None
-            }
-        }
-    }
-
-    fn optional_duration(
-        &mut self,
-        path: &str,
-        text: Option<&String>,
-        default: Duration,
-    ) -> Duration {
-        text.and_then(|text| self.duration(path, text))
-            .unwrap_or(default)
-    }
-
-    /// An integer in `range`, or an error naming the range.
-    fn int_in(&mut self, path: &str, value: i64, min: i64, max: i64) -> Option<u32> {
-        if value < min || value > max {
-            self.error(
-                path,
-                format!("must be between {min} and {max}, not {value}"),
-            );
-            None
-        } else {
-            u32::try_from(value).ok()
-        }
-    }
-
-    fn percent(&mut self, path: &str, value: f64) -> f64 {
-        if !(0.0..=100.0).contains(&value) {
-            self.error(
-                path,
-                format!("is a percentage: must be between 0 and 100, not {value}"),
-            );
-        }
-        value
-    }
-
-    /// Exactly one of the named sections must be present; returns its index.
-    fn exactly_one(&mut self, path: &str, what: &str, present: &[(&str, bool)]) -> Option<usize> {
-        let chosen: Vec<usize> = present
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, here))| *here)
-            .map(|(index, _)| index)
-            .collect();
-        let names = || {
-            present
-                .iter()
-                .map(|(name, _)| format!("`{name}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match chosen.as_slice() {
-            [one] => Some(*one),
-            [] => {
-                let all = names();
-                self.error(
-                    path,
-                    format!("{what} needs exactly one of {all}; none is given"),
-                );
-                None
-            }
-            several => {
-                let given = several
-                    .iter()
-                    .map(|index| format!("`{}`", present[*index].0))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
-                self.error(
-                    path,
-                    format!("{what} needs exactly one of {}; {given} are given", names()),
-                )
-                .hint = Some("split them into separate entries or remove all but one".into());
-                None
-            }
-        }
-    }
-
-    /// A URL that must be http(s), and https unless insecure is allowed.
-    fn url(&mut self, path: &str, url: &str, allow_insecure: bool) {
-        let (scheme, rest) = match url.split_once("://") {
-            Some(parts) => parts,
-            None => {
-                self.error(path, format!("`{url}` is not an absolute URL"))
-                    .hint = Some("write it as `https://host/path`".into());
-                return;
-            }
-        };
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host_ok = !host.is_empty()
-            && !host.contains(char::is_whitespace)
-            && !url.contains(char::is_whitespace);
-        match scheme {
-            "https" if host_ok => {}
-            "http" if host_ok && allow_insecure => {}
-            "http" if host_ok => {
-                self.error(path, format!("`{url}` is plain HTTP; probes and hooks use TLS"))
-                    .hint = Some(
-                    "use https://, or set `allowInsecureHttp: true` beside it if this endpoint truly has no TLS"
-                        .into(),
-                );
-            }
-            "http" | "https" => {
-                self.error(path, format!("`{url}` has no valid host"));
-            }
-            other => {
-                self.error(path, format!("`{url}` uses scheme `{other}`; only https (or http when allowed) is supported"));
-            }
-        }
-    }
-
-    fn comparison(&mut self, path: &str, symbol: &str) -> Option<Comparison> {
-        let parsed = Comparison::parse(symbol);
-        if parsed.is_none() {
-            let hint = match suggest(symbol, Comparison::SYMBOLS) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("use one of {}", Comparison::SYMBOLS.join(" ")),
-            };
-            self.error(path, format!("`{symbol}` is not a comparison"))
-                .hint = Some(hint);
-        }
-        parsed
-    }
-
-    /// A reference to a named entry: reports unknown names with a suggestion.
-    fn reference<'a, T>(
-        &mut self,
-        path: &str,
-        what: &str,
-        name: &str,
-        defined: &'a BTreeMap<String, T>,
-    ) -> Option<&'a T> {
-        let found = defined.get(name);
-        if found.is_none() {
-            let diagnostic = self.error(path, format!("unknown {what} `{name}`"));
-            diagnostic.hint = match suggest(name, defined.keys().map(String::as_str)) {
-                Some(best) => Some(format!("did you mean `{best}`?")),
-                None if defined.is_empty() => Some(format!("no {what}s are defined in this plan")),
-                None => Some(format!(
-                    "defined {what}s: {}",
-                    defined
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            };
-        }
-        found
-    }
-
     fn plan(&mut self, plan: &RawPlan, digest: String) -> Option<ValidatedPlan> {
         self.metadata(&plan.metadata);
         let mut targets = BTreeMap::new();
@@ -276,6 +73,7 @@ impl Checker {
         let notifications = self.notifications(plan);
         let stages = self.stages(plan, &targets, &gates, &plan.approvals);
         self.unused(plan);
+        self.rollback_paths(plan);
         let graph = self.graph(plan, &stages);
         let graph = graph?;
         if self.diagnostics.iter().any(Diagnostic::is_error) {
@@ -318,117 +116,20 @@ impl Checker {
         }
     }
 
+    /// A target: a valid name and exactly one kind section, which that
+    /// kind then checks.
     fn target(&mut self, name: &str, target: &raw::Target) -> Option<TargetSpec> {
         let path = format!("targets.{name}");
         self.name(&path, "target name", name);
-        let kinds: Vec<(&str, bool)> = TargetKind::ALL
+        let written: Vec<(&str, bool)> = TargetKind::ALL
             .iter()
             .map(|kind| {
-                let present = match kind {
-                    TargetKind::Kubernetes => target.kubernetes.is_some(),
-                    TargetKind::Lambda => target.lambda.is_some(),
-                    TargetKind::CloudFront => target.cloudfront.is_some(),
-                    TargetKind::Ecs => target.ecs.is_some(),
-                    TargetKind::Fleet => target.fleet.is_some(),
-                    TargetKind::Sim => target.sim.is_some(),
-                };
-                (kind.name(), present)
+                let rules = kinds::of(*kind);
+                (rules.name(), rules.is_written(target))
             })
             .collect();
-        let kind = TargetKind::ALL[self.exactly_one(&path, "a target", &kinds)?];
-        Some(match kind {
-            TargetKind::Kubernetes => {
-                let k8s = target.kubernetes.clone()?;
-                let at = format!("{path}.kubernetes");
-                self.non_empty(&format!("{at}.namespace"), &k8s.namespace);
-                self.non_empty(&format!("{at}.deployment"), &k8s.deployment);
-                self.non_empty(&format!("{at}.service"), &k8s.service);
-                if k8s.preview_service.as_deref() == Some(k8s.service.as_str()) {
-                    self.error(
-                        format!("{at}.previewService"),
-                        "the preview Service must differ from the production Service",
-                    );
-                }
-                TargetSpec::Kubernetes(k8s)
-            }
-            TargetKind::Lambda => {
-                let lambda = target.lambda.clone()?;
-                let at = format!("{path}.lambda");
-                self.non_empty(&format!("{at}.functionName"), &lambda.function_name);
-                if lambda.alias == "$LATEST" || lambda.alias.chars().all(|c| c.is_ascii_digit()) {
-                    self.error(
-                        format!("{at}.alias"),
-                        format!("`{}` is a version, not an alias", lambda.alias),
-                    )
-                    .hint = Some("name the alias that clients invoke, e.g. `live`".into());
-                } else {
-                    self.non_empty(&format!("{at}.alias"), &lambda.alias);
-                }
-                TargetSpec::Lambda(lambda)
-            }
-            TargetKind::CloudFront => {
-                let cloudfront = target.cloudfront.clone()?;
-                let id = &cloudfront.distribution_id;
-                if id.is_empty()
-                    || !id
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-                {
-                    self.error(
-                        format!("{path}.cloudfront.distributionId"),
-                        format!("`{id}` is not a CloudFront distribution ID (uppercase letters and digits)"),
-                    );
-                }
-                TargetSpec::CloudFront(cloudfront)
-            }
-            TargetKind::Ecs => {
-                let ecs = target.ecs.clone()?;
-                self.non_empty(&format!("{path}.ecs.cluster"), &ecs.cluster);
-                self.non_empty(&format!("{path}.ecs.service"), &ecs.service);
-                TargetSpec::Ecs(ecs)
-            }
-            TargetKind::Fleet => {
-                let fleet = target.fleet.clone()?;
-                let at = format!("{path}.fleet");
-                let chosen = self.exactly_one(
-                    &at,
-                    "a fleet",
-                    &[
-                        ("thingGroups", !fleet.thing_groups.is_empty()),
-                        ("query", fleet.query.is_some()),
-                    ],
-                )?;
-                if chosen == 0 {
-                    for (index, group) in fleet.thing_groups.iter().enumerate() {
-                        self.non_empty(&format!("{at}.thingGroups[{index}]"), group);
-                    }
-                    TargetSpec::Fleet(FleetSelector::ThingGroups {
-                        groups: fleet.thing_groups,
-                        region: fleet.region,
-                    })
-                } else {
-                    let query = fleet.query.unwrap_or_default();
-                    self.non_empty(&format!("{at}.query"), &query);
-                    TargetSpec::Fleet(FleetSelector::Query {
-                        query,
-                        region: fleet.region,
-                    })
-                }
-            }
-            TargetKind::Sim => {
-                let sim = target.sim.clone().unwrap_or_default();
-                let latency = match sim.latency_ms {
-                    Some(ms) => self
-                        .int_in(&format!("{path}.sim.latencyMs"), ms, 0, 60_000)
-                        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.into())),
-                    None => Duration::ZERO,
-                };
-                TargetSpec::Sim(SimSpec {
-                    stable_version: sim.stable_version.unwrap_or_else(|| "stable".to_string()),
-                    latency,
-                })
-            }
-        })
+        let kind = TargetKind::ALL[self.exactly_one(&path, "a target", &written)?];
+        kinds::of(kind).check(self, &path, target)
     }
 
     /// Checks a map of artifacts keyed by target name (`artifacts`, or
@@ -466,212 +167,56 @@ impl Checker {
         artifact: &raw::Artifact,
     ) -> Option<Artifact> {
         self.non_empty(&format!("{path}.version"), &artifact.version);
-        let sections = [
-            ("image", artifact.image.is_some()),
-            ("lambda", artifact.lambda.is_some()),
-            ("cloudfront", artifact.cloudfront.is_some()),
-            ("taskDefinition", artifact.task_definition.is_some()),
-            ("firmware", artifact.firmware.is_some()),
-        ];
-        let allowed: &[&str] = match kind {
-            TargetKind::Kubernetes => &["image"],
-            TargetKind::Lambda => &["lambda"],
-            TargetKind::CloudFront => &["cloudfront"],
-            TargetKind::Ecs => &["image", "taskDefinition"],
-            TargetKind::Fleet => &["firmware"],
-            TargetKind::Sim => &[],
-        };
-        let given: Vec<&str> = sections
+        let allowed = kinds::of(kind).artifact_sources();
+        let takes = |source: &Source| allowed.iter().any(|a| a.key == source.key);
+        if let Some(wrong) = kinds::SOURCES
             .iter()
-            .filter(|(_, present)| *present)
-            .map(|(name, _)| *name)
-            .collect();
-        if let Some(wrong) = given.iter().find(|name| !allowed.contains(name)) {
+            .find(|source| (source.written)(artifact) && !takes(source))
+        {
             let expected = if allowed.is_empty() {
                 "only a `version`".to_string()
             } else {
                 allowed
                     .iter()
-                    .map(|a| format!("`{a}`"))
+                    .map(|a| format!("`{}`", a.key))
                     .collect::<Vec<_>>()
                     .join(" or ")
             };
             self.error(
-                format!("{path}.{wrong}"),
+                format!("{path}.{}", wrong.key),
                 format!(
-                    "a {} target cannot take `{wrong}`; it takes {expected}",
-                    kind.name()
+                    "a {} target cannot take `{}`; it takes {expected}",
+                    kind.name(),
+                    wrong.key
                 ),
             );
             return None;
         }
-        if kind == TargetKind::Sim {
+        // A kind that takes no source section (the simulator) needs nothing
+        // but the version label.
+        if allowed.is_empty() {
             return Some(Artifact {
                 version: artifact.version.clone(),
                 source: ArtifactSource::Label,
             });
         }
-        let offered: Vec<(&str, bool)> = sections
+        // Offered in `SOURCES` order, which is the order "exactly one of"
+        // has always named them in.
+        let offered: Vec<&Source> = kinds::SOURCES
             .iter()
-            .filter(|(name, _)| allowed.contains(name))
             .copied()
+            .filter(|source| takes(source))
+            .collect();
+        let written: Vec<(&str, bool)> = offered
+            .iter()
+            .map(|source| (source.key, (source.written)(artifact)))
             .collect();
         let chosen = offered[self.exactly_one(
             path,
             &format!("an artifact for a {} target", kind.name()),
-            &offered,
-        )?]
-        .0;
-        let source = match chosen {
-            "image" => {
-                let image = artifact.image.as_ref()?;
-                let reference = &image.reference;
-                let pinned = reference
-                    .split_once("@sha256:")
-                    .is_some_and(|(repo, digest)| !repo.is_empty() && is_hex_digest(digest));
-                if !pinned {
-                    self.error(
-                        format!("{path}.image.reference"),
-                        format!("`{reference}` is not pinned by digest"),
-                    )
-                    .hint = Some(
-                        "tags move; write `registry/repo@sha256:<64 hex digits>` so the release is exactly what was reviewed"
-                            .into(),
-                    );
-                }
-                ArtifactSource::Image {
-                    reference: reference.clone(),
-                    container: image.container.clone(),
-                }
-            }
-            "lambda" => {
-                let lambda = artifact.lambda.as_ref()?;
-                let at = format!("{path}.lambda");
-                let which = self.exactly_one(
-                    &at,
-                    "a Lambda artifact",
-                    &[
-                        ("version", lambda.version.is_some()),
-                        ("s3", lambda.s3.is_some()),
-                        ("zipFile", lambda.zip_file.is_some()),
-                    ],
-                )?;
-                match which {
-                    0 => {
-                        let version = lambda.version.clone().unwrap_or_default();
-                        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
-                            self.error(
-                                format!("{at}.version"),
-                                format!("`{version}` is not a published Lambda version number"),
-                            );
-                        }
-                        ArtifactSource::LambdaPublished(version)
-                    }
-                    1 => {
-                        let s3 = lambda.s3.clone()?;
-                        self.non_empty(&format!("{at}.s3.bucket"), &s3.bucket);
-                        self.non_empty(&format!("{at}.s3.key"), &s3.key);
-                        ArtifactSource::LambdaS3(s3)
-                    }
-                    _ => {
-                        let zip = lambda.zip_file.clone().unwrap_or_default();
-                        self.non_empty(&format!("{at}.zipFile"), &zip);
-                        ArtifactSource::LambdaZip(zip)
-                    }
-                }
-            }
-            "cloudfront" => {
-                let cloudfront = artifact.cloudfront.as_ref()?;
-                let at = format!("{path}.cloudfront");
-                let which = self.exactly_one(
-                    &at,
-                    "a CloudFront artifact",
-                    &[
-                        ("configFile", cloudfront.config_file.is_some()),
-                        ("originDomain", cloudfront.origin_domain.is_some()),
-                    ],
-                )?;
-                if which == 0 {
-                    ArtifactSource::CloudFrontConfigFile(cloudfront.config_file.clone()?)
-                } else {
-                    let domain = cloudfront.origin_domain.clone()?;
-                    if domain.is_empty() || domain.contains("://") || domain.contains('/') {
-                        self.error(
-                            format!("{at}.originDomain"),
-                            format!("`{domain}` is not a domain name"),
-                        )
-                        .hint = Some("write just the host, e.g. `v2.origin.example.com`".into());
-                    }
-                    ArtifactSource::CloudFrontOrigin(domain)
-                }
-            }
-            "taskDefinition" => {
-                let arn = artifact.task_definition.clone()?;
-                if !arn.starts_with("arn:aws:ecs:") || !arn.contains(":task-definition/") {
-                    self.error(
-                        format!("{path}.taskDefinition"),
-                        format!("`{arn}` is not an ECS task definition ARN"),
-                    )
-                    .hint = Some(
-                        "e.g. `arn:aws:ecs:eu-west-1:123456789012:task-definition/web:42`".into(),
-                    );
-                }
-                ArtifactSource::TaskDefinition(arn)
-            }
-            _ => {
-                let firmware = artifact.firmware.as_ref()?;
-                let at = format!("{path}.firmware");
-                if !firmware.location.starts_with("s3://")
-                    || firmware.location.len() <= "s3://".len()
-                {
-                    self.error(
-                        format!("{at}.location"),
-                        format!("`{}` is not an s3:// location", firmware.location),
-                    );
-                }
-                if !is_hex_digest(&firmware.sha256) {
-                    self.error(
-                        format!("{at}.sha256"),
-                        "must be the file's SHA-256: 64 lowercase hex digits",
-                    );
-                }
-                let signature = &firmware.signature;
-                let algorithm = match signature.algorithm.as_str() {
-                    "ed25519" => Some(SignatureAlgorithm::Ed25519),
-                    "ecdsa-p256" => Some(SignatureAlgorithm::EcdsaP256),
-                    "rsa-pss-sha256" => Some(SignatureAlgorithm::RsaPssSha256),
-                    other => {
-                        self.error(
-                            format!("{at}.signature.algorithm"),
-                            format!("`{other}` is not a supported signature algorithm"),
-                        )
-                        .hint = Some("use `ed25519`, `ecdsa-p256` or `rsa-pss-sha256`".into());
-                        None
-                    }
-                };
-                let which = self.exactly_one(
-                    &format!("{at}.signature"),
-                    "a firmware signature",
-                    &[
-                        ("signerProfile", signature.signer_profile.is_some()),
-                        ("location", signature.location.is_some()),
-                    ],
-                );
-                let source = match which {
-                    Some(0) => SignatureSource::SignerProfile(signature.signer_profile.clone()?),
-                    Some(_) => SignatureSource::Detached(signature.location.clone()?),
-                    None => return None,
-                };
-                ArtifactSource::Firmware {
-                    location: firmware.location.clone(),
-                    sha256: firmware.sha256.clone(),
-                    signature: FirmwareSignature {
-                        algorithm: algorithm?,
-                        source,
-                    },
-                }
-            }
-        };
+            &written,
+        )?];
+        let source = (chosen.check)(self, path, artifact)?;
         Some(Artifact {
             version: artifact.version.clone(),
             source,
@@ -839,15 +384,6 @@ impl Checker {
             consecutive_error_limit: consecutive_error_limit?,
             inconclusive_limit: inconclusive_limit?,
         })
-    }
-
-    fn finite(&mut self, path: &str, value: f64) -> Option<f64> {
-        if value.is_finite() {
-            Some(value)
-        } else {
-            self.error(path, "must be a finite number");
-            None
-        }
     }
 
     fn metric(&mut self, path: &str, metric: &raw::MetricThreshold) -> Option<MetricCheck> {
@@ -1214,6 +750,11 @@ impl Checker {
             .hint = Some(format!("target `{}` supports {supported}", stage.target));
             return None;
         }
+        // What the capability table cannot say, the target's kind checks
+        // itself (a Kubernetes canary needs a route to weight).
+        if let Some(target) = target {
+            kinds::spec(&target.spec).check_strategy(self, &target.name, &strategy_path, kind);
+        }
         let gate_list = |checker: &mut Checker, field: &str, names: &[String]| -> Vec<String> {
             for (index, name) in names.iter().enumerate() {
                 let at = format!("{strategy_path}.{field}[{index}]");
@@ -1224,19 +765,6 @@ impl Checker {
         match kind {
             StrategyKind::Canary => {
                 let canary = stage.canary.as_ref()?;
-                if let Some(Target {
-                    spec: TargetSpec::Kubernetes(k8s),
-                    name,
-                    ..
-                }) = target
-                    && k8s.http_route.is_none()
-                {
-                    self.error(
-                        &strategy_path,
-                        format!("a Kubernetes canary needs a Gateway API route to split traffic, and target `{name}` has none"),
-                    )
-                    .hint = Some(format!("add `targets.{name}.kubernetes.httpRoute`, or use `blueGreen`"));
-                }
                 let gates_checked = gate_list(self, "gates", &canary.gates);
                 let steps = self.canary_steps(&strategy_path, canary, target, gates, approvals);
                 Some(Strategy::Canary {
@@ -1366,8 +894,9 @@ impl Checker {
                         self.error(
                             &weight_path,
                             format!(
-                                "{weight}% is above {max_weight}%, the most a {} staging distribution can receive",
-                                target.map_or("", |t| t.kind().name())
+                                "{weight}% is above {max_weight}%, the most {} can receive",
+                                target.map_or(String::new(), |t| kinds::of(t.kind())
+                                    .canary_receiver())
                             ),
                         )
                         .hint = Some(format!(
@@ -1525,8 +1054,7 @@ impl Checker {
         })
     }
 
-    /// Warns about gates and approvals nobody uses, and checks that every
-    /// fleet target has a known-good firmware to return to (S3).
+    /// Warns about gates and approvals nobody uses.
     fn unused(&mut self, plan: &RawPlan) {
         let mut used_gates = BTreeSet::new();
         let mut used_approvals = BTreeSet::new();
@@ -1568,7 +1096,14 @@ impl Checker {
                 );
             }
         }
-        for stage in &plan.stages {
+    }
+
+    /// Stages whose target has no `rollback.stable` entry: each kind written
+    /// on the target decides whether it can roll back without one (a fleet
+    /// cannot). Checked on the written plan, so a target that failed its own
+    /// checks still gets this finding.
+    fn rollback_paths(&mut self, plan: &RawPlan) {
+        for (index, stage) in plan.stages.iter().enumerate() {
             let Some(target) = plan.targets.get(&stage.target) else {
                 continue;
             };
@@ -1576,20 +1111,14 @@ impl Checker {
                 .rollback
                 .as_ref()
                 .is_some_and(|rollback| rollback.stable.contains_key(&stage.target));
-            if target.fleet.is_some() && !pinned {
-                let index = plan
-                    .stages
-                    .iter()
-                    .position(|s| std::ptr::eq(s, stage))
-                    .unwrap_or(0);
-                self.error(
-                    format!("stages[{index}].target"),
-                    format!("fleet target `{}` has no rollback path: devices cannot return to an unknown firmware", stage.target),
-                )
-                .hint = Some(format!(
-                    "add `rollback.stable.{}` with the version and signed firmware devices go back to",
-                    stage.target
-                ));
+            if pinned {
+                continue;
+            }
+            for kind in TargetKind::ALL {
+                let rules = kinds::of(kind);
+                if rules.is_written(target) {
+                    rules.check_unpinned(self, &format!("stages[{index}].target"), &stage.target);
+                }
             }
         }
     }
@@ -1644,21 +1173,5 @@ impl Checker {
         // The model's stage list drops stages that failed their own checks;
         // only a fully valid plan (where the lists agree) gets a graph.
         (stages.len() == plan.stages.len()).then_some(graph)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_dns_label_rules() {
-        assert!(is_name("checkout-api"));
-        assert!(is_name("a1"));
-        assert!(!is_name("Checkout"));
-        assert!(!is_name("1abc"));
-        assert!(!is_name("abc-"));
-        assert!(!is_name(""));
-        assert!(!is_name(&"a".repeat(64)));
     }
 }

@@ -7,15 +7,18 @@
 //! (the side effect). `deployctl plan` only ever calls the first two, which
 //! is what makes it an honest dry run.
 //!
-//! The another-writer rule every adapter keeps (a change it did not make
-//! is refused, not overwritten) is [`writer`]; request IDs reach errors
-//! through [`AdapterError::with_request_id`].
+//! Every adapter is built the same way, from its plan section and a
+//! [`construct::PlanRelease`]. The another-writer rule every adapter
+//! keeps (a change it did not make is refused, not overwritten) is
+//! [`writer`]; request IDs reach errors through
+//! [`AdapterError::with_request_id`].
 //!
 //! This crate names no cloud SDK and no HTTP client: adapter crates bring
 //! those, the binary wires them in, and the engine sees only these traits.
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod construct;
 mod error;
 pub mod iam;
 mod notify;
@@ -27,8 +30,8 @@ pub use error::{AdapterError, ErrorClass};
 pub use notify::{Notification, Notifier};
 pub use probe::{HealthProbe, Measurement};
 pub use target::{
-    Action, Applied, Capabilities, IdempotencyKey, Observed, PlannedCall, Preflight, Target,
-    WaveProgress, Weights,
+    Action, Applied, Capabilities, IdempotencyKey, Moves, Observed, PlannedCall, Preflight, Role,
+    Target, TrafficAction, TrafficTarget, WaveAction, WaveProgress, WaveTarget, Weights,
 };
 
 use std::future::Future;

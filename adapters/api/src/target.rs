@@ -85,6 +85,95 @@ impl fmt::Display for Action {
     }
 }
 
+/// A change to a traffic target (services, functions, CDNs): deploy the
+/// new version beside the stable one, weigh traffic, promote, retire, or
+/// put all traffic back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum TrafficAction {
+    Deploy { version: String },
+    SetWeight { percent: u8 },
+    Promote,
+    Retire,
+    Rollback { to: Option<String> },
+}
+
+/// A change to a wave target (device fleets): dispatch a wave, halt, or
+/// send updated devices back to the stable image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum WaveAction {
+    StartWave { index: u32, devices: u32 },
+    Halt,
+    Rollback { to: Option<String> },
+}
+
+/// Which role an [`Action`] is for. A rollback is either's: a target
+/// undoes its release whichever way it moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Traffic(TrafficAction),
+    Waves(WaveAction),
+}
+
+impl Action {
+    /// The action as its role has it: `Rollback` goes to traffic when the
+    /// target moves traffic, to waves otherwise.
+    pub fn for_role(&self, moves: &Moves<'_>) -> Option<Role> {
+        Some(match self.clone() {
+            Action::Deploy { version } => Role::Traffic(TrafficAction::Deploy { version }),
+            Action::SetWeight { percent } => Role::Traffic(TrafficAction::SetWeight { percent }),
+            Action::Promote => Role::Traffic(TrafficAction::Promote),
+            Action::Retire => Role::Traffic(TrafficAction::Retire),
+            Action::StartWave { index, devices } => {
+                Role::Waves(WaveAction::StartWave { index, devices })
+            }
+            Action::Halt => Role::Waves(WaveAction::Halt),
+            Action::Rollback { to } if moves.traffic.is_some() => {
+                Role::Traffic(TrafficAction::Rollback { to })
+            }
+            Action::Rollback { to } if moves.waves.is_some() => {
+                Role::Waves(WaveAction::Rollback { to })
+            }
+            Action::Rollback { .. } => return None,
+        })
+    }
+}
+
+impl From<TrafficAction> for Action {
+    fn from(action: TrafficAction) -> Action {
+        match action {
+            TrafficAction::Deploy { version } => Action::Deploy { version },
+            TrafficAction::SetWeight { percent } => Action::SetWeight { percent },
+            TrafficAction::Promote => Action::Promote,
+            TrafficAction::Retire => Action::Retire,
+            TrafficAction::Rollback { to } => Action::Rollback { to },
+        }
+    }
+}
+
+impl From<WaveAction> for Action {
+    fn from(action: WaveAction) -> Action {
+        match action {
+            WaveAction::StartWave { index, devices } => Action::StartWave { index, devices },
+            WaveAction::Halt => Action::Halt,
+            WaveAction::Rollback { to } => Action::Rollback { to },
+        }
+    }
+}
+
+impl fmt::Display for TrafficAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Action::from(self.clone()).fmt(f)
+    }
+}
+
+impl fmt::Display for WaveAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Action::from(self.clone()).fmt(f)
+    }
+}
+
 /// The key that makes one logical call idempotent across retries and
 /// process restarts (`run/stage/sequence`). Platforms that take a client
 /// token get it; the rest compare observed state.
@@ -189,9 +278,15 @@ pub enum Weights {
     Unsupported { why: String },
 }
 
-/// A deploy target. Implementations MUST follow `docs/adapter-contract.md`:
-/// `apply` is idempotent, every `.await` is a safe cancellation point, a
-/// rollback is safe after any partial apply, and request IDs are reported.
+/// A deploy target: what every kind shares (reading it, confirming its
+/// rollback path, its own probes). How it moves is a role trait,
+/// [`TrafficTarget`] or [`WaveTarget`], which [`Target::moves`] hands out;
+/// an adapter implements only the roles its platform has, so nothing
+/// answers "unsupported" for a whole kind of action.
+///
+/// Implementations MUST follow `docs/adapter-contract.md`: applying is
+/// idempotent, every `.await` is a safe cancellation point, a rollback is
+/// safe after any partial apply, and request IDs are reported.
 pub trait Target: Send + Sync {
     /// The target's name in the plan.
     fn name(&self) -> &str;
@@ -201,20 +296,12 @@ pub trait Target: Send + Sync {
     /// Reads the target. No side effects.
     fn observe(&self) -> BoxFuture<'_, Result<Observed, AdapterError>>;
 
-    /// The calls `apply(action)` would make from `observed`; empty when the
-    /// effect is already present. Pure: no IO.
-    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError>;
-
-    /// Makes the change. Idempotent: applying an action whose effect is
-    /// already present succeeds with `changed: false`.
-    fn apply<'a>(
-        &'a self,
-        action: &'a Action,
-        key: &'a IdempotencyKey,
-    ) -> BoxFuture<'a, Result<Applied, AdapterError>>;
-
-    /// Confirms the rollback path before the run changes anything.
+    /// Confirms the rollback path before the run changes anything, and
+    /// names what the target is and what this instance can do.
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>>;
+
+    /// The roles this target moves by.
+    fn moves(&self) -> Moves<'_>;
 
     /// A probe for a gate kind only this target can measure (its pods'
     /// readiness, its devices' success rate, a simulator's health);
@@ -229,4 +316,125 @@ pub trait Target: Send + Sync {
     fn guard(&self, probe: Box<dyn HealthProbe>) -> Box<dyn HealthProbe> {
         probe
     }
+
+    /// The calls applying `action` would make from `observed`, by the role
+    /// that takes it; empty when the effect is already present. Pure.
+    /// Provided: override only to wrap another target.
+    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError> {
+        let moves = self.moves();
+        match action.for_role(&moves) {
+            Some(Role::Traffic(action)) => match moves.traffic {
+                Some(traffic) => traffic.plan_traffic(observed, &action),
+                None => Err(no_role(self.name(), &action.to_string(), "traffic")),
+            },
+            Some(Role::Waves(action)) => match moves.waves {
+                Some(waves) => waves.plan_wave(observed, &action),
+                None => Err(no_role(self.name(), &action.to_string(), "waves")),
+            },
+            None => Err(no_role(
+                self.name(),
+                &action.to_string(),
+                "traffic or waves",
+            )),
+        }
+    }
+
+    /// Makes the change, by the role that takes it. Idempotent: applying
+    /// an action whose effect is already present succeeds with
+    /// `changed: false`. Provided: override only to wrap another target.
+    fn apply<'a>(
+        &'a self,
+        action: &'a Action,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        let moves = self.moves();
+        match action.for_role(&moves) {
+            Some(Role::Traffic(action)) => match moves.traffic {
+                Some(traffic) => Box::pin(async move { traffic.apply_traffic(&action, key).await }),
+                None => refuse(no_role(self.name(), &action.to_string(), "traffic")),
+            },
+            Some(Role::Waves(action)) => match moves.waves {
+                Some(waves) => Box::pin(async move { waves.apply_wave(&action, key).await }),
+                None => refuse(no_role(self.name(), &action.to_string(), "waves")),
+            },
+            None => refuse(no_role(
+                self.name(),
+                &action.to_string(),
+                "traffic or waves",
+            )),
+        }
+    }
+}
+
+/// The roles a target moves by: a service is a traffic target, a fleet a
+/// wave target, a simulator standing in for any kind both.
+#[derive(Clone, Copy)]
+pub struct Moves<'a> {
+    pub traffic: Option<&'a dyn TrafficTarget>,
+    pub waves: Option<&'a dyn WaveTarget>,
+}
+
+impl<'a> Moves<'a> {
+    pub fn traffic(target: &'a dyn TrafficTarget) -> Moves<'a> {
+        Moves {
+            traffic: Some(target),
+            waves: None,
+        }
+    }
+
+    pub fn waves(target: &'a dyn WaveTarget) -> Moves<'a> {
+        Moves {
+            traffic: None,
+            waves: Some(target),
+        }
+    }
+}
+
+/// A target that releases by moving traffic between its stable and new
+/// versions (canary steps, a blue-green switch).
+pub trait TrafficTarget: Target {
+    /// The calls `apply_traffic(action)` would make from `observed`; empty
+    /// when the effect is already present. Pure: no IO.
+    fn plan_traffic(
+        &self,
+        observed: &Observed,
+        action: &TrafficAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError>;
+
+    /// Makes the change. Idempotent.
+    fn apply_traffic<'a>(
+        &'a self,
+        action: &'a TrafficAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>>;
+}
+
+/// A target that releases in waves of devices.
+pub trait WaveTarget: Target {
+    /// The calls `apply_wave(action)` would make from `observed`. Pure.
+    fn plan_wave(
+        &self,
+        observed: &Observed,
+        action: &WaveAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError>;
+
+    /// Makes the change. Idempotent; `Halt` takes effect before it returns.
+    fn apply_wave<'a>(
+        &'a self,
+        action: &'a WaveAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>>;
+}
+
+/// A target asked for a role it does not have: the engine's admission
+/// check refuses such plans before anything moves, so this answers only
+/// a caller that skipped it.
+fn no_role(target: &str, action: &str, role: &str) -> AdapterError {
+    AdapterError::Unsupported {
+        what: format!("target `{target}` does not move by {role}, so it cannot {action}"),
+    }
+}
+
+fn refuse<'a>(error: AdapterError) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+    Box::pin(async move { Err(error) })
 }

@@ -43,7 +43,6 @@
 //! waits for `Deployed` ([`WaitOptions`]), reporting progress; past the
 //! limit it fails with `Timeout`, and applying again resumes the wait.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,14 +50,16 @@ use aws_config::SdkConfig;
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::AsyncSleep;
 use aws_sdk_cloudfront::types::DistributionConfig;
+use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
-    PlannedCall, Preflight, Target,
+    AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
+    PlannedCall, Preflight, Target, TrafficAction, TrafficTarget,
 };
-use deployctl_plan::model::{Artifact, GateCheck, TargetKind};
+use deployctl_plan::model::{GateCheck, TargetKind};
 use deployctl_plan::raw;
 
+use crate::error::ConstructError;
 use crate::platform::{Api, Dist, Fingerprint, Snapshot, rejected};
 use crate::release::Release;
 use crate::tags;
@@ -115,12 +116,6 @@ struct Memory {
     written: LastWrite<Fingerprint>,
     /// The label a rollback after promotion returns to, as last read.
     previous: Option<String>,
-}
-
-fn unsupported(action: &Action) -> AdapterError {
-    AdapterError::Unsupported {
-        what: format!("{action} on a CloudFront distribution (waves are for device fleets)"),
-    }
 }
 
 /// SetWeight values CloudFront can carry out: up to 15%, or 100 (promotion).
@@ -203,19 +198,21 @@ fn same(a: &DistributionConfig, b: &DistributionConfig) -> bool {
 impl CloudFrontTarget {
     /// A target for the plan's CloudFront section, with a client from the
     /// standard AWS chain (CloudFront is global: region us-east-1; endpoint
-    /// from `AWS_ENDPOINT_URL` when set). `artifact` is the plan's artifact
-    /// for this target (`None` when no stage deploys to it: then only
-    /// `observe`, `preflight` and `Rollback` can act). A `configFile`
-    /// artifact is read now, relative to `plan_dir` (the plan file's
-    /// directory): a bad file fails here, before anything moves.
+    /// from `AWS_ENDPOINT_URL` when set). `release.artifact` is the plan's
+    /// artifact for this target (`None` when no stage deploys to it: then
+    /// only `observe`, `preflight` and `Rollback` can act); a pinned stable
+    /// version needs nothing here (a rollback after promotion restores the
+    /// configuration kept on the staging distribution). A `configFile`
+    /// artifact is read now, relative to `release.plan_dir`: a bad file
+    /// fails here, before anything moves.
     pub async fn from_spec(
         name: impl Into<String>,
         spec: &raw::CloudFrontTarget,
-        artifact: Option<&Artifact>,
-        plan_dir: &Path,
-    ) -> Result<Self, AdapterError> {
-        let release = artifact
-            .map(|artifact| Release::from_artifact(artifact, plan_dir))
+        release: &PlanRelease<'_>,
+    ) -> Result<Self, ConstructError> {
+        let release = release
+            .artifact
+            .map(|artifact| Release::from_artifact(artifact, release.plan_dir))
             .transpose()?;
         let sdk = deployctl_aws::config::load(Some("us-east-1")).await;
         let client = Client::from_conf(cloudfront_config(&sdk).build());
@@ -648,13 +645,11 @@ impl CloudFrontTarget {
 
     async fn apply_inner(
         &self,
-        action: &Action,
+        action: &TrafficAction,
         key: &IdempotencyKey,
     ) -> Result<Applied, AdapterError> {
-        match action {
-            Action::StartWave { .. } | Action::Halt => return Err(unsupported(action)),
-            Action::SetWeight { percent } => validate_weight(*percent)?,
-            _ => {}
+        if let TrafficAction::SetWeight { percent } = action {
+            validate_weight(*percent)?;
         }
         let mut request_ids = Vec::new();
         let snap = self
@@ -709,20 +704,21 @@ impl CloudFrontTarget {
     /// Carries out `action` from `snap`; whether anything changed.
     async fn act(
         &self,
-        action: &Action,
+        action: &TrafficAction,
         snap: &Snapshot,
         key: &IdempotencyKey,
         request_ids: &mut Vec<String>,
     ) -> Result<bool, AdapterError> {
         match action {
-            Action::Deploy { version } => self.deploy(snap, version, key, request_ids).await,
-            Action::SetWeight { percent: 100 } | Action::Promote => {
+            TrafficAction::Deploy { version } => self.deploy(snap, version, key, request_ids).await,
+            TrafficAction::SetWeight { percent: 100 } | TrafficAction::Promote => {
                 self.promote(snap, request_ids).await
             }
-            Action::SetWeight { percent } => self.set_weight(snap, *percent, request_ids).await,
-            Action::Retire => self.retire(snap, request_ids).await,
-            Action::Rollback { to } => self.rollback(snap, to.as_deref(), request_ids).await,
-            Action::StartWave { .. } | Action::Halt => Err(unsupported(action)),
+            TrafficAction::SetWeight { percent } => {
+                self.set_weight(snap, *percent, request_ids).await
+            }
+            TrafficAction::Retire => self.retire(snap, request_ids).await,
+            TrafficAction::Rollback { to } => self.rollback(snap, to.as_deref(), request_ids).await,
         }
     }
 
@@ -758,112 +754,6 @@ impl Target for CloudFrontTarget {
             self.remember_observed(&snap);
             Ok(Self::observed(&snap))
         })
-    }
-
-    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError> {
-        let id = &self.distribution_id;
-        let call = |description: String| PlannedCall { description };
-        let promote = || {
-            vec![
-                call(format!(
-                    "cloudfront:UpdateDistributionWithStagingConfig {id} ← its staging distribution"
-                )),
-                call(format!(
-                    "cloudfront:UpdateDistribution {id} (detach the continuous deployment policy)"
-                )),
-                call(
-                    "cloudfront:UpdateDistribution <staging> (keep the previous configuration)"
-                        .into(),
-                ),
-            ]
-        };
-        match action {
-            Action::StartWave { .. } | Action::Halt => Err(unsupported(action)),
-            Action::Deploy { version } => {
-                if observed.candidate.as_deref() == Some(version.as_str()) {
-                    return Ok(Vec::new());
-                }
-                let change = match &self.release {
-                    Some(release) => release.describe(),
-                    None => "no artifact".into(),
-                };
-                Ok(vec![
-                    call(format!(
-                        "cloudfront:CopyDistribution {id} → staging (unless its staging distribution exists)"
-                    )),
-                    call(format!(
-                        "cloudfront:UpdateDistribution <staging> ({change}), tagged {version}"
-                    )),
-                    call(
-                        "cloudfront:CreateContinuousDeploymentPolicy <staging> (weight 0, disabled, sticky sessions)"
-                            .into(),
-                    ),
-                    call(format!(
-                        "cloudfront:UpdateDistribution {id} (attach the policy)"
-                    )),
-                ])
-            }
-            Action::SetWeight { percent } => {
-                validate_weight(*percent)?;
-                if *percent == 100 {
-                    return Ok(if observed.candidate.is_some() {
-                        promote()
-                    } else {
-                        Vec::new()
-                    });
-                }
-                if observed.candidate.is_some() && observed.weight == *percent {
-                    return Ok(Vec::new());
-                }
-                // Dry runs of a whole release plan every step from today's
-                // distribution, before anything is deployed: name the call.
-                Ok(vec![call(format!(
-                    "cloudfront:UpdateContinuousDeploymentPolicy → {percent}% of {id}'s requests to staging"
-                ))])
-            }
-            Action::Promote => Ok(if observed.candidate.is_some() {
-                promote()
-            } else {
-                Vec::new()
-            }),
-            Action::Retire => Ok(vec![call(format!(
-                "cloudfront:UntagResource {id} {} (forget the previous configuration)",
-                tags::PREVIOUS
-            ))]),
-            Action::Rollback { to } => {
-                if observed.candidate.is_some() {
-                    return Ok(vec![
-                        call(
-                            "cloudfront:UpdateContinuousDeploymentPolicy (disabled, weight 0)"
-                                .into(),
-                        ),
-                        call(format!(
-                            "cloudfront:UpdateDistribution {id} (detach the continuous deployment policy)"
-                        )),
-                    ]);
-                }
-                let previous = self.memory().previous.clone();
-                let restore = match (to, &observed.stable) {
-                    (Some(to), Some(stable)) if to != stable => Some(to.clone()),
-                    (None, _) => previous,
-                    _ => None,
-                };
-                Ok(match restore {
-                    Some(label) => vec![call(format!(
-                        "cloudfront:UpdateDistribution {id} (restore {label} from the staging distribution)"
-                    ))],
-                    None => Vec::new(),
-                })
-            }
-        }
-    }
-
-    fn apply<'a>(
-        &'a self,
-        action: &'a Action,
-        key: &'a IdempotencyKey,
-    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
-        Box::pin(self.apply_inner(action, key))
     }
 
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
@@ -942,6 +832,121 @@ impl Target for CloudFrontTarget {
             ),
             None => probe,
         }
+    }
+
+    fn moves(&self) -> Moves<'_> {
+        Moves::traffic(self)
+    }
+}
+
+impl TrafficTarget for CloudFrontTarget {
+    fn plan_traffic(
+        &self,
+        observed: &Observed,
+        action: &TrafficAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        let id = &self.distribution_id;
+        let call = |description: String| PlannedCall { description };
+        let promote = || {
+            vec![
+                call(format!(
+                    "cloudfront:UpdateDistributionWithStagingConfig {id} ← its staging distribution"
+                )),
+                call(format!(
+                    "cloudfront:UpdateDistribution {id} (detach the continuous deployment policy)"
+                )),
+                call(
+                    "cloudfront:UpdateDistribution <staging> (keep the previous configuration)"
+                        .into(),
+                ),
+            ]
+        };
+        match action {
+            TrafficAction::Deploy { version } => {
+                if observed.candidate.as_deref() == Some(version.as_str()) {
+                    return Ok(Vec::new());
+                }
+                let change = match &self.release {
+                    Some(release) => release.describe(),
+                    None => "no artifact".into(),
+                };
+                Ok(vec![
+                    call(format!(
+                        "cloudfront:CopyDistribution {id} → staging (unless its staging distribution exists)"
+                    )),
+                    call(format!(
+                        "cloudfront:UpdateDistribution <staging> ({change}), tagged {version}"
+                    )),
+                    call(
+                        "cloudfront:CreateContinuousDeploymentPolicy <staging> (weight 0, disabled, sticky sessions)"
+                            .into(),
+                    ),
+                    call(format!(
+                        "cloudfront:UpdateDistribution {id} (attach the policy)"
+                    )),
+                ])
+            }
+            TrafficAction::SetWeight { percent } => {
+                validate_weight(*percent)?;
+                if *percent == 100 {
+                    return Ok(if observed.candidate.is_some() {
+                        promote()
+                    } else {
+                        Vec::new()
+                    });
+                }
+                if observed.candidate.is_some() && observed.weight == *percent {
+                    return Ok(Vec::new());
+                }
+                // Dry runs of a whole release plan every step from today's
+                // distribution, before anything is deployed: name the call.
+                Ok(vec![call(format!(
+                    "cloudfront:UpdateContinuousDeploymentPolicy → {percent}% of {id}'s requests to staging"
+                ))])
+            }
+            TrafficAction::Promote => Ok(if observed.candidate.is_some() {
+                promote()
+            } else {
+                Vec::new()
+            }),
+            TrafficAction::Retire => Ok(vec![call(format!(
+                "cloudfront:UntagResource {id} {} (forget the previous configuration)",
+                tags::PREVIOUS
+            ))]),
+            TrafficAction::Rollback { to } => {
+                if observed.candidate.is_some() {
+                    return Ok(vec![
+                        call(
+                            "cloudfront:UpdateContinuousDeploymentPolicy (disabled, weight 0)"
+                                .into(),
+                        ),
+                        call(format!(
+                            "cloudfront:UpdateDistribution {id} (detach the continuous deployment policy)"
+                        )),
+                    ]);
+                }
+                let previous = self.memory().previous.clone();
+                let restore = match (to, &observed.stable) {
+                    (Some(to), Some(stable)) if to != stable => Some(to.clone()),
+                    (None, _) => previous,
+                    _ => None,
+                };
+                Ok(match restore {
+                    Some(label) => vec![call(format!(
+                        "cloudfront:UpdateDistribution {id} (restore {label} from the staging distribution)"
+                    ))],
+                    None => Vec::new(),
+                })
+            }
+        }
+    }
+
+    fn apply_traffic<'a>(
+        &'a self,
+        action: &'a TrafficAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        Box::pin(self.apply_inner(action, key))
     }
 }
 

@@ -1,7 +1,8 @@
 //! `deployctl-aws-ecs`: ECS services as deploy targets.
 //!
 //! Start at [`EcsTarget`] (`target.rs`): built from the plan's `ecs`
-//! section and artifact with [`EcsTarget::from_spec`], it reads the
+//! section and artifact with [`EcsTarget::from_spec`] (refused with a
+//! [`ConstructError`]), it reads the
 //! service's deployment controller on every call and takes one of two paths:
 //!
 //! - **EXTERNAL controller → task sets** (`task_sets.rs`): canary and
@@ -39,4 +40,4 @@ mod target;
 mod task_sets;
 mod versions;
 
-pub use target::{EcsOptions, EcsSetupError, EcsTarget, ecs_config};
+pub use target::{ConstructError, EcsOptions, EcsTarget, ecs_config};

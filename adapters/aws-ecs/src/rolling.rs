@@ -17,7 +17,7 @@ use std::time::Instant;
 use aws_sdk_ecs::config::AsyncSleep;
 use aws_sdk_ecs::operation::RequestId;
 use deployctl_adapter::writer::AnotherWriter;
-use deployctl_adapter::{Action, AdapterError, Applied, Observed, PlannedCall, Preflight};
+use deployctl_adapter::{AdapterError, Applied, Observed, PlannedCall, Preflight, TrafficAction};
 
 use crate::error::{map_ecs_error, rejected};
 use crate::service::{self, DeploymentView, ServiceView};
@@ -134,7 +134,7 @@ impl EcsTarget {
     pub(crate) fn plan_rolling(
         &self,
         observed: &Observed,
-        action: &Action,
+        action: &TrafficAction,
     ) -> Result<Vec<PlannedCall>, AdapterError> {
         let service = self.service_name();
         let update = |label: &str| PlannedCall {
@@ -149,24 +149,26 @@ impl EcsTarget {
                 && observed.candidate.as_deref().is_none_or(|c| c == label)
         };
         match action {
-            Action::Deploy { version } => Ok(if observed.stable.as_deref() == Some(version) {
-                Vec::new()
-            } else {
-                vec![PlannedCall {
-                    description: format!(
-                        "ecs:DescribeTaskDefinition {} (the rolling update starts at the switch)",
-                        self.task_definition_of(version)
-                    ),
-                }]
-            }),
-            Action::SetWeight { percent } if *percent > 100 => {
+            TrafficAction::Deploy { version } => {
+                Ok(if observed.stable.as_deref() == Some(version) {
+                    Vec::new()
+                } else {
+                    vec![PlannedCall {
+                        description: format!(
+                            "ecs:DescribeTaskDefinition {} (the rolling update starts at the switch)",
+                            self.task_definition_of(version)
+                        ),
+                    }]
+                })
+            }
+            TrafficAction::SetWeight { percent } if *percent > 100 => {
                 Err(rejected(format!("weight {percent}% is above 100%")))
             }
-            Action::SetWeight { percent } if *percent > 0 && *percent < 100 => {
+            TrafficAction::SetWeight { percent } if *percent > 0 && *percent < 100 => {
                 Err(self.rolling_unsupported(*percent))
             }
-            Action::SetWeight { percent: 0 } | Action::Retire => Ok(Vec::new()),
-            Action::SetWeight { .. } | Action::Promote => {
+            TrafficAction::SetWeight { percent: 0 } | TrafficAction::Retire => Ok(Vec::new()),
+            TrafficAction::SetWeight { .. } | TrafficAction::Promote => {
                 let label = observed
                     .candidate
                     .clone()
@@ -180,7 +182,7 @@ impl EcsTarget {
                     vec![update(&label)]
                 })
             }
-            Action::Rollback { to } => {
+            TrafficAction::Rollback { to } => {
                 let label = to
                     .clone()
                     .or_else(|| self.memory().previous_stable.clone())
@@ -192,21 +194,18 @@ impl EcsTarget {
                     _ => Vec::new(),
                 })
             }
-            Action::StartWave { .. } | Action::Halt => Err(AdapterError::Unsupported {
-                what: format!("{action} on ECS service {service}"),
-            }),
         }
     }
 
     pub(crate) async fn apply_rolling(
         &self,
         view: ServiceView,
-        action: &Action,
+        action: &TrafficAction,
     ) -> Result<Applied, AdapterError> {
         let mut request_ids: Vec<String> = view.request_id.iter().cloned().collect();
         let service = self.service_name();
         match action {
-            Action::Deploy { version } => {
+            TrafficAction::Deploy { version } => {
                 let td = self.task_definition_of(version);
                 request_ids.extend(service::check_task_definition(&self.client, &td).await?);
                 let stable = self.observe_rolling(&view).stable;
@@ -221,13 +220,13 @@ impl EcsTarget {
                     request_ids,
                 })
             }
-            Action::SetWeight { percent } if *percent > 100 => {
+            TrafficAction::SetWeight { percent } if *percent > 100 => {
                 Err(rejected(format!("weight {percent}% is above 100%")))
             }
-            Action::SetWeight { percent } if *percent > 0 && *percent < 100 => {
+            TrafficAction::SetWeight { percent } if *percent > 0 && *percent < 100 => {
                 Err(self.rolling_unsupported(*percent))
             }
-            Action::SetWeight { percent: 0 } => {
+            TrafficAction::SetWeight { percent: 0 } => {
                 let in_flight = view.deployments.len() > 1;
                 if in_flight {
                     return Err(self.rolling_unsupported(0));
@@ -237,7 +236,7 @@ impl EcsTarget {
                     request_ids,
                 })
             }
-            Action::SetWeight { .. } | Action::Promote => {
+            TrafficAction::SetWeight { .. } | TrafficAction::Promote => {
                 let label = self.release_label().ok_or_else(|| {
                     rejected(format!(
                         "nothing is deployed on ECS service {service}: Deploy names the task definition first"
@@ -246,11 +245,11 @@ impl EcsTarget {
                 self.roll(view, &label, Purpose::Release, request_ids).await
             }
             // ECS drains the old deployment itself.
-            Action::Retire => Ok(Applied {
+            TrafficAction::Retire => Ok(Applied {
                 changed: false,
                 request_ids,
             }),
-            Action::Rollback { to } => {
+            TrafficAction::Rollback { to } => {
                 let label = match to {
                     Some(to) => to.clone(),
                     None => {
@@ -274,9 +273,6 @@ impl EcsTarget {
                 memory.rollout = None;
                 Ok(applied)
             }
-            Action::StartWave { .. } | Action::Halt => Err(AdapterError::Unsupported {
-                what: format!("{action} on ECS service {service}"),
-            }),
         }
     }
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_ecs::Client;
+use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::writer::LastWrite;
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
-    PlannedCall, Preflight, Target,
+    AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
+    PlannedCall, Preflight, Target, TrafficAction, TrafficTarget,
 };
-use deployctl_plan::model::{self, ArtifactSource, GateCheck, TargetKind};
+use deployctl_plan::model::{ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
 
 use crate::service::{self, Controller, Fingerprint, ServiceView};
@@ -48,11 +49,15 @@ impl Default for EcsOptions {
     }
 }
 
-/// Why a target could not be built from the plan.
+/// Why a target could not be built from the plan: refused before any
+/// call. The messages name the plan's values; the binary adds which target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EcsSetupError {
+pub enum ConstructError {
+    /// The release (or the pinned stable version) is not a task
+    /// definition (validation only offers task definitions for ECS
+    /// targets; a caller building one by hand may not).
     #[error(
-        "target `{target}`: artifact version {version} has no taskDefinition; an ecs target releases a task definition (`artifacts.{target}.taskDefinition: family:revision` or its ARN)"
+        "artifact version {version} has no taskDefinition; an ecs target releases a task definition (`artifacts.{target}.taskDefinition: family:revision` or its ARN)"
     )]
     NoTaskDefinition { target: String, version: String },
 }
@@ -108,27 +113,25 @@ pub(crate) struct Memory {
 impl EcsTarget {
     /// A target for the plan's `ecs` section, with a client from the
     /// standard AWS chain (region from the plan, else the environment;
-    /// endpoint from `AWS_ENDPOINT_URL` when set). `artifact` is the
-    /// plan's artifact for this target (its `taskDefinition` is what
-    /// `Deploy { version }` releases); `pinned_stable` the version a
-    /// rollback returns to when the plan pins one. Both come from
-    /// `deployctl_plan::model::Target`.
+    /// endpoint from `AWS_ENDPOINT_URL` when set). `release.artifact` is
+    /// the plan's artifact for this target (its `taskDefinition` is what
+    /// `Deploy { version }` releases); `release.pinned_stable` the version
+    /// a rollback returns to when the plan pins one.
     pub async fn from_spec(
         name: impl Into<String>,
         spec: &raw::EcsTarget,
-        artifact: Option<&model::Artifact>,
-        pinned_stable: Option<&model::Artifact>,
-    ) -> Result<Self, EcsSetupError> {
+        release: &PlanRelease<'_>,
+    ) -> Result<Self, ConstructError> {
         let name = name.into();
         let mut versions = Versions::default();
-        for (artifact, release) in [(pinned_stable, false), (artifact, true)] {
+        for (artifact, releasing) in [(release.pinned_stable, false), (release.artifact, true)] {
             let Some(artifact) = artifact else { continue };
             match &artifact.source {
                 ArtifactSource::TaskDefinition(td) => {
-                    versions.add(artifact.version.clone(), td.clone(), release);
+                    versions.add(artifact.version.clone(), td.clone(), releasing);
                 }
                 _ => {
-                    return Err(EcsSetupError::NoTaskDefinition {
+                    return Err(ConstructError::NoTaskDefinition {
                         target: name,
                         version: artifact.version.clone(),
                     });
@@ -217,15 +220,6 @@ impl EcsTarget {
         format!("{}/{}", self.cluster, self.service)
     }
 
-    fn unsupported(&self, action: &Action) -> AdapterError {
-        AdapterError::Unsupported {
-            what: format!(
-                "{action} on ECS service {} (waves are for device fleets)",
-                self.service_name()
-            ),
-        }
-    }
-
     /// What this service can do: task sets take any weight; a rolling
     /// update moves every task at once, so a canary's partial weights are
     /// refused before anything moves.
@@ -250,12 +244,9 @@ impl EcsTarget {
 
     async fn apply_inner(
         &self,
-        action: &Action,
+        action: &TrafficAction,
         key: &IdempotencyKey,
     ) -> Result<Applied, AdapterError> {
-        if matches!(action, Action::StartWave { .. } | Action::Halt) {
-            return Err(self.unsupported(action));
-        }
         let view = self.read().await?;
         match view.controller.clone() {
             Controller::External => self.apply_task_sets(view, action, key).await,
@@ -291,26 +282,6 @@ impl Target for EcsTarget {
         })
     }
 
-    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError> {
-        if matches!(action, Action::StartWave { .. } | Action::Halt) {
-            return Err(self.unsupported(action));
-        }
-        let controller = self.memory().controller.clone();
-        match controller {
-            Some(Controller::Ecs) => self.plan_rolling(observed, action),
-            Some(Controller::Other(kind)) => Err(self.other_controller(&kind)),
-            Some(Controller::External) | None => self.plan_task_sets(observed, action),
-        }
-    }
-
-    fn apply<'a>(
-        &'a self,
-        action: &'a Action,
-        key: &'a IdempotencyKey,
-    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
-        Box::pin(self.apply_inner(action, key))
-    }
-
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
         Box::pin(async move {
             let view = self.read().await?;
@@ -338,6 +309,33 @@ impl Target for EcsTarget {
     fn probe(&self, _check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         // HTTP, Prometheus and CloudWatch gates are not target-bound.
         None
+    }
+
+    fn moves(&self) -> Moves<'_> {
+        Moves::traffic(self)
+    }
+}
+
+impl TrafficTarget for EcsTarget {
+    fn plan_traffic(
+        &self,
+        observed: &Observed,
+        action: &TrafficAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        let controller = self.memory().controller.clone();
+        match controller {
+            Some(Controller::Ecs) => self.plan_rolling(observed, action),
+            Some(Controller::Other(kind)) => Err(self.other_controller(&kind)),
+            Some(Controller::External) | None => self.plan_task_sets(observed, action),
+        }
+    }
+
+    fn apply_traffic<'a>(
+        &'a self,
+        action: &'a TrafficAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        Box::pin(self.apply_inner(action, key))
     }
 }
 

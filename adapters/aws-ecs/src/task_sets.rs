@@ -16,7 +16,7 @@ use aws_sdk_ecs::operation::RequestId;
 use aws_sdk_ecs::types::{Scale, ScaleUnit};
 use deployctl_adapter::writer::{AnotherWriter, Changed};
 use deployctl_adapter::{
-    Action, AdapterError, Applied, IdempotencyKey, Observed, PlannedCall, Preflight,
+    AdapterError, Applied, IdempotencyKey, Observed, PlannedCall, Preflight, TrafficAction,
 };
 
 use crate::error::{map_ecs_error, rejected};
@@ -149,7 +149,7 @@ impl EcsTarget {
 
     /// The calls that take `layout` to `action`'s effect; empty when it is
     /// already there. Pure.
-    fn steps(&self, layout: &Layout, action: &Action) -> Result<Vec<Step>, AdapterError> {
+    fn steps(&self, layout: &Layout, action: &TrafficAction) -> Result<Vec<Step>, AdapterError> {
         let service = self.service_name();
         let no_primary = || {
             rejected(format!(
@@ -157,7 +157,7 @@ impl EcsTarget {
             ))
         };
         match action {
-            Action::Deploy { version } => {
+            TrafficAction::Deploy { version } => {
                 let primary = layout.primary.as_ref().ok_or_else(no_primary)?;
                 if primary.label == *version {
                     return Ok(Vec::new());
@@ -186,7 +186,7 @@ impl EcsTarget {
                     },
                 ])
             }
-            Action::SetWeight { percent } => {
+            TrafficAction::SetWeight { percent } => {
                 if *percent > 100 {
                     return Err(rejected(format!(
                         "weight {percent}% is above 100%: a task set's scale is 0 to 100 percent"
@@ -220,14 +220,14 @@ impl EcsTarget {
                     down.into_iter().chain(up).collect()
                 })
             }
-            Action::Promote => {
+            TrafficAction::Promote => {
                 let primary = layout.primary.as_ref().ok_or_else(no_primary)?;
                 Ok(match &layout.candidate {
                     Some(candidate) => promote(primary, candidate),
                     None => promoted(layout),
                 })
             }
-            Action::Retire => {
+            TrafficAction::Retire => {
                 if let Some(candidate) = &layout.candidate {
                     return Err(rejected(format!(
                         "cannot retire on ECS service {service}: candidate {} has not been promoted; promote or roll back first",
@@ -240,7 +240,7 @@ impl EcsTarget {
                     .map(|previous| Step::Delete(Ref::Existing(previous.clone())))
                     .collect())
             }
-            Action::Rollback { to } => {
+            TrafficAction::Rollback { to } => {
                 let primary = layout.primary.as_ref();
                 let to = match (to, &layout.candidate, &layout.previous, primary) {
                     (Some(to), _, _, _) => to.clone(),
@@ -286,9 +286,6 @@ impl EcsTarget {
                 }
                 Ok(steps)
             }
-            Action::StartWave { .. } | Action::Halt => Err(AdapterError::Unsupported {
-                what: format!("{action} on ECS service {service}"),
-            }),
         }
     }
 
@@ -320,7 +317,7 @@ impl EcsTarget {
     pub(crate) fn plan_task_sets(
         &self,
         observed: &Observed,
-        action: &Action,
+        action: &TrafficAction,
     ) -> Result<Vec<PlannedCall>, AdapterError> {
         let Some(stable) = &observed.stable else {
             return Err(AdapterError::NotFound {
@@ -348,7 +345,7 @@ impl EcsTarget {
                 .map(|c| slot(c, observed.weight)),
             previous: None,
         };
-        if let Action::SetWeight { percent } = action
+        if let TrafficAction::SetWeight { percent } = action
             && layout.candidate.is_none()
             && !self.is_release(stable)
         {
@@ -362,7 +359,7 @@ impl EcsTarget {
                 ),
             }]);
         }
-        if *action == Action::Retire {
+        if *action == TrafficAction::Retire {
             // `Observed` does not show the previous release's task set.
             return Ok(vec![PlannedCall {
                 description: format!(
@@ -381,7 +378,7 @@ impl EcsTarget {
     pub(crate) async fn apply_task_sets(
         &self,
         view: ServiceView,
-        action: &Action,
+        action: &TrafficAction,
         key: &IdempotencyKey,
     ) -> Result<Applied, AdapterError> {
         let mut request_ids: Vec<String> = view.request_id.iter().cloned().collect();
@@ -445,14 +442,14 @@ impl EcsTarget {
         })
     }
 
-    fn remember(&self, action: &Action, before: &Layout) {
+    fn remember(&self, action: &TrafficAction, before: &Layout) {
         let mut memory = self.memory();
         match action {
-            Action::Deploy { version } => {
+            TrafficAction::Deploy { version } => {
                 memory.deployed = Some(version.clone());
                 memory.previous_stable = before.primary.as_ref().map(|p| p.label.clone());
             }
-            Action::Rollback { .. } => {
+            TrafficAction::Rollback { .. } => {
                 memory.deployed = None;
                 memory.previous_stable = None;
             }

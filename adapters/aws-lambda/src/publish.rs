@@ -38,6 +38,8 @@ use deployctl_plan::model::{Artifact, ArtifactSource};
 
 use deployctl_aws::map_sdk_error;
 
+use crate::error::ConstructError;
+
 /// Lambda's limit on a version description.
 const DESCRIPTION_LIMIT: usize = 256;
 /// Lambda's limit on a zip uploaded in the request (larger code goes through S3).
@@ -80,7 +82,7 @@ impl LambdaRelease {
     pub(crate) fn from_artifact(
         artifact: &Artifact,
         plan_dir: &Path,
-    ) -> Result<LambdaRelease, String> {
+    ) -> Result<LambdaRelease, ConstructError> {
         let code = match &artifact.source {
             ArtifactSource::LambdaPublished(version) => Code::Published(version.clone()),
             ArtifactSource::LambdaS3(s3) => Code::S3 {
@@ -90,10 +92,10 @@ impl LambdaRelease {
             },
             ArtifactSource::LambdaZip(path) => Code::Zip(plan_dir.join(path)),
             other => {
-                return Err(format!(
-                    "artifact {} is not Lambda code ({other:?}); give `lambda: {{version | s3 | zipFile}}`",
-                    artifact.version
-                ));
+                return Err(ConstructError::NotLambdaCode {
+                    version: artifact.version.clone(),
+                    given: format!("{other:?}"),
+                });
             }
         };
         let release = LambdaRelease {
@@ -108,7 +110,7 @@ impl LambdaRelease {
     pub(crate) fn published(
         label: impl Into<String>,
         version: impl Into<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConstructError> {
         let release = LambdaRelease {
             label: label.into(),
             code: Code::Published(version.into()),
@@ -119,7 +121,7 @@ impl LambdaRelease {
 
     /// A release of the zip file at `path` under `label`.
     #[cfg(test)]
-    fn zip(label: impl Into<String>, path: impl Into<PathBuf>) -> Result<Self, String> {
+    fn zip(label: impl Into<String>, path: impl Into<PathBuf>) -> Result<Self, ConstructError> {
         let release = LambdaRelease {
             label: label.into(),
             code: Code::Zip(path.into()),
@@ -135,7 +137,7 @@ impl LambdaRelease {
         bucket: impl Into<String>,
         key: impl Into<String>,
         object_version: Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConstructError> {
         let release = LambdaRelease {
             label: label.into(),
             code: Code::S3 {
@@ -160,32 +162,30 @@ impl LambdaRelease {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ConstructError> {
         if self.label.is_empty() {
-            return Err("a Lambda release needs a version label".into());
+            return Err(ConstructError::NoLabel);
         }
         if let Code::Published(version) = &self.code
             && !is_version_number(version)
         {
-            return Err(format!(
-                "`{version}` is not a published Lambda version number"
-            ));
+            return Err(ConstructError::NotAVersionNumber {
+                version: version.clone(),
+            });
         }
         if is_version_number(&self.label) && self.published_version() != Some(self.label.as_str()) {
-            return Err(format!(
-                "release label `{}` looks like a Lambda version number but is not the version Lambda will route to; \
-                 use a label that is not a bare number (e.g. `v{}`) so a version number always means a published version",
-                self.label, self.label
-            ));
+            return Err(ConstructError::BareNumberLabel {
+                label: self.label.clone(),
+            });
         }
+        // The longest description: a SHA-256 in base64 is 44 characters.
         let longest = self.identity("x".repeat(44).as_str());
         if longest.len() > DESCRIPTION_LIMIT {
-            return Err(format!(
-                "release `{}`: the version description naming it would be {} characters, over Lambda's {DESCRIPTION_LIMIT}; \
-                 use a shorter label or S3 key",
-                self.label,
-                longest.len()
-            ));
+            return Err(ConstructError::DescriptionTooLong {
+                label: self.label.clone(),
+                length: longest.len(),
+                limit: DESCRIPTION_LIMIT,
+            });
         }
         Ok(())
     }
@@ -503,7 +503,7 @@ mod tests {
         assert!(LambdaRelease::published("2", "2").is_ok());
         assert!(LambdaRelease::published("v2", "7").is_ok());
         let error = LambdaRelease::published("3", "7").unwrap_err();
-        assert!(error.contains("bare number"), "{error}");
+        assert!(error.to_string().contains("bare number"), "{error}");
         assert!(LambdaRelease::zip("3", "code.zip").is_err());
         assert!(LambdaRelease::zip("3.0.0", "code.zip").is_ok());
         assert!(LambdaRelease::published("v2", "latest").is_err());
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn a_description_over_lambdas_limit_is_refused_up_front() {
         let error = LambdaRelease::s3("v1", "bucket", "k".repeat(300), None).unwrap_err();
-        assert!(error.contains("256"), "{error}");
+        assert!(error.to_string().contains("256"), "{error}");
     }
 
     #[test]

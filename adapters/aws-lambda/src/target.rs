@@ -48,16 +48,18 @@ use aws_config::SdkConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::writer::{AnotherWriter, Changed, LastWrite};
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
-    PlannedCall, Preflight, Target,
+    AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
+    PlannedCall, Preflight, Target, TrafficAction, TrafficTarget,
 };
 use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
 
 use deployctl_aws::map_sdk_error;
 
+use crate::error::ConstructError;
 use crate::publish::{LambdaRelease, Publisher, is_version_number};
 
 /// The Lambda client configuration every [`LambdaTarget`] uses, from a
@@ -211,12 +213,6 @@ fn validate_weight(weight: f64) -> Result<f64, AdapterError> {
     }
 }
 
-fn unsupported(action: &Action) -> AdapterError {
-    AdapterError::Unsupported {
-        what: format!("{action} on a Lambda alias (waves are for device fleets)"),
-    }
-}
-
 fn rejected(message: String) -> AdapterError {
     AdapterError::Rejected {
         message,
@@ -236,11 +232,25 @@ fn sorted_weights(routing: Option<&AliasRoutingConfiguration>) -> Vec<(String, f
 impl LambdaTarget {
     /// A target for the plan's Lambda section, with a client from the
     /// standard AWS chain (region from the plan, else the environment;
-    /// endpoint from `AWS_ENDPOINT_URL` when set).
+    /// endpoint from `AWS_ENDPOINT_URL` when set), releasing the plan's
+    /// artifact for it ([`LambdaTarget::with_release`]) and knowing its
+    /// pinned stable version ([`LambdaTarget::with_pinned_stable`]).
     /// Targets in one region share one client (see [`shared_client`]).
-    pub async fn from_spec(name: impl Into<String>, spec: &raw::LambdaTarget) -> Self {
+    /// Refused, before any call, when the release cannot work.
+    pub async fn from_spec(
+        name: impl Into<String>,
+        spec: &raw::LambdaTarget,
+        release: &PlanRelease<'_>,
+    ) -> Result<Self, ConstructError> {
         let client = shared_client(spec.region.as_deref()).await;
-        LambdaTarget::with_client(name, client, &spec.function_name, &spec.alias)
+        let mut target = LambdaTarget::with_client(name, client, &spec.function_name, &spec.alias);
+        if let Some(artifact) = release.artifact {
+            target = target.with_release(artifact, release.plan_dir)?;
+        }
+        if let Some(pinned) = release.pinned_stable {
+            target = target.with_pinned_stable(pinned)?;
+        }
+        Ok(target)
     }
 
     /// A target over an existing client (tests, shared clients).
@@ -267,9 +277,12 @@ impl LambdaTarget {
     /// directory (read when publishing, not now: a rollback never needs
     /// it). Refused when the artifact is not Lambda code, or its label is
     /// a bare number other than its published version.
-    pub fn with_release(mut self, artifact: &Artifact, plan_dir: &Path) -> Result<Self, String> {
-        let release = LambdaRelease::from_artifact(artifact, plan_dir)
-            .map_err(|error| format!("target `{}`: {error}", self.name))?;
+    pub fn with_release(
+        mut self,
+        artifact: &Artifact,
+        plan_dir: &Path,
+    ) -> Result<Self, ConstructError> {
+        let release = LambdaRelease::from_artifact(artifact, plan_dir)?;
         if let Some(version) = release.published_version() {
             self.memory().release_version = Some(version.to_owned());
         }
@@ -279,16 +292,14 @@ impl LambdaTarget {
 
     /// The plan's pinned stable version (`rollback.stable`), which must be
     /// a published version: rollback never publishes code.
-    pub fn with_pinned_stable(mut self, artifact: &Artifact) -> Result<Self, String> {
+    pub fn with_pinned_stable(mut self, artifact: &Artifact) -> Result<Self, ConstructError> {
         let ArtifactSource::LambdaPublished(version) = &artifact.source else {
-            return Err(format!(
-                "target `{}`: the pinned stable version {} must name a published Lambda version (`lambda: {{version: N}}`): a rollback does not publish code",
-                self.name, artifact.version
-            ));
+            return Err(ConstructError::PinnedNotPublished {
+                version: artifact.version.clone(),
+            });
         };
         // Validated like a release, for the same label/number ambiguity.
-        LambdaRelease::published(&artifact.version, version)
-            .map_err(|error| format!("target `{}`: {error}", self.name))?;
+        LambdaRelease::published(&artifact.version, version)?;
         self.pinned = Some((artifact.version.clone(), version.clone()));
         Ok(self)
     }
@@ -459,7 +470,11 @@ impl LambdaTarget {
 
     /// The routing `action` (in version numbers) leads to from `current`;
     /// `None` when its effect is already there. Pure.
-    fn desired(&self, current: &Routing, action: &Action) -> Result<Option<Routing>, AdapterError> {
+    fn desired(
+        &self,
+        current: &Routing,
+        action: &TrafficAction,
+    ) -> Result<Option<Routing>, AdapterError> {
         let deployed = self.deployed();
         let previous_stable = self.memory().previous_stable.clone();
         // A candidate on the alias that is not this release's was put
@@ -475,7 +490,7 @@ impl LambdaTarget {
             }
         };
         match action {
-            Action::Deploy { version } => {
+            TrafficAction::Deploy { version } => {
                 if current.version == *version {
                     return Ok(None);
                 }
@@ -490,7 +505,7 @@ impl LambdaTarget {
                     })),
                 }
             }
-            Action::SetWeight { percent } => {
+            TrafficAction::SetWeight { percent } => {
                 if *percent > 100 {
                     return Err(rejected(format!("weight {percent}% is above 100%")));
                 }
@@ -518,7 +533,7 @@ impl LambdaTarget {
                     extra: Some((candidate.clone(), *percent)),
                 }))
             }
-            Action::Promote => match &current.extra {
+            TrafficAction::Promote => match &current.extra {
                 Some((candidate, _)) => {
                     ours(candidate)?;
                     Ok(Some(Routing {
@@ -528,8 +543,8 @@ impl LambdaTarget {
                 }
                 None => Ok(None),
             },
-            Action::Retire => Ok(None),
-            Action::Rollback { to } => {
+            TrafficAction::Retire => Ok(None),
+            TrafficAction::Rollback { to } => {
                 let target = match (to, &current.extra, &previous_stable) {
                     (Some(to), _, _) => to.clone(),
                     (None, Some(_), _) => current.version.clone(),
@@ -544,18 +559,23 @@ impl LambdaTarget {
                     extra: None,
                 }))
             }
-            Action::StartWave { .. } | Action::Halt => Err(unsupported(action)),
         }
     }
 
     /// Fails when the alias is not routed as this target left it: another
     /// writer moved traffic during the run (module docs).
-    fn check_unchanged(&self, current: &Routing, action: &Action) -> Result<(), AdapterError> {
+    fn check_unchanged(
+        &self,
+        current: &Routing,
+        action: &TrafficAction,
+    ) -> Result<(), AdapterError> {
         let checked = self.memory().written.check(current);
         let Err(Changed { left }) = checked else {
             return Ok(());
         };
-        if matches!(action, Action::Rollback { .. }) && self.desired(current, action)?.is_none() {
+        if matches!(action, TrafficAction::Rollback { .. })
+            && self.desired(current, action)?.is_none()
+        {
             // Already where the rollback puts it: nothing to fight over.
             return Ok(());
         }
@@ -568,15 +588,15 @@ impl LambdaTarget {
         .refusal())
     }
 
-    fn remember(&self, action: &Action, before: &Routing) {
+    fn remember(&self, action: &TrafficAction, before: &Routing) {
         let mut memory = self.memory();
         match action {
-            Action::Deploy { version } if before.version != *version => {
+            TrafficAction::Deploy { version } if before.version != *version => {
                 memory.deployed = Some(version.clone());
                 memory.previous_stable = Some(before.version.clone());
             }
-            Action::Retire => memory.previous_stable = None,
-            Action::Rollback { .. } => {
+            TrafficAction::Retire => memory.previous_stable = None,
+            TrafficAction::Rollback { .. } => {
                 memory.deployed = None;
                 memory.previous_stable = None;
             }
@@ -612,17 +632,17 @@ impl LambdaTarget {
     /// numbers (a `Deploy` publishes the release's code when needed).
     async fn in_numbers(
         &self,
-        action: &Action,
+        action: &TrafficAction,
         request_ids: &mut Vec<String>,
-    ) -> Result<Action, AdapterError> {
+    ) -> Result<TrafficAction, AdapterError> {
         Ok(match action {
-            Action::Deploy { version } => Action::Deploy {
+            TrafficAction::Deploy { version } => TrafficAction::Deploy {
                 version: self.number(version, true, request_ids).await?,
             },
-            Action::Rollback { to: Some(to) } => Action::Rollback {
+            TrafficAction::Rollback { to: Some(to) } => TrafficAction::Rollback {
                 to: Some(self.number(to, false, request_ids).await?),
             },
-            Action::SetWeight { .. } | Action::Promote => {
+            TrafficAction::SetWeight { .. } | TrafficAction::Promote => {
                 // Which version is ours, after a restart too.
                 self.search_release(request_ids).await?;
                 action.clone()
@@ -631,10 +651,44 @@ impl LambdaTarget {
         })
     }
 
-    async fn apply_inner(&self, action: &Action) -> Result<Applied, AdapterError> {
-        if matches!(action, Action::StartWave { .. } | Action::Halt) {
-            return Err(unsupported(action));
+    async fn preflight_inner(&self) -> Result<Preflight, AdapterError> {
+        {
+            self.search_release(&mut Vec::new()).await?;
+            let (state, _) = self.read_alias().await?;
+            let stable = state.version.clone();
+            let (rollback_ready, detail) = match self.check_version(&stable).await {
+                Ok(_) => (
+                    true,
+                    format!(
+                        "alias {}:{} is on version {stable}, which exists",
+                        self.function_name, self.alias
+                    ),
+                ),
+                Err(AdapterError::NotFound { what }) => (
+                    false,
+                    format!(
+                        "alias {}:{} is on version {stable}, which was not found: {what}",
+                        self.function_name, self.alias
+                    ),
+                ),
+                Err(other) => return Err(other),
+            };
+            Ok(Preflight {
+                stable_version: self.label(&stable),
+                rollback_ready,
+                detail,
+                identity: state
+                    .arn
+                    .clone()
+                    .unwrap_or_else(|| format!("lambda:{}:{}", self.function_name, self.alias)),
+                // Lambda weighs any version below 100 % (the alias's
+                // AdditionalVersionWeights); 100 % is promotion.
+                capabilities: Capabilities::weights_up_to(100),
+            })
         }
+    }
+
+    async fn apply_inner(&self, action: &TrafficAction) -> Result<Applied, AdapterError> {
         let mut request_ids = Vec::new();
         let action = &self.in_numbers(action, &mut request_ids).await?;
         let (fresh, id) = self.read_alias().await?;
@@ -742,10 +796,26 @@ impl Target for LambdaTarget {
         })
     }
 
-    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError> {
-        if matches!(action, Action::StartWave { .. } | Action::Halt) {
-            return Err(unsupported(action));
-        }
+    fn moves(&self) -> Moves<'_> {
+        Moves::traffic(self)
+    }
+
+    fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
+        Box::pin(self.preflight_inner())
+    }
+
+    fn probe(&self, _check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
+        // CloudWatch gates are not target-bound; they come with their own probe.
+        None
+    }
+}
+
+impl TrafficTarget for LambdaTarget {
+    fn plan_traffic(
+        &self,
+        observed: &Observed,
+        action: &TrafficAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
         let Some(stable) = &observed.stable else {
             return Err(AdapterError::NotFound {
                 what: format!("the version of alias {}:{}", self.function_name, self.alias),
@@ -761,8 +831,8 @@ impl Target for LambdaTarget {
         };
         let mut calls = Vec::new();
         let action = match action {
-            Action::Deploy { version } => match self.known_number(version) {
-                Some(number) => Action::Deploy { version: number },
+            TrafficAction::Deploy { version } => match self.known_number(version) {
+                Some(number) => TrafficAction::Deploy { version: number },
                 None => {
                     // Published when applied; its number is not known yet.
                     calls.extend(
@@ -787,12 +857,12 @@ impl Target for LambdaTarget {
                     return Ok(calls);
                 }
             },
-            Action::Rollback { to: Some(to) } => Action::Rollback {
+            TrafficAction::Rollback { to: Some(to) } => TrafficAction::Rollback {
                 to: Some(number(to)),
             },
             other => other.clone(),
         };
-        if let Action::SetWeight { percent } = &action
+        if let TrafficAction::SetWeight { percent } = &action
             && current.extra.is_none()
             && self.deployed().as_deref() != Some(current.version.as_str())
         {
@@ -811,57 +881,15 @@ impl Target for LambdaTarget {
         })
     }
 
-    fn apply<'a>(
+    fn apply_traffic<'a>(
         &'a self,
-        action: &'a Action,
+        action: &'a TrafficAction,
         _key: &'a IdempotencyKey,
     ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
         // UpdateAlias takes no client token: idempotence comes from
         // comparing the alias with the action's effect, and publishing
         // from finding the release's version before publishing it.
         Box::pin(self.apply_inner(action))
-    }
-
-    fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
-        Box::pin(async move {
-            self.search_release(&mut Vec::new()).await?;
-            let (state, _) = self.read_alias().await?;
-            let stable = state.version.clone();
-            let (rollback_ready, detail) = match self.check_version(&stable).await {
-                Ok(_) => (
-                    true,
-                    format!(
-                        "alias {}:{} is on version {stable}, which exists",
-                        self.function_name, self.alias
-                    ),
-                ),
-                Err(AdapterError::NotFound { what }) => (
-                    false,
-                    format!(
-                        "alias {}:{} is on version {stable}, which was not found: {what}",
-                        self.function_name, self.alias
-                    ),
-                ),
-                Err(other) => return Err(other),
-            };
-            Ok(Preflight {
-                stable_version: self.label(&stable),
-                rollback_ready,
-                detail,
-                identity: state
-                    .arn
-                    .clone()
-                    .unwrap_or_else(|| format!("lambda:{}:{}", self.function_name, self.alias)),
-                // Lambda weighs any version below 100 % (the alias's
-                // AdditionalVersionWeights); 100 % is promotion.
-                capabilities: Capabilities::weights_up_to(100),
-            })
-        })
-    }
-
-    fn probe(&self, _check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
-        // CloudWatch gates are not target-bound; they come with their own probe.
-        None
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deployctl_adapter::{
-    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Observed,
-    PlannedCall, Preflight, Target,
+    Action, AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves,
+    Observed, PlannedCall, Preflight, Target, TrafficAction, TrafficTarget, WaveAction, WaveTarget,
 };
 use deployctl_plan::model::{GateCheck, GateKind, TargetKind};
 
@@ -236,40 +236,6 @@ impl Target for SimTarget {
         })
     }
 
-    fn plan(&self, observed: &Observed, action: &Action) -> Result<Vec<PlannedCall>, AdapterError> {
-        rules::check(self.kind(), action)?;
-        let state = SimState::from_observed(self.name(), observed);
-        if rules::is_present(&state, action, false) {
-            return Ok(Vec::new());
-        }
-        Ok(vec![PlannedCall {
-            description: rules::describe(self.name(), &state, action),
-        }])
-    }
-
-    fn apply<'a>(
-        &'a self,
-        action: &'a Action,
-        key: &'a IdempotencyKey,
-    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
-        Box::pin(async move {
-            // Refused before any call: declared, not discovered.
-            rules::check(self.kind(), action)?;
-            // The only await before the change: dropping the future here
-            // leaves the target untouched.
-            self.pause().await;
-            let outcome = self
-                .inner
-                .store
-                .update(|state| self.decide(state, action, key))?;
-            match outcome {
-                Outcome::Done(applied) => Ok(applied),
-                Outcome::Failed(error) => Err(error),
-                Outcome::Hang => Err(hang(self.name()).await),
-            }
-        })
-    }
-
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
         Box::pin(async move {
             self.pause().await;
@@ -287,6 +253,15 @@ impl Target for SimTarget {
         })
     }
 
+    fn moves(&self) -> Moves<'_> {
+        // A simulator stands in for every kind: which actions its kind
+        // takes is `rules::check`'s to say.
+        Moves {
+            traffic: Some(self),
+            waves: Some(self),
+        }
+    }
+
     fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         let target_bound = matches!(
             check.kind(),
@@ -294,5 +269,81 @@ impl Target for SimTarget {
         );
         let declared = self.kind().capabilities().gates.contains(&check.kind());
         (target_bound && declared).then(|| self.simulated_probe(check))
+    }
+}
+
+impl TrafficTarget for SimTarget {
+    fn plan_traffic(
+        &self,
+        observed: &Observed,
+        action: &TrafficAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        self.plan_any(observed, &action.clone().into())
+    }
+
+    fn apply_traffic<'a>(
+        &'a self,
+        action: &'a TrafficAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        Box::pin(async move { self.apply_any(&action.clone().into(), key).await })
+    }
+}
+
+impl WaveTarget for SimTarget {
+    fn plan_wave(
+        &self,
+        observed: &Observed,
+        action: &WaveAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        self.plan_any(observed, &action.clone().into())
+    }
+
+    fn apply_wave<'a>(
+        &'a self,
+        action: &'a WaveAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        Box::pin(async move { self.apply_any(&action.clone().into(), key).await })
+    }
+}
+
+impl SimTarget {
+    fn plan_any(
+        &self,
+        observed: &Observed,
+        action: &Action,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        rules::check(self.kind(), action)?;
+        let state = SimState::from_observed(self.name(), observed);
+        if rules::is_present(&state, action, false) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![PlannedCall {
+            description: rules::describe(self.name(), &state, action),
+        }])
+    }
+
+    async fn apply_any(
+        &self,
+        action: &Action,
+        key: &IdempotencyKey,
+    ) -> Result<Applied, AdapterError> {
+        {
+            // Refused before any call: declared, not discovered.
+            rules::check(self.kind(), action)?;
+            // The only await before the change: dropping the future here
+            // leaves the target untouched.
+            self.pause().await;
+            let outcome = self
+                .inner
+                .store
+                .update(|state| self.decide(state, action, key))?;
+            match outcome {
+                Outcome::Done(applied) => Ok(applied),
+                Outcome::Failed(error) => Err(error),
+                Outcome::Hang => Err(hang(self.name()).await),
+            }
+        }
     }
 }

@@ -9,32 +9,20 @@
 //! audit record.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use deployctl_audit::{Action as AuditAction, AuditLog, Entry, Outcome, What};
+use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_aws_audit::MfaKeySource;
 use deployctl_engine::journal::Journal;
 use deployctl_policy::mfa::{Background, KeySource, create_key_file};
 use deployctl_policy::{Access, Action, MfaPolicy, MfaStore, check_approval};
 
-use crate::engine_cmds::{Seal, open_audited};
+pub(crate) use crate::access::initiator_user;
+use crate::access::load_access;
+use crate::audited::Seal;
 use crate::exit;
-
-/// Where the access file is.
-pub fn access_path(flag: Option<&Path>, state_dir: &Path) -> PathBuf {
-    flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("DEPLOYCTL_ACCESS_FILE").map(PathBuf::from))
-        .unwrap_or_else(|| state_dir.join("access.yaml"))
-}
-
-fn load_access(path: &Path) -> Result<Access, u8> {
-    Access::load(path).map_err(|error| {
-        eprintln!("error: {error}");
-        exit::INVALID_INPUT
-    })
-}
 
 /// The MFA master key: `DEPLOYCTL_MFA_KMS_KEY` (a KMS key ID, ARN or
 /// alias: a data key wrapped by KMS in `<state-dir>/mfa.key.kms`, made on
@@ -107,12 +95,6 @@ pub(crate) fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u
     Ok(line.trim().to_string())
 }
 
-pub(crate) fn audit_entry(audit: &AuditLog, user: &str, what: What, outcome: Outcome) {
-    if let Err(error) = audit.append(Entry::new(crate::audit_bridge::who(user), what, outcome)) {
-        eprintln!("warning: could not audit this: {error}");
-    }
-}
-
 /// `deployctl mfa enroll USER [--code CODE]`.
 pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -> u8 {
     let access = match load_access(access) {
@@ -167,13 +149,13 @@ pub fn confirm(user: &str, code: Option<&str>, state_dir: &Path) -> u8 {
 }
 
 fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u8 {
-    let (_, audit) = match open_audited(state_dir) {
+    let (_, audit) = match crate::audited::open(state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
     match store.confirm(user, code, SystemTime::now()) {
         Ok(_) => {
-            audit_entry(
+            crate::audited::record(
                 &audit,
                 user,
                 What::new(AuditAction::MfaVerified).detail("enrollment confirmed"),
@@ -183,7 +165,7 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
             exit::OK
         }
         Err(error) => {
-            audit_entry(
+            crate::audited::record(
                 &audit,
                 user,
                 What::new(AuditAction::MfaFailed).detail("enrollment confirmation"),
@@ -193,11 +175,6 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
             exit::FAILED
         }
     }
-}
-
-/// The run's initiator as a user name (`alice@deploy-pc` → `alice`).
-pub(crate) fn initiator_user(initiator: &str) -> &str {
-    initiator.split('@').next().unwrap_or(initiator)
 }
 
 /// What an approver decides.
@@ -244,7 +221,7 @@ impl Refusal {
 /// `code` is asked for only once the identity checks passed.
 pub fn submit(
     journal: &Journal,
-    audit: &AuditLog,
+    audit: &deployctl_trail::Trail,
     submission: &Submission<'_>,
     code: impl FnOnce() -> Result<String, Refusal>,
     access_file: &Path,
@@ -257,7 +234,7 @@ pub fn submit(
         decision,
     } = *submission;
     let deny = |action: AuditAction, message: String| {
-        audit_entry(
+        crate::audited::record(
             audit,
             user,
             What::new(action).run(run_id).detail(format!("gate {gate}")),
@@ -281,7 +258,7 @@ pub fn submit(
     // The approver's AWS identity goes into the records when the plan
     // calls AWS; an approval itself touches nothing on AWS, so a lookup
     // that fails only loses that detail.
-    if let Err(message) = crate::wiring::resolve_aws_caller(&loaded.plan) {
+    if let Err(message) = crate::wiring::resolve_aws_caller(&loaded.plan, &audit.caller) {
         eprintln!("warning: {message}; the audit records of this approval name no AWS caller");
     }
     let Some(approval) = loaded.plan.approvals.get(gate) else {
@@ -336,7 +313,7 @@ pub fn submit(
         }
         return Err(deny(AuditAction::MfaFailed, message));
     }
-    audit_entry(
+    crate::audited::record(
         audit,
         user,
         What::new(AuditAction::MfaVerified)
@@ -358,7 +335,7 @@ fn submit_here(
     access_file: &Path,
     state_dir: &Path,
 ) -> Result<Arc<Journal>, u8> {
-    let (journal, audit) = open_audited(state_dir)?;
+    let (journal, audit) = crate::audited::open(state_dir)?;
     let user = submission.user;
     let asked = || {
         code_or_prompt(code, user).map_err(|exit| Refusal {
@@ -426,37 +403,6 @@ pub fn reject(
     }
     eprintln!("{user} rejected `{gate}` of run {run_id}: the run rolls back.");
     exit::OK
-}
-
-/// S1: in an environment the access file protects, only its named
-/// operators may apply, roll back or kill. Without an access file nothing
-/// is protected (the sandbox). A refusal is audited.
-pub fn check_operator(
-    action: Action,
-    environment: &str,
-    access_file: &Path,
-    state_dir: &Path,
-) -> Result<(), u8> {
-    if !access_file.exists() {
-        return Ok(());
-    }
-    let access = load_access(access_file)?;
-    let initiator = deployctl_engine::run::initiator();
-    let user = initiator_user(&initiator);
-    let decision = access.may(user, &action, environment);
-    if decision.allowed {
-        return Ok(());
-    }
-    if let Ok((_, audit)) = open_audited(state_dir) {
-        audit_entry(
-            &audit,
-            user,
-            What::new(AuditAction::PolicyDenied).detail(format!("{action} in {environment}")),
-            Outcome::denied(decision.reason.clone()),
-        );
-    }
-    eprintln!("error: {}", decision.reason);
-    Err(exit::INVALID_INPUT)
 }
 
 /// Sends a `securityEvent` to the plan's channels that subscribe to it,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::{Subcommand, ValueEnum};
 use deployctl_audit::{Filter, export_csv, export_json, keys, show, verify, verify_against_files};
 
-use crate::audit_bridge::audit_dir;
 use crate::exit;
+use deployctl_trail::audit_dir;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deployctl_audit::{Action as AuditAction, AuditLog, Outcome, What};
+use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::event::{Event, Verdict as JournalVerdict};
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext};
 use deployctl_engine::journal::{Journal, RunRecord, StageRecord};
@@ -50,6 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::approval_cmds::{self, Decision, Refusal, Submission};
+use crate::audited;
 use crate::engine_cmds;
 use crate::exit;
 use crate::wiring::{self, Mode};
@@ -99,7 +100,7 @@ pub fn run(options: &Options) -> u8 {
 struct Shared {
     releases: Releases,
     journal: Arc<Journal>,
-    audit: Arc<AuditLog>,
+    audit: deployctl_trail::Trail,
     engine: Arc<Engine>,
     state_dir: PathBuf,
     access_file: PathBuf,
@@ -141,7 +142,7 @@ async fn controller(options: &Options) -> Result<(), String> {
     deployctl_kube_release::ensure_crd(&client, options.install_crd, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;
-    let (journal, audit) = engine_cmds::open_audited(&options.state_dir)
+    let (journal, audit) = audited::open(&options.state_dir)
         .map_err(|_| "the journal or the audit trail cannot be opened".to_string())?;
     let identity = options.identity.clone().unwrap_or_else(|| {
         format!(
@@ -201,7 +202,7 @@ async fn controller(options: &Options) -> Result<(), String> {
     };
     eprintln!("controller {identity}: stopping; unfinished runs resume from the journal");
     leadership.release(Duration::from_secs(5)).await;
-    drop(engine_cmds::Seal(audit));
+    drop(audited::Seal(audit));
     result
 }
 
@@ -448,7 +449,7 @@ fn operator_allowed(shared: &Shared, user: &str, environment: &str) -> Result<()
     if decision.allowed {
         return Ok(());
     }
-    approval_cmds::audit_entry(
+    audited::record(
         &shared.audit,
         user,
         What::new(AuditAction::PolicyDenied).detail(format!("apply in {environment}")),
@@ -503,10 +504,11 @@ async fn start(
     let plan = loaded.plan.clone();
     let state_dir = shared.state_dir.clone();
     let wiring_key = key.clone();
+    let caller = shared.audit.caller.clone();
     let wired = tokio::task::spawn_blocking(move || {
         let targets = wiring::targets(&plan, Path::new(&wiring_key), Mode::Apply, &state_dir)?;
         let notifications = wiring::notifications(&plan, Mode::Apply)?;
-        wiring::resolve_aws_caller(&plan)?;
+        wiring::resolve_aws_caller(&plan, &caller)?;
         Ok::<_, String>((targets, notifications))
     })
     .await
@@ -569,7 +571,7 @@ fn drive(shared: &Arc<Shared>, leading: &mut Leading, name: &str, context: RunCo
         }
         // R10: each run's records end under a signed checkpoint and leave
         // the machine when it ends, as `apply` does.
-        let _ = tokio::task::spawn_blocking(move || drop(engine_cmds::Seal(audit))).await;
+        let _ = tokio::task::spawn_blocking(move || drop(audited::Seal(audit))).await;
     });
     leading.driven.insert(
         name.to_string(),
@@ -595,9 +597,11 @@ async fn drive_if_idle(shared: &Arc<Shared>, leading: &mut Leading, name: &str, 
     }
     let record = run.clone();
     let state_dir = shared.state_dir.clone();
-    let context =
-        tokio::task::spawn_blocking(move || engine_cmds::context_from_journal(&record, &state_dir))
-            .await;
+    let caller = shared.audit.caller.clone();
+    let context = tokio::task::spawn_blocking(move || {
+        engine_cmds::context_from_journal(&record, &state_dir, &caller)
+    })
+    .await;
     match context {
         Ok(Ok(context)) => {
             eprintln!(

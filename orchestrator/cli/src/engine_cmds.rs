@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deployctl_audit::{Action as AuditAction, AuditLog, Outcome, What};
+use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
 use deployctl_engine::journal::{Journal, RunRecord};
 use deployctl_engine::progress::ProgressSink;
@@ -19,7 +19,7 @@ use deployctl_engine::state::RunMode;
 use deployctl_plan::Loaded;
 use deployctl_plan::report::ImpactReport;
 
-use crate::audit_bridge::{self, AuditBridge};
+use crate::audited::{self, Seal};
 use crate::exit;
 use crate::progress_view::{self, View};
 use crate::runs;
@@ -39,79 +39,6 @@ fn open_journal(state_dir: &Path) -> Result<Arc<Journal>, u8> {
         eprintln!("error: {error}");
         exit::INVALID_INPUT
     })
-}
-
-/// The journal with the audit trail attached: every action and decision
-/// of the commands that change targets is audited before it happens.
-pub fn open_audited(state_dir: &Path) -> Result<(Arc<Journal>, Arc<AuditLog>), u8> {
-    let operator = deployctl_engine::run::initiator();
-    let audit = audit_bridge::open(state_dir, &operator)
-        .map(Arc::new)
-        .map_err(|error| {
-            eprintln!("error: {error}");
-            exit::INVALID_INPUT
-        })?;
-    let journal = Journal::open(state_dir)
-        .map(|journal| {
-            Arc::new(journal.with_observer(Arc::new(AuditBridge::new(audit.clone(), &operator))))
-        })
-        .map_err(|error| {
-            eprintln!("error: {error}");
-            exit::INVALID_INPUT
-        })?;
-    Ok((journal, audit))
-}
-
-/// S2: the trail must leave the deploy PC. When a sink is configured and
-/// records are stuck (the sink is failing), a new run is refused until
-/// they are shipped, unless `DEPLOYCTL_AUDIT_UNSHIPPED=warn` says to go on.
-/// Runbook commands (rollback, kill) are never refused for this: undoing
-/// a release must not wait for the audit share.
-fn audit_shipped(audit: &AuditLog) -> Result<(), u8> {
-    if !audit.ships() {
-        return Ok(());
-    }
-    let _ = audit.ship_now();
-    let pending = audit.pending();
-    let Some(error) = pending.last_error.filter(|_| pending.records > 0) else {
-        return Ok(());
-    };
-    let message = format!(
-        "{} audit records have not left this machine (shipping fails since {}: {error})",
-        pending.records,
-        pending.failing_since.as_deref().unwrap_or("?")
-    );
-    if std::env::var("DEPLOYCTL_AUDIT_UNSHIPPED").as_deref() == Ok("warn") {
-        eprintln!("warning: {message}; going on as DEPLOYCTL_AUDIT_UNSHIPPED=warn says");
-        return Ok(());
-    }
-    eprintln!(
-        "error: {message}. Fix the audit sink, or set DEPLOYCTL_AUDIT_UNSHIPPED=warn to run anyway. Nothing was changed."
-    );
-    Err(exit::INVALID_INPUT)
-}
-
-/// Seals what a command did with a signed checkpoint when it ends, on
-/// every return path (end of each run, R10).
-pub struct Seal(pub Arc<AuditLog>);
-
-impl Drop for Seal {
-    fn drop(&mut self) {
-        if let Err(error) = self.0.checkpoint() {
-            eprintln!("warning: could not write the audit checkpoint: {error}");
-        }
-        // S2: the run's last records and its checkpoint leave the machine
-        // before the command ends, not with the next command. The action is
-        // already done here, so waiting costs no reaction time; records
-        // that cannot be shipped stay queued durably for the next command.
-        if self.0.ships()
-            && let Err(error) = self.0.ship_now()
-        {
-            eprintln!(
-                "warning: the audit trail's last records have not left this machine yet ({error}); they stay queued and ship with the next command"
-            );
-        }
-    }
 }
 
 fn view(json: bool) -> View {
@@ -216,11 +143,11 @@ fn report_outcome(run_id: &str, outcome: &RunOutcome, json: bool) {
 
 /// `deployctl apply FILE|SAVED`.
 pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
-    let (journal, audit) = match open_audited(options.state_dir) {
+    let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    if let Err(code) = audit_shipped(&audit) {
+    if let Err(code) = audited::shipped(&audit.log) {
         return code;
     }
     let _seal = Seal(audit.clone());
@@ -253,7 +180,7 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     };
     // Every audit record of the run names the AWS caller (issue 5); bad
     // credentials stop the release here, before anything moved.
-    if let Err(message) = wiring::resolve_aws_caller(&loaded.plan) {
+    if let Err(message) = wiring::resolve_aws_caller(&loaded.plan, &audit.caller) {
         eprintln!("error: {message}. Nothing was changed.");
         return exit::INVALID_INPUT;
     }
@@ -309,12 +236,12 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
 /// Audits a run refused before anything moved: no run was recorded, so
 /// the journal's own events cannot carry it to the trail.
 pub(crate) fn audit_refusal(
-    audit: &AuditLog,
+    audit: &deployctl_trail::Trail,
     operator: &str,
     context: &RunContext,
     refusal: &Refusal,
 ) {
-    crate::approval_cmds::audit_entry(
+    crate::audited::record(
         audit,
         operator,
         What::new(AuditAction::RunRefused)
@@ -332,6 +259,7 @@ pub(crate) fn audit_refusal(
 pub(crate) fn context_from_journal(
     run: &RunRecord,
     state_dir: &Path,
+    caller: &deployctl_trail::Caller,
 ) -> Result<RunContext, String> {
     let loaded =
         deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|rejected| {
@@ -350,7 +278,7 @@ pub(crate) fn context_from_journal(
     // Undoing a release never waits on an identity lookup's success: the
     // records then name the local operator only.
     if mode == Mode::Apply
-        && let Err(message) = wiring::resolve_aws_caller(&loaded.plan)
+        && let Err(message) = wiring::resolve_aws_caller(&loaded.plan, caller)
     {
         eprintln!("warning: {message}; audit records of this command name no AWS caller");
     }
@@ -383,11 +311,11 @@ fn find_run(journal: &Journal, run: Option<&str>) -> Result<RunRecord, u8> {
 
 /// `deployctl resume RUN`.
 pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
-    let (journal, audit) = match open_audited(options.state_dir) {
+    let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    let _seal = Seal(audit);
+    let _seal = Seal(audit.clone());
     let run = match find_run(&journal, Some(run_id)) {
         Ok(run) => run,
         Err(code) => return code,
@@ -405,7 +333,7 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
         eprintln!("run {} already ended: {}", run.id, run.phase.as_str());
         return runs::exit_code(run.phase, false);
     }
-    let context = match context_from_journal(&run, options.state_dir) {
+    let context = match context_from_journal(&run, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
             eprintln!("error: {message}");
@@ -426,11 +354,11 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
 
 /// `deployctl rollback RUN|--target NAME`.
 pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) -> u8 {
-    let (journal, audit) = match open_audited(options.state_dir) {
+    let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    let _seal = Seal(audit);
+    let _seal = Seal(audit.clone());
     let record = match (run, target) {
         (Some(id), _) => find_run(&journal, Some(id)),
         (None, Some(target)) => match journal.runs(Some(target), 1) {
@@ -452,7 +380,7 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
         Ok(record) => record,
         Err(code) => return code,
     };
-    if let Err(code) = crate::approval_cmds::check_operator(
+    if let Err(code) = crate::access::check_operator(
         deployctl_policy::Action::Rollback,
         &record.environment,
         options.access,
@@ -465,7 +393,7 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
         // same path as `kill`, so two processes never move one target.
         return kill(&record.id, options);
     }
-    let context = match context_from_journal(&record, options.state_dir) {
+    let context = match context_from_journal(&record, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
             eprintln!("error: {message}");
@@ -515,11 +443,11 @@ fn print_changes(journal: &Journal, run_id: &str) {
 
 /// `deployctl kill RUN`: stop now and roll back.
 pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
-    let (journal, audit) = match open_audited(options.state_dir) {
+    let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    let _seal = Seal(audit);
+    let _seal = Seal(audit.clone());
     let run = match find_run(&journal, Some(run_id)) {
         Ok(run) => run,
         Err(code) => return code,
@@ -533,7 +461,7 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
         );
         return exit::OK;
     }
-    if let Err(code) = crate::approval_cmds::check_operator(
+    if let Err(code) = crate::access::check_operator(
         deployctl_policy::Action::Kill,
         &run.environment,
         options.access,
@@ -570,7 +498,7 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
         }
     }
     // Nobody is driving the run (or its driver died): roll back here.
-    let context = match context_from_journal(&run, options.state_dir) {
+    let context = match context_from_journal(&run, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
             eprintln!("error: {message}");
@@ -601,9 +529,17 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
         };
         let stages = journal.stages(&record.id).unwrap_or_default();
         if options.json {
+            // A journal event this build cannot read is said, not hidden.
+            let events = match journal.events(&record.id) {
+                Ok(events) => events,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return exit::INVALID_INPUT;
+                }
+            };
             outln!(
                 "{}",
-                serde_json::to_string_pretty(&runs::status_json(&record, &stages))
+                serde_json::to_string_pretty(&runs::status_json(&record, &stages, &events))
                     .unwrap_or_default()
             );
         } else {

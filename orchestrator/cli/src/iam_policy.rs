@@ -1,19 +1,20 @@
 //! `deployctl iam-policy FILE`: the least-privilege IAM policy that exactly
 //! this plan needs (S6, O10), so each release's deploy role is scoped to
 //! the resources it moves. Each adapter crate states the permissions of
-//! the calls it makes; this module only picks the adapters the plan uses
-//! and joins their statements.
+//! the calls it makes; this module only asks each target's kind
+//! (`registry`) and each gate and channel for theirs, and joins them.
 
 use deployctl_adapter::iam::{Scope, Statement, policy_document};
 use deployctl_aws_audit::S3Location;
 use deployctl_plan::{Loaded, ValidatedPlan};
 
-use crate::exit;
-use deployctl_plan::model::{Channel, GateCheck, TargetSpec};
+use crate::{exit, registry};
+use deployctl_plan::model::{Channel, GateCheck};
 
 /// Every statement the plan's stages, gates and notification channels need.
 /// Kinds with no AWS side (sim, Kubernetes) need none; fleets are not yet
-/// released on AWS by this build, so they contribute nothing either.
+/// released on AWS by this build, so they contribute nothing either (each
+/// kind's entry in `registry` says so).
 pub fn statements(plan: &ValidatedPlan, scope: &Scope) -> Vec<Statement> {
     let mut statements = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -22,23 +23,7 @@ pub fn statements(plan: &ValidatedPlan, scope: &Scope) -> Vec<Statement> {
         if !seen.insert(target.name.clone()) {
             continue;
         }
-        let artifact = target.artifact.as_ref();
-        match &target.spec {
-            TargetSpec::Lambda(spec) => {
-                statements.extend(deployctl_aws_lambda::iam::lambda_statements(
-                    spec,
-                    artifact.map(|a| &a.source),
-                    scope,
-                ))
-            }
-            TargetSpec::CloudFront(spec) => {
-                statements.extend(deployctl_aws_cloudfront::iam::statements(spec, scope))
-            }
-            TargetSpec::Ecs(spec) => {
-                statements.extend(deployctl_aws_ecs::iam::statements(spec, scope))
-            }
-            TargetSpec::Kubernetes(_) | TargetSpec::Fleet(_) | TargetSpec::Sim(_) => {}
-        }
+        statements.extend(registry::lookup(target).iam_statements(scope));
     }
     for gate in plan.gates.values() {
         if let GateCheck::CloudWatch {

@@ -20,9 +20,11 @@ macro_rules! out {
     }};
 }
 
+mod access;
 mod approval_cmds;
-mod audit_bridge;
 mod audit_cmds;
+mod audit_sink;
+mod audited;
 mod controller;
 mod engine_cmds;
 mod exit;
@@ -30,6 +32,7 @@ mod iam_policy;
 mod input;
 mod observe;
 mod progress_view;
+mod registry;
 mod rehearse;
 mod runs;
 mod state_dir;
@@ -305,7 +308,7 @@ fn main() -> ExitCode {
         !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     let state_dir = state_dir::resolve(cli.state_dir.clone());
     let json = cli.output == Output::Json;
-    let access_file = approval_cmds::access_path(cli.access.as_deref(), &state_dir);
+    let access_file = access::access_path(cli.access.as_deref(), &state_dir);
     let run_options = |yes: bool| engine_cmds::Options {
         state_dir: &state_dir,
         access: &access_file,
@@ -347,10 +350,10 @@ fn main() -> ExitCode {
             |file| load_plan(file, cli.output, color).ok(),
         ),
         Command::Apply { file, yes } => match load_for_apply(file, cli.output, color) {
-            Ok((loaded, plan_file)) => match approval_cmds::check_operator(
+            Ok((loaded, plan_file)) => match access::check_operator(
                 deployctl_policy::Action::Apply,
                 &loaded.plan.metadata.environment,
-                &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+                &access::access_path(cli.access.as_deref(), &state_dir),
                 &state_dir,
             ) {
                 Ok(()) => engine_cmds::apply(&loaded, &plan_file, &run_options(*yes)),
@@ -368,7 +371,7 @@ fn main() -> ExitCode {
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
         Command::Mfa { command } => {
-            let access = approval_cmds::access_path(cli.access.as_deref(), &state_dir);
+            let access = access::access_path(cli.access.as_deref(), &state_dir);
             match command {
                 MfaCommand::Enroll { user, code } => {
                     approval_cmds::enroll(user, code.as_deref(), &access, &state_dir)
@@ -399,7 +402,7 @@ fn main() -> ExitCode {
                 gate,
                 user,
                 code.as_deref(),
-                &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+                &access::access_path(cli.access.as_deref(), &state_dir),
                 &state_dir,
             ),
             (None, None) => exit::INVALID_INPUT,
@@ -427,7 +430,7 @@ fn main() -> ExitCode {
                 user,
                 reason,
                 code.as_deref(),
-                &approval_cmds::access_path(cli.access.as_deref(), &state_dir),
+                &access::access_path(cli.access.as_deref(), &state_dir),
                 &state_dir,
             ),
             (None, None) => exit::INVALID_INPUT,

@@ -97,11 +97,11 @@ pub fn rehearse(
     }
     let simulators = wiring::rehearsal_targets(plan, &faults, seed);
     // Rehearsals are drills (S9): they are audited like real runs.
-    let (journal, audit) = match crate::engine_cmds::open_audited(options.state_dir) {
+    let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    let _seal = crate::engine_cmds::Seal(audit);
+    let _seal = crate::audited::Seal(audit);
     let run_id = deployctl_engine::run::new_run_id();
     let initiator = deployctl_engine::run::initiator();
     let request = RunRequest {

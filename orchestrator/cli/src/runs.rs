@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 
 use deployctl_engine::clock::{now_ms, rfc3339};
-use deployctl_engine::journal::{RunRecord, StageRecord};
+use std::collections::BTreeMap;
+
+use deployctl_engine::event::Event;
+use deployctl_engine::journal::{EventRecord, RunRecord, StageRecord};
 use deployctl_engine::state::RunPhase;
 
 /// A run owner is alive when it has beaten its heart recently and, on this
@@ -24,7 +27,12 @@ pub fn is_interrupted(run: &RunRecord) -> bool {
     (!run.phase.is_terminal() || run.rollback_incomplete) && !owner_alive(run)
 }
 
-pub fn status_json(run: &RunRecord, stages: &[StageRecord]) -> serde_json::Value {
+pub fn status_json(
+    run: &RunRecord,
+    stages: &[StageRecord],
+    events: &[EventRecord],
+) -> serde_json::Value {
+    let last = last_events(events);
     serde_json::json!({
         "apiVersion": "deployctl.io/v1",
         "kind": "RunStatus",
@@ -40,6 +48,7 @@ pub fn status_json(run: &RunRecord, stages: &[StageRecord]) -> serde_json::Value
         "outcome": run.outcome,
         "rollbackIncomplete": run.rollback_incomplete,
         "interrupted": is_interrupted(run),
+        "lastEvent": last.get(&None),
         "stages": stages.iter().map(|stage| serde_json::json!({
             "name": stage.name,
             "target": stage.target,
@@ -49,6 +58,7 @@ pub fn status_json(run: &RunRecord, stages: &[StageRecord]) -> serde_json::Value
             "newVersion": stage.new_version,
             "lastGate": stage.last_gate,
             "detail": stage.detail,
+            "lastEvent": last.get(&Some(stage.name.clone())),
         })).collect::<Vec<_>>(),
     })
 }
@@ -94,13 +104,12 @@ pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
         "STAGE", "PHASE", "WEIGHT"
     );
     for stage in stages {
-        let gate = stage
-            .last_gate
-            .as_ref()
-            .and_then(|gate| {
-                let name = gate.get("gate")?.as_str()?;
-                let passed = gate.pointer("/result/outcome").map(outcome_word);
-                Some(format!("; gate {name}: {}", passed.unwrap_or("?")))
+        let gate = last_gate(stage)
+            .map(|(name, passed)| {
+                format!(
+                    "; gate {name}: {}",
+                    if passed { "passed" } else { "failed" }
+                )
             })
             .unwrap_or_default();
         let _ = writeln!(
@@ -117,13 +126,32 @@ pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
     out
 }
 
-/// A gate result's verdict (`{"status": "passed" | "failed", …}`) in a word.
-fn outcome_word(outcome: &serde_json::Value) -> &'static str {
-    match outcome.get("status").and_then(serde_json::Value::as_str) {
-        Some("passed") => "passed",
-        Some("failed") => "failed",
-        _ => "running",
+/// The stage's last gate verdict, typed from the journal's record of it:
+/// (gate, passed).
+fn last_gate(stage: &StageRecord) -> Option<(String, bool)> {
+    match Event::from_stored("gateResult", stage.last_gate.clone()?) {
+        Ok(Event::GateResult { gate, result }) => Some((gate, result.passed())),
+        _ => None,
     }
+}
+
+/// The newest event of the run and of each stage, for `status --output
+/// json` (`lastEvent`: kind, time, one line).
+pub fn last_events(events: &[EventRecord]) -> BTreeMap<Option<String>, serde_json::Value> {
+    let mut last = BTreeMap::new();
+    for record in events {
+        let summary = serde_json::json!({
+            "kind": record.event.kind(),
+            "at": rfc3339(record.at),
+            "summary": record.event.summary(),
+        });
+        if record.stage.is_some() {
+            last.insert(record.stage.clone(), summary.clone());
+        }
+        // The run's newest event, whichever stage it was about.
+        last.insert(None, summary);
+    }
+    last
 }
 
 pub fn history_text(runs: &[RunRecord]) -> String {

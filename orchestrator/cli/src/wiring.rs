@@ -1,5 +1,7 @@
 //! The one place concrete adapters meet the engine: which `Target` and
 //! which probe each plan entry gets, for real runs and for rehearsals.
+//! What each target kind needs comes from its entry in `registry`; this
+//! module never matches on target kinds.
 //!
 //! Support is checked before a run starts: a plan that needs an adapter
 //! this build does not have is refused with nothing touched, instead of
@@ -11,13 +13,14 @@ use std::sync::Arc;
 
 use deployctl_adapter::{HealthProbe, Notification, Notifier, Target};
 use deployctl_aws_signals::{CloudWatchProbe, SnsNotifier};
-use deployctl_engine::executor::ProbeFactory;
+use deployctl_engine::executor::{ProbeError, ProbeFactory};
 use deployctl_engine::notify::Subscription;
 use deployctl_plan::ValidatedPlan;
-use deployctl_plan::model::{Channel, Gate, GateCheck, TargetSpec};
+use deployctl_plan::model::{Channel, Gate, GateCheck};
 use deployctl_probes::WebhookNotifier;
 use deployctl_sim::{SimConfig, SimFaults, SimTarget, SimWorld};
-use tokio::runtime::Runtime;
+
+use crate::registry;
 
 /// How targets are provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +32,13 @@ pub enum Mode {
     Rehearse,
 }
 
-/// The adapters for every target a plan's stages move: simulators for
-/// `sim` targets, real adapters for the kinds this build has (Lambda).
-/// `plan_file` is where the plan was read from: files it names (a Lambda
-/// `zipFile`) are relative to its directory.
+/// The adapters for every target a plan's stages move, each built by its
+/// kind's registry entry: simulators for `sim` targets, real adapters for
+/// the kinds this build has. `plan_file` is where the plan was read from:
+/// files it names (a Lambda `zipFile`, a CloudFront `configFile`) are
+/// relative to its directory. A target that cannot be built stops here,
+/// before anything starts; kinds this build has no adapter for are
+/// gathered into one refusal.
 pub fn targets(
     plan: &ValidatedPlan,
     plan_file: &Path,
@@ -49,41 +55,22 @@ pub fn targets(
     let mut adapters: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     let world = SimWorld::open(state_dir.join("sim"))
         .map_err(|error| format!("cannot open the sandbox's simulated targets: {error}"))?;
-    // One runtime for every AWS adapter's async constructor, made only
-    // when the plan has one.
-    let mut runtime = None;
+    let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
+    let mut builder = registry::Builder::new(plan_dir, &world);
     for stage in &plan.stages {
         let target = plan.target_of(stage);
         if adapters.contains_key(&target.name) {
             continue;
         }
-        let adapter: Arc<dyn Target> = match &target.spec {
-            TargetSpec::Sim(_) => Arc::new(world.target(SimConfig::for_plan_target(target))),
-            TargetSpec::Lambda(lambda) => Arc::new(lambda_target(
-                constructor(&mut runtime)?,
-                target,
-                lambda,
-                plan_file,
-            )?),
-            TargetSpec::CloudFront(spec) => Arc::new(cloudfront_target(
-                constructor(&mut runtime)?,
-                target,
-                spec,
-                plan_file,
-            )?),
-            TargetSpec::Ecs(spec) => {
-                Arc::new(ecs_target(constructor(&mut runtime)?, target, spec)?)
+        match registry::lookup(target).build(&mut builder) {
+            Ok(adapter) => {
+                adapters.insert(target.name.clone(), adapter);
             }
-            TargetSpec::Kubernetes(_) | TargetSpec::Fleet(_) => {
-                unsupported.push(format!(
-                    "target `{}` is a {} target",
-                    target.name,
-                    target.kind().name()
-                ));
-                continue;
+            Err(missing @ registry::BuildError::NotInThisBuild { .. }) => {
+                unsupported.push(missing.to_string());
             }
-        };
-        adapters.insert(target.name.clone(), adapter);
+            Err(error) => return Err(error.to_string()),
+        }
     }
     if unsupported.is_empty() {
         Ok(adapters)
@@ -93,85 +80,6 @@ pub fn targets(
             unsupported.join("; ")
         ))
     }
-}
-
-/// The runtime adapters' async constructors run on (loading the AWS chain
-/// reads files and the environment only, so a current-thread runtime
-/// does), started on first use.
-fn constructor(slot: &mut Option<Runtime>) -> Result<&Runtime, String> {
-    if slot.is_none() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| format!("cannot start the async runtime: {error}"))?;
-        *slot = Some(runtime);
-    }
-    slot.as_ref()
-        .ok_or_else(|| "the async runtime was not started".to_owned())
-}
-
-/// A Lambda alias target with a client from the standard AWS chain
-/// (credentials, region, `AWS_ENDPOINT_URL`), releasing the plan's
-/// artifact for it (published from S3 or a zip beside the plan when the
-/// stage deploys) and knowing the pinned stable version's label.
-fn lambda_target(
-    runtime: &Runtime,
-    target: &deployctl_plan::model::Target,
-    spec: &deployctl_plan::raw::LambdaTarget,
-    plan_file: &Path,
-) -> Result<deployctl_aws_lambda::LambdaTarget, String> {
-    let mut adapter = runtime.block_on(deployctl_aws_lambda::LambdaTarget::from_spec(
-        &target.name,
-        spec,
-    ));
-    if let Some(artifact) = &target.artifact {
-        let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
-        adapter = adapter.with_release(artifact, plan_dir)?;
-    }
-    if let Some(pinned) = &target.pinned_stable {
-        adapter = adapter.with_pinned_stable(pinned)?;
-    }
-    Ok(adapter)
-}
-
-/// A CloudFront distribution released through a staging copy, with every
-/// gate on it guarded by the staging traffic check, and propagation waits
-/// reported on stderr (they take minutes on AWS). A `configFile` artifact
-/// is read here, relative to the plan file's directory: a bad file refuses
-/// the run before anything moves.
-fn cloudfront_target(
-    runtime: &Runtime,
-    target: &deployctl_plan::model::Target,
-    spec: &deployctl_plan::raw::CloudFrontTarget,
-    plan_file: &Path,
-) -> Result<deployctl_aws_cloudfront::CloudFrontTarget, String> {
-    let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
-    let adapter = runtime
-        .block_on(deployctl_aws_cloudfront::CloudFrontTarget::from_spec(
-            &target.name,
-            spec,
-            target.artifact.as_ref(),
-            plan_dir,
-        ))
-        .map_err(|error| format!("target `{}`: {error}", target.name))?;
-    Ok(adapter.on_progress(Arc::new(|progress| eprintln!("{progress}"))))
-}
-
-/// An ECS service, by task sets or by rolling update as its deployment
-/// controller says.
-fn ecs_target(
-    runtime: &Runtime,
-    target: &deployctl_plan::model::Target,
-    spec: &deployctl_plan::raw::EcsTarget,
-) -> Result<deployctl_aws_ecs::EcsTarget, String> {
-    runtime
-        .block_on(deployctl_aws_ecs::EcsTarget::from_spec(
-            &target.name,
-            spec,
-            target.artifact.as_ref(),
-            target.pinned_stable.as_ref(),
-        ))
-        .map_err(|error| format!("target `{}`: {error}", target.name))
 }
 
 /// Every target of the plan as an in-memory simulator of its kind, with
@@ -276,7 +184,11 @@ impl Probes {
 }
 
 impl ProbeFactory for Probes {
-    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String> {
+    fn probe(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         if self.mode == Mode::Rehearse
             && let Some(simulator) = self.simulators.get(target.name())
         {
@@ -292,7 +204,7 @@ impl Probes {
         &self,
         gate: &Gate,
         target: &Arc<dyn Target>,
-    ) -> Result<Box<dyn HealthProbe>, String> {
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         if let Some(probe) = target.probe(&gate.check) {
             return Ok(probe);
         }
@@ -301,35 +213,31 @@ impl Probes {
         if let GateCheck::CloudWatch { .. } = &gate.check {
             return CloudWatchProbe::from_check(&gate.check)
                 .map(|probe| Box::new(probe) as Box<dyn HealthProbe>)
-                .map_err(|error| format!("gate `{}`: {error}", gate.name));
+                .map_err(|error| ProbeError::Build {
+                    gate: gate.name.clone(),
+                    source: Box::new(error),
+                });
         }
         // The plan's own `allowInsecureHttp` travels in the check; the
         // caller adds no permission of its own.
-        deployctl_probes::probe_for(&gate.check, true).ok_or_else(|| {
-            format!(
-                "no probe for `{}` gates on {} targets in this build",
-                gate.check.kind().name(),
-                target.kind().name()
-            )
+        deployctl_probes::probe_for(&gate.check, true).ok_or_else(|| ProbeError::Unsupported {
+            gate_kind: gate.check.kind().name().to_string(),
+            target_kind: target.kind().name().to_string(),
         })
     }
 }
 
-/// Whether running `plan` calls AWS: a Lambda, CloudFront, ECS or fleet
-/// target, a CloudWatch gate or an SNS channel.
+/// Whether running `plan` calls AWS: a target whose kind does (Lambda,
+/// CloudFront, ECS, fleet: `registry`), a CloudWatch gate or an SNS
+/// channel.
 pub fn touches_aws(plan: &ValidatedPlan) -> bool {
-    plan.targets.values().any(|target| {
-        matches!(
-            target.spec,
-            TargetSpec::Lambda(_)
-                | TargetSpec::CloudFront(_)
-                | TargetSpec::Ecs(_)
-                | TargetSpec::Fleet(_)
-        )
-    }) || plan
-        .gates
+    plan.targets
         .values()
-        .any(|gate| matches!(gate.check, GateCheck::CloudWatch { .. }))
+        .any(|target| registry::lookup(target).touches_aws())
+        || plan
+            .gates
+            .values()
+            .any(|gate| matches!(gate.check, GateCheck::CloudWatch { .. }))
         || plan
             .notifications
             .iter()
@@ -344,10 +252,13 @@ const IDENTITY_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Who this process is on AWS (issue 5): when `plan` calls AWS, the caller
 /// ARN from STS `GetCallerIdentity` with the standard chain (the same
 /// credentials the adapters use), recorded for every audit record this
-/// process writes from now on (`audit_bridge::set_aws_caller_arn`).
+/// command writes from now on (`caller`: the command's trail's).
 /// `Ok(None)` for plans that never call AWS. An error means the
 /// credentials are missing, expired or invalid, or AWS is unreachable.
-pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String> {
+pub fn resolve_aws_caller(
+    plan: &ValidatedPlan,
+    caller: &deployctl_trail::Caller,
+) -> Result<Option<String>, String> {
     if !touches_aws(plan) {
         return Ok(None);
     }
@@ -401,7 +312,7 @@ pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String
     });
     match resolved {
         Ok(arn) => {
-            crate::audit_bridge::set_aws_caller_arn(&arn);
+            caller.set(&arn);
             Ok(Some(arn))
         }
         Err(error) => Err(format!(
@@ -413,11 +324,10 @@ pub fn resolve_aws_caller(plan: &ValidatedPlan) -> Result<Option<String>, String
 /// The first region the plan names, for the identity lookup when the AWS
 /// chain (`AWS_REGION`, the profile) has none.
 fn plan_region(plan: &ValidatedPlan) -> Option<String> {
-    let from_targets = plan.targets.values().find_map(|target| match &target.spec {
-        TargetSpec::Lambda(lambda) => lambda.region.clone(),
-        TargetSpec::Ecs(ecs) => ecs.region.clone(),
-        _ => None,
-    });
+    let from_targets = plan
+        .targets
+        .values()
+        .find_map(|target| registry::lookup(target).region().map(str::to_owned));
     let from_gates = || {
         plan.gates.values().find_map(|gate| match &gate.check {
             GateCheck::CloudWatch { region, .. } => region.clone(),

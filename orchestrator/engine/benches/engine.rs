@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use deployctl_adapter::{HealthProbe, Target};
 use deployctl_engine::event::Event;
-use deployctl_engine::executor::{Engine, EngineOptions, ProbeFactory, RunContext};
+use deployctl_engine::executor::{Engine, EngineOptions, ProbeError, ProbeFactory, RunContext};
 use deployctl_engine::journal::{Journal, NewRun, NewStage, StageUpdate};
 use deployctl_engine::progress::ProgressSink;
 use deployctl_engine::start::RunRequest;
@@ -102,10 +102,17 @@ fn generate(stages: usize) -> String {
 struct SimProbes;
 
 impl ProbeFactory for SimProbes {
-    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String> {
+    fn probe(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         target
             .probe(&gate.check)
-            .ok_or_else(|| format!("no probe for gate `{}`", gate.name))
+            .ok_or_else(|| ProbeError::Unsupported {
+                gate_kind: gate.check.kind().name().to_string(),
+                target_kind: target.kind().name().to_string(),
+            })
     }
 }
 

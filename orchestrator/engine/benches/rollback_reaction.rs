@@ -44,7 +44,7 @@ use deployctl_adapter::{
     Action, AdapterError, Applied, BoxFuture, HealthProbe, IdempotencyKey, Measurement, Observed,
     PlannedCall, Preflight, Target,
 };
-use deployctl_engine::executor::{Engine, EngineOptions, ProbeFactory, RunContext};
+use deployctl_engine::executor::{Engine, EngineOptions, ProbeError, ProbeFactory, RunContext};
 use deployctl_engine::journal::Journal;
 use deployctl_engine::progress::ProgressSink;
 use deployctl_engine::start::RunRequest;
@@ -194,6 +194,10 @@ impl Target for Timed {
     fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         self.sim.probe(check)
     }
+
+    fn moves(&self) -> deployctl_adapter::Moves<'_> {
+        self.sim.moves()
+    }
 }
 
 /// The sim's own probe, failing once `flipped` is set.
@@ -233,10 +237,17 @@ struct Probes {
 }
 
 impl ProbeFactory for Probes {
-    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String> {
+    fn probe(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         let inner = target
             .probe(&gate.check)
-            .ok_or_else(|| format!("no probe for gate `{}`", gate.name))?;
+            .ok_or_else(|| ProbeError::Unsupported {
+                gate_kind: gate.check.kind().name().to_string(),
+                target_kind: target.kind().name().to_string(),
+            })?;
         Ok(Box::new(FlippableProbe {
             inner,
             flipped: self.flipped.clone(),

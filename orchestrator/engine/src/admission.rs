@@ -12,33 +12,54 @@ use deployctl_plan::model::{Stage, Target};
 
 use crate::program::{self, Op};
 
-/// `Err` with the reason when `stage` asks `target` for something its
-/// instance cannot do.
-pub fn check(stage: &Stage, target: &Target, capabilities: &Capabilities) -> Result<(), String> {
+/// Why a stage does not fit its target instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misfit {
+    #[error("target `{target}` cannot take a {percent}% canary weight: {why}")]
+    NoPartialWeights {
+        target: String,
+        percent: u8,
+        why: String,
+    },
+    #[error(
+        "target `{target}` takes at most {max}% before promotion; the stage asks for {percent}%"
+    )]
+    AboveMaximum {
+        target: String,
+        max: u8,
+        percent: u8,
+    },
+    #[error("target `{target}` is not updated in waves; use a canary or blueGreen stage")]
+    NoWaves { target: String },
+}
+
+/// `Err` when `stage` asks `target` for something its instance cannot do.
+pub fn check(stage: &Stage, target: &Target, capabilities: &Capabilities) -> Result<(), Misfit> {
     for op in program::compile(stage, target) {
         match op {
             Op::Apply(Action::SetWeight { percent }) if percent > 0 && percent < 100 => {
                 match &capabilities.weights {
                     Weights::Unsupported { why } => {
-                        return Err(format!(
-                            "target `{}` cannot take a {percent}% canary weight: {why}",
-                            target.name
-                        ));
+                        return Err(Misfit::NoPartialWeights {
+                            target: target.name.clone(),
+                            percent,
+                            why: why.clone(),
+                        });
                     }
                     Weights::Exact { max } | Weights::Approximate { max, .. } if percent > *max => {
-                        return Err(format!(
-                            "target `{}` takes at most {max}% before promotion; the stage asks for {percent}%",
-                            target.name
-                        ));
+                        return Err(Misfit::AboveMaximum {
+                            target: target.name.clone(),
+                            max: *max,
+                            percent,
+                        });
                     }
                     Weights::Exact { .. } | Weights::Approximate { .. } => {}
                 }
             }
             Op::StartWave { .. } if !capabilities.waves => {
-                return Err(format!(
-                    "target `{}` is not updated in waves; use a canary or blueGreen stage",
-                    target.name
-                ));
+                return Err(Misfit::NoWaves {
+                    target: target.name.clone(),
+                });
             }
             _ => {}
         }
@@ -62,7 +83,7 @@ mod tests {
     fn verdict(stage: &str, capabilities: &Capabilities) -> Result<(), String> {
         let plan = plan(stage);
         let stage = &plan.stages[0];
-        check(stage, plan.target_of(stage), capabilities)
+        check(stage, plan.target_of(stage), capabilities).map_err(|misfit| misfit.to_string())
     }
 
     const CANARY: &str = "canary: {steps: [{setWeight: 10}, {setWeight: 50}]}";

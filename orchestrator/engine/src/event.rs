@@ -207,6 +207,69 @@ impl Event {
         }
     }
 
+    /// One line for people (`status`): what happened, without the data
+    /// dump.
+    pub fn summary(&self) -> String {
+        match self {
+            Event::RunCreated {
+                initiator, mode, ..
+            } => {
+                format!("run created by {initiator} ({})", mode.as_str())
+            }
+            Event::RunPhase { phase, outcome } => match outcome {
+                Some(outcome) => format!("run {}: {outcome}", phase.as_str()),
+                None => format!("run {}", phase.as_str()),
+            },
+            Event::RollbackStarted { reason, .. } => format!("rollback started: {reason}"),
+            Event::RollbackIncomplete { stages, .. } => format!(
+                "rollback incomplete for {}: a human must act",
+                stages.join(", ")
+            ),
+            Event::Preflight {
+                stable_version,
+                ready,
+                ..
+            } => format!(
+                "preflight: rollback path to {stable_version} {}",
+                if *ready { "confirmed" } else { "NOT confirmed" }
+            ),
+            Event::StageStarted { .. } => "stage started".into(),
+            Event::StageResumed { cursor } => format!("stage resumed at step {cursor}"),
+            Event::StageSucceeded { unchanged: true } => "already on the new version".into(),
+            Event::StageSucceeded { unchanged: false } => "stage succeeded".into(),
+            Event::StageFailed { reason, .. } => format!("stage failed: {reason}"),
+            Event::StageSkipped {} => "stage skipped".into(),
+            Event::Step { detail, .. } => detail.clone(),
+            Event::PauseStarted { seconds } => format!("pausing {seconds}s"),
+            Event::CallIntent { action, .. } => format!("calling: {action}"),
+            Event::CallDone { .. } => "call done".into(),
+            Event::CallFailed { error, .. } => format!("call failed: {error}"),
+            Event::CallRetried { attempt, error, .. } => {
+                format!("attempt {attempt} retried: {error}")
+            }
+            Event::GateResult { gate, result } => format!(
+                "gate {gate} {}",
+                if result.passed() { "passed" } else { "failed" }
+            ),
+            Event::ApprovalRequested {
+                approval,
+                role,
+                required,
+            } => format!("waiting for {required} approver(s) with role `{role}` ({approval})"),
+            Event::Approved { gate, approver } => format!("{approver} approved {gate}"),
+            Event::Rejected { gate, approver, .. } => format!("{approver} rejected {gate}"),
+            Event::KillRequested {} => "kill requested".into(),
+            Event::Notified { channel, .. } => format!("notified {channel}"),
+            Event::NotificationFailed { channel, .. } => format!("notifying {channel} failed"),
+            Event::ReleaseApprovalVerdict {
+                user,
+                gate,
+                verdict,
+                ..
+            } => format!("{user} on {gate}: {verdict:?}"),
+        }
+    }
+
     /// The fields as stored in the journal's `data` column.
     pub fn data(&self) -> serde_json::Value {
         match serde_json::to_value(self) {

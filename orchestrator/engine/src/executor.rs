@@ -35,7 +35,30 @@ use crate::walker::{self, Finished, Walk};
 /// one that knows every probe kind (HTTP, Prometheus, CloudWatch, and the
 /// target-bound kinds through [`Target::probe`]).
 pub trait ProbeFactory: Send + Sync {
-    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String>;
+    fn probe(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, ProbeError>;
+}
+
+/// Why no probe could be made for a gate; the stage fails with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The gate's check could not become a probe (a client that cannot
+    /// be built, a region that does not parse).
+    #[error("gate `{gate}`: {source}")]
+    Build {
+        gate: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// This build has no probe of the gate's kind for the target's kind.
+    #[error("no probe for `{gate_kind}` gates on {target_kind} targets in this build")]
+    Unsupported {
+        gate_kind: String,
+        target_kind: String,
+    },
 }
 
 /// Everything needed to drive one run.

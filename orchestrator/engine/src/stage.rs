@@ -294,7 +294,7 @@ impl StageDriver {
         let probe = self
             .probes
             .probe(&gate, &self.target)
-            .map_err(|error| self.fail(RollbackTrigger::Error, error))?;
+            .map_err(|error| self.fail(RollbackTrigger::Error, error.to_string()))?;
         Ok(GateMonitor::spawn(gate, probe))
     }
 
@@ -407,7 +407,7 @@ impl StageDriver {
             let probe = self
                 .probes
                 .probe(&gate, &self.target)
-                .map_err(|error| self.fail(RollbackTrigger::Error, error))?;
+                .map_err(|error| self.fail(RollbackTrigger::Error, error.to_string()))?;
             runs.push((name.clone(), gate, probe));
         }
         let all = async {

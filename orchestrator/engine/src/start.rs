@@ -43,8 +43,11 @@ pub enum Refusal {
     #[error("preflight failed, nothing was changed: stage `{stage}`: {reason}")]
     Preflight { stage: String, reason: String },
     /// A stage asks its target for something this instance cannot do.
-    #[error("stage `{stage}`: {reason}. Nothing was changed.")]
-    Unsupported { stage: String, reason: String },
+    #[error("stage `{stage}`: {misfit}. Nothing was changed.")]
+    Unsupported {
+        stage: String,
+        misfit: crate::admission::Misfit,
+    },
     /// Another live run holds one of the targets.
     #[error(
         "target {target} is locked by run {run} ({holder}); wait for it, or roll it back with `deployctl rollback {run}`. Nothing was changed."
@@ -113,11 +116,11 @@ impl Engine {
                         reason: format!("rollback path not confirmed: {}", record.detail),
                     });
                 } else if let Some(capabilities) = capabilities
-                    && let Err(reason) = crate::admission::check(stage, target, capabilities)
+                    && let Err(misfit) = crate::admission::check(stage, target, capabilities)
                 {
                     refusal = Some(Refusal::Unsupported {
                         stage: stage.name.clone(),
-                        reason,
+                        misfit,
                     });
                 }
             }
@@ -177,13 +180,12 @@ impl Engine {
         &self,
         context: &RunContext,
     ) -> BTreeMap<String, Result<Preflight, AdapterError>> {
+        let names: std::collections::BTreeSet<&String> =
+            context.plan.stages.iter().map(|s| &s.target).collect();
         let mut checks = JoinSet::new();
-        for (name, target) in &context.targets {
-            if !context.plan.stages.iter().any(|s| &s.target == name) {
-                continue;
-            }
-            let target = target.clone();
-            let name = name.clone();
+        for name in &names {
+            let target = context.targets[*name].clone();
+            let name = (*name).clone();
             let policy = self.options.retry.clone();
             checks.spawn(async move {
                 let result = crate::retry::retry(&policy, |_| target.preflight())
@@ -200,7 +202,7 @@ impl Engine {
                 results.insert(name, result);
             }
         }
-        for name in context.targets.keys() {
+        for name in names {
             results.entry(name.clone()).or_insert_with(|| {
                 Err(AdapterError::Unsupported {
                     what: format!("the preflight of target `{name}` panicked"),

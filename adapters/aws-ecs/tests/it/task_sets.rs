@@ -445,6 +445,7 @@ async fn a_missing_service_is_not_found() {
 /// refuses an artifact of another kind before any call is made.
 #[tokio::test]
 async fn from_spec_needs_a_task_definition_artifact() {
+    use deployctl_adapter::construct::PlanRelease;
     use deployctl_plan::model::{Artifact, ArtifactSource};
     let spec = deployctl_plan::raw::EcsTarget {
         cluster: CLUSTER.into(),
@@ -458,7 +459,13 @@ async fn from_spec_needs_a_task_definition_artifact() {
             container: None,
         },
     };
-    let error = EcsTarget::from_spec("api", &spec, Some(&image), None)
+    let here = std::path::Path::new(".");
+    let releasing = |artifact| PlanRelease {
+        artifact: Some(artifact),
+        pinned_stable: None,
+        plan_dir: here,
+    };
+    let error = EcsTarget::from_spec("api", &spec, &releasing(&image))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("taskDefinition"), "{error}");
@@ -466,7 +473,7 @@ async fn from_spec_needs_a_task_definition_artifact() {
         version: "v2".into(),
         source: ArtifactSource::TaskDefinition("web:2".into()),
     };
-    let target = EcsTarget::from_spec("api", &spec, Some(&release), None)
+    let target = EcsTarget::from_spec("api", &spec, &releasing(&release))
         .await
         .unwrap();
     assert_eq!(target.name(), "api");

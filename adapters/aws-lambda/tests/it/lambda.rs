@@ -2,6 +2,7 @@
 //! step by step, the RevisionId race, and what moto accepts but AWS refuses.
 
 use deployctl_adapter::conformance::{Options, run_all_with};
+use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::{Action, AdapterError, IdempotencyKey, Target};
 use deployctl_aws_lambda::LambdaTarget;
 use deployctl_plan::model::TargetKind;
@@ -393,7 +394,10 @@ async fn the_standard_chain_finds_the_endpoint_in_aws_endpoint_url() {
             alias: "live".into(),
             region: Some("us-east-1".into()),
         };
-        let target = LambdaTarget::from_spec("chain", &spec).await;
+        let nothing = PlanRelease::none(std::path::Path::new("."));
+        let target = LambdaTarget::from_spec("chain", &spec, &nothing)
+            .await
+            .expect("nothing to release, nothing to refuse");
         // An answer from moto (not a connection or credentials error).
         let error = target.observe().await.unwrap_err();
         assert!(matches!(error, AdapterError::NotFound { .. }), "{error:?}");

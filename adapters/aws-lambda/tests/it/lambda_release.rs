@@ -247,7 +247,7 @@ async fn labels_that_would_be_ambiguous_are_refused_before_anything_runs() {
             here,
         )
         .unwrap_err();
-    assert!(error.contains("bare number"), "{error}");
+    assert!(error.to_string().contains("bare number"), "{error}");
     assert!(
         target()
             .with_release(
@@ -266,14 +266,17 @@ async fn labels_that_would_be_ambiguous_are_refused_before_anything_runs() {
             }),
         ))
         .unwrap_err();
-    assert!(error.contains("published Lambda version"), "{error}");
+    assert!(
+        error.to_string().contains("published Lambda version"),
+        "{error}"
+    );
     let error = target()
         .with_release(
             &artifact("v1", ArtifactSource::TaskDefinition("td".into())),
             here,
         )
         .unwrap_err();
-    assert!(error.contains("not Lambda code"), "{error}");
+    assert!(error.to_string().contains("not Lambda code"), "{error}");
 }
 
 #[tokio::test]

@@ -358,10 +358,12 @@ fn observe_stage(inputs: &Inputs<'_>, stage: &Stage) -> StageObservation {
                 detail: preflight.detail.clone(),
             });
         }
-        if let Err(reason) =
+        if let Err(misfit) =
             deployctl_engine::admission::check(stage, target, &preflight.capabilities)
         {
-            findings.push(FindingKind::Unsupported { reason });
+            findings.push(FindingKind::Unsupported {
+                reason: misfit.to_string(),
+            });
         }
         if let Weights::Approximate { max, how } = &preflight.capabilities.weights
             && asks_for_weights(&ops)

@@ -1,6 +1,9 @@
 //! Boundaries checked by machine, not by hope: the crates that make up the
 //! engine must never depend on a cloud SDK, the Kubernetes client or an
 //! HTTP client. Those belong to adapter crates, wired in by the binary.
+//! Inside the workspace: adapter crates depend on the contract and the
+//! shared AWS crate, never on each other; only the binary depends on
+//! concrete adapters; the engine names no target kind.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -26,6 +29,7 @@ const CORE_CRATES: &[&str] = &[
     "deployctl-policy",
     "deployctl-audit",
     "deployctl-time",
+    "deployctl-trail",
 ];
 
 #[test]
@@ -96,6 +100,133 @@ fn core_crates_never_depend_on_cloud_or_http_clients() {
         "forbidden dependencies:\n{}",
         violations.join("\n")
     );
+}
+
+/// Concrete adapters: what the binary wires in, and nothing else may
+/// depend on (dev-dependencies aside: tests may use the simulator).
+const ADAPTER_CRATES: &[&str] = &[
+    "deployctl-sim",
+    "deployctl-probes",
+    "deployctl-aws-lambda",
+    "deployctl-aws-cloudfront",
+    "deployctl-aws-ecs",
+    "deployctl-aws-signals",
+    "deployctl-aws-audit",
+    "deployctl-kube-release",
+];
+
+/// What an adapter crate may build on: the contract, the plan, the shared
+/// AWS plumbing, and the core traits some adapters implement (the audit
+/// trail's sink, the MFA key source).
+const ADAPTER_MAY_USE: &[&str] = &[
+    "deployctl-plan",
+    "deployctl-adapter",
+    "deployctl-aws",
+    "deployctl-audit",
+    "deployctl-policy",
+    "deployctl-time",
+];
+
+/// Normal (non-dev, non-build) dependencies of each workspace crate on
+/// other workspace crates, by name.
+fn workspace_edges() -> BTreeMap<String, BTreeSet<String>> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--no-deps"])
+        .current_dir(repo_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let members: BTreeSet<String> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    packages
+        .iter()
+        .map(|package| {
+            let deps = package["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|dep| dep["kind"].is_null())
+                .map(|dep| dep["name"].as_str().unwrap().to_string())
+                .filter(|name| members.contains(name))
+                .collect();
+            (package["name"].as_str().unwrap().to_string(), deps)
+        })
+        .collect()
+}
+
+#[test]
+fn adapter_crates_build_on_the_contract_and_never_on_each_other() {
+    let edges = workspace_edges();
+    let mut violations = Vec::new();
+    for adapter in ADAPTER_CRATES {
+        let deps = edges
+            .get(*adapter)
+            .unwrap_or_else(|| panic!("{adapter} is not in the workspace"));
+        for dep in deps {
+            if !ADAPTER_MAY_USE.contains(&dep.as_str()) {
+                violations.push(format!("{adapter} → {dep}"));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "adapter crates may depend only on {ADAPTER_MAY_USE:?}:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn only_the_binary_depends_on_concrete_adapters() {
+    let edges = workspace_edges();
+    let mut violations = Vec::new();
+    for (krate, deps) in &edges {
+        if krate == "deployctl" {
+            continue;
+        }
+        for dep in deps {
+            if ADAPTER_CRATES.contains(&dep.as_str()) {
+                violations.push(format!("{krate} → {dep}"));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "only the binary wires concrete adapters in:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// The engine learns what a target is and can do from its adapter's
+/// preflight; a `match` on target kinds there would be a second home for
+/// every kind.
+#[test]
+fn the_engine_names_no_target_kind() {
+    let mut offenders = Vec::new();
+    let mut dirs = vec![repo_root().join("orchestrator/engine/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains("TargetSpec") || line.contains("TargetKind::") {
+                    offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
 
 /// The one-TLS-stack rule: ring must never enter the tree.

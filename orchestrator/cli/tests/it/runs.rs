@@ -86,6 +86,29 @@ fn start_long_run(sandbox: &Sandbox) -> (crate::sandbox::Running, String) {
     (apply, run)
 }
 
+/// `status --output json` names each stage's newest journal event (the
+/// typed events, one line each) and the run's.
+#[test]
+fn status_json_names_the_newest_event_of_the_run_and_of_each_stage() {
+    let sandbox = Sandbox::new("runs-last-event");
+    sandbox
+        .run(&["apply", SANDBOX_PLAN, "--yes"])
+        .expect_code(0);
+    let status = sandbox.status(None);
+    let last = &status["lastEvent"];
+    assert_eq!(last["kind"], "runPhase", "{status:#}");
+    assert!(
+        last["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("run Succeeded")),
+        "{status:#}"
+    );
+    for stage in status["stages"].as_array().expect("stages") {
+        assert_eq!(stage["lastEvent"]["kind"], "stageSucceeded", "{stage}");
+        assert_eq!(stage["lastEvent"]["summary"], "stage succeeded", "{stage}");
+    }
+}
+
 #[test]
 fn apply_succeeds_and_status_and_history_describe_the_run() {
     let sandbox = Sandbox::new("runs-apply");

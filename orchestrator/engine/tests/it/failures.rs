@@ -294,6 +294,10 @@ impl deployctl_adapter::Target for ThrottledPreflight {
     ) -> Option<Box<dyn deployctl_adapter::HealthProbe>> {
         self.inner.probe(check)
     }
+
+    fn moves(&self) -> deployctl_adapter::Moves<'_> {
+        self.inner.moves()
+    }
 }
 
 fn throttled(

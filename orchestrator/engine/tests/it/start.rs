@@ -129,6 +129,10 @@ impl Target for SwitchOnly {
     fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
         self.0.probe(check)
     }
+
+    fn moves(&self) -> deployctl_adapter::Moves<'_> {
+        self.0.moves()
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use deployctl_adapter::{HealthProbe, Target};
 use deployctl_engine::executor::{
-    Engine, EngineError, EngineOptions, ProbeFactory, RunContext, RunOutcome,
+    Engine, EngineError, EngineOptions, ProbeError, ProbeFactory, RunContext, RunOutcome,
 };
 use deployctl_engine::journal::{Journal, StageRecord};
 use deployctl_engine::progress::ProgressSink;
@@ -30,7 +30,11 @@ pub struct Harness {
 struct SimProbes(BTreeMap<String, Arc<SimTarget>>);
 
 impl ProbeFactory for SimProbes {
-    fn probe(&self, gate: &Gate, target: &Arc<dyn Target>) -> Result<Box<dyn HealthProbe>, String> {
+    fn probe(
+        &self,
+        gate: &Gate,
+        target: &Arc<dyn Target>,
+    ) -> Result<Box<dyn HealthProbe>, ProbeError> {
         Ok(self.0[target.name()].simulated_probe(&gate.check))
     }
 }

@@ -1,15 +1,21 @@
-//! The audit trail's view of the run journal: every journal event that
-//! records an action or a decision becomes a who/when/what audit record
-//! (R10, S2, S7), appended durably before the side effect it announces.
+//! `deployctl-trail`: the run journal's view in the audit trail (R10, S2,
+//! S7). Start at [`Trail`], which a command opens once: the audit log
+//! and the [`Caller`] (the AWS principal, once a plan that calls AWS has
+//! resolved it), from which it makes the journal's observer
+//! ([`AuditBridge`]: every committed journal event that acts or decides
+//! becomes a who/when/what record, before the side effect it announces)
+//! and the records commands write themselves ([`Trail::record`]).
 //!
-//! The journal calls [`AuditBridge::committed`] right after each commit;
-//! events that are bookkeeping (cursor steps, notification deliveries) are
-//! not audited, everything that changes or decides something is.
+//! Why a crate of its own: the binary wires adapters and maps errors to
+//! exit codes; what the trail says about a run is product behaviour with
+//! its own tests, and the controller and the CLI share it. It knows the
+//! engine's typed events and the audit crate, and no adapter: which sink
+//! the log ships to is the binary's choice.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use deployctl_audit::{Action, AuditLog, AuditOptions, DirectorySink, Entry, Outcome, What, Who};
+use deployctl_audit::{Action, AuditLog, Entry, Outcome, What, Who};
 use deployctl_engine::event::Event;
 use deployctl_engine::journal::{JournalEvent, JournalObserver, ObserverError};
 use deployctl_engine::state::RunPhase;
@@ -19,87 +25,91 @@ pub fn audit_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("audit")
 }
 
-/// The AWS principal this process acts as, once a command whose plan calls
-/// AWS has resolved it (`wiring::resolve_aws_caller`). One process runs one
-/// command with one set of credentials, so it is set at most once.
-static AWS_CALLER_ARN: OnceLock<String> = OnceLock::new();
+/// The AWS principal a command acts as, once known. One command runs
+/// with one set of credentials, so it is set at most once; records
+/// written before it is known name the local operator only. Shared by
+/// handle (cheap to clone), never through a process global.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(Arc<OnceLock<String>>);
 
-/// Records the AWS caller ARN for every audit record written from now on.
-pub fn set_aws_caller_arn(arn: &str) {
-    let _ = AWS_CALLER_ARN.set(arn.to_string());
-}
+impl Caller {
+    /// Records the AWS caller ARN for every record written from now on.
+    pub fn set(&self, arn: &str) {
+        let _ = self.0.set(arn.to_string());
+    }
 
-/// `who` with the AWS caller ARN when one was resolved (issue 5: the local
-/// operator and the AWS principal, so the trail lines up with CloudTrail).
-fn with_aws_caller(who: Who) -> Who {
-    match AWS_CALLER_ARN.get() {
-        Some(arn) => who.with_aws_caller_arn(arn.as_str()),
-        None => who,
+    pub fn arn(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    /// `who` with the AWS caller ARN when one was resolved (the local
+    /// operator and the AWS principal, so the trail lines up with
+    /// CloudTrail).
+    pub fn named(&self, who: Who) -> Who {
+        match self.arn() {
+            Some(arn) => who.with_aws_caller_arn(arn),
+            None => who,
+        }
     }
 }
 
-/// Who an audit record names for `operator`: the local user and, when
-/// known, the AWS caller ARN.
-pub fn who(operator: &str) -> Who {
-    with_aws_caller(Who::local(operator))
+/// A command's audit trail: the log and who acts.
+#[derive(Clone)]
+pub struct Trail {
+    pub log: Arc<AuditLog>,
+    pub caller: Caller,
 }
 
-/// Opens the trail with its sink (S2): `DEPLOYCTL_AUDIT_SINK=s3://bucket/prefix`
-/// ships to S3 under Object Lock in COMPLIANCE mode for
-/// `DEPLOYCTL_AUDIT_RETENTION_DAYS` (default and minimum 365), with the
-/// standard AWS credential chain; `DEPLOYCTL_AUDIT_SHIP_DIR` copies to a
-/// mounted share. At most one of them. A bucket without Object Lock is
-/// refused here, before anything runs; an unreachable S3 is not (records
-/// queue, and `apply` refuses new runs while they are stuck).
-pub fn open(state_dir: &Path, operator: &str) -> Result<AuditLog, String> {
-    let mut options = AuditOptions::new(Who::local(operator));
-    let ship_dir = std::env::var_os("DEPLOYCTL_AUDIT_SHIP_DIR").filter(|d| !d.is_empty());
-    let s3 = std::env::var(deployctl_aws_audit::SINK_ENV)
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    match (s3, ship_dir) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "both {} and DEPLOYCTL_AUDIT_SHIP_DIR are set; choose one audit sink",
-                deployctl_aws_audit::SINK_ENV
-            ));
+impl Trail {
+    pub fn new(log: Arc<AuditLog>) -> Trail {
+        Trail {
+            log,
+            caller: Caller::default(),
         }
-        (Some(uri), None) => {
-            let location: deployctl_aws_audit::S3Location =
-                uri.trim().parse().map_err(|e| format!("{e}"))?;
-            let retention = deployctl_aws_audit::Retention::parse(
-                std::env::var(deployctl_aws_audit::RETENTION_ENV)
-                    .ok()
-                    .as_deref(),
-            )
-            .map_err(|e| format!("{}: {e}", deployctl_aws_audit::RETENTION_ENV))?;
-            let sink = deployctl_aws_audit::S3ObjectLockSink::open(location, retention)
-                .map_err(|e| format!("{}: {e}", deployctl_aws_audit::SINK_ENV))?;
-            options = options.sink(Arc::new(sink));
-        }
-        (None, Some(dir)) => {
-            options = options.sink(Arc::new(DirectorySink::new(PathBuf::from(dir))));
-        }
-        (None, None) => {}
     }
-    AuditLog::open(audit_dir(state_dir), options)
-        .map_err(|error| format!("cannot open the audit trail: {error}"))
+
+    /// Who a record names for `operator`: the local user and, when known,
+    /// the AWS caller ARN.
+    pub fn who(&self, operator: &str) -> Who {
+        self.caller.named(Who::local(operator))
+    }
+
+    /// The journal observer that audits `operator`'s runs.
+    pub fn bridge(&self, operator: &str) -> AuditBridge {
+        AuditBridge::new(self.log.clone(), operator, self.caller.clone())
+    }
+
+    /// Appends one record a command writes itself (a refusal, a denied
+    /// approval); a record that cannot be written is reported, never
+    /// silently dropped.
+    pub fn record(
+        &self,
+        operator: &str,
+        what: What,
+        outcome: Outcome,
+    ) -> Result<(), deployctl_audit::AuditError> {
+        self.log
+            .append(Entry::new(self.who(operator), what, outcome))
+            .map(|_| ())
+    }
 }
 
 /// Turns journal events into audit records.
 pub struct AuditBridge {
     log: Arc<AuditLog>,
     who: Who,
+    caller: Caller,
     /// Plan digests by run, learnt from `runCreated`, so every record of a
     /// run can name exactly what was reviewed.
     digests: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl AuditBridge {
-    pub fn new(log: Arc<AuditLog>, operator: &str) -> AuditBridge {
+    pub fn new(log: Arc<AuditLog>, operator: &str, caller: Caller) -> AuditBridge {
         AuditBridge {
             log,
             who: Who::local(operator),
+            caller,
             digests: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
@@ -127,7 +137,7 @@ impl AuditBridge {
         }
         // The ARN is looked up when the entry is made, not when the bridge
         // is: commands attach the bridge before they know the plan.
-        let mut entry = Entry::new(with_aws_caller(self.who.clone()), what, outcome);
+        let mut entry = Entry::new(self.caller.named(self.who.clone()), what, outcome);
         let request_ids = match &event.event {
             Event::CallDone { request_ids, .. } | Event::CallFailed { request_ids, .. } => {
                 request_ids.as_slice()
@@ -228,5 +238,83 @@ impl JournalObserver for AuditBridge {
             .append_batch(entries)
             .map(|_| ())
             .map_err(|error| ObserverError(Box::new(error)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event: Event) -> JournalEvent {
+        JournalEvent {
+            run_id: "r-1".into(),
+            stage: Some("api".into()),
+            event,
+        }
+    }
+
+    #[test]
+    fn an_incomplete_rollback_is_audited_as_such_whatever_its_message_says() {
+        let (action, outcome) = audited(&Event::RollbackIncomplete {
+            stages: vec!["api".into()],
+            reason: "gate failed".into(),
+            message: "traffic may be split".into(),
+        })
+        .expect("audited");
+        assert_eq!(action, Action::RunRollbackIncomplete);
+        assert_eq!(outcome, Outcome::failed("traffic may be split"));
+        // A failed run is a failed run, even if its message shouts.
+        let (action, _) = audited(&Event::RunPhase {
+            phase: RunPhase::Failed,
+            outcome: Some("ROLLBACK INCOMPLETE (quoted from a gate)".into()),
+        })
+        .expect("audited");
+        assert_eq!(action, Action::RunFailed);
+    }
+
+    #[test]
+    fn bookkeeping_is_not_audited_and_calls_carry_their_request_ids() {
+        assert!(
+            audited(&Event::Step {
+                cursor: 1,
+                detail: "paused".into()
+            })
+            .is_none()
+        );
+        assert!(
+            audited(&Event::CallRetried {
+                stage: "api".into(),
+                key: "k".into(),
+                attempt: 1,
+                class: "Transient".into(),
+                error: "throttled".into(),
+                request_id: None,
+            })
+            .is_none()
+        );
+        let dir = std::env::temp_dir().join(format!("deployctl-trail-{}", std::process::id()));
+        let log = Arc::new(
+            AuditLog::open(
+                dir.join("audit"),
+                deployctl_audit::AuditOptions::new(Who::local("t")),
+            )
+            .expect("log opens"),
+        );
+        let caller = Caller::default();
+        let bridge = AuditBridge::new(log, "alice", caller.clone());
+        caller.set("arn:aws:iam::123456789012:user/alice");
+        let entry = bridge
+            .entry(&event(Event::CallDone {
+                key: "k".into(),
+                request_ids: vec!["req-1".into()],
+            }))
+            .expect("audited");
+        let shown = format!("{entry:?}");
+        assert!(shown.contains("req-1"), "{shown}");
+        assert!(
+            shown.contains("arn:aws:iam::123456789012:user/alice"),
+            "{shown}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,0 +1,94 @@
+//! What every command that acts shares about its audit trail: the journal
+//! opened with the trail attached, the refusal of new runs while records
+//! are stuck (S2), the checkpoint and shipping when a command ends, and
+//! records a command writes itself.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use deployctl_audit::{AuditLog, Outcome, What};
+use deployctl_engine::journal::Journal;
+use deployctl_trail::Trail;
+
+use crate::audit_sink;
+use crate::exit;
+
+/// The journal with the audit trail attached: every action and decision
+/// of the commands that change targets is audited before it happens.
+pub fn open(state_dir: &Path) -> Result<(Arc<Journal>, Trail), u8> {
+    let operator = deployctl_engine::run::initiator();
+    let trail = audit_sink::open(state_dir, &operator)
+        .map(|log| Trail::new(Arc::new(log)))
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            exit::INVALID_INPUT
+        })?;
+    let journal = Journal::open(state_dir)
+        .map(|journal| Arc::new(journal.with_observer(Arc::new(trail.bridge(&operator)))))
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            exit::INVALID_INPUT
+        })?;
+    Ok((journal, trail))
+}
+
+/// S2: the trail must leave the deploy PC. When a sink is configured and
+/// records are stuck (the sink is failing), a new run is refused until
+/// they are shipped, unless `DEPLOYCTL_AUDIT_UNSHIPPED=warn` says to go on.
+/// Runbook commands (rollback, kill) are never refused for this: undoing
+/// a release must not wait for the audit share.
+pub fn shipped(audit: &AuditLog) -> Result<(), u8> {
+    if !audit.ships() {
+        return Ok(());
+    }
+    let _ = audit.ship_now();
+    let pending = audit.pending();
+    let Some(error) = pending.last_error.filter(|_| pending.records > 0) else {
+        return Ok(());
+    };
+    let message = format!(
+        "{} audit records have not left this machine (shipping fails since {}: {error})",
+        pending.records,
+        pending.failing_since.as_deref().unwrap_or("?")
+    );
+    if std::env::var("DEPLOYCTL_AUDIT_UNSHIPPED").as_deref() == Ok("warn") {
+        eprintln!("warning: {message}; going on as DEPLOYCTL_AUDIT_UNSHIPPED=warn says");
+        return Ok(());
+    }
+    eprintln!(
+        "error: {message}. Fix the audit sink, or set DEPLOYCTL_AUDIT_UNSHIPPED=warn to run anyway. Nothing was changed."
+    );
+    Err(exit::INVALID_INPUT)
+}
+
+/// Seals what a command did with a signed checkpoint when it ends, on
+/// every return path (end of each run, R10).
+pub struct Seal(pub Trail);
+
+impl Drop for Seal {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.log.checkpoint() {
+            eprintln!("warning: could not write the audit checkpoint: {error}");
+        }
+        // S2: the run's last records and its checkpoint leave the machine
+        // before the command ends, not with the next command. The action is
+        // already done here, so waiting costs no reaction time; records
+        // that cannot be shipped stay queued durably for the next command.
+        if self.0.log.ships()
+            && let Err(error) = self.0.log.ship_now()
+        {
+            eprintln!(
+                "warning: the audit trail's last records have not left this machine yet ({error}); they stay queued and ship with the next command"
+            );
+        }
+    }
+}
+
+/// Appends a record the command writes itself; a record that cannot be
+/// written is a warning (the action it describes has happened or been
+/// refused already).
+pub fn record(trail: &Trail, user: &str, what: What, outcome: Outcome) {
+    if let Err(error) = trail.record(user, what, outcome) {
+        eprintln!("warning: could not audit this: {error}");
+    }
+}

@@ -1,0 +1,128 @@
+//! Kubernetes targets: a Deployment behind a Service. Blue-green switches
+//! the Service's selector; a canary needs a Gateway API HTTPRoute whose
+//! backend weights split the traffic, and the validator says so when it is
+//! missing rather than letting the adapter find out.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Kind, Source, Spec, image};
+use crate::check::Checker;
+use crate::model::{Capabilities, GateKind, StrategyKind, TargetKind, TargetSpec};
+use crate::raw;
+
+/// A Kubernetes Deployment behind a Service (blue-green switches the
+/// Service selector), optionally weighted through a Gateway API HTTPRoute
+/// (canary).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesTarget {
+    /// kubeconfig context; the current context when omitted.
+    #[serde(default)]
+    pub context: Option<String>,
+    pub namespace: String,
+    pub deployment: String,
+    /// The Service that carries production traffic.
+    pub service: String,
+    /// Service that exposes the new version before promotion (blue-green).
+    #[serde(default)]
+    pub preview_service: Option<String>,
+    /// Gateway API route whose backend weights split traffic (canary).
+    #[serde(default)]
+    pub http_route: Option<HttpRouteRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRouteRef {
+    pub name: String,
+    /// The target's namespace when omitted.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+pub(crate) struct Kubernetes;
+
+impl Kind for Kubernetes {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn label(&self) -> &'static str {
+        "Kubernetes"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: &[StrategyKind::Canary, StrategyKind::BlueGreen],
+            // Readiness of the new pods: a gate only the cluster can answer.
+            gates: &[
+                GateKind::Http,
+                GateKind::Prometheus,
+                GateKind::CloudWatch,
+                GateKind::Kubernetes,
+            ],
+            max_canary_weight: 100,
+        }
+    }
+
+    fn artifact_sources(&self) -> &'static [&'static Source] {
+        &[&image::IMAGE]
+    }
+
+    fn is_written(&self, target: &raw::Target) -> bool {
+        target.kubernetes.is_some()
+    }
+
+    fn check(&self, checker: &mut Checker, path: &str, target: &raw::Target) -> Option<TargetSpec> {
+        let k8s = target.kubernetes.clone()?;
+        let at = format!("{path}.kubernetes");
+        checker.non_empty(&format!("{at}.namespace"), &k8s.namespace);
+        checker.non_empty(&format!("{at}.deployment"), &k8s.deployment);
+        checker.non_empty(&format!("{at}.service"), &k8s.service);
+        if k8s.preview_service.as_deref() == Some(k8s.service.as_str()) {
+            checker.error(
+                format!("{at}.previewService"),
+                "the preview Service must differ from the production Service",
+            );
+        }
+        Some(TargetSpec::Kubernetes(k8s))
+    }
+}
+
+impl Spec for KubernetesTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Kubernetes
+    }
+
+    fn check_strategy(
+        &self,
+        checker: &mut Checker,
+        target: &str,
+        path: &str,
+        strategy: StrategyKind,
+    ) {
+        if strategy == StrategyKind::Canary && self.http_route.is_none() {
+            checker.error(
+                path,
+                format!("a Kubernetes canary needs a Gateway API route to split traffic, and target `{target}` has none"),
+            )
+            .hint = Some(format!("add `targets.{target}.kubernetes.httpRoute`, or use `blueGreen`"));
+        }
+    }
+
+    fn rollback(&self, strategy: StrategyKind, stable: &str) -> String {
+        match strategy {
+            StrategyKind::BlueGreen => format!(
+                "Service `{}` selector back to the stable pods ({stable})",
+                self.service
+            ),
+            StrategyKind::Canary | StrategyKind::Waves => format!(
+                "HTTPRoute `{}` weights back to 100% stable ({stable}); canary pods scaled down",
+                self.http_route
+                    .as_ref()
+                    .map_or("", |route| route.name.as_str())
+            ),
+        }
+    }
+}
