@@ -81,6 +81,11 @@ impl TargetKind {
         kinds::of(self).name()
     }
 
+    /// What reports call a target of this kind ("CloudFront", "ECS").
+    pub fn label(self) -> &'static str {
+        kinds::of(self).label()
+    }
+
     /// This kind's row of the capability table, kept in the kind's own
     /// module (`kinds/<kind>.rs`).
     pub fn capabilities(self) -> Capabilities {

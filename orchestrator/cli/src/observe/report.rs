@@ -614,7 +614,7 @@ fn render_stage(out: &mut String, stage: &StageObservation) {
         out,
         "Stage {} — {} target `{}`",
         stage.name,
-        kind_label(stage.target_kind),
+        deployctl_plan::model::TargetKind::label(stage.target_kind),
         stage.target
     );
     if let Some(identity) = &stage.identity {
@@ -731,17 +731,6 @@ fn describe_capabilities(capabilities: &Capabilities) -> String {
         format!("{weights}; waves")
     } else {
         weights
-    }
-}
-
-fn kind_label(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Kubernetes => "Kubernetes",
-        TargetKind::Lambda => "Lambda",
-        TargetKind::CloudFront => "CloudFront",
-        TargetKind::Ecs => "ECS",
-        TargetKind::Fleet => "fleet",
-        TargetKind::Sim => "simulated",
     }
 }
 
