@@ -9,6 +9,8 @@ use deployctl_policy::{Access, Action};
 
 use crate::exit;
 
+pub(crate) use deployctl_approvals::initiator_user;
+
 /// Where the access file is.
 pub fn access_path(flag: Option<&Path>, state_dir: &Path) -> PathBuf {
     flag.map(Path::to_path_buf)
@@ -52,9 +54,4 @@ pub fn check_operator(
     }
     eprintln!("error: {}", decision.reason);
     Err(exit::INVALID_INPUT)
-}
-
-/// The run's initiator as a user name (`alice@deploy-pc` → `alice`).
-pub(crate) fn initiator_user(initiator: &str) -> &str {
-    initiator.split('@').next().unwrap_or(initiator)
 }

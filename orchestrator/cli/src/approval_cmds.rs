@@ -13,13 +13,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use deployctl_approvals::{Decision, Refusal, Submission, Surroundings, submit};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_aws_audit::MfaKeySource;
 use deployctl_engine::journal::Journal;
+use deployctl_plan::ValidatedPlan;
 use deployctl_policy::mfa::{Background, KeySource, create_key_file};
-use deployctl_policy::{Access, Action, MfaPolicy, MfaStore, check_approval};
+use deployctl_policy::{MfaPolicy, MfaStore};
+use deployctl_trail::Trail;
 
-pub(crate) use crate::access::initiator_user;
 use crate::access::load_access;
 use crate::audited::Seal;
 use crate::exit;
@@ -177,155 +179,38 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
     }
 }
 
-/// What an approver decides.
-#[derive(Debug, Clone, Copy)]
-pub enum Decision<'a> {
-    Approve,
-    Reject { reason: &'a str },
+/// What the approval check needs from this binary: the approver's AWS
+/// identity (STS, when the plan calls AWS), the MFA store (its key may
+/// come from KMS) and the run's alert channels (SNS, webhooks).
+pub(crate) struct Around<'a> {
+    pub state_dir: &'a Path,
 }
 
-/// One approval or rejection of one gate of one run, from wherever it
-/// was submitted: `deployctl approve RUN` on the deploy PC, or an entry in
-/// a Release's `spec.approvals` that the controller verifies.
-#[derive(Debug, Clone, Copy)]
-pub struct Submission<'a> {
-    pub run_id: &'a str,
-    pub gate: &'a str,
-    pub user: &'a str,
-    pub decision: Decision<'a>,
-}
-
-/// Why a submission was not recorded (already audited), and the exit
-/// code the CLI reports for it.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub message: String,
-    pub exit: u8,
-}
-
-impl Refusal {
-    fn failed(message: impl Into<String>) -> Refusal {
-        Refusal {
-            message: message.into(),
-            exit: exit::FAILED,
+impl Surroundings for Around<'_> {
+    fn identify(&self, plan: &ValidatedPlan, trail: &Trail) {
+        // An approval itself touches nothing on AWS, so a lookup that
+        // fails only loses that detail.
+        if let Err(message) = crate::wiring::resolve_aws_caller(plan, &trail.caller) {
+            eprintln!("warning: {message}; the audit records of this approval name no AWS caller");
         }
     }
+
+    fn mfa_store(&self) -> Result<MfaStore, String> {
+        // `open_mfa` has said why on stderr (the controller's log).
+        open_mfa(self.state_dir, false).map_err(|_| "see the error above".to_string())
+    }
+
+    fn alert(&self, plan: &ValidatedPlan, run_id: &str, gate: &str, message: &str) {
+        alert(plan, run_id, gate, message);
+    }
 }
 
-/// The one approval check (R9, S1, J1, J6): the run exists and has not
-/// ended, the gate exists, the approver is not the initiator and holds the
-/// gate's role (and the environment's approver rule), and their one-time
-/// code verifies (each code accepted once; lockout after repeated wrong
-/// codes, announced as a security event). Then the approval or rejection
-/// is recorded in the journal, which is what a waiting run polls.
-/// `code` is asked for only once the identity checks passed.
-pub fn submit(
-    journal: &Journal,
-    audit: &deployctl_trail::Trail,
-    submission: &Submission<'_>,
-    code: impl FnOnce() -> Result<String, Refusal>,
-    access_file: &Path,
-    state_dir: &Path,
-) -> Result<(), Refusal> {
-    let Submission {
-        run_id,
-        gate,
-        user,
-        decision,
-    } = *submission;
-    let deny = |action: AuditAction, message: String| {
-        crate::audited::record(
-            audit,
-            user,
-            What::new(action).run(run_id).detail(format!("gate {gate}")),
-            Outcome::denied(message.clone()),
-        );
-        Refusal {
-            message,
-            exit: exit::INVALID_INPUT,
-        }
-    };
-    let run = journal.run(run_id).map_err(|error| Refusal {
-        message: error.to_string(),
-        exit: exit::INVALID_INPUT,
-    })?;
-    let loaded =
-        deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|_| {
-            Refusal::failed(format!(
-                "the plan recorded for run {run_id} no longer validates"
-            ))
-        })?;
-    // The approver's AWS identity goes into the records when the plan
-    // calls AWS; an approval itself touches nothing on AWS, so a lookup
-    // that fails only loses that detail.
-    if let Err(message) = crate::wiring::resolve_aws_caller(&loaded.plan, &audit.caller) {
-        eprintln!("warning: {message}; the audit records of this approval name no AWS caller");
+/// The exit code of a refused approval.
+pub(crate) fn refusal_exit(refusal: &Refusal) -> u8 {
+    match refusal {
+        Refusal::Denied(_) => exit::INVALID_INPUT,
+        Refusal::Failed(_) => exit::FAILED,
     }
-    let Some(approval) = loaded.plan.approvals.get(gate) else {
-        let known: Vec<&str> = loaded.plan.approvals.keys().map(String::as_str).collect();
-        return Err(deny(
-            AuditAction::PolicyDenied,
-            format!(
-                "run {run_id} has no approval gate `{gate}` (gates: {})",
-                known.join(", ")
-            ),
-        ));
-    };
-    if run.phase.is_terminal() {
-        return Err(deny(
-            AuditAction::PolicyDenied,
-            format!("run {run_id} already ended ({})", run.phase.as_str()),
-        ));
-    }
-    let access = Access::load(access_file).map_err(|error| Refusal {
-        message: error.to_string(),
-        exit: exit::INVALID_INPUT,
-    })?;
-    if let Err(denied) = check_approval(
-        &access,
-        user,
-        initiator_user(&run.initiator),
-        &approval.role,
-    ) {
-        return Err(deny(AuditAction::PolicyDenied, denied.to_string()));
-    }
-    let decided = access.may(
-        user,
-        &Action::Approve {
-            role: approval.role.clone(),
-        },
-        &run.environment,
-    );
-    if !decided.allowed {
-        return Err(deny(AuditAction::PolicyDenied, decided.reason.clone()));
-    }
-    let store = open_mfa(state_dir, false).map_err(|exit| Refusal {
-        message: "the MFA store cannot be opened (see the controller's log)".into(),
-        exit,
-    })?;
-    let code = code()?;
-    if let Err(error) = store.verify(user, &code, SystemTime::now()) {
-        let message = error.to_string();
-        // Failed codes and lockouts are security events (J6): audited
-        // as such, and announced on the run's channels that asked.
-        if error.is_security_event() {
-            alert(&loaded.plan, run_id, gate, &message);
-        }
-        return Err(deny(AuditAction::MfaFailed, message));
-    }
-    crate::audited::record(
-        audit,
-        user,
-        What::new(AuditAction::MfaVerified)
-            .run(run_id)
-            .detail(format!("gate {gate}")),
-        Outcome::ok(),
-    );
-    let recorded = match decision {
-        Decision::Approve => journal.record_approval(run_id, gate, user),
-        Decision::Reject { reason } => journal.record_rejection(run_id, gate, user, reason),
-    };
-    recorded.map_err(|error| Refusal::failed(error.to_string()))
 }
 
 /// `deployctl approve|reject RUN …` on this machine's journal.
@@ -338,19 +223,23 @@ fn submit_here(
     let (journal, audit) = crate::audited::open(state_dir)?;
     let user = submission.user;
     let asked = || {
-        code_or_prompt(code, user).map_err(|exit| Refusal {
-            message: "no one-time code".into(),
-            exit,
+        code_or_prompt(code, user).map_err(|code| {
+            if code == exit::INVALID_INPUT {
+                Refusal::Denied("no one-time code".into())
+            } else {
+                Refusal::Failed("no one-time code".into())
+            }
         })
     };
-    match submit(&journal, &audit, submission, asked, access_file, state_dir) {
+    let around = Around { state_dir };
+    match submit(&journal, &audit, submission, asked, access_file, &around) {
         Ok(()) => {
             let _seal = Seal(audit);
             Ok(journal)
         }
         Err(refusal) => {
-            eprintln!("error: {}", refusal.message);
-            Err(refusal.exit)
+            eprintln!("error: {refusal}");
+            Err(refusal_exit(&refusal))
         }
     }
 }

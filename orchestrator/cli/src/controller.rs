@@ -49,11 +49,12 @@ use deployctl_kube_release::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::approval_cmds::{self, Decision, Refusal, Submission};
+use crate::approval_cmds;
 use crate::audited;
 use crate::engine_cmds;
 use crate::exit;
 use crate::wiring::{self, Mode};
+use deployctl_approvals::{Decision, Refusal, Submission};
 
 /// How often every Release's status is recomputed.
 const RESYNC: Duration = Duration::from_millis(500);
@@ -721,24 +722,25 @@ async fn judge(
             },
         };
         let code = || {
-            owned.code.clone().ok_or_else(|| Refusal {
-                message: "the entry has no one-time MFA code (`--code`)".into(),
-                exit: exit::INVALID_INPUT,
+            owned.code.clone().ok_or_else(|| {
+                Refusal::Denied("the entry has no one-time MFA code (`--code`)".into())
             })
         };
-        approval_cmds::submit(
+        deployctl_approvals::submit(
             &shared_for_check.journal,
             &shared_for_check.audit,
             &submission,
             code,
             &shared_for_check.access_file,
-            &shared_for_check.state_dir,
+            &approval_cmds::Around {
+                state_dir: &shared_for_check.state_dir,
+            },
         )
     })
     .await;
     let (verdict, reason) = match checked {
         Ok(Ok(())) => (Verdict::Accepted, None),
-        Ok(Err(refusal)) => (Verdict::Refused, Some(refusal.message)),
+        Ok(Err(refusal)) => (Verdict::Refused, Some(refusal.to_string())),
         Err(error) => (
             Verdict::Refused,
             Some(format!("the check did not finish: {error}")),
@@ -818,7 +820,7 @@ fn status_of_run(
         observed_generation: release.metadata.generation,
         message,
         diagnostics: Vec::new(),
-        initiator: Some(approval_cmds::initiator_user(&run.initiator).to_string()),
+        initiator: Some(deployctl_approvals::initiator_user(&run.initiator).to_string()),
         stages: stages.iter().map(stage_status).collect(),
         pending_approvals: pending.into_values().collect(),
         approvals: verdicts(journal, run_id)?.into_values().collect(),

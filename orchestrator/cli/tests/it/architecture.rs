@@ -30,6 +30,7 @@ const CORE_CRATES: &[&str] = &[
     "deployctl-audit",
     "deployctl-time",
     "deployctl-trail",
+    "deployctl-approvals",
 ];
 
 #[test]

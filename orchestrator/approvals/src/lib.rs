@@ -1,0 +1,195 @@
+//! `deployctl-approvals`: the one approval check, shared by `deployctl
+//! approve|reject RUN` on a deploy PC and the in-cluster controller
+//! verifying the approval entries of a Release (R9, S1, J1, J6). Start at
+//! [`submit`].
+//!
+//! Expected flow: the run exists and has not ended, the gate exists, the
+//! approver is not the initiator and holds the gate's role and the
+//! environment's approver rule (the access file), and only then is the
+//! one-time code asked for and verified (each code accepted once; lockout
+//! after repeated wrong codes, announced as a security event). The
+//! approval or rejection is then recorded in the journal, which is what a
+//! waiting run polls. Every refusal and every verified code is audited.
+//!
+//! What is not here: where the MFA key comes from, how alerts are sent,
+//! who the approver is on AWS ([`Surroundings`], the binary's), and exit
+//! codes ([`Refusal`] says which kind of refusal it is).
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use deployctl_audit::{Action as AuditAction, Outcome, What};
+use deployctl_engine::journal::Journal;
+use deployctl_plan::ValidatedPlan;
+use deployctl_policy::{Access, Action, MfaStore, check_approval};
+use deployctl_trail::Trail;
+
+/// What an approver decides.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'a> {
+    Approve,
+    Reject { reason: &'a str },
+}
+
+/// One approval or rejection of one gate of one run, from wherever it
+/// was submitted: `deployctl approve RUN` on the deploy PC, or an entry in
+/// a Release's `spec.approvals` that the controller verifies.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    pub run_id: &'a str,
+    pub gate: &'a str,
+    pub user: &'a str,
+    pub decision: Decision<'a>,
+}
+
+/// Why a submission was not recorded. Every refusal the check itself
+/// decides is audited before it is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not allowed or not valid: an unknown run or gate, a run that ended,
+    /// the initiator approving their own run, a missing role, a wrong or
+    /// replayed code (the CLI exits 2).
+    #[error("{0}")]
+    Denied(String),
+    /// The check could not be carried out: the recorded plan no longer
+    /// validates, the MFA store cannot be opened, the journal failed (the
+    /// CLI exits 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the check needs from around it that this crate does not own:
+/// who the approver is on AWS (for the records), the MFA store, and the
+/// run's channels for security events. The binary provides them (the
+/// MFA key may come from KMS, alerts go out by SNS or webhook).
+pub trait Surroundings {
+    /// Resolves the approver's AWS identity into the trail's `Caller` when
+    /// the plan calls AWS. Best effort: an approval touches nothing on AWS.
+    fn identify(&self, plan: &ValidatedPlan, trail: &Trail);
+
+    /// Opens the MFA store.
+    fn mfa_store(&self) -> Result<MfaStore, String>;
+
+    /// Announces a security event (a failed code, a lockout) on the
+    /// run's channels that asked for them (J6).
+    fn alert(&self, plan: &ValidatedPlan, run_id: &str, gate: &str, message: &str);
+}
+
+/// The one approval check (R9, S1, J1, J6): the run exists and has not
+/// ended, the gate exists, the approver is not the initiator and holds the
+/// gate's role (and the environment's approver rule), and their one-time
+/// code verifies (each code accepted once; lockout after repeated wrong
+/// codes, announced as a security event). Then the approval or rejection
+/// is recorded in the journal, which is what a waiting run polls.
+/// `code` is asked for only once the identity checks passed.
+pub fn submit(
+    journal: &Journal,
+    audit: &Trail,
+    submission: &Submission<'_>,
+    code: impl FnOnce() -> Result<String, Refusal>,
+    access_file: &Path,
+    around: &dyn Surroundings,
+) -> Result<(), Refusal> {
+    let Submission {
+        run_id,
+        gate,
+        user,
+        decision,
+    } = *submission;
+    let deny = |action: AuditAction, message: String| {
+        record(
+            audit,
+            user,
+            What::new(action).run(run_id).detail(format!("gate {gate}")),
+            Outcome::denied(message.clone()),
+        );
+        Refusal::Denied(message)
+    };
+    let run = journal
+        .run(run_id)
+        .map_err(|error| Refusal::Denied(error.to_string()))?;
+    let loaded =
+        deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|_| {
+            Refusal::Failed(format!(
+                "the plan recorded for run {run_id} no longer validates"
+            ))
+        })?;
+    // The approver's AWS identity goes into the records when the plan
+    // calls AWS; an approval itself touches nothing on AWS, so a lookup
+    // that fails only loses that detail.
+    around.identify(&loaded.plan, audit);
+    let Some(approval) = loaded.plan.approvals.get(gate) else {
+        let known: Vec<&str> = loaded.plan.approvals.keys().map(String::as_str).collect();
+        return Err(deny(
+            AuditAction::PolicyDenied,
+            format!(
+                "run {run_id} has no approval gate `{gate}` (gates: {})",
+                known.join(", ")
+            ),
+        ));
+    };
+    if run.phase.is_terminal() {
+        return Err(deny(
+            AuditAction::PolicyDenied,
+            format!("run {run_id} already ended ({})", run.phase.as_str()),
+        ));
+    }
+    let access = Access::load(access_file).map_err(|error| Refusal::Denied(error.to_string()))?;
+    if let Err(denied) = check_approval(
+        &access,
+        user,
+        initiator_user(&run.initiator),
+        &approval.role,
+    ) {
+        return Err(deny(AuditAction::PolicyDenied, denied.to_string()));
+    }
+    let decided = access.may(
+        user,
+        &Action::Approve {
+            role: approval.role.clone(),
+        },
+        &run.environment,
+    );
+    if !decided.allowed {
+        return Err(deny(AuditAction::PolicyDenied, decided.reason.clone()));
+    }
+    let store = around
+        .mfa_store()
+        .map_err(|error| Refusal::Failed(format!("the MFA store cannot be opened: {error}")))?;
+    let code = code()?;
+    if let Err(error) = store.verify(user, &code, SystemTime::now()) {
+        let message = error.to_string();
+        // Failed codes and lockouts are security events (J6): audited
+        // as such, and announced on the run's channels that asked.
+        if error.is_security_event() {
+            around.alert(&loaded.plan, run_id, gate, &message);
+        }
+        return Err(deny(AuditAction::MfaFailed, message));
+    }
+    record(
+        audit,
+        user,
+        What::new(AuditAction::MfaVerified)
+            .run(run_id)
+            .detail(format!("gate {gate}")),
+        Outcome::ok(),
+    );
+    let recorded = match decision {
+        Decision::Approve => journal.record_approval(run_id, gate, user),
+        Decision::Reject { reason } => journal.record_rejection(run_id, gate, user, reason),
+    };
+    recorded.map_err(|error| Refusal::Failed(error.to_string()))
+}
+
+/// The user part of a run's initiator (`user@host`).
+pub fn initiator_user(initiator: &str) -> &str {
+    initiator.split('@').next().unwrap_or(initiator)
+}
+
+/// Appends a record; one that cannot be written is a warning on stderr,
+/// as the decision it describes is already made.
+fn record(trail: &Trail, user: &str, what: What, outcome: Outcome) {
+    if let Err(error) = trail.record(user, what, outcome) {
+        eprintln!("warning: could not audit this: {error}");
+    }
+}
