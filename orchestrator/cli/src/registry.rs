@@ -103,12 +103,17 @@ pub trait Entry {
     fn touches_aws(&self) -> bool;
     /// The AWS region the plan names for it, if any.
     fn region(&self) -> Option<&str>;
+    /// The version the plan itself says the target runs, when its section
+    /// says so (a simulator's `stableVersion`); real targets are read.
+    fn declared_stable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The entry for `target`'s kind: the binary's one `match` on `TargetSpec`.
 pub fn lookup(target: &model::Target) -> Box<dyn Entry + '_> {
     match &target.spec {
-        TargetSpec::Sim(_) => Box::new(Sim { target }),
+        TargetSpec::Sim(spec) => Box::new(Sim { target, spec }),
         TargetSpec::Lambda(spec) => Box::new(Lambda { target, spec }),
         TargetSpec::CloudFront(spec) => Box::new(CloudFront { target, spec }),
         TargetSpec::Ecs(spec) => Box::new(Ecs { target, spec }),
@@ -121,6 +126,7 @@ pub fn lookup(target: &model::Target) -> Box<dyn Entry + '_> {
 /// behaves like a real one across processes.
 struct Sim<'t> {
     target: &'t model::Target,
+    spec: &'t model::SimSpec,
 }
 
 impl Entry for Sim<'_> {
@@ -142,6 +148,10 @@ impl Entry for Sim<'_> {
 
     fn region(&self) -> Option<&str> {
         None
+    }
+
+    fn declared_stable(&self) -> Option<String> {
+        Some(self.spec.stable_version.clone())
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use deployctl_adapter::{Action, Capabilities, Observed, Preflight, Target, Weights};
 use deployctl_engine::program::{self, Op};
 use deployctl_plan::ValidatedPlan;
-use deployctl_plan::model::{Stage, TargetKind, TargetSpec, WaveSize};
+use deployctl_plan::model::{Stage, TargetKind, WaveSize};
 use serde::Serialize;
 
 /// What was read from one target: its preflight and its observed state,
@@ -137,6 +137,9 @@ pub enum StepStatus {
     NotPlanned,
     /// Sized from what the target reports when it starts (waves).
     AtRunTime,
+    /// The target already runs the new version as its stable one: `apply`
+    /// finds the stage released and moves nothing.
+    Skipped,
 }
 
 /// Something the live state says that the plan alone does not.
@@ -299,10 +302,9 @@ fn observe_stage(inputs: &Inputs<'_>, stage: &Stage) -> StageObservation {
     let pinned = target.pinned_stable.as_ref().map(|a| a.version.clone());
     // What the plan says the target runs: its pinned stable version, or
     // for a simulator the version its world starts from.
-    let expected = pinned.clone().or_else(|| match &target.spec {
-        TargetSpec::Sim(sim) => Some(sim.stable_version.clone()),
-        _ => None,
-    });
+    let expected = pinned
+        .clone()
+        .or_else(|| crate::registry::lookup(target).declared_stable());
     let new_version = target.artifact.as_ref().map(|a| a.version.clone());
 
     let mut findings = Vec::new();
@@ -375,7 +377,14 @@ fn observe_stage(inputs: &Inputs<'_>, stage: &Stage) -> StageObservation {
         }
     }
 
+    // As the engine decides it: a stage whose stable version (pinned, or
+    // as preflight read it) is already the new one moves nothing.
+    let stable = pinned
+        .clone()
+        .or_else(|| preflight.map(|p| p.stable_version.clone()));
+    let released = new_version.is_some() && stable == new_version;
     let steps = match (inputs.targets.get(&target.name), &now) {
+        _ if released => skipped_steps(&ops),
         (Some(adapter), Some(now)) => plan_steps(adapter.as_ref(), now, &ops),
         _ => unplanned_steps(&ops),
     };
@@ -459,6 +468,23 @@ fn plan_steps(adapter: &dyn Target, observed: &Observed, ops: &[Op]) -> Vec<Step
         steps.push(step);
     }
     steps
+}
+
+/// The stage's changes, none of which `apply` would make: the target is
+/// already released.
+fn skipped_steps(ops: &[Op]) -> Vec<Step> {
+    ops.iter()
+        .filter_map(|op| {
+            let action = step_action(op)?;
+            Some(Step {
+                description: describe(op, &action),
+                action,
+                status: StepStatus::Skipped,
+                calls: Vec::new(),
+                detail: None,
+            })
+        })
+        .collect()
 }
 
 /// The stage's changes, unplanned: the target could not be read.
@@ -674,6 +700,7 @@ fn render_stage(out: &mut String, stage: &StageObservation) {
                 " — calls decided when it starts: {}",
                 step.detail.as_deref().unwrap_or_default()
             ),
+            StepStatus::Skipped => " — skipped: the stage is already released".into(),
         };
         let _ = writeln!(out, "    {}. {}{status}", index + 1, step.description);
         for call in &step.calls {

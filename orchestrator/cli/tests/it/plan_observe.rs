@@ -212,6 +212,17 @@ fn the_sandbox_observed_matches_its_snapshot_and_nothing_is_written() {
             .map(|f| f["kind"].as_str().unwrap_or_default())
             .collect();
         assert_eq!(kinds, ["alreadyReleased"], "{stage:#}");
+        // As apply would: a released stage moves nothing.
+        let statuses: Vec<&str> = stage["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["status"].as_str().unwrap_or_default())
+            .collect();
+        assert!(
+            !statuses.is_empty() && statuses.iter().all(|s| *s == "skipped"),
+            "{stage:#}"
+        );
     }
     assert_eq!(world_files(&sandbox), files, "the sim world changed");
     assert_eq!(sandbox.run_ids(), runs, "plan --observe recorded a run");
