@@ -61,28 +61,7 @@ pub fn shipped(audit: &AuditLog) -> Result<(), u8> {
     Err(exit::INVALID_INPUT)
 }
 
-/// Seals what a command did with a signed checkpoint when it ends, on
-/// every return path (end of each run, R10).
-pub struct Seal(pub Trail);
-
-impl Drop for Seal {
-    fn drop(&mut self) {
-        if let Err(error) = self.0.log.checkpoint() {
-            eprintln!("warning: could not write the audit checkpoint: {error}");
-        }
-        // S2: the run's last records and its checkpoint leave the machine
-        // before the command ends, not with the next command. The action is
-        // already done here, so waiting costs no reaction time; records
-        // that cannot be shipped stay queued durably for the next command.
-        if self.0.log.ships()
-            && let Err(error) = self.0.log.ship_now()
-        {
-            eprintln!(
-                "warning: the audit trail's last records have not left this machine yet ({error}); they stay queued and ship with the next command"
-            );
-        }
-    }
-}
+pub use deployctl_trail::Seal;
 
 /// Appends a record the command writes itself; a record that cannot be
 /// written is a warning (the action it describes has happened or been

@@ -1,75 +1,24 @@
-//! `deployctl controller`: the in-cluster GitOps controller (R12), and
+//! `deployctl controller` (the in-cluster GitOps controller, crate
+//! `deployctl-controller`) wired with this binary's adapters, and
 //! `deployctl approve|reject --release NS/NAME`, which submit approvals to
 //! it.
-//!
-//! Expected flow: install (or check) the Release CRD → contend for the
-//! Lease; only the holder reconciles → watch the namespace's Releases.
-//! A Release without a run has its `spec.plan` validated (invalid: status
-//! `Invalid` with `release/NS/NAME:LINE:COL` diagnostics, nothing touched),
-//! its initiator checked (the `deployctl.io/initiator` annotation; an
-//! operator of a protected environment), the rollback finalizer added and a
-//! run created exactly as `apply` creates one (same journal, audit trail
-//! and wiring), then driven in the background. Every half second each
-//! Release's status is recomputed from the journal and written when it
-//! changed. Approval entries in `spec.approvals` are verified here, by the
-//! same function `deployctl approve RUN` uses, and their verdicts kept in
-//! the journal and mirrored into `status.approvals`.
-//!
-//! Guarantees: a run is created at most once per Release (found again by
-//! its journal key `release/NS/NAME#UID`, even when the status write that
-//! names it was lost); a controller that restarts, or a new leader sharing
-//! the state directory, resumes unfinished runs from the journal; a
-//! controller that loses the lease cancels its runs at their next await
-//! (cancellation-safe by the adapter contract) and writes no more status.
-//! Deleting a Release whose run has not ended kills the run (rollback)
-//! before the finalizer lets the object go.
-//!
-//! Assumptions: the state directory (journal, audit trail, MFA store,
-//! access file) is on a volume that follows the leader; the initiator
-//! annotation is trustworthy (see docs/runbook.md: in a real cluster an
-//! admission policy must pin it to the requesting user).
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deployctl_audit::{Action as AuditAction, Outcome, What};
-use deployctl_engine::event::{Event, Verdict as JournalVerdict};
-use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext};
-use deployctl_engine::journal::{Journal, RunRecord, StageRecord};
-use deployctl_engine::progress::ProgressSink;
-use deployctl_engine::start::RunRequest;
-use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
-use deployctl_kube_release::kube::ResourceExt;
-use deployctl_kube_release::{
-    ApprovalEntry, ApprovalVerdict, Change, GateStatus, Leadership, PendingApproval, Release,
-    ReleasePhase, ReleaseStatus, Releases, StageStatus, Verdict, crd::INITIATOR_ANNOTATION,
-};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use deployctl_approvals::Surroundings;
+use deployctl_controller::{Options, Wiring};
+use deployctl_engine::executor::RunContext;
+use deployctl_engine::journal::{Journal, RunRecord};
+use deployctl_kube_release::{ApprovalEntry, Releases, Verdict};
+use deployctl_plan::ValidatedPlan;
+use deployctl_trail::{Caller, Trail};
 
-use crate::approval_cmds;
-use crate::audited;
+use crate::approval_cmds::{self, Around};
 use crate::engine_cmds;
 use crate::exit;
 use crate::wiring::{self, Mode};
-use deployctl_approvals::{Decision, Refusal, Submission};
-
-/// How often every Release's status is recomputed.
-const RESYNC: Duration = Duration::from_millis(500);
-
-/// `deployctl controller` flags.
-pub struct Options {
-    pub kubeconfig: Option<PathBuf>,
-    pub namespace: Option<String>,
-    pub state_dir: PathBuf,
-    pub access_file: PathBuf,
-    pub lease_name: String,
-    pub lease_duration: u64,
-    pub identity: Option<String>,
-    pub install_crd: bool,
-}
 
 /// `deployctl controller --print-crd`.
 pub fn print_crd() -> u8 {
@@ -87,7 +36,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// `deployctl controller`: runs until SIGINT/SIGTERM.
 pub fn run(options: &Options) -> u8 {
-    let outcome = runtime().and_then(|runtime| runtime.block_on(controller(options)));
+    let wiring = Arc::new(Wired {
+        state_dir: options.state_dir.clone(),
+    });
+    let outcome = runtime().and_then(|runtime| {
+        runtime
+            .block_on(deployctl_controller::run(options, wiring))
+            .map_err(|error| error.to_string())
+    });
     match outcome {
         Ok(()) => exit::OK,
         Err(message) => {
@@ -97,766 +53,66 @@ pub fn run(options: &Options) -> u8 {
     }
 }
 
-/// What every reconcile shares.
-struct Shared {
-    releases: Releases,
-    journal: Arc<Journal>,
-    audit: deployctl_trail::Trail,
-    engine: Arc<Engine>,
+/// The controller's runs are wired exactly as `apply` wires them: the same
+/// adapters, probes, channels, journal and audit trail.
+struct Wired {
     state_dir: PathBuf,
-    access_file: PathBuf,
-    identity: String,
 }
 
-/// Resolves when SIGINT or SIGTERM arrives (Kubernetes stops pods with
-/// SIGTERM).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+impl Wiring for Wired {
+    fn open(&self) -> Result<(Arc<Journal>, Trail), String> {
+        crate::audited::open(&self.state_dir)
+            .map_err(|_| "the journal or the audit trail cannot be opened".to_string())
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
 
-async fn controller(options: &Options) -> Result<(), String> {
-    let client = deployctl_kube_release::client(options.kubeconfig.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
-    let namespace = options
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    deployctl_kube_release::ensure_crd(&client, options.install_crd, Duration::from_secs(60))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (journal, audit) = audited::open(&options.state_dir)
-        .map_err(|_| "the journal or the audit trail cannot be opened".to_string())?;
-    let identity = options.identity.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            deployctl_engine::run::host_name(),
-            std::process::id()
-        )
-    });
-    let leadership = Leadership::start(
-        client.clone(),
-        &namespace,
-        &options.lease_name,
-        &identity,
-        options.lease_duration,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    eprintln!(
-        "controller {identity}: Releases in namespace {namespace}; state in {}; waiting for lease {}",
-        options.state_dir.display(),
-        options.lease_name
-    );
-    let shared = Arc::new(Shared {
-        releases: Releases::new(client, &namespace),
-        engine: Arc::new(Engine::new(
-            journal.clone(),
-            EngineOptions::default(),
-            ProgressSink::default(),
-        )),
-        journal,
-        audit: audit.clone(),
-        state_dir: options.state_dir.clone(),
-        access_file: options.access_file.clone(),
-        identity: identity.clone(),
-    });
-    let result = loop {
-        let mut is_leader = leadership.is_leader.clone();
-        tokio::select! {
-            changed = is_leader.wait_for(|leading| *leading) => {
-                if changed.is_err() {
-                    break Err("leader election stopped".to_string());
-                }
-            }
-            _ = shutdown_signal() => break Ok(()),
-        }
-        eprintln!("controller {identity}: leading");
-        let mut watching = is_leader.clone();
-        tokio::select! {
-            ended = lead(&shared, is_leader.clone()) => break ended,
-            _ = watching.wait_for(|leading| !*leading) => {
-                // The runs were cancelled with `lead`; the next leader
-                // resumes them from the journal.
-                eprintln!("controller {identity}: lost the lease; stopped starting work and cancelled this replica's runs");
-            }
-            _ = shutdown_signal() => break Ok(()),
-        }
-    };
-    eprintln!("controller {identity}: stopping; unfinished runs resume from the journal");
-    leadership.release(Duration::from_secs(5)).await;
-    drop(audited::Seal(audit));
-    result
-}
-
-/// A run this replica drives.
-struct Driven {
-    run_id: String,
-    task: JoinHandle<()>,
-    started: Instant,
-}
-
-/// What the leader keeps while leading; dropping it cancels its runs.
-#[derive(Default)]
-struct Leading {
-    cache: BTreeMap<String, Release>,
-    driven: HashMap<String, Driven>,
-    /// The last problem logged per Release, so a lasting one is logged
-    /// once rather than every resync.
-    logged: HashMap<String, String>,
-}
-
-impl Drop for Leading {
-    fn drop(&mut self) {
-        for driven in self.driven.values() {
-            driven.task.abort();
-        }
-    }
-}
-
-async fn lead(shared: &Arc<Shared>, is_leader: watch::Receiver<bool>) -> Result<(), String> {
-    let mut leading = Leading::default();
-    let mut changes = shared.releases.changes();
-    let mut resync = tokio::time::interval(RESYNC);
-    loop {
-        tokio::select! {
-            change = changes.next() => match change {
-                Some(Change::Applied(release)) => {
-                    let name = release.name_any();
-                    leading.cache.insert(name.clone(), *release);
-                    reconcile_cached(shared, &mut leading, &name, &is_leader).await;
-                }
-                Some(Change::Deleted(release)) => {
-                    leading.cache.remove(&release.name_any());
-                    leading.logged.remove(&release.name_any());
-                }
-                Some(Change::WatchError(error)) => {
-                    eprintln!("warning: watching Releases: {error} (retrying)");
-                }
-                None => return Err("the Release watch ended".into()),
-            },
-            _ = resync.tick() => {
-                let names: Vec<String> = leading.cache.keys().cloned().collect();
-                for name in names {
-                    reconcile_cached(shared, &mut leading, &name, &is_leader).await;
-                }
-            }
-        }
-    }
-}
-
-async fn reconcile_cached(
-    shared: &Arc<Shared>,
-    leading: &mut Leading,
-    name: &str,
-    is_leader: &watch::Receiver<bool>,
-) {
-    let Some(release) = leading.cache.get(name).cloned() else {
-        return;
-    };
-    match reconcile(shared, leading, &release, is_leader).await {
-        Ok(Some(written)) => {
-            leading.cache.insert(name.to_string(), written);
-            leading.logged.remove(name);
-        }
-        Ok(None) => {
-            leading.logged.remove(name);
-        }
-        Err(message) => {
-            if leading.logged.get(name) != Some(&message) {
-                eprintln!(
-                    "warning: Release {}/{name}: {message}",
-                    shared.releases.namespace()
-                );
-                leading.logged.insert(name.to_string(), message);
-            }
-        }
-    }
-}
-
-/// The journal key of a Release's run: its plan "file".
-fn run_key(namespace: &str, release: &Release) -> String {
-    format!(
-        "{}#{}",
-        deployctl_kube_release::plan::source_name(namespace, &release.name_any()),
-        release.uid().unwrap_or_default()
-    )
-}
-
-/// The run of this Release, if one was ever created.
-fn find_run(shared: &Shared, release: &Release) -> Result<Option<RunRecord>, String> {
-    if let Some(id) = release.status.as_ref().and_then(|s| s.run_id.as_deref())
-        && let Ok(run) = shared.journal.run(id)
-    {
-        return Ok(Some(run));
-    }
-    let key = run_key(shared.releases.namespace(), release);
-    let runs = shared
-        .journal
-        .runs(None, 10_000)
-        .map_err(|e| e.to_string())?;
-    Ok(runs.into_iter().find(|run| run.plan_file == key))
-}
-
-/// One Release, once: start its run, resume it, verify new approvals,
-/// handle deletion, and mirror the journal into its status. Returns the
-/// object as written when the status changed.
-async fn reconcile(
-    shared: &Arc<Shared>,
-    leading: &mut Leading,
-    release: &Release,
-    is_leader: &watch::Receiver<bool>,
-) -> Result<Option<Release>, String> {
-    let name = release.name_any();
-    let run = find_run(shared, release)?;
-    let deleting = release.metadata.deletion_timestamp.is_some();
-    let Some(run) = run else {
-        if let Some(id) = release.status.as_ref().and_then(|s| s.run_id.as_deref()) {
-            // Started by a controller whose journal this one does not have
-            // (a state directory that did not follow the leader): never
-            // run a release twice; a human must look.
-            return Err(format!(
-                "its run {id} is not in this controller's journal ({}); the state directory must follow the leader. Nothing was started",
-                shared.state_dir.display()
-            ));
-        }
-        if deleting {
-            shared
-                .releases
-                .remove_finalizer(&name)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(None);
-        }
-        let status = match start(shared, leading, release).await {
-            Ok(run_id) => status_of_run(shared, release, &run_id)?,
-            Err(status) => status,
-        };
-        return write_status(shared, release, status, is_leader).await;
-    };
-    let ended = run.phase.is_terminal();
-    if !ended && !deleting {
-        drive_if_idle(shared, leading, &name, &run).await;
-    }
-    if !ended && deleting && !run.kill_requested {
-        // R8: a release taken away mid-run is rolled back, not abandoned.
-        shared
-            .journal
-            .request_kill(&run.id)
-            .map_err(|e| e.to_string())?;
-        eprintln!("Release {name} deleted: killing run {} (rollback)", run.id);
-    }
-    judge_approvals(shared, release, &run).await?;
-    let status = status_of_run(shared, release, &run.id)?;
-    let written = write_status(shared, release, status, is_leader).await?;
-    // A finished run has nothing left for a deletion to undo: let the
-    // Release go whenever it is deleted, controller running or not.
-    if ended
-        && release
-            .finalizers()
-            .iter()
-            .any(|f| f == deployctl_kube_release::crd::FINALIZER)
-    {
-        shared
-            .releases
-            .remove_finalizer(&name)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(written)
-}
-
-async fn write_status(
-    shared: &Shared,
-    release: &Release,
-    status: ReleaseStatus,
-    is_leader: &watch::Receiver<bool>,
-) -> Result<Option<Release>, String> {
-    let generation = release.metadata.generation;
-    shared
-        .releases
-        .write_status(
-            release,
-            |current| {
-                let mut status = status.clone();
-                status.observed_generation = generation;
-                deployctl_kube_release::changed(current, status)
-            },
-            || *is_leader.borrow(),
-        )
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// A status for a Release that did not start: `Invalid` or `Refused`.
-fn not_started(phase: ReleasePhase, message: String, diagnostics: Vec<String>) -> ReleaseStatus {
-    ReleaseStatus {
-        phase: Some(phase),
-        message: Some(message),
-        diagnostics,
-        ..ReleaseStatus::default()
-    }
-}
-
-/// The initiator a Release names, checked to be a plain user name.
-fn initiator_of(release: &Release) -> Result<String, String> {
-    let Some(value) = release.annotations().get(INITIATOR_ANNOTATION) else {
-        return Err(format!(
-            "no `{INITIATOR_ANNOTATION}` annotation: set it to the user who asked for this release (the committer), so that the four-eyes rule knows who may not approve it"
-        ));
-    };
-    let user = value.trim();
-    let plain = !user.is_empty()
-        && user.len() <= 128
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if plain {
-        Ok(user.to_string())
-    } else {
-        Err(format!(
-            "annotation `{INITIATOR_ANNOTATION}`: `{}` is not a user name (letters, digits, `.`, `_`, `-`)",
-            value.escape_debug()
-        ))
-    }
-}
-
-/// S1 for in-cluster runs: in an environment the access file protects,
-/// the initiator must be one of its named operators.
-fn operator_allowed(shared: &Shared, user: &str, environment: &str) -> Result<(), String> {
-    if !shared.access_file.exists() {
-        return Ok(());
-    }
-    let access = deployctl_policy::Access::load(&shared.access_file).map_err(|e| e.to_string())?;
-    let decision = access.may(user, &deployctl_policy::Action::Apply, environment);
-    if decision.allowed {
-        return Ok(());
-    }
-    audited::record(
-        &shared.audit,
-        user,
-        What::new(AuditAction::PolicyDenied).detail(format!("apply in {environment}")),
-        Outcome::denied(decision.reason.clone()),
-    );
-    Err(decision.reason)
-}
-
-/// Starts a Release's run: validation, initiator, operator check, wiring,
-/// the finalizer, then the journal run and its driver. Returns the run ID,
-/// or the status saying why nothing started.
-async fn start(
-    shared: &Arc<Shared>,
-    leading: &mut Leading,
-    release: &Release,
-) -> Result<String, ReleaseStatus> {
-    let namespace = shared.releases.namespace().to_string();
-    let name = release.name_any();
-    // Invalid and refused Releases stay so until their spec changes.
-    if let Some(status) = &release.status
-        && matches!(
-            status.phase,
-            Some(ReleasePhase::Invalid | ReleasePhase::Refused)
-        )
-        && status.observed_generation == release.metadata.generation
-    {
-        return Err(status.clone());
-    }
-    let loaded = deployctl_kube_release::plan::load(&namespace, &name, &release.spec.plan)
-        .map_err(|diagnostics| {
-            not_started(
-                ReleasePhase::Invalid,
-                format!(
-                    "the plan does not validate ({} problem(s)); nothing was touched",
-                    diagnostics.len()
-                ),
-                diagnostics,
-            )
-        })?;
-    let refuse = |message: String| {
-        let mut status = not_started(
-            ReleasePhase::Refused,
-            format!("{message}. Nothing was touched."),
-            Vec::new(),
-        );
-        status.initiator = initiator_of(release).ok();
-        status
-    };
-    let initiator = initiator_of(release).map_err(refuse)?;
-    operator_allowed(shared, &initiator, &loaded.plan.metadata.environment).map_err(refuse)?;
-    let key = run_key(&namespace, release);
-    let plan = loaded.plan.clone();
-    let state_dir = shared.state_dir.clone();
-    let wiring_key = key.clone();
-    let caller = shared.audit.caller.clone();
-    let wired = tokio::task::spawn_blocking(move || {
-        let targets = wiring::targets(&plan, Path::new(&wiring_key), Mode::Apply, &state_dir)?;
-        let notifications = wiring::notifications(&plan, Mode::Apply)?;
-        wiring::resolve_aws_caller(&plan, &caller)?;
-        Ok::<_, String>((targets, notifications))
-    })
-    .await
-    .map_err(|e| refuse(e.to_string()))?;
-    let (targets, notifications) = wired.map_err(refuse)?;
-    // Before anything can move: deleting the Release must roll back.
-    shared
-        .releases
-        .add_finalizer(&name)
-        .await
-        .map_err(|e| refuse(format!("cannot add the rollback finalizer: {e}")))?;
-    let run_id = deployctl_engine::run::new_run_id();
-    let source = loaded.source.text.clone().unwrap_or_default();
-    let run_initiator = format!(
-        "{initiator}@{}",
-        deployctl_kube_release::plan::source_name(&namespace, &name)
-    );
-    let context = RunContext {
-        run_id: run_id.clone(),
-        plan: Arc::new(loaded.plan),
-        targets,
-        probes: Arc::new(wiring::Probes::for_mode(Mode::Apply)),
-        notifications,
-    };
-    // Preflight, the instance's capabilities and the target locks: a
-    // refusal (another run holds a target, say) records no run and
-    // refuses the Release, nothing touched.
-    let request = RunRequest {
-        plan_file: &key,
-        plan_source: &source,
-        initiator: &run_initiator,
-        mode: RunMode::Apply,
-    };
-    if let Err(error) = shared.engine.start(&context, &request).await {
-        if let EngineError::Refused(refusal) = &error {
-            engine_cmds::audit_refusal(&shared.audit, &run_initiator, &context, refusal);
-        }
-        return Err(refuse(error.to_string()));
-    }
-    eprintln!("Release {namespace}/{name}: run {run_id} started by {initiator}");
-    drive(shared, leading, &name, context);
-    Ok(run_id)
-}
-
-/// Drives `context` in the background.
-fn drive(shared: &Arc<Shared>, leading: &mut Leading, name: &str, context: RunContext) {
-    let engine = shared.engine.clone();
-    let audit = shared.audit.clone();
-    let run_id = context.run_id.clone();
-    let label = format!("{}/{name}", shared.releases.namespace());
-    let task = tokio::spawn(async move {
-        match engine.execute(&context).await {
-            Ok(outcome) => eprintln!(
-                "Release {label}: run {} {} — {}",
-                context.run_id,
-                outcome.phase.as_str(),
-                outcome.message
-            ),
-            Err(error) => eprintln!("Release {label}: run {}: {error}", context.run_id),
-        }
-        // R10: each run's records end under a signed checkpoint and leave
-        // the machine when it ends, as `apply` does.
-        let _ = tokio::task::spawn_blocking(move || drop(audited::Seal(audit))).await;
-    });
-    leading.driven.insert(
-        name.to_string(),
-        Driven {
-            run_id,
-            task,
-            started: Instant::now(),
-        },
-    );
-}
-
-/// Resumes an unfinished run nobody drives (a restart, a new leader).
-async fn drive_if_idle(shared: &Arc<Shared>, leading: &mut Leading, name: &str, run: &RunRecord) {
-    if let Some(driven) = leading.driven.get(name)
-        && driven.run_id == run.id
-        && (!driven.task.is_finished() || driven.started.elapsed() < Duration::from_secs(5))
-    {
-        return;
-    }
-    // Someone else drives it (a `deployctl resume` on a shared state dir).
-    if run.owner_pid != Some(std::process::id()) && crate::runs::owner_alive(run) {
-        return;
-    }
-    let record = run.clone();
-    let state_dir = shared.state_dir.clone();
-    let caller = shared.audit.caller.clone();
-    let context = tokio::task::spawn_blocking(move || {
-        engine_cmds::context_from_journal(&record, &state_dir, &caller)
-    })
-    .await;
-    match context {
-        Ok(Ok(context)) => {
-            eprintln!(
-                "controller {}: resuming run {} of Release {name} from the journal",
-                shared.identity, run.id
-            );
-            drive(shared, leading, name, context);
-        }
-        Ok(Err(message)) => eprintln!("warning: cannot resume run {}: {message}", run.id),
-        Err(error) => eprintln!("warning: cannot resume run {}: {error}", run.id),
-    }
-}
-
-/// Verdicts already reached on this run's Release approval entries, by
-/// entry index.
-fn verdicts(journal: &Journal, run_id: &str) -> Result<BTreeMap<u32, ApprovalVerdict>, String> {
-    Ok(journal
-        .events(run_id)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|record| match record.event {
-            Event::ReleaseApprovalVerdict {
-                index,
-                gate,
-                user,
-                kind,
-                verdict,
-                reason,
-                at,
-            } => Some(ApprovalVerdict {
-                index,
-                gate,
-                user,
-                kind,
-                verdict: match verdict {
-                    JournalVerdict::Accepted => Verdict::Accepted,
-                    JournalVerdict::Refused => Verdict::Refused,
-                },
-                reason,
-                at,
-            }),
-            _ => None,
+    fn new_run(
+        &self,
+        run_id: &str,
+        plan: &ValidatedPlan,
+        plan_key: &str,
+        caller: &Caller,
+    ) -> Result<RunContext, String> {
+        let targets = wiring::targets(plan, Path::new(plan_key), Mode::Apply, &self.state_dir)?;
+        let notifications = wiring::notifications(plan, Mode::Apply)?;
+        wiring::resolve_aws_caller(plan, caller)?;
+        Ok(RunContext {
+            run_id: run_id.to_string(),
+            plan: Arc::new(plan.clone()),
+            targets,
+            probes: Arc::new(wiring::Probes::for_mode(Mode::Apply)),
+            notifications,
         })
-        .map(|verdict| (verdict.index, verdict))
-        .collect())
+    }
+
+    fn recorded_run(&self, run: &RunRecord, caller: &Caller) -> Result<RunContext, String> {
+        engine_cmds::context_from_journal(run, &self.state_dir, caller)
+    }
+
+    fn approvals(&self) -> &dyn Surroundings {
+        self
+    }
 }
 
-/// Verifies every approval entry that has no verdict yet, in order, with
-/// the checks `deployctl approve RUN` makes; records accepted ones in the
-/// journal (the run continues) and every verdict as a journal event. The
-/// code itself is never copied anywhere.
-async fn judge_approvals(
-    shared: &Arc<Shared>,
-    release: &Release,
-    run: &RunRecord,
-) -> Result<(), String> {
-    let decided = verdicts(&shared.journal, &run.id)?;
-    for (index, entry) in release.spec.approvals.iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
-        if decided.contains_key(&index) {
-            continue;
+impl Surroundings for Wired {
+    fn identify(&self, plan: &ValidatedPlan, trail: &Trail) {
+        Around {
+            state_dir: &self.state_dir,
         }
-        let verdict = judge(shared, &run.id, index, entry).await;
-        eprintln!(
-            "Release {}/{}: {} by {} on `{}`: {:?}{}",
-            shared.releases.namespace(),
-            release.name_any(),
-            verdict.kind,
-            verdict.user,
-            verdict.gate,
-            verdict.verdict,
-            verdict
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        );
-        let event = Event::ReleaseApprovalVerdict {
-            index: verdict.index,
-            gate: verdict.gate.clone(),
-            user: verdict.user.clone(),
-            kind: verdict.kind.clone(),
-            verdict: match verdict.verdict {
-                Verdict::Accepted => JournalVerdict::Accepted,
-                Verdict::Refused => JournalVerdict::Refused,
-            },
-            reason: verdict.reason.clone(),
-            at: verdict.at.clone(),
-        };
-        shared
-            .journal
-            .append_run_event(&run.id, &event)
-            .map_err(|e| e.to_string())?;
+        .identify(plan, trail);
     }
-    Ok(())
-}
 
-async fn judge(
-    shared: &Arc<Shared>,
-    run_id: &str,
-    index: u32,
-    entry: &ApprovalEntry,
-) -> ApprovalVerdict {
-    let shared_for_check = shared.clone();
-    let run = run_id.to_string();
-    let owned = entry.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let reason = owned.reason.clone().unwrap_or_default();
-        let submission = Submission {
-            run_id: &run,
-            gate: &owned.gate,
-            user: &owned.user,
-            decision: if owned.reject {
-                Decision::Reject { reason: &reason }
-            } else {
-                Decision::Approve
-            },
-        };
-        let code = || {
-            owned.code.clone().ok_or_else(|| {
-                Refusal::Denied("the entry has no one-time MFA code (`--code`)".into())
-            })
-        };
-        deployctl_approvals::submit(
-            &shared_for_check.journal,
-            &shared_for_check.audit,
-            &submission,
-            code,
-            &shared_for_check.access_file,
-            &approval_cmds::Around {
-                state_dir: &shared_for_check.state_dir,
-            },
-        )
-    })
-    .await;
-    let (verdict, reason) = match checked {
-        Ok(Ok(())) => (Verdict::Accepted, None),
-        Ok(Err(refusal)) => (Verdict::Refused, Some(refusal.to_string())),
-        Err(error) => (
-            Verdict::Refused,
-            Some(format!("the check did not finish: {error}")),
-        ),
-    };
-    ApprovalVerdict {
-        index,
-        gate: entry.gate.clone(),
-        user: entry.user.clone(),
-        kind: if entry.reject { "reject" } else { "approve" }.to_string(),
-        verdict,
-        reason,
-        at: Some(deployctl_time::format_ms(deployctl_time::now_ms())),
-    }
-}
-
-/// The status the journal says a Release's run has.
-fn status_of_run(
-    shared: &Shared,
-    release: &Release,
-    run_id: &str,
-) -> Result<ReleaseStatus, String> {
-    let journal = &shared.journal;
-    let run = journal.run(run_id).map_err(|e| e.to_string())?;
-    let stages = journal.stages(run_id).map_err(|e| e.to_string())?;
-    let events = journal.events(run_id).map_err(|e| e.to_string())?;
-    let paused = stages.iter().find(|s| s.phase == StagePhase::Paused);
-    let mut phase = ReleasePhase::parse(run.phase.as_str()).unwrap_or(ReleasePhase::Pending);
-    if run.phase == RunPhase::Progressing && paused.is_some() {
-        phase = ReleasePhase::Paused;
-    }
-    let message = if run.rollback_incomplete {
-        Some(format!(
-            "ROLLBACK INCOMPLETE: a human must act (`deployctl rollback {run_id}` on the controller's state)"
-        ))
-    } else if run.phase.is_terminal() {
-        run.outcome.clone()
-    } else {
-        paused
-            .and_then(|s| s.detail.clone())
-            .or_else(|| stages.iter().rev().find_map(|s| s.detail.clone()))
-    };
-    let mut pending: BTreeMap<String, PendingApproval> = BTreeMap::new();
-    if !run.phase.is_terminal() {
-        for record in &events {
-            let Event::ApprovalRequested {
-                approval: gate,
-                role,
-                required,
-            } = &record.event
-            else {
-                continue;
-            };
-            let required = *required;
-            let waiting = stages
-                .iter()
-                .any(|s| Some(&s.name) == record.stage.as_ref() && s.phase == StagePhase::Paused);
-            let approved_by = journal.approvers(run_id, gate).unwrap_or_default();
-            let rejected = journal.rejection(run_id, gate).ok().flatten().is_some();
-            if waiting && !rejected && (approved_by.len() as u64) < u64::from(required) {
-                pending.insert(
-                    gate.to_string(),
-                    PendingApproval {
-                        gate: gate.to_string(),
-                        stage: record.stage.clone(),
-                        role: role.clone(),
-                        required,
-                        approved_by,
-                    },
-                );
-            }
+    fn mfa_store(&self) -> Result<deployctl_policy::MfaStore, String> {
+        Around {
+            state_dir: &self.state_dir,
         }
+        .mfa_store()
     }
-    Ok(ReleaseStatus {
-        phase: Some(phase),
-        run_id: Some(run_id.to_string()),
-        observed_generation: release.metadata.generation,
-        message,
-        diagnostics: Vec::new(),
-        initiator: Some(deployctl_approvals::initiator_user(&run.initiator).to_string()),
-        stages: stages.iter().map(stage_status).collect(),
-        pending_approvals: pending.into_values().collect(),
-        approvals: verdicts(journal, run_id)?.into_values().collect(),
-    })
-}
 
-fn stage_status(stage: &StageRecord) -> StageStatus {
-    let last_gate = stage.last_gate.as_ref().and_then(|gate| {
-        let name = gate.get("gate")?.as_str()?.to_string();
-        let outcome = gate.pointer("/result/outcome");
-        let result = match outcome
-            .and_then(|o| o.get("status"))
-            .and_then(|v| v.as_str())
-        {
-            Some("passed") => "passed",
-            Some("failed") => "failed",
-            _ => "running",
-        };
-        Some(GateStatus {
-            gate: name,
-            result: result.to_string(),
-            reason: outcome
-                .and_then(|o| o.get("reason"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-        })
-    });
-    StageStatus {
-        name: stage.name.clone(),
-        target: stage.target.clone(),
-        phase: stage.phase.as_str().to_string(),
-        weight: stage.weight,
-        stable_version: stage.stable_version.clone(),
-        new_version: stage.new_version.clone(),
-        last_gate,
-        detail: stage.detail.clone(),
+    fn alert(&self, plan: &ValidatedPlan, run_id: &str, gate: &str, message: &str) {
+        Around {
+            state_dir: &self.state_dir,
+        }
+        .alert(plan, run_id, gate, message);
     }
 }
 

@@ -10,11 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
 use deployctl_engine::journal::{Journal, RunRecord};
 use deployctl_engine::progress::ProgressSink;
-use deployctl_engine::start::{Refusal, RunRequest};
+use deployctl_engine::start::RunRequest;
 use deployctl_engine::state::RunMode;
 use deployctl_plan::Loaded;
 use deployctl_plan::report::ImpactReport;
@@ -233,27 +232,7 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     )
 }
 
-/// Audits a run refused before anything moved: no run was recorded, so
-/// the journal's own events cannot carry it to the trail.
-pub(crate) fn audit_refusal(
-    audit: &deployctl_trail::Trail,
-    operator: &str,
-    context: &RunContext,
-    refusal: &Refusal,
-) {
-    crate::audited::record(
-        audit,
-        operator,
-        What::new(AuditAction::RunRefused)
-            .run(&context.run_id)
-            .plan_digest(&context.plan.digest)
-            .detail(format!(
-                "plan {} in {}",
-                context.plan.metadata.name, context.plan.metadata.environment
-            )),
-        Outcome::denied(refusal.to_string()),
-    );
-}
+pub(crate) use deployctl_trail::audit_refusal;
 
 /// Rebuilds a run's context from the journal alone.
 pub(crate) fn context_from_journal(

@@ -447,7 +447,7 @@ fn main() -> ExitCode {
             if *print_crd {
                 controller::print_crd()
             } else {
-                controller::run(&controller::Options {
+                controller::run(&deployctl_controller::Options {
                     kubeconfig: kubeconfig.clone(),
                     namespace: namespace.clone(),
                     state_dir: state_dir.clone(),

@@ -4,23 +4,14 @@
 
 use std::fmt::Write as _;
 
-use deployctl_engine::clock::{now_ms, rfc3339};
+use deployctl_engine::clock::rfc3339;
 use std::collections::BTreeMap;
 
 use deployctl_engine::event::Event;
 use deployctl_engine::journal::{EventRecord, RunRecord, StageRecord};
 use deployctl_engine::state::RunPhase;
 
-/// A run owner is alive when it has beaten its heart recently and, on this
-/// host, its process still exists.
-pub fn owner_alive(run: &RunRecord) -> bool {
-    let recent = run.heartbeat_at.is_some_and(|at| now_ms() - at < 10_000);
-    let same_host = run.owner_host.as_deref() == Some(&deployctl_engine::run::host_name());
-    match (run.owner_pid, same_host) {
-        (Some(pid), true) => recent && std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        _ => recent,
-    }
-}
+pub use deployctl_engine::run::owner_alive;
 
 /// A run that is not finished and whose process is gone.
 pub fn is_interrupted(run: &RunRecord) -> bool {

@@ -68,3 +68,16 @@ fn user_from_passwd() -> Option<String> {
 fn user_from_passwd() -> Option<String> {
     None
 }
+
+/// A run owner is alive when it has beaten its heart recently and, on this
+/// host, its process still exists.
+pub fn owner_alive(run: &crate::journal::RunRecord) -> bool {
+    let recent = run
+        .heartbeat_at
+        .is_some_and(|at| crate::clock::now_ms() - at < 10_000);
+    let same_host = run.owner_host.as_deref() == Some(&host_name());
+    match (run.owner_pid, same_host) {
+        (Some(pid), true) => recent && std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        _ => recent,
+    }
+}

@@ -94,6 +94,49 @@ impl Trail {
     }
 }
 
+/// Seals what a command did with a signed checkpoint when it ends, on
+/// every return path (end of each run, R10).
+pub struct Seal(pub Trail);
+
+impl Drop for Seal {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.log.checkpoint() {
+            eprintln!("warning: could not write the audit checkpoint: {error}");
+        }
+        // S2: the run's last records and its checkpoint leave the machine
+        // before the command ends, not with the next command. The action is
+        // already done here, so waiting costs no reaction time; records
+        // that cannot be shipped stay queued durably for the next command.
+        if self.0.log.ships()
+            && let Err(error) = self.0.log.ship_now()
+        {
+            eprintln!(
+                "warning: the audit trail's last records have not left this machine yet ({error}); they stay queued and ship with the next command"
+            );
+        }
+    }
+}
+
+/// Audits a run refused before anything moved: no run was recorded, so
+/// the journal's own events cannot carry it to the trail.
+pub fn audit_refusal(
+    trail: &Trail,
+    operator: &str,
+    context: &deployctl_engine::executor::RunContext,
+    refusal: &deployctl_engine::start::Refusal,
+) {
+    let what = What::new(Action::RunRefused)
+        .run(&context.run_id)
+        .plan_digest(&context.plan.digest)
+        .detail(format!(
+            "plan {} in {}",
+            context.plan.metadata.name, context.plan.metadata.environment
+        ));
+    if let Err(error) = trail.record(operator, what, Outcome::denied(refusal.to_string())) {
+        eprintln!("warning: could not audit this: {error}");
+    }
+}
+
 /// Turns journal events into audit records.
 pub struct AuditBridge {
     log: Arc<AuditLog>,
