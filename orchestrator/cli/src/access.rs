@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_policy::{Access, Action};
 
-use crate::exit;
-
 pub(crate) use deployctl_approvals::initiator_user;
 
 /// Where the access file is.
@@ -19,10 +17,7 @@ pub fn access_path(flag: Option<&Path>, state_dir: &Path) -> PathBuf {
 }
 
 pub(crate) fn load_access(path: &Path) -> Result<Access, u8> {
-    Access::load(path).map_err(|error| {
-        eprintln!("error: {error}");
-        exit::INVALID_INPUT
-    })
+    Access::load(path).map_err(crate::report::refused)
 }
 
 /// S1: in an environment the access file protects, only its named
@@ -52,6 +47,5 @@ pub fn check_operator(
             Outcome::denied(decision.reason.clone()),
         );
     }
-    eprintln!("error: {}", decision.reason);
-    Err(exit::INVALID_INPUT)
+    Err(crate::report::refused(decision.reason.to_string()))
 }

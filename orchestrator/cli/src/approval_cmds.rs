@@ -36,19 +36,17 @@ fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
         .filter(|k| !k.trim().is_empty());
     if let Some(kms_key) = kms_key {
         if std::env::var_os("DEPLOYCTL_MFA_KEY").is_some() {
-            eprintln!(
-                "error: both {} and DEPLOYCTL_MFA_KEY are set; the MFA key comes from one of them",
+            return Err(crate::report::refused(format!(
+                "both {} and DEPLOYCTL_MFA_KEY are set; the MFA key comes from one of them",
                 deployctl_aws_audit::KMS_KEY_ENV
-            );
-            return Err(exit::INVALID_INPUT);
+            )));
         }
         let wrapped = state_dir.join(deployctl_aws_audit::WRAPPED_KEY_FILE);
         return match deployctl_aws_audit::KmsKeyProvider::open(kms_key.trim(), wrapped) {
             Ok(provider) => Ok(MfaKeySource::Kms(provider.create_if_missing(create))),
-            Err(error) => {
-                eprintln!("error: the MFA key from KMS: {error}");
-                Err(exit::FAILED)
-            }
+            Err(error) => Err(crate::report::failed(format!(
+                "the MFA key from KMS: {error}"
+            ))),
         };
     }
     if std::env::var_os("DEPLOYCTL_MFA_KEY").is_some() {
@@ -63,21 +61,17 @@ fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
             .map_err(|e| e.to_string())
             .and_then(|()| create_key_file(&path).map_err(|e| e.to_string()))
     {
-        eprintln!(
-            "error: cannot create the MFA key {}: {error}",
+        return Err(crate::report::failed(format!(
+            "cannot create the MFA key {}: {error}",
             path.display()
-        );
-        return Err(exit::FAILED);
+        )));
     }
     Ok(MfaKeySource::Local(KeySource::File(path)))
 }
 
 fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {
     let keys = key_source(state_dir, create_key)?;
-    MfaStore::open(state_dir, &keys, MfaPolicy::default()).map_err(|error| {
-        eprintln!("error: {error}");
-        exit::FAILED
-    })
+    MfaStore::open(state_dir, &keys, MfaPolicy::default()).map_err(crate::report::failed)
 }
 
 /// The code from `--code`, or asked for on a terminal.
@@ -86,8 +80,9 @@ pub(crate) fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u
         return Ok(code.to_string());
     }
     if !std::io::stdin().is_terminal() {
-        eprintln!("error: pass the one-time code with --code (no terminal to ask on)");
-        return Err(exit::INVALID_INPUT);
+        return Err(crate::report::refused(
+            "pass the one-time code with --code (no terminal to ask on)",
+        ));
     }
     eprint!("MFA code for {user}: ");
     let mut line = String::new();
@@ -104,8 +99,9 @@ pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -
         Err(code) => return code,
     };
     if !access.is_known(user) {
-        eprintln!("error: `{user}` is not in the access file; add them before enrolling");
-        return exit::INVALID_INPUT;
+        return crate::report::refused(format!(
+            "`{user}` is not in the access file; add them before enrolling"
+        ));
     }
     let store = match open_mfa(state_dir, true) {
         Ok(store) => store,
@@ -114,8 +110,7 @@ pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -
     let enrollment = match store.enroll(user, SystemTime::now()) {
         Ok(enrollment) => enrollment,
         Err(error) => {
-            eprintln!("error: {error}");
-            return exit::FAILED;
+            return crate::report::failed(error);
         }
     };
     eprintln!("Scan this with an authenticator app (or enter the URI by hand):\n");
@@ -173,8 +168,7 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
                 What::new(AuditAction::MfaFailed).detail("enrollment confirmation"),
                 Outcome::denied(error.to_string()),
             );
-            eprintln!("error: {error}");
-            exit::FAILED
+            crate::report::failed(error)
         }
     }
 }
@@ -205,14 +199,6 @@ impl Surroundings for Around<'_> {
     }
 }
 
-/// The exit code of a refused approval.
-pub(crate) fn refusal_exit(refusal: &Refusal) -> u8 {
-    match refusal {
-        Refusal::Denied(_) => exit::INVALID_INPUT,
-        Refusal::Failed(_) => exit::FAILED,
-    }
-}
-
 /// `deployctl approve|reject RUN …` on this machine's journal.
 fn submit_here(
     submission: &Submission<'_>,
@@ -237,10 +223,10 @@ fn submit_here(
             let _seal = Seal(audit);
             Ok(journal)
         }
-        Err(refusal) => {
-            eprintln!("error: {refusal}");
-            Err(refusal_exit(&refusal))
-        }
+        Err(refusal) => Err(match refusal {
+            Refusal::Denied(_) => crate::report::refused(refusal),
+            Refusal::Failed(_) => crate::report::failed(refusal),
+        }),
     }
 }
 

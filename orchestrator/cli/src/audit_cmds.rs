@@ -51,20 +51,16 @@ fn may_read(access_file: &Path) -> Result<(), u8> {
     if !access_file.exists() {
         return Ok(());
     }
-    let access = deployctl_policy::Access::load(access_file).map_err(|error| {
-        eprintln!("error: {error}");
-        exit::INVALID_INPUT
-    })?;
+    let access = deployctl_policy::Access::load(access_file).map_err(crate::report::refused)?;
     let initiator = deployctl_engine::run::initiator();
     let user = initiator.split('@').next().unwrap_or_default();
     if access.has_role(user, deployctl_policy::Role::Auditor) {
         Ok(())
     } else {
-        eprintln!(
-            "error: `{user}` is not an auditor in {}; only auditors may read the audit trail",
+        Err(crate::report::refused(format!(
+            "`{user}` is not an auditor in {}; only auditors may read the audit trail",
             access_file.display()
-        );
-        Err(exit::INVALID_INPUT)
+        )))
     }
 }
 
@@ -75,13 +71,13 @@ fn verify_against_s3(
     key: &Path,
     uri: &str,
 ) -> Result<Result<deployctl_audit::Report, deployctl_audit::AuditError>, u8> {
-    let location: deployctl_aws_audit::S3Location = uri.parse().map_err(|error| {
-        eprintln!("error: --against: {error}");
-        exit::INVALID_INPUT
-    })?;
+    let location: deployctl_aws_audit::S3Location = uri
+        .parse()
+        .map_err(|error| crate::report::refused(format!("--against: {error}")))?;
     let copy = deployctl_aws_audit::S3Copy::list(location.clone()).map_err(|error| {
-        eprintln!("error: cannot read the shipped copy at {location}: {error}");
-        exit::FAILED
+        crate::report::failed(format!(
+            "cannot read the shipped copy at {location}: {error}"
+        ))
     })?;
     let verified = verify_against_files(dir, key, copy.files()).map(|mut report| {
         report.warnings.extend(copy.warnings().iter().cloned());
@@ -129,10 +125,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                         exit::FAILED
                     }
                 }
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    exit::FAILED
-                }
+                Err(error) => crate::report::failed(error),
             }
         }
         AuditCommand::Show { run, since } => {
@@ -144,8 +137,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                 match deployctl_audit::time::parse_time(since) {
                     Ok(ms) => filter.since = Some(ms),
                     Err(error) => {
-                        eprintln!("error: --since {since}: {error}");
-                        return exit::INVALID_INPUT;
+                        return crate::report::refused(format!("--since {since}: {error}"));
                     }
                 }
             }
@@ -154,10 +146,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                     let mut out = std::io::stdout().lock();
                     match export_json(&records, &mut out) {
                         Ok(()) => exit::OK,
-                        Err(error) => {
-                            eprintln!("error: {error}");
-                            exit::FAILED
-                        }
+                        Err(error) => crate::report::failed(error),
                     }
                 }
                 Ok(records) => {
@@ -180,18 +169,14 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                     }
                     exit::OK
                 }
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    exit::FAILED
-                }
+                Err(error) => crate::report::failed(error),
             }
         }
         AuditCommand::Export { format } => {
             let records = match show(&dir, &Filter::default()) {
                 Ok(records) => records,
                 Err(error) => {
-                    eprintln!("error: {error}");
-                    return exit::FAILED;
+                    return crate::report::failed(error);
                 }
             };
             let mut out = std::io::stdout().lock();
@@ -201,10 +186,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
             };
             match result {
                 Ok(()) => exit::OK,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    exit::FAILED
-                }
+                Err(error) => crate::report::failed(error),
             }
         }
     }

@@ -11,7 +11,6 @@ use deployctl_engine::journal::Journal;
 use deployctl_trail::Trail;
 
 use crate::audit_sink;
-use crate::exit;
 
 /// The journal with the audit trail attached: every action and decision
 /// of the commands that change targets is audited before it happens.
@@ -19,16 +18,10 @@ pub fn open(state_dir: &Path) -> Result<(Arc<Journal>, Trail), u8> {
     let operator = deployctl_engine::run::initiator();
     let trail = audit_sink::open(state_dir, &operator)
         .map(|log| Trail::new(Arc::new(log)))
-        .map_err(|error| {
-            eprintln!("error: {error}");
-            exit::INVALID_INPUT
-        })?;
+        .map_err(crate::report::refused)?;
     let journal = Journal::open(state_dir)
         .map(|journal| Arc::new(journal.with_observer(Arc::new(trail.bridge(&operator)))))
-        .map_err(|error| {
-            eprintln!("error: {error}");
-            exit::INVALID_INPUT
-        })?;
+        .map_err(crate::report::refused)?;
     Ok((journal, trail))
 }
 
@@ -55,10 +48,9 @@ pub fn shipped(audit: &AuditLog) -> Result<(), u8> {
         eprintln!("warning: {message}; going on as DEPLOYCTL_AUDIT_UNSHIPPED=warn says");
         return Ok(());
     }
-    eprintln!(
-        "error: {message}. Fix the audit sink, or set DEPLOYCTL_AUDIT_UNSHIPPED=warn to run anyway. Nothing was changed."
-    );
-    Err(exit::INVALID_INPUT)
+    Err(crate::report::refused(format!(
+        "{message}. Fix the audit sink, or set DEPLOYCTL_AUDIT_UNSHIPPED=warn to run anyway. Nothing was changed."
+    )))
 }
 
 pub use deployctl_trail::Seal;

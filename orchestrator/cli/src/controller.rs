@@ -46,10 +46,7 @@ pub fn run(options: &Options) -> u8 {
     });
     match outcome {
         Ok(()) => exit::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::FAILED
-        }
+        Err(message) => crate::report::failed(message),
     }
 }
 
@@ -135,8 +132,7 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
     let (namespace, name) = match deployctl_kube_release::parse_reference(submission.reference) {
         Ok(parts) => parts,
         Err(error) => {
-            eprintln!("error: --release {error}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(format!("--release {error}"));
         }
     };
     let code = match approval_cmds::code_or_prompt(submission.code, submission.user) {
@@ -182,10 +178,7 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
         "approval"
     };
     match outcome {
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::FAILED
-        }
+        Err(message) => crate::report::failed(message),
         Ok((index, None)) => {
             eprintln!(
                 "{what} of `{}` recorded on Release {namespace}/{name} (spec.approvals[{index}]); the controller has not decided yet: see `kubectl get release -n {namespace} {name} -o jsonpath='{{.status.approvals}}'`",
@@ -200,13 +193,10 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
             );
             exit::OK
         }
-        Ok((_, Some(verdict))) => {
-            eprintln!(
-                "error: the controller refused the {what} of {}: {}",
-                submission.user,
-                verdict.reason.unwrap_or_default()
-            );
-            exit::INVALID_INPUT
-        }
+        Ok((_, Some(verdict))) => crate::report::refused(format!(
+            "the controller refused the {what} of {}: {}",
+            submission.user,
+            verdict.reason.unwrap_or_default()
+        )),
     }
 }

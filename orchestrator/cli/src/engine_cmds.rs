@@ -34,10 +34,9 @@ pub struct Options<'a> {
 }
 
 fn open_journal(state_dir: &Path) -> Result<Arc<Journal>, u8> {
-    Journal::open(state_dir).map(Arc::new).map_err(|error| {
-        eprintln!("error: {error}");
-        exit::INVALID_INPUT
-    })
+    Journal::open(state_dir)
+        .map(Arc::new)
+        .map_err(crate::report::refused)
 }
 
 fn view(json: bool) -> View {
@@ -87,8 +86,7 @@ fn drive(
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return exit::FAILED;
+            return crate::report::failed(format!("cannot start the async runtime: {error}"));
         }
     };
     runtime.block_on(async {
@@ -109,12 +107,10 @@ fn drive(
                 exit::INTERRUPTED
             }
             Some(Err(EngineError::Refused(refusal))) => {
-                eprintln!("error: {refusal}");
-                exit::INVALID_INPUT
+                crate::report::refused(refusal)
             }
             Some(Err(error)) => {
-                eprintln!("error: run {run_id}: {error}");
-                exit::FAILED
+                crate::report::failed(format!("run {run_id}: {error}"))
             }
             Some(Ok(outcome)) => {
                 report_outcome(run_id, &outcome, json);
@@ -166,22 +162,19 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     ) {
         Ok(targets) => targets,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(message);
         }
     };
     let notifications = match wiring::notifications(&loaded.plan, Mode::Apply) {
         Ok(notifications) => notifications,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(message);
         }
     };
     // Every audit record of the run names the AWS caller (issue 5); bad
     // credentials stop the release here, before anything moved.
     if let Err(message) = wiring::resolve_aws_caller(&loaded.plan, &audit.caller) {
-        eprintln!("error: {message}. Nothing was changed.");
-        return exit::INVALID_INPUT;
+        return crate::report::refused(format!("{message}. Nothing was changed."));
     }
     if !options.json {
         eprint!("{}", ImpactReport::new(&loaded.plan).render_text());
@@ -281,10 +274,7 @@ fn find_run(journal: &Journal, run: Option<&str>) -> Result<RunRecord, u8> {
             eprintln!("no runs yet in this state directory");
             Err(exit::INVALID_INPUT)
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            Err(exit::INVALID_INPUT)
-        }
+        Err(error) => Err(crate::report::refused(error)),
     }
 }
 
@@ -300,13 +290,12 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
         Err(code) => return code,
     };
     if runs::owner_alive(&run) && !run.phase.is_terminal() {
-        eprintln!(
-            "error: run {} is being driven by process {} on {}; it does not need resuming",
+        return crate::report::refused(format!(
+            "run {} is being driven by process {} on {}; it does not need resuming",
             run.id,
             run.owner_pid.unwrap_or_default(),
             run.owner_host.as_deref().unwrap_or("?")
-        );
-        return exit::INVALID_INPUT;
+        ));
     }
     if run.phase.is_terminal() && !run.rollback_incomplete {
         eprintln!("run {} already ended: {}", run.id, run.phase.as_str());
@@ -315,8 +304,7 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
     let context = match context_from_journal(&run, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::FAILED;
+            return crate::report::failed(message);
         }
     };
     if !options.json {
@@ -345,15 +333,9 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
                 eprintln!("no run has moved target `{target}`");
                 exit::INVALID_INPUT
             }),
-            Err(error) => {
-                eprintln!("error: {error}");
-                Err(exit::INVALID_INPUT)
-            }
+            Err(error) => Err(crate::report::refused(error)),
         },
-        (None, None) => {
-            eprintln!("error: name a run or `--target NAME`");
-            Err(exit::INVALID_INPUT)
-        }
+        (None, None) => Err(crate::report::refused("name a run or `--target NAME`")),
     };
     let record = match record {
         Ok(record) => record,
@@ -375,8 +357,7 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
     let context = match context_from_journal(&record, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::FAILED;
+            return crate::report::failed(message);
         }
     };
     if !confirm(
@@ -449,8 +430,7 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
         return code;
     }
     if let Err(error) = journal.request_kill(&run.id) {
-        eprintln!("error: {error}");
-        return exit::FAILED;
+        return crate::report::failed(error);
     }
     if runs::owner_alive(&run) {
         eprintln!(
@@ -480,8 +460,7 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
     let context = match context_from_journal(&run, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::FAILED;
+            return crate::report::failed(message);
         }
     };
     let code = drive(
@@ -512,8 +491,7 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
             let events = match journal.events(&record.id) {
                 Ok(events) => events,
                 Err(error) => {
-                    eprintln!("error: {error}");
-                    return exit::INVALID_INPUT;
+                    return crate::report::refused(error);
                 }
             };
             outln!(
@@ -552,9 +530,6 @@ pub fn history(target: Option<&str>, options: &Options<'_>) -> u8 {
             }
             exit::OK
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            exit::FAILED
-        }
+        Err(error) => crate::report::failed(error),
     }
 }

@@ -66,14 +66,16 @@ pub fn command(file: &str, flags: &Flags<'_>, load: impl FnOnce(&str) -> Option<
     if let Some(account) = flags.account
         && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
     {
-        eprintln!("error: --account {account:?} is not a 12-digit AWS account ID");
-        return exit::INVALID_INPUT;
+        return crate::report::refused(format!(
+            "--account {account:?} is not a 12-digit AWS account ID"
+        ));
     }
     let sink = match flags.audit_sink.map(str::parse::<S3Location>).transpose() {
         Ok(sink) => sink,
         Err(error) => {
-            eprintln!("error: --audit-sink (or DEPLOYCTL_AUDIT_SINK): {error}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(format!(
+                "--audit-sink (or DEPLOYCTL_AUDIT_SINK): {error}"
+            ));
         }
     };
     let Some(loaded) = load(file) else {

@@ -34,6 +34,7 @@ mod observe;
 mod progress_view;
 mod registry;
 mod rehearse;
+mod report;
 mod runs;
 mod state_dir;
 mod wiring;
@@ -519,10 +520,8 @@ fn load_for_apply(file: &str, output: Output, color: bool) -> Result<(Loaded, St
             .map(|loaded| (loaded, file.to_string()))
             .map_err(|_| exit::INVALID_INPUT);
     }
-    let saved = SavedPlan::from_json(&bytes).map_err(|error| {
-        eprintln!("error: {file}: {error}");
-        exit::INVALID_INPUT
-    })?;
+    let saved = SavedPlan::from_json(&bytes)
+        .map_err(|error| crate::report::refused(format!("{file}: {error}")))?;
     let current = input::read_plan_file(&saved.plan_file).ok();
     match saved.load(current.as_deref()) {
         Ok(loaded) => Ok((loaded, saved.plan_file.clone())),
@@ -530,10 +529,7 @@ fn load_for_apply(file: &str, output: Output, color: bool) -> Result<(Loaded, St
             eprint!("{}", rejected.render(color));
             Err(exit::INVALID_INPUT)
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            Err(exit::INVALID_INPUT)
-        }
+        Err(error) => Err(crate::report::refused(error)),
     }
 }
 
@@ -594,8 +590,10 @@ fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) 
     if let Some(out) = out {
         let saved = SavedPlan::new(file, &loaded);
         if let Err(error) = std::fs::write(out, saved.to_json() + "\n") {
-            eprintln!("error: cannot write saved plan {}: {error}", out.display());
-            return exit::INVALID_INPUT;
+            return crate::report::refused(format!(
+                "cannot write saved plan {}: {error}",
+                out.display()
+            ));
         }
         eprintln!(
             "Saved plan to {}; `deployctl apply {}` executes exactly this plan.",

@@ -38,8 +38,7 @@ pub fn command(loaded: &Loaded, plan_file: &str, state_dir: &Path, json: bool) -
     let targets = match wiring::targets(plan, Path::new(plan_file), Mode::Apply, state_dir) {
         Ok(targets) => targets,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(message);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -49,8 +48,7 @@ pub fn command(loaded: &Loaded, plan_file: &str, state_dir: &Path, json: bool) -
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return exit::FAILED;
+            return crate::report::failed(format!("cannot start the async runtime: {error}"));
         }
     };
     let observed_at = deployctl_time::format_ms(deployctl_time::now_ms());
@@ -58,8 +56,7 @@ pub fn command(loaded: &Loaded, plan_file: &str, state_dir: &Path, json: bool) -
     let locks = match lock_holders(state_dir, &readings) {
         Ok(locks) => locks,
         Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(message);
         }
     };
     let report = ObservedImpactReport::new(&Inputs {

@@ -90,8 +90,7 @@ pub fn rehearse(
                 faults.insert(stage, fault);
             }
             Err(message) => {
-                eprintln!("error: {message}");
-                return exit::INVALID_INPUT;
+                return crate::report::refused(message);
             }
         }
     }
@@ -127,8 +126,7 @@ pub fn rehearse(
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return exit::FAILED;
+            return crate::report::failed(format!("cannot start the async runtime: {error}"));
         }
     };
     if !options.json {
@@ -175,12 +173,10 @@ pub fn rehearse(
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(EngineError::Refused(refusal)) => {
-            eprintln!("error: rehearsal {run_id}: {refusal}");
-            return exit::INVALID_INPUT;
+            return crate::report::refused(format!("rehearsal {run_id}: {refusal}"));
         }
         Err(error) => {
-            eprintln!("error: rehearsal {run_id}: {error}");
-            return exit::FAILED;
+            return crate::report::failed(format!("rehearsal {run_id}: {error}"));
         }
     };
     let verdict = runtime.block_on(judge(
