@@ -4,6 +4,7 @@
 //! directory, J4); role-based access for auditors arrives with the access
 //! policy.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
@@ -118,11 +119,21 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
             };
             match verified {
                 Ok(report) => {
-                    out!("{report}");
-                    if report.is_ok() {
+                    let code = if report.is_ok() {
                         exit::OK
                     } else {
                         exit::FAILED
+                    };
+                    let text = if json {
+                        let mut document = verify_json(&report).to_string();
+                        document.push('\n');
+                        document
+                    } else {
+                        report.to_string()
+                    };
+                    match emit(text.as_bytes()) {
+                        exit::OK => code,
+                        failed => failed,
                     }
                 }
                 Err(error) => crate::report::failed(error),
@@ -143,15 +154,17 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
             }
             match show(&dir, &filter) {
                 Ok(records) if json => {
-                    let mut out = std::io::stdout().lock();
+                    let mut out = Vec::new();
                     match export_json(&records, &mut out) {
-                        Ok(()) => exit::OK,
+                        Ok(()) => emit(&out),
                         Err(error) => crate::report::failed(error),
                     }
                 }
                 Ok(records) => {
+                    let mut text = String::new();
                     for record in records {
-                        outln!(
+                        let _ = writeln!(
+                            text,
                             "{:>6}  {}  {:<24} {:<10} {} {}{}",
                             record.seq,
                             record.time,
@@ -167,7 +180,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                                 .unwrap_or_default()
                         );
                     }
-                    exit::OK
+                    emit(text.as_bytes())
                 }
                 Err(error) => crate::report::failed(error),
             }
@@ -179,15 +192,53 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                     return crate::report::failed(error);
                 }
             };
-            let mut out = std::io::stdout().lock();
+            let mut out = Vec::new();
             let result = match format {
                 Format::Csv => export_csv(&records, &mut out).map_err(|e| e.to_string()),
                 Format::Json => export_json(&records, &mut out).map_err(|e| e.to_string()),
             };
             match result {
-                Ok(()) => exit::OK,
+                Ok(()) => emit(&out),
                 Err(error) => crate::report::failed(error),
             }
         }
     }
+}
+
+/// Writes a command's whole output to stdout. A reader that went away
+/// (`deployctl audit show | head`) is no error: the command ends quietly
+/// with what it was asked for done.
+fn emit(bytes: &[u8]) -> u8 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(error) => crate::report::failed(format!("cannot write the output: {error}")),
+    }
+}
+
+/// `audit verify --output json`: the report as one versioned document.
+fn verify_json(report: &deployctl_audit::Report) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "deployctl.io/v1",
+        "kind": "AuditVerifyReport",
+        "intact": report.is_ok(),
+        "log": report.log.display().to_string(),
+        "records": report.records,
+        "lastSeq": report.last_seq,
+        "lastHash": report.last_hash.to_hex(),
+        "checkpoints": report.checkpoints,
+        "lastCheckpointSeq": report.last_checkpoint_seq,
+        "shippedRecords": report.shipped_records,
+        "problems": report.problems.iter().map(|problem| serde_json::json!({
+            "file": problem.file.display().to_string(),
+            "line": problem.line,
+            "seq": problem.seq,
+            "kind": format!("{:?}", problem.kind),
+            "message": problem.message,
+        })).collect::<Vec<_>>(),
+        "moreProblems": report.more_problems,
+        "warnings": report.warnings,
+    })
 }

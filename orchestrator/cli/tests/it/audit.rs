@@ -128,3 +128,53 @@ fn a_run_is_refused_while_audit_records_cannot_leave_the_machine() {
     let shipped = std::fs::read_dir(&share).unwrap().count();
     assert!(shipped > 0, "nothing was shipped to the share");
 }
+
+/// `audit show | head`: a reader that goes away is no error (issue 12).
+/// The pipe's read end is closed before the command writes, so its write
+/// meets a broken pipe.
+#[test]
+fn a_reader_that_goes_away_ends_audit_output_quietly() {
+    use std::process::Stdio;
+    let sandbox = Sandbox::new("audit-pipe");
+    sandbox
+        .run(&["apply", SANDBOX_PLAN, "--yes"])
+        .expect_code(0);
+    for args in [
+        &["audit", "show", "--output", "json"][..],
+        &["audit", "show"][..],
+        &["audit", "export", "--format", "csv"][..],
+    ] {
+        let mut child = sandbox
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("deployctl starts");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("deployctl ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `audit verify --output json` prints one versioned document (issue 12).
+#[test]
+fn audit_verify_speaks_json_when_asked() {
+    let sandbox = Sandbox::new("audit-verify-json");
+    sandbox
+        .run(&["apply", SANDBOX_PLAN, "--yes"])
+        .expect_code(0);
+    let verified = sandbox.run(&["--output", "json", "audit", "verify"]);
+    verified.expect_code(0);
+    let report: serde_json::Value =
+        serde_json::from_str(&verified.stdout).unwrap_or_else(|e| panic!("{e}: {verified}"));
+    assert_eq!(report["kind"], "AuditVerifyReport", "{report:#}");
+    assert_eq!(report["intact"], true, "{report:#}");
+    assert!(report["records"].as_u64().unwrap_or(0) > 0, "{report:#}");
+    assert!(report["problems"].as_array().is_some_and(Vec::is_empty));
+}
