@@ -20,6 +20,10 @@ pub struct SavedPlan {
     pub kind: String,
     /// The plan file as it was named when saved.
     pub plan_file: String,
+    /// The same file, relative to the saved plan's directory (when both
+    /// resolved when it was saved), so `apply` finds it from anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_file_from_saved: Option<String>,
     /// SHA-256 of `plan_source`, hex.
     pub plan_digest: String,
     /// The plan file's text, exactly.
@@ -45,9 +49,10 @@ pub enum SavedPlanError {
         now: String,
     },
     #[error(
-        "plan file {file} is gone or unreadable since the plan was saved; the saved plan is refused"
+        "plan file {file} is gone or unreadable since the plan was saved (tried {}); the saved plan is refused",
+        tried.join(", ")
     )]
-    Missing { file: String },
+    Missing { file: String, tried: Vec<String> },
     #[error("the saved plan no longer validates")]
     Invalid(Box<Rejected>),
 }
@@ -58,6 +63,7 @@ impl SavedPlan {
             api_version: crate::raw::API_VERSION.to_string(),
             kind: SAVED_PLAN_KIND.to_string(),
             plan_file: plan_file.to_string(),
+            plan_file_from_saved: None,
             plan_digest: loaded.plan.digest.clone(),
             plan_source: loaded.source.text.clone().unwrap_or_default(),
             deployctl_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -96,6 +102,7 @@ impl SavedPlan {
         let Some(current) = current_file else {
             return Err(SavedPlanError::Missing {
                 file: self.plan_file.clone(),
+                tried: vec![self.plan_file.clone()],
             });
         };
         let now = sha256_hex(current);

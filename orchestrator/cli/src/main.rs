@@ -522,9 +522,37 @@ fn load_for_apply(file: &str, output: Output, color: bool) -> Result<(Loaded, St
     }
     let saved = SavedPlan::from_json(&bytes)
         .map_err(|error| crate::report::refused(format!("{file}: {error}")))?;
-    let current = input::read_plan_file(&saved.plan_file).ok();
-    match saved.load(current.as_deref()) {
-        Ok(loaded) => Ok((loaded, saved.plan_file.clone())),
+    // The plan file as named when saved (from this directory), else where
+    // it lies from the saved plan's own directory.
+    let saved_dir = std::path::Path::new(file)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let mut tried = vec![saved.plan_file.clone()];
+    if let Some(relative) = &saved.plan_file_from_saved {
+        tried.push(saved_dir.join(relative).to_string_lossy().into_owned());
+    }
+    if std::path::Path::new(&saved.plan_file).is_relative() {
+        tried.push(
+            saved_dir
+                .join(&saved.plan_file)
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    tried.dedup();
+    let Some((plan_file, current)) = tried
+        .iter()
+        .find_map(|path| Some((path.clone(), input::read_plan_file(path).ok()?)))
+    else {
+        return Err(crate::report::refused(
+            deployctl_plan::saved::SavedPlanError::Missing {
+                file: saved.plan_file.clone(),
+                tried,
+            },
+        ));
+    };
+    match saved.load(Some(&current)) {
+        Ok(loaded) => Ok((loaded, plan_file)),
         Err(deployctl_plan::saved::SavedPlanError::Invalid(rejected)) => {
             eprint!("{}", rejected.render(color));
             Err(exit::INVALID_INPUT)
@@ -588,7 +616,11 @@ fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) 
         Output::Json => print_json(&report),
     }
     if let Some(out) = out {
-        let saved = SavedPlan::new(file, &loaded);
+        let mut saved = SavedPlan::new(file, &loaded);
+        saved.plan_file_from_saved = relative_to(
+            out.parent().unwrap_or(std::path::Path::new(".")),
+            std::path::Path::new(file),
+        );
         if let Err(error) = std::fs::write(out, saved.to_json() + "\n") {
             return crate::report::refused(format!(
                 "cannot write saved plan {}: {error}",
@@ -616,4 +648,27 @@ fn print_json<T: serde::Serialize>(value: &T) {
     // worth a panic; the reader has what it wanted.
     let _ = serde_json::to_writer_pretty(&mut stdout, value);
     let _ = writeln!(stdout);
+}
+
+/// `file` as a path from `dir`, when both resolve (for saved plans).
+fn relative_to(dir: &std::path::Path, file: &std::path::Path) -> Option<String> {
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".").canonicalize().ok()?
+    } else {
+        dir.canonicalize().ok()?
+    };
+    let file = file.canonicalize().ok()?;
+    let common = dir
+        .components()
+        .zip(file.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut relative = std::path::PathBuf::new();
+    for _ in dir.components().skip(common) {
+        relative.push("..");
+    }
+    for part in file.components().skip(common) {
+        relative.push(part);
+    }
+    relative.to_str().map(str::to_string)
 }

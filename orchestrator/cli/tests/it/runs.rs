@@ -527,3 +527,45 @@ fn apply_never_prompts_when_stdin_is_not_a_terminal() {
     assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
     assert_on(&sandbox, "solo", "8");
 }
+
+/// A saved plan finds its plan file from wherever it is applied (issue
+/// 12): `plan qs.yaml --out qs.saved; cd elsewhere; apply ../qs.saved`.
+/// When the file is gone, the refusal names every path it tried.
+#[test]
+fn a_saved_plan_is_applied_from_another_directory() {
+    let sandbox = Sandbox::new("runs-saved-elsewhere");
+    let work = sandbox.root().join("work");
+    let elsewhere = sandbox.root().join("elsewhere");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::create_dir_all(&elsewhere).expect("other dir");
+    std::fs::copy(crate::repo_root().join(SANDBOX_PLAN), work.join("qs.yaml"))
+        .expect("plan copied");
+    let mut plan = sandbox.command(&["plan", "qs.yaml", "--out", "qs.saved"]);
+    let saved = plan.current_dir(&work).output().expect("plan runs");
+    assert_eq!(
+        saved.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+
+    let mut apply = sandbox.command(&["apply", "../work/qs.saved", "--yes"]);
+    let applied = apply.current_dir(&elsewhere).output().expect("apply runs");
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert_eq!(sandbox.run_ids().len(), 1);
+
+    std::fs::remove_file(work.join("qs.yaml")).expect("plan removed");
+    let mut apply = sandbox.command(&["apply", "../work/qs.saved", "--yes"]);
+    let refused = apply.current_dir(&elsewhere).output().expect("apply runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tried qs.yaml, ../work/qs.yaml"),
+        "the refusal names the paths it tried: {stderr}"
+    );
+}
