@@ -224,10 +224,29 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
             width: 1,
         })
     });
-    let path = location
+    let mut path = location
         .and_then(|location| spans.path_at(location))
         .unwrap_or_default()
         .to_string();
+    let mut location = location;
+    // A missing field is reported at a key of the mapping that lacks it
+    // (or at the mapping itself): name the missing field, under that
+    // mapping, and point at the mapping.
+    if let Some(field) = missing_field(&message)
+        && let Some(at) = location
+    {
+        let mapping = if spans.is_key_at(at) {
+            crate::spans::parent_path(&path).to_string()
+        } else {
+            path.clone()
+        };
+        location = spans.locate(&mapping).or(location);
+        path = if mapping.is_empty() {
+            field
+        } else {
+            format!("{mapping}.{field}")
+        };
+    }
     let is_syntax_error = matches!(
         inner,
         serde_saphyr::Error::ExternalMessage { source, .. }
@@ -275,6 +294,13 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
         diagnostic = diagnostic.with_hint("booleans are `true` or `false` (not yes/no/on/off)");
     }
     diagnostic
+}
+
+/// `missing field `x`` → "x".
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.split("missing field `").nth(1)?;
+    let (field, _) = rest.split_once('`')?;
+    Some(field.to_string())
 }
 
 /// `unknown field `x`, expected one of `a`, `b`` → ("x", ["a", "b"]).

@@ -22,6 +22,8 @@ pub struct SpanIndex {
     by_path: HashMap<String, Location>,
     /// Where each mapping key is written, under the path of its value.
     keys: Vec<(Location, String)>,
+    /// (line, column) of every mapping key, for "is this a key".
+    key_positions: std::collections::HashSet<(usize, usize)>,
     /// (position, path) of every key and value sorted by position (deeper
     /// paths last among equals), for "which field is at line:col".
     ordered: Vec<(Location, String)>,
@@ -183,6 +185,7 @@ impl SpanIndex {
                     let key = scalar.unwrap_or("?").to_string();
                     let key_path = child_path(path, &key);
                     self.keys.push((here, key_path.clone()));
+                    self.key_positions.insert((here.line, here.column));
                     *pending_key = Some((key, here));
                     // A collection used as a key is indexed under the key
                     // path; its contents are not interesting to anyone.
@@ -229,6 +232,12 @@ impl SpanIndex {
             }
             current = parent_path(current);
         }
+    }
+
+    /// Whether a mapping key is written exactly at `location`.
+    pub fn is_key_at(&self, location: Location) -> bool {
+        self.key_positions
+            .contains(&(location.line, location.column))
     }
 
     /// The innermost field written at or before `location`: the path a parse
