@@ -48,12 +48,28 @@ use deployctl_plan::report::ImpactReport;
 use deployctl_plan::saved::SavedPlan;
 use deployctl_plan::{Diagnostic, Loaded, SourceFile};
 
+/// What every command shares that flags do not show: who the operator
+/// is, and the exit codes scripts branch on (README.md has the same).
+const AFTER_HELP: &str = "\
+Who you are: DEPLOYCTL_OPERATOR when set, else your login ($USER, $LOGNAME),
+recorded as user@host on every run and audit record; access rules match the
+part before '@'.
+
+Exit codes:
+  0    success: the plan is valid, the run succeeded, the command did what it said
+  1    the run rolled back or failed cleanly: targets are on their stable versions
+  2    refused before anything moved: invalid input, a target another run holds,
+       a failed preflight, a strategy the target cannot take (no run recorded)
+  3    rollback incomplete: traffic may be split, a human must act
+  130  interrupted (Ctrl-C): the run is left resumable with `deployctl resume RUN`";
+
 #[derive(Parser)]
 #[command(
     name = "deployctl",
     version,
     about = "Zero-downtime deployments: blue-green and canary releases gated by health checks and approvals",
-    propagate_version = true
+    propagate_version = true,
+    after_help = AFTER_HELP
 )]
 struct Cli {
     /// Where runs, locks and the journal are kept.

@@ -191,3 +191,16 @@ fn schema_is_json_schema_for_the_plan() {
     }
     assert_eq!(schema["additionalProperties"], false);
 }
+
+/// `--help` tells who the operator is and the exit codes (issue 12).
+#[test]
+fn help_names_the_operator_identity_and_the_exit_codes() {
+    let out = deployctl(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert!(help.contains("DEPLOYCTL_OPERATOR"), "{help}");
+    assert!(help.contains("Exit codes:"), "{help}");
+    for code in ["  0 ", "  1 ", "  2 ", "  3 ", "  130 "] {
+        assert!(help.contains(code), "exit code {code} missing:\n{help}");
+    }
+}
