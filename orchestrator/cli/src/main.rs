@@ -487,8 +487,9 @@ fn main() -> ExitCode {
 
 /// Reads and validates one plan file, printing diagnostics (and warnings)
 /// to stderr in text mode.
-fn load_plan(file: &str, output: Output, color: bool) -> Result<Loaded, Vec<Diagnostic>> {
-    let bytes = match input::read_plan_file(file) {
+fn load_plan(path: &str, output: Output, color: bool) -> Result<Loaded, Vec<Diagnostic>> {
+    let file = input::display_name(path);
+    let bytes = match input::read_plan_file(path) {
         Ok(bytes) => bytes,
         Err(diagnostic) => {
             if output == Output::Text {
@@ -585,7 +586,8 @@ fn validate(files: &[String], output: Output, color: bool) -> u8 {
             Ok(loaded) => {
                 if output == Output::Text {
                     outln!(
-                        "valid: {file} ({} stage{}, {} target{})",
+                        "valid: {} ({} stage{}, {} target{})",
+                        input::display_name(file),
                         loaded.plan.stages.len(),
                         if loaded.plan.stages.len() == 1 {
                             ""
@@ -653,7 +655,12 @@ fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) 
 }
 
 fn schema() -> u8 {
-    let schema = schemars::schema_for!(deployctl_plan::raw::RawPlan);
+    let mut schema = schemars::schema_for!(deployctl_plan::raw::RawPlan);
+    // The wire type's name is internal; editors show the title.
+    schema.insert(
+        "title".to_string(),
+        serde_json::json!("deployctl plan (apiVersion deployctl.io/v1, kind Plan)"),
+    );
     print_json(&schema);
     exit::OK
 }

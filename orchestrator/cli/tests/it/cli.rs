@@ -204,3 +204,54 @@ fn help_names_the_operator_identity_and_the_exit_codes() {
         assert!(help.contains(code), "exit code {code} missing:\n{help}");
     }
 }
+
+/// `validate -` reads the plan from standard input, with the same checks
+/// and diagnostics naming `<stdin>` (issue 12).
+#[test]
+fn validate_dash_reads_standard_input() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let run = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_deployctl"))
+            .args(["validate", "-"])
+            .current_dir(repo_root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("deployctl runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("plan written");
+        child.wait_with_output().expect("deployctl ends")
+    };
+    let quickstart = std::fs::read(repo_root().join("examples/quickstart.yaml")).unwrap();
+    let out = run(&quickstart);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("valid: <stdin>"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(b"apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {name: x}\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("<stdin>:3:1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The JSON Schema is titled for people, not by the internal wire type
+/// (issue 12).
+#[test]
+fn the_schema_has_a_title_for_editors() {
+    let out = deployctl(&["schema"]);
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let title = schema["title"].as_str().unwrap_or_default();
+    assert!(title.contains("deployctl plan"), "{title}");
+    assert!(!title.contains("RawPlan"), "{title}");
+}
