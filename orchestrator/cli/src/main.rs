@@ -110,7 +110,7 @@ enum MfaCommand {
 /// in-cluster controller to verify, instead of in this machine's journal.
 #[derive(clap::Args)]
 struct InCluster {
-    /// The Release (NAMESPACE/NAME) whose run this approves.
+    /// The Release (NAMESPACE/NAME) whose run this approves or rejects.
     #[arg(long, value_name = "NS/NAME", conflicts_with = "run")]
     release: Option<String>,
     /// The kubeconfig for `--release` (default: KUBECONFIG, ~/.kube/config).
@@ -148,6 +148,7 @@ enum Command {
     /// 1 when a target could not be read (the report is incomplete); 2 when
     /// the plan is invalid or names targets this build cannot run.
     Plan {
+        /// The plan file (`-`: standard input).
         #[arg(value_name = "FILE")]
         file: String,
         /// Save the reviewed plan so `apply` executes exactly it.
@@ -168,6 +169,7 @@ enum Command {
     /// Print the least-privilege IAM policy this plan needs (the deploy
     /// role's permissions for exactly this release).
     IamPolicy {
+        /// The plan file.
         #[arg(value_name = "FILE")]
         file: String,
         /// The AWS account the resources live in (12 digits); `*` when
@@ -191,6 +193,8 @@ enum Command {
     },
     /// Execute a plan (or a saved plan from `plan --out`) end to end.
     Apply {
+        /// The plan file, or a saved plan from `plan --out` (applied only
+        /// while its plan file is unchanged).
         #[arg(value_name = "FILE|SAVED")]
         file: String,
         /// Do not ask for confirmation (never asked when stdin is not a terminal).
@@ -198,6 +202,10 @@ enum Command {
         yes: bool,
     },
     /// Show a run's phase and each stage's phase, weight and last gate.
+    ///
+    /// Exits as the run stands: 0 running or succeeded; 1 rolled back,
+    /// killed or failed cleanly; 3 rollback incomplete (a human must act);
+    /// 2 when there is no such run.
     Status {
         /// The run; the newest when omitted.
         run: Option<String>,
@@ -213,23 +221,30 @@ enum Command {
     },
     /// Continue a run whose process died, from its journal.
     Resume {
+        /// The run to continue.
         run: String,
+        /// Do not ask for confirmation (never asked when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
     },
-    /// Roll back every stage of a run that moved (no plan file needed).
+    /// Roll back every stage of a run that moved (no plan file needed):
+    /// name the run, or `--target NAME` for the newest run that moved it.
     Rollback {
+        /// The run to roll back.
         #[arg(required_unless_present = "target")]
         run: Option<String>,
         /// The newest run that moved this target.
         #[arg(long, value_name = "NAME", conflicts_with = "run")]
         target: Option<String>,
+        /// Do not ask for confirmation (never asked when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
     },
     /// Stop a run now and roll it back.
     Kill {
+        /// The run to stop (driven by this or another process).
         run: String,
+        /// Do not ask for confirmation (never asked when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
     },
@@ -240,10 +255,13 @@ enum Command {
     },
     /// Approve a run's approval gate, with a one-time MFA code.
     Approve {
+        /// The run waiting for the approval (or `--release NS/NAME`).
         #[arg(required_unless_present = "release")]
         run: Option<String>,
+        /// The approval gate, as the plan names it.
         #[arg(long)]
         gate: String,
+        /// Who approves: a person the access file names, enrolled in MFA.
         #[arg(long)]
         user: String,
         /// The one-time code (asked for on a terminal when omitted).
@@ -254,14 +272,19 @@ enum Command {
     },
     /// Reject a run's approval gate: the run rolls back.
     Reject {
+        /// The run waiting for the approval (or `--release NS/NAME`).
         #[arg(required_unless_present = "release")]
         run: Option<String>,
+        /// The approval gate, as the plan names it.
         #[arg(long)]
         gate: String,
+        /// Who rejects: a person the access file names, enrolled in MFA.
         #[arg(long)]
         user: String,
+        /// Why, for the audit trail and the run's outcome.
         #[arg(long)]
         reason: String,
+        /// The one-time code (asked for on a terminal when omitted).
         #[arg(long)]
         code: Option<String>,
         #[command(flatten)]

@@ -255,3 +255,30 @@ fn the_schema_has_a_title_for_editors() {
     assert!(title.contains("deployctl plan"), "{title}");
     assert!(!title.contains("RawPlan"), "{title}");
 }
+
+/// Every argument says what it is, and `status` says how it exits (issue
+/// 12: positionals, `--yes`, `--gate`, `--user`, `--reason` had no help).
+#[test]
+fn arguments_have_help_and_status_documents_its_exit_codes() {
+    let help = |command: &str| {
+        let out = deployctl(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        text(&out.stdout)
+    };
+    let apply = help("apply");
+    assert!(apply.contains("a saved plan from `plan --out`"), "{apply}");
+    assert!(apply.contains("Do not ask for confirmation"), "{apply}");
+    let reject = help("reject");
+    for wanted in [
+        "The approval gate",
+        "Who rejects",
+        "Why, for the audit trail",
+        "approves or rejects",
+    ] {
+        assert!(reject.contains(wanted), "{wanted} missing:\n{reject}");
+    }
+    let rollback = help("rollback");
+    assert!(rollback.contains("--target NAME"), "{rollback}");
+    let status = help("status");
+    assert!(status.contains("Exits as the run stands"), "{status}");
+}
