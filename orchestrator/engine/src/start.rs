@@ -75,33 +75,18 @@ impl Engine {
                 return Err(EngineError::MissingTarget(stage.target.clone()));
             }
         }
-        let preflights = self.preflight_targets(context).await;
+        let preflights = self
+            .preflight_targets(context, plan.stages.iter().map(|s| &s.target))
+            .await;
 
         let mut stages = Vec::new();
         let mut refusal = None;
         for stage in &plan.stages {
             let target = plan.target_of(stage);
             let pinned = target.pinned_stable.as_ref().map(|a| a.version.clone());
-            let (record, capabilities) = match &preflights[&stage.target] {
-                Ok(preflight) => (
-                    PreflightRecord {
-                        stable_version: pinned.unwrap_or_else(|| preflight.stable_version.clone()),
-                        ready: preflight.rollback_ready,
-                        detail: preflight.detail.clone(),
-                        identity: Some(preflight.identity.clone()),
-                    },
-                    Some(&preflight.capabilities),
-                ),
-                Err(error) => (
-                    PreflightRecord {
-                        stable_version: String::new(),
-                        ready: false,
-                        detail: error.to_string(),
-                        identity: None,
-                    },
-                    None,
-                ),
-            };
+            let preflight = &preflights[&stage.target];
+            let record = record_of(pinned, preflight);
+            let capabilities = preflight.as_ref().ok().map(|p| &p.capabilities);
             self.progress.emit(Progress::Preflight {
                 run: context.run_id.clone(),
                 stage: stage.name.clone(),
@@ -176,12 +161,12 @@ impl Engine {
     /// One preflight per distinct target, concurrently, each retried as
     /// the retry policy says: a throttled read is no verdict on the
     /// rollback path.
-    async fn preflight_targets(
+    async fn preflight_targets<'a>(
         &self,
         context: &RunContext,
+        targets: impl IntoIterator<Item = &'a String>,
     ) -> BTreeMap<String, Result<Preflight, AdapterError>> {
-        let names: std::collections::BTreeSet<&String> =
-            context.plan.stages.iter().map(|s| &s.target).collect();
+        let names: std::collections::BTreeSet<&String> = targets.into_iter().collect();
         let mut checks = JoinSet::new();
         for name in &names {
             let target = context.targets[*name].clone();
@@ -211,9 +196,6 @@ impl Engine {
         }
         results
     }
-}
-
-impl Engine {
     /// Confirms the rollback path (S3) of every stage not yet preflighted
     /// and records each stable version: stages of runs recorded before
     /// `start` preflighted them (journals of format 1). `Some` when any
@@ -223,53 +205,39 @@ impl Engine {
         context: &RunContext,
         records: &HashMap<String, StageRecord>,
     ) -> Result<Option<Abort>, EngineError> {
-        let mut checks = JoinSet::new();
-        for stage in &context.plan.stages {
-            let record = &records[&stage.name];
-            if record.phase != StagePhase::Pending || record.stable_version.is_some() {
-                continue;
-            }
-            let target = context.targets[&stage.target].clone();
+        let pending: Vec<_> = context
+            .plan
+            .stages
+            .iter()
+            .filter(|stage| {
+                let record = &records[&stage.name];
+                record.phase == StagePhase::Pending && record.stable_version.is_none()
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let preflights = self
+            .preflight_targets(context, pending.iter().map(|s| &s.target))
+            .await;
+        let mut failure = None;
+        for stage in pending {
             let pinned = context
                 .plan
                 .target_of(stage)
                 .pinned_stable
                 .as_ref()
                 .map(|artifact| artifact.version.clone());
-            let name = stage.name.clone();
-            // A throttled or dropped read is no verdict on the rollback
-            // path: transient errors are retried like any call, and only
-            // what the retry policy gives up on fails the preflight.
-            let policy = self.options.retry.clone();
-            checks.spawn(async move {
-                let result = crate::retry::retry(&policy, |_| target.preflight())
-                    .await
-                    .map_err(|gave_up| gave_up.error);
-                (name, pinned, result)
-            });
-        }
-        let mut failure = None;
-        while let Some(joined) = checks.join_next().await {
-            let Ok((stage, pinned, result)) = joined else {
-                continue;
-            };
-            let (stable, ready, detail, identity) = match result {
-                Ok(preflight) => (
-                    pinned.unwrap_or(preflight.stable_version),
-                    preflight.rollback_ready,
-                    preflight.detail,
-                    Some(preflight.identity),
-                ),
-                Err(error) => (String::new(), false, error.to_string(), None),
-            };
+            let record = record_of(pinned, &preflights[&stage.target]);
+            let stable = record.stable_version.clone();
             self.journal.transition(
                 &context.run_id,
-                &stage,
+                &stage.name,
                 &Event::Preflight {
                     stable_version: stable.clone(),
-                    ready,
-                    detail: detail.clone(),
-                    identity: identity.clone(),
+                    ready: record.ready,
+                    detail: record.detail.clone(),
+                    identity: record.identity.clone(),
                 },
                 &StageUpdate {
                     stable_version: (!stable.is_empty()).then(|| stable.clone()),
@@ -278,19 +246,45 @@ impl Engine {
             )?;
             self.progress.emit(Progress::Preflight {
                 run: context.run_id.clone(),
-                stage: stage.clone(),
+                stage: stage.name.clone(),
                 stable_version: stable,
-                ready,
-                detail: detail.clone(),
+                ready: record.ready,
+                detail: record.detail.clone(),
             });
-            if !ready && failure.is_none() {
+            if !record.ready && failure.is_none() {
                 failure = Some(Abort {
                     trigger: RollbackTrigger::Error,
-                    stage: Some(stage.clone()),
-                    reason: format!("stage `{stage}`: rollback path not confirmed: {detail}"),
+                    stage: Some(stage.name.clone()),
+                    reason: format!(
+                        "stage `{}`: rollback path not confirmed: {}",
+                        stage.name, record.detail
+                    ),
                 });
             }
         }
         Ok(failure)
+    }
+}
+
+/// What the journal keeps of a preflight: the stable version (the plan's
+/// pinned one wins), whether the rollback path is ready and why, and the
+/// platform identity. A failed read is a path not confirmed.
+fn record_of(
+    pinned: Option<String>,
+    preflight: &Result<Preflight, AdapterError>,
+) -> PreflightRecord {
+    match preflight {
+        Ok(preflight) => PreflightRecord {
+            stable_version: pinned.unwrap_or_else(|| preflight.stable_version.clone()),
+            ready: preflight.rollback_ready,
+            detail: preflight.detail.clone(),
+            identity: Some(preflight.identity.clone()),
+        },
+        Err(error) => PreflightRecord {
+            stable_version: String::new(),
+            ready: false,
+            detail: error.to_string(),
+            identity: None,
+        },
     }
 }
