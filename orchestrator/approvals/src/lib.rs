@@ -97,8 +97,7 @@ pub fn submit(
         decision,
     } = *submission;
     let deny = |action: AuditAction, message: String| {
-        record(
-            audit,
+        audit.record_or_warn(
             user,
             What::new(action).run(run_id).detail(format!("gate {gate}")),
             Outcome::denied(message.clone()),
@@ -166,8 +165,7 @@ pub fn submit(
         }
         return Err(deny(AuditAction::MfaFailed, message));
     }
-    record(
-        audit,
+    audit.record_or_warn(
         user,
         What::new(AuditAction::MfaVerified)
             .run(run_id)
@@ -184,12 +182,4 @@ pub fn submit(
 /// The user part of a run's initiator (`user@host`).
 pub fn initiator_user(initiator: &str) -> &str {
     initiator.split('@').next().unwrap_or(initiator)
-}
-
-/// Appends a record; one that cannot be written is a warning on stderr,
-/// as the decision it describes is already made.
-fn record(trail: &Trail, user: &str, what: What, outcome: Outcome) {
-    if let Err(error) = trail.record(user, what, outcome) {
-        eprintln!("warning: could not audit this: {error}");
-    }
 }

@@ -55,11 +55,8 @@ pub fn shipped(audit: &AuditLog) -> Result<(), u8> {
 
 pub use deployctl_trail::Seal;
 
-/// Appends a record the command writes itself; a record that cannot be
-/// written is a warning (the action it describes has happened or been
-/// refused already).
+/// Appends a record the command writes itself (see
+/// [`Trail::record_or_warn`]).
 pub fn record(trail: &Trail, user: &str, what: What, outcome: Outcome) {
-    if let Err(error) = trail.record(user, what, outcome) {
-        eprintln!("warning: could not audit this: {error}");
-    }
+    trail.record_or_warn(user, what, outcome);
 }

@@ -461,12 +461,9 @@ fn operator_allowed(shared: &Shared, user: &str, environment: &str) -> Result<()
         return Ok(());
     }
     let what = What::new(AuditAction::PolicyDenied).detail(format!("apply in {environment}"));
-    if let Err(error) = shared
+    shared
         .audit
-        .record(user, what, Outcome::denied(decision.reason.clone()))
-    {
-        eprintln!("warning: could not audit this: {error}");
-    }
+        .record_or_warn(user, what, Outcome::denied(decision.reason.clone()));
     Err(decision.reason)
 }
 

@@ -92,6 +92,15 @@ impl Trail {
             .append(Entry::new(self.who(operator), what, outcome))
             .map(|_| ())
     }
+
+    /// [`Trail::record`] for records a command writes about what it has
+    /// already done or refused: one that cannot be written is a warning,
+    /// since the decision it describes stands.
+    pub fn record_or_warn(&self, operator: &str, what: What, outcome: Outcome) {
+        if let Err(error) = self.record(operator, what, outcome) {
+            eprintln!("warning: could not audit this: {error}");
+        }
+    }
 }
 
 /// Seals what a command did with a signed checkpoint when it ends, on
@@ -132,9 +141,7 @@ pub fn audit_refusal(
             "plan {} in {}",
             context.plan.metadata.name, context.plan.metadata.environment
         ));
-    if let Err(error) = trail.record(operator, what, Outcome::denied(refusal.to_string())) {
-        eprintln!("warning: could not audit this: {error}");
-    }
+    trail.record_or_warn(operator, what, Outcome::denied(refusal.to_string()));
 }
 
 /// Turns journal events into audit records.
