@@ -8,7 +8,7 @@
 //! kind"): the compiler points at [`lookup`] when the plan crate grows a
 //! `TargetSpec` variant, and nothing else in the binary needs to change.
 //!
-//! Kinds whose adapters arrive with later issues (Kubernetes, fleets) have
+//! Kinds whose adapters arrive with later issues (fleets) have
 //! entries too: they say so when asked for an adapter, so the plan is
 //! refused whole before anything starts, and they declare no permissions.
 
@@ -48,6 +48,12 @@ pub enum BuildError {
         target: String,
         #[source]
         source: deployctl_aws_ecs::ConstructError,
+    },
+    #[error("target `{target}`: {source}")]
+    Kubernetes {
+        target: String,
+        #[source]
+        source: deployctl_kubernetes::ConstructError,
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -117,7 +123,7 @@ pub fn lookup(target: &model::Target) -> Box<dyn Entry + '_> {
         TargetSpec::Lambda(spec) => Box::new(Lambda { target, spec }),
         TargetSpec::CloudFront(spec) => Box::new(CloudFront { target, spec }),
         TargetSpec::Ecs(spec) => Box::new(Ecs { target, spec }),
-        TargetSpec::Kubernetes(_) => Box::new(Kubernetes { target }),
+        TargetSpec::Kubernetes(spec) => Box::new(Kubernetes { target, spec }),
         TargetSpec::Fleet(_) => Box::new(Fleet { target }),
     }
 }
@@ -277,15 +283,29 @@ impl Entry for Ecs<'_> {
     }
 }
 
-/// Kubernetes Deployments: the adapter arrives with its issue. No AWS
-/// side (EKS credentials come from the kubeconfig, not from this role).
+/// A Kubernetes Deployment behind a Service, connected as kubectl would
+/// be. No AWS side: EKS credentials come from the kubeconfig's exec
+/// plugin, not from this process's role.
 struct Kubernetes<'t> {
     target: &'t model::Target,
+    spec: &'t raw::KubernetesTarget,
 }
 
 impl Entry for Kubernetes<'_> {
-    fn build(&self, _builder: &mut Builder<'_>) -> Result<Arc<dyn Target>, BuildError> {
-        Err(not_in_this_build(self.target))
+    fn build(&self, builder: &mut Builder<'_>) -> Result<Arc<dyn Target>, BuildError> {
+        let release = builder.release(self.target);
+        let adapter = builder
+            .runtime()?
+            .block_on(deployctl_kubernetes::KubernetesTarget::from_spec(
+                &self.target.name,
+                self.spec,
+                &release,
+            ))
+            .map_err(|source| BuildError::Kubernetes {
+                target: self.target.name.clone(),
+                source,
+            })?;
+        Ok(Arc::new(adapter))
     }
 
     fn iam_statements(&self, _scope: &Scope) -> Vec<Statement> {

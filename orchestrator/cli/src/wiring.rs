@@ -76,7 +76,7 @@ pub fn targets(
         Ok(adapters)
     } else {
         Err(format!(
-            "this build of deployctl cannot run this plan yet: {}. The fleet and Kubernetes adapters arrive with their issues; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
+            "this build of deployctl cannot run this plan yet: {}. The fleet adapter arrives with its issue; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
             unsupported.join("; ")
         ))
     }

@@ -17,6 +17,10 @@ use crate::raw;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesTarget {
+    /// The kubeconfig file, relative to the plan's directory; `KUBECONFIG`
+    /// (or `~/.kube/config`) when omitted, as kubectl reads it.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
     /// kubeconfig context; the current context when omitted.
     #[serde(default)]
     pub context: Option<String>,
@@ -80,6 +84,9 @@ impl Kind for Kubernetes {
         checker.non_empty(&format!("{at}.namespace"), &k8s.namespace);
         checker.non_empty(&format!("{at}.deployment"), &k8s.deployment);
         checker.non_empty(&format!("{at}.service"), &k8s.service);
+        if let Some(path) = &k8s.kubeconfig {
+            checker.non_empty(&format!("{at}.kubeconfig"), path);
+        }
         if k8s.preview_service.as_deref() == Some(k8s.service.as_str()) {
             checker.error(
                 format!("{at}.previewService"),

@@ -111,6 +111,7 @@ const ADAPTER_CRATES: &[&str] = &[
     "deployctl-aws-lambda",
     "deployctl-aws-cloudfront",
     "deployctl-aws-ecs",
+    "deployctl-kubernetes",
     "deployctl-aws-signals",
     "deployctl-aws-audit",
     "deployctl-kube-release",

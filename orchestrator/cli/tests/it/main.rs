@@ -19,6 +19,7 @@ mod ecs_e2e;
 mod emulators;
 mod fixtures;
 mod iam_policy;
+mod kube_e2e;
 mod lambda_e2e;
 mod lambda_locks;
 mod lambda_support;

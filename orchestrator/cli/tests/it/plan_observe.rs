@@ -236,9 +236,9 @@ fn the_sandbox_observed_matches_its_snapshot_and_nothing_is_written() {
 /// Kinds this build cannot run are refused as `apply` refuses them, before
 /// anything is read.
 #[test]
-fn a_kubernetes_plan_is_refused_as_apply_refuses_it() {
-    let sandbox = Sandbox::new("observe-kube");
-    let out = sandbox.run(&["plan", "examples/eks-canary-gateway-api.yaml", "--observe"]);
+fn a_fleet_plan_is_refused_as_apply_refuses_it() {
+    let sandbox = Sandbox::new("observe-fleet");
+    let out = sandbox.run(&["plan", "examples/fleet-ota-waves.yaml", "--observe"]);
     out.expect_code(2);
     assert!(
         out.stderr

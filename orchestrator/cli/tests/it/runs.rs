@@ -499,12 +499,12 @@ fn a_saved_plan_applies_and_is_refused_once_the_plan_file_changed() {
 
 #[test]
 fn apply_of_a_plan_this_build_cannot_run_is_refused_before_anything() {
-    // Kubernetes targets arrive with their issue; until then such a plan
-    // is refused before any identity lookup, lock or run.
-    let sandbox = Sandbox::new("runs-eks");
-    let out = sandbox.run(&["apply", "examples/eks-blue-green.yaml", "--yes"]);
+    // Fleet targets arrive with their issue; until then such a plan is
+    // refused before any lock or run.
+    let sandbox = Sandbox::new("runs-fleet");
+    let out = sandbox.run(&["apply", "examples/fleet-ota-waves.yaml", "--yes"]);
     out.expect_code(2);
-    assert!(out.stderr.contains("kubernetes target"), "{out}");
+    assert!(out.stderr.contains("fleet target"), "{out}");
     assert!(out.stderr.contains("Nothing was changed"), "{out}");
     let journal = sandbox.state_dir().join("journal.sqlite3");
     assert!(
@@ -512,6 +512,32 @@ fn apply_of_a_plan_this_build_cannot_run_is_refused_before_anything() {
         "a refused plan created a run"
     );
     assert!(sandbox.sim_files().is_empty());
+}
+
+#[test]
+fn a_kubernetes_plan_whose_context_is_nowhere_is_refused_before_anything() {
+    // The example names its EKS cluster's context; this machine's
+    // kubeconfig (none) has no such context: refused, naming it.
+    let sandbox = Sandbox::new("runs-eks");
+    let kubeconfig = sandbox.root().join("empty-kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+        .expect("kubeconfig written");
+    let mut command = sandbox.command(&["apply", "examples/eks-blue-green.yaml", "--yes"]);
+    command.env("KUBECONFIG", &kubeconfig);
+    let out = sandbox
+        .spawn_command(command, &["apply"], None)
+        .wait(crate::sandbox::COMMAND_TIMEOUT);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("checkout-api")
+            && out.stderr.contains("arn:aws:eks:us-east-1:123456789012:cluster/prod-use1"),
+        "{out}"
+    );
+    let journal = sandbox.state_dir().join("journal.sqlite3");
+    assert!(
+        !journal.exists() || sandbox.run_ids().is_empty(),
+        "a refused plan created a run"
+    );
 }
 
 #[test]

@@ -1,0 +1,592 @@
+//! Canary by Gateway API HTTPRoute weights (Flagger's primary/canary
+//! model). The plan's Deployment is the primary and stays the stable one;
+//! the canary is a second Deployment (`NAME-canary`) behind its own
+//! Service (`SERVICE-canary`), and the route's `backendRefs` weights split
+//! traffic between the two Services. While the canary exists the stable
+//! Service is pinned to the primary's pods (`pod-template-hash`): both
+//! Deployments' pods carry the labels it selects by.
+//!
+//! - `Deploy`: pin, create the canary from the primary's template with the
+//!   new image and its Service.
+//! - `SetWeight N`: scale the canary to carry its share, wait for its pods,
+//!   write the weights, and wait until the route's controller reports the
+//!   generation written Accepted with ResolvedRefs.
+//! - `Promote`: all traffic on the canary, the primary updated to the new
+//!   image and rolled out, the pin moved to its new pods, all traffic back
+//!   on the primary; the canary and its Service deleted, the pin released.
+//! - `Rollback`: all traffic on the primary, the canary deleted; after a
+//!   promotion, the primary's images put back as they were.
+
+use std::collections::BTreeMap;
+
+use deployctl_adapter::{AdapterError, Applied, Observed, PlannedCall, TrafficAction};
+use serde_json::{Value, json};
+
+use crate::bluegreen::{Step, set_image};
+use crate::cluster::written;
+use crate::error::rejected;
+use crate::names;
+use crate::route;
+use crate::target::KubernetesTarget;
+use crate::view::View;
+use crate::workload;
+
+fn canary_name(target: &KubernetesTarget) -> String {
+    names::canary(&target.place.base)
+}
+
+fn canary_service(target: &KubernetesTarget) -> String {
+    names::canary_service(&target.place.service)
+}
+
+pub(crate) fn observe(target: &KubernetesTarget, view: &View) -> Observed {
+    let container = target.container.as_deref();
+    let canary = view.deployment(&canary_name(target));
+    let percent = route::canary_percent(
+        &view.route_spec(),
+        &target.place.service,
+        &canary_service(target),
+    );
+    Observed {
+        stable: view
+            .base
+            .as_ref()
+            .and_then(|d| workload::version_of(d, container)),
+        candidate: canary.and_then(|d| workload::version_of(d, container)),
+        weight: if canary.is_some() {
+            percent.unwrap_or(0)
+        } else {
+            0
+        },
+        waves: None,
+    }
+}
+
+pub(crate) fn plan(
+    target: &KubernetesTarget,
+    observed: &Observed,
+    action: &TrafficAction,
+) -> Result<Vec<PlannedCall>, AdapterError> {
+    let ns = &target.place.namespace;
+    let (route_ns, route_name) = target.place.route.clone().unwrap_or_default();
+    let canary = canary_name(target);
+    let call = |text: String| PlannedCall { description: text };
+    Ok(match action {
+        TrafficAction::Deploy { version } => {
+            if observed.candidate.as_deref() == Some(version)
+                || observed.stable.as_deref() == Some(version)
+            {
+                return Ok(Vec::new());
+            }
+            vec![
+                call(format!(
+                    "apply Service {ns}/{}: selector pinned to the primary's pods",
+                    target.place.service
+                )),
+                call(format!(
+                    "apply Deployment {ns}/{canary}: the primary's template with the image of {version}"
+                )),
+                call(format!(
+                    "apply Service {ns}/{}: selector on the canary's pods",
+                    canary_service(target)
+                )),
+            ]
+        }
+        TrafficAction::SetWeight { percent } => {
+            if observed.weight == *percent {
+                return Ok(Vec::new());
+            }
+            vec![
+                call(format!(
+                    "apply Deployment {ns}/{canary}: replicas for {percent}% of the primary's"
+                )),
+                call(format!(
+                    "apply HTTPRoute {route_ns}/{route_name}: backendRefs {} {}%, {} {percent}%",
+                    target.place.service,
+                    100 - u16::from(*percent),
+                    canary_service(target)
+                )),
+            ]
+        }
+        TrafficAction::Promote => {
+            if observed.candidate.is_none() {
+                return Ok(Vec::new());
+            }
+            vec![
+                call(format!(
+                    "apply HTTPRoute {route_ns}/{route_name}: all traffic on the canary"
+                )),
+                call(format!(
+                    "apply Deployment {ns}/{}: the new image, then wait for its rollout",
+                    target.place.base
+                )),
+                call(format!(
+                    "apply HTTPRoute {route_ns}/{route_name}: all traffic on the primary"
+                )),
+                call(format!(
+                    "delete Deployment {ns}/{canary} and Service {ns}/{}",
+                    canary_service(target)
+                )),
+            ]
+        }
+        TrafficAction::Retire => Vec::new(),
+        TrafficAction::Rollback { .. } => {
+            if observed.candidate.is_none() && observed.weight == 0 {
+                return Ok(Vec::new());
+            }
+            vec![
+                call(format!(
+                    "apply HTTPRoute {route_ns}/{route_name}: all traffic on the primary"
+                )),
+                call(format!(
+                    "delete Deployment {ns}/{canary} and Service {ns}/{}",
+                    canary_service(target)
+                )),
+            ]
+        }
+    })
+}
+
+pub(crate) async fn apply(
+    target: &KubernetesTarget,
+    action: &TrafficAction,
+    view: View,
+) -> Result<Applied, AdapterError> {
+    let mut step = Step::default();
+    match action {
+        TrafficAction::Deploy { .. } => deploy(target, &view, &mut step).await?,
+        TrafficAction::SetWeight { percent } => set_weight(target, *percent, &mut step).await?,
+        TrafficAction::Promote => promote(target, &mut step).await?,
+        TrafficAction::Retire => {}
+        TrafficAction::Rollback { to } => rollback(target, to.as_deref(), &mut step).await?,
+    }
+    Ok(step.applied())
+}
+
+fn primary(
+    view: &View,
+    target: &KubernetesTarget,
+) -> Result<k8s_openapi::api::apps::v1::Deployment, AdapterError> {
+    view.base.clone().ok_or_else(|| AdapterError::NotFound {
+        what: format!("{} (the primary)", target.describe()),
+    })
+}
+
+/// Pins the stable Service to the primary's current pods (`Some`), or
+/// releases the pin (`None`).
+async fn pin(
+    target: &KubernetesTarget,
+    view: &View,
+    hash: Option<&str>,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let current = view.service_selector();
+    let mut selector = current.clone();
+    selector.remove(names::POD_TEMPLATE_HASH);
+    if let Some(hash) = hash {
+        selector.insert(names::POD_TEMPLATE_HASH.into(), hash.into());
+    }
+    if selector == current {
+        return Ok(());
+    }
+    let service = view
+        .service
+        .as_ref()
+        .ok_or_else(|| AdapterError::NotFound {
+            what: format!(
+                "Service {}/{}",
+                target.place.namespace, target.place.service
+            ),
+        })?;
+    let body = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": target.place.service, "namespace": target.place.namespace,
+                     "resourceVersion": service.metadata.resource_version},
+        "spec": {"selector": selector},
+    });
+    let out = target.ns.apply_service(&target.place.service, body).await?;
+    step.writes.push(written(
+        "Service",
+        &target.place.namespace,
+        &target.place.service,
+        &out.metadata,
+    ));
+    Ok(())
+}
+
+async fn primary_hash(
+    target: &KubernetesTarget,
+    primary: &k8s_openapi::api::apps::v1::Deployment,
+) -> Result<String, AdapterError> {
+    let (set, _) = target.ns.current_pods(primary).await?;
+    set.as_ref()
+        .and_then(workload::template_hash)
+        .map(str::to_owned)
+        .ok_or_else(|| AdapterError::Conflict {
+            message: format!("{} has no ReplicaSet yet", target.describe()),
+            request_id: None,
+        })
+}
+
+async fn deploy(
+    target: &KubernetesTarget,
+    view: &View,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let release = target.release("deploy")?.clone();
+    let primary = primary(view, target)?;
+    let container = target.container.as_deref();
+    if workload::version_of(&primary, container).as_deref() == Some(release.version.as_str())
+        && view.deployment(&canary_name(target)).is_none()
+    {
+        return Ok(()); // promoted already
+    }
+    let hash = primary_hash(target, &primary).await?;
+    pin(target, view, Some(&hash), step).await?;
+    let canary = canary_name(target);
+    let wanted_image = release.image.as_str();
+    let current_image = view
+        .deployment(&canary)
+        .and_then(|d| workload::release_container(d, container))
+        .and_then(|c| c.image.as_deref());
+    if current_image != Some(wanted_image) {
+        let mut body = crate::bluegreen::green_body(
+            target,
+            &primary,
+            &canary,
+            &target.place.base,
+            wanted_image,
+            &release.version,
+        )?;
+        // A canary starts with one pod: enough for the readiness gate,
+        // no share of traffic until its first weight.
+        body["spec"]["replicas"] = json!(1);
+        if let Some(previous) = view.deployment(&canary) {
+            body["metadata"]["resourceVersion"] = json!(previous.metadata.resource_version);
+        }
+        let out = target.ns.apply_deployment(&canary, body).await?;
+        step.writes.push(written(
+            "Deployment",
+            &target.place.namespace,
+            &canary,
+            &out.metadata,
+        ));
+    }
+    let service_name = canary_service(target);
+    if target.ns.service(&service_name).await?.is_none() {
+        let stable = view
+            .service
+            .as_ref()
+            .ok_or_else(|| AdapterError::NotFound {
+                what: format!(
+                    "Service {}/{}",
+                    target.place.namespace, target.place.service
+                ),
+            })?;
+        let ports: Vec<Value> = stable
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let mut port =
+                    json!({"port": p.port, "protocol": p.protocol.unwrap_or_else(|| "TCP".into())});
+                if let Some(name) = p.name {
+                    port["name"] = json!(name);
+                }
+                if let Some(target_port) = p.target_port {
+                    port["targetPort"] = serde_json::to_value(target_port).unwrap_or(Value::Null);
+                }
+                port
+            })
+            .collect();
+        let mut selector = base_selector(stable);
+        selector.insert(names::DEPLOYMENT.into(), canary.clone());
+        let body = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service_name, "namespace": target.place.namespace,
+                         "labels": {names::WORKLOAD: target.place.base}},
+            "spec": {"selector": selector, "ports": ports},
+        });
+        let out = target.ns.apply_service(&service_name, body).await?;
+        step.writes.push(written(
+            "Service",
+            &target.place.namespace,
+            &service_name,
+            &out.metadata,
+        ));
+    }
+    Ok(())
+}
+
+fn base_selector(service: &k8s_openapi::api::core::v1::Service) -> BTreeMap<String, String> {
+    let mut selector = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    selector.remove(names::POD_TEMPLATE_HASH);
+    selector
+}
+
+/// Writes the route's weights (when they differ) and waits for its
+/// controller to accept them.
+async fn weigh(
+    target: &KubernetesTarget,
+    percent: u8,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let (namespace, name) = target
+        .place
+        .route
+        .clone()
+        .ok_or_else(|| rejected("no HTTPRoute"))?;
+    let found =
+        target
+            .ns
+            .route(&namespace, &name)
+            .await?
+            .ok_or_else(|| AdapterError::NotFound {
+                what: format!("HTTPRoute {namespace}/{name}"),
+            })?;
+    let spec = &found.data["spec"];
+    let stable = &target.place.service;
+    let canary = canary_service(target);
+    let rules = route::with_percent(spec, stable, &canary, percent);
+    let generation = if rules == spec["rules"] {
+        found.metadata.generation.unwrap_or(0)
+    } else {
+        let body = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace,
+                         "resourceVersion": found.metadata.resource_version},
+            "spec": {"rules": rules},
+        });
+        let out = target.ns.apply_route(&namespace, &name, body).await?;
+        step.writes
+            .push(written("HTTPRoute", &namespace, &name, &out.metadata));
+        out.metadata.generation.unwrap_or(0)
+    };
+    target.wait_route(generation).await
+}
+
+/// Replicas for the canary to carry `percent` of the primary's load.
+fn share(primary: i32, percent: u8) -> i32 {
+    ((i64::from(primary) * i64::from(percent) + 99) / 100).max(1) as i32
+}
+
+async fn scale(
+    target: &KubernetesTarget,
+    name: &str,
+    replicas: i32,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let found = target
+        .ns
+        .deployment(name)
+        .await?
+        .ok_or_else(|| AdapterError::NotFound {
+            what: format!("Deployment {}/{name}", target.place.namespace),
+        })?;
+    if workload::desired_replicas(&found) != replicas {
+        let body = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": target.place.namespace,
+                         "resourceVersion": found.metadata.resource_version},
+            "spec": {"replicas": replicas},
+        });
+        let out = target.ns.apply_deployment(name, body).await?;
+        step.writes.push(written(
+            "Deployment",
+            &target.place.namespace,
+            name,
+            &out.metadata,
+        ));
+    }
+    target.wait_rollout(name, None).await
+}
+
+async fn set_weight(
+    target: &KubernetesTarget,
+    percent: u8,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let view = target.view().await?;
+    let primary = primary(&view, target)?;
+    let canary = canary_name(target);
+    if view.deployment(&canary).is_none() {
+        return Err(AdapterError::NotFound {
+            what: format!(
+                "Deployment {}/{canary} (the canary; `Deploy` makes it)",
+                target.place.namespace
+            ),
+        });
+    }
+    scale(
+        target,
+        &canary,
+        share(workload::desired_replicas(&primary), percent),
+        step,
+    )
+    .await?;
+    weigh(target, percent, step).await
+}
+
+async fn promote(target: &KubernetesTarget, step: &mut Step) -> Result<(), AdapterError> {
+    let release = target.release("promote")?.clone();
+    let container = target.container.as_deref();
+    let view = target.view().await?;
+    let primary_now = primary(&view, target)?;
+    let canary = canary_name(target);
+    let promoted =
+        workload::version_of(&primary_now, container).as_deref() == Some(release.version.as_str());
+    if !promoted {
+        if view.deployment(&canary).is_none() {
+            return Err(AdapterError::NotFound {
+                what: format!(
+                    "Deployment {}/{canary} (the canary; `Deploy` makes it)",
+                    target.place.namespace
+                ),
+            });
+        }
+        // 1. Everything on the canary while the primary rolls.
+        scale(
+            target,
+            &canary,
+            workload::desired_replicas(&primary_now),
+            step,
+        )
+        .await?;
+        weigh(target, 100, step).await?;
+        // 2. The primary takes the new image; what it ran is kept for a
+        //    rollback after promotion.
+        let mut spec = serde_json::to_value(primary_now.spec.clone().unwrap_or_default())
+            .map_err(|e| rejected(format!("{}: {e}", target.describe())))?;
+        set_image(&mut spec, container, &release.image, &target.place.base)?;
+        let images = workload::images(&primary_now);
+        let before = workload::version_of(&primary_now, container).unwrap_or_default();
+        let containers: Vec<Value> = spec["template"]["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| json!({"name": c["name"], "image": c["image"]}))
+            .collect();
+        let body = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": target.place.base, "namespace": target.place.namespace,
+                         "resourceVersion": primary_now.metadata.resource_version,
+                         "annotations": {names::VERSION: release.version,
+                                         names::ROLLBACK_VERSION: before,
+                                         names::ROLLBACK_IMAGES: serde_json::to_string(&images).unwrap_or_default()}},
+            "spec": {"template": {"spec": {"containers": containers}}},
+        });
+        let out = target.ns.apply_deployment(&target.place.base, body).await?;
+        step.writes.push(written(
+            "Deployment",
+            &target.place.namespace,
+            &target.place.base,
+            &out.metadata,
+        ));
+    }
+    target.wait_rollout(&target.place.base, None).await?;
+    // 3. The pin follows the primary's new pods, then traffic goes back.
+    let view = target.view().await?;
+    let primary_new = primary(&view, target)?;
+    if view.deployment(&canary).is_some() {
+        let hash = primary_hash(target, &primary_new).await?;
+        pin(target, &view, Some(&hash), step).await?;
+        target
+            .wait_endpoints(&target.place.service, &target.place.base)
+            .await?;
+    }
+    weigh(target, 0, step).await?;
+    // 4. The canary goes, and with it the need for the pin.
+    remove_canary(target, step).await
+}
+
+async fn remove_canary(target: &KubernetesTarget, step: &mut Step) -> Result<(), AdapterError> {
+    let canary = canary_name(target);
+    if target.ns.delete_deployment(&canary).await? {
+        step.writes.push(format!(
+            "deleted Deployment {}/{canary}",
+            target.place.namespace
+        ));
+    }
+    let service = canary_service(target);
+    if target.ns.delete_service(&service).await? {
+        step.writes.push(format!(
+            "deleted Service {}/{service}",
+            target.place.namespace
+        ));
+    }
+    let view = target.view().await?;
+    pin(target, &view, None, step).await
+}
+
+async fn rollback(
+    target: &KubernetesTarget,
+    to: Option<&str>,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    weigh(target, 0, step).await?;
+    remove_canary(target, step).await?;
+    // After a promotion the primary runs the release: its images go back.
+    let view = target.view().await?;
+    let primary_now = primary(&view, target)?;
+    let container = target.container.as_deref();
+    let running = workload::version_of(&primary_now, container);
+    let saved_version =
+        workload::annotation(&primary_now, names::ROLLBACK_VERSION).map(str::to_owned);
+    let released = target.release.as_ref().map(|r| r.version.clone());
+    let wants_back = match to {
+        Some(to) => running.as_deref() != Some(to) && saved_version.as_deref() == Some(to),
+        None => running.is_some() && running == released && saved_version.is_some(),
+    };
+    if wants_back {
+        let images: BTreeMap<String, String> =
+            workload::annotation(&primary_now, names::ROLLBACK_IMAGES)
+                .and_then(|text| serde_json::from_str(text).ok())
+                .ok_or_else(|| {
+                    rejected(format!(
+                        "{} has no {} to roll back to",
+                        target.describe(),
+                        names::ROLLBACK_IMAGES
+                    ))
+                })?;
+        let containers: Vec<Value> = images
+            .iter()
+            .map(|(name, image)| json!({"name": name, "image": image}))
+            .collect();
+        let body = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": target.place.base, "namespace": target.place.namespace,
+                         "resourceVersion": primary_now.metadata.resource_version,
+                         "annotations": {names::VERSION: saved_version}},
+            "spec": {"template": {"spec": {"containers": containers}}},
+        });
+        let out = target.ns.apply_deployment(&target.place.base, body).await?;
+        step.writes.push(written(
+            "Deployment",
+            &target.place.namespace,
+            &target.place.base,
+            &out.metadata,
+        ));
+        target.wait_rollout(&target.place.base, None).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn the_canary_gets_at_least_one_pod_and_rounds_up() {
+        assert_eq!(share(4, 10), 1);
+        assert_eq!(share(10, 25), 3);
+        assert_eq!(share(4, 100), 4);
+        assert_eq!(share(0, 50), 1);
+    }
+}

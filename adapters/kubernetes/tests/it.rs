@@ -1,0 +1,598 @@
+//! The Kubernetes adapter against the repository's test API server
+//! (`tests/emulators/kubeapi.py`: Deployment, EndpointSlice and Gateway
+//! API controllers, a traffic model), over HTTP with the real kube
+//! client. Every test makes its own namespace. Skipped, with a message,
+//! when `DEPLOYCTL_TEST_KUBEAPI_URL` is unset (`bash tests/moto.sh --
+//! cargo test -p deployctl-kubernetes` starts the server and sets it).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use deployctl_adapter::conformance::{Options, run_all_with};
+use deployctl_adapter::construct::PlanRelease;
+use deployctl_adapter::{Action, AdapterError, IdempotencyKey, Measurement, Target, Weights};
+use deployctl_kubernetes::connect::from_config;
+use deployctl_kubernetes::{KubernetesOptions, KubernetesTarget};
+use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck};
+use deployctl_plan::raw;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+const STABLE_IMAGE: &str = "registry.test/web:1";
+const NEW_IMAGE: &str = "registry.test/web:2";
+
+fn server(test: &str) -> Option<String> {
+    match std::env::var("DEPLOYCTL_TEST_KUBEAPI_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: DEPLOYCTL_TEST_KUBEAPI_URL is not set; `bash tests/moto.sh -- cargo test -p deployctl-kubernetes` starts the server"
+            );
+            None
+        }
+    }
+}
+
+/// One JSON request to the server's API or its `/_emulator/` controls.
+fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(host).expect("the API server answers");
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let content_type = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .expect("request sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A namespace with `web`: a Deployment of 4 pods (`app: web`, container
+/// `api`), its Service, a preview Service, and (routed) a Gateway and an
+/// HTTPRoute sending everything to the Service.
+struct Fixture {
+    url: String,
+    client: Client,
+    namespace: String,
+    routed: bool,
+}
+
+impl Fixture {
+    async fn new(url: &str, label: &str, routed: bool) -> Fixture {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let namespace = format!(
+            "k8s-{label}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = Client::try_from(Config::new(url.parse().expect("a URL"))).expect("a client");
+        let fixture = Fixture {
+            url: url.to_owned(),
+            client,
+            namespace,
+            routed,
+        };
+        let ns = &fixture.namespace;
+        fixture.create(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
+        fixture.create(
+            &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "labels": {"app": "web"}},
+                   "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "api", "image": STABLE_IMAGE,
+                                                                   "ports": [{"containerPort": 8080}]}]}}}}),
+        );
+        for name in ["web", "web-preview"] {
+            fixture.create(
+                &format!("/api/v1/namespaces/{ns}/services"),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                       "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+            );
+        }
+        if routed {
+            fixture.create(
+                &format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways"),
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
+                       "spec": {"gatewayClassName": "test", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+            );
+            fixture.create(
+                &format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"),
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
+                       "spec": {"parentRefs": [{"name": "gw"}],
+                                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                           "backendRefs": [{"name": "web", "port": 80}]}]}}),
+            );
+        }
+        fixture.wait_ready("web").await;
+        fixture
+    }
+
+    fn create(&self, path: &str, body: Value) {
+        let (status, answer) = call(&self.url, "POST", path, &body);
+        assert!(
+            status == 201 || status == 200,
+            "POST {path}: {status} {answer:#}"
+        );
+    }
+
+    fn spec(&self) -> raw::KubernetesTarget {
+        serde_json::from_value(json!({
+            "namespace": self.namespace,
+            "deployment": "web",
+            "service": "web",
+            "previewService": if self.routed { Value::Null } else { json!("web-preview") },
+            "httpRoute": if self.routed { json!({"name": "web"}) } else { Value::Null },
+        }))
+        .expect("a kubernetes target")
+    }
+
+    fn target(&self, version: &str, image: &str) -> KubernetesTarget {
+        let artifact = Artifact {
+            version: version.into(),
+            source: ArtifactSource::Image {
+                reference: image.into(),
+                container: Some("api".into()),
+            },
+        };
+        let release = PlanRelease {
+            artifact: Some(&artifact),
+            pinned_stable: None,
+            plan_dir: Path::new("."),
+        };
+        let config = Config::new(self.url.parse().expect("a URL"));
+        KubernetesTarget::with_connection(
+            "web",
+            &self.spec(),
+            &release,
+            from_config(config).expect("a connection"),
+            KubernetesOptions {
+                poll_interval: Duration::from_millis(100),
+                wait_timeout: Duration::from_secs(30),
+            },
+        )
+        .expect("a target")
+    }
+
+    async fn deployment(&self, name: &str) -> Option<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.get_opt(name).await.expect("a read")
+    }
+
+    async fn wait_ready(&self, name: &str) {
+        let started = Instant::now();
+        loop {
+            if let Some(d) = self.deployment(name).await {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let status = d.status.clone().unwrap_or_default();
+                if status.available_replicas.unwrap_or(0) >= want
+                    && status.updated_replicas.unwrap_or(0) >= want
+                {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "Deployment {name} never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `requests` through the route or a Service, by the server's traffic
+    /// model: the share each image served.
+    fn traffic(&self, through: Value) -> Value {
+        let mut body = through;
+        body["requests"] = json!(1000);
+        let (status, answer) = call(
+            &self.url,
+            "POST",
+            &format!("/_emulator/traffic?namespace={}", self.namespace),
+            &body,
+        );
+        assert_eq!(status, 200, "{answer:#}");
+        answer
+    }
+
+    fn served_by(&self, through: Value, image: &str) -> u64 {
+        self.traffic(through)["byImage"][image]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    fn image_behaves(&self, image: &str, behaviour: &str) {
+        let (status, answer) = call(
+            &self.url,
+            "POST",
+            &format!("/_emulator/images?namespace={}", self.namespace),
+            &json!({"image": image, "behaviour": behaviour}),
+        );
+        assert!(status == 200 || status == 201, "{answer:#}");
+    }
+
+    async fn route(&self) -> DynamicObject {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &deployctl_kubernetes::cluster::http_route_resource(),
+        );
+        api.get("web").await.expect("the route")
+    }
+}
+
+fn key(n: u32) -> IdempotencyKey {
+    IdempotencyKey(format!("run/stage/{n}"))
+}
+
+async fn apply(target: &KubernetesTarget, action: Action) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    target
+        .apply(&action, &key(N.fetch_add(1, Ordering::Relaxed)))
+        .await
+        .unwrap_or_else(|e| panic!("{action}: {e}"));
+}
+
+#[tokio::test]
+async fn a_canary_through_an_httproute_passes_the_conformance_suite() {
+    let Some(url) = server("a_canary_through_an_httproute_passes_the_conformance_suite") else {
+        return;
+    };
+    let options = Options {
+        candidate_version: "2".into(),
+        ..Options::default()
+    };
+    let result = run_all_with(&options, async || {
+        Fixture::new(&url, "conformance", true)
+            .await
+            .target("2", NEW_IMAGE)
+    })
+    .await;
+    if let Err(failures) = result {
+        panic!("{}", failures.join("\n"));
+    }
+}
+
+#[tokio::test]
+async fn canary_weights_are_the_share_the_route_really_sends() {
+    let Some(url) = server("canary_weights_are_the_share_the_route_really_sends") else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "share", true).await;
+    let target = fixture.target("2", NEW_IMAGE);
+    let route = json!({"route": "web"});
+    assert_eq!(fixture.served_by(route.clone(), STABLE_IMAGE), 1000);
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    // Deployed beside stable, no share yet: the pinned Service keeps the
+    // canary's pods (which carry `app: web` too) out of stable's traffic.
+    assert_eq!(fixture.served_by(route.clone(), NEW_IMAGE), 0);
+    for percent in [10u8, 50] {
+        apply(&target, Action::SetWeight { percent }).await;
+        let canary = fixture.served_by(route.clone(), NEW_IMAGE) as f64;
+        let want = f64::from(percent) * 10.0;
+        assert!(
+            (canary - want).abs() <= 20.0,
+            "{percent}%: the canary served {canary} of 1000"
+        );
+        let observed = target.observe().await.expect("observe");
+        assert_eq!(observed.weight, percent);
+    }
+    let canary = fixture.deployment("web-canary").await.expect("the canary");
+    assert_eq!(
+        canary.spec.and_then(|s| s.replicas),
+        Some(2),
+        "50% of 4 pods"
+    );
+    // Rolled back at 50%: everything on stable, the canary gone.
+    apply(
+        &target,
+        Action::Rollback {
+            to: Some(STABLE_IMAGE.into()),
+        },
+    )
+    .await;
+    assert_eq!(fixture.served_by(route.clone(), STABLE_IMAGE), 1000);
+    assert!(fixture.deployment("web-canary").await.is_none());
+    let rules = fixture.route().await.data["spec"]["rules"].clone();
+    assert_eq!(
+        rules[0]["backendRefs"],
+        json!([{"name": "web", "port": 80, "weight": 100}]),
+        "{rules:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_promoted_canary_runs_on_the_primary_and_rolls_back_from_there() {
+    let Some(url) = server("a_promoted_canary_runs_on_the_primary_and_rolls_back_from_there")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "promote", true).await;
+    let target = fixture.target("2", NEW_IMAGE);
+    let route = json!({"route": "web"});
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    apply(&target, Action::SetWeight { percent: 50 }).await;
+    apply(&target, Action::Promote).await;
+    assert_eq!(fixture.served_by(route.clone(), NEW_IMAGE), 1000);
+    assert!(fixture.deployment("web-canary").await.is_none());
+    let traffic = fixture.traffic(route.clone());
+    assert_eq!(traffic["byDeployment"]["web"], 1000, "{traffic:#}");
+    let observed = target.observe().await.expect("observe");
+    assert_eq!(
+        (
+            observed.stable.as_deref(),
+            observed.candidate,
+            observed.weight
+        ),
+        (Some("2"), None, 0)
+    );
+    apply(
+        &target,
+        Action::Rollback {
+            to: Some(STABLE_IMAGE.into()),
+        },
+    )
+    .await;
+    assert_eq!(fixture.served_by(route, STABLE_IMAGE), 1000);
+}
+
+#[tokio::test]
+async fn a_crash_looping_canary_fails_readiness_naming_pod_container_and_reason() {
+    let Some(url) =
+        server("a_crash_looping_canary_fails_readiness_naming_pod_container_and_reason")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "crash", true).await;
+    let image = "registry.test/web:crash";
+    fixture.image_behaves(image, "crashloop");
+    let target = fixture.target("3", image);
+    apply(
+        &target,
+        Action::Deploy {
+            version: "3".into(),
+        },
+    )
+    .await;
+    let probe = target
+        .probe(&GateCheck::Kubernetes {
+            min_ready_percent: 100.0,
+        })
+        .expect("a readiness probe");
+    let started = Instant::now();
+    let failure = loop {
+        match probe.measure().await {
+            Measurement::Fail { detail, .. } => break detail,
+            other => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never failed: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(
+        failure.contains("web-canary")
+            && failure.contains("container api")
+            && failure.contains("CrashLoopBackOff"),
+        "{failure}"
+    );
+    // The weight is refused (permanent), and nothing reaches the canary.
+    let refused = target
+        .apply(&Action::SetWeight { percent: 10 }, &key(9_000))
+        .await
+        .expect_err("a crash-looping canary takes no traffic");
+    assert!(
+        matches!(refused, AdapterError::Rejected { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(fixture.served_by(json!({"route": "web"}), image), 0);
+}
+
+#[tokio::test]
+async fn another_writer_of_the_route_is_refused_naming_its_field_manager() {
+    let Some(url) = server("another_writer_of_the_route_is_refused_naming_its_field_manager")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "stranger", true).await;
+    let target = fixture.target("2", NEW_IMAGE);
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    apply(&target, Action::SetWeight { percent: 10 }).await;
+    // `kubectl edit` puts all the weight back on stable.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        fixture.client.clone(),
+        &fixture.namespace,
+        &deployctl_kubernetes::cluster::http_route_resource(),
+    );
+    let mut edited = fixture.route().await;
+    edited.data["spec"]["rules"][0]["backendRefs"] =
+        json!([{"name": "web", "port": 80, "weight": 100}]);
+    api.replace(
+        "web",
+        &PostParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..PostParams::default()
+        },
+        &edited,
+    )
+    .await
+    .expect("the edit");
+    let refused = target
+        .apply(&Action::SetWeight { percent: 50 }, &key(9_001))
+        .await
+        .expect_err("another writer");
+    let text = refused.to_string();
+    assert!(
+        matches!(refused, AdapterError::Rejected { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        text.contains("another writer") && text.contains("kubectl-edit"),
+        "{text}"
+    );
+    // Not overwritten: the edit stands.
+    let rules = fixture.route().await.data["spec"]["rules"].clone();
+    assert_eq!(
+        rules[0]["backendRefs"],
+        json!([{"name": "web", "port": 80, "weight": 100}])
+    );
+}
+
+#[tokio::test]
+async fn blue_green_switches_the_selector_only_when_endpoints_follow() {
+    let Some(url) = server("blue_green_switches_the_selector_only_when_endpoints_follow") else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "bluegreen", false).await;
+    let target = fixture.target("2", NEW_IMAGE);
+    let preflight = target.preflight().await.expect("preflight");
+    assert_eq!(preflight.stable_version, STABLE_IMAGE);
+    assert!(preflight.rollback_ready, "{preflight:?}");
+    assert!(matches!(
+        preflight.capabilities.weights,
+        Weights::Unsupported { .. }
+    ));
+    assert!(
+        preflight.identity.starts_with("kubernetes:http://")
+            && preflight.identity.ends_with(&format!(
+                "/namespaces/{}/deployments/web",
+                fixture.namespace
+            )),
+        "{}",
+        preflight.identity
+    );
+    let service = json!({"service": "web"});
+    let preview = json!({"service": "web-preview"});
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    fixture.wait_ready("web-2").await;
+    // Green is reachable through the preview only.
+    assert_eq!(fixture.served_by(service.clone(), STABLE_IMAGE), 1000);
+    assert_eq!(fixture.served_by(preview.clone(), NEW_IMAGE), 1000);
+    apply(&target, Action::SetWeight { percent: 100 }).await;
+    assert_eq!(fixture.served_by(service.clone(), NEW_IMAGE), 1000);
+    apply(&target, Action::Promote).await;
+    apply(&target, Action::Retire).await;
+    let blue = fixture.deployment("web").await.expect("blue is kept");
+    assert_eq!(
+        blue.spec.and_then(|s| s.replicas),
+        Some(0),
+        "blue scaled to zero"
+    );
+    let observed = target.observe().await.expect("observe");
+    assert_eq!(
+        (
+            observed.stable.as_deref(),
+            observed.candidate.as_deref(),
+            observed.weight
+        ),
+        (Some("2"), None, 0)
+    );
+    // Rolling back after retirement scales blue up first, then switches.
+    apply(
+        &target,
+        Action::Rollback {
+            to: Some(STABLE_IMAGE.into()),
+        },
+    )
+    .await;
+    assert_eq!(fixture.served_by(service.clone(), STABLE_IMAGE), 1000);
+    assert!(fixture.deployment("web-2").await.is_none(), "green deleted");
+    let observed = target.observe().await.expect("observe");
+    assert_eq!(
+        (
+            observed.stable.as_deref(),
+            observed.candidate,
+            observed.weight
+        ),
+        (Some(STABLE_IMAGE), None, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_blue_green_rollback_before_the_switch_never_moves_production() {
+    let Some(url) = server("a_blue_green_rollback_before_the_switch_never_moves_production") else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "bg-abort", false).await;
+    let target = fixture.target("2", NEW_IMAGE);
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    fixture.wait_ready("web-2").await;
+    apply(&target, Action::Rollback { to: None }).await;
+    assert_eq!(
+        fixture.served_by(json!({"service": "web"}), STABLE_IMAGE),
+        1000
+    );
+    assert!(fixture.deployment("web-2").await.is_none());
+    // The preview Service no longer selects a green.
+    let (_, preview) = call(
+        &url,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/{}/services/web-preview",
+            fixture.namespace
+        ),
+        &Value::Null,
+    );
+    assert_eq!(
+        preview["spec"]["selector"],
+        json!({"app": "web"}),
+        "{preview:#}"
+    );
+}
