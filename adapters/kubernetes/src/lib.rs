@@ -29,6 +29,7 @@ pub mod connect;
 mod error;
 pub mod names;
 mod probe;
+pub mod rbac;
 pub mod route;
 mod target;
 mod view;

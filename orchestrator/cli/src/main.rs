@@ -32,6 +32,7 @@ mod iam_policy;
 mod input;
 mod observe;
 mod progress_view;
+mod rbac;
 mod registry;
 mod rehearse;
 mod report;
@@ -166,6 +167,13 @@ enum Command {
     },
     /// Print the JSON Schema of the plan format (for editors).
     Schema,
+    /// Print the least-privilege Kubernetes Roles this plan needs, one per
+    /// namespace (a `v1` List for `kubectl apply -f -`).
+    Rbac {
+        /// The plan file.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
     /// Print the least-privilege IAM policy this plan needs (the deploy
     /// role's permissions for exactly this release).
     IamPolicy {
@@ -320,6 +328,14 @@ enum Command {
         /// Print the Release CRD (JSON, for `kubectl apply -f -`) and exit.
         #[arg(long)]
         print_crd: bool,
+        /// Serve Prometheus metrics at `/metrics` here (`:8080` or
+        /// `HOST:PORT`; not served when omitted).
+        #[arg(long, value_name = "ADDR", value_parser = deployctl_controller::telemetry::parse_address)]
+        metrics_bind_address: Option<std::net::SocketAddr>,
+        /// Serve the `/healthz` and `/readyz` probes here (`:8081` or
+        /// `HOST:PORT`; not served when omitted).
+        #[arg(long, value_name = "ADDR", value_parser = deployctl_controller::telemetry::parse_address)]
+        health_probe_bind_address: Option<std::net::SocketAddr>,
     },
     /// Read and check the audit trail.
     Audit {
@@ -371,6 +387,9 @@ fn main() -> ExitCode {
             observe: false,
         } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
+        Command::Rbac { file } => {
+            rbac::command(file, |file| load_plan(file, cli.output, color).ok())
+        }
         Command::IamPolicy {
             file,
             account,
@@ -483,6 +502,8 @@ fn main() -> ExitCode {
             identity,
             no_install_crd,
             print_crd,
+            metrics_bind_address,
+            health_probe_bind_address,
         } => {
             if *print_crd {
                 controller::print_crd()
@@ -496,6 +517,8 @@ fn main() -> ExitCode {
                     lease_duration: *lease_duration,
                     identity: identity.clone(),
                     install_crd: !no_install_crd,
+                    metrics_address: *metrics_bind_address,
+                    health_address: *health_probe_bind_address,
                 })
             }
         }

@@ -109,6 +109,10 @@ pub trait Entry {
     fn touches_aws(&self) -> bool;
     /// The AWS region the plan names for it, if any.
     fn region(&self) -> Option<&str>;
+    /// The Kubernetes RBAC rules the adapter's calls need (`deployctl rbac`).
+    fn rbac_rules(&self) -> Vec<deployctl_kubernetes::rbac::Rule> {
+        Vec::new()
+    }
     /// The version the plan itself says the target runs, when its section
     /// says so (a simulator's `stableVersion`); real targets are read.
     fn declared_stable(&self) -> Option<String> {
@@ -310,6 +314,10 @@ impl Entry for Kubernetes<'_> {
 
     fn iam_statements(&self, _scope: &Scope) -> Vec<Statement> {
         Vec::new()
+    }
+
+    fn rbac_rules(&self) -> Vec<deployctl_kubernetes::rbac::Rule> {
+        deployctl_kubernetes::rbac::rules(self.spec)
     }
 
     fn touches_aws(&self) -> bool {

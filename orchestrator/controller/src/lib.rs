@@ -55,6 +55,9 @@ use deployctl_approvals::{Decision, Refusal, Submission, Surroundings};
 use deployctl_plan::ValidatedPlan;
 use deployctl_trail::{Caller, Seal, Trail};
 
+pub mod telemetry;
+use telemetry::{Metrics, Serves};
+
 /// What the controller needs from the binary that wires concrete
 /// adapters in. Methods that build clients block; the controller calls
 /// them off its async workers.
@@ -99,6 +102,10 @@ pub struct Options {
     pub lease_duration: u64,
     pub identity: Option<String>,
     pub install_crd: bool,
+    /// Where `/metrics` is served (none: not served).
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Where `/healthz` and `/readyz` are served (none: not served).
+    pub health_address: Option<std::net::SocketAddr>,
 }
 
 /// `deployctl controller`: runs until SIGINT/SIGTERM.
@@ -116,6 +123,7 @@ struct Shared {
     state_dir: PathBuf,
     access_file: PathBuf,
     identity: String,
+    metrics: Arc<Metrics>,
 }
 
 /// Resolves when SIGINT or SIGTERM arrives (Kubernetes stops pods with
@@ -143,6 +151,17 @@ async fn shutdown_signal() {
 }
 
 async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), String> {
+    // Served first: the kubelet's liveness probe must answer while the
+    // CRD check and leader election wait.
+    let metrics = Arc::new(Metrics::default());
+    if let Some(address) = options.metrics_address {
+        let bound = telemetry::serve(address, Serves::Metrics, Arc::clone(&metrics)).await?;
+        eprintln!("controller: metrics on http://{bound}/metrics");
+    }
+    if let Some(address) = options.health_address {
+        let bound = telemetry::serve(address, Serves::Probes, Arc::clone(&metrics)).await?;
+        eprintln!("controller: probes on http://{bound}/healthz and /readyz");
+    }
     let client = deployctl_kube_release::client(options.kubeconfig.as_deref())
         .await
         .map_err(|e| e.to_string())?;
@@ -175,13 +194,24 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
         options.state_dir.display(),
         options.lease_name
     );
+    metrics.set_ready();
+    let (progress, mut events) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                metrics.progress(&event);
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         releases: Releases::new(client, &namespace),
         engine: Arc::new(Engine::new(
             journal.clone(),
             EngineOptions::default(),
-            ProgressSink::default(),
+            ProgressSink::new(progress),
         )),
+        metrics: Arc::clone(&metrics),
         journal,
         audit: audit.clone(),
         wiring,
@@ -200,6 +230,7 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
             _ = shutdown_signal() => break Ok(()),
         }
         eprintln!("controller {identity}: leading");
+        metrics.set_leader(true);
         let mut watching = is_leader.clone();
         tokio::select! {
             ended = lead(&shared, is_leader.clone()) => break ended,
@@ -207,6 +238,7 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
                 // The runs were cancelled with `lead`; the next leader
                 // resumes them from the journal.
                 eprintln!("controller {identity}: lost the lease; stopped starting work and cancelled this replica's runs");
+                metrics.set_leader(false);
             }
             _ = shutdown_signal() => break Ok(()),
         }
@@ -268,6 +300,16 @@ async fn lead(shared: &Arc<Shared>, is_leader: watch::Receiver<bool>) -> Result<
                 for name in names {
                     reconcile_cached(shared, &mut leading, &name, &is_leader).await;
                 }
+                let mut phases = BTreeMap::new();
+                for release in leading.cache.values() {
+                    let phase = release
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .unwrap_or(ReleasePhase::Pending);
+                    *phases.entry(format!("{phase:?}")).or_default() += 1;
+                }
+                shared.metrics.phases(phases);
             }
         }
     }
@@ -282,7 +324,10 @@ async fn reconcile_cached(
     let Some(release) = leading.cache.get(name).cloned() else {
         return;
     };
-    match reconcile(shared, leading, &release, is_leader).await {
+    let started = Instant::now();
+    let outcome = reconcile(shared, leading, &release, is_leader).await;
+    shared.metrics.reconciled(started.elapsed());
+    match outcome {
         Ok(Some(written)) => {
             leading.cache.insert(name.to_string(), written);
             leading.logged.remove(name);

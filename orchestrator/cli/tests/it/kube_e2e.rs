@@ -22,8 +22,18 @@ const NEW: &str = "registry.test/web:2";
 
 /// One JSON call to the server (`PUT`/`POST` bodies as JSON).
 fn kube(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let text = if body.is_null() { String::new() } else { body.to_string() };
-    let (status, answer) = http(url, method, path, &[("Content-Type", "application/json")], &text);
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, answer) = http(
+        url,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        &text,
+    );
     (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
@@ -39,10 +49,17 @@ impl Cluster {
     fn new(test: &str, sandbox: &Sandbox, label: &str) -> Option<Cluster> {
         let [url] = urls(test, ["DEPLOYCTL_TEST_KUBEAPI_URL"])?;
         static COUNT: AtomicU32 = AtomicU32::new(0);
-        let namespace = format!("e2e-{label}-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
+        let namespace = format!(
+            "e2e-{label}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
         let cluster = Cluster { url, namespace };
         let ns = &cluster.namespace;
-        cluster.create("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        cluster.create(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
         cluster.create(
             &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
@@ -71,16 +88,22 @@ impl Cluster {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: e2e-token}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: {ns}}}\ncurrent-context: test\n",
             cluster.url
         );
-        std::fs::write(sandbox.root().join("kubeconfig.yaml"), kubeconfig).expect("kubeconfig written");
-        wait_until(Duration::from_secs(30), "the stable Deployment ready", || {
-            cluster.available("web") == Some(4)
-        });
+        std::fs::write(sandbox.root().join("kubeconfig.yaml"), kubeconfig)
+            .expect("kubeconfig written");
+        wait_until(
+            Duration::from_secs(30),
+            "the stable Deployment ready",
+            || cluster.available("web") == Some(4),
+        );
         Some(cluster)
     }
 
     fn create(&self, path: &str, body: Value) {
         let (status, answer) = kube(&self.url, "POST", path, &body);
-        assert!(status == 201 || status == 200, "POST {path}: {status} {answer:#}");
+        assert!(
+            status == 201 || status == 200,
+            "POST {path}: {status} {answer:#}"
+        );
     }
 
     fn get(&self, path: &str) -> Option<Value> {
@@ -89,7 +112,10 @@ impl Cluster {
     }
 
     fn deployment(&self, name: &str) -> Option<Value> {
-        self.get(&format!("/apis/apps/v1/namespaces/{}/deployments/{name}", self.namespace))
+        self.get(&format!(
+            "/apis/apps/v1/namespaces/{}/deployments/{name}",
+            self.namespace
+        ))
     }
 
     fn available(&self, name: &str) -> Option<i64> {
@@ -132,7 +158,14 @@ impl Cluster {
 
     /// A plan releasing `image` as version 2 of `web`, by `strategy` (the
     /// YAML of a stage's strategy), with `gates` (YAML of the gates map).
-    fn plan(&self, sandbox: &Sandbox, routed: bool, image: &str, strategy: &str, gates: &str) -> String {
+    fn plan(
+        &self,
+        sandbox: &Sandbox,
+        routed: bool,
+        image: &str,
+        strategy: &str,
+        gates: &str,
+    ) -> String {
         let router = if routed {
             "httpRoute: {name: web}".to_owned()
         } else {
@@ -152,10 +185,13 @@ gates:\n{gates}",
     }
 }
 
-const READY_GATE: &str = "  ready:\n    kubernetes: {minReadyPercent: 100}\n    interval: 200ms\n    count: 2\n";
+const READY_GATE: &str =
+    "  ready:\n    kubernetes: {minReadyPercent: 100}\n    interval: 200ms\n    count: 2\n";
 
 fn health_gate(url: &str) -> String {
-    format!("  health:\n    http: {{url: \"{url}\", allowInsecureHttp: true}}\n    interval: 100ms\n    count: 2\n")
+    format!(
+        "  health:\n    http: {{url: \"{url}\", allowInsecureHttp: true}}\n    interval: 100ms\n    count: 2\n"
+    )
 }
 
 fn finish(running: Running) -> Finished {
@@ -179,17 +215,27 @@ fn a_canary_through_the_httproute_moves_the_real_share_and_promotes() {
     let running = sandbox.spawn(&["apply", &plan, "--yes"]);
     let route = json!({"route": "web"});
     for share in [100u64, 500] {
-        wait_until(Duration::from_secs(40), &format!("the canary serving {share} of 1000"), || {
-            let served = cluster.served_by(route.clone(), NEW);
-            served.abs_diff(share) <= 20
-        });
+        wait_until(
+            Duration::from_secs(40),
+            &format!("the canary serving {share} of 1000"),
+            || {
+                let served = cluster.served_by(route.clone(), NEW);
+                served.abs_diff(share) <= 20
+            },
+        );
     }
     let out = finish(running);
     out.expect_code(0);
     assert_eq!(cluster.served_by(route, NEW), 1000, "{out}");
-    assert!(cluster.deployment("web-canary").is_none(), "the canary is removed once promoted");
+    assert!(
+        cluster.deployment("web-canary").is_none(),
+        "the canary is removed once promoted"
+    );
     let primary = cluster.deployment("web").expect("the primary");
-    assert_eq!(primary["spec"]["template"]["spec"]["containers"][0]["image"], NEW);
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        NEW
+    );
     assert_eq!(phase(&sandbox)["phase"], "Succeeded");
 }
 
@@ -201,7 +247,8 @@ fn a_gate_failing_at_50_percent_puts_the_route_back_on_stable() {
         return;
     };
     let health = HealthServer::start(|_| false);
-    let strategy = "canary:\n      steps: [{setWeight: 10}, {setWeight: 50}, {analysis: {gates: [health]}}]";
+    let strategy =
+        "canary:\n      steps: [{setWeight: 10}, {setWeight: 50}, {analysis: {gates: [health]}}]";
     let plan = cluster.plan(&sandbox, true, NEW, strategy, &health_gate(&health.url));
     let out = sandbox.run(&["apply", &plan, "--yes"]);
     out.expect_code(1);
@@ -211,7 +258,10 @@ fn a_gate_failing_at_50_percent_puts_the_route_back_on_stable() {
         cluster.route()["spec"]["rules"][0]["backendRefs"],
         json!([{"name": "web", "port": 80, "weight": 100}])
     );
-    assert!(cluster.deployment("web-canary").is_none(), "the canary is scaled away");
+    assert!(
+        cluster.deployment("web-canary").is_none(),
+        "the canary is scaled away"
+    );
 }
 
 #[test]
@@ -223,7 +273,8 @@ fn a_crash_looping_canary_fails_naming_its_pod_container_and_reason() {
     };
     let image = "registry.test/web:crash";
     cluster.image_behaves(image, "crashloop");
-    let strategy = "canary:\n      gates: [ready]\n      steps: [{setWeight: 10}, {setWeight: 100}]";
+    let strategy =
+        "canary:\n      gates: [ready]\n      steps: [{setWeight: 10}, {setWeight: 100}]";
     let plan = cluster.plan(&sandbox, true, image, strategy, READY_GATE);
     let out = sandbox.run(&["apply", &plan, "--yes"]);
     out.expect_code(1);
@@ -231,7 +282,9 @@ fn a_crash_looping_canary_fails_naming_its_pod_container_and_reason() {
     assert_eq!(status["phase"], "RolledBack", "{out}");
     let text = format!("{status}{out}");
     assert!(
-        text.contains("CrashLoopBackOff") && text.contains("container api") && text.contains("web-canary"),
+        text.contains("CrashLoopBackOff")
+            && text.contains("container api")
+            && text.contains("web-canary"),
         "{status:#}\n{out}"
     );
     assert_eq!(cluster.served_by(json!({"route": "web"}), image), 0);
@@ -248,9 +301,18 @@ fn blue_green_promotes_once_the_endpoints_list_green_alone() {
     let plan = cluster.plan(&sandbox, false, NEW, strategy, READY_GATE);
     let out = sandbox.run(&["apply", &plan, "--yes"]);
     out.expect_code(0);
-    assert_eq!(cluster.served_by(json!({"service": "web"}), NEW), 1000, "{out}");
-    let blue = cluster.deployment("web").expect("blue is kept for a fast rollback");
-    assert_eq!(blue["spec"]["replicas"], 0, "blue scaled to zero after the delay");
+    assert_eq!(
+        cluster.served_by(json!({"service": "web"}), NEW),
+        1000,
+        "{out}"
+    );
+    let blue = cluster
+        .deployment("web")
+        .expect("blue is kept for a fast rollback");
+    assert_eq!(
+        blue["spec"]["replicas"], 0,
+        "blue scaled to zero after the delay"
+    );
     assert_eq!(phase(&sandbox)["phase"], "Succeeded");
 }
 
@@ -273,7 +335,10 @@ fn a_failing_preview_gate_rolls_back_and_production_never_moves() {
         std::thread::spawn(move || {
             let cluster = Cluster { url, namespace };
             while !done.load(Ordering::Relaxed) {
-                leaked.fetch_add(cluster.served_by(json!({"service": "web"}), NEW) as u32, Ordering::Relaxed);
+                leaked.fetch_add(
+                    cluster.served_by(json!({"service": "web"}), NEW) as u32,
+                    Ordering::Relaxed,
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
@@ -282,7 +347,11 @@ fn a_failing_preview_gate_rolls_back_and_production_never_moves() {
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("the sampler");
     out.expect_code(1);
-    assert_eq!(leaked.load(Ordering::Relaxed), 0, "production reached green\n{out}");
+    assert_eq!(
+        leaked.load(Ordering::Relaxed),
+        0,
+        "production reached green\n{out}"
+    );
     assert_eq!(phase(&sandbox)["phase"], "RolledBack");
     assert!(cluster.deployment("web-2").is_none(), "green is deleted");
     assert_eq!(cluster.served_by(json!({"service": "web"}), STABLE), 1000);
@@ -295,7 +364,8 @@ fn another_writer_of_the_route_mid_run_stops_the_run_for_a_human() {
     let Some(cluster) = Cluster::new(test, &sandbox, "stranger") else {
         return;
     };
-    let strategy = "canary:\n      steps: [{setWeight: 10}, {pause: {duration: 3s}}, {setWeight: 50}]";
+    let strategy =
+        "canary:\n      steps: [{setWeight: 10}, {pause: {duration: 3s}}, {setWeight: 50}]";
     let plan = cluster.plan(&sandbox, true, NEW, strategy, READY_GATE);
     let running = sandbox.spawn(&["apply", &plan, "--yes"]);
     wait_until(Duration::from_secs(40), "the pause at 10 %", || {
@@ -315,7 +385,10 @@ fn another_writer_of_the_route_mid_run_stops_the_run_for_a_human() {
     out.expect_code(3);
     let status = phase(&sandbox);
     let text = format!("{status}{out}");
-    assert!(text.contains("kubectl-edit") && text.contains("another writer"), "{status:#}\n{out}");
+    assert!(
+        text.contains("kubectl-edit") && text.contains("another writer"),
+        "{status:#}\n{out}"
+    );
     // Not overwritten, neither by the run nor by its rollback.
     assert_eq!(
         cluster.route()["spec"]["rules"][0]["backendRefs"],

@@ -520,8 +520,11 @@ fn a_kubernetes_plan_whose_context_is_nowhere_is_refused_before_anything() {
     // kubeconfig (none) has no such context: refused, naming it.
     let sandbox = Sandbox::new("runs-eks");
     let kubeconfig = sandbox.root().join("empty-kubeconfig");
-    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
-        .expect("kubeconfig written");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+    )
+    .expect("kubeconfig written");
     let mut command = sandbox.command(&["apply", "examples/eks-blue-green.yaml", "--yes"]);
     command.env("KUBECONFIG", &kubeconfig);
     let out = sandbox
@@ -530,7 +533,9 @@ fn a_kubernetes_plan_whose_context_is_nowhere_is_refused_before_anything() {
     out.expect_code(2);
     assert!(
         out.stderr.contains("checkout-api")
-            && out.stderr.contains("arn:aws:eks:us-east-1:123456789012:cluster/prod-use1"),
+            && out
+                .stderr
+                .contains("arn:aws:eks:us-east-1:123456789012:cluster/prod-use1"),
         "{out}"
     );
     let journal = sandbox.state_dir().join("journal.sqlite3");
