@@ -15,6 +15,8 @@
 # runs COMMAND with the variables set and stops everything afterwards.
 
 MOTO_VERSION=5.2.5
+# A real Lua 5.1 for the Argo CD health check's test (deploy/argocd/).
+LUPA_VERSION=2.8
 MOTO_VENV=${MOTO_VENV:-.venv}
 MOTO_PID=
 MOTO_LOG_TEMP=
@@ -22,14 +24,16 @@ EMULATOR_PIDS=()
 
 moto_install() {
     if [ -x "$MOTO_VENV/bin/moto_server" ] &&
-        "$MOTO_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        "$MOTO_VENV/bin/python" -c "import moto, lupa, sys; sys.exit(moto.__version__ != '$MOTO_VERSION' or lupa.__version__ != '$LUPA_VERSION')" 2>/dev/null; then
+        export DEPLOYCTL_TEST_PYTHON="$MOTO_VENV/bin/python"
         return 0
     fi
     command -v python3 >/dev/null || { echo "python3 is required for the AWS emulator (moto)"; return 1; }
     local started=$SECONDS
     echo "moto: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
     python3 -m venv "$MOTO_VENV" || return 1
-    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" || return 1
+    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "lupa==$LUPA_VERSION" || return 1
+    export DEPLOYCTL_TEST_PYTHON="$MOTO_VENV/bin/python"
     echo "moto: installed in $((SECONDS - started)) s"
 }
 

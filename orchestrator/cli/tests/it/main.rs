@@ -15,6 +15,7 @@ mod cli;
 mod cloudfront_e2e;
 mod controller;
 mod crash;
+mod deploy_manifests;
 mod ecs_e2e;
 mod emulators;
 mod fixtures;
