@@ -5,8 +5,11 @@ No real kube-apiserver can be installed on the machines the tests run on, so
 this server speaks the Kubernetes REST API over plain HTTP (no TLS, no auth)
 for what deployctl's Kubernetes code uses through kube-rs: discovery,
 CustomResourceDefinitions and the custom resources they register, Leases,
-Namespaces, ConfigMaps, Secrets and Events, with the semantics the
-Kubernetes API documentation describes:
+Namespaces, ConfigMaps, Secrets and Events, and the workload and
+networking kinds (Deployments, ReplicaSets, Pods, Services,
+EndpointSlices, Gateways, HTTPRoutes) together with the controllers that
+make them move, with the semantics the Kubernetes API documentation
+describes:
 
 - one global resourceVersion counter bumped by every write; no-op writes
   do not bump it;
@@ -26,7 +29,15 @@ Kubernetes API documentation describes:
   ERROR event once the history a watch needs has been compacted;
 - CRDs become Established (a separate write, shortly after creation) and
   only then are their resources served; structural pruning, nullable and
-  defaults from the openAPIV3Schema.
+  defaults from the openAPIV3Schema;
+- server-side apply and strategic merge patch merge the associative
+  lists of the built-in kinds by their keys (containers by name, ports,
+  env, ownerReferences by uid...);
+- built-in kinds are defaulted and validated as the real API server does;
+  a controller thread plays kube-controller-manager (deployments,
+  replicasets, garbage collector, endpointslices), the scheduler and a
+  kubelet for one node, and a Gateway API controller; a traffic model
+  answers which pods a request through a route or Service would reach.
 
 What it approximates is listed in tests/emulators/README.md (kubeapi
 section). Control endpoints live under /_emulator/.
@@ -37,9 +48,11 @@ from __future__ import annotations
 import argparse
 import base64
 import bisect
-import copy
+import collections
 import datetime
+import hashlib
 import json
+import math
 import random
 import re
 import select
@@ -52,6 +65,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 CRD_GROUP = "apiextensions.k8s.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_CONTROLLER = "deployctl.test/gateway-controller"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
@@ -86,6 +101,15 @@ class ApiError(Exception):
         return body
 
 
+def clone(value):
+    """A deep copy of JSON data (objects hold nothing else), faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
+
+
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -99,7 +123,7 @@ class ResourceType:
 
     def __init__(self, group, version, plural, kind, namespaced, *, singular=None, list_kind=None,
                  status_sub=False, custom=False, crd_name=None, schema=None, short_names=None,
-                 generation=False):
+                 generation=False, scale_sub=False, log_sub=False):
         self.group = group
         self.version = version
         self.plural = plural
@@ -112,8 +136,13 @@ class ResourceType:
         self.crd_name = crd_name
         self.schema = schema
         self.short_names = short_names or []
-        # Whether metadata.generation is maintained (CRs and CRDs).
+        # Whether metadata.generation is maintained (CRs, CRDs and the
+        # workload kinds whose controllers report observedGeneration).
         self.generation = generation
+        # autoscaling/v1 Scale at .../scale (Deployments, ReplicaSets).
+        self.scale_sub = scale_sub
+        # Plain-text container logs at .../log (Pods).
+        self.log_sub = log_sub
 
     @property
     def api_version(self) -> str:
@@ -159,7 +188,27 @@ BUILTINS = [
     ResourceType("events.k8s.io", "v1", "events", "Event", True, short_names=["ev"]),
     ResourceType(CRD_GROUP, "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
                  status_sub=True, short_names=["crd", "crds"], generation=True),
+    # Workloads and networking, run by the controllers further down.
+    ResourceType("apps", "v1", "deployments", "Deployment", True, status_sub=True, generation=True,
+                 scale_sub=True, short_names=["deploy"]),
+    ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, status_sub=True, generation=True,
+                 scale_sub=True, short_names=["rs"]),
+    ResourceType("", "v1", "pods", "Pod", True, status_sub=True, log_sub=True, short_names=["po"]),
+    ResourceType("", "v1", "services", "Service", True, status_sub=True, short_names=["svc"]),
+    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+    # Gateway API kinds are custom resources in a real cluster (installed
+    # by CRDs): custom=True gives them CR semantics (no strategic merge
+    # patch, PUT needs a resourceVersion, generation from 1).
+    ResourceType(GATEWAY_GROUP, "v1", "gateways", "Gateway", True, status_sub=True, generation=True,
+                 custom=True, short_names=["gtw"]),
+    ResourceType(GATEWAY_GROUP, "v1", "httproutes", "HTTPRoute", True, status_sub=True, generation=True,
+                 custom=True),
+    ResourceType(GATEWAY_GROUP, "v1", "gatewayclasses", "GatewayClass", False, status_sub=True,
+                 generation=True, custom=True, short_names=["gc"]),
 ]
+
+
+BUILTIN_STORAGES = {t.storage for t in BUILTINS}
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -167,8 +216,8 @@ BUILTINS = [
 def merge_patch(target, patch):
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -177,20 +226,22 @@ def merge_patch(target, patch):
     return result
 
 
-def strategic_patch(target, patch, path=()):
-    """Strategic merge patch, reduced to what built-in metadata needs: maps
-    merge like a merge patch, `$patch: replace|delete` on maps,
-    metadata.finalizers merges as a set and
-    `$deleteFromPrimitiveList/finalizers` removes entries. Other lists are
-    replaced (their merge keys are not modelled)."""
+def strategic_patch(target, patch, path=(), rtype=None):
+    """Strategic merge patch: maps merge like a merge patch, `$patch:
+    replace|delete` on maps, metadata.finalizers merges as a set and
+    `$deleteFromPrimitiveList/finalizers` removes entries. Lists with a
+    patch merge key (the associative lists of LIST_KEYS: containers by
+    name, ports, env, ownerReferences...) merge entry by entry, with
+    `$patch: delete` in an entry and `{"$patch": "replace"}` in the list;
+    other lists are replaced."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     directive = patch.get("$patch")
     if directive == "delete":
         return MISSING
     if directive == "replace":
-        return {k: v for k, v in copy.deepcopy(patch).items() if k != "$patch"}
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return {k: v for k, v in clone(patch).items() if k != "$patch"}
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key == "$patch" or key.startswith("$setElementOrder/") or key.startswith("$retainKeys"):
             continue
@@ -199,17 +250,43 @@ def strategic_patch(target, patch, path=()):
             if isinstance(result.get(field), list) and isinstance(value, list):
                 result[field] = [x for x in result[field] if x not in value]
             continue
+        spec = list_key_spec(rtype, path + (key,)) if rtype is not None else None
         if value is None:
             result.pop(key, None)
         elif path == ("metadata",) and key == "finalizers" and isinstance(value, list):
             current = result.get(key) if isinstance(result.get(key), list) else []
             result[key] = current + [x for x in value if x not in current]
+        elif spec and isinstance(value, list):
+            result[key] = _strategic_list(result.get(key), value, spec, path + (key,), rtype)
         else:
-            merged = strategic_patch(result.get(key), value, path + (key,))
+            merged = strategic_patch(result.get(key), value, path + (key,), rtype)
             if merged is MISSING:
                 result.pop(key, None)
             else:
                 result[key] = merged
+    return result
+
+
+def _strategic_list(current, patch_list, spec, path, rtype):
+    """Merges a list by its patch merge key (the first key field)."""
+    if any(isinstance(x, dict) and x.get("$patch") == "replace" for x in patch_list):
+        return [clone(x) for x in patch_list if not (isinstance(x, dict) and x.get("$patch") == "replace")]
+    merge_key, default = spec[0]
+    if not all(isinstance(x, dict) and merge_key in x for x in patch_list):
+        return clone(patch_list)
+    result = clone(current) if isinstance(current, list) else []
+    for item in patch_list:
+        at = next((i for i, x in enumerate(result) if isinstance(x, dict)
+                   and x.get(merge_key, default) == item[merge_key]), None)
+        if item.get("$patch") == "delete":
+            if at is not None:
+                result.pop(at)
+            continue
+        merged = strategic_patch(result[at] if at is not None else {}, item, path + ("*",), rtype)
+        if at is not None:
+            result[at] = merged
+        else:
+            result.append(merged)
     return result
 
 
@@ -283,20 +360,20 @@ def json_patch(doc, ops):
     """RFC 6902 JSON patch."""
     if not isinstance(ops, list):
         raise bad_request("json patch must be a JSON array of operations")
-    doc = copy.deepcopy(doc)
+    doc = clone(doc)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise bad_request(f"json patch: malformed operation {op!r}")
         kind, parts = op["op"], _pointer(op["path"])
         if kind == "add":
-            doc = _add_pointer(doc, parts, copy.deepcopy(op.get("value")), kind)
+            doc = _add_pointer(doc, parts, clone(op.get("value")), kind)
         elif kind == "remove":
             _remove_pointer(doc, parts, kind)
         elif kind == "replace":
-            doc = _add_pointer(doc, parts, copy.deepcopy(op.get("value")), kind, replace=True)
+            doc = _add_pointer(doc, parts, clone(op.get("value")), kind, replace=True)
         elif kind in ("move", "copy"):
             source = _pointer(op.get("from", ""))
-            value = _remove_pointer(doc, source, kind) if kind == "move" else copy.deepcopy(
+            value = _remove_pointer(doc, source, kind) if kind == "move" else clone(
                 _get_pointer(doc, source, kind))
             doc = _add_pointer(doc, parts, value, kind)
         elif kind == "test":
@@ -307,55 +384,196 @@ def json_patch(doc, ops):
     return doc
 
 
+# ---------------------------------------------------------------- associative lists
+#
+# Server-side apply merges the lists Kubernetes declares `listType: map`
+# entry by entry, keyed by their key fields; every other list is atomic
+# (owned and replaced whole). A field path is a tuple of map keys and K
+# elements, a K naming one list entry by its key (FieldsV1's
+# `k:{"name":"api"}`). The same table gives strategic merge patch its
+# patch merge keys (the first key field).
+
+class K(str):
+    """One entry of an associative list, by its key fields (defaults filled)."""
+
+    def __new__(cls, fields: dict, defaults: dict):
+        self = super().__new__(cls, "k:" + json.dumps(fields, sort_keys=True, separators=(",", ":")))
+        self.fields = fields
+        self.defaults = defaults
+        return self
+
+    def __reduce__(self):
+        return (K, (self.fields, self.defaults))
+
+    def matches(self, item) -> bool:
+        return isinstance(item, dict) and all(item.get(f, self.defaults.get(f)) == v
+                                              for f, v in self.fields.items())
+
+
+def _pod_lists(prefix):
+    table = {prefix + ("volumes",): [("name", None)]}
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        table[prefix + (kind,)] = [("name", None)]
+        table[prefix + (kind, "*", "env")] = [("name", None)]
+        table[prefix + (kind, "*", "ports")] = [("containerPort", None), ("protocol", "TCP")]
+        table[prefix + (kind, "*", "volumeMounts")] = [("mountPath", None)]
+    return table
+
+
+# (group, plural) -> {schema path ("*" for a list entry): [(key field, default)]}
+LIST_KEYS = {
+    ("", "pods"): {**_pod_lists(("spec",)), ("status", "conditions"): [("type", None)]},
+    ("apps", "deployments"): {**_pod_lists(("spec", "template", "spec")),
+                              ("status", "conditions"): [("type", None)]},
+    ("apps", "replicasets"): {**_pod_lists(("spec", "template", "spec")),
+                              ("status", "conditions"): [("type", None)]},
+    ("", "services"): {("spec", "ports"): [("port", None), ("protocol", "TCP")]},
+    (GATEWAY_GROUP, "gateways"): {("spec", "listeners"): [("name", None)]},
+}
+COMMON_LIST_KEYS = {("metadata", "ownerReferences"): [("uid", None)]}
+
+
+def list_key_spec(rtype, path):
+    schema = tuple("*" if isinstance(p, K) else p for p in path)
+    spec = COMMON_LIST_KEYS.get(schema)
+    if spec is None and rtype is not None:
+        spec = LIST_KEYS.get(rtype.storage, {}).get(schema)
+    return spec
+
+
+def entry_keys(items, spec):
+    """The K of every entry, or None when the list cannot be keyed (an
+    entry that is not an object, lacks a key or repeats one): then it is
+    treated as atomic."""
+    keys, seen = [], set()
+    defaults = {f: d for f, d in spec if d is not None}
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        fields = {}
+        for f, d in spec:
+            v = item.get(f, d)
+            if v is None:
+                return None
+            fields[f] = v
+        k = K(fields, defaults)
+        if k in seen:
+            return None
+        seen.add(k)
+        keys.append(k)
+    return keys
+
+
+def _find_entry(items, k):
+    for i, item in enumerate(items):
+        if k.matches(item):
+            return i
+    return None
+
+
 def get_path(obj, path):
     for p in path:
-        if not isinstance(obj, dict) or p not in obj:
+        if isinstance(p, K):
+            if not isinstance(obj, list):
+                return MISSING
+            i = _find_entry(obj, p)
+            if i is None:
+                return MISSING
+            obj = obj[i]
+        elif not isinstance(obj, dict) or p not in obj:
             return MISSING
-        obj = obj[p]
+        else:
+            obj = obj[p]
     return obj
 
 
 def set_path(obj, path, value):
-    for p in path[:-1]:
-        if not isinstance(obj.get(p), dict):
-            obj[p] = {}
-        obj = obj[p]
-    obj[path[-1]] = copy.deepcopy(value)
+    """Sets a leaf; a path ending in a K only makes sure the entry exists
+    (with its key fields), its fields are set one by one."""
+    node = obj
+    for i, p in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(p, K):
+            at = _find_entry(node, p)
+            if at is None:
+                node.append(dict(p.fields))
+                at = len(node) - 1
+            if last:
+                return
+            node = node[at]
+            continue
+        if last:
+            node[p] = clone(value)
+            return
+        want = list if isinstance(path[i + 1], K) else dict
+        if not isinstance(node.get(p), want):
+            node[p] = want()
+        node = node[p]
 
 
 def del_path(obj, path):
-    """Removes a leaf and the maps it leaves empty (below the top level)."""
+    """Removes a leaf or a list entry, and the maps and lists it leaves
+    empty (below the top level)."""
     parents = []
     node = obj
     for p in path[:-1]:
-        if not isinstance(node, dict) or p not in node:
+        child = get_path(node, (p,))
+        if not isinstance(child, (dict, list)):
             return
         parents.append((node, p))
-        node = node[p]
-    if isinstance(node, dict):
-        node.pop(path[-1], None)
+        node = child
+    last = path[-1]
+    if isinstance(last, K):
+        if isinstance(node, list):
+            at = _find_entry(node, last)
+            if at is not None:
+                node.pop(at)
+    elif isinstance(node, dict):
+        node.pop(last, None)
     for parent, key in reversed(parents[1:]):
-        if parent[key] == {}:
+        if isinstance(key, K) or not isinstance(parent, dict):
+            break
+        if parent.get(key) in ({}, []):
             parent.pop(key)
+        else:
+            break
 
 
-def leaves(value, prefix=()):
-    """Field paths of a value: maps are walked, lists and scalars are leaves
-    (lists are atomic here), nulls own nothing."""
-    out = set()
+ENTRY = "<list entry>"  # the value of a list entry's own path in path_values
+
+
+def _walk(value, prefix, rtype, out: dict):
     if isinstance(value, dict):
         # An empty map owns nothing: applying `spec: {}` must not wipe spec.
         for k, v in value.items():
-            out |= leaves(v, prefix + (k,))
+            _walk(v, prefix + (k,), rtype, out)
+    elif isinstance(value, list) and prefix and (spec := list_key_spec(rtype, prefix)) \
+            and (keys := entry_keys(value, spec)) is not None:
+        for item, k in zip(value, keys):
+            out[prefix + (k,)] = ENTRY
+            _walk(item, prefix + (k,), rtype, out)
     elif value is not None and prefix:
-        out.add(prefix)
-    return out
+        out[prefix] = value
 
 
-def managed_paths(obj, rtype: ResourceType, status_part: bool):
-    """The field paths field management tracks for one side of an object:
-    the status (status_part) or everything else."""
-    out = set()
+def ordered_paths(value, prefix=(), rtype=None):
+    """Field paths of a value in document order: maps are walked,
+    associative lists are walked entry by entry (the entry itself is a
+    path too, FieldsV1's "."), other lists and scalars are leaves, nulls
+    own nothing."""
+    out: dict = {}
+    _walk(value, prefix, rtype, out)
+    return list(out)
+
+
+def leaves(value, prefix=(), rtype=None):
+    return set(ordered_paths(value, prefix, rtype))
+
+
+def path_values(obj, rtype: ResourceType, status_part: bool) -> dict:
+    """path -> value of every field field management tracks for one side of
+    an object (the status, or everything else), in document order."""
+    out: dict = {}
     for key, value in obj.items():
         if key in ("apiVersion", "kind"):
             continue
@@ -364,12 +582,33 @@ def managed_paths(obj, rtype: ResourceType, status_part: bool):
                 continue
             for mk in MANAGED_META:
                 if isinstance(value, dict) and mk in value:
-                    out |= leaves(value[mk], ("metadata", mk))
+                    _walk(value[mk], ("metadata", mk), rtype, out)
             continue
         if rtype.status_sub and (key == "status") != status_part:
             continue
-        out |= leaves(value, (key,))
+        _walk(value, (key,), rtype, out)
     return out
+
+
+def ordered_managed_paths(obj, rtype: ResourceType, status_part: bool):
+    return list(path_values(obj, rtype, status_part))
+
+
+def managed_paths(obj, rtype: ResourceType, status_part: bool):
+    return set(path_values(obj, rtype, status_part))
+
+
+def differs(old, new, path) -> bool:
+    """Whether a write changed a field. A list entry changes only by
+    appearing or going: its fields are paths of their own."""
+    a, b = get_path(old, path), get_path(new, path)
+    if isinstance(path[-1], K):
+        return (a is MISSING) != (b is MISSING)
+    return a != b
+
+
+def is_key_field(path) -> bool:
+    return len(path) >= 2 and isinstance(path[-2], K) and path[-1] in path[-2].fields
 
 
 def fields_v1(paths) -> dict:
@@ -377,12 +616,21 @@ def fields_v1(paths) -> dict:
     for path in sorted(paths):
         node = tree
         for p in path:
-            node = node.setdefault(f"f:{p}", {})
+            node = node.setdefault(p if isinstance(p, K) else f"f:{p}", {})
+        if isinstance(path[-1], K):
+            node.setdefault(".", {})
     return tree
 
 
 def path_text(path) -> str:
-    return "".join(f".{p}" for p in path)
+    """`.spec.template.spec.containers[name="api"].image`, as conflicts name fields."""
+    out = ""
+    for p in path:
+        if isinstance(p, K):
+            out += "[" + ",".join(f"{f}={json.dumps(v)}" for f, v in sorted(p.fields.items())) + "]"
+        else:
+            out += f".{p}"
+    return out
 
 
 # ---------------------------------------------------------------- selectors
@@ -433,30 +681,85 @@ def parse_label_selector(text: str):
 FIELD_REQ = re.compile(r"^\s*(?P<key>[A-Za-z.]+)\s*(?P<op>==|=|!=)\s*(?P<val>[^,]*?)\s*$")
 
 
-def parse_field_selector(text: str):
+# Fields Kubernetes indexes for field selectors, beyond metadata.name and
+# metadata.namespace (which every kind has).
+FIELD_SELECTORS = {
+    ("", "pods"): ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                   "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"),
+    ("", "events"): ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                     "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                     "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
+    ("", "secrets"): ("type",),
+    ("", "namespaces"): ("status.phase",),
+    ("apps", "replicasets"): ("status.replicas",),
+}
+
+
+def parse_field_selector(text: str, rtype=None):
     if not text:
         return []
+    allowed = ("metadata.name", "metadata.namespace") + FIELD_SELECTORS.get(rtype.storage if rtype else None, ())
     reqs = []
     for part in text.split(","):
         m = FIELD_REQ.match(part)
         if not m:
             raise bad_request(f"invalid field selector {part!r}: expected FIELD=VALUE or FIELD!=VALUE")
         key, op, val = m.group("key"), m.group("op"), m.group("val")
-        if key not in ("metadata.name", "metadata.namespace"):
-            raise bad_request(f'"{key}" is not a known field selector: only "metadata.name", '
-                              f'"metadata.namespace" (field label not supported: {key})')
-        field = key.split(".", 1)[1]
+        if key not in allowed:
+            raise bad_request(f'"{key}" is not a known field selector: only '
+                              + ", ".join(f'"{a}"' for a in allowed) + f" (field label not supported: {key})")
+        path = tuple(key.split("."))
+
+        def value(obj, path=path):
+            v = get_path(obj, path)
+            if v is MISSING or v is None:
+                return ""
+            return json.dumps(v) if isinstance(v, bool) else str(v)
         if op == "!=":
-            reqs.append(lambda meta, f=field, v=val: meta.get(f, "") != v)
+            reqs.append(lambda obj, v=val, f=value: f(obj) != v)
         else:
-            reqs.append(lambda meta, f=field, v=val: meta.get(f, "") == v)
+            reqs.append(lambda obj, v=val, f=value: f(obj) == v)
     return reqs
 
 
 def selected(obj, label_reqs, field_reqs) -> bool:
-    meta = obj.get("metadata", {})
-    labels = meta.get("labels") or {}
-    return all(r(labels) for r in label_reqs) and all(r(meta) for r in field_reqs)
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(r(labels) for r in label_reqs) and all(r(obj) for r in field_reqs)
+
+
+def selector_matches(selector, labels) -> bool:
+    """A metav1.LabelSelector against labels (an empty selector matches all)."""
+    if not isinstance(selector, dict):
+        return False
+    labels = labels or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def selector_text(selector) -> str:
+    """A LabelSelector as a labelSelector query string (Scale's status.selector)."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for e in selector.get("matchExpressions") or []:
+        op = e.get("operator")
+        if op in ("In", "NotIn"):
+            parts.append(f"{e.get('key')} {op.lower()} ({','.join(sorted(e.get('values') or []))})")
+        elif op == "Exists":
+            parts.append(e.get("key"))
+        elif op == "DoesNotExist":
+            parts.append(f"!{e.get('key')}")
+    return ",".join(parts)
 
 
 # ---------------------------------------------------------------- schemas
@@ -503,7 +806,7 @@ def apply_schema(value, schema, path, errors):
             # else: pruned, as Kubernetes prunes unknown fields.
         for k, sub in (props or {}).items():
             if k not in out and isinstance(sub, dict) and "default" in sub:
-                out[k] = copy.deepcopy(sub["default"])
+                out[k] = clone(sub["default"])
         for k in schema.get("required", []):
             if k not in out:
                 errors.append((f"{path}.{k}", "Required value"))
@@ -511,6 +814,439 @@ def apply_schema(value, schema, path, errors):
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [apply_schema(v, schema["items"], f"{path}[{i}]", errors) for i, v in enumerate(value)]
     return value
+
+
+# ---------------------------------------------------------------- built-in kinds
+#
+# What the real API server does to workload and networking objects on
+# every write: defaulting (SetDefaults_* and, for Gateway API, the CRD
+# schema defaults), validation (422 with the field, in Kubernetes' words)
+# and allocation (Service cluster IPs and node ports). Run on create and on
+# every update, so a defaulted field comes back after an apply drops it.
+
+def go_map(value) -> str:
+    """A Go map as %#v prints it in validation messages."""
+    if not value:
+        return "map[string]string(nil)"
+    return "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in sorted(value.items())) + "}"
+
+
+def go_selector(sel) -> str:
+    sel = sel or {}
+    exprs = sel.get("matchExpressions")
+    return (f"v1.LabelSelector{{MatchLabels:{go_map(sel.get('matchLabels'))}, MatchExpressions:"
+            + ("[]v1.LabelSelectorRequirement(nil)" if not exprs else json.dumps(exprs)) + "}")
+
+
+def default_pull_policy(image: str) -> str:
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def default_pod_spec(spec, pod: bool):
+    """SetDefaults_PodSpec and SetDefaults_Container (and, for Pods, what
+    the ServiceAccount and DefaultTolerationSeconds admission add)."""
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    if pod:
+        spec.setdefault("enableServiceLinks", True)
+        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+        spec.setdefault("priority", 0)
+        spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+        spec.setdefault("serviceAccount", spec["serviceAccountName"])
+        tolerations = spec.setdefault("tolerations", [])
+        if isinstance(tolerations, list):
+            for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+                if not any(isinstance(t, dict) and t.get("key") == taint for t in tolerations):
+                    tolerations.append({"key": taint, "operator": "Exists", "effect": "NoExecute",
+                                        "tolerationSeconds": 300})
+    for kind in ("initContainers", "containers"):
+        for c in spec.get(kind) or []:
+            if not isinstance(c, dict):
+                continue
+            c.setdefault("terminationMessagePath", "/dev/termination-log")
+            c.setdefault("terminationMessagePolicy", "File")
+            c.setdefault("resources", {})
+            if isinstance(c.get("image"), str) and "imagePullPolicy" not in c:
+                c["imagePullPolicy"] = default_pull_policy(c["image"])
+            for port in c.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
+def validate_pod_spec(rtype, name, spec, field, pod: bool):
+    if not isinstance(spec, dict):
+        raise rtype.invalid(name, field, "Required value")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise rtype.invalid(name, f"{field}.containers", "Required value")
+    for kind in ("initContainers", "containers"):
+        seen = set()
+        for i, c in enumerate(spec.get(kind) or []):
+            where = f"{field}.{kind}[{i}]"
+            if not isinstance(c, dict) or not c.get("name"):
+                raise rtype.invalid(name, f"{where}.name", "Required value")
+            if c["name"] in seen:
+                raise rtype.invalid(name, f"{where}.name", f'Duplicate value: "{c["name"]}"')
+            seen.add(c["name"])
+            if pod and not c.get("image"):
+                raise rtype.invalid(name, f"{where}.image", "Required value")
+            for j, port in enumerate(c.get("ports") or []):
+                cp = port.get("containerPort") if isinstance(port, dict) else None
+                if not isinstance(cp, int) or isinstance(cp, bool) or not 0 < cp < 65536:
+                    raise rtype.invalid(name, f"{where}.ports[{j}].containerPort",
+                                        f"Invalid value: {json.dumps(cp)}: must be between 1 and 65535, inclusive")
+
+
+def int_or_percent(value, total: int, round_up: bool) -> int:
+    """intstr.GetScaledValueFromIntOrPercent."""
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            pct = int(value[:-1])
+        except ValueError:
+            return 0
+        scaled = pct * total / 100
+        return math.ceil(scaled) if round_up else math.floor(scaled)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _percent_value(value):
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            return int(value[:-1]), True
+        except ValueError:
+            return None, True
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, False
+    return None, False
+
+
+def default_workload(spec, deployment: bool):
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("replicas", 1)
+    if deployment:
+        strategy = spec.setdefault("strategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                ru = strategy.setdefault("rollingUpdate", {})
+                if isinstance(ru, dict):
+                    ru.setdefault("maxUnavailable", "25%")
+                    ru.setdefault("maxSurge", "25%")
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+    template = spec.get("template")
+    if isinstance(template, dict):
+        default_pod_spec(template.get("spec"), pod=False)
+
+
+def validate_workload(rtype, obj, old, deployment: bool):
+    name = obj["metadata"].get("name", "")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise rtype.invalid(name, "spec.selector", "Required value")
+    sel = spec.get("selector")
+    if not isinstance(sel, dict):
+        raise rtype.invalid(name, "spec.selector", "Required value")
+    if not sel.get("matchLabels") and not sel.get("matchExpressions"):
+        raise rtype.invalid(name, "spec.selector", f"Invalid value: {go_selector(sel)}: empty selector is "
+                            f"invalid for {'deployment' if deployment else 'replicaset'}")
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        raise rtype.invalid(name, "spec.template.metadata.labels", "Required value")
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not selector_matches(sel, labels):
+        raise rtype.invalid(name, "spec.template.metadata.labels",
+                            f"Invalid value: {go_map(labels)}: `selector` does not match template `labels`")
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise rtype.invalid(name, "spec.replicas",
+                            f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0")
+    validate_pod_spec(rtype, name, template.get("spec"), "spec.template.spec", pod=False)
+    if deployment:
+        strategy = spec.get("strategy") or {}
+        kind = strategy.get("type")
+        if kind not in ("Recreate", "RollingUpdate"):
+            raise rtype.invalid(name, "spec.strategy.type",
+                                f"Unsupported value: {json.dumps(kind)}: supported values: "
+                                '"Recreate", "RollingUpdate"')
+        if kind == "Recreate" and strategy.get("rollingUpdate") is not None:
+            raise rtype.invalid(name, "spec.strategy.rollingUpdate",
+                                "Forbidden: may not be specified when strategy `type` is 'Recreate'")
+        if kind == "RollingUpdate":
+            ru = strategy.get("rollingUpdate") or {}
+            surge, _ = _percent_value(ru.get("maxSurge"))
+            unavail, unavail_pct = _percent_value(ru.get("maxUnavailable"))
+            if surge is None or unavail is None:
+                bad = "maxSurge" if surge is None else "maxUnavailable"
+                raise rtype.invalid(name, f"spec.strategy.rollingUpdate.{bad}",
+                                    f"Invalid value: {json.dumps(ru.get(bad))}: must be an integer or percentage "
+                                    "(e.g '5%')")
+            if unavail_pct and unavail > 100:
+                raise rtype.invalid(name, "spec.strategy.rollingUpdate.maxUnavailable",
+                                    f'Invalid value: "{ru.get("maxUnavailable")}": must not be greater than 100%')
+            if surge == 0 and unavail == 0:
+                raise rtype.invalid(name, "spec.strategy.rollingUpdate.maxUnavailable",
+                                    f"Invalid value: {json.dumps(ru.get('maxUnavailable'))}: may not be 0 when "
+                                    "`maxSurge` is 0")
+        pds = spec.get("progressDeadlineSeconds")
+        if isinstance(pds, int) and pds <= (spec.get("minReadySeconds") or 0):
+            raise rtype.invalid(name, "spec.progressDeadlineSeconds",
+                                f"Invalid value: {pds}: must be greater than minReadySeconds")
+    if old is not None and (old.get("spec") or {}).get("selector") != sel:
+        raise rtype.invalid(name, "spec.selector", f"Invalid value: {go_selector(sel)}: field is immutable")
+
+
+def pod_qos(spec) -> str:
+    containers = [c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+                  if isinstance(c, dict)]
+    res = [c.get("resources") or {} for c in containers]
+    if not any(r.get("requests") or r.get("limits") for r in res):
+        return "BestEffort"
+    for r in res:
+        limits, requests = r.get("limits") or {}, r.get("requests") or {}
+        for what in ("cpu", "memory"):
+            if what not in limits or requests.get(what, limits[what]) != limits[what]:
+                return "Burstable"
+    return "Guaranteed"
+
+
+def _strip_mutable(spec):
+    spec = clone(spec)
+    for kind in ("containers", "initContainers"):
+        for c in spec.get(kind) or []:
+            if isinstance(c, dict):
+                c.pop("image", None)
+    for field in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+        spec.pop(field, None)
+    return spec
+
+
+def builtin_pod(api, rtype, obj, old):
+    name = obj["metadata"].get("name", "")
+    default_pod_spec(obj.get("spec"), pod=True)
+    validate_pod_spec(rtype, name, obj.get("spec"), "spec", pod=True)
+    if old is not None:
+        before, after = _strip_mutable(old.get("spec") or {}), _strip_mutable(obj.get("spec") or {})
+        if not before.get("nodeName"):
+            # Binding (setting nodeName once) is allowed.
+            before.pop("nodeName", None)
+            after.pop("nodeName", None)
+        if before != after:
+            raise rtype.invalid(name, "spec", "Forbidden: pod updates may not change fields other than "
+                                "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+                                "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing "
+                                "tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it "
+                                "was previously negative)")
+
+
+def builtin_deployment(api, rtype, obj, old):
+    default_workload(obj.get("spec"), deployment=True)
+    validate_workload(rtype, obj, old, deployment=True)
+
+
+def builtin_replicaset(api, rtype, obj, old):
+    default_workload(obj.get("spec"), deployment=False)
+    validate_workload(rtype, obj, old, deployment=False)
+
+
+def builtin_service(api, rtype, obj, old):
+    name = obj["metadata"].get("name", "")
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        raise rtype.invalid(name, "spec", "Required value")
+    spec.setdefault("type", "ClusterIP")
+    kind = spec["type"]
+    if kind not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+        raise rtype.invalid(name, "spec.type", f'Unsupported value: {json.dumps(kind)}: supported values: '
+                            '"ClusterIP", "ExternalName", "LoadBalancer", "NodePort"')
+    if kind == "ExternalName":
+        if not spec.get("externalName"):
+            raise rtype.invalid(name, "spec.externalName", "Required value")
+    else:
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    ports = spec.get("ports") or []
+    if not isinstance(ports, list):
+        raise rtype.invalid(name, "spec.ports", "Invalid value: must be a list")
+    if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
+        raise rtype.invalid(name, "spec.ports", "Required value")
+    names = set()
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            raise rtype.invalid(name, f"spec.ports[{i}]", "Invalid value: must be an object")
+        number = port.get("port")
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 65536:
+            raise rtype.invalid(name, f"spec.ports[{i}].port",
+                                f"Invalid value: {json.dumps(number)}: must be between 1 and 65535, inclusive")
+        if len(ports) > 1 and not port.get("name"):
+            raise rtype.invalid(name, f"spec.ports[{i}].name", "Required value")
+        if port.get("name") in names:
+            raise rtype.invalid(name, f"spec.ports[{i}].name", f'Duplicate value: "{port.get("name")}"')
+        names.add(port.get("name"))
+        port.setdefault("protocol", "TCP")
+        if kind != "ExternalName":
+            port.setdefault("targetPort", number)
+    old_spec = (old or {}).get("spec") or {}
+    if kind == "ExternalName":
+        return
+    # Allocated values stay: an update that leaves them out keeps them, one
+    # that changes them is refused (Kubernetes' PatchAllocatedValues).
+    for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+        if field not in spec and field in old_spec and old_spec.get("type") != "ExternalName":
+            spec[field] = clone(old_spec[field])
+    if old_spec.get("clusterIP") and spec.get("clusterIP") not in (None, "", old_spec["clusterIP"]):
+        raise rtype.invalid(name, "spec.clusterIPs[0]",
+                            f'Invalid value: []string{{"{spec["clusterIP"]}"}}: may not change once set')
+    if not spec.get("clusterIP"):
+        spec["clusterIP"] = api.s.allocate_cluster_ip()
+    if spec["clusterIP"] != "None":
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+    if kind in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        old_ports = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                     for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        for port in ports:
+            if not port.get("nodePort"):
+                port["nodePort"] = old_ports.get((port["port"], port["protocol"])) or api.s.allocate_node_port()
+
+
+def builtin_endpointslice(api, rtype, obj, old):
+    name = obj["metadata"].get("name", "")
+    kind = obj.get("addressType")
+    if kind not in ("IPv4", "IPv6", "FQDN"):
+        raise rtype.invalid(name, "addressType", f'Unsupported value: {json.dumps(kind)}: supported values: '
+                            '"FQDN", "IPv4", "IPv6"')
+    if old is not None and old.get("addressType") != kind:
+        raise rtype.invalid(name, "addressType", f"Invalid value: {json.dumps(kind)}: field is immutable")
+    for i, e in enumerate(obj.get("endpoints") or []):
+        if not isinstance(e, dict) or not e.get("addresses"):
+            raise rtype.invalid(name, f"endpoints[{i}].addresses", "Required value: must contain at least 1 "
+                                "address")
+
+
+def builtin_gateway(api, rtype, obj, old):
+    name = obj["metadata"].get("name", "")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or not spec.get("gatewayClassName"):
+        raise rtype.invalid(name, "spec.gatewayClassName", "Required value")
+    listeners = spec.get("listeners")
+    if not isinstance(listeners, list) or not listeners:
+        raise rtype.invalid(name, "spec.listeners", "Required value")
+    for i, listener in enumerate(listeners):
+        for field in ("name", "port", "protocol"):
+            if not isinstance(listener, dict) or listener.get(field) in (None, ""):
+                raise rtype.invalid(name, f"spec.listeners[{i}].{field}", "Required value")
+        allowed = listener.setdefault("allowedRoutes", {})
+        if isinstance(allowed, dict):
+            allowed.setdefault("namespaces", {})
+            if isinstance(allowed["namespaces"], dict):
+                allowed["namespaces"].setdefault("from", "Same")
+
+
+def _default_match(match):
+    if isinstance(match, dict):
+        path = match.setdefault("path", {"type": "PathPrefix", "value": "/"})
+        if isinstance(path, dict):
+            path.setdefault("type", "PathPrefix")
+            path.setdefault("value", "/")
+        for h in match.get("headers") or []:
+            if isinstance(h, dict):
+                h.setdefault("type", "Exact")
+        for q in match.get("queryParams") or []:
+            if isinstance(q, dict):
+                q.setdefault("type", "Exact")
+
+
+def builtin_httproute(api, rtype, obj, old):
+    """The defaults of the HTTPRoute CRD's schema, and what its CEL rules check."""
+    name = obj["metadata"].get("name", "")
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        raise rtype.invalid(name, "spec", "Invalid value: must be an object")
+    for i, ref in enumerate(spec.get("parentRefs") or []):
+        if not isinstance(ref, dict) or not ref.get("name"):
+            raise rtype.invalid(name, f"spec.parentRefs[{i}].name", "Required value")
+        ref.setdefault("group", GATEWAY_GROUP)
+        ref.setdefault("kind", "Gateway")
+    rules = spec.setdefault("rules", [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}])
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            raise rtype.invalid(name, f"spec.rules[{i}]", "Invalid value: must be an object")
+        rule.setdefault("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])
+        for match in rule["matches"] or []:
+            _default_match(match)
+        for j, ref in enumerate(rule.get("backendRefs") or []):
+            where = f"spec.rules[{i}].backendRefs[{j}]"
+            if not isinstance(ref, dict) or not ref.get("name"):
+                raise rtype.invalid(name, f"{where}.name", "Required value")
+            ref.setdefault("group", "")
+            ref.setdefault("kind", "Service")
+            ref.setdefault("weight", 1)
+            weight = ref["weight"]
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 1000000:
+                raise rtype.invalid(name, f"{where}.weight", f"Invalid value: {json.dumps(weight)}: should be "
+                                    "between 0 and 1000000")
+            if ref["group"] == "" and ref["kind"] == "Service" and "port" not in ref:
+                raise rtype.invalid(name, where, 'Invalid value: "object": Must have port for Service reference')
+
+
+def builtin_gatewayclass(api, rtype, obj, old):
+    name = obj["metadata"].get("name", "")
+    if not (obj.get("spec") or {}).get("controllerName"):
+        raise rtype.invalid(name, "spec.controllerName", "Required value")
+    if old is not None and old["spec"].get("controllerName") != obj["spec"]["controllerName"]:
+        raise rtype.invalid(name, "spec.controllerName", "Invalid value: Value is immutable")
+
+
+BUILTIN_HOOKS = {
+    ("", "pods"): builtin_pod,
+    ("apps", "deployments"): builtin_deployment,
+    ("apps", "replicasets"): builtin_replicaset,
+    ("", "services"): builtin_service,
+    ("discovery.k8s.io", "endpointslices"): builtin_endpointslice,
+    (GATEWAY_GROUP, "gateways"): builtin_gateway,
+    (GATEWAY_GROUP, "httproutes"): builtin_httproute,
+    (GATEWAY_GROUP, "gatewayclasses"): builtin_gatewayclass,
+}
+
+
+def _pending_conditions(*types):
+    return [{"type": t, "status": "Unknown", "reason": "Pending", "message": "Waiting for controller",
+             "lastTransitionTime": "1970-01-01T00:00:00Z"} for t in types]
+
+
+def initial_status(rtype, obj):
+    """The status a new object starts with (status sent on create is
+    dropped for kinds with a status subresource)."""
+    storage = rtype.storage
+    if storage == ("", "pods"):
+        return {"phase": "Pending", "qosClass": pod_qos(obj.get("spec") or {})}
+    if storage == ("", "services"):
+        return {"loadBalancer": {}}
+    if storage == ("apps", "replicasets"):
+        return {"replicas": 0}
+    if storage == ("apps", "deployments"):
+        return {}
+    if storage == (GATEWAY_GROUP, "gateways"):
+        return {"conditions": _pending_conditions("Accepted", "Programmed")}
+    if storage == (GATEWAY_GROUP, "gatewayclasses"):
+        return {"conditions": _pending_conditions("Accepted")}
+    return None
 
 
 # ---------------------------------------------------------------- the store
@@ -525,12 +1261,16 @@ class Watch:
 class Store:
     """Everything the server holds, behind one lock."""
 
-    def __init__(self, history_limit: int, establish_delay: float):
+    def __init__(self, history_limit: int, establish_delay: float, delays: dict | None = None):
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.history_limit = history_limit
         self.establish_delay = establish_delay
+        # The defaults of the per-namespace settings (POST /_emulator/settings).
+        self.default_settings = dict(DEFAULT_SETTINGS, **(delays or {}))
         self.continues: dict[str, tuple[int, list]] = {}
+        # The request log has a lock of its own: handlers append outside the store lock.
+        self.requests_lock = threading.Lock()
         self.reset()
 
     def reset(self):
@@ -539,6 +1279,24 @@ class Store:
                 w.closed = True
             self.rv = 1
             self.objects: dict[tuple, dict] = {}
+            # Indexes the controllers read: uid -> key, namespace -> keys,
+            # storage -> keys; and the namespaces written since they last looked.
+            self.by_uid: dict[str, tuple] = {}
+            self.by_ns: dict[str, set] = {}
+            self.by_storage: dict[tuple, set] = {}
+            self.dirty: set[str] = set()
+            self.cluster_removed = False
+            # Writes that concern routes in other namespaces.
+            self.namespaces_changed = False
+            self.gateways_changed = False
+            # Per-namespace test controls.
+            self.ns_settings: dict[str, dict] = {}
+            self.images: dict[str, dict] = {}
+            with self.requests_lock:
+                self.requests: dict[str, collections.deque] = {}
+            self.ip_counter = 0
+            self.pod_ip_counter = 0
+            self.node_port_counter = 0
             # managed fields: key -> {(manager, operation, subresource): set(paths)}
             self.managed: dict[tuple, dict] = {}
             # (key, manager entry) -> (apiVersion, time) of its last change
@@ -548,7 +1306,16 @@ class Store:
                 self.types[(t.group, t.version, t.plural)] = t
             self.history: list[tuple] = []  # (rv, storage, namespace, type, obj, old)
             self.history_rvs: list[int] = []
-            self.floor = 0  # watches from an older resourceVersion get 410
+            # Watches from before a floor get 410: `floor` is the newest event
+            # dropped from the history (any namespace) or a global compaction,
+            # `global_floor` a global compaction only, `ns_dropped` the newest
+            # dropped event per namespace ("" for cluster-scoped objects) and
+            # `ns_floor` a compaction of one namespace. A watch of one namespace
+            # only expires when an event of its own namespace was dropped, so a
+            # busy test does not force the watches of the others to relist.
+            self.floor = 0
+            self.global_floor = 0
+            self.ns_dropped: dict[str, int] = {}
             self.ns_floor: dict[str, int] = {}
             self.watches: list[Watch] = []
             self.continues = {}
@@ -573,24 +1340,84 @@ class Store:
         self.rv += 1
         rv = self.rv
         if obj is None:
-            gone = copy.deepcopy(old)
+            gone = clone(old)
             gone["metadata"]["resourceVersion"] = str(rv)
             self.objects.pop(key, None)
             self.managed.pop(key, None)
+            self.by_uid.pop(old["metadata"].get("uid"), None)
+            self.by_ns.get(key[2], set()).discard(key)
+            self.by_storage.get(key[:2], set()).discard(key)
+            if not key[2] and key[:2] != ("", "namespaces"):
+                self.cluster_removed = True
+            if key[:2] == ("", "namespaces"):
+                # A namespace made again later starts with fresh controls.
+                self.ns_settings.pop(key[3], None)
+                self.images.pop(key[3], None)
             snapshot = gone
         else:
             obj["metadata"]["resourceVersion"] = str(rv)
             self.objects[key] = obj
-            snapshot = copy.deepcopy(obj)
+            self.by_uid[obj["metadata"]["uid"]] = key
+            self.by_ns.setdefault(key[2], set()).add(key)
+            self.by_storage.setdefault(key[:2], set()).add(key)
+            snapshot = clone(obj)
+        if key[:2] == ("", "namespaces"):
+            self.namespaces_changed = True
+        elif key[:2] == (GATEWAY_GROUP, "gateways"):
+            self.gateways_changed = True
+        self.dirty.add(key[3] if key[:2] == ("", "namespaces") else key[2])
         self.history.append((rv, key[:2], key[2], event, snapshot, old))
         self.history_rvs.append(rv)
         if len(self.history) > self.history_limit:
             drop = len(self.history) - self.history_limit
+            for dropped in self.history[:drop]:
+                self.ns_dropped[dropped[2]] = dropped[0]
             self.floor = self.history_rvs[drop - 1]
             del self.history[:drop]
             del self.history_rvs[:drop]
         self.cond.notify_all()
         return snapshot
+
+    def floor_for(self, rtype, ns) -> int:
+        """The oldest resourceVersion a watch of (rtype, ns) may resume from."""
+        if ns:
+            return max(self.global_floor, self.ns_dropped.get(ns, 0), self.ns_floor.get(ns, 0))
+        if rtype is not None and not rtype.namespaced:
+            return max(self.global_floor, self.ns_dropped.get("", 0))
+        return self.floor
+
+    def settings_for(self, ns) -> dict:
+        return dict(self.default_settings, **self.ns_settings.get(ns, {}))
+
+    def keys_of(self, storage, ns=None):
+        """The keys of one kind (in one namespace), sorted."""
+        keys = self.by_storage.get(storage, set())
+        if ns is not None:
+            keys = keys & self.by_ns.get(ns, set())
+        return sorted(keys)
+
+    def allocate_cluster_ip(self) -> str:
+        self.ip_counter += 1
+        n = self.ip_counter % 65000 + 10
+        return f"10.96.{n // 250}.{n % 250 + 1}"
+
+    def allocate_pod_ip(self) -> str:
+        self.pod_ip_counter += 1
+        n = self.pod_ip_counter % 65000
+        return f"10.244.{n // 250}.{n % 250 + 2}"
+
+    def allocate_node_port(self) -> int:
+        self.node_port_counter += 1
+        return 30000 + self.node_port_counter % 2768
+
+    def log_request(self, ns, entry):
+        with self.requests_lock:
+            log = self.requests.get(ns)
+            if log is None:
+                log = self.requests[ns] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
+                while len(self.requests) > REQUEST_LOG_NAMESPACES:
+                    self.requests.pop(next(iter(self.requests)))
+            log.append(entry)
 
     def served(self, group, version, plural) -> ResourceType | None:
         return self.types.get((group, version, plural))
@@ -618,6 +1445,10 @@ class Store:
 
 STORE: Store | None = None
 SETTINGS = {"bookmark_interval": 60.0}
+# Per-namespace settings and their defaults (the command line changes the defaults).
+DEFAULT_SETTINGS = {"podReadyDelay": 0.3, "endpointDelay": 0.1, "routeStatusDelay": 0.1}
+REQUEST_LOG_LIMIT = 20000
+REQUEST_LOG_NAMESPACES = 2000
 
 
 def random_suffix() -> str:
@@ -630,7 +1461,7 @@ NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 def view(obj: dict, rtype: ResourceType, partial: bool) -> dict:
     """How an object is sent: at the requested version, or as
     PartialObjectMetadata when the client asked for metadata only."""
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     if partial:
         return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": out["metadata"]}
     out["apiVersion"] = rtype.api_version
@@ -650,10 +1481,10 @@ class Api:
         """An update operation (create, PUT, non-apply PATCH) owns the
         fields it changed; other managers lose them."""
         status_part = sub == "status"
-        old_paths = managed_paths(old, rtype, status_part) if old else set()
-        new_paths = managed_paths(new, rtype, status_part)
-        changed = {p for p in new_paths if get_path(old or {}, p) != get_path(new, p)}
-        removed = old_paths - new_paths
+        old_values = path_values(old, rtype, status_part) if old else {}
+        new_values = path_values(new, rtype, status_part)
+        changed = {p for p, v in new_values.items() if old_values.get(p, MISSING) != v}
+        removed = old_values.keys() - new_values.keys()
         entries = self.s.managed.setdefault(key, {})
         mine = (manager, "Update", sub)
         for k in list(entries):
@@ -690,7 +1521,7 @@ class Api:
         return self._out(obj, rtype)
 
     def _out(self, obj, rtype):
-        out = copy.deepcopy(obj)
+        out = clone(obj)
         key = self._key(rtype, out["metadata"].get("namespace"), out["metadata"]["name"])
         managed = self.s.render_managed(key)
         if managed:
@@ -699,7 +1530,7 @@ class Api:
 
     def list(self, rtype, ns, query):
         label_reqs = parse_label_selector(query.get("labelSelector", ""))
-        field_reqs = parse_field_selector(query.get("fieldSelector", ""))
+        field_reqs = parse_field_selector(query.get("fieldSelector", ""), rtype)
         rv_param = query.get("resourceVersion", "")
         rv_match = query.get("resourceVersionMatch", "")
         cont = query.get("continue", "")
@@ -781,7 +1612,7 @@ class Api:
             raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL "
                               f"({url_name})")
 
-    def _validate(self, rtype, obj):
+    def _validate(self, rtype, obj, old=None):
         name = obj["metadata"].get("name", "")
         if not NAME_RE.match(name) or len(name) > 253:
             raise rtype.invalid(name, "metadata.name",
@@ -809,6 +1640,9 @@ class Api:
             obj.update(pruned)
         if rtype.plural == "customresourcedefinitions" and rtype.group == CRD_GROUP:
             self._validate_crd(rtype, obj)
+        hook = BUILTIN_HOOKS.get(rtype.storage)
+        if hook is not None and rtype.crd_name is None:
+            hook(self, rtype, obj, old)
 
     def _validate_crd(self, rtype, crd):
         name = crd["metadata"]["name"]
@@ -835,7 +1669,7 @@ class Api:
 
     # -- writes
 
-    def create(self, rtype, ns, body, query, manager, dry_run=False, from_apply=False):
+    def create(self, rtype, ns, body, query, manager, dry_run=False, from_apply=False, render=True):
         self._check_body(rtype, ns, body)
         meta = body["metadata"]
         if rtype.namespaced:
@@ -853,13 +1687,16 @@ class Api:
         key = self._key(rtype, ns, name)
         if key in self.s.objects:
             raise ApiError(409, "AlreadyExists", f'{rtype.qualified} "{name}" already exists', rtype.details(name))
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
         for field in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
                       "deletionGracePeriodSeconds", "managedFields", "generation", "selfLink"):
             obj["metadata"].pop(field, None)
         if rtype.status_sub:
             obj.pop("status", None)
+            status = initial_status(rtype, obj)
+            if status is not None:
+                obj["status"] = status
         if rtype.generation or rtype.custom:
             obj["metadata"]["generation"] = 1
         if rtype.plural == "namespaces" and rtype.group == "":
@@ -879,9 +1716,10 @@ class Api:
             out = self.s._commit(rtype, key, obj, "ADDED", None)
         if is_crd:
             self._schedule_establish(name, obj["metadata"]["uid"])
-        return 201, self._out(out, rtype)
+        return 201, self._out(out, rtype) if render else out
 
-    def _finish_update(self, rtype, key, old, new, manager, sub, dry_run, operation="Update", applied=None):
+    def _finish_update(self, rtype, key, old, new, manager, sub, dry_run, operation="Update", applied=None,
+                       render=True):
         """Applies the rules every update shares and stores the result."""
         name = old["metadata"]["name"]
         for field in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
@@ -899,14 +1737,14 @@ class Api:
         if sub == "status":
             # Only .status changes through /status.
             status = new.get("status", MISSING)
-            new = copy.deepcopy(old)
+            new = clone(old)
             if status is MISSING:
                 new.pop("status", None)
             else:
                 new["status"] = status
         elif rtype.status_sub:
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             else:
                 new.pop("status", None)
         if old["metadata"].get("deletionTimestamp"):
@@ -916,7 +1754,7 @@ class Api:
                 raise ApiError(422, "Invalid", f'{rtype.kind} "{name}" is invalid: metadata.finalizers: '
                                f"Forbidden: no new finalizers can be added if the object is being deleted, "
                                f"found new finalizers {json.dumps(added)}", rtype.details(name))
-        self._validate(rtype, new)
+        self._validate(rtype, new, old)
         if "generation" in old["metadata"]:
             skip = {"metadata", "apiVersion", "kind"} | ({"status"} if rtype.status_sub else set())
             if {k: v for k, v in old.items() if k not in skip} != {k: v for k, v in new.items() if k not in skip}:
@@ -925,7 +1763,7 @@ class Api:
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == comparable_old:
             # A no-op write stores nothing and keeps the resourceVersion.
-            return 200, self._out(old, rtype)
+            return 200, self._out(old, rtype) if render else old
         if dry_run:
             return 200, view(new, rtype, False)
         if operation == "Update":
@@ -937,7 +1775,7 @@ class Api:
         out = self.s._commit(rtype, key, new, "MODIFIED", old)
         if rtype.group == CRD_GROUP and rtype.plural == "customresourcedefinitions" and sub != "status":
             self._register_crd(out)
-        return 200, self._out(out, rtype)
+        return 200, self._out(out, rtype) if render else out
 
     def replace(self, rtype, ns, name, body, manager, sub="", dry_run=False):
         self._check_body(rtype, ns, body, name)
@@ -945,7 +1783,7 @@ class Api:
         old = self.s.objects.get(key)
         if old is None:
             raise rtype.not_found(name)
-        new = copy.deepcopy(body)
+        new = clone(body)
         new["metadata"].setdefault("name", name)
         rv = new["metadata"].get("resourceVersion")
         if rv:
@@ -988,7 +1826,7 @@ class Api:
                                f"include: {JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}")
             if not isinstance(patch, dict):
                 raise bad_request("a strategic merge patch must be a JSON object")
-            new = strategic_patch(old, patch)
+            new = strategic_patch(old, patch, (), rtype)
         else:
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: "
@@ -1018,13 +1856,19 @@ class Api:
         config["metadata"].setdefault("name", name)
         key = self._key(rtype, ns, name)
         old = self.s.objects.get(key)
+        # A resourceVersion in the configuration is a precondition.
+        rv = config["metadata"].pop("resourceVersion", None)
+        if rv and (old is None or rv != old["metadata"]["resourceVersion"]):
+            raise rtype.conflict(name, "the object has been modified; please apply your changes to the latest "
+                                 "version and try again")
         status_part = sub == "status"
-        applied = managed_paths(config, rtype, status_part)
+        order = ordered_managed_paths(config, rtype, status_part)
+        applied = set(order)
         mine = (manager, "Apply", sub)
         if old is None:
             if sub:
                 raise rtype.not_found(name)
-            code, out = self.create(rtype, ns, copy.deepcopy(config), query, manager, dry_run, from_apply=True)
+            code, out = self.create(rtype, ns, clone(config), query, manager, dry_run, from_apply=True)
             if not dry_run:
                 stored = self.s.objects[key]
                 self.s.managed.setdefault(key, {})[mine] = managed_paths(stored, rtype, False) & applied
@@ -1033,29 +1877,27 @@ class Api:
             return code, out
         entries = self.s.managed.get(key, {})
         conflicts = []
-        for other, paths in entries.items():
+        for other, paths in sorted(entries.items()):
             if other == mine:
                 continue
             for p in sorted(paths & applied):
+                if isinstance(p[-1], K):
+                    continue  # sharing a list entry is no conflict; its fields may be
                 live = get_path(old, p)
                 if live is not MISSING and live != get_path(config, p):
                     conflicts.append((other, p))
         if conflicts and not force:
-            causes = [{"type": "FieldManagerConflict",
-                       "message": f'conflict with "{o[0]}"' + (" using " + rtype.api_version
-                                                               if o[1] == "Update" else ""),
-                       "field": path_text(p)} for o, p in conflicts]
-            lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
-            raise ApiError(409, "Conflict", f"Apply failed with {len(conflicts)} conflict"
-                           f"{'s' if len(conflicts) != 1 else ''}: {lines}",
-                           dict(rtype.details(name), causes=causes))
-        new = copy.deepcopy(old)
-        for p in applied:
+            raise self._apply_conflict(rtype, name, conflicts)
+        new = clone(old)
+        for p in order:
             set_path(new, p, get_path(config, p))
         previously = entries.get(mine, set())
-        for p in previously - applied:
-            if not any(p in paths for k, paths in entries.items() if k != mine):
-                del_path(new, p)
+        others = set().union(*(paths for k, paths in entries.items() if k != mine))
+        # Shorter paths first: a list entry goes with its fields.
+        for p in sorted(previously - applied, key=len):
+            if any(o[:len(p)] == p for o in others) or is_key_field(p):
+                continue
+            del_path(new, p)
         result = self._finish_update(rtype, key, old, new, manager, sub, dry_run, operation="Apply")
         if not dry_run:
             entries = self.s.managed.setdefault(key, {})
@@ -1066,7 +1908,7 @@ class Api:
             # Fields whose value changed now belong to the applier alone.
             stored = self.s.objects.get(key)
             if stored is not None:
-                changed = {p for p in applied if get_path(old, p) != get_path(stored, p)}
+                changed = {p for p in applied if differs(old, stored, p)}
                 for other in list(entries):
                     if other != mine:
                         entries[other] -= changed
@@ -1076,7 +1918,117 @@ class Api:
                 result = (result[0], self._out(stored, rtype))
         return result
 
-    def delete(self, rtype, ns, name, body, dry_run=False):
+    @staticmethod
+    def _apply_conflict(rtype, name, conflicts):
+        """409 in the apiserver's words (fieldmanager's NewConflictError)."""
+        def who(entry):
+            manager, operation, sub = entry
+            text = f'"{manager}"' + (f' with subresource "{sub}"' if sub else "")
+            return text + (f" using {rtype.api_version}" if operation == "Update" else "")
+        causes = [{"type": "FieldManagerConflict", "message": f"conflict with {who(o)}", "field": path_text(p)}
+                  for o, p in conflicts]
+        if len(conflicts) == 1:
+            entry, path = conflicts[0]
+            message = f"Apply failed with 1 conflict: conflict with {who(entry)}: {path_text(path)}"
+        else:
+            lines = []
+            for entry in sorted({o for o, _ in conflicts}, key=lambda e: e[0]):
+                lines.append(f"conflicts with {who(entry)}:")
+                lines += [f"- {path_text(p)}" for o, p in conflicts if o == entry]
+            message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+        return ApiError(409, "Conflict", message, dict(rtype.details(name), causes=causes))
+
+    # -- the scale subresource (autoscaling/v1 Scale)
+
+    def scale_view(self, obj):
+        spec = obj.get("spec") or {}
+        meta = obj["metadata"]
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                                  "creationTimestamp") if k in meta},
+                "spec": {"replicas": spec.get("replicas", 1)},
+                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                           "selector": selector_text(spec.get("selector") or {})}}
+
+    def get_scale(self, rtype, ns, name):
+        obj = self.s.objects.get(self._key(rtype, ns, name))
+        if obj is None:
+            raise rtype.not_found(name)
+        return self.scale_view(obj)
+
+    def write_scale(self, rtype, ns, name, method, content_type, raw, query, manager, dry_run):
+        key = self._key(rtype, ns, name)
+        old = self.s.objects.get(key)
+        if old is None:
+            raise rtype.not_found(name)
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            raise bad_request("the request body is not valid JSON") from None
+        current = self.scale_view(old)
+        if method == "PUT":
+            scale = body
+        elif content_type in (MERGE_PATCH, APPLY_PATCH):
+            if content_type == APPLY_PATCH:
+                manager = query.get("fieldManager") or manager
+            scale = merge_patch(current, body)
+        elif content_type == JSON_PATCH:
+            scale = json_patch(current, body)
+        elif content_type == STRATEGIC_PATCH:
+            scale = strategic_patch(current, body)
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                           f"accepted media types include: {JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}, "
+                           f"{STRATEGIC_PATCH}")
+        if not isinstance(scale, dict):
+            raise bad_request("a Scale must be a JSON object")
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise rtype.conflict(name, "the object has been modified; please apply your changes to the latest "
+                                 "version and try again")
+        replicas = (scale.get("spec") or {}).get("replicas", 0)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ApiError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                           f"{json.dumps(replicas)}: must be greater than or equal to 0",
+                           {"name": name, "group": "autoscaling", "kind": "Scale", "causes": [
+                               {"reason": "FieldValueInvalid", "field": "spec.replicas",
+                                "message": "Invalid value: must be greater than or equal to 0"}]})
+        new = clone(old)
+        new["spec"]["replicas"] = replicas
+        self._finish_update(rtype, key, old, new, manager, "scale", dry_run)
+        return 200, self.scale_view(new if dry_run else self.s.objects[key])
+
+    # -- pod logs (what a kubelet would stream, reduced to a line per event)
+
+    def pod_log(self, ns, name, query) -> str:
+        rtype = self.s.types[("", "v1", "pods")]
+        pod = self.s.objects.get(self._key(rtype, ns, name))
+        if pod is None:
+            raise rtype.not_found(name)
+        names = [c["name"] for c in pod["spec"].get("containers") or []]
+        container = query.get("container")
+        if not container:
+            if len(names) != 1:
+                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                  f"[{' '.join(names)}]")
+            container = names[0]
+        if container not in names + [c["name"] for c in pod["spec"].get("initContainers") or []]:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        status = next((c for c in (pod.get("status") or {}).get("containerStatuses") or []
+                       if c.get("name") == container), None)
+        waiting = ((status or {}).get("state") or {}).get("waiting")
+        previous = query.get("previous") in ("true", "1")
+        if status is None or (waiting and waiting.get("reason") != "CrashLoopBackOff"):
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
+                              + ((waiting or {}).get("reason") or "ContainerCreating"))
+        image = status.get("image", "")
+        if waiting or previous:
+            if not status.get("lastState", {}).get("terminated"):
+                raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            return f"starting {image}\nfatal: exiting with code 1\n"
+        return f"starting {image}\nlistening\n"
+
+    def delete(self, rtype, ns, name, body, dry_run=False, propagation=None):
         key = self._key(rtype, ns, name)
         obj = self.s.objects.get(key)
         if obj is None:
@@ -1091,7 +2043,46 @@ class Api:
                                  f"{obj['metadata']['resourceVersion']}")
         if dry_run:
             return 200, self._out(obj, rtype)
+        if propagation == "Orphan":
+            self._orphan_dependents(obj)
+        elif propagation == "Foreground":
+            self._delete_dependents(obj)
         return self._delete(rtype, key, obj)
+
+    # -- garbage collection (the collector itself runs in Controllers)
+
+    def dependents(self, owner):
+        """Keys of the objects naming `owner` (by uid) in their ownerReferences."""
+        uid = owner["metadata"]["uid"]
+        ns = owner["metadata"].get("namespace")
+        keys = self.s.by_ns.get(ns, set()) if ns else self.s.objects.keys()
+        return sorted(k for k in keys if any(r.get("uid") == uid for r in
+                                             self.s.objects[k]["metadata"].get("ownerReferences") or []))
+
+    def _orphan_dependents(self, owner):
+        uid = owner["metadata"]["uid"]
+        for key in self.dependents(owner):
+            dep = self.s.objects[key]
+            new = clone(dep)
+            refs = [r for r in new["metadata"]["ownerReferences"] if r.get("uid") != uid]
+            if refs:
+                new["metadata"]["ownerReferences"] = refs
+            else:
+                new["metadata"].pop("ownerReferences")
+            dtype = self.s.type_for_storage(key[:2])
+            if dtype is not None:
+                self._finish_update(dtype, key, dep, new, "kube-controller-manager", "", False)
+
+    def _delete_dependents(self, owner):
+        """Foreground deletion, done at once: dependents (theirs first) go
+        before the owner."""
+        for key in self.dependents(owner):
+            dep = self.s.objects.get(key)
+            dtype = self.s.type_for_storage(key[:2])
+            if dep is None or dtype is None or dep["metadata"].get("deletionTimestamp"):
+                continue
+            self._delete_dependents(dep)
+            self._delete(dtype, key, dep)
 
     def _delete(self, rtype, key, obj):
         name = obj["metadata"]["name"]
@@ -1100,7 +2091,7 @@ class Api:
         if obj["metadata"].get("finalizers") or is_ns or is_crd:
             if obj["metadata"].get("deletionTimestamp"):
                 return 200, self._out(obj, rtype)
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             new["metadata"]["deletionTimestamp"] = now_iso()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             if "generation" in new["metadata"]:
@@ -1118,7 +2109,9 @@ class Api:
                 self._drain(lambda k: k[2] == name and k[:2] != ("", "namespaces"))
             if is_crd:
                 storage = (new["spec"]["group"], new["spec"]["names"]["plural"])
-                self._drain(lambda k: k[:2] == storage)
+                if storage not in BUILTIN_STORAGES:
+                    # A CRD for a kind served built in (Gateway API) owns nothing.
+                    self._drain(lambda k: k[:2] == storage)
             self._maybe_finish_container(key)
             current = self.s.objects.get(key)
             if current is None:
@@ -1161,7 +2154,8 @@ class Api:
             self._remove(self.s.types[("", "v1", "namespaces")], key, obj)
         elif key[:2] == (CRD_GROUP, "customresourcedefinitions"):
             storage = (obj["spec"]["group"], obj["spec"]["names"]["plural"])
-            if any(k[:2] == storage for k in self.s.objects) or obj["metadata"].get("finalizers"):
+            if storage not in BUILTIN_STORAGES and self.s.by_storage.get(storage) \
+                    or obj["metadata"].get("finalizers"):
                 return
             self._remove(self.s.types[(CRD_GROUP, "v1", "customresourcedefinitions")], key, obj)
 
@@ -1174,7 +2168,7 @@ class Api:
                 crd = self.s.objects.get(key)
                 if crd is None or crd["metadata"]["uid"] != uid:
                     return
-                new = copy.deepcopy(crd)
+                new = clone(crd)
                 spec = new["spec"]
                 names = dict(spec["names"])
                 clash = [o for k, o in self.s.objects.items()
@@ -1212,8 +2206,9 @@ class Api:
         self._unregister_crd(crd)
         names = spec["names"]
         for v in spec["versions"]:
-            if not v.get("served"):
-                continue
+            current = self.s.types.get((spec["group"], v["name"], names["plural"]))
+            if not v.get("served") or (current is not None and current.crd_name is None):
+                continue  # a kind served built in stays built in
             schema = ((v.get("schema") or {}).get("openAPIV3Schema"))
             self.s.types[(spec["group"], v["name"], names["plural"])] = ResourceType(
                 spec["group"], v["name"], names["plural"], names["kind"], spec["scope"] == "Namespaced",
@@ -1225,6 +2220,1281 @@ class Api:
     def _unregister_crd(self, crd):
         for k in [k for k, t in self.s.types.items() if t.crd_name == crd["metadata"]["name"]]:
             self.s.types.pop(k)
+
+
+# ---------------------------------------------------------------- controllers
+#
+# What a cluster runs besides the API server, reduced to what deployctl
+# observes: the deployment and replicaset controllers, the garbage
+# collector and the endpointslice controller (kube-controller-manager), a
+# scheduler and kubelet for one node, and a Gateway API controller. One
+# background thread reconciles, every TICK, the namespaces written since
+# the last pass (or whose timers are due: a pod becoming ready, a crash
+# loop restart, a progress deadline, a propagation delay), holding the
+# store lock for one namespace at a time. Every write goes through the API
+# semantics above (validation, managedFields, resourceVersion, watch
+# events), with the managers the real components use.
+
+TICK = 0.05
+CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+KUBELET = "kubelet"
+ENDPOINTSLICE_MANAGER = "endpointslice-controller.k8s.io"
+IMAGE_BEHAVIOURS = ("ready", "never-ready", "crashloop", "pull-error")
+NODE_NAME = "node-1"
+HOST_IP = "10.0.0.1"
+SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+HASH_LABEL = "pod-template-hash"
+REVISION = "deployment.kubernetes.io/revision"
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+# Annotations of a Deployment that its ReplicaSets do not copy.
+NOT_COPIED = ("kubectl.kubernetes.io/last-applied-configuration", REVISION, DESIRED_REPLICAS, MAX_REPLICAS,
+              "deployment.kubernetes.io/revision-history", "deprecated.deployment.rollback.to")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+# Crash loops restart every CRASH_INTERVAL seconds for the first
+# CRASH_FAST restarts, then every CRASH_SLOW (a real kubelet backs off
+# exponentially up to 5 minutes); a pull error turns into ImagePullBackOff
+# after PULL_BACKOFF_AFTER.
+CRASH_INTERVAL = 0.5
+CRASH_FAST = 20
+CRASH_SLOW = 10.0
+PULL_BACKOFF_AFTER = 1.0
+
+
+def template_hash(template) -> str:
+    """pod-template-hash: stable for a template, in Kubernetes' safe alphabet."""
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).digest()
+    n = int.from_bytes(digest[:8], "big")
+    out = ""
+    for _ in range(10):
+        n, r = divmod(n, len(SAFE_ALPHABET))
+        out += SAFE_ALPHABET[r]
+    return out
+
+
+def without_hash(template):
+    t = clone(template)
+    labels = (t.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    return t
+
+
+def controller_uid(obj):
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def owner_ref(obj, api_version, kind):
+    return {"apiVersion": api_version, "kind": kind, "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def revision_of(rs) -> int:
+    try:
+        return int((rs["metadata"].get("annotations") or {}).get(REVISION, "0"))
+    except ValueError:
+        return 0
+
+
+def spec_replicas(obj) -> int:
+    return (obj.get("spec") or {}).get("replicas", 1)
+
+
+def status_int(obj, field) -> int:
+    return (obj.get("status") or {}).get(field) or 0
+
+
+def pod_ready(pod) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def condition(obj, kind):
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
+
+
+def parse_time(stamp) -> float | None:
+    """An RFC 3339 time as a monotonic clock reading."""
+    try:
+        wall = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return None
+    return time.monotonic() - (time.time() - wall.timestamp())
+
+
+def go_duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60}s"
+
+
+def set_condition(conditions: list, new: dict) -> list:
+    """SetDeploymentCondition: unchanged when status and reason are the
+    same; lastTransitionTime kept when only the reason changes."""
+    current = next((c for c in conditions if c.get("type") == new["type"]), None)
+    same = current is not None and current.get("status") == new["status"]
+    if same and current.get("reason") == new.get("reason"):
+        return conditions
+    if same:
+        new["lastTransitionTime"] = current.get("lastTransitionTime", new["lastTransitionTime"])
+    return [c for c in conditions if c.get("type") != new["type"]] + [new]
+
+
+def deployment_condition(kind, status, reason, message):
+    stamp = now_iso()
+    return {"type": kind, "status": status, "lastUpdateTime": stamp, "lastTransitionTime": stamp,
+            "reason": reason, "message": message}
+
+
+class Controllers:
+    def __init__(self, store: Store):
+        self.s = store
+        self.api = Api(store)
+        self.wake: dict[str, float] = {}
+        # Memory the real components keep in theirs, by uid: when the
+        # kubelet started a pod's containers, when a pod became ready, when
+        # a Deployment last progressed, when a pending status was first due.
+        self.pods: dict[str, dict] = {}
+        self.progress: dict[str, tuple] = {}
+        self.notes: dict[str, tuple] = {}
+        self.pending: dict[tuple, float] = {}
+        self.ticks = 0
+
+    def start(self):
+        threading.Thread(target=self._run, name="controllers", daemon=True).start()
+
+    def _run(self):
+        while True:
+            time.sleep(TICK)
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a bug must not stop the controllers
+                import traceback
+                traceback.print_exc()
+
+    def tick(self):
+        now = time.monotonic()
+        with self.s.lock:
+            todo = set(self.s.dirty)
+            self.s.dirty.clear()
+            if self.s.cluster_removed:
+                # A cluster-scoped owner went: any namespace may hold dependents.
+                self.s.cluster_removed = False
+                todo |= set(self.s.by_ns)
+            todo |= {ns for ns, t in self.wake.items() if t <= now}
+            if self.s.gateways_changed or self.s.namespaces_changed:
+                # Routes elsewhere may point at a Gateway that changed, or
+                # at a namespace whose labels a listener selects on.
+                self.s.gateways_changed = self.s.namespaces_changed = False
+                todo |= {k[2] for k in self.s.by_storage.get((GATEWAY_GROUP, "httproutes"), ())}
+        busy_since = time.monotonic()
+        for ns in sorted(todo):
+            if time.monotonic() - busy_since > 0.01:
+                # Let waiting requests have the lock (a Python lock is not fair).
+                time.sleep(0.002)
+                busy_since = time.monotonic()
+            with self.s.lock:
+                self.wake.pop(ns, None)
+                try:
+                    if ns:
+                        self.reconcile(ns, time.monotonic())
+                    else:
+                        self.sync_gatewayclasses()
+                except Exception:  # noqa: BLE001
+                    import traceback
+                    traceback.print_exc()
+        self.ticks += 1
+        if self.ticks % 200 == 0:
+            with self.s.lock:
+                self._forget()
+
+    def _forget(self):
+        for table in (self.pods, self.progress, self.notes):
+            for uid in [u for u in table if u not in self.s.by_uid]:
+                table.pop(uid)
+        for key in [k for k in self.pending if k[1] not in self.s.by_uid]:
+            self.pending.pop(key)
+
+    def wake_at(self, ns, when):
+        if when is not None:
+            self.wake[ns] = min(self.wake.get(ns, when), when)
+
+    def reconcile(self, ns, now):
+        """One pass over a namespace, in the order changes flow: owners
+        gone, Deployments, ReplicaSets, pods, their statuses, Services,
+        Gateways, routes."""
+        self.collect_garbage(ns)
+        deployments = self.s.keys_of(("apps", "deployments"), ns)
+        for key in deployments:
+            self._guard(self.sync_deployment, key, now)
+        replicasets = self.s.keys_of(("apps", "replicasets"), ns)
+        for key in replicasets:
+            self._guard(self.sync_replicaset, key, now)
+        for key in self.s.keys_of(("", "pods"), ns):
+            self._guard(self.sync_pod, key, now)
+        for key in replicasets:
+            self._guard(self.sync_replicaset_status, key, now)
+        for key in deployments:
+            self._guard(self.sync_deployment_status, key, now)
+        for key in self.s.keys_of(("", "services"), ns):
+            self._guard(self.sync_endpointslice, key, now)
+        for key in self.s.keys_of((GATEWAY_GROUP, "gateways"), ns):
+            self._guard(self.sync_gateway, key, now)
+        for key in self.s.keys_of((GATEWAY_GROUP, "httproutes"), ns):
+            self._guard(self.sync_route, key, now)
+
+    def _guard(self, fn, key, now):
+        try:
+            fn(key, now)
+        except ApiError as err:
+            # What a real controller would log and retry: retried on the next pass.
+            if err.code not in (404, 409, 403):
+                sys.stderr.write(f"kubeapi: controller {fn.__name__} {key}: {err.message}\n")
+            self.wake_at(key[2], time.monotonic() + 0.5)
+
+    # -- writes, through the API semantics
+
+    def _create(self, storage, ns, obj, manager):
+        rtype = self.s.type_for_storage(storage)
+        _, out = self.api.create(rtype, ns, obj, {}, manager, render=False)
+        return self.s.objects.get(self.api._key(rtype, ns, out["metadata"]["name"]))
+
+    def _update(self, key, new, manager, sub=""):
+        old = self.s.objects.get(key)
+        if old is None or new == old:
+            return old
+        rtype = self.s.type_for_storage(key[:2])
+        self.api._finish_update(rtype, key, old, new, manager, sub, False, render=False)
+        return self.s.objects.get(key)
+
+    def _remove(self, key):
+        obj = self.s.objects.get(key)
+        if obj is not None and not obj["metadata"].get("deletionTimestamp"):
+            self.api._delete(self.s.type_for_storage(key[:2]), key, obj)
+
+    def _owned(self, storage, ns, uid):
+        return [self.s.objects[k] for k in self.s.keys_of(storage, ns) if controller_uid(self.s.objects[k]) == uid]
+
+    def _key_of(self, obj, storage):
+        return storage + (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+    # -- garbage collector (background propagation)
+
+    def collect_garbage(self, ns):
+        """Deletes what has ownerReferences whose owners (by uid) are all gone."""
+        for key in sorted(self.s.by_ns.get(ns, ())):
+            obj = self.s.objects.get(key)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                continue
+            refs = obj["metadata"].get("ownerReferences")
+            if not refs or not isinstance(refs, list):
+                continue
+            alive = False
+            for ref in refs:
+                owner = self.s.by_uid.get(ref.get("uid")) if isinstance(ref, dict) else None
+                if owner is not None and owner[2] in (ns, ""):
+                    alive = True
+                    break
+            if not alive and self.s.type_for_storage(key[:2]) is not None:
+                self._remove(key)
+
+    # -- deployment controller
+
+    def _surge_unavailable(self, d):
+        spec = d["spec"]
+        replicas = spec.get("replicas", 1)
+        if (spec.get("strategy") or {}).get("type") != "RollingUpdate":
+            return 0, 0
+        ru = spec["strategy"].get("rollingUpdate") or {}
+        surge = int_or_percent(ru.get("maxSurge", "25%"), replicas, True)
+        unavailable = int_or_percent(ru.get("maxUnavailable", "25%"), replicas, False)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        return surge, min(unavailable, replicas)
+
+    def _split(self, d):
+        """(new ReplicaSet or None, old ones oldest first, all) of a Deployment."""
+        rss = self._owned(("apps", "replicasets"), d["metadata"]["namespace"], d["metadata"]["uid"])
+        rss = [rs for rs in rss if not rs["metadata"].get("deletionTimestamp")]
+        rss.sort(key=lambda rs: (rs["metadata"].get("creationTimestamp", ""), revision_of(rs),
+                                 rs["metadata"]["name"]))
+        template = d["spec"]["template"]
+        new = next((rs for rs in rss if without_hash(rs["spec"]["template"]) == template), None)
+        return new, [rs for rs in rss if rs is not new], rss
+
+    def _scale(self, d, rs, replicas):
+        new = clone(rs)
+        new["spec"]["replicas"] = replicas
+        surge, _ = self._surge_unavailable(d)
+        annotations = new["metadata"].setdefault("annotations", {})
+        annotations[DESIRED_REPLICAS] = str(d["spec"].get("replicas", 1))
+        annotations[MAX_REPLICAS] = str(d["spec"].get("replicas", 1) + surge)
+        return self._update(self._key_of(rs, ("apps", "replicasets")), new, CONTROLLER_MANAGER)
+
+    def _create_rs(self, d, revision, replicas):
+        name = d["metadata"]["name"]
+        ns = d["metadata"]["namespace"]
+        template = clone(d["spec"]["template"])
+        h = template_hash(d["spec"]["template"])
+        template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = h
+        selector = clone(d["spec"]["selector"])
+        selector.setdefault("matchLabels", {})[HASH_LABEL] = h
+        surge, _ = self._surge_unavailable(d)
+        annotations = {k: v for k, v in (d["metadata"].get("annotations") or {}).items() if k not in NOT_COPIED}
+        annotations.update({REVISION: str(revision), DESIRED_REPLICAS: str(d["spec"].get("replicas", 1)),
+                            MAX_REPLICAS: str(d["spec"].get("replicas", 1) + surge)})
+        rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+              "metadata": {"name": f"{name}-{h}", "namespace": ns, "labels": dict(template["metadata"]["labels"]),
+                           "annotations": annotations,
+                           "ownerReferences": [owner_ref(d, "apps/v1", "Deployment")]},
+              "spec": {"replicas": replicas, "selector": selector, "template": template}}
+        if d["spec"].get("minReadySeconds"):
+            rs["spec"]["minReadySeconds"] = d["spec"]["minReadySeconds"]
+        created = self._create(("apps", "replicasets"), ns, rs, CONTROLLER_MANAGER)
+        self.notes[d["metadata"]["uid"]] = ("NewReplicaSetCreated", f'Created new replica set "{name}-{h}"')
+        return created
+
+    def _refresh_new_rs(self, d, rs, max_old_revision):
+        """What getNewReplicaSet keeps up to date on an existing new
+        ReplicaSet: its revision (a template coming back gets the next one),
+        minReadySeconds and the replica annotations."""
+        new = clone(rs)
+        annotations = new["metadata"].setdefault("annotations", {})
+        if revision_of(rs) < max_old_revision + 1:
+            annotations[REVISION] = str(max_old_revision + 1)
+        if d["spec"].get("minReadySeconds", 0) != rs["spec"].get("minReadySeconds", 0):
+            if d["spec"].get("minReadySeconds"):
+                new["spec"]["minReadySeconds"] = d["spec"]["minReadySeconds"]
+            else:
+                new["spec"].pop("minReadySeconds", None)
+        if condition(d, "Progressing") is None:
+            self.notes.setdefault(d["metadata"]["uid"],
+                                  ("FoundNewReplicaSet", f'Found new replica set "{rs["metadata"]["name"]}"'))
+        return self._update(self._key_of(rs, ("apps", "replicasets")), new, CONTROLLER_MANAGER)
+
+    def sync_deployment(self, key, now):
+        d = self.s.objects.get(key)
+        if d is None or d["metadata"].get("deletionTimestamp"):
+            return
+        spec = d["spec"]
+        replicas = spec.get("replicas", 1)
+        paused = bool(spec.get("paused"))
+        recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
+        new_rs, old_rss, rss = self._split(d)
+        max_old = max((revision_of(rs) for rs in old_rss), default=0)
+        if new_rs is not None:
+            new_rs = self._refresh_new_rs(d, new_rs, max_old)
+        if paused:
+            # A paused Deployment scales, it does not roll out.
+            active = [rs for rs in rss if spec_replicas(rs) > 0]
+            target = active[0] if len(active) == 1 else (new_rs if not active else None)
+            if target is not None and spec_replicas(target) != replicas:
+                self._scale(d, target, replicas)
+            self._sync_revision(d, new_rs)
+            return
+        if self._scaling_event(d, rss, new_rs):
+            return
+        if recreate:
+            self._recreate(d, new_rs, old_rss, max_old)
+        else:
+            self._rolling(d, new_rs, old_rss, max_old)
+
+    def _scaling_event(self, d, rss, new_rs):
+        """A change of spec.replicas alone: the one active ReplicaSet is
+        scaled to it at once (several active ones are left to the rollout:
+        no proportional scaling)."""
+        replicas = d["spec"].get("replicas", 1)
+        active = [rs for rs in rss if spec_replicas(rs) > 0]
+        if len(active) != 1 or (new_rs is not None and active[0] is not new_rs):
+            return False
+        rs = active[0]
+        desired = (rs["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS)
+        if desired is None or desired == str(replicas) or spec_replicas(rs) == replicas:
+            return False
+        self._scale(d, rs, replicas)
+        return True
+
+    def _rolling(self, d, new_rs, old_rss, max_old):
+        replicas = d["spec"].get("replicas", 1)
+        surge, max_unavailable = self._surge_unavailable(d)
+        if new_rs is None:
+            current = sum(spec_replicas(rs) for rs in old_rss)
+            start = max(0, min(replicas + surge - current, replicas))
+            new_rs = self._create_rs(d, max_old + 1, start)
+            self._sync_revision(d, new_rs)
+            return
+        self._sync_revision(d, new_rs)
+        all_rss = old_rss + [new_rs]
+        # Scale up, if we can (reconcileNewReplicaSet).
+        size = spec_replicas(new_rs)
+        if size > replicas:
+            self._scale(d, new_rs, replicas)
+            return
+        if size < replicas:
+            current = sum(spec_replicas(rs) for rs in all_rss)
+            up = min(replicas + surge - current, replicas - size)
+            if up > 0:
+                self._scale(d, new_rs, size + up)
+                return
+        # Scale down, if we can (reconcileOldReplicaSets).
+        if self._scale_down_old(d, new_rs, old_rss, max_unavailable):
+            return
+        if self._complete(d, d.get("status") or {}):
+            self._cleanup(d, old_rss)
+
+    def _scale_down_old(self, d, new_rs, old_rss, max_unavailable) -> bool:
+        replicas = d["spec"].get("replicas", 1)
+        old_rss = [rs for rs in old_rss if spec_replicas(rs) > 0]
+        if not old_rss:
+            return False
+        all_pods = sum(spec_replicas(rs) for rs in old_rss) + spec_replicas(new_rs)
+        min_available = replicas - max_unavailable
+        new_unavailable = spec_replicas(new_rs) - status_int(new_rs, "availableReplicas")
+        max_down = all_pods - min_available - new_unavailable
+        if max_down <= 0:
+            return False
+        scaled = False
+        # First the old pods that are not available anyway (cleanupUnhealthyReplicas)...
+        total = 0
+        sizes = {rs["metadata"]["uid"]: spec_replicas(rs) for rs in old_rss}
+        for rs in old_rss:
+            if total >= max_down:
+                break
+            uid = rs["metadata"]["uid"]
+            unhealthy = sizes[uid] - status_int(rs, "availableReplicas")
+            if unhealthy <= 0:
+                continue
+            down = min(max_down - total, unhealthy)
+            sizes[uid] -= down
+            total += down
+        # ...then available ones, as far as availability allows.
+        available = sum(status_int(rs, "availableReplicas") for rs in old_rss) + \
+            status_int(new_rs, "availableReplicas")
+        if available > min_available:
+            budget = available - min_available
+            done = 0
+            for rs in old_rss:
+                uid = rs["metadata"]["uid"]
+                if done >= budget:
+                    break
+                if sizes[uid] == 0:
+                    continue
+                down = min(sizes[uid], budget - done)
+                sizes[uid] -= down
+                done += down
+        for rs in old_rss:
+            if sizes[rs["metadata"]["uid"]] != spec_replicas(rs):
+                self._scale(d, rs, sizes[rs["metadata"]["uid"]])
+                scaled = True
+        return scaled
+
+    def _recreate(self, d, new_rs, old_rss, max_old):
+        replicas = d["spec"].get("replicas", 1)
+        active = [rs for rs in old_rss if spec_replicas(rs) > 0]
+        for rs in active:
+            self._scale(d, rs, 0)
+        if active:
+            return
+        ns = d["metadata"]["namespace"]
+        if any(self._owned(("", "pods"), ns, rs["metadata"]["uid"]) for rs in old_rss):
+            return  # the old pods go first
+        if new_rs is None:
+            new_rs = self._create_rs(d, max_old + 1, replicas)
+        elif spec_replicas(new_rs) != replicas:
+            self._scale(d, new_rs, replicas)
+        self._sync_revision(d, new_rs)
+        if self._complete(d, d.get("status") or {}):
+            self._cleanup(d, old_rss)
+
+    def _sync_revision(self, d, new_rs):
+        """The Deployment carries its new ReplicaSet's revision annotation."""
+        if new_rs is None:
+            return
+        revision = (new_rs["metadata"].get("annotations") or {}).get(REVISION)
+        if revision and (d["metadata"].get("annotations") or {}).get(REVISION) != revision:
+            key = self._key_of(d, ("apps", "deployments"))
+            current = self.s.objects[key]
+            new = clone(current)
+            new["metadata"].setdefault("annotations", {})[REVISION] = revision
+            self._update(key, new, CONTROLLER_MANAGER)
+
+    def _cleanup(self, d, old_rss):
+        """Keeps revisionHistoryLimit old ReplicaSets scaled to zero."""
+        limit = d["spec"].get("revisionHistoryLimit", 10)
+        idle = [rs for rs in old_rss if spec_replicas(rs) == 0 and status_int(rs, "replicas") == 0]
+        if len(idle) <= limit:
+            return
+        idle.sort(key=revision_of)
+        for rs in idle[:len(idle) - limit]:
+            self._remove(self._key_of(rs, ("apps", "replicasets")))
+
+    @staticmethod
+    def _complete(d, status) -> bool:
+        replicas = d["spec"].get("replicas", 1)
+        return ((status.get("updatedReplicas") or 0) == replicas and (status.get("replicas") or 0) == replicas
+                and (status.get("availableReplicas") or 0) == replicas
+                and (status.get("observedGeneration") or 0) >= d["metadata"].get("generation", 1))
+
+    def sync_deployment_status(self, key, now):
+        d = self.s.objects.get(key)
+        if d is None or d["metadata"].get("deletionTimestamp"):
+            return
+        uid = d["metadata"]["uid"]
+        new_rs, _, rss = self._split(d)
+        replicas = d["spec"].get("replicas", 1)
+        old = d.get("status") or {}
+        counts = {
+            "observedGeneration": d["metadata"].get("generation", 1),
+            "replicas": sum(status_int(rs, "replicas") for rs in rss),
+            "updatedReplicas": status_int(new_rs, "replicas") if new_rs else 0,
+            "readyReplicas": sum(status_int(rs, "readyReplicas") for rs in rss),
+            "availableReplicas": sum(status_int(rs, "availableReplicas") for rs in rss),
+        }
+        counts["unavailableReplicas"] = max(replicas - counts["availableReplicas"], 0)
+        # Kubernetes omits zero counts (omitempty).
+        status = {k: v for k, v in counts.items() if v}
+        conditions = clone(old.get("conditions") or [])
+        _, max_unavailable = self._surge_unavailable(d)
+        if counts["availableReplicas"] >= replicas - max_unavailable:
+            conditions = set_condition(conditions, deployment_condition(
+                "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."))
+        else:
+            conditions = set_condition(conditions, deployment_condition(
+                "Available", "False", "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability."))
+        note = self.notes.pop(uid, None)
+        if note is not None:
+            conditions = set_condition(conditions, deployment_condition("Progressing", "True", *note))
+        paused = bool(d["spec"].get("paused"))
+        progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+        if paused:
+            if not progressing or progressing.get("reason") != "DeploymentPaused":
+                conditions = set_condition(conditions, deployment_condition(
+                    "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused"))
+        elif progressing is not None and progressing.get("reason") == "DeploymentPaused":
+            conditions = set_condition(conditions, deployment_condition(
+                "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed"))
+        deadline = d["spec"].get("progressDeadlineSeconds")
+        what = f'ReplicaSet "{new_rs["metadata"]["name"]}"' if new_rs else f'Deployment "{d["metadata"]["name"]}"'
+        if not paused and isinstance(deadline, int) and deadline < 2147483647:
+            progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+            complete_before = (counts["replicas"] == counts["updatedReplicas"] and progressing is not None
+                               and progressing.get("reason") == "NewReplicaSetAvailable")
+            if not complete_before:
+                if self._complete(d, counts):
+                    conditions = set_condition(conditions, deployment_condition(
+                        "Progressing", "True", "NewReplicaSetAvailable", f"{what} has successfully progressed."))
+                elif self._progressed(old, counts):
+                    new = deployment_condition("Progressing", "True", "ReplicaSetUpdated",
+                                               f"{what} is progressing.")
+                    if progressing is not None and progressing.get("status") == "True":
+                        new["lastTransitionTime"] = progressing.get("lastTransitionTime",
+                                                                    new["lastTransitionTime"])
+                    conditions = [c for c in conditions if c.get("type") != "Progressing"] + [new]
+                elif self._timed_out(uid, progressing, deadline, now):
+                    conditions = set_condition(conditions, deployment_condition(
+                        "Progressing", "False", "ProgressDeadlineExceeded", f"{what} has timed out progressing."))
+            progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+            if progressing is not None and progressing.get("reason") not in ("NewReplicaSetAvailable",
+                                                                               "ProgressDeadlineExceeded"):
+                stamp = progressing.get("lastUpdateTime")
+                if self.progress.get(uid, (None,))[0] != stamp:
+                    self.progress[uid] = (stamp, now)
+                self.wake_at(key[2], self.progress[uid][1] + deadline + 0.05)
+        if conditions:
+            status["conditions"] = conditions
+        if status != old:
+            new = clone(d)
+            new["status"] = status
+            self._update(key, new, CONTROLLER_MANAGER, "status")
+
+    @staticmethod
+    def _progressed(old, new) -> bool:
+        """DeploymentProgressing: more updated, fewer old, more ready or more available replicas."""
+        def get(s, f):
+            return s.get(f) or 0
+        old_pods = get(old, "replicas") - get(old, "updatedReplicas")
+        return (get(new, "updatedReplicas") > get(old, "updatedReplicas")
+                or get(new, "replicas") - get(new, "updatedReplicas") < old_pods
+                or get(new, "readyReplicas") > get(old, "readyReplicas")
+                or get(new, "availableReplicas") > get(old, "availableReplicas"))
+
+    def _timed_out(self, uid, progressing, deadline, now) -> bool:
+        if progressing is None or progressing.get("reason") == "NewReplicaSetAvailable":
+            return False
+        if progressing.get("reason") == "ProgressDeadlineExceeded":
+            return True
+        stamp = progressing.get("lastUpdateTime")
+        remembered = self.progress.get(uid)
+        since = remembered[1] if remembered and remembered[0] == stamp else parse_time(stamp)
+        return since is not None and now >= since + deadline
+
+    # -- replicaset controller
+
+    def _active_pods(self, rs):
+        return [p for p in self._owned(("", "pods"), rs["metadata"]["namespace"], rs["metadata"]["uid"])
+                if not p["metadata"].get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+    def sync_replicaset(self, key, now):
+        rs = self.s.objects.get(key)
+        if rs is None or rs["metadata"].get("deletionTimestamp"):
+            return
+        pods = self._active_pods(rs)
+        want = spec_replicas(rs)
+        if len(pods) < want:
+            template = rs["spec"]["template"]
+            meta = template.get("metadata") or {}
+            prefix = rs["metadata"]["name"][:57] + "-"
+            for _ in range(want - len(pods)):
+                pod = {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"generateName": prefix, "labels": clone(meta.get("labels") or {}),
+                                    "ownerReferences": [owner_ref(rs, "apps/v1", "ReplicaSet")]},
+                       "spec": clone(template.get("spec") or {})}
+                if meta.get("annotations"):
+                    pod["metadata"]["annotations"] = clone(meta["annotations"])
+                self._create(("", "pods"), key[2], pod, CONTROLLER_MANAGER)
+        elif len(pods) > want:
+            # getPodsToDelete: not yet running, not ready, more restarts and newer first.
+            def rank(p):
+                phase = {"Pending": 0, "Unknown": 1, "Running": 2}.get((p.get("status") or {}).get("phase"), 0)
+                restarts = sum(c.get("restartCount", 0)
+                               for c in (p.get("status") or {}).get("containerStatuses") or [])
+                since = self.pods.get(p["metadata"]["uid"], {}).get("t0", 0)
+                return (phase, pod_ready(p), -restarts, -since)
+            for pod in sorted(pods, key=rank)[:len(pods) - want]:
+                self._remove(self._key_of(pod, ("", "pods")))
+
+    def sync_replicaset_status(self, key, now):
+        rs = self.s.objects.get(key)
+        if rs is None:
+            return
+        pods = self._active_pods(rs)
+        min_ready = rs["spec"].get("minReadySeconds") or 0
+        labels = (rs["spec"]["template"].get("metadata") or {}).get("labels") or {}
+        ready = [p for p in pods if pod_ready(p)]
+        available = 0
+        for p in ready:
+            since = self.pods.get(p["metadata"]["uid"], {}).get("ready_at")
+            if since is None:
+                since = parse_time((condition(p, "Ready") or {}).get("lastTransitionTime")) or now
+            if now >= since + min_ready:
+                available += 1
+            else:
+                self.wake_at(key[2], since + min_ready + 0.01)
+        old = rs.get("status") or {}
+        status = {"replicas": len(pods)}
+        labeled = sum(1 for p in pods
+                      if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items()))
+        for field, value in (("fullyLabeledReplicas", labeled), ("readyReplicas", len(ready)),
+                             ("availableReplicas", available),
+                             ("observedGeneration", rs["metadata"].get("generation", 1))):
+            if value:
+                status[field] = value
+        if old.get("conditions"):
+            status["conditions"] = old["conditions"]
+        if status != old:
+            new = clone(rs)
+            new["status"] = status
+            self._update(key, new, CONTROLLER_MANAGER, "status")
+
+    # -- scheduler and kubelet
+
+    def _behaviour(self, ns, image, settings):
+        entry = self.s.images.get(ns, {}).get(image) or {}
+        return entry.get("behaviour", "ready"), entry.get("readyAfter", settings["podReadyDelay"])
+
+    @staticmethod
+    def _crash_restarts(elapsed):
+        fast = CRASH_FAST * CRASH_INTERVAL
+        if elapsed < fast:
+            n = int(elapsed / CRASH_INTERVAL)
+            return n, (n + 1) * CRASH_INTERVAL
+        n = CRASH_FAST + int((elapsed - fast) / CRASH_SLOW)
+        return n, fast + (n - CRASH_FAST + 1) * CRASH_SLOW
+
+    def sync_pod(self, key, now):
+        pod = self.s.objects.get(key)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return
+        if not pod["spec"].get("nodeName"):
+            new = clone(pod)
+            new["spec"]["nodeName"] = NODE_NAME
+            pod = self._update(key, new, SCHEDULER)
+        status = pod.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return
+        ns, uid, name = key[2], pod["metadata"]["uid"], pod["metadata"]["name"]
+        containers = [c for c in pod["spec"].get("containers") or [] if isinstance(c, dict)]
+        images = tuple((c.get("name"), c.get("image")) for c in containers)
+        mem = self.pods.get(uid)
+        if mem is None:
+            mem = self.pods[uid] = {"t0": now, "wall": now_iso(), "images": images,
+                                    "ip": status.get("podIP") or self.s.allocate_pod_ip(), "ready_at": None}
+        elif mem["images"] != images:
+            # A new image restarts the container.
+            mem.update(t0=now, wall=now_iso(), images=images, ready_at=None)
+        elapsed = now - mem["t0"]
+        settings = self.s.settings_for(ns)
+        wake = []
+        statuses = []
+        pending = False
+        for c in containers:
+            cname, image = c.get("name"), c.get("image", "")
+            behaviour, delay = self._behaviour(ns, image, settings)
+            digest = hashlib.sha256(image.encode()).hexdigest()
+            cs = {"name": cname, "image": image, "imageID": "", "ready": False, "restartCount": 0,
+                  "started": False, "state": {}, "lastState": {}}
+            container_id = "containerd://" + hashlib.sha256(f"{uid}/{cname}/{mem['wall']}".encode()).hexdigest()
+            if behaviour == "pull-error":
+                pending = True
+                if elapsed < PULL_BACKOFF_AFTER:
+                    cs["state"] = {"waiting": {"reason": "ErrImagePull", "message": (
+                        f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": '
+                        f'{image}: not found')}}
+                    wake.append(mem["t0"] + PULL_BACKOFF_AFTER)
+                else:
+                    cs["state"] = {"waiting": {"reason": "ImagePullBackOff",
+                                               "message": f'Back-off pulling image "{image}"'}}
+            else:
+                repo = image.split("@")[0]
+                if ":" in repo.rsplit("/", 1)[-1]:
+                    repo = repo.rsplit(":", 1)[0]
+                cs["imageID"] = f"{repo}@sha256:{digest}"
+                cs["containerID"] = container_id
+                if behaviour == "crashloop":
+                    restarts, next_at = self._crash_restarts(elapsed)
+                    wake.append(mem["t0"] + next_at)
+                    cs["restartCount"] = restarts
+                    if restarts == 0:
+                        cs["state"] = {"running": {"startedAt": mem["wall"]}}
+                        cs["started"] = True
+                    else:
+                        backoff = go_duration(min(10 * 2 ** (restarts - 1), 300))
+                        cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                            f"back-off {backoff} restarting failed container={cname} pod={name}_{ns}({uid})")}}
+                        cs["lastState"] = {"terminated": {
+                            "exitCode": 1, "reason": "Error", "startedAt": mem["wall"], "finishedAt": mem["wall"],
+                            "containerID": container_id}}
+                else:
+                    cs["state"] = {"running": {"startedAt": mem["wall"]}}
+                    cs["started"] = True
+                    if behaviour == "ready":
+                        if elapsed >= delay:
+                            cs["ready"] = True
+                        else:
+                            wake.append(mem["t0"] + delay)
+            statuses.append(cs)
+        ready = bool(statuses) and all(cs["ready"] for cs in statuses) and not pending
+        if ready and mem["ready_at"] is None:
+            mem["ready_at"] = now
+        elif not ready:
+            mem["ready_at"] = None
+        unready = [cs["name"] for cs in statuses if not cs["ready"]]
+        old_conditions = {c.get("type"): c for c in status.get("conditions") or []}
+
+        def cond(kind, value, reason=None, message=None):
+            previous = old_conditions.get(kind) or {}
+            out = {"type": kind, "status": value, "lastProbeTime": None,
+                   "lastTransitionTime": previous.get("lastTransitionTime") if previous.get("status") == value
+                   else now_iso()}
+            if reason:
+                out["reason"], out["message"] = reason, message
+            return out
+        why = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]") if unready else ()
+        state = "True" if ready else "False"
+        new_status = {
+            "phase": "Pending" if pending else "Running",
+            "conditions": [cond("PodReadyToStartContainers", "True"), cond("Initialized", "True"),
+                           cond("Ready", state, *why), cond("ContainersReady", state, *why),
+                           cond("PodScheduled", "True")],
+            "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
+            "podIP": mem["ip"], "podIPs": [{"ip": mem["ip"]}],
+            "startTime": status.get("startTime") or mem["wall"],
+            "containerStatuses": sorted(statuses, key=lambda cs: cs["name"]),
+            "qosClass": status.get("qosClass") or pod_qos(pod["spec"]),
+        }
+        inits = [c for c in pod["spec"].get("initContainers") or [] if isinstance(c, dict)]
+        if inits:
+            new_status["initContainerStatuses"] = [
+                {"name": c.get("name"), "image": c.get("image", ""), "imageID": "", "ready": True,
+                 "restartCount": 0, "started": False, "lastState": {}, "state": {"terminated": {
+                     "exitCode": 0, "reason": "Completed", "startedAt": mem["wall"], "finishedAt": mem["wall"]}}}
+                for c in inits]
+        if wake:
+            self.wake_at(ns, min(wake) + 0.001)
+        if new_status != status:
+            new = clone(pod)
+            new["status"] = new_status
+            self._update(key, new, KUBELET, "status")
+
+    # -- endpointslice controller
+
+    def _slice_content(self, svc):
+        ns = svc["metadata"]["namespace"]
+        selector = svc["spec"].get("selector") or {}
+        pods = []
+        for k in self.s.keys_of(("", "pods"), ns):
+            p = self.s.objects[k]
+            labels = p["metadata"].get("labels") or {}
+            if all(labels.get(a) == b for a, b in selector.items()) and (p.get("status") or {}).get("podIP") \
+                    and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                pods.append(p)
+        endpoints = []
+        for p in sorted(pods, key=lambda p: p["metadata"]["name"]):
+            terminating = bool(p["metadata"].get("deletionTimestamp"))
+            serving = any(c.get("type") == "Ready" and c.get("status") == "True"
+                          for c in p["status"].get("conditions") or [])
+            endpoints.append({"addresses": [p["status"]["podIP"]],
+                              "conditions": {"ready": serving and not terminating, "serving": serving,
+                                             "terminating": terminating},
+                              "nodeName": p["spec"].get("nodeName", NODE_NAME),
+                              "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
+                                            "uid": p["metadata"]["uid"]}})
+        ports = None
+        if endpoints:
+            ports = []
+            for sp in svc["spec"].get("ports") or []:
+                target = sp.get("targetPort", sp.get("port"))
+                if isinstance(target, str):
+                    # A named port: the container port of that name (of the first pod that has one).
+                    target = next((cp.get("containerPort") for p in pods for c in p["spec"].get("containers") or []
+                                   for cp in c.get("ports") or [] if cp.get("name") == target), None)
+                    if target is None:
+                        continue
+                port = {"name": sp.get("name", ""), "port": target, "protocol": sp.get("protocol", "TCP")}
+                if sp.get("appProtocol"):
+                    port["appProtocol"] = sp["appProtocol"]
+                ports.append(port)
+        labels = dict(svc["metadata"].get("labels") or {})
+        labels.update({SERVICE_NAME_LABEL: svc["metadata"]["name"], MANAGED_BY_LABEL: ENDPOINTSLICE_MANAGER})
+        return {"labels": labels, "ownerReferences": [owner_ref(svc, "v1", "Service")], "addressType": "IPv4",
+                "endpoints": endpoints, "ports": ports}
+
+    @staticmethod
+    def _slice_is(slice_, content) -> bool:
+        meta = slice_["metadata"]
+        return (meta.get("labels") == content["labels"]
+                and meta.get("ownerReferences") == content["ownerReferences"]
+                and slice_.get("addressType") == content["addressType"]
+                and (slice_.get("endpoints") or []) == content["endpoints"]
+                and slice_.get("ports") == content["ports"])
+
+    def sync_endpointslice(self, key, now):
+        svc = self.s.objects.get(key)
+        if svc is None or svc["metadata"].get("deletionTimestamp"):
+            return
+        spec = svc.get("spec") or {}
+        if not spec.get("selector") or spec.get("type") == "ExternalName":
+            return  # slices of a Service without a selector are the user's
+        ns, uid, name = key[2], svc["metadata"]["uid"], svc["metadata"]["name"]
+        slices = []
+        for k in self.s.keys_of(("discovery.k8s.io", "endpointslices"), ns):
+            labels = self.s.objects[k]["metadata"].get("labels") or {}
+            if labels.get(SERVICE_NAME_LABEL) == name and labels.get(MANAGED_BY_LABEL) == ENDPOINTSLICE_MANAGER \
+                    and controller_uid(self.s.objects[k]) == uid:
+                slices.append(self.s.objects[k])
+        slices.sort(key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
+        content = self._slice_content(svc)
+        if len(slices) == 1 and self._slice_is(slices[0], content):
+            self.pending.pop(("slice", uid), None)
+            return
+        # Changes reach the slice endpointDelay after the controller saw them.
+        first = self.pending.setdefault(("slice", uid), now)
+        delay = self.s.settings_for(ns)["endpointDelay"]
+        if now < first + delay:
+            self.wake_at(ns, first + delay)
+            return
+        self.pending.pop(("slice", uid), None)
+        body = {k: content[k] for k in ("addressType", "endpoints", "ports")}
+        if not slices:
+            self._create(("discovery.k8s.io", "endpointslices"), ns, dict(
+                body, apiVersion="discovery.k8s.io/v1", kind="EndpointSlice",
+                metadata={"generateName": f"{name[:57]}-", "labels": content["labels"],
+                          "ownerReferences": content["ownerReferences"]}), ENDPOINTSLICE_MANAGER)
+        else:
+            new = clone(slices[0])
+            new.update(clone(body))
+            new["metadata"]["labels"] = content["labels"]
+            new["metadata"]["ownerReferences"] = content["ownerReferences"]
+            self._update(self._key_of(slices[0], ("discovery.k8s.io", "endpointslices")), new,
+                         ENDPOINTSLICE_MANAGER)
+            for extra in slices[1:]:
+                self._remove(self._key_of(extra, ("discovery.k8s.io", "endpointslices")))
+
+    # -- Gateway API controller
+
+    def sync_gatewayclasses(self):
+        for key in self.s.keys_of((GATEWAY_GROUP, "gatewayclasses")):
+            gc = self.s.objects[key]
+            if gc["spec"].get("controllerName") != GATEWAY_CONTROLLER:
+                continue
+            gen = gc["metadata"].get("generation", 1)
+            status = dict(gc.get("status") or {})
+            status["conditions"] = self._conditions(gc.get("status"), [
+                ("Accepted", "True", "Accepted", "GatewayClass is accepted", gen)])
+            if status != gc.get("status"):
+                new = clone(gc)
+                new["status"] = status
+                self._update(key, new, GATEWAY_CONTROLLER, "status")
+
+    @staticmethod
+    def _conditions(old_status, wanted, old_conditions=None):
+        """metav1.Conditions, keeping lastTransitionTime while a status holds."""
+        if old_conditions is None:
+            old_conditions = (old_status or {}).get("conditions") or []
+        old = {c.get("type"): c for c in old_conditions}
+        out = []
+        for kind, status, reason, message, gen in wanted:
+            previous = old.get(kind) or {}
+            out.append({"type": kind, "status": status, "reason": reason, "message": message,
+                        "observedGeneration": gen,
+                        "lastTransitionTime": previous.get("lastTransitionTime")
+                        if previous.get("status") == status else now_iso()})
+        return out
+
+    def _listener_allows(self, listener, gw_ns, route_ns) -> bool:
+        if listener.get("protocol") not in ("HTTP", "HTTPS"):
+            return False
+        allowed = listener.get("allowedRoutes") or {}
+        kinds = allowed.get("kinds")
+        if kinds and not any(k.get("kind") == "HTTPRoute" and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP
+                             for k in kinds):
+            return False
+        namespaces = allowed.get("namespaces") or {}
+        source = namespaces.get("from", "Same")
+        if source == "All":
+            return True
+        if source == "Selector":
+            ns_obj = self.s.objects.get(("", "namespaces", "", route_ns)) or {"metadata": {}}
+            labels = dict(ns_obj["metadata"].get("labels") or {}, **{"kubernetes.io/metadata.name": route_ns})
+            return selector_matches(namespaces.get("selector") or {}, labels)
+        return gw_ns == route_ns
+
+    def _parent_status(self, route, ref):
+        """(Accepted status, reason, message, listeners attached) of one parentRef."""
+        ns = route["metadata"]["namespace"]
+        gw_ns = ref.get("namespace") or ns
+        where = f"{gw_ns}/{ref.get('name')}"
+        if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+            return ("False", "NoMatchingParent",
+                    f"parentRef {ref.get('group')}/{ref.get('kind')} is not a Gateway", [])
+        gw = self.s.objects.get((GATEWAY_GROUP, "gateways", gw_ns, ref.get("name")))
+        if gw is None or gw["metadata"].get("deletionTimestamp"):
+            return "False", "NoMatchingParent", f'Gateway "{where}" not found', []
+        listeners = [lst for lst in gw["spec"].get("listeners") or []
+                     if (not ref.get("sectionName") or lst.get("name") == ref["sectionName"])
+                     and (not ref.get("port") or lst.get("port") == ref["port"])]
+        if not listeners:
+            return ("False", "NoMatchingParent", f'Gateway "{where}" has no listener matching the parentRef '
+                    f"(sectionName {ref.get('sectionName')!r}, port {ref.get('port')})", [])
+        allowed = [lst for lst in listeners if self._listener_allows(lst, gw_ns, ns)]
+        if not allowed:
+            return "False", "NotAllowedByListeners", f'No listener of Gateway "{where}" allows HTTPRoutes from ' \
+                                                     f'namespace "{ns}" (see its listeners\' allowedRoutes)', []
+        return "True", "Accepted", "Route is accepted", [lst["name"] for lst in allowed]
+
+    def _resolved_refs(self, route):
+        ns = route["metadata"]["namespace"]
+        for rule in route["spec"].get("rules") or []:
+            for ref in rule.get("backendRefs") or []:
+                if ref.get("group", "") != "" or ref.get("kind", "Service") != "Service":
+                    return "False", "InvalidKind", f"backendRef {ref.get('group')}/{ref.get('kind')} " \
+                                                   f"{ref.get('name')} is not a Service"
+                bns = ref.get("namespace") or ns
+                if bns != ns:
+                    return "False", "RefNotPermitted", f'backendRef to Service "{bns}/{ref.get("name")}" is not ' \
+                                                       "permitted (no ReferenceGrant support)"
+                if ("", "services", bns, ref.get("name")) not in self.s.objects:
+                    return "False", "BackendNotFound", f'Service "{bns}/{ref.get("name")}" not found'
+        return "True", "ResolvedRefs", "Resolved all the Object references for the Route"
+
+    @staticmethod
+    def _same_parent_ref(a, b):
+        fields = ("group", "kind", "namespace", "name", "sectionName", "port")
+        return all(a.get(f) == b.get(f) for f in fields)
+
+    def sync_route(self, key, now):
+        route = self.s.objects.get(key)
+        if route is None or route["metadata"].get("deletionTimestamp"):
+            return
+        ns, uid = key[2], route["metadata"]["uid"]
+        gen = route["metadata"].get("generation", 1)
+        status = route.get("status") or {}
+        current = [p for p in status.get("parents") or [] if p.get("controllerName") == GATEWAY_CONTROLLER]
+        resolved = self._resolved_refs(route)
+        wanted = []
+        for ref in route["spec"].get("parentRefs") or []:
+            accepted = self._parent_status(route, ref)[:3]
+            previous = next((p for p in current if self._same_parent_ref(p.get("parentRef") or {}, ref)), {})
+            wanted.append({"parentRef": clone(ref), "controllerName": GATEWAY_CONTROLLER,
+                           "conditions": self._conditions(None, [("Accepted", *accepted, gen),
+                                                                 ("ResolvedRefs", *resolved, gen)],
+                                                          previous.get("conditions") or [])})
+
+        def timeless(parents):
+            return [dict(p, conditions=[{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                        for c in p.get("conditions") or []]) for p in parents]
+        if timeless(wanted) == timeless(current):
+            self.pending.pop(("route", uid), None)
+            return
+        # The status appears routeStatusDelay after the change was seen.
+        first = self.pending.setdefault(("route", uid), now)
+        delay = self.s.settings_for(ns)["routeStatusDelay"]
+        if now < first + delay:
+            self.wake_at(ns, first + delay)
+            return
+        self.pending.pop(("route", uid), None)
+        new = clone(route)
+        others = [p for p in status.get("parents") or [] if p.get("controllerName") != GATEWAY_CONTROLLER]
+        new["status"] = dict(status, parents=others + wanted)
+        self._update(key, new, GATEWAY_CONTROLLER, "status")
+        # Listener attachedRoutes counts change with it.
+        for ref in route["spec"].get("parentRefs") or []:
+            self.s.dirty.add(ref.get("namespace") or ns)
+
+    def _attached_routes(self, gw, listener_name):
+        gw_ns, name = gw["metadata"]["namespace"], gw["metadata"]["name"]
+        count = 0
+        for key in self.s.by_storage.get((GATEWAY_GROUP, "httproutes"), ()):
+            route = self.s.objects[key]
+            for parent in (route.get("status") or {}).get("parents") or []:
+                ref = parent.get("parentRef") or {}
+                if parent.get("controllerName") != GATEWAY_CONTROLLER or ref.get("name") != name \
+                        or (ref.get("namespace") or key[2]) != gw_ns:
+                    continue
+                if ref.get("sectionName") and ref["sectionName"] != listener_name:
+                    continue
+                if any(c.get("type") == "Accepted" and c.get("status") == "True"
+                       for c in parent.get("conditions") or []):
+                    count += 1
+        return count
+
+    def sync_gateway(self, key, now):
+        gw = self.s.objects.get(key)
+        if gw is None or gw["metadata"].get("deletionTimestamp"):
+            return
+        gen = gw["metadata"].get("generation", 1)
+        old = gw.get("status") or {}
+        n = int(gw["metadata"]["uid"].replace("-", "")[:6], 16)
+        listeners = []
+        old_listeners = {lst.get("name"): lst for lst in old.get("listeners") or []}
+        for lst in gw["spec"].get("listeners") or []:
+            http = lst.get("protocol") in ("HTTP", "HTTPS")
+            listeners.append({
+                "name": lst["name"],
+                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}] if http else [],
+                "attachedRoutes": self._attached_routes(gw, lst["name"]),
+                "conditions": self._conditions(None, [
+                    ("Accepted", "True", "Accepted", "Listener is accepted", gen) if http else
+                    ("Accepted", "False", "UnsupportedProtocol",
+                     f"protocol {lst.get('protocol')} is not supported", gen),
+                    ("Programmed", "True" if http else "False", "Programmed" if http else "Invalid",
+                     "Listener is programmed" if http else "Listener is not programmed", gen),
+                    ("ResolvedRefs", "True", "ResolvedRefs", "Resolved all the Object references", gen),
+                    ("Conflicted", "False", "NoConflicts", "No conflicts", gen)],
+                    (old_listeners.get(lst["name"]) or {}).get("conditions") or [])})
+        status = {"addresses": [{"type": "IPAddress", "value": f"10.100.{n % 250}.{n // 250 % 250 + 1}"}],
+                  "conditions": self._conditions(old, [
+                      ("Accepted", "True", "Accepted", f"Gateway is accepted by {GATEWAY_CONTROLLER}", gen),
+                      ("Programmed", "True", "Programmed", "Gateway is programmed", gen)]),
+                  "listeners": listeners}
+        if status != old:
+            new = clone(gw)
+            new["status"] = status
+            self._update(key, new, GATEWAY_CONTROLLER, "status")
+
+
+# ---------------------------------------------------------------- traffic model
+#
+# What a request through a route or a Service would reach, so a test can
+# check a canary's real share: the route's rule (Gateway API match
+# precedence), a backend by weight (smooth weighted round-robin:
+# deterministic, 1000 requests at 90/10 give 900/100), then the Service's
+# ready endpoints as its EndpointSlices publish them (round-robin). Only
+# what the controllers published counts: a route without Accepted status
+# for its current generation, or a slice that still lists a pod that is
+# gone, fails those requests as a data plane would.
+
+class Traffic:
+    def __init__(self, store: Store, ns: str):
+        self.s = store
+        self.ns = ns
+        self.rr: dict[tuple, int] = {}
+        self.out = {"served": collections.Counter(), "byService": collections.Counter(),
+                    "byDeployment": collections.Counter(), "byImage": collections.Counter(),
+                    "failures": collections.Counter()}
+
+    def send(self, body):
+        n = body.get("requests", 1000)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 1000000:
+            raise bad_request("requests must be an integer from 0 to 1000000")
+        headers = {str(k).lower(): str(v) for k, v in (body.get("headers") or {}).items()}
+        path = body.get("path") or "/"
+        path, _, qs = path.partition("?")
+        query = {k: v[-1] for k, v in parse_qs(qs).items()}
+        query.update({str(k): str(v) for k, v in (body.get("query") or {}).items()})
+        method = str(body.get("method") or "GET").upper()
+        extra = {}
+        if body.get("route"):
+            extra = self._via_route(body["route"], n, path, method, headers, query)
+        elif body.get("service"):
+            self._to_service(self.ns, body["service"], n)
+        else:
+            raise bad_request('traffic needs "route" (an HTTPRoute) or "service" (a Service) in the namespace')
+        result = {"requests": n, "served": dict(self.out["served"]), "byService": dict(self.out["byService"]),
+                  "byDeployment": dict(self.out["byDeployment"]), "byImage": dict(self.out["byImage"]),
+                  "failed": sum(self.out["failures"].values()), "failures": dict(self.out["failures"])}
+        result.update(extra)
+        return result
+
+    def _fail(self, reason, count):
+        if count:
+            self.out["failures"][reason] += count
+
+    def _via_route(self, name, n, path, method, headers, query):
+        route = self.s.objects.get((GATEWAY_GROUP, "httproutes", self.ns, name))
+        if route is None:
+            raise ApiError(404, "NotFound", f'httproutes.{GATEWAY_GROUP} "{name}" not found',
+                           {"name": name, "group": GATEWAY_GROUP, "kind": "httproutes"})
+        gen = route["metadata"].get("generation", 1)
+        extra = {"generation": gen}
+        parents = [p for p in (route.get("status") or {}).get("parents") or []
+                   if p.get("controllerName") == GATEWAY_CONTROLLER]
+
+        def has(p, kind, value=None):
+            return any(c.get("type") == kind and c.get("observedGeneration") == gen
+                       and (value is None or c.get("status") == value) for c in p.get("conditions") or [])
+        if not any(has(p, "Accepted") and has(p, "ResolvedRefs") for p in parents):
+            # The data plane has not been given this generation yet.
+            self._fail("RouteNotProgrammed", n)
+            return extra
+        if not any(has(p, "Accepted", "True") for p in parents):
+            self._fail("RouteNotAccepted", n)
+            return extra
+        rule_index = self._rule(route["spec"].get("rules") or [], path, method, headers, query)
+        extra["rule"] = rule_index
+        if rule_index is None:
+            self._fail("NoMatchingRule", n)
+            return extra
+        rule = route["spec"]["rules"][rule_index]
+        backends = [b for b in rule.get("backendRefs") or [] if b.get("weight", 1) > 0]
+        if not backends:
+            self._fail("NoBackends", n)
+            return extra
+        weights = [b.get("weight", 1) for b in backends]
+        total, current, picks = sum(weights), [0] * len(backends), [0] * len(backends)
+        for _ in range(n):
+            for i, w in enumerate(weights):
+                current[i] += w
+            best = max(range(len(backends)), key=lambda i: (current[i], -i))
+            current[best] -= total
+            picks[best] += 1
+        for backend, count in zip(backends, picks):
+            if not count:
+                continue
+            bns = backend.get("namespace") or self.ns
+            if backend.get("group", "") != "" or backend.get("kind", "Service") != "Service":
+                self._fail("InvalidKind", count)
+            elif bns != self.ns:
+                self._fail("RefNotPermitted", count)
+            elif ("", "services", bns, backend["name"]) not in self.s.objects:
+                self._fail("BackendNotFound", count)
+            else:
+                self._to_service(bns, backend["name"], count)
+        return extra
+
+    def _rule(self, rules, path, method, headers, query):
+        """The rule whose match wins: exact path over prefix, longer prefix,
+        a method, more headers, more query parameters, then rule order."""
+        best = None
+        for ri, rule in enumerate(rules):
+            for match in rule.get("matches") or [{}]:
+                if not self._matches(match, path, method, headers, query):
+                    continue
+                p = match.get("path") or {"type": "PathPrefix", "value": "/"}
+                rank = ({"Exact": 0, "PathPrefix": 1}.get(p.get("type"), 2),
+                        -len(p.get("value") or "") if p.get("type") != "RegularExpression" else 0,
+                        0 if match.get("method") else 1, -len(match.get("headers") or []),
+                        -len(match.get("queryParams") or []), ri)
+                if best is None or rank < best[0]:
+                    best = (rank, ri)
+        return None if best is None else best[1]
+
+    @staticmethod
+    def _matches(match, path, method, headers, query) -> bool:
+        p = match.get("path") or {"type": "PathPrefix", "value": "/"}
+        value = p.get("value") or "/"
+        kind = p.get("type", "PathPrefix")
+        if kind == "Exact" and path != value:
+            return False
+        if kind == "PathPrefix":
+            prefix = value.rstrip("/")
+            if prefix and path != prefix and not path.startswith(prefix + "/"):
+                return False
+        if kind == "RegularExpression" and not re.fullmatch(value, path):
+            return False
+        if match.get("method") and match["method"].upper() != method:
+            return False
+        for h in match.get("headers") or []:
+            got = headers.get(str(h.get("name", "")).lower())
+            if got is None or (h.get("type", "Exact") == "Exact" and got != h.get("value")) or \
+                    (h.get("type") == "RegularExpression" and not re.fullmatch(h.get("value", ""), got)):
+                return False
+        for q in match.get("queryParams") or []:
+            got = query.get(q.get("name"))
+            if got is None or (q.get("type", "Exact") == "Exact" and got != q.get("value")) or \
+                    (q.get("type") == "RegularExpression" and not re.fullmatch(q.get("value", ""), got)):
+                return False
+        return True
+
+    def _to_service(self, ns, name, count):
+        if ("", "services", ns, name) not in self.s.objects:
+            raise ApiError(404, "NotFound", f'services "{name}" not found', {"name": name, "kind": "services"})
+        endpoints = []
+        for key in self.s.keys_of(("discovery.k8s.io", "endpointslices"), ns):
+            slice_ = self.s.objects[key]
+            if (slice_["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) != name:
+                continue
+            for e in slice_.get("endpoints") or []:
+                if (e.get("conditions") or {}).get("ready") is not False and e.get("addresses"):
+                    endpoints.append(e)
+        if not endpoints:
+            self._fail("NoReadyEndpoints", count)
+            return
+        start = self.rr.get((ns, name), 0)
+        for i in range(count):
+            e = endpoints[(start + i) % len(endpoints)]
+            ref = e.get("targetRef") or {}
+            pod = self.s.objects.get(("", "pods", ns, ref.get("name")))
+            gone = pod is None or pod["metadata"]["uid"] != ref.get("uid") \
+                or bool(pod["metadata"].get("deletionTimestamp"))
+            if gone or (pod.get("status") or {}).get("podIP") != e["addresses"][0]:
+                # The slice still lists a pod that is gone: the connection fails.
+                self._fail("EndpointNotRunning", 1)
+                continue
+            self.out["served"][pod["metadata"]["name"]] += 1
+            self.out["byService"][name] += 1
+            containers = pod["spec"].get("containers") or [{}]
+            self.out["byImage"][containers[0].get("image", "")] += 1
+            deployment = self._deployment_of(pod)
+            if deployment:
+                self.out["byDeployment"][deployment] += 1
+        self.rr[(ns, name)] = start + count
+
+    def _deployment_of(self, pod):
+        rs_key = self.s.by_uid.get(controller_uid(pod) or "")
+        rs = self.s.objects.get(rs_key) if rs_key and rs_key[:2] == ("apps", "replicasets") else None
+        if rs is None:
+            return None
+        d_key = self.s.by_uid.get(controller_uid(rs) or "")
+        return d_key[3] if d_key and d_key[:2] == ("apps", "deployments") else None
 
 
 # ---------------------------------------------------------------- discovery
@@ -1243,6 +3513,13 @@ def discovery_resources(store, group, version):
         if t.status_sub:
             resources.append({"name": f"{t.plural}/status", "singularName": "", "namespaced": t.namespaced,
                               "kind": t.kind, "verbs": ["get", "patch", "update"]})
+        if t.scale_sub:
+            resources.append({"name": f"{t.plural}/scale", "singularName": "", "namespaced": t.namespaced,
+                              "group": "autoscaling", "version": "v1", "kind": "Scale",
+                              "verbs": ["get", "patch", "update"]})
+        if t.log_sub:
+            resources.append({"name": f"{t.plural}/log", "singularName": "", "namespaced": t.namespaced,
+                              "kind": t.kind, "verbs": ["get"]})
     return resources
 
 
@@ -1258,6 +3535,61 @@ def discovery_groups(store):
         versions = [{"groupVersion": f"{g}/{v}", "version": v} for v in groups[g]]
         out.append({"name": g, "versions": versions, "preferredVersion": versions[0]})
     return out
+
+
+def propagation(body, query):
+    """DeleteOptions.propagationPolicy (body or query; orphanDependents is the old spelling)."""
+    body = body if isinstance(body, dict) else {}
+    policy = body.get("propagationPolicy") or query.get("propagationPolicy")
+    if policy is None and (body.get("orphanDependents") is True or query.get("orphanDependents") == "true"):
+        policy = "Orphan"
+    if policy not in (None, "Orphan", "Background", "Foreground"):
+        raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported '
+                       f'value: "{policy}": supported values: "Foreground", "Background", "Orphan"')
+    return policy
+
+
+PATCH_TYPES = {APPLY_PATCH: "apply", MERGE_PATCH: "merge", JSON_PATCH: "json", STRATEGIC_PATCH: "strategic"}
+
+
+def request_info(method, path, query) -> dict:
+    """What the request log records, as Kubernetes' RequestInfo (what RBAC
+    sees) names it: verb, group, version, resource (with its
+    subresource), namespace, name."""
+    segs = [s for s in path.split("/") if s]
+    info = {"verb": method.lower(), "group": "", "version": "", "resource": "", "namespace": "", "name": ""}
+    if segs[:1] == ["api"]:
+        rest = segs[1:]
+        info["version"] = rest[0] if rest else ""
+        rest = rest[1:]
+    elif segs[:1] == ["apis"]:
+        rest = segs[1:]
+        info["group"] = rest[0] if rest else ""
+        info["version"] = rest[1] if len(rest) > 1 else ""
+        rest = rest[2:]
+    else:
+        rest = []
+    if not rest:
+        # Discovery and /version.
+        info["verb"] = "get" if method == "GET" else method.lower()
+        return info
+    if rest[0] == "namespaces" and len(rest) >= 2:
+        info["namespace"] = rest[1]
+        # namespaces/NS and namespaces/NS/status name the namespace itself.
+        if len(rest) > 2 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+            rest = rest[2:]
+    info["resource"] = rest[0]
+    if len(rest) > 1:
+        info["name"] = rest[1]
+    if len(rest) > 2:
+        info["resource"] = f"{rest[0]}/{rest[2]}"
+    watching = query.get("watch") in ("true", "1")
+    if method == "GET":
+        info["verb"] = "watch" if watching else ("get" if info["name"] else "list")
+    else:
+        info["verb"] = {"POST": "create", "PUT": "update", "PATCH": "patch",
+                        "DELETE": "delete" if info["name"] else "deletecollection"}.get(method, method.lower())
+    return info
 
 
 # ---------------------------------------------------------------- HTTP
@@ -1293,6 +3625,21 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.end_headers()
         self.wfile.write(data)
+        self._logged(code)
+
+    def _logged(self, code):
+        entry = getattr(self, "_log_entry", None)
+        if entry is not None:
+            entry["code"] = code
+
+    def _send_text(self, code: int, text: str) -> None:
+        data = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self._logged(code)
 
     def _error(self, err: ApiError) -> None:
         self._send(err.code, err.status())
@@ -1316,9 +3663,11 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         raw = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        self._log_entry = None
         try:
             if url.path.startswith("/_emulator/"):
-                return self._control(method, url.path, query)
+                return self._control(method, url.path, query, raw)
+            self._log_entry = self._record(method, url.path, query, raw)
             return self._api(method, url.path, query, raw)
         except ApiError as err:
             return self._error(err)
@@ -1331,7 +3680,26 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- control endpoints
 
-    def _control(self, method, path, query):
+    def _record(self, method, path, query, raw):
+        """Appends the request to its namespace's log (GET /_emulator/requests)."""
+        info = request_info(method, path, query)
+        if info["verb"] == "create" and not info["name"]:
+            try:
+                body = json.loads(raw or b"null")
+                info["name"] = ((body or {}).get("metadata") or {}).get("name") or ""
+            except (ValueError, AttributeError):
+                pass
+        entry = dict(info, userAgent=self.headers.get("User-Agent") or "",
+                     fieldManager=query.get("fieldManager"))
+        if method == "PATCH":
+            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            entry["patchType"] = PATCH_TYPES.get(content_type, content_type)
+        if query.get("dryRun"):
+            entry["dryRun"] = True
+        STORE.log_request(info["namespace"], entry)
+        return entry
+
+    def _control(self, method, path, query, raw=b""):
         store = STORE
         if path == "/_emulator/health":
             return self._send(200, {"ok": True, "resourceVersion": store.rv})
@@ -1344,7 +3712,7 @@ class Handler(BaseHTTPRequestHandler):
                 if ns:
                     store.ns_floor[ns] = store.rv
                 else:
-                    store.floor = store.rv
+                    store.floor = store.global_floor = store.rv
                     store.history.clear()
                     store.history_rvs.clear()
                 closed = 0
@@ -1363,7 +3731,79 @@ class Handler(BaseHTTPRequestHandler):
                     "historyLength": len(store.history), "openWatches": len(store.watches),
                     "served": sorted(f"{t.api_version}/{t.plural}" for t in store.types.values()),
                     "objects": objects})
+        if path == "/_emulator/requests" and method in ("GET", "DELETE"):
+            ns = query.get("namespace", "")
+            with store.requests_lock:
+                log = list(store.requests.get(ns, ()))
+                if method == "DELETE":
+                    store.requests.pop(ns, None)
+                    return self._send(200, {"cleared": len(log), "namespace": ns})
+            return self._send(200, {"namespace": ns, "requests": log})
+        if path == "/_emulator/images":
+            ns = self._control_namespace(query)
+            with store.lock:
+                images = store.images.setdefault(ns, {})
+                if method == "POST":
+                    body = self._control_body(raw)
+                    image, behaviour = body.get("image"), body.get("behaviour", "ready")
+                    if not isinstance(image, str) or not image:
+                        raise bad_request('an image behaviour needs "image": the exact image reference')
+                    if behaviour not in IMAGE_BEHAVIOURS:
+                        raise bad_request(f"behaviour must be one of {', '.join(IMAGE_BEHAVIOURS)}")
+                    entry = {"image": image, "behaviour": behaviour}
+                    if body.get("readyAfter") is not None:
+                        entry["readyAfter"] = float(body["readyAfter"])
+                    images[image] = entry
+                    store.dirty.add(ns)
+                elif method == "DELETE":
+                    images.clear()
+                    store.dirty.add(ns)
+                elif method != "GET":
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+                listed = sorted(images.values(), key=lambda e: e["image"])
+                return self._send(200, {"namespace": ns, "images": listed})
+        if path == "/_emulator/settings":
+            ns = self._control_namespace(query)
+            with store.lock:
+                if method == "POST":
+                    body = self._control_body(raw)
+                    mine = store.ns_settings.setdefault(ns, {})
+                    for k, v in body.items():
+                        if k not in DEFAULT_SETTINGS:
+                            raise bad_request(f"unknown setting {k!r}: known are {', '.join(DEFAULT_SETTINGS)}")
+                        if v is None:
+                            mine.pop(k, None)
+                        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
+                            mine[k] = float(v)
+                        else:
+                            raise bad_request(f"{k} must be a number of seconds (or null for the default)")
+                    store.dirty.add(ns)
+                elif method != "GET":
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+                return self._send(200, {"namespace": ns, "settings": store.settings_for(ns)})
+        if path == "/_emulator/traffic" and method == "POST":
+            ns = self._control_namespace(query)
+            body = self._control_body(raw)
+            with store.lock:
+                return self._send(200, Traffic(store, ns).send(body))
         raise ApiError(404, "NotFound", f"no control endpoint {method} {path}; see tests/emulators/README.md")
+
+    @staticmethod
+    def _control_namespace(query):
+        ns = query.get("namespace")
+        if not ns:
+            raise bad_request("this control is per namespace: add ?namespace=NS")
+        return ns
+
+    @staticmethod
+    def _control_body(raw):
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise bad_request("the control body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise bad_request("the control body must be a JSON object")
+        return body
 
     # -- Kubernetes API
 
@@ -1414,7 +3854,8 @@ class Handler(BaseHTTPRequestHandler):
             if rtype is None or len(rest) > 3:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource",
                                {"group": group, "kind": plural})
-            if sub and not (sub == "status" and rtype.status_sub):
+            if sub and not ((sub == "status" and rtype.status_sub) or (sub == "scale" and rtype.scale_sub)
+                            or (sub == "log" and rtype.log_sub)):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource",
                                {"group": group, "kind": f"{plural}/{sub}"})
             if rtype.namespaced and name is not None and ns is None:
@@ -1429,6 +3870,19 @@ class Handler(BaseHTTPRequestHandler):
             dry_run = query.get("dryRun") == "All"
             manager = query.get("fieldManager") or (self.headers.get("User-Agent") or "unknown").split("/")[0]
             api = Api(store)
+            if sub == "scale":
+                if method == "GET":
+                    return self._send(200, api.get_scale(rtype, ns, name))
+                if method in ("PUT", "PATCH"):
+                    content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                    code, out = api.write_scale(rtype, ns, name, method, content_type, raw, query, manager,
+                                                dry_run)
+                    return self._send(code, out)
+                raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+            if sub == "log":
+                if method != "GET":
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+                return self._send_text(200, api.pod_log(ns, name, query))
             if method == "GET" and name is None:
                 if query.get("watch") in ("true", "1"):
                     watch = self._start_watch(rtype, ns, query)
@@ -1455,15 +3909,18 @@ class Handler(BaseHTTPRequestHandler):
             elif method == "DELETE" and name is not None and not sub:
                 body = self._json(raw) if raw.strip() else {}
                 dry_run = dry_run or (isinstance(body, dict) and "All" in (body.get("dryRun") or []))
-                code, out = api.delete(rtype, ns, name, body, dry_run)
+                code, out = api.delete(rtype, ns, name, body, dry_run, propagation(body, query))
                 return self._send(code, out)
             elif method == "DELETE" and name is None:
                 body = self._json(raw) if raw.strip() else {}
                 listed = api.list(rtype, ns, {k: v for k, v in query.items()
                                               if k in ("labelSelector", "fieldSelector")})
+                policy = propagation(body, query)
                 for item in listed["items"]:
                     meta = item["metadata"]
-                    api.delete(rtype, meta.get("namespace"), meta["name"], body, dry_run)
+                    # (a foreground cascade may have taken it already)
+                    if api._key(rtype, meta.get("namespace"), meta["name"]) in store.objects:
+                        api.delete(rtype, meta.get("namespace"), meta["name"], body, dry_run, policy)
                 return self._send(200, listed)
             else:
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
@@ -1481,7 +3938,7 @@ class Handler(BaseHTTPRequestHandler):
     def _start_watch(self, rtype, ns, query):
         store = STORE
         label_reqs = parse_label_selector(query.get("labelSelector", ""))
-        field_reqs = parse_field_selector(query.get("fieldSelector", ""))
+        field_reqs = parse_field_selector(query.get("fieldSelector", ""), rtype)
         try:
             timeout = float(query.get("timeoutSeconds") or 1800)
         except ValueError:
@@ -1511,7 +3968,7 @@ class Handler(BaseHTTPRequestHandler):
                 cursor = int(rv_param)
             except ValueError:
                 raise bad_request(f"invalid resource version {rv_param!r}") from None
-            floor = max(store.floor, store.ns_floor.get(ns, 0) if ns else 0)
+            floor = store.floor_for(rtype, ns)
             if cursor < floor:
                 gone = {"type": "ERROR", "object": ApiError(
                     410, "Expired", f"too old resource version: {cursor} ({floor})").status()}
@@ -1531,6 +3988,7 @@ class Handler(BaseHTTPRequestHandler):
     def _stream_watch(self, watch):
         store = STORE
         self.send_response(200)
+        self._logged(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
@@ -1590,7 +4048,7 @@ class Handler(BaseHTTPRequestHandler):
                                                          else watch.deadline) - now + 0.01))
                 if watch.closed or time.monotonic() >= watch.deadline:
                     break
-                floor = max(store.floor, store.ns_floor.get(watch.namespace, 0) if watch.namespace else 0)
+                floor = store.floor_for(watch.rtype, watch.namespace)
                 if watch.cursor < floor:
                     expired = floor
                 else:
@@ -1651,10 +4109,20 @@ def main() -> None:
                         help="seconds between creating a CRD and it becoming Established")
     parser.add_argument("--bookmark-interval", type=float, default=60.0,
                         help="seconds between BOOKMARK events on watches that allow them")
+    parser.add_argument("--pod-ready-delay", type=float, default=DEFAULT_SETTINGS["podReadyDelay"],
+                        help="seconds from a pod's creation to it being Ready "
+                             "(per namespace: /_emulator/settings)")
+    parser.add_argument("--endpoint-delay", type=float, default=DEFAULT_SETTINGS["endpointDelay"],
+                        help="seconds for a pod or Service change to reach the EndpointSlice")
+    parser.add_argument("--route-status-delay", type=float, default=DEFAULT_SETTINGS["routeStatusDelay"],
+                        help="seconds for an HTTPRoute change to get its status")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args()
-    STORE = Store(args.history, args.crd_establish_delay)
+    STORE = Store(args.history, args.crd_establish_delay, {
+        "podReadyDelay": args.pod_ready_delay, "endpointDelay": args.endpoint_delay,
+        "routeStatusDelay": args.route_status_delay})
     SETTINGS["bookmark_interval"] = args.bookmark_interval
+    Controllers(STORE).start()
     server = Server(("127.0.0.1", args.port), Handler)
     server.verbose = args.verbose
     print(f"kubeapi: listening on http://127.0.0.1:{args.port}", flush=True)

@@ -289,6 +289,11 @@ async fn deploy(
     }
     if active == stable {
         apply_service(target, view, &blue_hash, annotations, step).await?;
+        // Green's pods carry blue's labels: they must not come up before
+        // the Service's endpoints follow the pin.
+        target
+            .wait_endpoints(&target.place.service, &stable)
+            .await?;
     }
     if view.deployment(&green).is_none() {
         let body = green_body(
@@ -330,6 +335,13 @@ async fn deploy(
             ));
         }
     }
+    // Gates run against the preview next: green must be up and the
+    // preview's endpoints must list it alone, or they would judge nothing
+    // (or blue).
+    target.wait_rollout(&green, None).await?;
+    if let Some(preview) = &target.place.preview {
+        target.wait_endpoints(preview, &green).await?;
+    }
     Ok(())
 }
 
@@ -351,13 +363,7 @@ pub(crate) fn green_body(
         .ok_or_else(|| rejected(format!("Deployment {previous} has no spec")))?;
     let mut spec =
         serde_json::to_value(spec).map_err(|e| rejected(format!("Deployment {previous}: {e}")))?;
-    let desired = match workload::desired_replicas(blue) {
-        0 => workload::annotation(blue, names::SCALED_FROM)
-            .and_then(|n| n.parse::<i32>().ok())
-            .unwrap_or(1),
-        n => n,
-    };
-    spec["replicas"] = json!(desired);
+    spec["replicas"] = json!(workload::desired_replicas(blue).max(1));
     spec["selector"]["matchLabels"][names::DEPLOYMENT] = json!(green);
     spec["template"]["metadata"]["labels"][names::DEPLOYMENT] = json!(green);
     spec["template"]["metadata"]["labels"][names::WORKLOAD] = json!(target.place.base);
@@ -474,22 +480,12 @@ async fn retire(
     if let Some(previous) = &previous
         && let Some(blue) = view.deployment(previous)
     {
-        let replicas = workload::desired_replicas(blue);
-        if replicas > 0 {
-            let body = json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": previous, "namespace": target.place.namespace,
-                             "resourceVersion": blue.metadata.resource_version,
-                             "annotations": {names::SCALED_FROM: replicas.to_string()}},
-                "spec": {"replicas": 0},
-            });
-            let out = target.ns.apply_deployment(previous, body).await?;
-            step.writes.push(written(
-                "Deployment",
-                &target.place.namespace,
-                previous,
-                &out.metadata,
-            ));
+        if workload::desired_replicas(blue) > 0 {
+            let write = target
+                .ns
+                .scale(previous, 0, blue.metadata.resource_version.as_deref())
+                .await?;
+            step.writes.push(write);
         }
     }
     // One previous release is kept for a fast rollback; older greens go.
@@ -562,22 +558,19 @@ async fn rollback(
         });
     };
     if workload::desired_replicas(found) == 0 {
-        let replicas = workload::annotation(found, names::SCALED_FROM)
-            .and_then(|n| n.parse::<i32>().ok())
+        // As many pods as the release that replaced it runs (green was
+        // made with blue's count), so traffic returns to the same capacity.
+        let replicas = green_name(target)
+            .and_then(|green| view.deployment(&green))
+            .or_else(|| view.deployment(&active_name(target, view)))
+            .map(workload::desired_replicas)
+            .filter(|n| *n > 0)
             .unwrap_or(1);
-        let body = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": back, "namespace": target.place.namespace,
-                         "resourceVersion": found.metadata.resource_version},
-            "spec": {"replicas": replicas},
-        });
-        let out = target.ns.apply_deployment(&back, body).await?;
-        step.writes.push(written(
-            "Deployment",
-            &target.place.namespace,
-            &back,
-            &out.metadata,
-        ));
+        let write = target
+            .ns
+            .scale(&back, replicas, found.metadata.resource_version.as_deref())
+            .await?;
+        step.writes.push(write);
     }
     target.wait_rollout(&back, None).await?;
     let current = target

@@ -243,6 +243,11 @@ async fn deploy(
     }
     let hash = primary_hash(target, &primary).await?;
     pin(target, view, Some(&hash), step).await?;
+    // The canary's pods carry the primary's labels: they must not come up
+    // before the stable Service's endpoints follow the pin.
+    target
+        .wait_endpoints(&target.place.service, &target.place.base)
+        .await?;
     let canary = canary_name(target);
     let wanted_image = release.image.as_str();
     let current_image = view
@@ -390,19 +395,11 @@ async fn scale(
             what: format!("Deployment {}/{name}", target.place.namespace),
         })?;
     if workload::desired_replicas(&found) != replicas {
-        let body = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": target.place.namespace,
-                         "resourceVersion": found.metadata.resource_version},
-            "spec": {"replicas": replicas},
-        });
-        let out = target.ns.apply_deployment(name, body).await?;
-        step.writes.push(written(
-            "Deployment",
-            &target.place.namespace,
-            name,
-            &out.metadata,
-        ));
+        let write = target
+            .ns
+            .scale(name, replicas, found.metadata.resource_version.as_deref())
+            .await?;
+        step.writes.push(write);
     }
     target.wait_rollout(name, None).await
 }
@@ -539,11 +536,10 @@ async fn rollback(
     let running = workload::version_of(&primary_now, container);
     let saved_version =
         workload::annotation(&primary_now, names::ROLLBACK_VERSION).map(str::to_owned);
-    let released = target.release.as_ref().map(|r| r.version.clone());
-    let wants_back = match to {
-        Some(to) => running.as_deref() != Some(to) && saved_version.as_deref() == Some(to),
-        None => running.is_some() && running == released && saved_version.is_some(),
-    };
+    // Only a rollback to a version names what to put back; without one
+    // (after retirement) the release stays.
+    let wants_back =
+        to.is_some_and(|to| running.as_deref() != Some(to) && saved_version.as_deref() == Some(to));
     if wants_back {
         let images: BTreeMap<String, String> =
             workload::annotation(&primary_now, names::ROLLBACK_IMAGES)

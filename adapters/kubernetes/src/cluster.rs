@@ -202,6 +202,39 @@ impl Namespace {
         .await
     }
 
+    /// Sets a Deployment's replicas through its `scale` subresource: a
+    /// write of that one field, which leaves whoever applied the rest of
+    /// the object its owner (a server-side apply of `spec.replicas` alone
+    /// would drop every other field deployctl applied before).
+    /// `resource_version`: the Deployment as the decision read it.
+    pub async fn scale(
+        &self,
+        name: &str,
+        replicas: i32,
+        resource_version: Option<&str>,
+    ) -> Result<String, AdapterError> {
+        let mut patch = serde_json::json!({"spec": {"replicas": replicas}});
+        if let Some(version) = resource_version {
+            patch["metadata"] = serde_json::json!({"resourceVersion": version});
+        }
+        let params = PatchParams {
+            field_manager: Some(names::FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let what = format!("scale Deployment {}/{name} to {replicas}", self.name);
+        let scale = self
+            .api::<Deployment>()
+            .patch_scale(name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| map_kube_error(e, &what))?;
+        Ok(written(
+            "Scale of Deployment",
+            &self.name,
+            name,
+            &scale.metadata,
+        ))
+    }
+
     /// Deletes a Deployment deployctl made (its ReplicaSets and pods go
     /// with it, by owner references); gone already is done.
     pub async fn delete_deployment(&self, name: &str) -> Result<bool, AdapterError> {

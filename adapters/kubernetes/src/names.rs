@@ -19,9 +19,6 @@ pub const DEPLOYMENT: &str = "deployctl.io/deployment";
 pub const ACTIVE: &str = "deployctl.io/active-deployment";
 pub const STABLE: &str = "deployctl.io/stable-deployment";
 pub const PREVIOUS: &str = "deployctl.io/previous-deployment";
-/// On a Deployment scaled to zero by `Retire`: its size before, so a
-/// rollback brings it back as it was.
-pub const SCALED_FROM: &str = "deployctl.io/scaled-down-from";
 /// On the primary of a promoted canary: the version and container images
 /// it ran before, for a rollback after promotion.
 pub const ROLLBACK_VERSION: &str = "deployctl.io/rollback-version";
