@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::connect::Connection;
 use crate::error::{is_not_found, map_kube_error};
 use crate::names;
 use crate::workload;
@@ -34,7 +35,7 @@ pub fn http_route_resource() -> ApiResource {
 /// One namespace of one cluster.
 #[derive(Clone)]
 pub struct Namespace {
-    client: Client,
+    connection: Connection,
     pub name: String,
 }
 
@@ -47,28 +48,41 @@ pub fn written(kind: &str, namespace: &str, name: &str, meta: &kube::api::Object
 }
 
 impl Namespace {
-    pub fn new(client: Client, name: impl Into<String>) -> Self {
+    pub fn new(connection: Connection, name: impl Into<String>) -> Self {
         Namespace {
-            client,
+            connection,
             name: name.into(),
         }
     }
 
-    fn api<K>(&self) -> Api<K>
+    fn client(&self) -> Result<Client, AdapterError> {
+        self.connection
+            .client()
+            .map_err(|e| AdapterError::Rejected {
+                message: e.to_string(),
+                request_id: None,
+            })
+    }
+
+    fn api<K>(&self) -> Result<Api<K>, AdapterError>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as Resource>::DynamicType: Default,
     {
-        Api::namespaced(self.client.clone(), &self.name)
+        Ok(Api::namespaced(self.client()?, &self.name))
     }
 
-    pub fn routes(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &http_route_resource())
+    pub fn routes(&self, namespace: &str) -> Result<Api<DynamicObject>, AdapterError> {
+        Ok(Api::namespaced_with(
+            self.client()?,
+            namespace,
+            &http_route_resource(),
+        ))
     }
 
     pub async fn deployment(&self, name: &str) -> Result<Option<Deployment>, AdapterError> {
         get_opt(
-            &self.api(),
+            &self.api()?,
             name,
             &format!("get Deployment {}/{name}", self.name),
         )
@@ -77,7 +91,7 @@ impl Namespace {
 
     pub async fn service(&self, name: &str) -> Result<Option<Service>, AdapterError> {
         get_opt(
-            &self.api(),
+            &self.api()?,
             name,
             &format!("get Service {}/{name}", self.name),
         )
@@ -90,7 +104,7 @@ impl Namespace {
         name: &str,
     ) -> Result<Option<DynamicObject>, AdapterError> {
         get_opt(
-            &self.routes(namespace),
+            &self.routes(namespace)?,
             name,
             &format!("get HTTPRoute {namespace}/{name}"),
         )
@@ -101,7 +115,7 @@ impl Namespace {
     pub async fn made_for(&self, base: &str) -> Result<Vec<Deployment>, AdapterError> {
         let params = ListParams::default().labels(&format!("{}={base}", names::WORKLOAD));
         let list = self
-            .api::<Deployment>()
+            .api::<Deployment>()?
             .list(&params)
             .await
             .map_err(|e| map_kube_error(e, &format!("list Deployments {}", self.name)))?;
@@ -117,7 +131,7 @@ impl Namespace {
         let selector = match_labels(deployment);
         let what = format!("list ReplicaSets {} ({selector})", self.name);
         let sets = self
-            .api::<ReplicaSet>()
+            .api::<ReplicaSet>()?
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| map_kube_error(e, &what))?;
@@ -130,7 +144,7 @@ impl Namespace {
         let selector = format!("{selector},{}={hash}", names::POD_TEMPLATE_HASH);
         let what = format!("list Pods {} ({selector})", self.name);
         let pods = self
-            .api::<Pod>()
+            .api::<Pod>()?
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| map_kube_error(e, &what))?;
@@ -142,7 +156,7 @@ impl Namespace {
         let selector = format!("{}={service}", names::SERVICE_NAME);
         let what = format!("list EndpointSlices {} ({selector})", self.name);
         let slices = self
-            .api::<EndpointSlice>()
+            .api::<EndpointSlice>()?
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| map_kube_error(e, &what))?;
@@ -169,7 +183,7 @@ impl Namespace {
         body: Value,
     ) -> Result<Deployment, AdapterError> {
         apply(
-            &self.api(),
+            &self.api()?,
             name,
             body,
             &format!("apply Deployment {}/{name}", self.name),
@@ -179,7 +193,7 @@ impl Namespace {
 
     pub async fn apply_service(&self, name: &str, body: Value) -> Result<Service, AdapterError> {
         apply(
-            &self.api(),
+            &self.api()?,
             name,
             body,
             &format!("apply Service {}/{name}", self.name),
@@ -194,7 +208,7 @@ impl Namespace {
         body: Value,
     ) -> Result<DynamicObject, AdapterError> {
         apply(
-            &self.routes(namespace),
+            &self.routes(namespace)?,
             name,
             body,
             &format!("apply HTTPRoute {namespace}/{name}"),
@@ -223,7 +237,7 @@ impl Namespace {
         };
         let what = format!("scale Deployment {}/{name} to {replicas}", self.name);
         let scale = self
-            .api::<Deployment>()
+            .api::<Deployment>()?
             .patch_scale(name, &params, &Patch::Merge(&patch))
             .await
             .map_err(|e| map_kube_error(e, &what))?;
@@ -239,7 +253,7 @@ impl Namespace {
     /// with it, by owner references); gone already is done.
     pub async fn delete_deployment(&self, name: &str) -> Result<bool, AdapterError> {
         delete::<Deployment>(
-            &self.api(),
+            &self.api()?,
             name,
             &format!("delete Deployment {}/{name}", self.name),
         )
@@ -248,7 +262,7 @@ impl Namespace {
 
     pub async fn delete_service(&self, name: &str) -> Result<bool, AdapterError> {
         delete::<Service>(
-            &self.api(),
+            &self.api()?,
             name,
             &format!("delete Service {}/{name}", self.name),
         )

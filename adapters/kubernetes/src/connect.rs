@@ -6,6 +6,7 @@
 //! get-token`) works through kube's exec support.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -36,13 +37,31 @@ pub enum ConnectError {
     Client(#[source] kube::Error),
 }
 
-/// A connected client and the API server it talks to (part of the
-/// target's identity: two plans naming one cluster by different contexts
-/// still lock the same Deployment).
+/// How to reach one API server, and the server (part of the target's
+/// identity: two plans naming one cluster by different contexts still
+/// lock the same Deployment).
+///
+/// The client itself is made on first use: kube's client runs a worker
+/// task on the runtime it is made on, and a target is built on a short
+/// construction runtime but used on the run's.
 #[derive(Clone)]
 pub struct Connection {
-    pub client: Client,
+    config: Config,
+    client: Arc<Mutex<Option<Client>>>,
     pub server: String,
+}
+
+impl Connection {
+    /// The client, made on the calling runtime the first time.
+    pub fn client(&self) -> Result<Client, ConnectError> {
+        let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = Client::try_from(self.config.clone()).map_err(ConnectError::Client)?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -96,10 +115,16 @@ pub async fn connect(
     from_config(config)
 }
 
-/// The client for an explicit configuration (tests, the controller).
+/// The connection for an explicit configuration (tests, the controller).
+/// Checked here by making a client once (TLS settings, credentials), so a
+/// bad configuration is refused before anything moves.
 pub fn from_config(config: Config) -> Result<Connection, ConnectError> {
     let server = config.cluster_url.to_string();
     let server = server.trim_end_matches('/').to_owned();
-    let client = Client::try_from(config).map_err(ConnectError::Client)?;
-    Ok(Connection { client, server })
+    drop(Client::try_from(config.clone()).map_err(ConnectError::Client)?);
+    Ok(Connection {
+        config,
+        client: Arc::default(),
+        server,
+    })
 }

@@ -17,8 +17,13 @@ use crate::emulators::urls;
 use crate::lambda_support::HealthServer;
 use crate::sandbox::{COMMAND_TIMEOUT, Finished, Running, Sandbox, wait_until};
 
-const STABLE: &str = "registry.test/web:1";
-const NEW: &str = "registry.test/web:2";
+// Pinned by digest, as plans must pin them.
+const STABLE: &str =
+    "registry.test/web@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const NEW: &str =
+    "registry.test/web@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const CRASHING: &str =
+    "registry.test/web@sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
 /// One JSON call to the server (`PUT`/`POST` bodies as JSON).
 fn kube(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -255,8 +260,8 @@ fn a_gate_failing_at_50_percent_puts_the_route_back_on_stable() {
     assert_eq!(phase(&sandbox)["phase"], "RolledBack", "{out}");
     assert_eq!(cluster.served_by(json!({"route": "web"}), STABLE), 1000);
     assert_eq!(
-        cluster.route()["spec"]["rules"][0]["backendRefs"],
-        json!([{"name": "web", "port": 80, "weight": 100}])
+        weights(&cluster.route()["spec"]["rules"][0]["backendRefs"]),
+        json!([["web", 100]])
     );
     assert!(
         cluster.deployment("web-canary").is_none(),
@@ -271,7 +276,7 @@ fn a_crash_looping_canary_fails_naming_its_pod_container_and_reason() {
     let Some(cluster) = Cluster::new(test, &sandbox, "crash") else {
         return;
     };
-    let image = "registry.test/web:crash";
+    let image = CRASHING;
     cluster.image_behaves(image, "crashloop");
     let strategy =
         "canary:\n      gates: [ready]\n      steps: [{setWeight: 10}, {setWeight: 100}]";
@@ -391,8 +396,8 @@ fn another_writer_of_the_route_mid_run_stops_the_run_for_a_human() {
     );
     // Not overwritten, neither by the run nor by its rollback.
     assert_eq!(
-        cluster.route()["spec"]["rules"][0]["backendRefs"],
-        json!([{"name": "web", "port": 80, "weight": 100}])
+        weights(&cluster.route()["spec"]["rules"][0]["backendRefs"]),
+        json!([["web", 100]])
     );
 }
 
@@ -433,4 +438,14 @@ fn a_run_killed_mid_canary_resumes_to_the_end_or_rolls_back_on_request() {
             }
         }
     }
+}
+
+/// A route rule's backends as `[[name, weight]]` (the server fills in the
+/// defaults Gateway API gives `group` and `kind`).
+fn weights(refs: &Value) -> Value {
+    refs.as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| json!([b["name"], b["weight"]]))
+        .collect()
 }
