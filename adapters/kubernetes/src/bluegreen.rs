@@ -479,14 +479,13 @@ async fn retire(
     let previous = view.service_annotation(names::PREVIOUS).map(str::to_owned);
     if let Some(previous) = &previous
         && let Some(blue) = view.deployment(previous)
+        && workload::desired_replicas(blue) > 0
     {
-        if workload::desired_replicas(blue) > 0 {
-            let write = target
-                .ns
-                .scale(previous, 0, blue.metadata.resource_version.as_deref())
-                .await?;
-            step.writes.push(write);
-        }
+        let write = target
+            .ns
+            .scale(previous, 0, blue.metadata.resource_version.as_deref())
+            .await?;
+        step.writes.push(write);
     }
     // One previous release is kept for a fast rollback; older greens go.
     for old in &view.made {
