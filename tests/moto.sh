@@ -25,7 +25,7 @@ EMULATOR_PIDS=()
 moto_install() {
     if [ -x "$MOTO_VENV/bin/moto_server" ] &&
         "$MOTO_VENV/bin/python" -c "import moto, lupa, sys; sys.exit(moto.__version__ != '$MOTO_VERSION' or lupa.__version__ != '$LUPA_VERSION')" 2>/dev/null; then
-        export DEPLOYCTL_TEST_PYTHON="$MOTO_VENV/bin/python"
+        export DEPLOYCTL_TEST_PYTHON="$(cd "$MOTO_VENV" && pwd)/bin/python"
         return 0
     fi
     command -v python3 >/dev/null || { echo "python3 is required for the AWS emulator (moto)"; return 1; }
@@ -33,7 +33,7 @@ moto_install() {
     echo "moto: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
     python3 -m venv "$MOTO_VENV" || return 1
     "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "lupa==$LUPA_VERSION" || return 1
-    export DEPLOYCTL_TEST_PYTHON="$MOTO_VENV/bin/python"
+    export DEPLOYCTL_TEST_PYTHON="$(cd "$MOTO_VENV" && pwd)/bin/python"
     echo "moto: installed in $((SECONDS - started)) s"
 }
 

@@ -30,15 +30,19 @@ pub fn rules(spec: &raw::KubernetesTarget) -> Vec<Rule> {
         resource_names: names,
     };
     let mut rules = vec![
-        // Read by name, listed by label (greens), created by server-side
-        // apply (green, the canary), patched, deleted (older greens, the
-        // canary): green names come from versions, so no names here.
+        // Read by name, listed by label (greens), written by server-side
+        // apply (a PATCH; `create` too, for API servers that check it when
+        // an apply creates the object), deleted (older greens, the canary):
+        // green names come from versions, so no names here.
         rule(
             "apps",
             "deployments",
             &["get", "list", "create", "patch", "delete"],
             Vec::new(),
         ),
+        // Replica counts go through the scale subresource (canary shares,
+        // blue scaled down and back up), on names derived from versions.
+        rule("apps", "deployments/scale", &["patch"], Vec::new()),
         // A Deployment's current template: its newest ReplicaSet and pods.
         rule("apps", "replicasets", &["list"], Vec::new()),
         rule("", "pods", &["list"], Vec::new()),
@@ -52,7 +56,7 @@ pub fn rules(spec: &raw::KubernetesTarget) -> Vec<Rule> {
             let canary = names::canary_service(&spec.service);
             services.push(canary.clone());
             rules.push(rule("", "services", &["get", "patch"], services));
-            // The canary's Service is made by server-side apply (create
+            // The canary's Service is made by server-side apply (`create`
             // cannot be limited by name) and deleted by name.
             rules.push(rule("", "services", &["create"], Vec::new()));
             rules.push(rule("", "services", &["delete"], vec![canary]));

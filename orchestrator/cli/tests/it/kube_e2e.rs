@@ -53,6 +53,12 @@ struct Cluster {
 impl Cluster {
     fn new(test: &str, sandbox: &Sandbox, label: &str) -> Option<Cluster> {
         let [url] = urls(test, ["DEPLOYCTL_TEST_KUBEAPI_URL"])?;
+        Some(Cluster::new_at(&url, sandbox, label))
+    }
+
+    /// The fixture on the server at `url`.
+    fn new_at(url: &str, sandbox: &Sandbox, label: &str) -> Cluster {
+        let url = url.to_owned();
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let namespace = format!(
             "e2e-{label}-{}-{}",
@@ -95,12 +101,18 @@ impl Cluster {
         );
         std::fs::write(sandbox.root().join("kubeconfig.yaml"), kubeconfig)
             .expect("kubeconfig written");
+        // Ready when traffic reaches it: endpoints and the route's status
+        // follow the pods a little later, as on a cluster.
         wait_until(
             Duration::from_secs(30),
-            "the stable Deployment ready",
-            || cluster.available("web") == Some(4),
+            "the stable Deployment serving",
+            || {
+                cluster.available("web") == Some(4)
+                    && cluster.served_by(json!({"route": "web"}), STABLE) == 1000
+                    && cluster.served_by(json!({"service": "web-preview"}), STABLE) == 1000
+            },
         );
-        Some(cluster)
+        cluster
     }
 
     fn create(&self, path: &str, body: Value) {
@@ -448,4 +460,358 @@ fn weights(refs: &Value) -> Value {
         .flatten()
         .map(|b| json!([b["name"], b["weight"]]))
         .collect()
+}
+
+impl Cluster {
+    /// Forgets the API requests recorded for the namespace so far.
+    fn clear_requests(&self) {
+        let (status, answer) = kube(
+            &self.url,
+            "DELETE",
+            &format!("/_emulator/requests?namespace={}", self.namespace),
+            &Value::Null,
+        );
+        assert_eq!(status, 200, "{answer:#}");
+    }
+
+    /// The API requests recorded for the namespace since the last clear.
+    fn requests(&self) -> Vec<Value> {
+        let (status, answer) = kube(
+            &self.url,
+            "GET",
+            &format!("/_emulator/requests?namespace={}", self.namespace),
+            &Value::Null,
+        );
+        assert_eq!(status, 200, "{answer:#}");
+        let items = answer.get("requests").cloned().unwrap_or(answer);
+        items.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Whether `role` lets a request through, as RBAC decides: a rule naming
+/// its API group, resource and verb, and its object when the rule names
+/// objects.
+fn allows(role: &Value, request: &Value) -> bool {
+    let has = |list: &Value, value: &Value| list.as_array().is_some_and(|l| l.contains(value));
+    role["rules"].as_array().into_iter().flatten().any(|rule| {
+        has(&rule["apiGroups"], &request["group"])
+            && has(&rule["resources"], &request["resource"])
+            && has(&rule["verbs"], &request["verb"])
+            && (rule.get("resourceNames").is_none()
+                || has(&rule["resourceNames"], &request["name"]))
+    })
+}
+
+/// Runs `plans` (each to the exit code given) in a fresh namespace and
+/// checks the Role `deployctl rbac` prints for the first against every API
+/// request they made: each is allowed, and each verb of the Role was used
+/// (`create` aside: server-side apply creates by PATCH on this server).
+fn rbac_covers(test: &str, routed: bool, runs: &[(&str, &str, i32)]) {
+    let sandbox = Sandbox::new("kube-rbac");
+    let Some(cluster) = Cluster::new(test, &sandbox, "rbac") else {
+        return;
+    };
+    let health = HealthServer::start(|_| false);
+    cluster.clear_requests();
+    let mut role = Value::Null;
+    for (strategy, gates, code) in runs {
+        let gates = gates.replace("HEALTH", &health_gate(&health.url));
+        let plan = cluster.plan(&sandbox, routed, NEW, strategy, &gates);
+        if role.is_null() {
+            let out = sandbox.run(&["rbac", &plan]);
+            out.expect_code(0);
+            let list: Value = serde_json::from_str(&out.stdout).expect("a Role list");
+            let items = list["items"].as_array().expect("items");
+            assert_eq!(items.len(), 1, "one namespace, one Role: {list:#}");
+            role = items[0].clone();
+            assert_eq!(role["metadata"]["namespace"], cluster.namespace.as_str());
+        }
+        let out = sandbox.run(&["apply", &plan, "--yes"]);
+        out.expect_code(*code);
+        // Each run starts from the stable version again.
+        let _ = std::fs::remove_dir_all(sandbox.state_dir());
+    }
+    let requests = cluster.requests();
+    assert!(!requests.is_empty(), "no request was recorded");
+    let denied: Vec<&Value> = requests.iter().filter(|r| !allows(&role, r)).collect();
+    assert!(
+        denied.is_empty(),
+        "requests the Role denies: {denied:#?}\nRole: {role:#}"
+    );
+    for rule in role["rules"].as_array().expect("rules") {
+        for verb in rule["verbs"].as_array().expect("verbs") {
+            if verb == "create" {
+                continue;
+            }
+            let used = requests.iter().any(|r| {
+                r["verb"] == *verb
+                    && rule["resources"]
+                        .as_array()
+                        .is_some_and(|l| l.contains(&r["resource"]))
+                    && rule["apiGroups"]
+                        .as_array()
+                        .is_some_and(|l| l.contains(&r["group"]))
+            });
+            assert!(
+                used,
+                "the Role grants {verb} on {} but no release used it",
+                rule["resources"]
+            );
+        }
+    }
+}
+
+#[test]
+fn rbac_grants_what_a_routed_canary_and_its_rollback_request() {
+    rbac_covers(
+        "rbac_grants_what_a_routed_canary_and_its_rollback_request",
+        true,
+        &[
+            (
+                "canary:\n      steps: [{setWeight: 10}, {setWeight: 50}, {analysis: {gates: [health]}}]",
+                "HEALTH",
+                1,
+            ),
+            (
+                "canary:\n      gates: [ready]\n      steps: [{setWeight: 50}, {setWeight: 100}]",
+                READY_GATE,
+                0,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn rbac_grants_what_a_blue_green_release_and_its_rollback_request() {
+    rbac_covers(
+        "rbac_grants_what_a_blue_green_release_and_its_rollback_request",
+        false,
+        &[
+            ("blueGreen: {prePromotionGates: [health]}", "HEALTH", 1),
+            (
+                "blueGreen: {prePromotionGates: [ready], scaleDownDelay: 1s}",
+                READY_GATE,
+                0,
+            ),
+        ],
+    );
+}
+
+/// A second test API server of this test's own: another cluster, with
+/// its own server URL (so its own target identities).
+struct SecondServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SecondServer {
+    fn start() -> SecondServer {
+        let python = std::env::var("DEPLOYCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/emulators/kubeapi.py");
+        let child = std::process::Command::new(python)
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("a second API server starts");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until(
+            Duration::from_secs(20),
+            "the second API server answering",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        SecondServer { child, url }
+    }
+}
+
+impl Drop for SecondServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One plan moves `web` in two clusters (stage `east` on the shared
+/// server, then `west` on a second one); `west`'s gate fails, and
+/// `rollback.scope: plan` puts both back: east's route on stable too.
+#[test]
+fn a_failure_in_one_cluster_rolls_back_both() {
+    let test = "a_failure_in_one_cluster_rolls_back_both";
+    let sandbox = Sandbox::new("kube-two");
+    let Some(east) = Cluster::new(test, &sandbox, "east") else {
+        return;
+    };
+    let second = SecondServer::start();
+    // Its own sandbox only for the fixture's kubeconfig, which the plan
+    // does not use (it names both clusters in `clusters.yaml`).
+    let west_files = Sandbox::new("kube-two-west");
+    let west = Cluster::new_at(&second.url, &west_files, "west");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {{server: \"{}\"}}\n- name: west\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: e2e-token}}\ncontexts:\n- name: east\n  context: {{cluster: east, user: test}}\n- name: west\n  context: {{cluster: west, user: test}}\ncurrent-context: east\n",
+        east.url, west.url
+    );
+    std::fs::write(sandbox.root().join("clusters.yaml"), kubeconfig).expect("kubeconfig written");
+    let health = HealthServer::start(|_| false);
+    let target = |context: &str, ns: &str| {
+        format!(
+            "    kubernetes: {{kubeconfig: clusters.yaml, context: {context}, namespace: {ns}, deployment: web, service: web, httpRoute: {{name: web}}}}\n"
+        )
+    };
+    let plan = format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-two, environment: test}}\n\
+targets:\n  web-east:\n{}  web-west:\n{}\
+artifacts:\n  web-east: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n  web-west: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+stages:\n  - name: east\n    target: web-east\n    canary: {{steps: [{{setWeight: 50}}, {{setWeight: 100}}]}}\n  - name: west\n    target: web-west\n    after: [east]\n    canary: {{steps: [{{setWeight: 10}}, {{analysis: {{gates: [health]}}}}]}}\n\
+gates:\n{}\
+rollback: {{scope: plan}}\n",
+        target("east", &east.namespace),
+        target("west", &west.namespace),
+        health_gate(&health.url)
+    );
+    let path = sandbox.root().join("plan.yaml");
+    std::fs::write(&path, plan).expect("plan written");
+    let out = sandbox.run(&["apply", path.to_str().expect("utf-8"), "--yes"]);
+    out.expect_code(1);
+    assert_eq!(phase(&sandbox)["phase"], "RolledBack", "{out}");
+    for cluster in [&east, &west] {
+        assert_eq!(
+            cluster.served_by(json!({"route": "web"}), STABLE),
+            1000,
+            "{}\n{out}",
+            cluster.url
+        );
+        assert!(
+            cluster.deployment("web-canary").is_none(),
+            "{}",
+            cluster.url
+        );
+        let primary = cluster.deployment("web").expect("the primary");
+        assert_eq!(
+            primary["spec"]["template"]["spec"]["containers"][0]["image"], STABLE,
+            "{}",
+            cluster.url
+        );
+    }
+}
+
+impl Cluster {
+    /// `deployctl controller` for this namespace (state in `sandbox`),
+    /// reaching the cluster as in a pod would through the kubeconfig.
+    fn controller(&self, sandbox: &Sandbox, identity: &str) -> Running {
+        let kubeconfig = sandbox.root().join("kubeconfig.yaml");
+        let kubeconfig = kubeconfig.to_str().expect("utf-8 path").to_owned();
+        let args = [
+            "controller",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            &self.namespace,
+            "--lease-duration",
+            "3",
+            "--identity",
+            identity,
+        ];
+        let mut command = sandbox.command(&args);
+        command.env("KUBECONFIG", &kubeconfig);
+        sandbox.spawn_command(command, &args, None)
+    }
+
+    /// Creates a Release of `plan` (retrying while the controller installs
+    /// the CRD).
+    fn release(&self, name: &str, plan: &str) {
+        let body = json!({
+            "apiVersion": "deployctl.io/v1", "kind": "Release",
+            "metadata": {"name": name, "annotations": {"deployctl.io/initiator": "alice"}},
+            "spec": {"plan": plan, "approvals": []},
+        });
+        let path = format!(
+            "/apis/deployctl.io/v1/namespaces/{}/releases",
+            self.namespace
+        );
+        wait_until(Duration::from_secs(60), "the Release accepted", || {
+            let (status, _) = kube(&self.url, "POST", &path, &body);
+            status == 201
+        });
+    }
+
+    fn release_phase(&self, name: &str) -> Option<String> {
+        self.get(&format!(
+            "/apis/deployctl.io/v1/namespaces/{}/releases/{name}",
+            self.namespace
+        ))
+        .and_then(|r| r["status"]["phase"].as_str().map(str::to_owned))
+    }
+
+    fn lease_holder(&self) -> Option<String> {
+        self.get(&format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/deployctl-controller",
+            self.namespace
+        ))
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    }
+}
+
+/// Two controller replicas sharing one state directory (as the shipped
+/// manifests mount it) run a Release whose plan canaries `web` through its
+/// HTTPRoute; the leader is killed at 10 %, the other takes the Lease and
+/// finishes the same run, and no weight was written twice (the route's
+/// writes, counted by the server, are exactly the release's steps).
+#[test]
+fn the_controller_fails_over_mid_canary_and_finishes_the_release_once() {
+    let test = "the_controller_fails_over_mid_canary_and_finishes_the_release_once";
+    let sandbox = Sandbox::new("kube-controller");
+    let Some(cluster) = Cluster::new(test, &sandbox, "ctl") else {
+        return;
+    };
+    let plan = format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-controller, environment: test}}\n\
+targets:\n  web:\n    kubernetes: {{namespace: {}, deployment: web, service: web, httpRoute: {{name: web}}}}\n\
+artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      steps: [{{setWeight: 10}}, {{pause: {{duration: 6s}}}}, {{setWeight: 50}}, {{pause: {{duration: 1s}}}}, {{setWeight: 100}}]\n",
+        cluster.namespace
+    );
+    let mut replicas = vec![
+        Some(cluster.controller(&sandbox, "replica-a")),
+        Some(cluster.controller(&sandbox, "replica-b")),
+    ];
+    cluster.release("storefront", &plan);
+    let route = json!({"route": "web"});
+    wait_until(Duration::from_secs(60), "the canary at 10 %", || {
+        cluster.served_by(route.clone(), NEW).abs_diff(100) <= 20
+    });
+    cluster.clear_requests();
+    let leader = cluster.lease_holder().expect("a leader");
+    let index = usize::from(leader == "replica-b");
+    let killed = replicas[index].take().expect("the leader's process");
+    assert!(!killed.sigkill(), "the leader was still running");
+    wait_until(
+        Duration::from_secs(60),
+        "the release to succeed on the other replica",
+        || cluster.release_phase("storefront").as_deref() == Some("Succeeded"),
+    );
+    assert_ne!(
+        cluster.lease_holder().as_deref(),
+        Some(leader.as_str()),
+        "the Lease moved"
+    );
+    assert_eq!(cluster.served_by(route, NEW), 1000);
+    assert_eq!(
+        sandbox.run_ids().len(),
+        1,
+        "one run, resumed, not a second one"
+    );
+    // After the kill: 50 %, 100 %, and the promotion's move back to the
+    // primary; the 10 % step was not written again.
+    let route_writes: Vec<Value> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r["resource"] == "httproutes" && r["verb"] == "patch")
+        .collect();
+    assert_eq!(route_writes.len(), 3, "{route_writes:#?}");
 }

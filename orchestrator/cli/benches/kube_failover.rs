@@ -1,0 +1,278 @@
+//! Controller leader failover on Kubernetes:
+//! `cargo bench -p deployctl --bench kube_failover`.
+//!
+//! Starts the repository's test API server (`tests/emulators/kubeapi.py`,
+//! `python3` or `DEPLOYCTL_TEST_PYTHON`), then per iteration: a namespace
+//! with `web` (4 pods, a Service, a Gateway and an HTTPRoute), two
+//! `deployctl controller` replicas (the release binary Cargo builds for
+//! this bench) sharing one state directory with the product's default
+//! `--lease-duration` (15 s), and a Release canarying `web` 10 % → 50 % →
+//! 100 %. Once the route carries 10 % the Lease holder is SIGKILLed, and
+//! the bench times, from the kill:
+//!
+//! - the Lease naming the other replica;
+//! - the other replica's first write to the route (the 50 % step): the
+//!   Release resumed.
+//!
+//! Target: ≤ 15 s from the kill to the Release resumed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_deployctl");
+const ITERATIONS: usize = 3;
+const TARGET_S: f64 = 15.0;
+const NEW: &str =
+    "registry.test/web@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let host = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).expect("the API server answers");
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .expect("request sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Instant {
+    let started = Instant::now();
+    loop {
+        if done() {
+            return Instant::now();
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn start_server() -> Server {
+    let python = std::env::var("DEPLOYCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let child = Command::new(python)
+        .arg(repo().join("tests/emulators/kubeapi.py"))
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubeapi.py starts");
+    let url = format!("127.0.0.1:{port}");
+    wait("the API server", Duration::from_secs(20), || {
+        TcpStream::connect(&url).is_ok()
+    });
+    Server {
+        child,
+        url: format!("http://{url}"),
+    }
+}
+
+fn fixture(url: &str, ns: &str) {
+    let post = |path: String, body: Value| {
+        let (status, answer) = call(url, "POST", &path, &body);
+        assert!(status == 201 || status == 200, "{path}: {answer}");
+    };
+    post(
+        "/api/v1/namespaces".into(),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+    post(
+        format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "api", "image": "registry.test/web:1"}]}}}}),
+    );
+    post(
+        format!("/api/v1/namespaces/{ns}/services"),
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
+    post(
+        format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways"),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway", "metadata": {"name": "gw"}, "spec": {"gatewayClassName": "bench", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+    );
+    post(
+        format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute", "metadata": {"name": "web"}, "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+    );
+}
+
+fn canary_share(url: &str, ns: &str) -> u64 {
+    let (_, answer) = call(
+        url,
+        "POST",
+        &format!("/_emulator/traffic?namespace={ns}"),
+        &json!({"route": "web", "requests": 1000}),
+    );
+    answer["byImage"][NEW].as_u64().unwrap_or(0)
+}
+
+fn route_writes(url: &str, ns: &str) -> usize {
+    let (_, answer) = call(
+        url,
+        "GET",
+        &format!("/_emulator/requests?namespace={ns}"),
+        &Value::Null,
+    );
+    answer["requests"].as_array().map_or(0, |log| {
+        log.iter()
+            .filter(|r| r["resource"] == "httproutes" && r["verb"] == "patch")
+            .count()
+    })
+}
+
+fn holder(url: &str, ns: &str) -> Option<String> {
+    let (status, lease) = call(
+        url,
+        "GET",
+        &format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/deployctl-controller"),
+        &Value::Null,
+    );
+    (status == 200)
+        .then(|| lease["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+fn iteration(server: &Server, n: usize) -> (f64, f64) {
+    let ns = format!("bench-failover-{}-{n}", std::process::id());
+    fixture(&server.url, &ns);
+    let dir = std::env::temp_dir().join(&ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\"}}\nusers:\n- name: t\n  user: {{token: bench}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: t}}\ncurrent-context: t\n",
+        server.url
+    )).expect("kubeconfig");
+    let spawn = |identity: &str| {
+        Command::new(BIN)
+            .args([
+                "controller",
+                "--namespace",
+                &ns,
+                "--identity",
+                identity,
+                "--state-dir",
+            ])
+            .arg(dir.join("state"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a controller")
+    };
+    let mut a = spawn("replica-a");
+    let mut b = spawn("replica-b");
+    let plan = format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: bench, environment: test}}\n\
+targets:\n  web:\n    kubernetes: {{namespace: {ns}, deployment: web, service: web, httpRoute: {{name: web}}}}\n\
+artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+stages:\n  - name: web\n    target: web\n    timeout: 5m\n    canary: {{steps: [{{setWeight: 10}}, {{pause: {{duration: 1s}}}}, {{setWeight: 50}}, {{setWeight: 100}}]}}\n"
+    );
+    let release = json!({"apiVersion": "deployctl.io/v1", "kind": "Release",
+        "metadata": {"name": "web", "annotations": {"deployctl.io/initiator": "bench"}}, "spec": {"plan": plan, "approvals": []}});
+    wait("the Release created", Duration::from_secs(60), || {
+        call(
+            &server.url,
+            "POST",
+            &format!("/apis/deployctl.io/v1/namespaces/{ns}/releases"),
+            &release,
+        )
+        .0 == 201
+    });
+    wait("the canary at 10 %", Duration::from_secs(60), || {
+        canary_share(&server.url, &ns).abs_diff(100) <= 20
+    });
+    let before = route_writes(&server.url, &ns);
+    let leader = holder(&server.url, &ns).expect("a leader");
+    let killed_at = Instant::now();
+    let (dead, alive) = if leader == "replica-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let _ = dead.kill();
+    let _ = dead.wait();
+    let moved = wait("the Lease to move", Duration::from_secs(60), || {
+        holder(&server.url, &ns).is_some_and(|h| h != leader)
+    });
+    let resumed = wait("the next route write", Duration::from_secs(60), || {
+        route_writes(&server.url, &ns) > before
+    });
+    let _ = alive.kill();
+    let _ = alive.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        (moved - killed_at).as_secs_f64(),
+        (resumed - killed_at).as_secs_f64(),
+    )
+}
+
+fn main() {
+    let server = start_server();
+    let mut lease = Vec::new();
+    let mut resumed = Vec::new();
+    for n in 0..ITERATIONS {
+        let (moved, next) = iteration(&server, n);
+        println!(
+            "iteration {}: Lease moved after {moved:.2} s, Release resumed after {next:.2} s",
+            n + 1
+        );
+        lease.push(moved);
+        resumed.push(next);
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let worst = max(&resumed);
+    println!(
+        "leader failover (--lease-duration 15): Lease moved median {:.2} s; Release resumed median {:.2} s, max {worst:.2} s (target ≤ {TARGET_S} s: {})",
+        median(&mut lease),
+        median(&mut resumed),
+        if worst <= TARGET_S { "met" } else { "MISSED" }
+    );
+}
