@@ -776,7 +776,7 @@ artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: a
 stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      steps: [{{setWeight: 10}}, {{pause: {{duration: 6s}}}}, {{setWeight: 50}}, {{pause: {{duration: 1s}}}}, {{setWeight: 100}}]\n",
         cluster.namespace
     );
-    let mut replicas = vec![
+    let mut replicas = [
         Some(cluster.controller(&sandbox, "replica-a")),
         Some(cluster.controller(&sandbox, "replica-b")),
     ];
