@@ -315,7 +315,7 @@ enum Command {
         lease_name: String,
         /// Seconds a Lease outlives its holder's last renewal: how long a
         /// new leader waits after a replica dies.
-        #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         lease_duration: u64,
         /// This replica's name in the Lease (default: host and process ID;
         /// in a pod, pass its name).
