@@ -29,7 +29,7 @@ pub use crate::kinds::cloudfront::{CloudFrontArtifact, CloudFrontTarget};
 pub use crate::kinds::ecs::EcsTarget;
 pub use crate::kinds::fleet::{FirmwareArtifact, FirmwareSignature, FleetTarget};
 pub use crate::kinds::image::ImageArtifact;
-pub use crate::kinds::kubernetes::{HttpRouteRef, KubernetesTarget};
+pub use crate::kinds::kubernetes::{EksCluster, HttpRouteRef, KubernetesTarget};
 pub use crate::kinds::lambda::{LambdaArtifact, LambdaTarget, S3Location};
 pub use crate::kinds::sim::SimTarget;
 

@@ -7,9 +7,14 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use deployctl_plan::raw::EksCluster;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+use crate::eks::{self, EksAuth};
 
 /// Why no client could be made. Refused before anything moves.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,8 @@ pub enum ConnectError {
     },
     #[error("cannot build the API client: {0}")]
     Client(#[source] kube::Error),
+    #[error("{0}")]
+    Eks(String),
 }
 
 /// How to reach one API server, and the server (part of the target's
@@ -47,21 +54,48 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct Connection {
     config: Config,
-    client: Arc<Mutex<Option<Client>>>,
+    /// An EKS cluster reached by name: its token is made again with
+    /// every client.
+    eks: Option<Arc<EksAuth>>,
+    client: Arc<Mutex<Option<(Client, Instant)>>>,
     pub server: String,
 }
 
+/// EKS tokens are accepted for 15 minutes: a client older than this is
+/// made again with a fresh one.
+const TOKEN_REFRESH: Duration = Duration::from_secs(10 * 60);
+
 impl Connection {
-    /// The client, made on the calling runtime the first time.
+    /// The client, made on the calling runtime the first time (and, for
+    /// EKS by name, again once its token ages).
     pub fn client(&self) -> Result<Client, ConnectError> {
         let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = slot.as_ref() {
+        if let Some((client, made)) = slot.as_ref()
+            && (self.eks.is_none() || made.elapsed() < TOKEN_REFRESH)
+        {
             return Ok(client.clone());
         }
-        let client = Client::try_from(self.config.clone()).map_err(ConnectError::Client)?;
-        *slot = Some(client.clone());
+        let mut config = self.config.clone();
+        if let Some(eks) = &self.eks {
+            config.auth_info.token = Some(eks.token()?.into());
+        }
+        let client = Client::try_from(config).map_err(ConnectError::Client)?;
+        *slot = Some((client.clone(), Instant::now()));
         Ok(client)
     }
+}
+
+/// The connection to an EKS cluster by name (see `eks.rs`).
+pub async fn connect_eks(cluster: &EksCluster) -> Result<Connection, ConnectError> {
+    let (described, auth) = eks::resolve(cluster).await?;
+    let config = eks::config(&described, &auth)?;
+    let mut connection = from_config(config)?;
+    // The identity names the cluster as AWS does, whatever its endpoint.
+    if !described.arn.is_empty() {
+        connection.server = described.arn.clone();
+    }
+    connection.eks = Some(Arc::new(auth));
+    Ok(connection)
 }
 
 impl std::fmt::Debug for Connection {
@@ -124,6 +158,7 @@ pub fn from_config(config: Config) -> Result<Connection, ConnectError> {
     drop(Client::try_from(config.clone()).map_err(ConnectError::Client)?);
     Ok(Connection {
         config,
+        eks: None,
         client: Arc::default(),
         server,
     })

@@ -17,7 +17,7 @@ use deployctl_plan::model::{ArtifactSource, GateCheck, TargetKind};
 use deployctl_plan::raw;
 
 use crate::cluster::Namespace;
-use crate::connect::{ConnectError, Connection, connect};
+use crate::connect::{ConnectError, Connection, connect, connect_eks};
 use crate::error::rejected;
 use crate::route::{self, Acceptance};
 use crate::view::{Fingerprint, Place, View};
@@ -102,7 +102,10 @@ impl KubernetesTarget {
             .kubeconfig
             .as_deref()
             .map(|path| release.plan_dir.join(path));
-        let connection = connect(kubeconfig.as_deref(), spec.context.as_deref()).await?;
+        let connection = match &spec.eks {
+            Some(cluster) => connect_eks(cluster).await?,
+            None => connect(kubeconfig.as_deref(), spec.context.as_deref()).await?,
+        };
         Self::with_connection(
             name,
             spec,

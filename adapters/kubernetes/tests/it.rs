@@ -618,3 +618,78 @@ fn weights(refs: &Value) -> Value {
         .map(|b| json!([b["name"], b["weight"]]))
         .collect()
 }
+
+/// `eks: {cluster, region}`: the endpoint and CA come from EKS
+/// DescribeCluster (on moto, which stores EKS clusters), the token is
+/// signed for that cluster, and `iam-policy` grants exactly that call.
+#[tokio::test]
+async fn an_eks_cluster_by_name_is_resolved_through_describe_cluster() {
+    let Some(url) =
+        deployctl_aws::testing::moto("an_eks_cluster_by_name_is_resolved_through_describe_cluster")
+    else {
+        return;
+    };
+    let sdk = deployctl_aws::testing::sdk_config(&url).await;
+    let eks = aws_sdk_eks::Client::new(&sdk);
+    let name = format!("k8s-eks-{}", std::process::id());
+    let created = eks
+        .create_cluster()
+        .name(&name)
+        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .expect("moto creates the cluster");
+    let created = created.cluster().expect("a cluster").clone();
+    let cluster: raw::EksCluster =
+        serde_json::from_value(json!({"cluster": name, "region": "us-east-1"})).expect("eks");
+    let (described, auth) = deployctl_kubernetes::eks::resolve_with(&sdk, &cluster)
+        .await
+        .expect("resolved");
+    assert_eq!(Some(described.endpoint.as_str()), created.endpoint());
+    assert_eq!(Some(described.arn.as_str()), created.arn());
+    assert_eq!(
+        (auth.cluster.as_str(), auth.region.as_str()),
+        (name.as_str(), "us-east-1")
+    );
+    let token = auth.token().expect("a token");
+    assert!(token.starts_with("k8s-aws-v1."), "{token}");
+    // moto's certificateAuthority.data is random text, not a PEM bundle:
+    // a client is refused over it, naming the CA (the PEM path itself is
+    // unit-tested in eks.rs).
+    let refused = deployctl_kubernetes::eks::config(&described, &auth).expect_err("not a CA");
+    assert!(
+        refused.to_string().contains("certificate authority"),
+        "{refused}"
+    );
+    let scope = deployctl_adapter::iam::Scope {
+        partition: "aws".into(),
+        account: "123456789012".into(),
+        default_region: "us-east-1".into(),
+    };
+    let spec: raw::KubernetesTarget = serde_json::from_value(json!({
+        "namespace": "web", "deployment": "web", "service": "web",
+        "eks": {"cluster": name, "region": "us-east-1"},
+    }))
+    .expect("a target");
+    let statements = deployctl_kubernetes::iam::statements(&spec, &scope);
+    assert!(deployctl_adapter::iam::allows(
+        &statements,
+        "eks:DescribeCluster"
+    ));
+    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        statements[0].resources.iter().collect::<Vec<_>>(),
+        [&format!(
+            "arn:aws:eks:us-east-1:123456789012:cluster/{name}"
+        )]
+    );
+    // A missing cluster is named.
+    let missing: raw::EksCluster =
+        serde_json::from_value(json!({"cluster": "no-such-cluster", "region": "us-east-1"}))
+            .expect("eks");
+    let error = deployctl_kubernetes::eks::resolve_with(&sdk, &missing)
+        .await
+        .expect_err("no cluster");
+    assert!(error.to_string().contains("no-such-cluster"), "{error}");
+}

@@ -288,8 +288,9 @@ impl Entry for Ecs<'_> {
 }
 
 /// A Kubernetes Deployment behind a Service, connected as kubectl would
-/// be. No AWS side: EKS credentials come from the kubeconfig's exec
-/// plugin, not from this process's role.
+/// be. Its AWS side is an EKS cluster named by `eks:` (DescribeCluster,
+/// and the token signed with this process's credentials); through a
+/// kubeconfig, EKS credentials come from its exec plugin instead.
 struct Kubernetes<'t> {
     target: &'t model::Target,
     spec: &'t raw::KubernetesTarget,
@@ -312,8 +313,8 @@ impl Entry for Kubernetes<'_> {
         Ok(Arc::new(adapter))
     }
 
-    fn iam_statements(&self, _scope: &Scope) -> Vec<Statement> {
-        Vec::new()
+    fn iam_statements(&self, scope: &Scope) -> Vec<Statement> {
+        deployctl_kubernetes::iam::statements(self.spec, scope)
     }
 
     fn rbac_rules(&self) -> Vec<deployctl_kubernetes::rbac::Rule> {
@@ -321,11 +322,11 @@ impl Entry for Kubernetes<'_> {
     }
 
     fn touches_aws(&self) -> bool {
-        false
+        self.spec.eks.is_some()
     }
 
     fn region(&self) -> Option<&str> {
-        None
+        self.spec.eks.as_ref().and_then(|eks| eks.region.as_deref())
     }
 }
 

@@ -24,6 +24,11 @@ pub struct KubernetesTarget {
     /// kubeconfig context; the current context when omitted.
     #[serde(default)]
     pub context: Option<String>,
+    /// An EKS cluster by name, instead of a kubeconfig: its endpoint and CA
+    /// from EKS DescribeCluster, and the bearer token `aws eks get-token`
+    /// makes, from the AWS credentials of the standard chain.
+    #[serde(default)]
+    pub eks: Option<EksCluster>,
     pub namespace: String,
     pub deployment: String,
     /// The Service that carries production traffic.
@@ -34,6 +39,16 @@ pub struct KubernetesTarget {
     /// Gateway API route whose backend weights split traffic (canary).
     #[serde(default)]
     pub http_route: Option<HttpRouteRef>,
+}
+
+/// An EKS cluster, named as `aws eks update-kubeconfig` names it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EksCluster {
+    pub cluster: String,
+    /// The standard chain's region (`AWS_REGION`) when omitted.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -86,6 +101,17 @@ impl Kind for Kubernetes {
         checker.non_empty(&format!("{at}.service"), &k8s.service);
         if let Some(path) = &k8s.kubeconfig {
             checker.non_empty(&format!("{at}.kubeconfig"), path);
+        }
+        if let Some(eks) = &k8s.eks {
+            checker.non_empty(&format!("{at}.eks.cluster"), &eks.cluster);
+            if k8s.kubeconfig.is_some() || k8s.context.is_some() {
+                checker
+                    .error(
+                        format!("{at}.eks"),
+                        "a target reaches its cluster either by `eks` or by `kubeconfig`/`context`, not both",
+                    )
+                    .hint = Some("keep `eks: {cluster, region}` and drop `kubeconfig` and `context`, or the other way round".into());
+            }
         }
         if k8s.preview_service.as_deref() == Some(k8s.service.as_str()) {
             checker.error(
