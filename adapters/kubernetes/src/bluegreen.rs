@@ -193,17 +193,18 @@ impl Step {
     }
 }
 
-fn hash_of(
-    name: &str,
-    sets: &Option<k8s_openapi::api::apps::v1::ReplicaSet>,
-) -> Result<String, AdapterError> {
-    sets.as_ref()
-        .and_then(workload::template_hash)
-        .map(str::to_owned)
-        .ok_or_else(|| AdapterError::Conflict {
-            message: format!("Deployment {name} has no ReplicaSet yet"),
-            request_id: None,
-        })
+/// The Service's annotations with traffic on `active` and `stable` as the
+/// release's stable one, the rollback point after a promotion kept.
+fn routing<'v>(
+    active: &'v str,
+    stable: &'v str,
+    view: &'v View,
+) -> BTreeMap<&'static str, &'v str> {
+    let mut annotations = BTreeMap::from([(names::ACTIVE, active), (names::STABLE, stable)]);
+    if let Some(previous) = view.service_annotation(names::PREVIOUS) {
+        annotations.insert(names::PREVIOUS, previous);
+    }
+    annotations
 }
 
 /// The Service's selector without deployctl's pin.
@@ -277,16 +278,9 @@ async fn deploy(
         .ok_or_else(|| AdapterError::NotFound {
             what: format!("Deployment {}/{stable}", target.place.namespace),
         })?;
-    let (set, _) = target.ns.current_pods(blue).await?;
-    let blue_hash = hash_of(&stable, &set)?;
+    let blue_hash = target.ns.template_hash(blue).await?;
     let active = active_name(target, view);
-    let mut annotations = BTreeMap::from([
-        (names::ACTIVE, active.as_str()),
-        (names::STABLE, stable.as_str()),
-    ]);
-    if let Some(previous) = view.service_annotation(names::PREVIOUS) {
-        annotations.insert(names::PREVIOUS, previous);
-    }
+    let annotations = routing(&active, &stable, view);
     if active == stable {
         apply_service(target, view, &blue_hash, annotations, step).await?;
         // Green's pods carry blue's labels: they must not come up before
@@ -425,16 +419,9 @@ async fn switch(
         });
     };
     target.wait_rollout(&green, None).await?;
-    let (set, _) = target.ns.current_pods(found).await?;
-    let hash = hash_of(&green, &set)?;
+    let hash = target.ns.template_hash(found).await?;
     let stable = stable_name(target, view);
-    let mut annotations = BTreeMap::from([
-        (names::ACTIVE, green.as_str()),
-        (names::STABLE, stable.as_str()),
-    ]);
-    if let Some(previous) = view.service_annotation(names::PREVIOUS) {
-        annotations.insert(names::PREVIOUS, previous);
-    }
+    let annotations = routing(&green, &stable, view);
     apply_service(target, view, &hash, annotations, step).await?;
     target.wait_endpoints(&target.place.service, &green).await
 }
@@ -579,8 +566,7 @@ async fn rollback(
         .ok_or_else(|| AdapterError::NotFound {
             what: format!("Deployment {}/{back}", target.place.namespace),
         })?;
-    let (set, _) = target.ns.current_pods(&current).await?;
-    let hash = hash_of(&back, &set)?;
+    let hash = target.ns.template_hash(&current).await?;
     let annotations = BTreeMap::from([
         (names::ACTIVE, back.as_str()),
         (names::STABLE, back.as_str()),

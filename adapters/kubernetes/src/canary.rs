@@ -214,20 +214,6 @@ async fn pin(
     Ok(())
 }
 
-async fn primary_hash(
-    target: &KubernetesTarget,
-    primary: &k8s_openapi::api::apps::v1::Deployment,
-) -> Result<String, AdapterError> {
-    let (set, _) = target.ns.current_pods(primary).await?;
-    set.as_ref()
-        .and_then(workload::template_hash)
-        .map(str::to_owned)
-        .ok_or_else(|| AdapterError::Conflict {
-            message: format!("{} has no ReplicaSet yet", target.describe()),
-            request_id: None,
-        })
-}
-
 async fn deploy(
     target: &KubernetesTarget,
     view: &View,
@@ -241,7 +227,7 @@ async fn deploy(
     {
         return Ok(()); // promoted already
     }
-    let hash = primary_hash(target, &primary).await?;
+    let hash = target.ns.template_hash(&primary).await?;
     pin(target, view, Some(&hash), step).await?;
     // The canary's pods carry the primary's labels: they must not come up
     // before the stable Service's endpoints follow the pin.
@@ -376,6 +362,19 @@ async fn weigh(
     target.wait_route(generation).await
 }
 
+/// The canary must exist before it takes traffic: `Deploy` makes it.
+fn deployed(target: &KubernetesTarget, view: &View, canary: &str) -> Result<(), AdapterError> {
+    match view.deployment(canary) {
+        Some(_) => Ok(()),
+        None => Err(AdapterError::NotFound {
+            what: format!(
+                "Deployment {}/{canary} (the canary; `Deploy` makes it)",
+                target.place.namespace
+            ),
+        }),
+    }
+}
+
 /// Replicas for the canary to carry `percent` of the primary's load.
 fn share(primary: i32, percent: u8) -> i32 {
     ((i64::from(primary) * i64::from(percent) + 99) / 100).max(1) as i32
@@ -412,14 +411,7 @@ async fn set_weight(
     let view = target.view().await?;
     let primary = primary(&view, target)?;
     let canary = canary_name(target);
-    if view.deployment(&canary).is_none() {
-        return Err(AdapterError::NotFound {
-            what: format!(
-                "Deployment {}/{canary} (the canary; `Deploy` makes it)",
-                target.place.namespace
-            ),
-        });
-    }
+    deployed(target, &view, &canary)?;
     scale(
         target,
         &canary,
@@ -439,14 +431,7 @@ async fn promote(target: &KubernetesTarget, step: &mut Step) -> Result<(), Adapt
     let promoted =
         workload::version_of(&primary_now, container).as_deref() == Some(release.version.as_str());
     if !promoted {
-        if view.deployment(&canary).is_none() {
-            return Err(AdapterError::NotFound {
-                what: format!(
-                    "Deployment {}/{canary} (the canary; `Deploy` makes it)",
-                    target.place.namespace
-                ),
-            });
-        }
+        deployed(target, &view, &canary)?;
         // 1. Everything on the canary while the primary rolls.
         scale(
             target,
@@ -492,7 +477,7 @@ async fn promote(target: &KubernetesTarget, step: &mut Step) -> Result<(), Adapt
     let view = target.view().await?;
     let primary_new = primary(&view, target)?;
     if view.deployment(&canary).is_some() {
-        let hash = primary_hash(target, &primary_new).await?;
+        let hash = target.ns.template_hash(&primary_new).await?;
         pin(target, &view, Some(&hash), step).await?;
         target
             .wait_endpoints(&target.place.service, &target.place.base)

@@ -151,6 +151,33 @@ impl Namespace {
         Ok((Some(newest), pods.items))
     }
 
+    /// The Deployment `name`, which must exist.
+    pub async fn require_deployment(&self, name: &str) -> Result<Deployment, AdapterError> {
+        self.deployment(name)
+            .await?
+            .ok_or_else(|| AdapterError::NotFound {
+                what: format!("Deployment {}/{name}", self.name),
+            })
+    }
+
+    /// The `pod-template-hash` of `deployment`'s current pods: what a
+    /// Service pins to select them alone. None yet is a `Conflict` (the
+    /// Deployment controller has not made its ReplicaSet): read again.
+    pub async fn template_hash(&self, deployment: &Deployment) -> Result<String, AdapterError> {
+        let (set, _) = self.current_pods(deployment).await?;
+        set.as_ref()
+            .and_then(workload::template_hash)
+            .map(str::to_owned)
+            .ok_or_else(|| AdapterError::Conflict {
+                message: format!(
+                    "Deployment {}/{} has no ReplicaSet yet",
+                    self.name,
+                    deployment.metadata.name.as_deref().unwrap_or("?")
+                ),
+                request_id: None,
+            })
+    }
+
     /// The pods `service`'s EndpointSlices list, by name, with readiness.
     pub async fn endpoints(&self, service: &str) -> Result<BTreeMap<String, bool>, AdapterError> {
         let selector = format!("{}={service}", names::SERVICE_NAME);

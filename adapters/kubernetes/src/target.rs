@@ -240,11 +240,7 @@ impl KubernetesTarget {
             self.place.namespace
         );
         self.wait(&what, move || async move {
-            let Some(found) = self.ns.deployment(deployment).await? else {
-                return Err(AdapterError::NotFound {
-                    what: format!("Deployment {}/{deployment}", self.place.namespace),
-                });
-            };
+            let found = self.ns.require_deployment(deployment).await?;
             let (_, pods) = self.ns.current_pods(&found).await?;
             Ok(match workload::rollout(&found, &pods) {
                 Rollout::Complete { .. } => Poll::Done(()),
@@ -271,11 +267,7 @@ impl KubernetesTarget {
             self.place.namespace
         );
         self.wait(&what, move || async move {
-            let Some(found) = self.ns.deployment(deployment).await? else {
-                return Err(AdapterError::NotFound {
-                    what: format!("Deployment {}/{deployment}", self.place.namespace),
-                });
-            };
+            let found = self.ns.require_deployment(deployment).await?;
             let (_, pods) = self.ns.current_pods(&found).await?;
             let ours: BTreeSet<String> = pods
                 .iter()
