@@ -790,11 +790,22 @@ stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      ste
     let index = usize::from(leader == "replica-b");
     let killed = replicas[index].take().expect("the leader's process");
     assert!(!killed.sigkill(), "the leader was still running");
-    wait_until(
-        Duration::from_secs(60),
-        "the release to succeed on the other replica",
-        || cluster.release_phase("storefront").as_deref() == Some("Succeeded"),
-    );
+    let survivor = replicas[1 - index].as_ref().expect("the other replica");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while cluster.release_phase("storefront").as_deref() != Some("Succeeded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica did not finish the release: {:#}\n--- its stderr\n{}",
+            cluster
+                .get(&format!(
+                    "/apis/deployctl.io/v1/namespaces/{}/releases/storefront",
+                    cluster.namespace
+                ))
+                .unwrap_or_default()["status"],
+            survivor.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_ne!(
         cluster.lease_holder().as_deref(),
         Some(leader.as_str()),
@@ -814,4 +825,128 @@ stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      ste
         .filter(|r| r["resource"] == "httproutes" && r["verb"] == "patch")
         .collect();
     assert_eq!(route_writes.len(), 3, "{route_writes:#?}");
+}
+
+/// `plan --observe` reads a Kubernetes target through the adapter:
+/// identity, the stable version, the weights it can take and the calls
+/// each step would make, with nothing but reads on the API server.
+#[test]
+fn plan_observe_reads_a_kubernetes_target_and_writes_nothing() {
+    let test = "plan_observe_reads_a_kubernetes_target_and_writes_nothing";
+    let sandbox = Sandbox::new("kube-observe");
+    let Some(cluster) = Cluster::new(test, &sandbox, "observe") else {
+        return;
+    };
+    let strategy = "canary:\n      steps: [{setWeight: 10}, {setWeight: 100}]";
+    let plan = cluster.plan(&sandbox, true, NEW, strategy, READY_GATE);
+    cluster.clear_requests();
+    let out = sandbox.run(&["plan", &plan, "--observe", "--output", "json"]);
+    out.expect_code(0);
+    let report: Value = serde_json::from_str(&out.stdout).expect("a report");
+    let stage = &report["stages"][0];
+    assert_eq!(
+        stage["identity"],
+        format!(
+            "kubernetes:{}/namespaces/{}/deployments/web",
+            cluster.url, cluster.namespace
+        ),
+        "{report:#}"
+    );
+    assert_eq!(stage["now"]["stable"], STABLE, "{report:#}");
+    let text = report.to_string();
+    assert!(
+        text.contains("apply HTTPRoute"),
+        "the weight steps name their route write: {report:#}"
+    );
+    let writes: Vec<Value> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| !matches!(r["verb"].as_str(), Some("get" | "list" | "watch")))
+        .collect();
+    assert!(writes.is_empty(), "plan --observe wrote: {writes:#?}");
+    assert_eq!(cluster.served_by(json!({"route": "web"}), STABLE), 1000);
+}
+
+/// The controller serves Prometheus metrics and the kubelet's probes on
+/// ports of their own: `/readyz` once it is up, `/metrics` with its
+/// leadership and the reconcile histogram once a Release has run.
+#[test]
+fn the_controller_serves_metrics_and_probes() {
+    let test = "the_controller_serves_metrics_and_probes";
+    let sandbox = Sandbox::new("kube-metrics");
+    let Some(cluster) = Cluster::new(test, &sandbox, "metrics") else {
+        return;
+    };
+    let kubeconfig = sandbox.root().join("kubeconfig.yaml");
+    let kubeconfig = kubeconfig.to_str().expect("utf-8 path").to_owned();
+    let args = [
+        "controller",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        &cluster.namespace,
+        "--lease-duration",
+        "3",
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+        "--health-probe-bind-address",
+        "127.0.0.1:0",
+    ];
+    let mut command = sandbox.command(&args);
+    command.env("KUBECONFIG", &kubeconfig);
+    let controller = sandbox.spawn_command(command, &args, None);
+    let address = |what: &str| -> String {
+        let mut found = String::new();
+        wait_until(Duration::from_secs(30), what, || {
+            let stderr = controller.stderr_so_far();
+            match stderr.lines().find_map(|l| l.split(what).nth(1)) {
+                Some(rest) => {
+                    found = rest.split('/').next().unwrap_or_default().to_owned();
+                    true
+                }
+                None => false,
+            }
+        });
+        format!("http://{found}")
+    };
+    let metrics = address("metrics on http://");
+    let probes = address("probes on http://");
+    assert_eq!(http(&probes, "GET", "/healthz", &[], "").0, 200);
+    wait_until(Duration::from_secs(30), "ready", || {
+        http(&probes, "GET", "/readyz", &[], "").0 == 200
+    });
+    let plan = format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-metrics, environment: test}}\n\
+targets:\n  web:\n    kubernetes: {{namespace: {}, deployment: web, service: web, httpRoute: {{name: web}}}}\n\
+artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+stages:\n  - name: web\n    target: web\n    canary: {{steps: [{{setWeight: 50}}, {{setWeight: 100}}]}}\n",
+        cluster.namespace
+    );
+    cluster.release("web", &plan);
+    wait_until(Duration::from_secs(60), "the release to succeed", || {
+        cluster.release_phase("web").as_deref() == Some("Succeeded")
+    });
+    // The phases are counted at each resync (every half second).
+    let mut text = String::new();
+    wait_until(
+        Duration::from_secs(10),
+        "the metrics to count the Release as Succeeded",
+        || {
+            text = http(&metrics, "GET", "/metrics", &[], "").1;
+            text.contains("deployctl_releases{phase=\"Succeeded\"} 1")
+        },
+    );
+    assert!(text.contains("deployctl_controller_leader 1"), "{text}");
+    assert!(
+        text.contains("# TYPE deployctl_reconcile_duration_seconds histogram"),
+        "{text}"
+    );
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("deployctl_reconcile_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(count > 0, "{text}");
+    assert_eq!(http(&metrics, "GET", "/nothing", &[], "").0, 404);
+    drop(controller);
 }

@@ -203,6 +203,11 @@ impl Running {
         self.child.as_ref().expect("running").id()
     }
 
+    /// What the command has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
     /// SIGKILL (what `Child::kill` sends on unix) and reap, so that
     /// `/proc/<pid>` is gone and the next process sees the owner dead.
     /// Returns `true` when the process had already exited by itself.
