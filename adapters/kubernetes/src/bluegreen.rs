@@ -24,7 +24,6 @@ use deployctl_adapter::{AdapterError, Applied, Observed, PlannedCall, TrafficAct
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
-use crate::cluster::written;
 use crate::error::rejected;
 use crate::names;
 use crate::target::KubernetesTarget;
@@ -252,13 +251,8 @@ async fn apply_service(
         },
         "spec": {"selector": selector},
     });
-    let out = target.ns.apply_service(&target.place.service, body).await?;
-    step.writes.push(written(
-        "Service",
-        &target.place.namespace,
-        &target.place.service,
-        &out.metadata,
-    ));
+    step.writes
+        .push(target.ns.apply_service(&target.place.service, body).await?);
     Ok(())
 }
 
@@ -298,37 +292,10 @@ async fn deploy(
             &release.image,
             &release.version,
         )?;
-        let out = target.ns.apply_deployment(&green, body).await?;
-        step.writes.push(written(
-            "Deployment",
-            &target.place.namespace,
-            &green,
-            &out.metadata,
-        ));
+        step.writes
+            .push(target.ns.apply_deployment(&green, body).await?);
     }
-    if let (Some(preview), Some(current)) = (&target.place.preview, &view.preview) {
-        let mut selector = current
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.clone())
-            .unwrap_or_default();
-        if selector.get(names::DEPLOYMENT) != Some(&green) {
-            selector.insert(names::DEPLOYMENT.into(), green.clone());
-            let body = json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": preview, "namespace": target.place.namespace,
-                             "resourceVersion": current.metadata.resource_version},
-                "spec": {"selector": selector},
-            });
-            let out = target.ns.apply_service(preview, body).await?;
-            step.writes.push(written(
-                "Service",
-                &target.place.namespace,
-                preview,
-                &out.metadata,
-            ));
-        }
-    }
+    point_preview(target, view, Some(&green), step).await?;
     // Gates run against the preview next: green must be up and the
     // preview's endpoints must list it alone, or they would judge nothing
     // (or blue).
@@ -336,6 +303,41 @@ async fn deploy(
     if let Some(preview) = &target.place.preview {
         target.wait_endpoints(preview, &green).await?;
     }
+    Ok(())
+}
+
+/// Points the preview Service (if the target has one) at `green`'s pods
+/// alone, or (`None`) gives it back its own selector.
+async fn point_preview(
+    target: &KubernetesTarget,
+    view: &View,
+    green: Option<&str>,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let (Some(preview), Some(current)) = (&target.place.preview, &view.preview) else {
+        return Ok(());
+    };
+    let before = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    let mut selector = before.clone();
+    match green {
+        Some(green) => selector.insert(names::DEPLOYMENT.into(), green.into()),
+        None => selector.remove(names::DEPLOYMENT),
+    };
+    if selector == before {
+        return Ok(());
+    }
+    let body = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": preview, "namespace": target.place.namespace,
+                     "resourceVersion": current.metadata.resource_version},
+        "spec": {"selector": selector},
+    });
+    step.writes
+        .push(target.ns.apply_service(preview, body).await?);
     Ok(())
 }
 
@@ -376,7 +378,7 @@ pub(crate) fn green_body(
 }
 
 /// Sets the release container's image in a Deployment spec (JSON).
-pub(crate) fn set_image(
+fn set_image(
     spec: &mut Value,
     container: Option<&str>,
     image: &str,
@@ -573,27 +575,7 @@ async fn rollback(
     ]);
     apply_service(target, view, &hash, annotations, step).await?;
     target.wait_endpoints(&target.place.service, &back).await?;
-    if let (Some(preview), Some(current)) = (&target.place.preview, &view.preview) {
-        let mut selector = current
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.clone())
-            .unwrap_or_default();
-        if selector.remove(names::DEPLOYMENT).is_some() {
-            let body = json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": preview, "namespace": target.place.namespace},
-                "spec": {"selector": selector},
-            });
-            let out = target.ns.apply_service(preview, body).await?;
-            step.writes.push(written(
-                "Service",
-                &target.place.namespace,
-                preview,
-                &out.metadata,
-            ));
-        }
-    }
+    point_preview(target, view, None, step).await?;
     if let Some(green) = green_name(target)
         && green != back
         && target.ns.delete_deployment(&green).await?

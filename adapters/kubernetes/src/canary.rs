@@ -20,9 +20,10 @@
 use std::collections::BTreeMap;
 
 use deployctl_adapter::{AdapterError, Applied, Observed, PlannedCall, TrafficAction};
+use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
-use crate::bluegreen::{Step, set_image};
+use crate::bluegreen::Step;
 use crate::cluster::written;
 use crate::error::rejected;
 use crate::names;
@@ -155,18 +156,17 @@ pub(crate) async fn apply(
     let mut step = Step::default();
     match action {
         TrafficAction::Deploy { .. } => deploy(target, &view, &mut step).await?,
-        TrafficAction::SetWeight { percent } => set_weight(target, *percent, &mut step).await?,
-        TrafficAction::Promote => promote(target, &mut step).await?,
+        TrafficAction::SetWeight { percent } => {
+            set_weight(target, &view, *percent, &mut step).await?
+        }
+        TrafficAction::Promote => promote(target, &view, &mut step).await?,
         TrafficAction::Retire => {}
         TrafficAction::Rollback { to } => rollback(target, to.as_deref(), &mut step).await?,
     }
     Ok(step.applied())
 }
 
-fn primary(
-    view: &View,
-    target: &KubernetesTarget,
-) -> Result<k8s_openapi::api::apps::v1::Deployment, AdapterError> {
+fn primary(view: &View, target: &KubernetesTarget) -> Result<Deployment, AdapterError> {
     view.base.clone().ok_or_else(|| AdapterError::NotFound {
         what: format!("{} (the primary)", target.describe()),
     })
@@ -204,13 +204,8 @@ async fn pin(
                      "resourceVersion": service.metadata.resource_version},
         "spec": {"selector": selector},
     });
-    let out = target.ns.apply_service(&target.place.service, body).await?;
-    step.writes.push(written(
-        "Service",
-        &target.place.namespace,
-        &target.place.service,
-        &out.metadata,
-    ));
+    step.writes
+        .push(target.ns.apply_service(&target.place.service, body).await?);
     Ok(())
 }
 
@@ -255,13 +250,8 @@ async fn deploy(
         if let Some(previous) = view.deployment(&canary) {
             body["metadata"]["resourceVersion"] = json!(previous.metadata.resource_version);
         }
-        let out = target.ns.apply_deployment(&canary, body).await?;
-        step.writes.push(written(
-            "Deployment",
-            &target.place.namespace,
-            &canary,
-            &out.metadata,
-        ));
+        step.writes
+            .push(target.ns.apply_deployment(&canary, body).await?);
     }
     let service_name = canary_service(target);
     if target.ns.service(&service_name).await?.is_none() {
@@ -300,13 +290,8 @@ async fn deploy(
                          "labels": {names::WORKLOAD: target.place.base}},
             "spec": {"selector": selector, "ports": ports},
         });
-        let out = target.ns.apply_service(&service_name, body).await?;
-        step.writes.push(written(
-            "Service",
-            &target.place.namespace,
-            &service_name,
-            &out.metadata,
-        ));
+        step.writes
+            .push(target.ns.apply_service(&service_name, body).await?);
     }
     Ok(())
 }
@@ -403,15 +388,16 @@ async fn scale(
     target.wait_rollout(name, None).await
 }
 
+/// `view`: the target as the another-writer check just read it.
 async fn set_weight(
     target: &KubernetesTarget,
+    view: &View,
     percent: u8,
     step: &mut Step,
 ) -> Result<(), AdapterError> {
-    let view = target.view().await?;
-    let primary = primary(&view, target)?;
+    let primary = primary(view, target)?;
     let canary = canary_name(target);
-    deployed(target, &view, &canary)?;
+    deployed(target, view, &canary)?;
     scale(
         target,
         &canary,
@@ -422,16 +408,19 @@ async fn set_weight(
     weigh(target, percent, step).await
 }
 
-async fn promote(target: &KubernetesTarget, step: &mut Step) -> Result<(), AdapterError> {
+async fn promote(
+    target: &KubernetesTarget,
+    view: &View,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
     let release = target.release("promote")?.clone();
     let container = target.container.as_deref();
-    let view = target.view().await?;
-    let primary_now = primary(&view, target)?;
+    let primary_now = primary(view, target)?;
     let canary = canary_name(target);
     let promoted =
         workload::version_of(&primary_now, container).as_deref() == Some(release.version.as_str());
     if !promoted {
-        deployed(target, &view, &canary)?;
+        deployed(target, view, &canary)?;
         // 1. Everything on the canary while the primary rolls.
         scale(
             target,
@@ -443,34 +432,24 @@ async fn promote(target: &KubernetesTarget, step: &mut Step) -> Result<(), Adapt
         weigh(target, 100, step).await?;
         // 2. The primary takes the new image; what it ran is kept for a
         //    rollback after promotion.
-        let mut spec = serde_json::to_value(primary_now.spec.clone().unwrap_or_default())
-            .map_err(|e| rejected(format!("{}: {e}", target.describe())))?;
-        set_image(&mut spec, container, &release.image, &target.place.base)?;
         let images = workload::images(&primary_now);
+        let released = workload::release_container(&primary_now, container)
+            .ok_or_else(|| {
+                rejected(format!(
+                    "{} has no container {}",
+                    target.describe(),
+                    container.unwrap_or("at all")
+                ))
+            })?
+            .name
+            .clone();
+        let mut next = images.clone();
+        next.insert(released, release.image.clone());
         let before = workload::version_of(&primary_now, container).unwrap_or_default();
-        let containers: Vec<Value> = spec["template"]["spec"]["containers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| json!({"name": c["name"], "image": c["image"]}))
-            .collect();
-        let body = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": target.place.base, "namespace": target.place.namespace,
-                         "resourceVersion": primary_now.metadata.resource_version,
-                         "annotations": {names::VERSION: release.version,
-                                         names::ROLLBACK_VERSION: before,
-                                         names::ROLLBACK_IMAGES: serde_json::to_string(&images).unwrap_or_default()}},
-            "spec": {"template": {"spec": {"containers": containers}}},
-        });
-        let out = target.ns.apply_deployment(&target.place.base, body).await?;
-        step.writes.push(written(
-            "Deployment",
-            &target.place.namespace,
-            &target.place.base,
-            &out.metadata,
-        ));
+        let annotations = json!({names::VERSION: release.version,
+                                 names::ROLLBACK_VERSION: before,
+                                 names::ROLLBACK_IMAGES: serde_json::to_string(&images).unwrap_or_default()});
+        set_primary_images(target, &primary_now, &next, annotations, step).await?;
     }
     target.wait_rollout(&target.place.base, None).await?;
     // 3. The pin follows the primary's new pods, then traffic goes back.
@@ -536,26 +515,36 @@ async fn rollback(
                         names::ROLLBACK_IMAGES
                     ))
                 })?;
-        let containers: Vec<Value> = images
-            .iter()
-            .map(|(name, image)| json!({"name": name, "image": image}))
-            .collect();
-        let body = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": target.place.base, "namespace": target.place.namespace,
-                         "resourceVersion": primary_now.metadata.resource_version,
-                         "annotations": {names::VERSION: saved_version}},
-            "spec": {"template": {"spec": {"containers": containers}}},
-        });
-        let out = target.ns.apply_deployment(&target.place.base, body).await?;
-        step.writes.push(written(
-            "Deployment",
-            &target.place.namespace,
-            &target.place.base,
-            &out.metadata,
-        ));
+        let annotations = json!({names::VERSION: saved_version});
+        set_primary_images(target, &primary_now, &images, annotations, step).await?;
         target.wait_rollout(&target.place.base, None).await?;
     }
+    Ok(())
+}
+
+/// Applies `images` (container name → image) and deployctl's
+/// `annotations` to the primary, as read in `primary_now`: only those
+/// fields, so whoever applied the rest of the Deployment keeps it.
+async fn set_primary_images(
+    target: &KubernetesTarget,
+    primary_now: &Deployment,
+    images: &BTreeMap<String, String>,
+    annotations: Value,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let containers: Vec<Value> = images
+        .iter()
+        .map(|(name, image)| json!({"name": name, "image": image}))
+        .collect();
+    let body = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": target.place.base, "namespace": target.place.namespace,
+                     "resourceVersion": primary_now.metadata.resource_version,
+                     "annotations": annotations},
+        "spec": {"template": {"spec": {"containers": containers}}},
+    });
+    step.writes
+        .push(target.ns.apply_deployment(&target.place.base, body).await?);
     Ok(())
 }
 

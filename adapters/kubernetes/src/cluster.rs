@@ -204,28 +204,18 @@ impl Namespace {
         Ok(pods)
     }
 
-    pub async fn apply_deployment(
-        &self,
-        name: &str,
-        body: Value,
-    ) -> Result<Deployment, AdapterError> {
-        apply(
-            &self.api()?,
-            name,
-            body,
-            &format!("apply Deployment {}/{name}", self.name),
-        )
-        .await
+    /// Applies a Deployment; the write, for the journal and audit trail.
+    pub async fn apply_deployment(&self, name: &str, body: Value) -> Result<String, AdapterError> {
+        let what = format!("apply Deployment {}/{name}", self.name);
+        let out: Deployment = apply(&self.api()?, name, body, &what).await?;
+        Ok(written("Deployment", &self.name, name, &out.metadata))
     }
 
-    pub async fn apply_service(&self, name: &str, body: Value) -> Result<Service, AdapterError> {
-        apply(
-            &self.api()?,
-            name,
-            body,
-            &format!("apply Service {}/{name}", self.name),
-        )
-        .await
+    /// Applies a Service; the write, for the journal and audit trail.
+    pub async fn apply_service(&self, name: &str, body: Value) -> Result<String, AdapterError> {
+        let what = format!("apply Service {}/{name}", self.name);
+        let out: Service = apply(&self.api()?, name, body, &what).await?;
+        Ok(written("Service", &self.name, name, &out.metadata))
     }
 
     pub async fn apply_route(
