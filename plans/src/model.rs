@@ -161,6 +161,10 @@ pub struct Target {
     pub artifact: Option<Artifact>,
     /// The version rollback returns to when the plan pins one.
     pub pinned_stable: Option<Artifact>,
+    /// How the stage that moves this target moves it (the first such
+    /// stage when several do): a target whose traffic split depends on it
+    /// (a Kubernetes canary without a route) builds its router from this.
+    pub strategy: Option<StrategyKind>,
 }
 
 impl Target {

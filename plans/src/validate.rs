@@ -54,6 +54,7 @@ impl Checker {
                         spec,
                         artifact: None,
                         pinned_stable: None,
+                        strategy: None,
                     },
                 );
             }
@@ -72,6 +73,11 @@ impl Checker {
         let rollback = self.rollback(plan, &mut targets);
         let notifications = self.notifications(plan);
         let stages = self.stages(plan, &targets, &gates, &plan.approvals);
+        for stage in stages.iter().rev() {
+            if let Some(target) = targets.get_mut(&stage.target) {
+                target.strategy = Some(stage.strategy.kind());
+            }
+        }
         self.unused(plan);
         self.rollback_paths(plan);
         let graph = self.graph(plan, &stages);

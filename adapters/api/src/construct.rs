@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use deployctl_plan::model::{Artifact, Target};
+use deployctl_plan::model::{Artifact, StrategyKind, Target};
 
 /// The plan's release for one target: what its stages deploy, what a
 /// rollback returns to, and where files the plan names are found.
@@ -25,6 +25,8 @@ pub struct PlanRelease<'a> {
     /// The version a rollback returns to, when the plan pins one
     /// (`rollback.stable`).
     pub pinned_stable: Option<&'a Artifact>,
+    /// How the plan's stage moves this target, when one does.
+    pub strategy: Option<StrategyKind>,
     /// The plan file's directory: relative paths in the plan (a Lambda
     /// `zipFile`, a CloudFront `configFile`) are relative to it.
     pub plan_dir: &'a Path,
@@ -37,6 +39,7 @@ impl<'a> PlanRelease<'a> {
         PlanRelease {
             artifact: target.artifact.as_ref(),
             pinned_stable: target.pinned_stable.as_ref(),
+            strategy: target.strategy,
             plan_dir,
         }
     }
@@ -46,6 +49,7 @@ impl<'a> PlanRelease<'a> {
         PlanRelease {
             artifact: None,
             pinned_stable: None,
+            strategy: None,
             plan_dir,
         }
     }

@@ -1,10 +1,17 @@
 //! Canary by Gateway API HTTPRoute weights (Flagger's primary/canary
-//! model). The plan's Deployment is the primary and stays the stable one;
+//! model), or, without a route, by replica ratios. The plan's Deployment is the primary and stays the stable one;
 //! the canary is a second Deployment (`NAME-canary`) behind its own
 //! Service (`SERVICE-canary`), and the route's `backendRefs` weights split
 //! traffic between the two Services. While the canary exists the stable
 //! Service is pinned to the primary's pods (`pod-template-hash`): both
 //! Deployments' pods carry the labels it selects by.
+//!
+//!
+//! Without a route the stable Service is the router: unpinned, it spreads
+//! requests over the primary's and the canary's pods, so a weight is
+//! approximate, the canary's part of the pods (`ratio`); 0 % pins it to the
+//! primary, 100 % to the canary. The weight set is kept on the Service
+//! (`deployctl.io/canary-weight`), as a route keeps it in its backendRefs.
 //!
 //! - `Deploy`: pin, create the canary from the primary's template with the
 //!   new image and its Service.
@@ -28,7 +35,7 @@ use crate::cluster::written;
 use crate::error::rejected;
 use crate::names;
 use crate::route;
-use crate::target::KubernetesTarget;
+use crate::target::{KubernetesTarget, Router};
 use crate::view::View;
 use crate::workload;
 
@@ -43,11 +50,14 @@ fn canary_service(target: &KubernetesTarget) -> String {
 pub(crate) fn observe(target: &KubernetesTarget, view: &View) -> Observed {
     let container = target.container.as_deref();
     let canary = view.deployment(&canary_name(target));
-    let percent = route::canary_percent(
-        &view.route_spec(),
-        &target.place.service,
-        &canary_service(target),
-    );
+    let percent = match target.router {
+        Router::Route => route::canary_percent(
+            &view.route_spec(),
+            &target.place.service,
+            &canary_service(target),
+        ),
+        Router::Replicas | Router::Selector => view.replica_weight(),
+    };
     Observed {
         stable: view
             .base
@@ -69,7 +79,10 @@ pub(crate) fn plan(
     action: &TrafficAction,
 ) -> Result<Vec<PlannedCall>, AdapterError> {
     let ns = &target.place.namespace;
-    let (route_ns, route_name) = target.place.route.clone().unwrap_or_default();
+    let router = match &target.place.route {
+        Some((route_ns, route_name)) => format!("HTTPRoute {route_ns}/{route_name}"),
+        None => format!("Service {ns}/{}", target.place.service),
+    };
     let canary = canary_name(target);
     let call = |text: String| PlannedCall { description: text };
     Ok(match action {
@@ -97,12 +110,31 @@ pub(crate) fn plan(
             if observed.weight == *percent {
                 return Ok(Vec::new());
             }
+            if target.router == Router::Replicas {
+                let service = &target.place.service;
+                return Ok(vec![
+                    call(format!(
+                        "apply Deployment {ns}/{canary}: replicas for about {percent}% of the pods"
+                    )),
+                    call(match percent {
+                        0 => format!(
+                            "apply Service {ns}/{service}: selector pinned to the primary's pods"
+                        ),
+                        100 => format!(
+                            "apply Service {ns}/{service}: selector pinned to the canary's pods"
+                        ),
+                        _ => format!(
+                            "apply Service {ns}/{service}: selector over the primary's and the canary's pods"
+                        ),
+                    }),
+                ]);
+            }
             vec![
                 call(format!(
                     "apply Deployment {ns}/{canary}: replicas for {percent}% of the primary's"
                 )),
                 call(format!(
-                    "apply HTTPRoute {route_ns}/{route_name}: backendRefs {} {}%, {} {percent}%",
+                    "apply {router}: backendRefs {} {}%, {} {percent}%",
                     target.place.service,
                     100 - u16::from(*percent),
                     canary_service(target)
@@ -114,16 +146,12 @@ pub(crate) fn plan(
                 return Ok(Vec::new());
             }
             vec![
-                call(format!(
-                    "apply HTTPRoute {route_ns}/{route_name}: all traffic on the canary"
-                )),
+                call(format!("apply {router}: all traffic on the canary")),
                 call(format!(
                     "apply Deployment {ns}/{}: the new image, then wait for its rollout",
                     target.place.base
                 )),
-                call(format!(
-                    "apply HTTPRoute {route_ns}/{route_name}: all traffic on the primary"
-                )),
+                call(format!("apply {router}: all traffic on the primary")),
                 call(format!(
                     "delete Deployment {ns}/{canary} and Service {ns}/{}",
                     canary_service(target)
@@ -136,9 +164,7 @@ pub(crate) fn plan(
                 return Ok(Vec::new());
             }
             vec![
-                call(format!(
-                    "apply HTTPRoute {route_ns}/{route_name}: all traffic on the primary"
-                )),
+                call(format!("apply {router}: all traffic on the primary")),
                 call(format!(
                     "delete Deployment {ns}/{canary} and Service {ns}/{}",
                     canary_service(target)
@@ -180,13 +206,25 @@ async fn pin(
     hash: Option<&str>,
     step: &mut Step,
 ) -> Result<(), AdapterError> {
+    point(target, view, hash, None, step).await
+}
+
+/// Points the stable Service at the pods of template `hash` (or at every
+/// pod of the workload), noting the replica-ratio `weight` it stands for.
+async fn point(
+    target: &KubernetesTarget,
+    view: &View,
+    hash: Option<&str>,
+    weight: Option<u8>,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
     let current = view.service_selector();
     let mut selector = current.clone();
     selector.remove(names::POD_TEMPLATE_HASH);
     if let Some(hash) = hash {
         selector.insert(names::POD_TEMPLATE_HASH.into(), hash.into());
     }
-    if selector == current {
+    if selector == current && weight == view.replica_weight() {
         return Ok(());
     }
     let service = view
@@ -198,12 +236,17 @@ async fn pin(
                 target.place.namespace, target.place.service
             ),
         })?;
-    let body = json!({
+    let mut body = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": target.place.service, "namespace": target.place.namespace,
                      "resourceVersion": service.metadata.resource_version},
         "spec": {"selector": selector},
     });
+    // Left out, the annotation is released: server-side apply removes the
+    // fields deployctl stops applying.
+    if let Some(weight) = weight {
+        body["metadata"]["annotations"] = json!({names::CANARY_WEIGHT: weight.to_string()});
+    }
     step.writes
         .push(target.ns.apply_service(&target.place.service, body).await?);
     Ok(())
@@ -306,9 +349,61 @@ fn base_selector(service: &k8s_openapi::api::core::v1::Service) -> BTreeMap<Stri
     selector
 }
 
+/// Sends `percent` of the traffic to the canary and waits until it goes
+/// there.
+async fn weigh(
+    target: &KubernetesTarget,
+    percent: u8,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    match target.router {
+        Router::Route => weigh_route(target, percent, step).await,
+        Router::Replicas | Router::Selector => weigh_replicas(target, percent, step).await,
+    }
+}
+
+/// Points the stable Service at the primary (0 %), the canary (100 %) or
+/// both (their replica counts set the share), and waits for its
+/// EndpointSlices to follow.
+async fn weigh_replicas(
+    target: &KubernetesTarget,
+    percent: u8,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
+    let view = target.view().await?;
+    let service = &target.place.service;
+    let base = target.place.base.as_str();
+    let canary = canary_name(target);
+    match percent {
+        // Without a canary every pod is the primary's: no pin is needed.
+        0 if view.deployment(&canary).is_none() => {
+            point(target, &view, None, None, step).await?;
+            target.wait_endpoints(service, base).await
+        }
+        0 => {
+            let hash = target.ns.template_hash(&primary(&view, target)?).await?;
+            point(target, &view, Some(&hash), None, step).await?;
+            target.wait_endpoints(service, base).await
+        }
+        100 => {
+            let found = view
+                .deployment(&canary)
+                .ok_or_else(|| not_deployed(target, &canary))?;
+            let hash = target.ns.template_hash(found).await?;
+            point(target, &view, Some(&hash), Some(100), step).await?;
+            target.wait_endpoints(service, &canary).await
+        }
+        _ => {
+            deployed(target, &view, &canary)?;
+            point(target, &view, None, Some(percent), step).await?;
+            target.wait_endpoints_of(service, &[base, &canary]).await
+        }
+    }
+}
+
 /// Writes the route's weights (when they differ) and waits for its
 /// controller to accept them.
-async fn weigh(
+async fn weigh_route(
     target: &KubernetesTarget,
     percent: u8,
     step: &mut Step,
@@ -351,18 +446,41 @@ async fn weigh(
 fn deployed(target: &KubernetesTarget, view: &View, canary: &str) -> Result<(), AdapterError> {
     match view.deployment(canary) {
         Some(_) => Ok(()),
-        None => Err(AdapterError::NotFound {
-            what: format!(
-                "Deployment {}/{canary} (the canary; `Deploy` makes it)",
-                target.place.namespace
-            ),
-        }),
+        None => Err(not_deployed(target, canary)),
+    }
+}
+
+fn not_deployed(target: &KubernetesTarget, canary: &str) -> AdapterError {
+    AdapterError::NotFound {
+        what: format!(
+            "Deployment {}/{canary} (the canary; `Deploy` makes it)",
+            target.place.namespace
+        ),
     }
 }
 
 /// Replicas for the canary to carry `percent` of the primary's load.
 fn share(primary: i32, percent: u8) -> i32 {
     ((i64::from(primary) * i64::from(percent) + 99) / 100).max(1) as i32
+}
+
+/// Replicas for the canary to be `percent` of all the Service's pods
+/// beside the primary's `primary` (rounded up, at least one); at 100 % the
+/// Service is pinned to the canary, which then needs the primary's count.
+fn ratio(primary: i32, percent: u8) -> i32 {
+    if percent >= 100 {
+        return primary.max(1);
+    }
+    let (n, p) = (i64::from(primary), i64::from(percent));
+    ((n * p + 99 - p) / (100 - p)).max(1) as i32
+}
+
+/// The canary's replicas for `percent` under `router`.
+fn canary_replicas(router: Router, primary: i32, percent: u8) -> i32 {
+    match router {
+        Router::Route => share(primary, percent),
+        Router::Replicas | Router::Selector => ratio(primary, percent),
+    }
 }
 
 async fn scale(
@@ -401,7 +519,7 @@ async fn set_weight(
     scale(
         target,
         &canary,
-        share(workload::desired_replicas(&primary), percent),
+        canary_replicas(target.router, workload::desired_replicas(&primary), percent),
         step,
     )
     .await?;
@@ -550,7 +668,20 @@ async fn set_primary_images(
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::{ratio, share};
+
+    #[test]
+    fn a_replica_ratio_is_the_canarys_part_of_all_pods() {
+        // 4 primary pods: 10 % of the pods is one canary pod in five
+        // (20 %, the nearest a pod can come), 50 % is four beside four.
+        assert_eq!(ratio(4, 10), 1);
+        assert_eq!(ratio(4, 50), 4);
+        assert_eq!(ratio(9, 10), 1);
+        assert_eq!(ratio(9, 25), 3);
+        assert_eq!(ratio(4, 75), 12);
+        assert_eq!(ratio(4, 100), 4);
+        assert_eq!(ratio(0, 30), 1);
+    }
 
     #[test]
     fn the_canary_gets_at_least_one_pod_and_rounds_up() {

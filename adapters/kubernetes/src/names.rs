@@ -21,6 +21,9 @@ pub const STABLE: &str = "deployctl.io/stable-deployment";
 pub const PREVIOUS: &str = "deployctl.io/previous-deployment";
 /// On the primary of a promoted canary: the version and container images
 /// it ran before, for a rollback after promotion.
+/// On the stable Service of a canary without a route: the weight the
+/// replica ratio was set for (the real share is the canary's pods' part).
+pub const CANARY_WEIGHT: &str = "deployctl.io/canary-weight";
 pub const ROLLBACK_VERSION: &str = "deployctl.io/rollback-version";
 pub const ROLLBACK_IMAGES: &str = "deployctl.io/rollback-images";
 /// The label Deployments give their pods and ReplicaSets (Kubernetes'

@@ -15,6 +15,8 @@ use crate::workload::{self, Rollout};
 pub(crate) struct Readiness {
     pub ns: Namespace,
     pub place: Place,
+    /// Whether the new version runs in a canary Deployment (else green).
+    pub canary: bool,
     pub container: Option<String>,
     /// The version released, whose Deployment is judged.
     pub candidate: Option<String>,
@@ -27,7 +29,7 @@ impl Readiness {
     fn candidates(&self) -> Vec<String> {
         let mut names = Vec::new();
         if let Some(version) = &self.candidate {
-            if self.place.route.is_some() {
+            if self.canary {
                 names.push(names::canary(&self.place.base));
             } else {
                 names.push(names::green(&self.place.base, version));

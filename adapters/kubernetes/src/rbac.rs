@@ -3,6 +3,7 @@
 //! `deployctl iam-policy` does for AWS. Kept beside the calls it covers
 //! (`cluster.rs`), and tested against the requests real releases make.
 
+use deployctl_plan::model::StrategyKind;
 use deployctl_plan::raw;
 
 use crate::names;
@@ -19,8 +20,8 @@ pub struct Rule {
     pub resource_names: Vec<String>,
 }
 
-/// Every rule a release of `spec` needs.
-pub fn rules(spec: &raw::KubernetesTarget) -> Vec<Rule> {
+/// Every rule a release of `spec` by `strategy` needs.
+pub fn rules(spec: &raw::KubernetesTarget, strategy: Option<StrategyKind>) -> Vec<Rule> {
     let ns = spec.namespace.clone();
     let rule = |api_group, resource, verbs: &[&'static str], names: Vec<String>| Rule {
         namespace: ns.clone(),
@@ -51,24 +52,28 @@ pub fn rules(spec: &raw::KubernetesTarget) -> Vec<Rule> {
     ];
     let mut services = vec![spec.service.clone()];
     services.extend(spec.preview_service.clone());
-    match &spec.http_route {
-        Some(route) => {
-            let canary = names::canary_service(&spec.service);
-            services.push(canary.clone());
-            rules.push(rule("", "services", &["get", "patch"], services));
-            // The canary's Service is made by server-side apply (`create`
-            // cannot be limited by name) and deleted by name.
-            rules.push(rule("", "services", &["create"], Vec::new()));
-            rules.push(rule("", "services", &["delete"], vec![canary]));
-            rules.push(Rule {
-                namespace: route.namespace.clone().unwrap_or_else(|| ns.clone()),
-                api_group: "gateway.networking.k8s.io",
-                resource: "httproutes",
-                verbs: vec!["get", "patch"],
-                resource_names: vec![route.name.clone()],
-            });
-        }
-        None => rules.push(rule("", "services", &["get", "patch"], services)),
+    // A canary (by route weights or, without a route, replica ratios) runs
+    // beside the primary behind a Service of its own.
+    let canary_model = spec.http_route.is_some() || strategy == Some(StrategyKind::Canary);
+    if canary_model {
+        let canary = names::canary_service(&spec.service);
+        services.push(canary.clone());
+        rules.push(rule("", "services", &["get", "patch"], services));
+        // The canary's Service is made by server-side apply (`create`
+        // cannot be limited by name) and deleted by name.
+        rules.push(rule("", "services", &["create"], Vec::new()));
+        rules.push(rule("", "services", &["delete"], vec![canary]));
+    } else {
+        rules.push(rule("", "services", &["get", "patch"], services));
+    }
+    if let Some(route) = &spec.http_route {
+        rules.push(Rule {
+            namespace: route.namespace.clone().unwrap_or_else(|| ns.clone()),
+            api_group: "gateway.networking.k8s.io",
+            resource: "httproutes",
+            verbs: vec!["get", "patch"],
+            resource_names: vec![route.name.clone()],
+        });
     }
     rules
 }
@@ -88,7 +93,7 @@ mod tests {
 
     #[test]
     fn blue_green_needs_no_route_and_no_service_creation() {
-        let rules = rules(&spec(false));
+        let rules = rules(&spec(false), Some(StrategyKind::BlueGreen));
         assert!(rules.iter().all(|r| r.resource != "httproutes"));
         let services: Vec<_> = rules.iter().filter(|r| r.resource == "services").collect();
         assert_eq!(services.len(), 1);
@@ -98,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_routed_canary_patches_its_route_by_name_in_the_route_namespace() {
-        let rules = rules(&spec(true));
+        let rules = rules(&spec(true), Some(StrategyKind::Canary));
         let route = rules
             .iter()
             .find(|r| r.resource == "httproutes")
@@ -111,5 +116,19 @@ mod tests {
             && r.verbs == ["delete"]
             && r.resource_names == ["web-canary"]));
         assert!(rules.iter().all(|r| !r.verbs.contains(&"*")));
+    }
+
+    #[test]
+    fn a_canary_without_a_route_makes_its_service_and_touches_no_route() {
+        let mut unrouted = spec(false);
+        unrouted.preview_service = None;
+        let rules = rules(&unrouted, Some(StrategyKind::Canary));
+        assert!(rules.iter().all(|r| r.resource != "httproutes"));
+        assert!(rules.iter().any(|r| r.resource == "services"
+            && r.verbs == ["get", "patch"]
+            && r.resource_names == ["web", "web-canary"]));
+        assert!(rules.iter().any(|r| r.resource == "services"
+            && r.verbs == ["delete"]
+            && r.resource_names == ["web-canary"]));
     }
 }

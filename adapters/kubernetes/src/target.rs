@@ -11,9 +11,9 @@ use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::writer::{AnotherWriter, LastWrite};
 use deployctl_adapter::{
     AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
-    PlannedCall, Preflight, Target, TrafficAction, TrafficTarget,
+    PlannedCall, Preflight, Target, TrafficAction, TrafficTarget, Weights,
 };
-use deployctl_plan::model::{ArtifactSource, GateCheck, TargetKind};
+use deployctl_plan::model::{ArtifactSource, GateCheck, StrategyKind, TargetKind};
 use deployctl_plan::raw;
 
 use crate::cluster::Namespace;
@@ -61,10 +61,23 @@ pub(crate) struct Release {
     pub image: String,
 }
 
+/// How a target splits traffic between its stable and new pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Router {
+    /// The HTTPRoute's backendRefs weights (exact).
+    Route,
+    /// The stable Service over both Deployments' pods, weighted by their
+    /// replica counts (a canary without a route: approximate).
+    Replicas,
+    /// The Service's selector, all at once (blue-green).
+    Selector,
+}
+
 /// A Kubernetes Deployment behind a Service as a deploy target.
 pub struct KubernetesTarget {
     pub(crate) name: String,
     pub(crate) place: Place,
+    pub(crate) router: Router,
     pub(crate) ns: Namespace,
     pub(crate) server: String,
     /// The container a release changes (`None`: the first).
@@ -123,6 +136,11 @@ impl KubernetesTarget {
         connection: Connection,
         options: KubernetesOptions,
     ) -> Result<Self, ConstructError> {
+        let router = match (&spec.http_route, release.strategy) {
+            (Some(_), _) => Router::Route,
+            (None, Some(StrategyKind::Canary)) => Router::Replicas,
+            (None, _) => Router::Selector,
+        };
         let (release, container) = match release.artifact {
             None => (None, None),
             Some(artifact) => match &artifact.source {
@@ -154,6 +172,7 @@ impl KubernetesTarget {
         });
         Ok(KubernetesTarget {
             name: name.to_owned(),
+            router,
             place: Place {
                 namespace: spec.namespace.clone(),
                 base: spec.deployment.clone(),
@@ -194,8 +213,10 @@ impl KubernetesTarget {
             })
     }
 
-    pub(crate) fn routed(&self) -> bool {
-        self.place.route.is_some()
+    /// Whether releases go through a canary Deployment beside the primary
+    /// (by route weights or replica ratios) rather than a selector switch.
+    pub(crate) fn canary_model(&self) -> bool {
+        self.router != Router::Selector
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -262,27 +283,50 @@ impl KubernetesTarget {
         service: &str,
         deployment: &str,
     ) -> Result<(), AdapterError> {
+        self.wait_endpoints_of(service, &[deployment]).await
+    }
+
+    /// Waits until `service`'s EndpointSlices list only pods of the
+    /// current templates of `deployments`, with a ready pod of each.
+    pub(crate) async fn wait_endpoints_of(
+        &self,
+        service: &str,
+        deployments: &[&str],
+    ) -> Result<(), AdapterError> {
         let what = format!(
-            "Service {}/{service} to send traffic only to Deployment {deployment}",
-            self.place.namespace
+            "Service {}/{service} to send traffic only to Deployment {}",
+            self.place.namespace,
+            deployments.join(" and ")
         );
         self.wait(&what, move || async move {
-            let found = self.ns.require_deployment(deployment).await?;
-            let (_, pods) = self.ns.current_pods(&found).await?;
-            let ours: BTreeSet<String> = pods
-                .iter()
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
+            let mut each = Vec::new();
+            for deployment in deployments {
+                let found = self.ns.require_deployment(deployment).await?;
+                let (_, pods) = self.ns.current_pods(&found).await?;
+                let names: BTreeSet<String> = pods
+                    .iter()
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                each.push((*deployment, names));
+            }
             let endpoints = self.ns.endpoints(service).await?;
-            let strangers: Vec<&String> = endpoints.keys().filter(|p| !ours.contains(*p)).collect();
-            let ready = endpoints
+            let strangers: Vec<&String> = endpoints
+                .keys()
+                .filter(|p| !each.iter().any(|(_, ours)| ours.contains(*p)))
+                .collect();
+            let unready: Vec<&str> = each
                 .iter()
-                .filter(|(p, ready)| **ready && ours.contains(*p))
-                .count();
+                .filter(|(_, ours)| {
+                    !endpoints
+                        .iter()
+                        .any(|(p, ready)| *ready && ours.contains(p))
+                })
+                .map(|(deployment, _)| *deployment)
+                .collect();
             Ok(if !strangers.is_empty() {
                 Poll::Waiting(format!("endpoints list other pods: {strangers:?}"))
-            } else if ready == 0 {
-                Poll::Waiting("no ready endpoint yet".into())
+            } else if !unready.is_empty() {
+                Poll::Waiting(format!("no ready endpoint of {} yet", unready.join(", ")))
             } else {
                 Poll::Done(())
             })
@@ -332,8 +376,10 @@ impl KubernetesTarget {
             resource: self.describe(),
             left: left.to_string(),
             now: by,
-            rollback: if self.routed() {
+            rollback: if self.router == Router::Route {
                 "send the route back to the stable Service and remove the canary"
+            } else if self.router == Router::Replicas {
+                "point the Service back at the primary's pods and remove the canary"
             } else {
                 "switch the Service back to the stable Deployment"
             },
@@ -347,7 +393,7 @@ impl KubernetesTarget {
         if let Err(changed) = self.memory().check(&now) {
             return Err(self.refusal(&changed.left, &now, &view));
         }
-        let outcome = if self.routed() {
+        let outcome = if self.canary_model() {
             canary::apply(self, action, view).await
         } else {
             bluegreen::apply(self, action, view).await
@@ -391,8 +437,8 @@ impl KubernetesTarget {
                 ),
             });
         }
-        let capabilities = match &self.place.route {
-            Some((namespace, name)) => {
+        let capabilities = match (&self.place.route, self.router) {
+            (Some((namespace, name)), _) => {
                 let Some(found) = &view.route else {
                     return Err(AdapterError::NotFound {
                         what: format!("HTTPRoute {namespace}/{name} (the target's `httpRoute`)"),
@@ -406,12 +452,22 @@ impl KubernetesTarget {
                 }
                 Capabilities::weights_up_to(100)
             }
-            None => Capabilities::switch_only(format!(
+            (None, Router::Replicas) => Capabilities {
+                weights: Weights::Approximate {
+                    max: 100,
+                    how: format!(
+                        "replica ratios: without an HTTPRoute, Service {} spreads traffic over the primary's and the canary's pods, so a weight is the canary's share of the pods",
+                        self.place.service
+                    ),
+                },
+                waves: false,
+            },
+            (None, _) => Capabilities::switch_only(format!(
                 "without an HTTPRoute, Service {} can only switch all traffic at once (blue-green)",
                 self.place.service
             )),
         };
-        let stable_name = if self.routed() {
+        let stable_name = if self.canary_model() {
             self.place.base.clone()
         } else {
             bluegreen::stable_name(self, &view)
@@ -472,7 +528,7 @@ impl Target for KubernetesTarget {
             let view = self.view().await?;
             self.memory()
                 .observed(view.fingerprint(self.container.as_deref()));
-            Ok(if self.routed() {
+            Ok(if self.canary_model() {
                 canary::observe(self, &view)
             } else {
                 bluegreen::observe(self, &view)
@@ -493,6 +549,7 @@ impl Target for KubernetesTarget {
             GateCheck::Kubernetes { min_ready_percent } => Some(Box::new(probe::Readiness {
                 ns: self.ns.clone(),
                 place: self.place.clone(),
+                canary: self.canary_model(),
                 container: self.container.clone(),
                 candidate: self.release.as_ref().map(|r| r.version.clone()),
                 min_ready_percent: *min_ready_percent,
@@ -508,7 +565,7 @@ impl TrafficTarget for KubernetesTarget {
         observed: &Observed,
         action: &TrafficAction,
     ) -> Result<Vec<PlannedCall>, AdapterError> {
-        if self.routed() {
+        if self.canary_model() {
             canary::plan(self, observed, action)
         } else {
             bluegreen::plan(self, observed, action)

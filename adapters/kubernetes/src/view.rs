@@ -85,6 +85,18 @@ impl View {
         selector(self.service.as_ref())
     }
 
+    /// The weight a replica-ratio canary was set to (on the Service).
+    pub fn replica_weight(&self) -> Option<u8> {
+        self.service
+            .as_ref()?
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(names::CANARY_WEIGHT)?
+            .parse()
+            .ok()
+    }
+
     pub fn route_spec(&self) -> Value {
         self.route
             .as_ref()

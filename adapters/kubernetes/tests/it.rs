@@ -16,7 +16,7 @@ use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::{Action, AdapterError, IdempotencyKey, Measurement, Target, Weights};
 use deployctl_kubernetes::connect::from_config;
 use deployctl_kubernetes::{KubernetesOptions, KubernetesTarget};
-use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck};
+use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, StrategyKind};
 use deployctl_plan::raw;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, PostParams};
@@ -78,6 +78,8 @@ struct Fixture {
     client: Client,
     namespace: String,
     routed: bool,
+    /// A canary without a route (weights by replica ratios).
+    ratios: bool,
 }
 
 impl Fixture {
@@ -94,6 +96,7 @@ impl Fixture {
             client,
             namespace,
             routed,
+            ratios: false,
         };
         let ns = &fixture.namespace;
         fixture.create(
@@ -149,6 +152,14 @@ impl Fixture {
         fixture
     }
 
+    /// The namespace for a canary without a route: its Service alone
+    /// spreads traffic over the primary's and the canary's pods.
+    async fn ratios(url: &str, label: &str) -> Fixture {
+        let mut fixture = Fixture::new(url, label, false).await;
+        fixture.ratios = true;
+        fixture
+    }
+
     fn create(&self, path: &str, body: Value) {
         let (status, answer) = call(&self.url, "POST", path, &body);
         assert!(
@@ -162,7 +173,7 @@ impl Fixture {
             "namespace": self.namespace,
             "deployment": "web",
             "service": "web",
-            "previewService": if self.routed { Value::Null } else { json!("web-preview") },
+            "previewService": if self.routed || self.ratios { Value::Null } else { json!("web-preview") },
             "httpRoute": if self.routed { json!({"name": "web"}) } else { Value::Null },
         }))
         .expect("a kubernetes target")
@@ -179,6 +190,11 @@ impl Fixture {
         let release = PlanRelease {
             artifact: Some(&artifact),
             pinned_stable: None,
+            strategy: Some(if self.routed || self.ratios {
+                StrategyKind::Canary
+            } else {
+                StrategyKind::BlueGreen
+            }),
             plan_dir: Path::new("."),
         };
         let config = Config::new(self.url.parse().expect("a URL"));
@@ -344,6 +360,130 @@ async fn canary_weights_are_the_share_the_route_really_sends() {
         weights(&rules[0]["backendRefs"]),
         json!([["web", 100]]),
         "{rules:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_by_replica_ratios_passes_the_conformance_suite() {
+    let Some(url) = server("a_canary_by_replica_ratios_passes_the_conformance_suite") else {
+        return;
+    };
+    let options = Options {
+        candidate_version: "2".into(),
+        ..Options::default()
+    };
+    let result = run_all_with(&options, async || {
+        Fixture::ratios(&url, "ratio-conf")
+            .await
+            .target("2", NEW_IMAGE)
+    })
+    .await;
+    if let Err(failures) = result {
+        panic!("{}", failures.join("\n"));
+    }
+}
+
+#[tokio::test]
+async fn replica_ratio_weights_are_the_share_of_pods_the_service_really_spreads_over() {
+    let Some(url) =
+        server("replica_ratio_weights_are_the_share_of_pods_the_service_really_spreads_over")
+    else {
+        return;
+    };
+    let fixture = Fixture::ratios(&url, "ratios").await;
+    let target = fixture.target("2", NEW_IMAGE);
+    let preflight = target.preflight().await.expect("preflight");
+    assert!(
+        matches!(&preflight.capabilities.weights, Weights::Approximate { max: 100, how } if how.contains("replica ratios")),
+        "{:?}",
+        preflight.capabilities
+    );
+    let service = json!({"service": "web"});
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    // The canary's pod carries `app: web` too: the pin keeps it out.
+    assert_eq!(fixture.served_by(service.clone(), NEW_IMAGE), 0);
+    // 4 primary pods: 10% is one canary pod in five (the real share is
+    // 20%), 50% four beside four, 100% the Service pinned to the canary.
+    for (percent, pods, share) in [(10u8, 1, 200.0), (50, 4, 500.0), (100, 4, 1000.0)] {
+        apply(&target, Action::SetWeight { percent }).await;
+        let canary = fixture.deployment("web-canary").await.expect("the canary");
+        assert_eq!(
+            canary.spec.and_then(|s| s.replicas),
+            Some(pods),
+            "{percent}%"
+        );
+        let served = fixture.served_by(service.clone(), NEW_IMAGE) as f64;
+        assert!(
+            (served - share).abs() <= 60.0,
+            "{percent}%: the canary served {served} of 1000, expected about {share}"
+        );
+        let observed = target.observe().await.expect("observe");
+        assert_eq!(
+            observed.weight, percent,
+            "the weight set is what is observed"
+        );
+    }
+    apply(
+        &target,
+        Action::Rollback {
+            to: Some(STABLE_IMAGE.into()),
+        },
+    )
+    .await;
+    assert_eq!(fixture.served_by(service.clone(), STABLE_IMAGE), 1000);
+    assert!(fixture.deployment("web-canary").await.is_none());
+    let (_, svc) = call(
+        &fixture.url,
+        "GET",
+        &format!("/api/v1/namespaces/{}/services/web", fixture.namespace),
+        &Value::Null,
+    );
+    assert_eq!(svc["spec"]["selector"], json!({"app": "web"}), "{svc:#}");
+    assert!(
+        svc["metadata"]["annotations"]
+            .get("deployctl.io/canary-weight")
+            .is_none(),
+        "{svc:#}"
+    );
+    let observed = target.observe().await.expect("observe");
+    assert_eq!((observed.candidate, observed.weight), (None, 0));
+}
+
+#[tokio::test]
+async fn a_canary_by_replica_ratios_promotes_onto_the_primary() {
+    let Some(url) = server("a_canary_by_replica_ratios_promotes_onto_the_primary") else {
+        return;
+    };
+    let fixture = Fixture::ratios(&url, "ratio-promote").await;
+    let target = fixture.target("2", NEW_IMAGE);
+    let service = json!({"service": "web"});
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    apply(&target, Action::SetWeight { percent: 25 }).await;
+    apply(&target, Action::Promote).await;
+    let traffic = fixture.traffic(service.clone());
+    assert_eq!(traffic["byDeployment"]["web"], 1000, "{traffic:#}");
+    assert_eq!(traffic["byImage"][NEW_IMAGE], 1000, "{traffic:#}");
+    assert!(fixture.deployment("web-canary").await.is_none());
+    let observed = target.observe().await.expect("observe");
+    assert_eq!(
+        (
+            observed.stable.as_deref(),
+            observed.candidate,
+            observed.weight
+        ),
+        (Some("2"), None, 0)
     );
 }
 

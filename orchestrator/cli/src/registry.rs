@@ -318,7 +318,7 @@ impl Entry for Kubernetes<'_> {
     }
 
     fn rbac_rules(&self) -> Vec<deployctl_kubernetes::rbac::Rule> {
-        deployctl_kubernetes::rbac::rules(self.spec)
+        deployctl_kubernetes::rbac::rules(self.spec, self.target.strategy)
     }
 
     fn touches_aws(&self) -> bool {

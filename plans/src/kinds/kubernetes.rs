@@ -1,7 +1,7 @@
 //! Kubernetes targets: a Deployment behind a Service. Blue-green switches
-//! the Service's selector; a canary needs a Gateway API HTTPRoute whose
-//! backend weights split the traffic, and the validator says so when it is
-//! missing rather than letting the adapter find out.
+//! the Service's selector; a canary is weighted exactly by a Gateway API
+//! HTTPRoute's backend weights, or, without one, approximately by replica
+//! ratios, which the validator warns about before anything runs.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -136,11 +136,14 @@ impl Spec for KubernetesTarget {
         strategy: StrategyKind,
     ) {
         if strategy == StrategyKind::Canary && self.http_route.is_none() {
-            checker.error(
+            checker.warning(
                 path,
-                format!("a Kubernetes canary needs a Gateway API route to split traffic, and target `{target}` has none"),
-            )
-            .hint = Some(format!("add `targets.{target}.kubernetes.httpRoute`, or use `blueGreen`"));
+                format!(
+                    "target `{target}` has no HTTPRoute, so its canary weights are replica ratios and only approximate \
+                     (the canary's share of the Service's pods: 10% beside 4 pods is 1 pod in 5, 20%); \
+                     add `targets.{target}.kubernetes.httpRoute` for exact weights"
+                ),
+            );
         }
     }
 
@@ -150,12 +153,16 @@ impl Spec for KubernetesTarget {
                 "Service `{}` selector back to the stable pods ({stable})",
                 self.service
             ),
-            StrategyKind::Canary | StrategyKind::Waves => format!(
-                "HTTPRoute `{}` weights back to 100% stable ({stable}); canary pods scaled down",
-                self.http_route
-                    .as_ref()
-                    .map_or("", |route| route.name.as_str())
-            ),
+            StrategyKind::Canary | StrategyKind::Waves => match &self.http_route {
+                Some(route) => format!(
+                    "HTTPRoute `{}` weights back to 100% stable ({stable}); canary pods scaled down",
+                    route.name
+                ),
+                None => format!(
+                    "Service `{}` pinned back to the stable pods ({stable}); canary pods removed",
+                    self.service
+                ),
+            },
         }
     }
 }

@@ -88,6 +88,33 @@ fn every_valid_plan_and_example_loads_without_errors() {
 }
 
 #[test]
+fn a_kubernetes_canary_without_a_route_loads_with_a_warning_that_its_weights_are_approximate() {
+    let path =
+        repo_root().join("tests/fixtures/plans/valid/kubernetes-canary-by-replica-ratios.yaml");
+    let loaded = deployctl_plan::load("plan.yaml", &std::fs::read(path).unwrap())
+        .unwrap_or_else(|rejected| panic!("{}", rejected.render(false)));
+    let warning = loaded
+        .warnings
+        .iter()
+        .find(|w| w.path == "stages[0].canary")
+        .expect("a warning on the canary");
+    assert!(
+        warning.message.contains("replica ratios") && warning.message.contains("approximate"),
+        "{}",
+        warning.message
+    );
+    assert!(
+        warning.location.is_some(),
+        "the warning points into the file"
+    );
+    let web = &loaded.plan.targets["web"];
+    assert_eq!(
+        web.strategy,
+        Some(deployctl_plan::model::StrategyKind::Canary)
+    );
+}
+
+#[test]
 fn the_examples_cover_every_target_kind_and_strategy() {
     use deployctl_plan::model::{StrategyKind, TargetKind};
     use std::collections::BTreeSet;
