@@ -2,14 +2,14 @@
 """A test Kubernetes API server for deployctl's tests (Python 3.11, stdlib only).
 
 No real kube-apiserver can be installed on the machines the tests run on, so
-this server speaks the Kubernetes REST API over plain HTTP (no TLS, no auth)
+this server speaks the Kubernetes REST API over plain HTTP (no TLS)
 for what deployctl's Kubernetes code uses through kube-rs: discovery,
 CustomResourceDefinitions and the custom resources they register, Leases,
-Namespaces, ConfigMaps, Secrets and Events, and the workload and
-networking kinds (Deployments, ReplicaSets, Pods, Services,
-EndpointSlices, Gateways, HTTPRoutes) together with the controllers that
-make them move, with the semantics the Kubernetes API documentation
-describes:
+Namespaces, ConfigMaps, Secrets and Events, the workload and networking
+kinds (Deployments, ReplicaSets, Pods, Services, EndpointSlices,
+Gateways, HTTPRoutes) together with the controllers that make them move,
+and RBAC (Roles, ClusterRoles and their bindings), with the semantics the
+Kubernetes API documentation describes:
 
 - one global resourceVersion counter bumped by every write; no-op writes
   do not bump it;
@@ -37,7 +37,14 @@ describes:
   a controller thread plays kube-controller-manager (deployments,
   replicasets, garbage collector, endpointslices), the scheduler and a
   kubelet for one node, and a Gateway API controller; a traffic model
-  answers which pods a request through a route or Service would reach.
+  answers which pods a request through a route or Service would reach;
+- authentication and authorization: a request without an Authorization
+  header is the old insecure port's (user system:admin, group
+  system:masters) unless --require-auth; a bearer token is a static or
+  ServiceAccount token registered through /_emulator/tokens, or an EKS
+  token (a presigned STS GetCallerIdentity URL whose SigV4 signature is
+  recomputed, as aws-iam-authenticator has STS do); bearer requests are
+  authorized by the stored RBAC objects (401/403 in Kubernetes' words).
 
 What it approximates is listed in tests/emulators/README.md (kubeapi
 section). Control endpoints live under /_emulator/.
@@ -51,10 +58,12 @@ import bisect
 import collections
 import datetime
 import hashlib
+import hmac
 import json
 import math
 import random
 import re
+import secrets
 import select
 import socket
 import sys
@@ -62,11 +71,12 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 CRD_GROUP = "apiextensions.k8s.io"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_CONTROLLER = "deployctl.test/gateway-controller"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
@@ -205,6 +215,12 @@ BUILTINS = [
                  custom=True),
     ResourceType(GATEWAY_GROUP, "v1", "gatewayclasses", "GatewayClass", False, status_sub=True,
                  generation=True, custom=True, short_names=["gc"]),
+    # RBAC: stored like any kind; the authorizer (the RBAC section) reads
+    # them for every request that carries a bearer token.
+    ResourceType(RBAC_GROUP, "v1", "roles", "Role", True),
+    ResourceType(RBAC_GROUP, "v1", "rolebindings", "RoleBinding", True),
+    ResourceType(RBAC_GROUP, "v1", "clusterroles", "ClusterRole", False),
+    ResourceType(RBAC_GROUP, "v1", "clusterrolebindings", "ClusterRoleBinding", False),
 ]
 
 
@@ -1213,6 +1229,108 @@ def builtin_gatewayclass(api, rtype, obj, old):
         raise rtype.invalid(name, "spec.controllerName", "Invalid value: Value is immutable")
 
 
+def rbac_name_problem(name: str) -> str | None:
+    """RBAC objects are named by path segments (`system:discovery`), not
+    DNS subdomains: ValidateRBACName's words."""
+    if name in (".", ".."):
+        return f"may not be '{name}'"
+    for bad in ("/", "%"):
+        if bad in name:
+            return f"may not contain '{bad}'"
+    return None
+
+
+def _go_strings(values) -> str:
+    """A []string as Go's %#v prints it in field errors."""
+    return "[]string{" + ", ".join(json.dumps(v) for v in values) + "}"
+
+
+def builtin_role(api, rtype, obj, old):
+    """Roles and ClusterRoles: ValidatePolicyRule's checks and words. An
+    aggregationRule is stored but not acted on."""
+    name = obj["metadata"].get("name", "")
+    rules = obj.get("rules")
+    if rules is None:
+        return
+    if not isinstance(rules, list):
+        raise rtype.invalid(name, "rules", "Invalid value: must be a list of PolicyRules")
+    for i, rule in enumerate(rules):
+        where = f"rules[{i}]"
+        if not isinstance(rule, dict):
+            raise rtype.invalid(name, where, "Invalid value: must be a PolicyRule object")
+        for field in ("verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs"):
+            value = rule.get(field)
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise rtype.invalid(name, f"{where}.{field}", "Invalid value: must be a list of strings")
+        if not rule.get("verbs"):
+            raise rtype.invalid(name, f"{where}.verbs", "Required value: verbs must contain at least one value")
+        urls = rule.get("nonResourceURLs")
+        if urls:
+            if rtype.namespaced:
+                raise rtype.invalid(name, f"{where}.nonResourceURLs", f"Invalid value: {_go_strings(urls)}: "
+                                    "namespaced rules cannot apply to non-resource URLs")
+            if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+                raise rtype.invalid(name, f"{where}.nonResourceURLs", f"Invalid value: {_go_strings(urls)}: "
+                                    "rules cannot apply to both regular resources and non-resource URLs")
+            continue
+        if not rule.get("apiGroups"):
+            raise rtype.invalid(name, f"{where}.apiGroups",
+                                "Required value: resource rules must supply at least one api group")
+        if not rule.get("resources"):
+            raise rtype.invalid(name, f"{where}.resources",
+                                "Required value: resource rules must supply at least one resource")
+
+
+def builtin_binding(api, rtype, obj, old):
+    """RoleBindings and ClusterRoleBindings: ValidateRoleBinding's checks
+    and words, SetDefaults_Subject's apiGroup, and an immutable roleRef
+    (changing it means deleting and recreating the binding, as in Kubernetes)."""
+    name = obj["metadata"].get("name", "")
+    ref = obj.get("roleRef")
+    if not isinstance(ref, dict) or not ref:
+        raise rtype.invalid(name, "roleRef", "Required value")
+    if ref.get("apiGroup") != RBAC_GROUP:
+        raise rtype.invalid(name, "roleRef.apiGroup", f'Unsupported value: {json.dumps(ref.get("apiGroup", ""))}: '
+                            f'supported values: "{RBAC_GROUP}"')
+    kinds = ("Role", "ClusterRole") if rtype.namespaced else ("ClusterRole",)
+    if ref.get("kind") not in kinds:
+        raise rtype.invalid(name, "roleRef.kind", f'Unsupported value: {json.dumps(ref.get("kind", ""))}: '
+                            "supported values: " + ", ".join(f'"{k}"' for k in kinds))
+    if not ref.get("name") or not isinstance(ref["name"], str):
+        raise rtype.invalid(name, "roleRef.name", "Required value")
+    problem = rbac_name_problem(ref["name"])
+    if problem:
+        raise rtype.invalid(name, "roleRef.name", f'Invalid value: "{ref["name"]}": {problem}')
+    subjects = obj.get("subjects")
+    if subjects is not None and not isinstance(subjects, list):
+        raise rtype.invalid(name, "subjects", "Invalid value: must be a list of Subjects")
+    for i, subject in enumerate(subjects or []):
+        where = f"subjects[{i}]"
+        if not isinstance(subject, dict):
+            raise rtype.invalid(name, where, "Invalid value: must be a Subject object")
+        kind = subject.get("kind")
+        if not subject.get("apiGroup") and kind in ("User", "Group"):
+            subject["apiGroup"] = RBAC_GROUP
+        if not subject.get("name"):
+            raise rtype.invalid(name, f"{where}.name", "Required value")
+        if kind == "ServiceAccount":
+            if subject.get("apiGroup"):
+                raise rtype.invalid(name, f"{where}.apiGroup",
+                                    f'Unsupported value: {json.dumps(subject["apiGroup"])}: supported values: ""')
+            if not rtype.namespaced and not subject.get("namespace"):
+                raise rtype.invalid(name, f"{where}.namespace", "Required value")
+        elif kind in ("User", "Group"):
+            if subject["apiGroup"] != RBAC_GROUP:
+                raise rtype.invalid(name, f"{where}.apiGroup", f'Unsupported value: '
+                                    f'{json.dumps(subject["apiGroup"])}: supported values: "{RBAC_GROUP}"')
+        else:
+            raise rtype.invalid(name, f"{where}.kind", f"Unsupported value: {json.dumps(kind or '')}: supported "
+                                'values: "ServiceAccount", "User", "Group"')
+    if old is not None and old.get("roleRef") != ref:
+        raise rtype.invalid(name, "roleRef", f'Invalid value: rbac.RoleRef{{APIGroup:"{ref["apiGroup"]}", '
+                            f'Kind:"{ref["kind"]}", Name:"{ref["name"]}"}}: cannot change roleRef')
+
+
 BUILTIN_HOOKS = {
     ("", "pods"): builtin_pod,
     ("apps", "deployments"): builtin_deployment,
@@ -1222,6 +1340,10 @@ BUILTIN_HOOKS = {
     (GATEWAY_GROUP, "gateways"): builtin_gateway,
     (GATEWAY_GROUP, "httproutes"): builtin_httproute,
     (GATEWAY_GROUP, "gatewayclasses"): builtin_gatewayclass,
+    (RBAC_GROUP, "roles"): builtin_role,
+    (RBAC_GROUP, "clusterroles"): builtin_role,
+    (RBAC_GROUP, "rolebindings"): builtin_binding,
+    (RBAC_GROUP, "clusterrolebindings"): builtin_binding,
 }
 
 
@@ -1292,6 +1414,12 @@ class Store:
             # Per-namespace test controls.
             self.ns_settings: dict[str, dict] = {}
             self.images: dict[str, dict] = {}
+            # Authentication (POST /_emulator/tokens and /_emulator/eks):
+            # token -> {"user", "groups"}; cluster -> access key id ->
+            # {"secretAccessKey", "user", "groups", "sessionToken"?}.
+            self.tokens: dict[str, dict] = {}
+            self.eks: dict[str, dict] = {}
+            self.eks_any_host = False
             with self.requests_lock:
                 self.requests: dict[str, collections.deque] = {}
             self.ip_counter = 0
@@ -1614,7 +1742,11 @@ class Api:
 
     def _validate(self, rtype, obj, old=None):
         name = obj["metadata"].get("name", "")
-        if not NAME_RE.match(name) or len(name) > 253:
+        if rtype.group == RBAC_GROUP:
+            problem = rbac_name_problem(name)
+            if problem:
+                raise rtype.invalid(name, "metadata.name", f'Invalid value: "{name}": {problem}')
+        elif not NAME_RE.match(name) or len(name) > 253:
             raise rtype.invalid(name, "metadata.name",
                                 f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
                                 "lower case alphanumeric characters, '-' or '.', and must start and end with "
@@ -3592,6 +3724,380 @@ def request_info(method, path, query) -> dict:
     return info
 
 
+# ---------------------------------------------------------------- authentication
+#
+# What kube-apiserver's authenticators do with the Authorization header.
+# No header is the old insecure port (user system:admin in system:masters),
+# so tests that send none keep their full access, unless the server runs
+# with --require-auth (then it is 401, as with anonymous auth disabled). A
+# bearer token is looked up among the static and ServiceAccount tokens a
+# test registered (what a kubeconfig token or an exec credential plugin
+# presents), else, with the `k8s-aws-v1.` prefix, checked as
+# aws-iam-authenticator checks an EKS token. Every 401 says why in its
+# message (a real server says only "Unauthorized").
+
+User = collections.namedtuple("User", "name groups")
+ADMIN = User("system:admin", ("system:masters", "system:authenticated"))
+EKS_PREFIX = "k8s-aws-v1."
+# aws-iam-authenticator's limits: the token size, and 15 minutes from
+# X-Amz-Date whatever X-Amz-Expires says (STS honours no more).
+EKS_MAX_TOKEN = 4096
+EKS_LIFETIME = 15 * 60
+EKS_PARAMETERS = ("action", "version", "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires",
+                  "x-amz-security-token", "x-amz-signature", "x-amz-signedheaders")
+STS_HOST_RE = re.compile(r"^sts(?:\.([a-z0-9-]+))?\.amazonaws\.com(?:\.cn)?$")
+# aws-sigv4 signs SignableBody::Bytes(&[]) (aws eks get-token the same) as
+# the empty body's hash; a presigner of S3 style sends UNSIGNED-PAYLOAD.
+PAYLOAD_HASHES = (hashlib.sha256(b"").hexdigest(), "UNSIGNED-PAYLOAD")
+
+
+def unauthorized(why: str) -> ApiError:
+    return ApiError(401, "Unauthorized", f"Unauthorized: {why}")
+
+
+def user_of(name: str, groups) -> User:
+    """The user with its groups, system:authenticated last as Kubernetes adds it."""
+    out: list[str] = []
+    for g in list(groups) + ["system:authenticated"]:
+        if g not in out:
+            out.append(g)
+    return User(name, tuple(out))
+
+
+def authenticate(store, header: str | None, require_auth=False, any_sts_host=False) -> User:
+    if header is None:
+        if require_auth:
+            raise unauthorized("no Authorization header (this server runs with --require-auth)")
+        return ADMIN
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer":
+        raise unauthorized(f'Authorization scheme "{scheme}" is not supported: send "Bearer TOKEN"')
+    if not token:
+        raise unauthorized("an empty bearer token")
+    with store.lock:
+        known = store.tokens.get(token)
+        clusters = clone(store.eks)
+        any_sts_host = any_sts_host or store.eks_any_host
+    if known is not None:
+        return user_of(known["user"], known["groups"])
+    if token.startswith(EKS_PREFIX):
+        return eks_user(clusters, token, any_sts_host, time.time())
+    raise unauthorized("unknown bearer token (register it with POST /_emulator/tokens)")
+
+
+def _groups(body, field="groups") -> list[str]:
+    groups = body.get(field) or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise bad_request(f'"{field}" must be a list of group names')
+    return groups
+
+
+def register_token(store, body) -> dict:
+    """POST /_emulator/tokens: a static token for a user, or a
+    ServiceAccount's token (the ServiceAccount object need not exist)."""
+    token = body.get("token") or secrets.token_urlsafe(24)
+    if not isinstance(token, str) or any(c.isspace() for c in token):
+        raise bad_request('"token" must be a string without spaces')
+    groups = _groups(body)
+    account = body.get("serviceAccount")
+    if account is not None:
+        if body.get("user"):
+            raise bad_request('give "user" or "serviceAccount", not both')
+        if not isinstance(account, dict) or not account.get("namespace") or not account.get("name"):
+            raise bad_request('"serviceAccount" needs {"namespace": NS, "name": NAME}')
+        ns, name = account["namespace"], account["name"]
+        user = f"system:serviceaccount:{ns}:{name}"
+        groups = ["system:serviceaccounts", f"system:serviceaccounts:{ns}"] + groups
+    else:
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            raise bad_request('a token needs "user" (a user name) or "serviceAccount"')
+    with store.lock:
+        store.tokens[token] = {"user": user, "groups": groups}
+    return {"token": token, "user": user, "groups": list(user_of(user, groups).groups)}
+
+
+def listed_tokens(store) -> list[dict]:
+    with store.lock:
+        return sorted(({"token": t, "user": e["user"], "groups": list(user_of(e["user"], e["groups"]).groups)}
+                       for t, e in store.tokens.items()), key=lambda e: (e["user"], e["token"]))
+
+
+def configure_eks(store, body) -> None:
+    """POST /_emulator/eks: the access keys (as access entries map them)
+    whose tokens for `cluster` authenticate. Keys add to the cluster's."""
+    cluster, credentials = body.get("cluster"), body.get("credentials")
+    if not isinstance(cluster, str) or not cluster:
+        raise bad_request('"cluster" must be the cluster name the tokens are signed for (x-k8s-aws-id)')
+    if not isinstance(credentials, dict):
+        raise bad_request('"credentials" must map access key ids to {"secretAccessKey", "user", "groups"}')
+    parsed = {}
+    for akid, c in credentials.items():
+        if not isinstance(c, dict) or not isinstance(c.get("secretAccessKey"), str) or not c["secretAccessKey"] \
+                or not isinstance(c.get("user"), str) or not c["user"]:
+            raise bad_request(f'credentials["{akid}"] needs "secretAccessKey" and "user"')
+        if c.get("sessionToken") is not None and not isinstance(c["sessionToken"], str):
+            raise bad_request(f'credentials["{akid}"].sessionToken must be a string')
+        parsed[akid] = {"secretAccessKey": c["secretAccessKey"], "user": c["user"], "groups": _groups(c),
+                        "sessionToken": c.get("sessionToken")}
+    with store.lock:
+        store.eks.setdefault(cluster, {}).update(parsed)
+        if body.get("anyStsHost") is not None:
+            store.eks_any_host = bool(body["anyStsHost"])
+
+
+def eks_config(store, any_sts_host: bool) -> dict:
+    """What GET /_emulator/eks answers (no secrets)."""
+    with store.lock:
+        return {"anyStsHost": any_sts_host or store.eks_any_host, "clusters": {
+            cluster: {akid: {"user": c["user"], "groups": list(user_of(c["user"], c["groups"]).groups)}
+                      for akid, c in sorted(keys.items())}
+            for cluster, keys in sorted(store.eks.items())}}
+
+
+def sigv4_canonical_query(pairs) -> str:
+    """SigV4's canonical query string: names and values URI-encoded (RFC
+    3986 unreserved characters as they are), sorted by encoded name, then
+    value."""
+    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in pairs)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def sigv4_presigned_signature(secret, method, path, pairs, headers, payload_hash) -> str:
+    """The AWS SigV4 signature of a presigned URL (query-string
+    authentication): `pairs` are the query's decoded (name, value) pairs
+    without X-Amz-Signature, `headers` the values of the signed headers by
+    lowercase name."""
+    params = {k.lower(): v for k, v in pairs}
+    signed = params["x-amz-signedheaders"]
+    scope = params["x-amz-credential"].split("/", 1)[1]
+    canonical = "\n".join([method, path, sigv4_canonical_query(pairs),
+                           "".join(f"{h}:{' '.join(headers[h].split())}\n" for h in signed.split(";")),
+                           signed, payload_hash])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", params["x-amz-date"], scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _eks_url(token: str) -> str:
+    body = token[len(EKS_PREFIX):]
+    if len(token) > EKS_MAX_TOKEN:
+        raise unauthorized(f"EKS token: token is too large ({len(token)} > {EKS_MAX_TOKEN} bytes)")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", body):
+        raise unauthorized("EKS token: not base64url without padding after k8s-aws-v1.")
+    try:
+        return base64.b64decode(body.translate(str.maketrans("-_", "+/")) + "=" * (-len(body) % 4),
+                                validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise unauthorized("EKS token: the base64url after k8s-aws-v1. does not decode to a URL") from None
+
+
+def _eks_params(url: str, any_host: bool):
+    """aws-iam-authenticator's checks of the presigned URL (its words):
+    the decoded pairs, the parameters by lowercase name, and the URL's parts."""
+    parts = urlsplit(url)
+    if not any_host:
+        if parts.scheme != "https":
+            raise unauthorized(f'EKS token: unexpected scheme "{parts.scheme}" in pre-signed URL')
+        if not STS_HOST_RE.match(parts.netloc):
+            raise unauthorized(f'EKS token: unexpected hostname "{parts.netloc}" in pre-signed URL '
+                               "(an STS endpoint is expected; the server takes any with --eks-any-sts-host)")
+    if parts.path != "/":
+        raise unauthorized("EKS token: unexpected path in pre-signed URL")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key.lower() not in EKS_PARAMETERS:
+            raise unauthorized(f'EKS token: non-whitelisted query parameter "{key}"')
+        if key.lower() in params:
+            raise unauthorized("EKS token: query parameter with multiple values not supported")
+        params[key.lower()] = value
+    if params.get("action") != "GetCallerIdentity":
+        raise unauthorized("EKS token: unexpected action parameter in pre-signed URL")
+    if params.get("version") != "2011-06-15":
+        raise unauthorized(f'EKS token: unexpected Version "{params.get("version", "")}" (STS is 2011-06-15)')
+    if params.get("x-amz-algorithm") != "AWS4-HMAC-SHA256":
+        raise unauthorized("EKS token: X-Amz-Algorithm must be AWS4-HMAC-SHA256")
+    signed = params.get("x-amz-signedheaders", "").split(";")
+    if "x-k8s-aws-id" not in signed or "host" not in signed:
+        raise unauthorized("EKS token: client did not sign the x-k8s-aws-id header in the pre-signed URL")
+    for key in ("x-amz-credential", "x-amz-date", "x-amz-signature"):
+        if not params.get(key):
+            raise unauthorized(f"EKS token: no {key} parameter in pre-signed URL")
+    return pairs, params, parts
+
+
+def _eks_check_time(params, now: float) -> None:
+    expires = params.get("x-amz-expires", "")
+    if not expires.isdigit() or int(expires) > 900:
+        raise unauthorized(f"EKS token: invalid X-Amz-Expires parameter in pre-signed URL: {expires}")
+    try:
+        date = datetime.datetime.strptime(params["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        raise unauthorized(f'EKS token: error parsing X-Amz-Date parameter {params["x-amz-date"]} into format '
+                           "20060102T150405Z") from None
+    if now > date + EKS_LIFETIME:
+        raise unauthorized(f"EKS token: X-Amz-Date parameter is expired (15 minute expiration) "
+                           f"{params['x-amz-date']}")
+    if date > now + EKS_LIFETIME:
+        # STS refuses a request time this far off (RequestTimeTooSkewed).
+        raise unauthorized(f"EKS token: X-Amz-Date {params['x-amz-date']} is more than 15 minutes in the future")
+
+
+def eks_user(clusters: dict, token: str, any_host: bool, now: float) -> User:
+    """The user of an EKS token: the presigned URL passes
+    aws-iam-authenticator's checks, and its SigV4 signature recomputes (as
+    STS would) with the access key's configured secret and x-k8s-aws-id set
+    to a configured cluster name, which is how a token of another cluster
+    fails."""
+    pairs, params, parts = _eks_params(_eks_url(token), any_host)
+    _eks_check_time(params, now)
+    scope = params["x-amz-credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request" or scope[3] != "sts":
+        raise unauthorized("EKS token: X-Amz-Credential must be AKID/DATE/REGION/sts/aws4_request")
+    akid, day, region = scope[0], scope[1], scope[2]
+    if day != params["x-amz-date"][:8]:
+        raise unauthorized(f"EKS token: the credential's date {day} is not X-Amz-Date's")
+    host = STS_HOST_RE.match(parts.netloc)
+    if not any_host and (host.group(1) or "us-east-1") != region:
+        raise unauthorized(f'EKS token: signed for region "{region}" but sent to {parts.netloc} '
+                           "(SignatureDoesNotMatch at STS)")
+    keys = [(cluster, keys[akid]) for cluster, keys in sorted(clusters.items()) if akid in keys]
+    if not keys:
+        raise unauthorized(f"EKS token: InvalidClientTokenId: access key {akid} is not configured "
+                           "(POST /_emulator/eks)")
+    unsigned = [(k, v) for k, v in pairs if k.lower() != "x-amz-signature"]
+    if not all(h in ("host", "x-k8s-aws-id") for h in params["x-amz-signedheaders"].split(";")):
+        raise unauthorized(f'EKS token: SignatureDoesNotMatch: signed headers "{params["x-amz-signedheaders"]}" '
+                           "name a header the authenticator does not send (only host and x-k8s-aws-id)")
+    for cluster, cred in keys:
+        if cred.get("sessionToken") is not None and params.get("x-amz-security-token") != cred["sessionToken"]:
+            continue
+        headers = {"host": parts.netloc, "x-k8s-aws-id": cluster}
+        for payload_hash in PAYLOAD_HASHES:
+            expected = sigv4_presigned_signature(cred["secretAccessKey"], "GET", "/", unsigned, headers,
+                                                 payload_hash)
+            if hmac.compare_digest(expected, params["x-amz-signature"]):
+                return user_of(cred["user"], cred["groups"])
+    names = ", ".join(f'"{c}"' for c, _ in keys)
+    raise unauthorized(f"EKS token: SignatureDoesNotMatch: the signature of access key {akid} does not "
+                       f"recompute with x-k8s-aws-id {names} (a wrong secret, a session token other than the "
+                       "configured one, or a token for another cluster)")
+
+
+# ---------------------------------------------------------------- RBAC
+#
+# The RBAC authorizer over the stored Roles, ClusterRoles and bindings,
+# with Kubernetes' rules (rbac/validation: appliesTo, RuleAllows) and its
+# 403 words. It sees a request as request_info names it. Discovery and
+# the other public paths are allowed to every authenticated user, as the
+# default system:discovery and system:public-info-viewer bindings do;
+# system:masters may do everything.
+
+PUBLIC_PATHS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/version", "/version/",
+                "/openapi", "/openapi/*")
+
+
+def subject_matches(subject, user: User, binding_ns: str) -> bool:
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return name == user.name
+    if kind == "Group":
+        return name in user.groups
+    if kind == "ServiceAccount":
+        # A subject without a namespace is the binding's (RoleBindings only).
+        return user.name == f"system:serviceaccount:{subject.get('namespace') or binding_ns}:{name}"
+    return False
+
+
+def _path_matches(patterns, path) -> bool:
+    return any(p == "*" or p == path or (p.endswith("*") and path.startswith(p[:-1])) for p in patterns)
+
+
+def rule_allows(rule, info, path) -> bool:
+    verbs = rule.get("verbs") or []
+    if "*" not in verbs and info["verb"] not in verbs:
+        return False
+    if not info["resource"]:
+        return _path_matches(rule.get("nonResourceURLs") or [], path)
+    groups = rule.get("apiGroups") or []
+    if "*" not in groups and info["group"] not in groups:
+        return False
+    resource, _, sub = info["resource"].partition("/")
+    if not any(r == "*" or r == info["resource"] or (sub and r == f"*/{sub}")
+               for r in rule.get("resources") or []):
+        return False
+    # resourceNames only ever match a request that names its object: never
+    # a create by POST, a list, a watch or a deletecollection.
+    names = rule.get("resourceNames") or []
+    return not names or info["name"] in names
+
+
+def _bound_rules(store, user: User, ns: str, errors: list):
+    """The rules of every binding whose subjects include the user: the
+    ClusterRoleBindings, then the RoleBindings of `ns`. A missing role
+    grants nothing and becomes the 403's `RBAC:` reason, as in Kubernetes."""
+    def role_rules(ref, binding_ns):
+        if ref.get("kind") == "ClusterRole":
+            key, what = (RBAC_GROUP, "clusterroles", "", ref.get("name")), "clusterrole"
+        else:
+            key, what = (RBAC_GROUP, "roles", binding_ns, ref.get("name")), "role"
+        role = store.objects.get(key)
+        if role is None:
+            errors.append(f'{what}.{RBAC_GROUP} "{ref.get("name")}" not found')
+            return []
+        return role.get("rules") or []
+
+    bindings = [(key, "") for key in store.keys_of((RBAC_GROUP, "clusterrolebindings"))]
+    if ns:
+        bindings += [(key, ns) for key in store.keys_of((RBAC_GROUP, "rolebindings"), ns)]
+    for key, binding_ns in bindings:
+        binding = store.objects[key]
+        subjects = binding.get("subjects") or []
+        if any(isinstance(s, dict) and subject_matches(s, user, binding_ns) for s in subjects):
+            yield from role_rules(binding.get("roleRef") or {}, binding_ns)
+
+
+def authorize(store, user: User, info: dict, path: str) -> None:
+    """Lets the request through or raises the 403 a real server answers."""
+    if "system:masters" in user.groups:
+        return
+    if not info["resource"] and info["verb"] == "get" and _path_matches(PUBLIC_PATHS, path):
+        return
+    errors: list[str] = []
+    with store.lock:
+        for rule in _bound_rules(store, user, info["namespace"], errors):
+            if isinstance(rule, dict) and rule_allows(rule, info, path):
+                return
+    raise forbidden(user, info, path, errors)
+
+
+def forbidden(user: User, info: dict, path: str, errors: list) -> ApiError:
+    """The 403 Status in the words of kube-apiserver's forbiddenMessage and
+    NewForbidden."""
+    if not info["resource"]:
+        message = f'forbidden: User "{user.name}" cannot {info["verb"]} path "{path}"'
+        details = None
+    else:
+        resource = info["resource"]
+        where = f'in the namespace "{info["namespace"]}"' if info["namespace"] else "at the cluster scope"
+        why = (f'User "{user.name}" cannot {info["verb"]} resource "{resource}" in API group "{info["group"]}" '
+               f"{where}")
+        plain = resource.split("/")[0]
+        qualified = f'{plain}.{info["group"]}' if info["group"] else plain
+        named = f' "{info["name"]}"' if info["name"] else ""
+        message = f"{qualified}{named} is forbidden: {why}"
+        details = {k: v for k, v in (("name", info["name"]), ("group", info["group"]), ("kind", plain)) if v}
+    if errors:
+        message += ": RBAC: " + (errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]")
+    return ApiError(403, "Forbidden", message, details)
+
+
 # ---------------------------------------------------------------- HTTP
 
 class Handler(BaseHTTPRequestHandler):
@@ -3666,8 +4172,13 @@ class Handler(BaseHTTPRequestHandler):
         self._log_entry = None
         try:
             if url.path.startswith("/_emulator/"):
+                # Controls are the test's own: never authenticated nor authorized.
                 return self._control(method, url.path, query, raw)
-            self._log_entry = self._record(method, url.path, query, raw)
+            info = request_info(method, url.path, query)
+            user, refused = self._admit(info, url.path)
+            self._log_entry = self._record(method, query, raw, info, user, refused is None)
+            if refused is not None:
+                raise refused
             return self._api(method, url.path, query, raw)
         except ApiError as err:
             return self._error(err)
@@ -3678,11 +4189,26 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             return self._error(ApiError(500, "InternalError", f"kubeapi emulator bug: {exc!r}"))
 
+    def _admit(self, info, path):
+        """(user, None) when the request may go on, else (user or None, the
+        401 or 403 to answer): authentication, then RBAC."""
+        try:
+            user = authenticate(STORE, self.headers.get("Authorization"), self.server.require_auth,
+                                self.server.eks_any_sts_host)
+        except ApiError as err:
+            return None, err
+        try:
+            authorize(STORE, user, info, path)
+        except ApiError as err:
+            return user, err
+        return user, None
+
     # -- control endpoints
 
-    def _record(self, method, path, query, raw):
-        """Appends the request to its namespace's log (GET /_emulator/requests)."""
-        info = request_info(method, path, query)
+    def _record(self, method, query, raw, info, user, allowed):
+        """Appends the request to its namespace's log (GET /_emulator/requests),
+        refused ones too."""
+        info = dict(info)
         if info["verb"] == "create" and not info["name"]:
             try:
                 body = json.loads(raw or b"null")
@@ -3696,6 +4222,8 @@ class Handler(BaseHTTPRequestHandler):
             entry["patchType"] = PATCH_TYPES.get(content_type, content_type)
         if query.get("dryRun"):
             entry["dryRun"] = True
+        entry["user"] = user.name if user is not None else ""
+        entry["allowed"] = allowed
         STORE.log_request(info["namespace"], entry)
         return entry
 
@@ -3781,6 +4309,32 @@ class Handler(BaseHTTPRequestHandler):
                 elif method != "GET":
                     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
                 return self._send(200, {"namespace": ns, "settings": store.settings_for(ns)})
+        if path == "/_emulator/tokens":
+            if method == "POST":
+                return self._send(200, register_token(store, self._control_body(raw)))
+            if method == "DELETE":
+                user = query.get("user")
+                with store.lock:
+                    gone = [t for t, e in store.tokens.items() if user is None or e["user"] == user]
+                    for t in gone:
+                        del store.tokens[t]
+                return self._send(200, {"cleared": len(gone)})
+            if method == "GET":
+                return self._send(200, {"tokens": listed_tokens(store)})
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+        if path == "/_emulator/eks":
+            if method == "POST":
+                configure_eks(store, self._control_body(raw))
+            elif method == "DELETE":
+                with store.lock:
+                    if query.get("cluster"):
+                        store.eks.pop(query["cluster"], None)
+                    else:
+                        store.eks.clear()
+                        store.eks_any_host = False
+            elif method != "GET":
+                raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+            return self._send(200, eks_config(store, self.server.eks_any_sts_host))
         if path == "/_emulator/traffic" and method == "POST":
             ns = self._control_namespace(query)
             body = self._control_body(raw)
@@ -4097,6 +4651,8 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     verbose = False
+    require_auth = False
+    eks_any_sts_host = False
 
 
 def main() -> None:
@@ -4117,6 +4673,11 @@ def main() -> None:
     parser.add_argument("--route-status-delay", type=float, default=DEFAULT_SETTINGS["routeStatusDelay"],
                         help="seconds for an HTTPRoute change to get its status")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("--require-auth", action="store_true",
+                        help="answer 401 to requests without an Authorization header (by default they are "
+                             "system:admin in system:masters, as on the old insecure port)")
+    parser.add_argument("--eks-any-sts-host", action="store_true",
+                        help="accept EKS tokens presigned for any host and scheme, not only STS endpoints")
     args = parser.parse_args()
     STORE = Store(args.history, args.crd_establish_delay, {
         "podReadyDelay": args.pod_ready_delay, "endpointDelay": args.endpoint_delay,
@@ -4125,6 +4686,8 @@ def main() -> None:
     Controllers(STORE).start()
     server = Server(("127.0.0.1", args.port), Handler)
     server.verbose = args.verbose
+    server.require_auth = args.require_auth
+    server.eks_any_sts_host = args.eks_any_sts_host
     print(f"kubeapi: listening on http://127.0.0.1:{args.port}", flush=True)
     try:
         server.serve_forever()

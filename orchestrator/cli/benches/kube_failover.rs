@@ -110,6 +110,14 @@ fn fixture(url: &str, ns: &str) {
         let (status, answer) = call(url, "POST", &path, &body);
         assert!(status == 201 || status == 200, "{path}: {answer}");
     };
+    // The kubeconfig's token, as a cluster admin's.
+    let (status, answer) = call(
+        url,
+        "POST",
+        "/_emulator/tokens",
+        &json!({"token": "bench", "user": "bench-admin", "groups": ["system:masters"]}),
+    );
+    assert_eq!(status, 200, "{answer}");
     post(
         "/api/v1/namespaces".into(),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),

@@ -21,9 +21,13 @@ fn repo() -> &'static Path {
 /// One YAML manifest as JSON, every number as a float (YAML's `0.0` and
 /// JSON's `0` are one value to the API server).
 fn manifest(name: &str) -> Value {
+    floats(object(name))
+}
+
+/// One YAML manifest as JSON, as written (what `kubectl apply` sends).
+pub(crate) fn object(name: &str) -> Value {
     let text = std::fs::read_to_string(repo().join("deploy").join(name)).expect("the manifest");
-    let value: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-    floats(value)
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn floats(value: Value) -> Value {
@@ -123,4 +127,23 @@ fn the_argo_cd_health_check_maps_every_release_fixture() {
         text.contains(" passed, 0 failed") && text.contains("Lua 5.1"),
         "{text}"
     );
+}
+
+/// The test API server's authentication and RBAC (what `kube_e2e.rs`
+/// relies on to prove `deployctl rbac` and the shipped RBAC sufficient):
+/// its own test script, run against servers it starts.
+#[test]
+fn the_test_api_servers_authentication_and_rbac_behave_as_kubernetes() {
+    let python = std::env::var("DEPLOYCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(repo().join("tests/emulators/test_kubeapi_auth.py"))
+        .output()
+        .expect("the API server's auth tests run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("OK"), "{text}");
 }

@@ -25,6 +25,11 @@ const NEW: &str =
 const CRASHING: &str =
     "registry.test/web@sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
+/// The token the binary's kubeconfig carries unless a test narrows it:
+/// registered in `system:masters`, as a cluster admin's.
+const ADMIN_TOKEN: &str = "e2e-token";
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
+
 /// One JSON call to the server (`PUT`/`POST` bodies as JSON).
 fn kube(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let text = if body.is_null() {
@@ -95,12 +100,12 @@ impl Cluster {
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
                    "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
         );
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: e2e-token}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: {ns}}}\ncurrent-context: test\n",
-            cluster.url
+        // The binary authenticates as a cluster admin would; tests that
+        // check permissions rewrite the kubeconfig with a narrower token.
+        cluster.register_token(
+            &json!({"token": ADMIN_TOKEN, "user": "e2e-admin", "groups": ["system:masters"]}),
         );
-        std::fs::write(sandbox.root().join("kubeconfig.yaml"), kubeconfig)
-            .expect("kubeconfig written");
+        cluster.write_kubeconfig(sandbox, ADMIN_TOKEN);
         // Ready when traffic reaches it: endpoints and the route's status
         // follow the pods a little later, as on a cluster.
         wait_until(
@@ -113,6 +118,57 @@ impl Cluster {
             },
         );
         cluster
+    }
+
+    /// Registers a bearer token with the server (`/_emulator/tokens`:
+    /// a static token, or `{"serviceAccount": …}`); returns the token.
+    fn register_token(&self, body: &Value) -> String {
+        let (status, answer) = kube(&self.url, "POST", "/_emulator/tokens", body);
+        assert_eq!(status, 200, "{answer:#}");
+        answer["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// The sandbox's kubeconfig (context `test`, this namespace),
+    /// authenticating with `token`.
+    fn write_kubeconfig(&self, sandbox: &Sandbox, token: &str) {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: {token}}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: {}}}\ncurrent-context: test\n",
+            self.url, self.namespace
+        );
+        std::fs::write(sandbox.root().join("kubeconfig.yaml"), kubeconfig)
+            .expect("kubeconfig written");
+    }
+
+    /// Applies `manifest` where its kind lives (namespaced kinds in this
+    /// namespace) as `kubectl apply --server-side` does: created, or made
+    /// to match the file when another test applied an older one.
+    fn create_manifest(&self, manifest: &Value) {
+        let kind = manifest["kind"].as_str().expect("a kind");
+        let name = manifest["metadata"]["name"].as_str().expect("a name");
+        let ns = &self.namespace;
+        let collection = match kind {
+            "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            "Role" => format!("/apis/{RBAC}/namespaces/{ns}/roles"),
+            "RoleBinding" => format!("/apis/{RBAC}/namespaces/{ns}/rolebindings"),
+            "ClusterRole" => format!("/apis/{RBAC}/clusterroles"),
+            "ClusterRoleBinding" => format!("/apis/{RBAC}/clusterrolebindings"),
+            "CustomResourceDefinition" => {
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".to_owned()
+            }
+            other => panic!("no path for kind {other}"),
+        };
+        let path = format!("{collection}/{name}?fieldManager=kubectl&force=true");
+        let (status, answer) = http(
+            &self.url,
+            "PATCH",
+            &path,
+            &[("Content-Type", "application/apply-patch+yaml")],
+            &manifest.to_string(),
+        );
+        assert!(
+            status == 200 || status == 201,
+            "apply {path}: {status} {answer}"
+        );
     }
 
     fn create(&self, path: &str, body: Value) {
@@ -463,6 +519,22 @@ fn weights(refs: &Value) -> Value {
 }
 
 impl Cluster {
+    /// Creates `role` and binds it to ServiceAccount `deployer`, whose
+    /// token the sandbox's kubeconfig then carries.
+    fn run_as(&self, sandbox: &Sandbox, role: &Value) {
+        self.create_manifest(role);
+        self.create_manifest(&json!({
+            "apiVersion": RBAC, "kind": "RoleBinding",
+            "metadata": {"name": "deployer", "namespace": self.namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": self.namespace}],
+        }));
+        let token = self.register_token(
+            &json!({"serviceAccount": {"namespace": self.namespace, "name": "deployer"}}),
+        );
+        self.write_kubeconfig(sandbox, &token);
+    }
+
     /// Forgets the API requests recorded for the namespace so far.
     fn clear_requests(&self) {
         let (status, answer) = kube(
@@ -488,24 +560,11 @@ impl Cluster {
     }
 }
 
-/// Whether `role` lets a request through, as RBAC decides: a rule naming
-/// its API group, resource and verb, and its object when the rule names
-/// objects.
-fn allows(role: &Value, request: &Value) -> bool {
-    let has = |list: &Value, value: &Value| list.as_array().is_some_and(|l| l.contains(value));
-    role["rules"].as_array().into_iter().flatten().any(|rule| {
-        has(&rule["apiGroups"], &request["group"])
-            && has(&rule["resources"], &request["resource"])
-            && has(&rule["verbs"], &request["verb"])
-            && (rule.get("resourceNames").is_none()
-                || has(&rule["resourceNames"], &request["name"]))
-    })
-}
-
-/// Runs `plans` (each to the exit code given) in a fresh namespace and
-/// checks the Role `deployctl rbac` prints for the first against every API
-/// request they made: each is allowed, and each verb of the Role was used
-/// (`create` aside: server-side apply creates by PATCH on this server).
+/// Runs `plans` (each to the exit code given) in a fresh namespace as a
+/// ServiceAccount holding only the Role `deployctl rbac` prints for the
+/// first, so the server's RBAC decides every request: each is allowed,
+/// and each verb of the Role was used (`create` aside: server-side apply
+/// creates by PATCH on this server).
 fn rbac_covers(test: &str, routed: bool, runs: &[(&str, &str, i32)]) {
     let sandbox = Sandbox::new("kube-rbac");
     let Some(cluster) = Cluster::new(test, &sandbox, "rbac") else {
@@ -525,6 +584,9 @@ fn rbac_covers(test: &str, routed: bool, runs: &[(&str, &str, i32)]) {
             assert_eq!(items.len(), 1, "one namespace, one Role: {list:#}");
             role = items[0].clone();
             assert_eq!(role["metadata"]["namespace"], cluster.namespace.as_str());
+            cluster.run_as(&sandbox, &role);
+            // From here on, only the releases' requests.
+            cluster.clear_requests();
         }
         let out = sandbox.run(&["apply", &plan, "--yes"]);
         out.expect_code(*code);
@@ -533,10 +595,15 @@ fn rbac_covers(test: &str, routed: bool, runs: &[(&str, &str, i32)]) {
     }
     let requests = cluster.requests();
     assert!(!requests.is_empty(), "no request was recorded");
-    let denied: Vec<&Value> = requests.iter().filter(|r| !allows(&role, r)).collect();
+    // The server's RBAC decided each request by the Role alone.
+    let deployer = format!("system:serviceaccount:{}:deployer", cluster.namespace);
+    let denied: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["allowed"] != true || r["user"] != deployer.as_str())
+        .collect();
     assert!(
         denied.is_empty(),
-        "requests the Role denies: {denied:#?}\nRole: {role:#}"
+        "requests refused, or not made as the Role's ServiceAccount: {denied:#?}\nRole: {role:#}"
     );
     for rule in role["rules"].as_array().expect("rules") {
         for verb in rule["verbs"].as_array().expect("verbs") {
@@ -595,6 +662,42 @@ fn rbac_grants_what_a_blue_green_release_and_its_rollback_request() {
             ),
         ],
     );
+}
+
+/// Without one permission the printed Role has (scaling Deployments), the
+/// API server refuses the canary's first weight: the run rolls back and
+/// says which request was refused and why, in the API server's words.
+#[test]
+fn a_release_missing_a_permission_says_which_request_was_refused() {
+    let test = "a_release_missing_a_permission_says_which_request_was_refused";
+    let sandbox = Sandbox::new("kube-rbac-missing");
+    let Some(cluster) = Cluster::new(test, &sandbox, "forbid") else {
+        return;
+    };
+    let plan = cluster.plan(
+        &sandbox,
+        true,
+        NEW,
+        "canary:\n      gates: [ready]\n      steps: [{setWeight: 50}, {setWeight: 100}]",
+        READY_GATE,
+    );
+    let out = sandbox.run(&["rbac", &plan]);
+    out.expect_code(0);
+    let list: Value = serde_json::from_str(&out.stdout).expect("a Role list");
+    let mut role = list["items"][0].clone();
+    let rules = role["rules"].as_array_mut().expect("rules");
+    let before = rules.len();
+    rules.retain(|r| r["resources"] != json!(["deployments/scale"]));
+    assert_eq!(rules.len(), before - 1, "the Role had one scale rule");
+    cluster.run_as(&sandbox, &role);
+    let out = sandbox.run(&["apply", &plan, "--yes"]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, Some(0), "{text}");
+    assert!(
+        text.contains(r#"cannot patch resource "deployments/scale" in API group "apps""#),
+        "{text}"
+    );
+    assert_eq!(cluster.served_by(json!({"route": "web"}), STABLE), 1000);
 }
 
 /// A second test API server of this test's own: another cluster, with
@@ -703,10 +806,10 @@ rollback: {{scope: plan}}\n",
 impl Cluster {
     /// `deployctl controller` for this namespace (state in `sandbox`),
     /// reaching the cluster as in a pod would through the kubeconfig.
-    fn controller(&self, sandbox: &Sandbox, identity: &str) -> Running {
+    fn controller(&self, sandbox: &Sandbox, identity: &str, extra: &[&str]) -> Running {
         let kubeconfig = sandbox.root().join("kubeconfig.yaml");
         let kubeconfig = kubeconfig.to_str().expect("utf-8 path").to_owned();
-        let args = [
+        let mut args = vec![
             "controller",
             "--kubeconfig",
             &kubeconfig,
@@ -717,9 +820,73 @@ impl Cluster {
             "--identity",
             identity,
         ];
+        args.extend_from_slice(extra);
         let mut command = sandbox.command(&args);
         command.env("KUBECONFIG", &kubeconfig);
         sandbox.spawn_command(command, &args, None)
+    }
+
+    /// Installs the controller as `kubectl apply -k deploy/` would with
+    /// this namespace as kustomize's `namespace:` (and as the one target
+    /// namespace opened by `rolebinding-targets.example.yaml`): the CRD,
+    /// the ServiceAccount, and exactly the shipped Roles, ClusterRoles and
+    /// bindings. The sandbox's kubeconfig then carries the
+    /// ServiceAccount's token, so the controller runs with those rights
+    /// alone (run it with `--no-install-crd`, as deployment.yaml does).
+    fn install_controller_rbac(&self, sandbox: &Sandbox) {
+        use crate::deploy_manifests::object as manifest;
+        let ns = self.namespace.as_str();
+        self.create_manifest(&manifest("crd.yaml"));
+        for file in [
+            "serviceaccount.yaml",
+            "role.yaml",
+            "rolebinding.yaml",
+            "clusterrole-crd.yaml",
+            "clusterrolebinding-crd.yaml",
+            "clusterrole-release-targets.yaml",
+            "rolebinding-targets.example.yaml",
+        ] {
+            let mut object = manifest(file);
+            let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+            if kind.starts_with("Cluster") {
+                // Cluster-wide names are shared by every test on the
+                // server: a binding (whose subject is this namespace's
+                // ServiceAccount) gets a name of its own.
+                if kind == "ClusterRoleBinding" {
+                    let name = format!(
+                        "{}-{ns}",
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    );
+                    object["metadata"]["name"] = json!(name);
+                }
+            } else {
+                object["metadata"]["namespace"] = json!(ns);
+            }
+            for subject in object["subjects"].as_array_mut().into_iter().flatten() {
+                subject["namespace"] = json!(ns);
+            }
+            self.create_manifest(&object);
+        }
+        let token = self.register_token(
+            &json!({"serviceAccount": {"namespace": ns, "name": "deployctl-controller"}}),
+        );
+        self.write_kubeconfig(sandbox, &token);
+        wait_until(
+            Duration::from_secs(30),
+            "the Release CRD Established",
+            || {
+                self.get(
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/releases.deployctl.io",
+                )
+                .is_some_and(|crd| {
+                    crd["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+            },
+        );
     }
 
     /// Creates a Release of `plan` (retrying while the controller installs
@@ -776,9 +943,12 @@ artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: a
 stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      steps: [{{setWeight: 10}}, {{pause: {{duration: 6s}}}}, {{setWeight: 50}}, {{pause: {{duration: 1s}}}}, {{setWeight: 100}}]\n",
         cluster.namespace
     );
+    // Both replicas run with the shipped RBAC and nothing more.
+    cluster.install_controller_rbac(&sandbox);
+    let shipped = ["--no-install-crd"];
     let mut replicas = [
-        Some(cluster.controller(&sandbox, "replica-a")),
-        Some(cluster.controller(&sandbox, "replica-b")),
+        Some(cluster.controller(&sandbox, "replica-a", &shipped)),
+        Some(cluster.controller(&sandbox, "replica-b", &shipped)),
     ];
     cluster.release("storefront", &plan);
     let route = json!({"route": "web"});
@@ -825,6 +995,16 @@ stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      ste
         .filter(|r| r["resource"] == "httproutes" && r["verb"] == "patch")
         .collect();
     assert_eq!(route_writes.len(), 3, "{route_writes:#?}");
+    let controller = format!(
+        "system:serviceaccount:{}:deployctl-controller",
+        cluster.namespace
+    );
+    let refused: Vec<Value> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r["user"] == controller.as_str() && r["allowed"] != true)
+        .collect();
+    assert!(refused.is_empty(), "the shipped RBAC refused: {refused:#?}");
 }
 
 /// `plan --observe` reads a Kubernetes target through the adapter:
