@@ -824,6 +824,7 @@ async fn an_eks_cluster_by_name_is_resolved_through_describe_cluster() {
             "arn:aws:eks:us-east-1:123456789012:cluster/{name}"
         )]
     );
+    eks_tokens_authenticate_to_their_cluster_only(&sdk, &eks, &name, &auth).await;
     // A missing cluster is named.
     let missing: raw::EksCluster =
         serde_json::from_value(json!({"cluster": "no-such-cluster", "region": "us-east-1"}))
@@ -832,4 +833,74 @@ async fn an_eks_cluster_by_name_is_resolved_through_describe_cluster() {
         .await
         .expect_err("no cluster");
     assert!(error.to_string().contains("no-such-cluster"), "{error}");
+}
+
+/// The token `auth` signs is accepted by an API server that checks EKS
+/// tokens as aws-iam-authenticator does (the SigV4 signature recomputed
+/// with the server's own cluster ID), and a token signed for another
+/// cluster of the same account is refused there. Needs the test API
+/// server too; skipped without it.
+async fn eks_tokens_authenticate_to_their_cluster_only(
+    sdk: &aws_config::SdkConfig,
+    eks: &aws_sdk_eks::Client,
+    name: &str,
+    auth: &deployctl_kubernetes::eks::EksAuth,
+) {
+    let Some(url) = server("eks_tokens_authenticate_to_their_cluster_only") else {
+        return;
+    };
+    // moto's test credentials (deployctl_aws::testing), mapped to a user
+    // as an EKS access entry would.
+    let user = format!("eks-user-{}", std::process::id());
+    let (status, answer) = call(
+        &url,
+        "POST",
+        "/_emulator/eks",
+        &json!({"cluster": name, "credentials": {"testing": {"secretAccessKey": "testing", "user": user, "groups": ["system:masters"]}}}),
+    );
+    assert_eq!(status, 200, "{answer:#}");
+    let token = auth.token().expect("a token");
+    let (status, answer) = bearer_get(&url, &token, "/api/v1/namespaces");
+    assert_eq!(status, 200, "the token for {name}: {answer}");
+    // Another cluster in the same account: its token names that cluster.
+    let other = format!("{name}-other");
+    eks.create_cluster()
+        .name(&other)
+        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .expect("moto creates the other cluster");
+    let other: raw::EksCluster =
+        serde_json::from_value(json!({"cluster": other, "region": "us-east-1"})).expect("eks");
+    let (_, other_auth) = deployctl_kubernetes::eks::resolve_with(sdk, &other)
+        .await
+        .expect("resolved");
+    let (status, answer) = bearer_get(
+        &url,
+        &other_auth.token().expect("a token"),
+        "/api/v1/namespaces",
+    );
+    assert_eq!(status, 401, "a token for another cluster: {answer}");
+    assert!(answer.contains("SignatureDoesNotMatch"), "{answer}");
+}
+
+/// A GET with `Authorization: Bearer TOKEN`: the status and the body.
+fn bearer_get(url: &str, token: &str, path: &str) -> (u16, String) {
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(host).expect("the API server answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
 }
