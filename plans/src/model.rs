@@ -280,6 +280,41 @@ pub enum CanaryStep {
     Pause(Duration),
     Analysis(Vec<String>),
     Approval(String),
+    SetHeaderRoute(HeaderRoute),
+}
+
+/// Requests carrying every header of `matches` (exact values) go to the
+/// canary; no matches removes the route named `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoute {
+    pub name: String,
+    pub matches: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Display for HeaderRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.matches.is_empty() {
+            return write!(f, "header route `{}` removed", self.name);
+        }
+        let headers: Vec<String> = self
+            .matches
+            .iter()
+            .map(|m| format!("{}: {}", m.name, m.value))
+            .collect();
+        write!(
+            f,
+            "header route `{}` ({}) to the canary",
+            self.name,
+            headers.join(", ")
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

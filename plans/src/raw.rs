@@ -179,6 +179,35 @@ pub struct CanaryStep {
     /// Wait until the named approval gate is satisfied.
     #[serde(default)]
     pub approval: Option<String>,
+    /// Send requests whose headers match to the canary, whatever the
+    /// weight (Argo Rollouts' `setHeaderRoute`); without `match`, the named
+    /// header route is removed. Promotion and rollback remove them all.
+    #[serde(default)]
+    pub set_header_route: Option<HeaderRoute>,
+}
+
+/// A named header route of a canary.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderRoute {
+    pub name: String,
+    /// Every header listed must match (one request, all of them).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderMatch {
+    pub header_name: String,
+    pub header_value: HeaderValue,
+}
+
+/// How a header's value matches: exactly (Gateway API's core `Exact`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderValue {
+    pub exact: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -302,6 +302,7 @@ fn stage_impact(plan: &ValidatedPlan, stage: &Stage) -> StageImpact {
             for step in canary {
                 steps.push(match step {
                     CanaryStep::SetWeight(weight) => format!("setWeight {weight}%"),
+                    CanaryStep::SetHeaderRoute(route) => format!("setHeaderRoute: {route}"),
                     CanaryStep::Pause(duration) => format!("pause {}", format_duration(*duration)),
                     CanaryStep::Analysis(names) => {
                         for name in names {
@@ -490,7 +491,9 @@ fn stage_minimum(plan: &ValidatedPlan, stage: &Stage) -> Duration {
             .map(|step| match step {
                 CanaryStep::Pause(duration) => *duration,
                 CanaryStep::Analysis(names) => window(names),
-                CanaryStep::SetWeight(_) | CanaryStep::Approval(_) => Duration::ZERO,
+                CanaryStep::SetWeight(_)
+                | CanaryStep::Approval(_)
+                | CanaryStep::SetHeaderRoute(_) => Duration::ZERO,
             })
             .sum(),
         Strategy::BlueGreen {

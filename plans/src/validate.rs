@@ -883,6 +883,7 @@ impl Checker {
                     ("pause", step.pause.is_some()),
                     ("analysis", step.analysis.is_some()),
                     ("approval", step.approval.is_some()),
+                    ("setHeaderRoute", step.set_header_route.is_some()),
                 ],
             ) else {
                 continue;
@@ -948,10 +949,18 @@ impl Checker {
                     }
                     steps.push(CanaryStep::Analysis(analysis.gates));
                 }
-                _ => {
+                3 => {
                     let name = step.approval.clone().unwrap_or_default();
                     self.reference(&format!("{at}.approval"), "approval", &name, approvals);
                     steps.push(CanaryStep::Approval(name));
+                }
+                _ => {
+                    let route = step.set_header_route.clone().unwrap_or_default();
+                    if let Some(route) =
+                        self.header_route(&format!("{at}.setHeaderRoute"), &route, target)
+                    {
+                        steps.push(CanaryStep::SetHeaderRoute(route));
+                    }
                 }
             }
         }
@@ -963,6 +972,53 @@ impl Checker {
             .hint = Some("add e.g. `- setWeight: 10` before the first pause or analysis".into());
         }
         steps
+    }
+
+    /// A `setHeaderRoute` step (at `at`): a valid name, header names as
+    /// HTTP defines them, and a target that can route by header.
+    fn header_route(
+        &mut self,
+        at: &str,
+        route: &raw::HeaderRoute,
+        target: Option<&Target>,
+    ) -> Option<HeaderRoute> {
+        self.name(&format!("{at}.name"), "header route", &route.name);
+        let mut matches = Vec::new();
+        for (index, found) in route.matches.iter().enumerate() {
+            let name = &found.header_name;
+            let is_token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !is_token {
+                self.error(
+                    format!("{at}.match[{index}].headerName"),
+                    format!("`{name}` is not an HTTP header name"),
+                )
+                .hint = Some("e.g. `X-Canary`: letters, digits and `-`".into());
+            }
+            if found.header_value.exact.is_empty() {
+                self.error(
+                    format!("{at}.match[{index}].headerValue.exact"),
+                    "an exact header value must not be empty",
+                );
+            }
+            matches.push(HeaderMatch {
+                name: name.clone(),
+                value: found.header_value.exact.clone(),
+            });
+        }
+        if let Some(target) = target
+            && let Some((message, hint)) =
+                kinds::spec(&target.spec).header_routes_refused(&target.name)
+        {
+            self.error(at, message).hint = Some(hint);
+            return None;
+        }
+        Some(HeaderRoute {
+            name: route.name.clone(),
+            matches,
+        })
     }
 
     fn waves(

@@ -679,6 +679,9 @@ fn supports(kind: TargetKind, action: &Action) -> bool {
             moves_traffic(kind)
         }
         Action::StartWave { .. } | Action::Halt => runs_waves(kind),
+        // An instance's capability, not its kind's: each adapter that
+        // has header routes tests them against its platform.
+        Action::SetHeaderRoute { .. } => false,
         Action::Rollback { .. } => true,
     }
 }

@@ -56,6 +56,17 @@ pub enum ErrorClass {
 }
 
 impl AdapterError {
+    /// A `setHeaderRoute` asked of a target (`what`, as its messages name
+    /// it) that cannot tell requests apart (validation and preflight's
+    /// capabilities refuse it before a run; this is the last line).
+    pub fn no_header_routes(what: impl std::fmt::Display) -> AdapterError {
+        AdapterError::Unsupported {
+            what: format!(
+                "{what} cannot route requests by header (`setHeaderRoute`); only a Kubernetes target with an HTTPRoute can"
+            ),
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             AdapterError::Throttled { .. }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use deployctl_plan::model::{GateCheck, TargetKind};
+use deployctl_plan::model::{GateCheck, HeaderRoute, TargetKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{AdapterError, BoxFuture, HealthProbe};
@@ -55,6 +55,9 @@ pub enum Action {
     /// Send `percent` of traffic to the new version (a canary step, or the
     /// 0 → 100 switch of a blue-green release).
     SetWeight { percent: u8 },
+    /// Requests whose headers match go to the new version whatever the
+    /// weight (no matches: the named header route is removed).
+    SetHeaderRoute { route: HeaderRoute },
     /// The new version becomes the stable one: all traffic, no extra weights.
     Promote,
     /// Remove the previous version after promotion (blue-green scale-down).
@@ -75,6 +78,7 @@ impl fmt::Display for Action {
             Action::SetWeight { percent } => write!(f, "set weight {percent}%"),
             Action::Promote => write!(f, "promote"),
             Action::Retire => write!(f, "retire the previous version"),
+            Action::SetHeaderRoute { route } => write!(f, "set {route}"),
             Action::StartWave { index, devices } => {
                 write!(f, "start wave {} ({devices} devices)", index + 1)
             }
@@ -93,6 +97,7 @@ impl fmt::Display for Action {
 pub enum TrafficAction {
     Deploy { version: String },
     SetWeight { percent: u8 },
+    SetHeaderRoute { route: HeaderRoute },
     Promote,
     Retire,
     Rollback { to: Option<String> },
@@ -125,6 +130,9 @@ impl Action {
             Action::SetWeight { percent } => Role::Traffic(TrafficAction::SetWeight { percent }),
             Action::Promote => Role::Traffic(TrafficAction::Promote),
             Action::Retire => Role::Traffic(TrafficAction::Retire),
+            Action::SetHeaderRoute { route } => {
+                Role::Traffic(TrafficAction::SetHeaderRoute { route })
+            }
             Action::StartWave { index, devices } => {
                 Role::Waves(WaveAction::StartWave { index, devices })
             }
@@ -147,6 +155,7 @@ impl From<TrafficAction> for Action {
             TrafficAction::SetWeight { percent } => Action::SetWeight { percent },
             TrafficAction::Promote => Action::Promote,
             TrafficAction::Retire => Action::Retire,
+            TrafficAction::SetHeaderRoute { route } => Action::SetHeaderRoute { route },
             TrafficAction::Rollback { to } => Action::Rollback { to },
         }
     }
@@ -232,6 +241,10 @@ pub struct Capabilities {
     pub weights: Weights,
     /// Whether the target is updated in device waves.
     pub waves: bool,
+    /// Whether requests can be sent to the new version by header
+    /// (`setHeaderRoute`).
+    #[serde(default)]
+    pub header_routes: bool,
 }
 
 impl Capabilities {
@@ -240,6 +253,7 @@ impl Capabilities {
         Capabilities {
             weights: Weights::Exact { max },
             waves: false,
+            header_routes: false,
         }
     }
 
@@ -248,6 +262,7 @@ impl Capabilities {
         Capabilities {
             weights: Weights::Unsupported { why: why.into() },
             waves: false,
+            header_routes: false,
         }
     }
 
@@ -258,6 +273,7 @@ impl Capabilities {
                 why: "a fleet is updated in waves, not by traffic weights".into(),
             },
             waves: true,
+            header_routes: false,
         }
     }
 }

@@ -710,6 +710,10 @@ impl CloudFrontTarget {
         request_ids: &mut Vec<String>,
     ) -> Result<bool, AdapterError> {
         match action {
+            TrafficAction::SetHeaderRoute { .. } => Err(AdapterError::no_header_routes(format!(
+                "CloudFront distribution {}",
+                self.distribution_id
+            ))),
             TrafficAction::Deploy { version } => self.deploy(snap, version, key, request_ids).await,
             TrafficAction::SetWeight { percent: 100 } | TrafficAction::Promote => {
                 self.promote(snap, request_ids).await
@@ -862,6 +866,10 @@ impl TrafficTarget for CloudFrontTarget {
             ]
         };
         match action {
+            TrafficAction::SetHeaderRoute { .. } => Err(AdapterError::no_header_routes(format!(
+                "CloudFront distribution {}",
+                self.distribution_id
+            ))),
             TrafficAction::Deploy { version } => {
                 if observed.candidate.as_deref() == Some(version.as_str()) {
                     return Ok(Vec::new());

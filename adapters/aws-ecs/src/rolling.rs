@@ -168,6 +168,10 @@ impl EcsTarget {
                 Err(self.rolling_unsupported(*percent))
             }
             TrafficAction::SetWeight { percent: 0 } | TrafficAction::Retire => Ok(Vec::new()),
+            TrafficAction::SetHeaderRoute { .. } => Err(AdapterError::no_header_routes(format!(
+                "ECS service {}",
+                self.service_name()
+            ))),
             TrafficAction::SetWeight { .. } | TrafficAction::Promote => {
                 let label = observed
                     .candidate
@@ -205,6 +209,9 @@ impl EcsTarget {
         let mut request_ids: Vec<String> = view.request_id.iter().cloned().collect();
         let service = self.service_name();
         match action {
+            TrafficAction::SetHeaderRoute { .. } => Err(AdapterError::no_header_routes(format!(
+                "ECS service {service}"
+            ))),
             TrafficAction::Deploy { version } => {
                 let td = self.task_definition_of(version);
                 request_ids.extend(service::check_task_definition(&self.client, &td).await?);

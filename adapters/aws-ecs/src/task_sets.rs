@@ -157,6 +157,9 @@ impl EcsTarget {
             ))
         };
         match action {
+            TrafficAction::SetHeaderRoute { .. } => Err(AdapterError::no_header_routes(format!(
+                "ECS service {service}"
+            ))),
             TrafficAction::Deploy { version } => {
                 let primary = layout.primary.as_ref().ok_or_else(no_primary)?;
                 if primary.label == *version {

@@ -490,6 +490,10 @@ impl LambdaTarget {
             }
         };
         match action {
+            TrafficAction::SetHeaderRoute { .. } => Err(AdapterError::no_header_routes(format!(
+                "Lambda alias {}:{}",
+                self.function_name, self.alias
+            ))),
             TrafficAction::Deploy { version } => {
                 if current.version == *version {
                     return Ok(None);

@@ -88,6 +88,7 @@ pub(crate) fn plan(
     let service = &target.place.service;
     let call = |text: String| PlannedCall { description: text };
     Ok(match action {
+        TrafficAction::SetHeaderRoute { .. } => return Err(no_header_routes(target)),
         TrafficAction::Deploy { version } => {
             if observed.candidate.as_deref() == Some(version)
                 || observed.stable.as_deref() == Some(version)
@@ -170,11 +171,23 @@ pub(crate) async fn apply(
                 ),
             });
         }
+        TrafficAction::SetHeaderRoute { .. } => return Err(no_header_routes(target)),
         TrafficAction::Promote => promote(target, &view, &mut step).await?,
         TrafficAction::Retire => retire(target, &view, &mut step).await?,
         TrafficAction::Rollback { to } => rollback(target, &view, to.as_deref(), &mut step).await?,
     }
     Ok(step.applied())
+}
+
+/// A header route needs an HTTPRoute: a Service cannot tell requests
+/// apart (the validator and preflight's capabilities refuse it first).
+pub(crate) fn no_header_routes(target: &KubernetesTarget) -> AdapterError {
+    AdapterError::Unsupported {
+        what: format!(
+            "Service {} cannot route requests by header; that needs an HTTPRoute (`httpRoute`)",
+            target.place.service
+        ),
+    }
 }
 
 /// What one step wrote, for the journal and the audit trail.

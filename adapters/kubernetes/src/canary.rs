@@ -34,10 +34,11 @@ use crate::bluegreen::Step;
 use crate::cluster::written;
 use crate::error::rejected;
 use crate::names;
-use crate::route;
+use crate::route::{self, HeaderRoutes};
 use crate::target::{KubernetesTarget, Router};
 use crate::view::View;
 use crate::workload;
+use deployctl_plan::model::HeaderRoute;
 
 fn canary_name(target: &KubernetesTarget) -> String {
     names::canary(&target.place.base)
@@ -159,6 +160,12 @@ pub(crate) fn plan(
             ]
         }
         TrafficAction::Retire => Vec::new(),
+        TrafficAction::SetHeaderRoute { route } => {
+            if target.router != Router::Route {
+                return Err(crate::bluegreen::no_header_routes(target));
+            }
+            vec![call(format!("apply {router}: {route}"))]
+        }
         TrafficAction::Rollback { .. } => {
             if observed.candidate.is_none() && observed.weight == 0 {
                 return Ok(Vec::new());
@@ -184,6 +191,13 @@ pub(crate) async fn apply(
         TrafficAction::Deploy { .. } => deploy(target, &view, &mut step).await?,
         TrafficAction::SetWeight { percent } => {
             set_weight(target, &view, *percent, &mut step).await?
+        }
+        TrafficAction::SetHeaderRoute { route } => {
+            if target.router != Router::Route {
+                return Err(crate::bluegreen::no_header_routes(target));
+            }
+            deployed(target, &view, &canary_name(target))?;
+            write_route(target, RouteChange::Header(route), &mut step).await?;
         }
         TrafficAction::Promote => promote(target, &view, &mut step).await?,
         TrafficAction::Retire => {}
@@ -408,6 +422,28 @@ async fn weigh_route(
     percent: u8,
     step: &mut Step,
 ) -> Result<(), AdapterError> {
+    write_route(target, RouteChange::Weight(percent), step).await
+}
+
+/// One edit of the route deployctl makes.
+enum RouteChange<'a> {
+    /// The canary's share of the weighted rules.
+    Weight(u8),
+    /// Add, replace or (no matches) remove one header route.
+    Header(&'a HeaderRoute),
+    /// Remove every header route (promotion, rollback).
+    ClearHeaders,
+}
+
+/// Reads the route, applies `change` (the header rules follow the weighted
+/// rule they copy, and their names are kept in an annotation beside
+/// them), writes it when it differs, and waits until the route's
+/// controller accepts the generation.
+async fn write_route(
+    target: &KubernetesTarget,
+    change: RouteChange<'_>,
+    step: &mut Step,
+) -> Result<(), AdapterError> {
     let (namespace, name) = target
         .place
         .route
@@ -424,16 +460,46 @@ async fn weigh_route(
     let spec = &found.data["spec"];
     let stable = &target.place.service;
     let canary = canary_service(target);
-    let rules = route::with_percent(spec, stable, &canary, percent);
-    let generation = if rules == spec["rules"] {
+    let annotated = found
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::HEADER_ROUTES))
+        .cloned();
+    let mut routes: HeaderRoutes = annotated
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let weighted = match change {
+        RouteChange::Weight(percent) => route::with_percent(spec, stable, &canary, percent),
+        RouteChange::Header(_) | RouteChange::ClearHeaders => spec["rules"].clone(),
+    };
+    match change {
+        RouteChange::Header(header) if header.matches.is_empty() => {
+            routes.remove(&header.name);
+        }
+        RouteChange::Header(header) => {
+            routes.insert(header.name.clone(), header.matches.clone());
+        }
+        RouteChange::ClearHeaders => routes.clear(),
+        RouteChange::Weight(_) => {}
+    }
+    let rules = route::with_header_routes(&json!({"rules": weighted}), stable, &canary, &routes);
+    let annotation =
+        (!routes.is_empty()).then(|| serde_json::to_string(&routes).unwrap_or_default());
+    let generation = if rules == spec["rules"] && annotation == annotated {
         found.metadata.generation.unwrap_or(0)
     } else {
-        let body = json!({
+        let mut body = json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": name, "namespace": namespace,
                          "resourceVersion": found.metadata.resource_version},
             "spec": {"rules": rules},
         });
+        // Left out, the annotation is released with the last header route.
+        if let Some(annotation) = annotation {
+            body["metadata"]["annotations"] = json!({names::HEADER_ROUTES: annotation});
+        }
         let out = target.ns.apply_route(&namespace, &name, body).await?;
         step.writes
             .push(written("HTTPRoute", &namespace, &name, &out.metadata));
@@ -570,7 +636,11 @@ async fn promote(
         set_primary_images(target, &primary_now, &next, annotations, step).await?;
     }
     target.wait_rollout(&target.place.base, None).await?;
-    // 3. The pin follows the primary's new pods, then traffic goes back.
+    // 3. Header routes end with the canary; the pin follows the primary's
+    //    new pods, then traffic goes back.
+    if target.router == Router::Route {
+        write_route(target, RouteChange::ClearHeaders, step).await?;
+    }
     let view = target.view().await?;
     let primary_new = primary(&view, target)?;
     if view.deployment(&canary).is_some() {
@@ -609,6 +679,9 @@ async fn rollback(
     to: Option<&str>,
     step: &mut Step,
 ) -> Result<(), AdapterError> {
+    if target.router == Router::Route {
+        write_route(target, RouteChange::ClearHeaders, step).await?;
+    }
     weigh(target, 0, step).await?;
     remove_canary(target, step).await?;
     // After a promotion the primary runs the release: its images go back.

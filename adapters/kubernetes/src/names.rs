@@ -24,6 +24,9 @@ pub const PREVIOUS: &str = "deployctl.io/previous-deployment";
 /// On the stable Service of a canary without a route: the weight the
 /// replica ratio was set for (the real share is the canary's pods' part).
 pub const CANARY_WEIGHT: &str = "deployctl.io/canary-weight";
+/// On the HTTPRoute: the canary's header routes by name (JSON), so a step
+/// can replace or remove one by its name.
+pub const HEADER_ROUTES: &str = "deployctl.io/header-routes";
 pub const ROLLBACK_VERSION: &str = "deployctl.io/rollback-version";
 pub const ROLLBACK_IMAGES: &str = "deployctl.io/rollback-images";
 /// The label Deployments give their pods and ReplicaSets (Kubernetes'

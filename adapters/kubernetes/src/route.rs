@@ -1,8 +1,15 @@
 //! Gateway API HTTPRoute weights, edited without IO: which rules carry the
 //! stable Service, what share the canary has, the rules with a new share,
-//! and whether the route's controller has taken the generation written.
+//! the header rules that send matching requests to the canary, and whether
+//! the route's controller has taken the generation written.
 
+use std::collections::BTreeMap;
+
+use deployctl_plan::model::HeaderMatch;
 use serde_json::{Value, json};
+
+/// A canary's header routes by name: the headers each one matches.
+pub type HeaderRoutes = BTreeMap<String, Vec<HeaderMatch>>;
 
 /// A backendRef names `service` (kind Service in the core group, the
 /// defaults Gateway API gives an unqualified ref).
@@ -86,6 +93,71 @@ pub fn with_percent(spec: &Value, stable: &str, canary: &str, percent: u8) -> Va
     Value::Array(rules)
 }
 
+/// A rule deployctl added for a header route: it sends only to `canary`.
+fn is_header_rule(rule: &Value, canary: &str) -> bool {
+    rule["backendRefs"]
+        .as_array()
+        .is_some_and(|refs| !refs.is_empty() && refs.iter().all(|b| refers_to(b, canary)))
+}
+
+/// `spec.rules` with deployctl's header rules replaced by one per entry
+/// of `routes`: each matches what the first rule carrying `stable`
+/// matches (path, method, its own headers) and the route's headers too,
+/// and sends everything to `canary` (its ref copies the stable one's port
+/// and namespace). Gateway API prefers the match with more headers, so
+/// the header rule wins for the requests that carry them.
+pub fn with_header_routes(
+    spec: &Value,
+    stable: &str,
+    canary: &str,
+    routes: &HeaderRoutes,
+) -> Value {
+    let mut rules: Vec<Value> = spec["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| !is_header_rule(rule, canary))
+        .cloned()
+        .collect();
+    let Some(carrier) = carrying(spec, stable).into_iter().next().cloned() else {
+        return Value::Array(rules);
+    };
+    let Some(mut backend) = carrier["backendRefs"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|b| refers_to(b, stable)))
+        .cloned()
+    else {
+        return Value::Array(rules);
+    };
+    // Its one backend takes everything; 1 is what the API server defaults
+    // it to, so a rule written again compares equal.
+    backend["name"] = json!(canary);
+    backend["weight"] = json!(1);
+    let matches = carrier["matches"]
+        .as_array()
+        .cloned()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| vec![json!({})]);
+    for headers in routes.values().filter(|h| !h.is_empty()) {
+        let matches: Vec<Value> = matches
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                let mut all = m["headers"].as_array().cloned().unwrap_or_default();
+                all.extend(
+                    headers
+                        .iter()
+                        .map(|h| json!({"type": "Exact", "name": h.name, "value": h.value})),
+                );
+                m["headers"] = Value::Array(all);
+                m
+            })
+            .collect();
+        rules.push(json!({"matches": matches, "backendRefs": [backend.clone()]}));
+    }
+    Value::Array(rules)
+}
+
 /// Who the route's backends are and their weights, rule by rule: what
 /// the another-writer rule compares (status and metadata move on their own).
 pub fn backends(spec: &Value) -> String {
@@ -166,6 +238,53 @@ pub fn acceptance(route: &Value, generation: i64) -> Acceptance {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_header_route_adds_a_more_specific_rule_to_the_canary_and_is_removed_again() {
+        use super::{HeaderRoutes, with_header_routes};
+        use deployctl_plan::model::HeaderMatch;
+        let spec = serde_json::json!({"rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+             "backendRefs": [{"name": "web", "port": 80, "weight": 90}, {"name": "web-canary", "port": 80, "weight": 10}]},
+        ]});
+        let mut routes = HeaderRoutes::new();
+        routes.insert(
+            "beta".into(),
+            vec![HeaderMatch {
+                name: "X-Canary".into(),
+                value: "always".into(),
+            }],
+        );
+        let rules = with_header_routes(&spec, "web", "web-canary", &routes);
+        assert_eq!(rules.as_array().map(Vec::len), Some(2), "{rules:#}");
+        assert_eq!(
+            rules[0], spec["rules"][0],
+            "the weighted rule is kept as it was"
+        );
+        assert_eq!(
+            rules[1],
+            serde_json::json!({
+                "matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                             "headers": [{"type": "Exact", "name": "X-Canary", "value": "always"}]}],
+                "backendRefs": [{"name": "web-canary", "port": 80, "weight": 1}],
+            })
+        );
+        // Written again, it is replaced, not added twice; no routes, gone.
+        let again = with_header_routes(
+            &serde_json::json!({"rules": rules}),
+            "web",
+            "web-canary",
+            &routes,
+        );
+        assert_eq!(again, rules);
+        let none = with_header_routes(
+            &serde_json::json!({"rules": rules}),
+            "web",
+            "web-canary",
+            &HeaderRoutes::new(),
+        );
+        assert_eq!(none, spec["rules"]);
+    }
+
     use super::*;
 
     fn spec() -> Value {

@@ -450,7 +450,10 @@ impl KubernetesTarget {
                         self.place.service
                     )));
                 }
-                Capabilities::weights_up_to(100)
+                Capabilities {
+                    header_routes: true,
+                    ..Capabilities::weights_up_to(100)
+                }
             }
             (None, Router::Replicas) => Capabilities {
                 weights: Weights::Approximate {
@@ -461,6 +464,7 @@ impl KubernetesTarget {
                     ),
                 },
                 waves: false,
+                header_routes: false,
             },
             (None, _) => Capabilities::switch_only(format!(
                 "without an HTTPRoute, Service {} can only switch all traffic at once (blue-green)",

@@ -16,7 +16,9 @@ use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::{Action, AdapterError, IdempotencyKey, Measurement, Target, Weights};
 use deployctl_kubernetes::connect::from_config;
 use deployctl_kubernetes::{KubernetesOptions, KubernetesTarget};
-use deployctl_plan::model::{Artifact, ArtifactSource, GateCheck, StrategyKind};
+use deployctl_plan::model::{
+    Artifact, ArtifactSource, GateCheck, HeaderMatch, HeaderRoute, StrategyKind,
+};
 use deployctl_plan::raw;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, PostParams};
@@ -484,6 +486,96 @@ async fn a_canary_by_replica_ratios_promotes_onto_the_primary() {
             observed.weight
         ),
         (Some("2"), None, 0)
+    );
+}
+
+/// `setHeaderRoute`: requests carrying the header go to the canary
+/// whatever the weight, the rest keep the weighted split; removing it by
+/// name ends that, and a rollback removes every header route with the
+/// canary, so the route is what it was before the release.
+#[tokio::test]
+async fn a_header_route_sends_matching_requests_to_the_canary_until_removed() {
+    let Some(url) = server("a_header_route_sends_matching_requests_to_the_canary_until_removed")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(&url, "headers", true).await;
+    let before = fixture.route().await.data["spec"]["rules"].clone();
+    let target = fixture.target("2", NEW_IMAGE);
+    let preflight = target.preflight().await.expect("preflight");
+    assert!(
+        preflight.capabilities.header_routes,
+        "{:?}",
+        preflight.capabilities
+    );
+    apply(
+        &target,
+        Action::Deploy {
+            version: "2".into(),
+        },
+    )
+    .await;
+    apply(&target, Action::SetWeight { percent: 10 }).await;
+    let beta = |matches: Vec<(&str, &str)>| Action::SetHeaderRoute {
+        route: HeaderRoute {
+            name: "beta".into(),
+            matches: matches
+                .into_iter()
+                .map(|(name, value)| HeaderMatch {
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .collect(),
+        },
+    };
+    apply(&target, beta(vec![("X-Canary", "always")])).await;
+    let tagged = json!({"route": "web", "headers": {"x-canary": "always"}});
+    let other = json!({"route": "web", "headers": {"x-canary": "never"}});
+    assert_eq!(fixture.served_by(tagged.clone(), NEW_IMAGE), 1000);
+    let untagged = fixture.served_by(other.clone(), NEW_IMAGE) as f64;
+    assert!(
+        (untagged - 100.0).abs() <= 20.0,
+        "without the header: {untagged}"
+    );
+    // The same step again changes nothing.
+    let again = target
+        .apply(&beta(vec![("X-Canary", "always")]), &key(9_000))
+        .await
+        .expect("applied again");
+    assert!(!again.changed, "{again:?}");
+    // Removed by name: the header no longer decides.
+    apply(&target, beta(Vec::new())).await;
+    let tagged_now = fixture.served_by(tagged.clone(), NEW_IMAGE) as f64;
+    assert!(
+        (tagged_now - 100.0).abs() <= 20.0,
+        "after removal: {tagged_now}"
+    );
+    // Set again, then rolled back: the route is as before the release.
+    apply(&target, beta(vec![("X-Canary", "always")])).await;
+    apply(
+        &target,
+        Action::Rollback {
+            to: Some(STABLE_IMAGE.into()),
+        },
+    )
+    .await;
+    assert_eq!(fixture.served_by(tagged, STABLE_IMAGE), 1000);
+    let route = fixture.route().await;
+    // One rule again, all on stable (its weight written out as 100).
+    assert_eq!(
+        weights(&route.data["spec"]["rules"][0]["backendRefs"]),
+        json!([["web", 100]])
+    );
+    assert_eq!(
+        route.data["spec"]["rules"].as_array().map(Vec::len),
+        before.as_array().map(Vec::len)
+    );
+    assert!(
+        !route
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("deployctl.io/header-routes")
     );
 }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub enum ActionKind {
     Deploy,
     SetWeight,
+    SetHeaderRoute,
     Promote,
     Retire,
     StartWave,
@@ -30,6 +31,7 @@ impl ActionKind {
         match action {
             Action::Deploy { .. } => ActionKind::Deploy,
             Action::SetWeight { .. } => ActionKind::SetWeight,
+            Action::SetHeaderRoute { .. } => ActionKind::SetHeaderRoute,
             Action::Promote => ActionKind::Promote,
             Action::Retire => ActionKind::Retire,
             Action::StartWave { .. } => ActionKind::StartWave,
@@ -42,6 +44,7 @@ impl ActionKind {
         match self {
             ActionKind::Deploy => "Deploy",
             ActionKind::SetWeight => "SetWeight",
+            ActionKind::SetHeaderRoute => "SetHeaderRoute",
             ActionKind::Promote => "Promote",
             ActionKind::Retire => "Retire",
             ActionKind::StartWave => "StartWave",

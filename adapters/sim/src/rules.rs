@@ -27,6 +27,7 @@ pub(crate) fn check(kind: TargetKind, action: &Action) -> Result<(), AdapterErro
             has(StrategyKind::Canary) || has(StrategyKind::BlueGreen)
         }
         Action::StartWave { .. } | Action::Halt => has(StrategyKind::Waves),
+        Action::SetHeaderRoute { .. } => matches!(kind, TargetKind::Kubernetes | TargetKind::Sim),
         Action::Rollback { .. } => true,
     };
     if !supported {
@@ -63,6 +64,10 @@ pub(crate) fn is_present(state: &SimState, action: &Action, previous_known: bool
         }
         // Nothing left to promote: either it was promoted, or nothing was
         // deployed and there is no effect to make.
+        Action::SetHeaderRoute { route } => {
+            state.header_routes.get(&route.name) == Some(&route.matches)
+                || (route.matches.is_empty() && !state.header_routes.contains_key(&route.name))
+        }
         Action::Promote => state.candidate.is_none(),
         Action::Retire => previous_known && state.previous.is_none(),
         Action::StartWave { index, .. } => *index < state.fleet.waves_started,
@@ -110,6 +115,21 @@ pub(crate) fn change(
             }
             state.weight = *percent;
         }
+        Action::SetHeaderRoute { route } => {
+            if state.candidate.is_none() {
+                return Err(
+                    "no candidate is deployed: deploy a version before routing requests to it"
+                        .into(),
+                );
+            }
+            if route.matches.is_empty() {
+                state.header_routes.remove(&route.name);
+            } else {
+                state
+                    .header_routes
+                    .insert(route.name.clone(), route.matches.clone());
+            }
+        }
         Action::Promote => {
             if state.halted {
                 return Err(
@@ -121,6 +141,7 @@ pub(crate) fn change(
                 state.promoted = Some(candidate);
                 state.weight = 0;
             }
+            state.header_routes.clear();
         }
         Action::Retire => state.previous = None,
         Action::StartWave { index, devices } => {
@@ -152,6 +173,7 @@ pub(crate) fn change(
         Action::Rollback { to } => {
             state.candidate = None;
             state.weight = 0;
+            state.header_routes.clear();
             // Updated devices go back to the stable image. The kill switch
             // stays: a halted rollout never resumes by itself.
             state.fleet.reset();
@@ -191,6 +213,7 @@ pub(crate) fn describe(name: &str, state: &SimState, action: &Action) -> String 
             index + 1
         ),
         Action::Halt => format!("sim:Halt {name}: dispatch nothing more"),
+        Action::SetHeaderRoute { route } => format!("sim:SetHeaderRoute {name}: {route}"),
         Action::Rollback { to } => format!(
             "sim:Rollback {name}: all traffic and devices back to {}, candidate removed",
             to.as_deref().unwrap_or(stable)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use deployctl_adapter::{Observed, WaveProgress};
-use deployctl_plan::model::TargetKind;
+use deployctl_plan::model::{HeaderMatch, TargetKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SimConfig;
@@ -37,6 +37,9 @@ pub struct SimState {
     pub promoted: Option<String>,
     /// The kill switch was used: nothing more is dispatched.
     pub halted: bool,
+    /// The candidate's header routes by name (`setHeaderRoute`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub header_routes: BTreeMap<String, Vec<HeaderMatch>>,
     pub fleet: FleetState,
     /// Platform calls made so far; numbers the request IDs.
     pub requests: u64,
@@ -84,6 +87,7 @@ impl SimState {
             previous: None,
             promoted: None,
             halted: false,
+            header_routes: BTreeMap::new(),
             fleet: FleetState {
                 size: config.fleet_size,
                 ..FleetState::default()
@@ -108,6 +112,7 @@ impl SimState {
             previous: None,
             promoted: None,
             halted: waves.halted,
+            header_routes: BTreeMap::new(),
             fleet: FleetState {
                 size: waves.fleet_size,
                 dispatched: waves.dispatched,

@@ -134,6 +134,12 @@ impl SimTarget {
             TargetKind::Fleet => Capabilities::waves(),
             TargetKind::Sim => Capabilities {
                 waves: true,
+                header_routes: true,
+                ..Capabilities::weights_up_to(100)
+            },
+            // A rehearsed Kubernetes target stands for one with a route.
+            TargetKind::Kubernetes => Capabilities {
+                header_routes: true,
                 ..Capabilities::weights_up_to(100)
             },
             _ => Capabilities::weights_up_to(kind.capabilities().max_canary_weight),

@@ -31,6 +31,10 @@ pub enum Misfit {
     },
     #[error("target `{target}` is not updated in waves; use a canary or blueGreen stage")]
     NoWaves { target: String },
+    #[error(
+        "target `{target}` cannot route requests by header (step `setHeaderRoute` `{route}`); only a Kubernetes target with an HTTPRoute can"
+    )]
+    NoHeaderRoutes { target: String, route: String },
 }
 
 /// `Err` when `stage` asks `target` for something its instance cannot do.
@@ -55,6 +59,12 @@ pub fn check(stage: &Stage, target: &Target, capabilities: &Capabilities) -> Res
                     }
                     Weights::Exact { .. } | Weights::Approximate { .. } => {}
                 }
+            }
+            Op::Apply(Action::SetHeaderRoute { route }) if !capabilities.header_routes => {
+                return Err(Misfit::NoHeaderRoutes {
+                    target: target.name.clone(),
+                    route: route.name,
+                });
             }
             Op::StartWave { .. } if !capabilities.waves => {
                 return Err(Misfit::NoWaves {
@@ -115,8 +125,23 @@ mod tests {
                 how: "replica ratios".into(),
             },
             waves: false,
+            header_routes: false,
         };
         assert_eq!(verdict(CANARY, &replicas), Ok(()));
+    }
+
+    #[test]
+    fn a_header_route_needs_a_target_instance_that_routes_by_header() {
+        let stage = "canary: {steps: [{setHeaderRoute: {name: beta, match: [{headerName: X-Canary, headerValue: {exact: '1'}}]}}, {setWeight: 10}]}";
+        let plain = Capabilities::weights_up_to(100);
+        let error = verdict(stage, &plain).unwrap_err();
+        assert!(error.contains("cannot route requests by header"), "{error}");
+        assert!(error.contains("`beta`"), "{error}");
+        let routed = Capabilities {
+            header_routes: true,
+            ..plain
+        };
+        assert_eq!(verdict(stage, &routed), Ok(()));
     }
 
     #[test]

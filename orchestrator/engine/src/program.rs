@@ -60,6 +60,9 @@ pub fn compile(stage: &Stage, target: &Target) -> Vec<Op> {
                     CanaryStep::Pause(duration) => Op::Pause(*duration),
                     CanaryStep::Analysis(names) => Op::Gates(names.clone()),
                     CanaryStep::Approval(name) => Op::Approval(name.clone()),
+                    CanaryStep::SetHeaderRoute(route) => Op::Apply(Action::SetHeaderRoute {
+                        route: route.clone(),
+                    }),
                 });
             }
             if !gates.is_empty() {

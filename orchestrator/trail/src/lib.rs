@@ -237,9 +237,9 @@ fn audited(event: &Event) -> Option<(Action, Outcome)> {
                 deployctl_adapter::Action::Promote => Action::StagePromoted,
                 deployctl_adapter::Action::StartWave { .. } => Action::WaveDispatched,
                 deployctl_adapter::Action::Rollback { .. } => Action::StageRolledBack,
-                deployctl_adapter::Action::Retire | deployctl_adapter::Action::Halt => {
-                    Action::TargetChanged
-                }
+                deployctl_adapter::Action::Retire
+                | deployctl_adapter::Action::Halt
+                | deployctl_adapter::Action::SetHeaderRoute { .. } => Action::TargetChanged,
             },
             Outcome::ok(),
         ),

@@ -147,6 +147,15 @@ impl Spec for KubernetesTarget {
         }
     }
 
+    fn header_routes_refused(&self, target: &str) -> Option<(String, String)> {
+        self.http_route.is_none().then(|| {
+            (
+                format!("target `{target}` has no HTTPRoute, so it cannot route requests by header"),
+                format!("add `targets.{target}.kubernetes.httpRoute`, or remove the `setHeaderRoute` step"),
+            )
+        })
+    }
+
     fn rollback(&self, strategy: StrategyKind, stable: &str) -> String {
         match strategy {
             StrategyKind::BlueGreen => format!(

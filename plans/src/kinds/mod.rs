@@ -106,6 +106,17 @@ pub(crate) trait Spec {
     ) {
     }
 
+    /// Why this target cannot send requests to its canary by header
+    /// (`setHeaderRoute`), with the fix; `None` when it can.
+    fn header_routes_refused(&self, target: &str) -> Option<(String, String)> {
+        Some((
+            format!(
+                "target `{target}` cannot route requests by header: only a Kubernetes target with an HTTPRoute can"
+            ),
+            "remove the `setHeaderRoute` step".into(),
+        ))
+    }
+
     /// The stable version known without observing the platform, if any.
     fn known_stable(&self) -> Option<&str> {
         None

@@ -94,6 +94,11 @@ impl Spec for SimSpec {
         Some(&self.stable_version)
     }
 
+    /// A simulator takes every step a real target can.
+    fn header_routes_refused(&self, _target: &str) -> Option<(String, String)> {
+        None
+    }
+
     fn rollback(&self, _strategy: StrategyKind, stable: &str) -> String {
         format!("simulated traffic back to the stable version ({stable})")
     }

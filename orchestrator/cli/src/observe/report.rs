@@ -582,9 +582,12 @@ fn after(adapter: &dyn Target, state: &Observed, action: &Action) -> Observed {
                 ..state.clone()
             },
         },
-        Action::Retire | Action::StartWave { .. } | Action::Halt | Action::Rollback { .. } => {
-            state.clone()
-        }
+        // A header route leaves the weight and the versions as they are.
+        Action::Retire
+        | Action::SetHeaderRoute { .. }
+        | Action::StartWave { .. }
+        | Action::Halt
+        | Action::Rollback { .. } => state.clone(),
     }
 }
 
@@ -974,6 +977,7 @@ mod tests {
                 how: "replica ratios".into(),
             },
             waves: false,
+            header_routes: false,
         };
         let report_with = |capabilities| {
             report(
