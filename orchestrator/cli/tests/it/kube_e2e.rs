@@ -1130,3 +1130,258 @@ stages:\n  - name: web\n    target: web\n    canary: {{steps: [{{setWeight: 50}}
     assert_eq!(http(&metrics, "GET", "/nothing", &[], "").0, 404);
     drop(controller);
 }
+
+/// What the examples' gates and notifications reach, on one local port:
+/// `/healthz/deep` answers the preview smoke test's expected body,
+/// `/api/v1/query` a healthy Prometheus vector (an error ratio of 0.1 %,
+/// a p99 of 120 ms), and every POST (a notification webhook) is kept.
+struct Observability {
+    url: String,
+    posts: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Observability {
+    fn start() -> Observability {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let posts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = posts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 8192];
+                // Headers, then as much body as Content-Length says.
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break;
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let (status, body) = if text.starts_with("POST ") {
+                    let payload = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+                    kept.lock().expect("posts").push(payload.to_owned());
+                    ("200 OK", "{}".to_owned())
+                } else if text.starts_with("GET /healthz/deep") {
+                    ("200 OK", r#"{"status":"ok"}"#.to_owned())
+                } else if text.contains("/api/v1/query") {
+                    let value = if text.contains("histogram_quantile") {
+                        "0.120"
+                    } else {
+                        "0.001"
+                    };
+                    let now = deployctl_time::now_ms() as f64 / 1000.0;
+                    (
+                        "200 OK",
+                        format!(
+                            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{now},"{value}"]}}]}}}}"#
+                        ),
+                    )
+                } else {
+                    ("404 Not Found", "{}".to_owned())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Observability { url, posts }
+    }
+
+    fn notified(&self, event: &str) -> bool {
+        self.posts
+            .lock()
+            .expect("posts")
+            .iter()
+            .any(|p| p.contains(event))
+    }
+}
+
+/// `examples/NAME` for this cluster, changed only where it names things
+/// and endpoints the test cannot have (the cluster's context and
+/// namespace, the workload's names, the gates' and notifications' URLs,
+/// an SNS topic as a webhook), and in time: each wait shortened so a
+/// release of an hour takes seconds (gate intervals 200 ms, pauses 2 s,
+/// scale-down delays 1 s; counts and thresholds as written).
+fn example_for(cluster: &Cluster, sandbox: &Sandbox, name: &str, observability: &str) -> String {
+    let text = std::fs::read_to_string(crate::repo_root().join("examples").join(name))
+        .expect("the example");
+    let mut plan: Value = serde_saphyr::from_str(&text).expect("the example parses");
+    for (_, target) in plan["targets"].as_object_mut().expect("targets") {
+        let k8s = &mut target["kubernetes"];
+        k8s["context"] = json!("test");
+        k8s["kubeconfig"] = json!("kubeconfig.yaml");
+        k8s["namespace"] = json!(cluster.namespace);
+        k8s["deployment"] = json!("web");
+        k8s["service"] = json!("web");
+        if k8s.get("previewService").is_some() {
+            k8s["previewService"] = json!("web-preview");
+        }
+        if k8s.get("httpRoute").is_some() {
+            k8s["httpRoute"] = json!({"name": "web", "namespace": cluster.namespace});
+        }
+    }
+    for (_, gate) in plan["gates"].as_object_mut().expect("gates") {
+        gate["interval"] = json!("200ms");
+        if let Some(http) = gate.get_mut("http") {
+            let path = http["url"]
+                .as_str()
+                .and_then(|u| u.split_once(".example").map(|(_, p)| p.to_owned()))
+                .unwrap_or_default();
+            http["url"] = json!(format!("{observability}{path}"));
+            http["allowInsecureHttp"] = json!(true);
+        }
+        if let Some(prometheus) = gate.get_mut("prometheus") {
+            prometheus["address"] = json!(observability);
+            prometheus["allowInsecureHttp"] = json!(true);
+        }
+    }
+    for stage in plan["stages"].as_array_mut().expect("stages") {
+        // (`get_mut`: indexing a Value for writing would add the keys.)
+        let steps = stage
+            .get_mut("canary")
+            .and_then(|c| c.get_mut("steps"))
+            .and_then(Value::as_array_mut);
+        for step in steps.into_iter().flatten() {
+            if let Some(pause) = step.get_mut("pause") {
+                pause["duration"] = json!("2s");
+            }
+        }
+        if let Some(delay) = stage
+            .get_mut("blueGreen")
+            .and_then(|b| b.get_mut("scaleDownDelay"))
+        {
+            *delay = json!("1s");
+        }
+    }
+    for notification in plan["notifications"].as_array_mut().into_iter().flatten() {
+        if let Some(fields) = notification.as_object_mut() {
+            fields.remove("sns");
+            fields.remove("webhook");
+            fields.insert(
+                "webhook".into(),
+                json!({"url": format!("{observability}/notify"), "allowInsecureHttp": true}),
+            );
+        }
+    }
+    // JSON is YAML: the plan loader reads it as written.
+    let path = sandbox.root().join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(&plan).expect("json"))
+        .expect("plan written");
+    path.to_string_lossy().into_owned()
+}
+
+/// `examples/eks-canary-gateway-api.yaml`, run: the beta testers' header
+/// reaches the new version alone before any weight, the weights move
+/// through the HTTPRoute with Prometheus analyses between them, and the
+/// release ends promoted, its header route gone, notified by webhook.
+#[test]
+fn the_eks_canary_example_runs_for_real() {
+    let test = "the_eks_canary_example_runs_for_real";
+    let sandbox = Sandbox::new("kube-example-canary");
+    let Some(cluster) = Cluster::new(test, &sandbox, "ex-canary") else {
+        return;
+    };
+    let observability = Observability::start();
+    let plan = example_for(
+        &cluster,
+        &sandbox,
+        "eks-canary-gateway-api.yaml",
+        &observability.url,
+    );
+    let image = {
+        let text = std::fs::read_to_string(&plan).expect("plan");
+        let plan: Value = serde_json::from_str(&text).expect("json");
+        plan["artifacts"]["storefront"]["image"]["reference"]
+            .as_str()
+            .expect("an image")
+            .to_owned()
+    };
+    let running = sandbox.spawn(&["apply", &plan, "--yes"]);
+    let beta = json!({"route": "web", "headers": {"x-canary": "storefront-beta"}});
+    let everyone = json!({"route": "web"});
+    wait_until(
+        Duration::from_secs(60),
+        "the beta testers on the new version",
+        || cluster.served_by(beta.clone(), &image) == 1000,
+    );
+    assert_eq!(
+        cluster.served_by(everyone.clone(), &image),
+        0,
+        "before the first weight, only the header reaches the canary"
+    );
+    let out = finish(running);
+    out.expect_code(0);
+    assert_eq!(phase(&sandbox)["phase"], "Succeeded", "{out}");
+    assert_eq!(cluster.served_by(everyone, &image), 1000);
+    let route = cluster.route();
+    assert_eq!(
+        route["spec"]["rules"].as_array().map(Vec::len),
+        Some(1),
+        "the header route is gone: {route:#}"
+    );
+    assert!(
+        observability.notified("succeeded"),
+        "{:?}",
+        observability.posts
+    );
+}
+
+/// `examples/eks-blue-green.yaml`, run: green beside blue, the preview
+/// smoke test and readiness before the switch, the error-rate analysis
+/// after it, blue scaled down after its delay.
+#[test]
+fn the_eks_blue_green_example_runs_for_real() {
+    let test = "the_eks_blue_green_example_runs_for_real";
+    let sandbox = Sandbox::new("kube-example-bg");
+    let Some(cluster) = Cluster::new(test, &sandbox, "ex-bg") else {
+        return;
+    };
+    let observability = Observability::start();
+    let plan = example_for(
+        &cluster,
+        &sandbox,
+        "eks-blue-green.yaml",
+        &observability.url,
+    );
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    let parsed: Value = serde_json::from_str(&text).expect("json");
+    let image = parsed["artifacts"]["checkout-api"]["image"]["reference"]
+        .as_str()
+        .expect("an image")
+        .to_owned();
+    let out = sandbox.run(&["apply", &plan, "--yes"]);
+    out.expect_code(0);
+    assert_eq!(phase(&sandbox)["phase"], "Succeeded", "{out}");
+    assert_eq!(cluster.served_by(json!({"service": "web"}), &image), 1000);
+    // Blue, kept for a fast rollback, runs no pods after the delay.
+    wait_until(Duration::from_secs(30), "blue scaled to zero", || {
+        cluster
+            .deployment("web")
+            .is_some_and(|d| d["spec"]["replicas"] == 0)
+    });
+    assert!(
+        observability.notified("succeeded"),
+        "{:?}",
+        observability.posts
+    );
+}
