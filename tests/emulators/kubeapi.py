@@ -4137,6 +4137,8 @@ class Handler(BaseHTTPRequestHandler):
         entry = getattr(self, "_log_entry", None)
         if entry is not None:
             entry["code"] = code
+            # When the answer went out, so a bench can time a write.
+            entry["seconds"] = round(time.time() - entry["at"], 6)
 
     def _send_text(self, code: int, text: str) -> None:
         data = text.encode()
@@ -4224,6 +4226,8 @@ class Handler(BaseHTTPRequestHandler):
             entry["dryRun"] = True
         entry["user"] = user.name if user is not None else ""
         entry["allowed"] = allowed
+        # Unix time the request arrived (`seconds`: how long it took).
+        entry["at"] = time.time()
         STORE.log_request(info["namespace"], entry)
         return entry
 

@@ -16,108 +16,26 @@
 //!
 //! Target: ≤ 15 s from the kill to the Release resumed.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/kubeapi.rs"]
+mod kubeapi;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kubeapi::{Server, call, start_server, wait};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_deployctl");
+const BIN: &str = kubeapi::BIN;
 const ITERATIONS: usize = 3;
 const TARGET_S: f64 = 15.0;
 const NEW: &str =
     "registry.test/web@sha256:2222222222222222222222222222222222222222222222222222222222222222";
-
-fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let host = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).expect("the API server answers");
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    )
-    .expect("request sent");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer read");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Instant {
-    let started = Instant::now();
-    loop {
-        if done() {
-            return Instant::now();
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn start_server() -> Server {
-    let python = std::env::var("DEPLOYCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a port")
-        .port();
-    let child = Command::new(python)
-        .arg(repo().join("tests/emulators/kubeapi.py"))
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubeapi.py starts");
-    let url = format!("127.0.0.1:{port}");
-    wait("the API server", Duration::from_secs(20), || {
-        TcpStream::connect(&url).is_ok()
-    });
-    Server {
-        child,
-        url: format!("http://{url}"),
-    }
-}
 
 fn fixture(url: &str, ns: &str) {
     let post = |path: String, body: Value| {
         let (status, answer) = call(url, "POST", &path, &body);
         assert!(status == 201 || status == 200, "{path}: {answer}");
     };
-    // The kubeconfig's token, as a cluster admin's.
-    let (status, answer) = call(
-        url,
-        "POST",
-        "/_emulator/tokens",
-        &json!({"token": "bench", "user": "bench-admin", "groups": ["system:masters"]}),
-    );
-    assert_eq!(status, 200, "{answer}");
     post(
         "/api/v1/namespaces".into(),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
@@ -187,11 +105,7 @@ fn iteration(server: &Server, n: usize) -> (f64, f64) {
     let dir = std::env::temp_dir().join(&ns);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temp dir");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\"}}\nusers:\n- name: t\n  user: {{token: bench}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: t}}\ncurrent-context: t\n",
-        server.url
-    )).expect("kubeconfig");
+    let kubeconfig = kubeapi::admin_kubeconfig(server, &dir);
     let spawn = |identity: &str| {
         Command::new(BIN)
             .args([

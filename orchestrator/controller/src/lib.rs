@@ -364,11 +364,10 @@ fn find_run(shared: &Shared, release: &Release) -> Result<Option<RunRecord>, Str
         return Ok(Some(run));
     }
     let key = run_key(shared.releases.namespace(), release);
-    let runs = shared
+    shared
         .journal
-        .runs(None, 10_000)
-        .map_err(|e| e.to_string())?;
-    Ok(runs.into_iter().find(|run| run.plan_file == key))
+        .run_of_plan_file(&key)
+        .map_err(|e| e.to_string())
 }
 
 /// One Release, once: start its run, resume it, verify new approvals,

@@ -890,6 +890,24 @@ impl Journal {
         })
     }
 
+    /// The newest run made from plan file `plan_file` (the controller's
+    /// `release/NS/NAME#UID` key), if any: one row found by SQLite, not
+    /// every run read and searched.
+    pub fn run_of_plan_file(&self, plan_file: &str) -> Result<Option<RunRecord>, JournalError> {
+        self.with(|connection| {
+            Ok(connection
+                .query_row(
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE plan_file = ?1
+                         ORDER BY created_at DESC, id DESC LIMIT 1"
+                    ),
+                    params![plan_file],
+                    run_from_row,
+                )
+                .optional()?)
+        })
+    }
+
     /// Runs, newest first; only those touching `target` when given.
     pub fn runs(&self, target: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
         self.with(|connection| {
@@ -1291,6 +1309,30 @@ mod tests {
         assert_eq!(kinds, ["runCreated", "stageStarted", "runPhase"]);
         journal.check_consistency("r1").unwrap();
         assert_eq!(journal.run("r1").unwrap().phase, RunPhase::Progressing);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_is_found_by_its_plan_file_newest_first() {
+        let dir = temp_dir("plan-file");
+        let journal = Journal::open(&dir).unwrap();
+        let key = "release/shop/web#uid-1";
+        assert!(journal.run_of_plan_file(key).unwrap().is_none());
+        journal.create_run(&new_run("r1")).unwrap();
+        for id in ["r2", "r3"] {
+            journal
+                .create_run(&NewRun {
+                    plan_file: key,
+                    ..new_run(id)
+                })
+                .unwrap();
+        }
+        let found = journal.run_of_plan_file(key).unwrap().expect("a run");
+        assert_eq!((found.id.as_str(), found.plan_file.as_str()), ("r3", key));
+        assert_eq!(
+            journal.run_of_plan_file("plan.yaml").unwrap().map(|r| r.id),
+            Some("r1".to_owned())
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

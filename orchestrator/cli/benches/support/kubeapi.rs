@@ -1,0 +1,126 @@
+//! What the Kubernetes benches share: the repository's test API server
+//! (`tests/emulators/kubeapi.py`, `python3` or `DEPLOYCTL_TEST_PYTHON`)
+//! on a port of its own, one JSON call to it, and polling.
+
+// Each bench uses part of this module.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The release binary Cargo builds for the benches.
+pub const BIN: &str = env!("CARGO_BIN_EXE_deployctl");
+
+pub fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let host = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).expect("the API server answers");
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .expect("request sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+pub fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Instant {
+    let started = Instant::now();
+    loop {
+        if done() {
+            return Instant::now();
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn start_server() -> Server {
+    let python = std::env::var("DEPLOYCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let child = Command::new(python)
+        .arg(repo().join("tests/emulators/kubeapi.py"))
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubeapi.py starts");
+    let url = format!("127.0.0.1:{port}");
+    wait("the API server", Duration::from_secs(20), || {
+        TcpStream::connect(&url).is_ok()
+    });
+    Server {
+        child,
+        url: format!("http://{url}"),
+    }
+}
+
+/// A kubeconfig in `dir` for `server`, with a bearer token the server
+/// knows as a cluster admin (`system:masters`).
+pub fn admin_kubeconfig(server: &Server, dir: &Path) -> PathBuf {
+    let (status, answer) = call(
+        &server.url,
+        "POST",
+        "/_emulator/tokens",
+        &serde_json::json!({"token": "bench", "user": "bench-admin", "groups": ["system:masters"]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\"}}\nusers:\n- name: t\n  user: {{token: bench}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: t}}\ncurrent-context: t\n",
+        server.url
+    )).expect("kubeconfig");
+    path
+}
+
+/// A plain GET of `path` on `url` (`http://HOST:PORT`): status and body.
+pub fn get_text(url: &str, path: &str) -> (u16, String) {
+    let host = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).expect("the server answers");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("request sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
