@@ -472,18 +472,19 @@ async fn write_route(
         .unwrap_or_default();
     let weighted = match change {
         RouteChange::Weight(percent) => route::with_percent(spec, stable, &canary, percent),
-        RouteChange::Header(_) | RouteChange::ClearHeaders => spec["rules"].clone(),
-    };
-    match change {
-        RouteChange::Header(header) if header.matches.is_empty() => {
-            routes.remove(&header.name);
-        }
         RouteChange::Header(header) => {
-            routes.insert(header.name.clone(), header.matches.clone());
+            if header.matches.is_empty() {
+                routes.remove(&header.name);
+            } else {
+                routes.insert(header.name.clone(), header.matches.clone());
+            }
+            spec["rules"].clone()
         }
-        RouteChange::ClearHeaders => routes.clear(),
-        RouteChange::Weight(_) => {}
-    }
+        RouteChange::ClearHeaders => {
+            routes.clear();
+            spec["rules"].clone()
+        }
+    };
     let rules = route::with_header_routes(&json!({"rules": weighted}), stable, &canary, &routes);
     let annotation =
         (!routes.is_empty()).then(|| serde_json::to_string(&routes).unwrap_or_default());

@@ -41,24 +41,15 @@ fn server(test: &str) -> Option<String> {
     }
 }
 
-/// One JSON request to the server's API or its `/_emulator/` controls.
-fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+/// One request to the server with `headers` (the JSON body's content
+/// type is set): the status and the body as text.
+fn request(url: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let host = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(host).expect("the API server answers");
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let content_type = if method == "PATCH" {
-        "application/merge-patch+json"
-    } else {
-        "application/json"
-    };
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .expect("request sent");
     let mut answer = String::new();
@@ -69,7 +60,24 @@ fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_owned())
+}
+
+/// One JSON request to the server's API or its `/_emulator/` controls.
+fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let content_type = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    let headers = format!("Content-Type: {content_type}\r\n");
+    let (status, answer) = request(url, method, path, &headers, &text);
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
 /// A namespace with `web`: a Deployment of 4 pods (`app: web`, container
@@ -979,20 +987,11 @@ async fn eks_tokens_authenticate_to_their_cluster_only(
 
 /// A GET with `Authorization: Bearer TOKEN`: the status and the body.
 fn bearer_get(url: &str, token: &str, path: &str) -> (u16, String) {
-    let host = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(host).expect("the API server answers");
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    request(
+        url,
+        "GET",
+        path,
+        &format!("Authorization: Bearer {token}\r\n"),
+        "",
     )
-    .expect("request sent");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer read");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
 }

@@ -62,10 +62,7 @@ fn health(bad: Arc<AtomicBool>) -> String {
 }
 
 fn fixture(url: &str, ns: &str) {
-    let post = |path: String, body: Value| {
-        let (status, answer) = call(url, "POST", &path, &body);
-        assert!(status == 201 || status == 200, "{path}: {answer}");
-    };
+    let post = |path: String, body: Value| kubeapi::create(url, &path, body);
     post(
         "/api/v1/namespaces".into(),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),

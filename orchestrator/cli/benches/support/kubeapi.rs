@@ -16,18 +16,14 @@ use serde_json::Value;
 /// The release binary Cargo builds for the benches.
 pub const BIN: &str = env!("CARGO_BIN_EXE_deployctl");
 
-pub fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+/// One HTTP/1.0 request to `url` (`http://HOST:PORT`): status and body.
+pub fn request(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let host = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).expect("the API server answers");
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
+    let mut stream = TcpStream::connect(host).expect("the server answers");
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .expect("request sent");
     let mut answer = String::new();
@@ -38,7 +34,24 @@ pub fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_owned())
+}
+
+/// One JSON call to the API server or its `/_emulator/` controls.
+pub fn call(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, answer) = request(url, method, path, &text);
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+/// Creates `body` at `path`; anything but 200/201 ends the bench.
+pub fn create(url: &str, path: &str, body: Value) {
+    let (status, answer) = call(url, "POST", path, &body);
+    assert!(status == 201 || status == 200, "{path}: {answer}");
 }
 
 pub fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Instant {
@@ -111,16 +124,5 @@ pub fn admin_kubeconfig(server: &Server, dir: &Path) -> PathBuf {
 
 /// A plain GET of `path` on `url` (`http://HOST:PORT`): status and body.
 pub fn get_text(url: &str, path: &str) -> (u16, String) {
-    let host = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).expect("the server answers");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("request sent");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer read");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    request(url, "GET", path, "")
 }

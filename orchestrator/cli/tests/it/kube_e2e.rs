@@ -1222,7 +1222,13 @@ impl Observability {
 /// an SNS topic as a webhook), and in time: each wait shortened so a
 /// release of an hour takes seconds (gate intervals 200 ms, pauses 2 s,
 /// scale-down delays 1 s; counts and thresholds as written).
-fn example_for(cluster: &Cluster, sandbox: &Sandbox, name: &str, observability: &str) -> String {
+/// Returns the plan's path and the plan as written.
+fn example_for(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    name: &str,
+    observability: &str,
+) -> (String, Value) {
     let text = std::fs::read_to_string(crate::repo_root().join("examples").join(name))
         .expect("the example");
     let mut plan: Value = serde_saphyr::from_str(&text).expect("the example parses");
@@ -1287,7 +1293,15 @@ fn example_for(cluster: &Cluster, sandbox: &Sandbox, name: &str, observability: 
     let path = sandbox.root().join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&plan).expect("json"))
         .expect("plan written");
-    path.to_string_lossy().into_owned()
+    (path.to_string_lossy().into_owned(), plan)
+}
+
+/// The image `plan` releases to `target`.
+fn released_image(plan: &Value, target: &str) -> String {
+    plan["artifacts"][target]["image"]["reference"]
+        .as_str()
+        .expect("an image")
+        .to_owned()
 }
 
 /// `examples/eks-canary-gateway-api.yaml`, run: the beta testers' header
@@ -1302,20 +1316,13 @@ fn the_eks_canary_example_runs_for_real() {
         return;
     };
     let observability = Observability::start();
-    let plan = example_for(
+    let (plan, written) = example_for(
         &cluster,
         &sandbox,
         "eks-canary-gateway-api.yaml",
         &observability.url,
     );
-    let image = {
-        let text = std::fs::read_to_string(&plan).expect("plan");
-        let plan: Value = serde_json::from_str(&text).expect("json");
-        plan["artifacts"]["storefront"]["image"]["reference"]
-            .as_str()
-            .expect("an image")
-            .to_owned()
-    };
+    let image = released_image(&written, "storefront");
     let running = sandbox.spawn(&["apply", &plan, "--yes"]);
     let beta = json!({"route": "web", "headers": {"x-canary": "storefront-beta"}});
     let everyone = json!({"route": "web"});
@@ -1357,18 +1364,13 @@ fn the_eks_blue_green_example_runs_for_real() {
         return;
     };
     let observability = Observability::start();
-    let plan = example_for(
+    let (plan, written) = example_for(
         &cluster,
         &sandbox,
         "eks-blue-green.yaml",
         &observability.url,
     );
-    let text = std::fs::read_to_string(&plan).expect("plan");
-    let parsed: Value = serde_json::from_str(&text).expect("json");
-    let image = parsed["artifacts"]["checkout-api"]["image"]["reference"]
-        .as_str()
-        .expect("an image")
-        .to_owned();
+    let image = released_image(&written, "checkout-api");
     let out = sandbox.run(&["apply", &plan, "--yes"]);
     out.expect_code(0);
     assert_eq!(phase(&sandbox)["phase"], "Succeeded", "{out}");
