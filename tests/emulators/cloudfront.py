@@ -681,6 +681,10 @@ def state_json(account):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the body waits
+    # for the client's delayed ACK (40 ms on Linux) on every keep-alive
+    # request. Real API servers (Go, AWS front ends) set TCP_NODELAY.
+    disable_nagle_algorithm = True
     server_version = "deployctl-cloudfront-emulator"
 
     def log_message(self, format, *args):  # noqa: A002 - quiet by default

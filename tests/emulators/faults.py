@@ -246,6 +246,10 @@ def error_response(protocol, kind, retry_after):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the body waits
+    # for the client's delayed ACK (40 ms on Linux) on every keep-alive
+    # request. Real API servers (Go, AWS front ends) set TCP_NODELAY.
+    disable_nagle_algorithm = True
     server_version = "deployctl-faults"
     state: State = None  # set in main
 

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use kubeapi::{BIN, call, start_server, wait};
 use serde_json::{Value, json};
 
-const RELEASES: usize = 1000;
+/// How many Releases the target speaks of; `DEPLOYCTL_BENCH_RELEASES`
+/// runs a smaller load when profiling.
+const RELEASES_TARGET: usize = 1000;
 const RSS_TARGET_MB: f64 = 50.0;
 const P99_TARGET_S: f64 = 0.1;
 
@@ -81,6 +83,10 @@ fn quantile(metrics: &str, q: f64) -> (f64, f64) {
 }
 
 fn main() {
+    let releases_count = std::env::var("DEPLOYCTL_BENCH_RELEASES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(RELEASES_TARGET);
     let server = start_server();
     let ns = format!("bench-releases-{}", std::process::id());
     let (status, answer) = call(
@@ -136,7 +142,7 @@ fn main() {
         call(&server.url, "GET", &releases, &Value::Null).0 == 200
     });
     let started = Instant::now();
-    for n in 0..RELEASES {
+    for n in 0..releases_count {
         let release = json!({"apiVersion": "deployctl.io/v1", "kind": "Release",
             "metadata": {"name": format!("r-{n}"), "annotations": {"deployctl.io/initiator": "bench"}},
             "spec": {"plan": plan(n), "approvals": []}});
@@ -145,6 +151,7 @@ fn main() {
     }
     let created = started.elapsed();
     let mut phases = Value::Null;
+    let mut last_report = Instant::now();
     let done = wait("every Release to end", Duration::from_secs(30 * 60), || {
         let (_, list) = call(&server.url, "GET", &releases, &Value::Null);
         let items = list["items"].as_array().cloned().unwrap_or_default();
@@ -158,8 +165,15 @@ fn main() {
             })
             .count();
         phases = Value::Array(items);
+        if last_report.elapsed() >= Duration::from_secs(30) {
+            eprintln!(
+                "{ended} of {releases_count} ended after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(500));
-        ended == RELEASES
+        ended == releases_count
     });
     let all_done = (done - started).as_secs_f64();
     let items = phases.as_array().cloned().unwrap_or_default();
@@ -167,6 +181,20 @@ fn main() {
         .iter()
         .filter(|r| r["status"]["phase"] == "Succeeded")
         .count();
+    for release in items.iter().filter(|r| r["status"]["phase"] != "Succeeded") {
+        println!(
+            "not Succeeded: {} {} {}",
+            release["metadata"]["name"], release["status"]["phase"], release["status"]["message"]
+        );
+        let name = release["metadata"]["name"].as_str().unwrap_or_default();
+        let log = stderr.lock().expect("stderr").clone();
+        for line in log
+            .lines()
+            .filter(|l| l.contains(&format!("/{name}:")) || l.contains(&format!("/{name} ")))
+        {
+            println!("  controller: {line}");
+        }
+    }
     let runs: BTreeSet<String> = items
         .iter()
         .filter_map(|r| r["status"]["runId"].as_str().map(str::to_owned))
@@ -193,7 +221,7 @@ fn main() {
     let (p99, reconciles) = quantile(&metrics, 0.99);
     let (p50, _) = quantile(&metrics, 0.50);
     println!(
-        "{RELEASES} Releases created in {:.1} s; all ended after {all_done:.1} s: {succeeded} Succeeded, {} distinct runs, journal runs {}",
+        "{releases_count} Releases created in {:.1} s; all ended after {all_done:.1} s: {succeeded} Succeeded, {} distinct runs, journal runs {}",
         created.as_secs_f64(),
         runs.len(),
         journal_runs.map_or("unread".to_owned(), |n| n.to_string())
@@ -210,7 +238,9 @@ fn main() {
         "reconcile: {reconciles} observed; p50 ≤ {p50} s, p99 ≤ {p99} s (bucket bounds; target ≤ {P99_TARGET_S} s: {})",
         if p99 <= P99_TARGET_S { "met" } else { "MISSED" }
     );
-    let intact = succeeded == RELEASES && runs.len() == RELEASES && journal_runs == Some(RELEASES);
+    let intact = succeeded == releases_count
+        && runs.len() == releases_count
+        && journal_runs == Some(releases_count);
     println!(
         "no Release lost or run twice: {}",
         if intact { "met" } else { "MISSED" }

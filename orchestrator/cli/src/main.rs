@@ -325,6 +325,10 @@ enum Command {
         /// CRD rights) instead of installing or updating it.
         #[arg(long)]
         no_install_crd: bool,
+        /// How many Releases are reconciled at once (one Release is never
+        /// reconciled by two workers).
+        #[arg(long, value_name = "N", default_value_t = deployctl_controller::CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrent_reconciles: u16,
         /// Print the Release CRD (JSON, for `kubectl apply -f -`) and exit.
         #[arg(long)]
         print_crd: bool,
@@ -501,6 +505,7 @@ fn main() -> ExitCode {
             lease_duration,
             identity,
             no_install_crd,
+            concurrent_reconciles,
             print_crd,
             metrics_bind_address,
             health_probe_bind_address,
@@ -517,6 +522,7 @@ fn main() -> ExitCode {
                     lease_duration: *lease_duration,
                     identity: identity.clone(),
                     install_crd: !no_install_crd,
+                    concurrent_reconciles: usize::from(*concurrent_reconciles),
                     metrics_address: *metrics_bind_address,
                     health_address: *health_probe_bind_address,
                 })

@@ -11,9 +11,13 @@
 //! its initiator checked (the `deployctl.io/initiator` annotation; an
 //! operator of a protected environment), the rollback finalizer added and a
 //! run created exactly as `apply` creates one (same journal, audit trail
-//! and wiring), then driven in the background. Every half second each
-//! Release's status is recomputed from the journal and written when it
-//! changed. Approval entries in `spec.approvals` are verified here, by the
+//! and wiring), then driven in the background. Releases wait in a work
+//! queue (once each, however often asked for) and up to
+//! `--concurrent-reconciles` of them are reconciled at once, never one
+//! Release by two workers. Every half second each Release whose run has
+//! not ended has its status recomputed from the journal and written when
+//! it changed; settled ones (run ended, status and finalizer current) are
+//! passed by until they change, and looked at again every 30 s. Approval entries in `spec.approvals` are verified here, by the
 //! same function `deployctl approve RUN` uses, and their verdicts kept in
 //! the journal and mirrored into `status.approvals`.
 //!
@@ -49,13 +53,17 @@ use deployctl_kube_release::{
     ReleasePhase, ReleaseStatus, Releases, StageStatus, Verdict, crd::INITIATOR_ANNOTATION,
 };
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use deployctl_approvals::{Decision, Refusal, Submission, Surroundings};
 use deployctl_plan::ValidatedPlan;
 use deployctl_trail::{Caller, Seal, Trail};
 
+mod drivers;
+mod queue;
 pub mod telemetry;
+use drivers::Drivers;
+use queue::Queue;
 use telemetry::{Metrics, Serves};
 
 /// What the controller needs from the binary that wires concrete
@@ -89,8 +97,16 @@ pub trait Wiring: Send + Sync + 'static {
 #[error("{0}")]
 pub struct ControllerError(String);
 
-/// How often every Release's status is recomputed.
+/// How often every unsettled Release's status is recomputed.
 const RESYNC: Duration = Duration::from_millis(500);
+
+/// How often a settled Release (its run ended, its status and finalizer
+/// say so) is looked at again although nothing about it changed.
+const SETTLED_RESYNC: Duration = Duration::from_secs(30);
+
+/// How many Releases the leader reconciles at once unless told otherwise
+/// (`--concurrent-reconciles`; Argo Rollouts' `--rollout-threads` is 10).
+pub const CONCURRENT_RECONCILES: u16 = 10;
 
 /// `deployctl controller` flags.
 pub struct Options {
@@ -102,6 +118,8 @@ pub struct Options {
     pub lease_duration: u64,
     pub identity: Option<String>,
     pub install_crd: bool,
+    /// How many Releases are reconciled at once (at least 1).
+    pub concurrent_reconciles: usize,
     /// Where `/metrics` is served (none: not served).
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Where `/healthz` and `/readyz` are served (none: not served).
@@ -233,7 +251,7 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
         metrics.set_leader(true);
         let mut watching = is_leader.clone();
         tokio::select! {
-            ended = lead(&shared, is_leader.clone()) => break ended,
+            ended = lead(&shared, is_leader.clone(), options.concurrent_reconciles.max(1)) => break ended,
             _ = watching.wait_for(|leading| !*leading) => {
                 // The runs were cancelled with `lead`; the next leader
                 // resumes them from the journal.
@@ -249,18 +267,17 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
     result
 }
 
-/// A run this replica drives.
-struct Driven {
-    run_id: String,
-    task: JoinHandle<()>,
-    started: Instant,
-}
-
-/// What the leader keeps while leading; dropping it cancels its runs.
+/// What the leader keeps while leading; dropping it stops its runs'
+/// drivers (they resume from the journal under the next leader).
 #[derive(Default)]
 struct Leading {
+    /// The watch's view of every Release, with this replica's own writes.
     cache: BTreeMap<String, Release>,
-    driven: HashMap<String, Driven>,
+    queue: Queue,
+    drivers: Arc<Drivers>,
+    /// Releases with nothing left to do, by the `resourceVersion` they
+    /// were found so at: the fast resync passes them by until they change.
+    settled: HashMap<String, String>,
     /// The last problem logged per Release, so a lasting one is logged
     /// once rather than every resync.
     logged: HashMap<String, String>,
@@ -268,80 +285,183 @@ struct Leading {
 
 impl Drop for Leading {
     fn drop(&mut self) {
-        for driven in self.driven.values() {
-            driven.task.abort();
+        self.drivers.stop();
+    }
+}
+
+impl Leading {
+    fn is_settled(&self, name: &str) -> bool {
+        let cached = self.cache.get(name).and_then(|r| r.resource_version());
+        cached.is_some() && self.settled.get(name) == cached.as_ref()
+    }
+
+    /// Queues `name` unless it is settled at the version cached.
+    fn ask(&mut self, name: &str) {
+        if !self.is_settled(name) {
+            self.queue.push(name);
+        }
+    }
+
+    /// Takes in one reconcile's result; `from` is the `resourceVersion`
+    /// it started from.
+    fn finish(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        from: Option<String>,
+        outcome: Result<Reconciled, String>,
+    ) {
+        self.queue.done(name);
+        match outcome {
+            Ok(reconciled) => {
+                self.logged.remove(name);
+                // The object as written replaces the cached one only when
+                // the watch brought nothing newer meanwhile; when it did,
+                // that change queued the Release again.
+                let current = self.cache.get(name).and_then(|r| r.resource_version());
+                let mut settled_at = from.clone();
+                if let Some(written) = reconciled.written
+                    && current == from
+                {
+                    settled_at = written.resource_version();
+                    self.cache.insert(name.to_string(), written);
+                }
+                match settled_at.filter(|_| reconciled.settled) {
+                    Some(version) => {
+                        self.settled.insert(name.to_string(), version);
+                        self.drivers.forget_finished(name);
+                    }
+                    None => {
+                        self.settled.remove(name);
+                    }
+                }
+            }
+            Err(message) => {
+                self.settled.remove(name);
+                if self.logged.get(name) != Some(&message) {
+                    eprintln!("warning: Release {namespace}/{name}: {message}");
+                    self.logged.insert(name.to_string(), message);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.cache.remove(name);
+        self.logged.remove(name);
+        self.settled.remove(name);
+        self.queue.forget(name);
+        self.drivers.forget_finished(name);
+    }
+
+    /// Releases per status phase, for `/metrics`.
+    fn phases(&self) -> BTreeMap<String, u64> {
+        let mut phases = BTreeMap::new();
+        for release in self.cache.values() {
+            let phase = release
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(ReleasePhase::Pending);
+            *phases.entry(format!("{phase:?}")).or_default() += 1;
+        }
+        phases
+    }
+}
+
+/// What one reconcile of a Release found.
+struct Reconciled {
+    /// The object as this reconcile wrote it, when it wrote it.
+    written: Option<Release>,
+    /// Nothing is left to do until the Release or its run changes: the run
+    /// ended (or never will start) and its status and finalizer say so.
+    settled: bool,
+}
+
+impl Reconciled {
+    fn unsettled(written: Option<Release>) -> Reconciled {
+        Reconciled {
+            written,
+            settled: false,
         }
     }
 }
 
-async fn lead(shared: &Arc<Shared>, is_leader: watch::Receiver<bool>) -> Result<(), String> {
+/// The leader's loop: the watch and the resyncs queue Releases, and up to
+/// `workers` of them are reconciled at once, each by one worker at a time.
+async fn lead(
+    shared: &Arc<Shared>,
+    is_leader: watch::Receiver<bool>,
+    workers: usize,
+) -> Result<(), String> {
     let mut leading = Leading::default();
+    // Declared after `leading`, so dropped first: its reconciles are
+    // aborted before the drivers stop, and a reconcile that still reaches
+    // its driver finds the set closed.
+    let mut reconciles: JoinSet<Result<Reconciled, String>> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (String, Option<String>)> = HashMap::new();
     let mut changes = shared.releases.changes();
     let mut resync = tokio::time::interval(RESYNC);
+    let mut settled_resync = Instant::now();
+    let namespace = shared.releases.namespace().to_string();
     loop {
+        while reconciles.len() < workers {
+            let Some(name) = leading.queue.pop() else {
+                break;
+            };
+            let Some(release) = leading.cache.get(&name).cloned() else {
+                leading.queue.done(&name);
+                continue;
+            };
+            let from = release.resource_version();
+            let (shared, drivers, is_leader) = (
+                Arc::clone(shared),
+                Arc::clone(&leading.drivers),
+                is_leader.clone(),
+            );
+            let task = reconciles.spawn(async move {
+                let started = Instant::now();
+                let outcome = reconcile(&shared, &drivers, &release, &is_leader).await;
+                shared.metrics.reconciled(started.elapsed());
+                outcome
+            });
+            running.insert(task.id(), (name, from));
+        }
+        shared.metrics.queue_depth(leading.queue.depth());
         tokio::select! {
             change = changes.next() => match change {
                 Some(Change::Applied(release)) => {
                     let name = release.name_any();
                     leading.cache.insert(name.clone(), *release);
-                    reconcile_cached(shared, &mut leading, &name, &is_leader).await;
+                    leading.ask(&name);
                 }
-                Some(Change::Deleted(release)) => {
-                    leading.cache.remove(&release.name_any());
-                    leading.logged.remove(&release.name_any());
-                }
+                Some(Change::Deleted(release)) => leading.forget(&release.name_any()),
                 Some(Change::WatchError(error)) => {
                     eprintln!("warning: watching Releases: {error} (retrying)");
                 }
                 None => return Err("the Release watch ended".into()),
             },
+            Some(joined) = reconciles.join_next_with_id() => {
+                let (id, outcome) = match joined {
+                    Ok((id, outcome)) => (id, outcome),
+                    Err(error) => (error.id(), Err(format!("its reconcile stopped: {error}"))),
+                };
+                if let Some((name, from)) = running.remove(&id) {
+                    leading.finish(&namespace, &name, from, outcome);
+                }
+            }
             _ = resync.tick() => {
+                // Settled Releases too, now and then: their journal may
+                // still change (a `deployctl rollback RUN` on this state).
+                if settled_resync.elapsed() >= SETTLED_RESYNC {
+                    leading.settled.clear();
+                    settled_resync = Instant::now();
+                }
                 let names: Vec<String> = leading.cache.keys().cloned().collect();
                 for name in names {
-                    reconcile_cached(shared, &mut leading, &name, &is_leader).await;
+                    leading.ask(&name);
                 }
-                let mut phases = BTreeMap::new();
-                for release in leading.cache.values() {
-                    let phase = release
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase)
-                        .unwrap_or(ReleasePhase::Pending);
-                    *phases.entry(format!("{phase:?}")).or_default() += 1;
-                }
-                shared.metrics.phases(phases);
-            }
-        }
-    }
-}
-
-async fn reconcile_cached(
-    shared: &Arc<Shared>,
-    leading: &mut Leading,
-    name: &str,
-    is_leader: &watch::Receiver<bool>,
-) {
-    let Some(release) = leading.cache.get(name).cloned() else {
-        return;
-    };
-    let started = Instant::now();
-    let outcome = reconcile(shared, leading, &release, is_leader).await;
-    shared.metrics.reconciled(started.elapsed());
-    match outcome {
-        Ok(Some(written)) => {
-            leading.cache.insert(name.to_string(), written);
-            leading.logged.remove(name);
-        }
-        Ok(None) => {
-            leading.logged.remove(name);
-        }
-        Err(message) => {
-            if leading.logged.get(name) != Some(&message) {
-                eprintln!(
-                    "warning: Release {}/{name}: {message}",
-                    shared.releases.namespace()
-                );
-                leading.logged.insert(name.to_string(), message);
+                shared.metrics.phases(leading.phases());
             }
         }
     }
@@ -371,14 +491,13 @@ fn find_run(shared: &Shared, release: &Release) -> Result<Option<RunRecord>, Str
 }
 
 /// One Release, once: start its run, resume it, verify new approvals,
-/// handle deletion, and mirror the journal into its status. Returns the
-/// object as written when the status changed.
+/// handle deletion, and mirror the journal into its status.
 async fn reconcile(
     shared: &Arc<Shared>,
-    leading: &mut Leading,
+    drivers: &Drivers,
     release: &Release,
     is_leader: &watch::Receiver<bool>,
-) -> Result<Option<Release>, String> {
+) -> Result<Reconciled, String> {
     let name = release.name_any();
     let run = find_run(shared, release)?;
     let deleting = release.metadata.deletion_timestamp.is_some();
@@ -398,17 +517,28 @@ async fn reconcile(
                 .remove_finalizer(&name)
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok(None);
+            return Ok(Reconciled {
+                written: None,
+                settled: true,
+            });
         }
-        let status = match start(shared, leading, release).await {
-            Ok(run_id) => status_of_run(shared, release, &run_id)?,
-            Err(status) => status,
+        return match start(shared, drivers, release).await {
+            Ok(run_id) => {
+                let status = status_of_run(shared, release, &run_id)?;
+                let written = write_status(shared, release, status, is_leader).await?;
+                Ok(Reconciled::unsettled(written))
+            }
+            // Invalid and refused Releases stay so until their spec
+            // changes: nothing to do before then.
+            Err(status) => Ok(Reconciled {
+                written: write_status(shared, release, status, is_leader).await?,
+                settled: true,
+            }),
         };
-        return write_status(shared, release, status, is_leader).await;
     };
     let ended = run.phase.is_terminal();
     if !ended && !deleting {
-        drive_if_idle(shared, leading, &name, &run).await;
+        drive_if_idle(shared, drivers, &name, &run).await;
     }
     if !ended && deleting && !run.kill_requested {
         // R8: a release taken away mid-run is rolled back, not abandoned.
@@ -423,8 +553,9 @@ async fn reconcile(
     let written = write_status(shared, release, status, is_leader).await?;
     // A finished run has nothing left for a deletion to undo: let the
     // Release go whenever it is deleted, controller running or not.
+    let latest = written.as_ref().unwrap_or(release);
     if ended
-        && release
+        && latest
             .finalizers()
             .iter()
             .any(|f| f == deployctl_kube_release::crd::FINALIZER)
@@ -434,8 +565,13 @@ async fn reconcile(
             .remove_finalizer(&name)
             .await
             .map_err(|e| e.to_string())?;
+        // Its watch event brings the object without the finalizer.
+        return Ok(Reconciled::unsettled(written));
     }
-    Ok(written)
+    Ok(Reconciled {
+        written,
+        settled: ended,
+    })
 }
 
 async fn write_status(
@@ -516,7 +652,7 @@ fn operator_allowed(shared: &Shared, user: &str, environment: &str) -> Result<()
 /// or the status saying why nothing started.
 async fn start(
     shared: &Arc<Shared>,
-    leading: &mut Leading,
+    drivers: &Drivers,
     release: &Release,
 ) -> Result<String, ReleaseStatus> {
     let namespace = shared.releases.namespace().to_string();
@@ -593,17 +729,18 @@ async fn start(
         return Err(refuse(error.to_string()));
     }
     eprintln!("Release {namespace}/{name}: run {run_id} started by {initiator}");
-    drive(shared, leading, &name, context);
+    drive(shared, drivers, &name, context);
     Ok(run_id)
 }
 
-/// Drives `context` in the background.
-fn drive(shared: &Arc<Shared>, leading: &mut Leading, name: &str, context: RunContext) {
+/// Drives `context` in the background, unless this replica stopped
+/// leading (the run then resumes under the next leader).
+fn drive(shared: &Arc<Shared>, drivers: &Drivers, name: &str, context: RunContext) {
     let engine = shared.engine.clone();
     let audit = shared.audit.clone();
     let run_id = context.run_id.clone();
     let label = format!("{}/{name}", shared.releases.namespace());
-    let task = tokio::spawn(async move {
+    let driver = async move {
         match engine.execute(&context).await {
             Ok(outcome) => eprintln!(
                 "Release {label}: run {} {} — {}",
@@ -616,23 +753,18 @@ fn drive(shared: &Arc<Shared>, leading: &mut Leading, name: &str, context: RunCo
         // R10: each run's records end under a signed checkpoint and leave
         // the machine when it ends, as `apply` does.
         let _ = tokio::task::spawn_blocking(move || drop(Seal(audit))).await;
-    });
-    leading.driven.insert(
-        name.to_string(),
-        Driven {
-            run_id,
-            task,
-            started: Instant::now(),
-        },
-    );
+    };
+    if !drivers.spawn(name, &run_id, driver) {
+        eprintln!(
+            "controller {}: stopped leading; run {run_id} of Release {name} resumes under the next leader",
+            shared.identity
+        );
+    }
 }
 
 /// Resumes an unfinished run nobody drives (a restart, a new leader).
-async fn drive_if_idle(shared: &Arc<Shared>, leading: &mut Leading, name: &str, run: &RunRecord) {
-    if let Some(driven) = leading.driven.get(name)
-        && driven.run_id == run.id
-        && (!driven.task.is_finished() || driven.started.elapsed() < Duration::from_secs(5))
-    {
+async fn drive_if_idle(shared: &Arc<Shared>, drivers: &Drivers, name: &str, run: &RunRecord) {
+    if drivers.drives(name, &run.id) {
         return;
     }
     // Someone else drives it (a `deployctl resume` on a shared state dir).
@@ -649,7 +781,7 @@ async fn drive_if_idle(shared: &Arc<Shared>, leading: &mut Leading, name: &str, 
                 "controller {}: resuming run {} of Release {name} from the journal",
                 shared.identity, run.id
             );
-            drive(shared, leading, name, context);
+            drive(shared, drivers, name, context);
         }
         Ok(Err(message)) => eprintln!("warning: cannot resume run {}: {message}", run.id),
         Err(error) => eprintln!("warning: cannot resume run {}: {error}", run.id),

@@ -72,6 +72,7 @@ struct Figures {
     rollback_seconds: Histogram,
     reconcile_seconds: Histogram,
     rolling_back_since: HashMap<String, Instant>,
+    queue_depth: usize,
 }
 
 /// The controller's figures, shared by its loops and the metrics server.
@@ -92,6 +93,7 @@ impl Default for Metrics {
                 rollback_seconds: Histogram::new(ROLLBACK_BUCKETS),
                 reconcile_seconds: Histogram::new(RECONCILE_BUCKETS),
                 rolling_back_since: HashMap::new(),
+                queue_depth: 0,
             }),
             leader: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -107,7 +109,9 @@ impl Metrics {
     pub fn set_leader(&self, leading: bool) {
         self.leader.store(leading, Ordering::Relaxed);
         if !leading {
-            self.figures().phases.clear();
+            let mut figures = self.figures();
+            figures.phases.clear();
+            figures.queue_depth = 0;
         }
     }
 
@@ -122,6 +126,11 @@ impl Metrics {
 
     pub fn reconciled(&self, took: Duration) {
         self.figures().reconcile_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Releases waiting for a reconcile worker.
+    pub fn queue_depth(&self, depth: usize) {
+        self.figures().queue_depth = depth;
     }
 
     /// The leader's count of Releases per phase, after a resync.
@@ -172,6 +181,12 @@ impl Metrics {
         out.push_str(&format!(
             "deployctl_controller_leader {}\n",
             u8::from(self.leader.load(Ordering::Relaxed))
+        ));
+        out.push_str("# HELP deployctl_reconcile_queue_depth Releases waiting for a reconcile worker (the leader's).\n");
+        out.push_str("# TYPE deployctl_reconcile_queue_depth gauge\n");
+        out.push_str(&format!(
+            "deployctl_reconcile_queue_depth {}\n",
+            figures.queue_depth
         ));
         out.push_str("# HELP deployctl_releases Releases by status phase (the leader's view).\n");
         out.push_str("# TYPE deployctl_releases gauge\n");

@@ -2,7 +2,11 @@
 //! [`crate::executor::Engine::start`] and driven by
 //! [`crate::executor::Engine::execute`].
 
-/// `r-20261124-091523-3f2a`: sortable by time, unique per process start.
+/// `r-20261124-091523-3f2a`: sortable by time. Unique within this
+/// process (a controller starts hundreds of runs a second; 16 random bits
+/// alone would repeat within one second about as often as not); across
+/// processes the salt starts from the clock and the process ID, and the
+/// journal refuses a repeated ID rather than merging two runs.
 pub fn new_run_id() -> String {
     let now = crate::clock::now_ms();
     let stamp = crate::clock::rfc3339(now);
@@ -16,8 +20,38 @@ pub fn new_run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    let first = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    let salt = unused_salt(now.div_euclid(1000), u16::try_from(first).unwrap_or(0));
     format!("r-{compact}-{salt:04x}")
+}
+
+/// Salts handed out in one second: the second, and a flag per salt.
+type Issued = (i64, Vec<bool>);
+
+/// Salts this process handed out in the current second.
+static ISSUED: std::sync::Mutex<Issued> = std::sync::Mutex::new((i64::MIN, Vec::new()));
+
+fn unused_salt(second: i64, first: u16) -> u16 {
+    let mut issued = ISSUED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    unused_salt_in(&mut issued, second, first)
+}
+
+/// `first`, or the next salt not handed out yet in `second`; when all
+/// 65,536 were (never seen in practice), the next second's.
+fn unused_salt_in(issued: &mut Issued, second: i64, first: u16) -> u16 {
+    let (current, taken) = issued;
+    if *current != second || taken.iter().all(|t| *t) {
+        *current = second;
+        *taken = vec![false; 1 << 16];
+    }
+    let mut salt = first;
+    while taken[usize::from(salt)] {
+        salt = salt.wrapping_add(1);
+    }
+    taken[usize::from(salt)] = true;
+    salt
 }
 
 /// This machine's name, for lock holders and run owners.
@@ -79,5 +113,43 @@ pub fn owner_alive(run: &crate::journal::RunRecord) -> bool {
     match (run.owner_pid, same_host) {
         (Some(pid), true) => recent && std::path::Path::new(&format!("/proc/{pid}")).exists(),
         _ => recent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_started_together_never_repeat_in_one_process() {
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| (0..2_000).map(|_| new_run_id()).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("a worker"))
+                .collect()
+        });
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == "r-20261124-091523-3f2a".len())
+        );
+    }
+
+    #[test]
+    fn a_salt_taken_this_second_moves_on_and_a_new_second_starts_afresh() {
+        let mut issued: Issued = (i64::MIN, Vec::new());
+        let second = 1_000_000_007;
+        assert_eq!(unused_salt_in(&mut issued, second, 0xfffe), 0xfffe);
+        assert_eq!(unused_salt_in(&mut issued, second, 0xfffe), 0xffff);
+        assert_eq!(
+            unused_salt_in(&mut issued, second, 0xffff),
+            0,
+            "wraps past 0xffff"
+        );
+        assert_eq!(unused_salt_in(&mut issued, second + 1, 0xfffe), 0xfffe);
     }
 }
