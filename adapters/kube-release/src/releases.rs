@@ -171,18 +171,35 @@ impl Releases {
         })
     }
 
-    /// Applies the JSON patch operations `build` makes from the object as
-    /// read, guarded by a test of its `resourceVersion`; recomputed after a
-    /// conflict. `build` returns `None` when there is nothing to change.
+    /// Applies the JSON patch operations `build` makes from the object,
+    /// guarded by a test of its `resourceVersion`; recomputed from the
+    /// object as read after a conflict. The first attempt builds from
+    /// `known` when given (no read: the controller's cache is usually
+    /// current); `build` returning `None` there is checked against a fresh
+    /// read. `build` returns `None` when there is nothing to change.
+    /// Returns `build`'s value and the object as patched.
     async fn patch_spec<T>(
         &self,
         name: &str,
         what: &'static str,
+        known: Option<&Release>,
         build: impl Fn(&Release) -> Option<(Vec<Value>, T)>,
-    ) -> Result<Option<T>, KubeReleaseError> {
+    ) -> Result<Option<(T, Release)>, KubeReleaseError> {
+        // The object to build from, and whether it came from the caller.
+        let mut next = known.map(|object| (object.clone(), true));
         for _ in 0..ATTEMPTS {
-            let object = self.get_existing(name).await?;
+            let (object, from_caller) = match next.take() {
+                Some(known) => known,
+                None => (self.get_existing(name).await?, false),
+            };
             let Some((operations, result)) = build(&object) else {
+                if from_caller {
+                    let fresh = self.get_existing(name).await?;
+                    if fresh.resource_version() != object.resource_version() {
+                        next = Some((fresh, false));
+                        continue;
+                    }
+                }
                 return Ok(None);
             };
             let mut guarded = vec![json!({
@@ -199,10 +216,17 @@ impl Releases {
                 .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
                 .await
             {
-                Ok(_) => return Ok(Some(result)),
+                Ok(patched) => return Ok(Some((result, patched))),
                 // 409: the resourceVersion moved on; 422: the test failed
                 // (the server reports a failed `test` operation that way).
                 Err(error) if matches!(status_code(&error), Some(409 | 422)) => continue,
+                // Gone since the caller saw it: as when the read finds none.
+                Err(error) if status_code(&error) == Some(404) => {
+                    return Err(KubeReleaseError::NotFound {
+                        namespace: self.namespace.clone(),
+                        name: name.to_string(),
+                    });
+                }
                 Err(error) => return Err(KubeReleaseError::api(self.what(what, name), error)),
             }
         }
@@ -228,7 +252,7 @@ impl Releases {
             )
         })?;
         let index = self
-            .patch_spec(name, "recording an approval on", |release| {
+            .patch_spec(name, "recording an approval on", None, |release| {
                 let count = release.spec.approvals.len();
                 let operation = if count == 0 {
                     json!({"op": "add", "path": "/spec/approvals", "value": [value.clone()]})
@@ -238,12 +262,18 @@ impl Releases {
                 Some((vec![operation], u32::try_from(count).unwrap_or(u32::MAX)))
             })
             .await?;
-        Ok(index.unwrap_or_default())
+        Ok(index.map(|(index, _)| index).unwrap_or_default())
     }
 
-    /// Adds the rollback finalizer unless it is there already.
-    pub async fn add_finalizer(&self, name: &str) -> Result<(), KubeReleaseError> {
-        self.patch_spec(name, "adding the finalizer to", |release| {
+    /// Adds the rollback finalizer unless it is there already, starting
+    /// from `current` (the object as the caller knows it). Returns the
+    /// object as patched, or `None` when the finalizer was there.
+    pub async fn add_finalizer(
+        &self,
+        current: &Release,
+    ) -> Result<Option<Release>, KubeReleaseError> {
+        let name = current.name_any();
+        self.patch_spec(&name, "adding the finalizer to", Some(current), |release| {
             let finalizers = release.finalizers();
             if finalizers.iter().any(|f| f == FINALIZER) {
                 return None;
@@ -256,25 +286,36 @@ impl Releases {
             Some((vec![operation], ()))
         })
         .await
-        .map(|_| ())
+        .map(|patched| patched.map(|(_, release)| release))
     }
 
     /// Removes the rollback finalizer (the run ended or never moved
-    /// anything), letting a deleted Release go.
-    pub async fn remove_finalizer(&self, name: &str) -> Result<(), KubeReleaseError> {
+    /// anything), letting a deleted Release go; starts from `current`.
+    /// Returns the object as patched, or `None` when there was nothing to
+    /// remove (or the object is gone).
+    pub async fn remove_finalizer(
+        &self,
+        current: &Release,
+    ) -> Result<Option<Release>, KubeReleaseError> {
+        let name = current.name_any();
         match self
-            .patch_spec(name, "removing the finalizer from", |release| {
-                let at = release.finalizers().iter().position(|f| f == FINALIZER)?;
-                Some((
-                    vec![json!({"op": "remove", "path": format!("/metadata/finalizers/{at}")})],
-                    (),
-                ))
-            })
+            .patch_spec(
+                &name,
+                "removing the finalizer from",
+                Some(current),
+                |release| {
+                    let at = release.finalizers().iter().position(|f| f == FINALIZER)?;
+                    Some((
+                        vec![json!({"op": "remove", "path": format!("/metadata/finalizers/{at}")})],
+                        (),
+                    ))
+                },
+            )
             .await
         {
             // Gone already: nothing holds it any more.
-            Err(KubeReleaseError::NotFound { .. }) => Ok(()),
-            other => other.map(|_| ()),
+            Err(KubeReleaseError::NotFound { .. }) => Ok(None),
+            other => other.map(|patched| patched.map(|(_, release)| release)),
         }
     }
 }

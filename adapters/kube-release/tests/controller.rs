@@ -210,19 +210,22 @@ async fn the_finalizer_holds_a_deleted_release_until_removed() -> TestResult {
         return Ok(());
     };
     let releases = Releases::new(client.clone(), &namespace);
-    releases.create(&release("r")).await?;
-    releases.add_finalizer("r").await?;
-    releases.add_finalizer("r").await?;
+    let created = releases.create(&release("r")).await?;
+    let added = releases.add_finalizer(&created).await?.ok_or("patched")?;
+    assert_eq!(added.finalizers(), [FINALIZER.to_string()]);
+    // From the stale object too: checked against the server, not added twice.
+    assert!(releases.add_finalizer(&created).await?.is_none());
+    assert!(releases.add_finalizer(&added).await?.is_none());
     let held = releases.get("r").await?.ok_or("release")?;
     assert_eq!(held.finalizers(), [FINALIZER.to_string()]);
     let api: Api<Release> = Api::namespaced(client, &namespace);
     api.delete("r", &DeleteParams::default()).await?;
     let deleting = releases.get("r").await?.ok_or("still there")?;
     assert!(deleting.metadata.deletion_timestamp.is_some());
-    releases.remove_finalizer("r").await?;
+    releases.remove_finalizer(&deleting).await?;
     assert!(releases.get("r").await?.is_none());
     // Removing it again (a second controller, a retry) is harmless.
-    releases.remove_finalizer("r").await?;
+    assert!(releases.remove_finalizer(&deleting).await?.is_none());
     Ok(())
 }
 

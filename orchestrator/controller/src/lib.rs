@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::event::{Event, Verdict as JournalVerdict};
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext};
-use deployctl_engine::journal::{Journal, RunRecord, StageRecord};
+use deployctl_engine::journal::{EventRecord, Journal, RunRecord, StageRecord};
 use deployctl_engine::progress::ProgressSink;
 use deployctl_engine::start::RunRequest;
 use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
@@ -512,21 +512,22 @@ async fn reconcile(
             ));
         }
         if deleting {
-            shared
+            let written = shared
                 .releases
-                .remove_finalizer(&name)
+                .remove_finalizer(release)
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(Reconciled {
-                written: None,
+                written,
                 settled: true,
             });
         }
         return match start(shared, drivers, release).await {
-            Ok(run_id) => {
-                let status = status_of_run(shared, release, &run_id)?;
-                let written = write_status(shared, release, status, is_leader).await?;
-                Ok(Reconciled::unsettled(written))
+            Ok((run_id, with_finalizer)) => {
+                let latest = with_finalizer.as_ref().unwrap_or(release);
+                let status = status_of_run(shared, latest, &run_id)?;
+                let written = write_status(shared, latest, status, is_leader).await?;
+                Ok(Reconciled::unsettled(written.or(with_finalizer)))
             }
             // Invalid and refused Releases stay so until their spec
             // changes: nothing to do before then.
@@ -560,13 +561,15 @@ async fn reconcile(
             .iter()
             .any(|f| f == deployctl_kube_release::crd::FINALIZER)
     {
-        shared
+        let without = shared
             .releases
-            .remove_finalizer(&name)
+            .remove_finalizer(latest)
             .await
             .map_err(|e| e.to_string())?;
-        // Its watch event brings the object without the finalizer.
-        return Ok(Reconciled::unsettled(written));
+        return Ok(Reconciled {
+            written: without.or(written),
+            settled: true,
+        });
     }
     Ok(Reconciled {
         written,
@@ -648,13 +651,14 @@ fn operator_allowed(shared: &Shared, user: &str, environment: &str) -> Result<()
 }
 
 /// Starts a Release's run: validation, initiator, operator check, wiring,
-/// the finalizer, then the journal run and its driver. Returns the run ID,
-/// or the status saying why nothing started.
+/// the finalizer, then the journal run and its driver. Returns the run ID
+/// and the object as the finalizer patch left it, or the status saying
+/// why nothing started.
 async fn start(
     shared: &Arc<Shared>,
     drivers: &Drivers,
     release: &Release,
-) -> Result<String, ReleaseStatus> {
+) -> Result<(String, Option<Release>), ReleaseStatus> {
     let namespace = shared.releases.namespace().to_string();
     let name = release.name_any();
     // Invalid and refused Releases stay so until their spec changes.
@@ -703,9 +707,9 @@ async fn start(
     .map_err(|e| refuse(e.to_string()))?;
     let context = wired.map_err(refuse)?;
     // Before anything can move: deleting the Release must roll back.
-    shared
+    let with_finalizer = shared
         .releases
-        .add_finalizer(&name)
+        .add_finalizer(release)
         .await
         .map_err(|e| refuse(format!("cannot add the rollback finalizer: {e}")))?;
     let source = loaded.source.text.clone().unwrap_or_default();
@@ -730,7 +734,7 @@ async fn start(
     }
     eprintln!("Release {namespace}/{name}: run {run_id} started by {initiator}");
     drive(shared, drivers, &name, context);
-    Ok(run_id)
+    Ok((run_id, with_finalizer))
 }
 
 /// Drives `context` in the background, unless this replica stopped
@@ -790,12 +794,10 @@ async fn drive_if_idle(shared: &Arc<Shared>, drivers: &Drivers, name: &str, run:
 
 /// Verdicts already reached on this run's Release approval entries, by
 /// entry index.
-fn verdicts(journal: &Journal, run_id: &str) -> Result<BTreeMap<u32, ApprovalVerdict>, String> {
-    Ok(journal
-        .events(run_id)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|record| match record.event {
+fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, ApprovalVerdict> {
+    events
+        .iter()
+        .filter_map(|record| match record.event.clone() {
             Event::ReleaseApprovalVerdict {
                 index,
                 gate,
@@ -819,7 +821,7 @@ fn verdicts(journal: &Journal, run_id: &str) -> Result<BTreeMap<u32, ApprovalVer
             _ => None,
         })
         .map(|verdict| (verdict.index, verdict))
-        .collect())
+        .collect()
 }
 
 /// Verifies every approval entry that has no verdict yet, in order, with
@@ -831,7 +833,12 @@ async fn judge_approvals(
     release: &Release,
     run: &RunRecord,
 ) -> Result<(), String> {
-    let decided = verdicts(&shared.journal, &run.id)?;
+    // Most Releases carry no approvals: no journal read for them.
+    if release.spec.approvals.is_empty() {
+        return Ok(());
+    }
+    let events = shared.journal.events(&run.id).map_err(|e| e.to_string())?;
+    let decided = verdicts(&events);
     for (index, entry) in release.spec.approvals.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         if decided.contains_key(&index) {
@@ -993,7 +1000,7 @@ fn status_of_run(
         initiator: Some(deployctl_approvals::initiator_user(&run.initiator).to_string()),
         stages: stages.iter().map(stage_status).collect(),
         pending_approvals: pending.into_values().collect(),
-        approvals: verdicts(journal, run_id)?.into_values().collect(),
+        approvals: verdicts(&events).into_values().collect(),
     })
 }
 

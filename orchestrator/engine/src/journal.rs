@@ -203,7 +203,12 @@ pub struct StageUpdate {
 
 /// The journal of every run kept in one state directory.
 pub struct Journal {
+    /// Every write, and reads inside a write.
     connection: Mutex<Connection>,
+    /// Reads outside a write: WAL lets them see the last commit without
+    /// queueing behind a writer's fsync (a controller's status reads and
+    /// every run's kill poll would otherwise wait on every run's writes).
+    reader: Mutex<Connection>,
     path: PathBuf,
     observer: Option<Arc<dyn JournalObserver>>,
     /// The format the journal had when opened (1 for journals of the
@@ -355,6 +360,8 @@ impl Journal {
         // before a side effect is never lost (measured: survives kill -9).
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        // Room for every statement the journal caches (rusqlite keeps 16).
+        connection.set_prepared_statement_cache_capacity(64);
         let format = stored_format(&connection)?;
         if format > FORMAT_VERSION {
             return Err(JournalError::NewerFormat {
@@ -368,8 +375,16 @@ impl Journal {
         if format < FORMAT_VERSION {
             connection.pragma_update(None, "user_version", FORMAT_VERSION)?;
         }
+        let reader = Connection::open(&path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10))?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        // Its reads are a few rows per run: 512 KiB of page cache rather
+        // than SQLite's 2 MiB default, which a controller's idle memory shows.
+        reader.pragma_update(None, "cache_size", -512)?;
+        reader.set_prepared_statement_cache_capacity(64);
         Ok(Journal {
             connection: Mutex::new(connection),
+            reader: Mutex::new(reader),
             path,
             observer: None,
             format,
@@ -391,6 +406,19 @@ impl Journal {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&mut connection)
+    }
+
+    /// Runs `work` on the reading connection: it sees every transaction
+    /// committed before it starts.
+    fn read<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let connection = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&connection)
     }
 
     /// Runs `work` in one IMMEDIATE transaction (the writer lock is taken
@@ -539,10 +567,9 @@ impl Journal {
 
     pub fn heartbeat(&self, run_id: &str) -> Result<(), JournalError> {
         self.with(|connection| {
-            connection.execute(
-                "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
-                params![run_id, now_ms()],
-            )?;
+            connection
+                .prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?
+                .execute(params![run_id, now_ms()])?;
             Ok(())
         })
     }
@@ -556,17 +583,17 @@ impl Journal {
         rollback_incomplete: bool,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = COALESCE(?4, outcome),
                     rollback_incomplete = ?5 WHERE id = ?1",
-                params![
-                    run_id,
-                    phase.as_str(),
-                    now_ms(),
-                    outcome,
-                    rollback_incomplete
-                ],
-            )?;
+            )?
+            .execute(params![
+                run_id,
+                phase.as_str(),
+                now_ms(),
+                outcome,
+                rollback_incomplete
+            ])?;
             append_event(
                 tx,
                 run_id,
@@ -590,11 +617,16 @@ impl Journal {
         message: &str,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = ?4,
                     rollback_incomplete = 1 WHERE id = ?1",
-                params![run_id, RunPhase::Failed.as_str(), now_ms(), message],
-            )?;
+            )?
+            .execute(params![
+                run_id,
+                RunPhase::Failed.as_str(),
+                now_ms(),
+                message
+            ])?;
             append_event(
                 tx,
                 run_id,
@@ -619,18 +651,18 @@ impl Journal {
         final_phase: RunPhase,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE runs SET phase = ?2, updated_at = ?3, outcome = ?4, rollback_scope = ?5,
                     rollback_final = ?6 WHERE id = ?1",
-                params![
-                    run_id,
-                    RunPhase::RollingBack.as_str(),
-                    now_ms(),
-                    reason,
-                    scope_name(scope),
-                    final_phase.as_str()
-                ],
-            )?;
+            )?
+            .execute(params![
+                run_id,
+                RunPhase::RollingBack.as_str(),
+                now_ms(),
+                reason,
+                scope_name(scope),
+                final_phase.as_str()
+            ])?;
             append_event(
                 tx,
                 run_id,
@@ -672,10 +704,8 @@ impl Journal {
         let stored =
             serde_json::to_string(action).map_err(|e| JournalError::Corrupt(e.to_string()))?;
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO calls (run_id, key, stage, action, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)
-                 ON CONFLICT(run_id, key) DO UPDATE SET state = 'intent', at = ?5",
-                params![run_id, key, stage, stored, now_ms()],
+            tx.prepare_cached("INSERT INTO calls (run_id, key, stage, action, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)
+                 ON CONFLICT(run_id, key) DO UPDATE SET state = 'intent', at = ?5")?.execute(params![run_id, key, stage, stored, now_ms()],
             )?;
             update_stage(tx, run_id, stage, update)?;
             append_event(
@@ -704,18 +734,18 @@ impl Journal {
         update: &StageUpdate,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE calls SET state = ?3, request_ids = ?4, error = ?5, at = ?6
                  WHERE run_id = ?1 AND key = ?2",
-                params![
-                    run_id,
-                    key,
-                    if succeeded { "done" } else { "failed" },
-                    serde_json::to_string(request_ids).unwrap_or_default(),
-                    error,
-                    now_ms()
-                ],
-            )?;
+            )?
+            .execute(params![
+                run_id,
+                key,
+                if succeeded { "done" } else { "failed" },
+                serde_json::to_string(request_ids).unwrap_or_default(),
+                error,
+                now_ms()
+            ])?;
             update_stage(tx, run_id, stage, update)?;
             let event = if succeeded {
                 Event::CallDone {
@@ -735,8 +765,8 @@ impl Journal {
     }
 
     pub fn calls(&self, run_id: &str) -> Result<Vec<CallRecord>, JournalError> {
-        self.with(|connection| {
-            let mut statement = connection.prepare(
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
                 "SELECT key, stage, action, state FROM calls WHERE run_id = ?1 ORDER BY at, key",
             )?;
             let rows = statement.query_map(params![run_id], |row| {
@@ -753,10 +783,9 @@ impl Journal {
 
     pub fn request_kill(&self, run_id: &str) -> Result<(), JournalError> {
         self.write(|tx| {
-            let changed = tx.execute(
-                "UPDATE runs SET kill_requested = 1 WHERE id = ?1",
-                params![run_id],
-            )?;
+            let changed = tx
+                .prepare_cached("UPDATE runs SET kill_requested = 1 WHERE id = ?1")?
+                .execute(params![run_id])?;
             if changed == 0 {
                 return Err(JournalError::UnknownRun(run_id.to_string()));
             }
@@ -766,12 +795,10 @@ impl Journal {
     }
 
     pub fn kill_requested(&self, run_id: &str) -> Result<bool, JournalError> {
-        self.with(|connection| {
-            Ok(connection.query_row(
-                "SELECT kill_requested FROM runs WHERE id = ?1",
-                params![run_id],
-                |row| row.get::<_, bool>(0),
-            )?)
+        self.read(|connection| {
+            Ok(connection
+                .prepare_cached("SELECT kill_requested FROM runs WHERE id = ?1")?
+                .query_row(params![run_id], |row| row.get::<_, bool>(0))?)
         })
     }
 
@@ -793,9 +820,7 @@ impl Journal {
         approver: &str,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO approvals (run_id, gate, approver, at) VALUES (?1, ?2, ?3, ?4)",
-                params![run_id, gate, approver, now_ms()],
+            tx.prepare_cached("INSERT OR IGNORE INTO approvals (run_id, gate, approver, at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![run_id, gate, approver, now_ms()],
             )?;
             append_event(
                 tx,
@@ -820,9 +845,7 @@ impl Journal {
         reason: &str,
     ) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO rejections (run_id, gate, approver, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, gate, approver, reason, now_ms()],
+            tx.prepare_cached("INSERT OR IGNORE INTO rejections (run_id, gate, approver, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![run_id, gate, approver, reason, now_ms()],
             )?;
             append_event(
                 tx,
@@ -844,11 +867,10 @@ impl Journal {
         run_id: &str,
         gate: &str,
     ) -> Result<Option<(String, String)>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
-                .query_row(
-                    "SELECT approver, reason FROM rejections WHERE run_id = ?1 AND gate = ?2 ORDER BY at LIMIT 1",
-                    params![run_id, gate],
+                .prepare_cached("SELECT approver, reason FROM rejections WHERE run_id = ?1 AND gate = ?2 ORDER BY at LIMIT 1")?
+                .query_row(params![run_id, gate],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?)
@@ -857,8 +879,8 @@ impl Journal {
 
     /// Who approved `gate` in `run_id`, in order.
     pub fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, JournalError> {
-        self.with(|connection| {
-            let mut statement = connection.prepare(
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
                 "SELECT approver FROM approvals WHERE run_id = ?1 AND gate = ?2 ORDER BY at",
             )?;
             let rows = statement.query_map(params![run_id, gate], |row| row.get(0))?;
@@ -868,23 +890,18 @@ impl Journal {
 
     /// Distinct approvers recorded for `gate` in `run_id`.
     pub fn approvals(&self, run_id: &str, gate: &str) -> Result<u32, JournalError> {
-        self.with(|connection| {
-            Ok(connection.query_row(
-                "SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND gate = ?2",
-                params![run_id, gate],
-                |row| row.get::<_, u32>(0),
-            )?)
+        self.read(|connection| {
+            Ok(connection
+                .prepare_cached("SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND gate = ?2")?
+                .query_row(params![run_id, gate], |row| row.get::<_, u32>(0))?)
         })
     }
 
     pub fn run(&self, run_id: &str) -> Result<RunRecord, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             connection
-                .query_row(
-                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                    params![run_id],
-                    run_from_row,
-                )
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
+                .query_row(params![run_id], run_from_row)
                 .optional()?
                 .ok_or_else(|| JournalError::UnknownRun(run_id.to_string()))
         })
@@ -894,24 +911,21 @@ impl Journal {
     /// `release/NS/NAME#UID` key), if any: one row found by SQLite, not
     /// every run read and searched.
     pub fn run_of_plan_file(&self, plan_file: &str) -> Result<Option<RunRecord>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
-                .query_row(
-                    &format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE plan_file = ?1
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE plan_file = ?1
                          ORDER BY created_at DESC, id DESC LIMIT 1"
-                    ),
-                    params![plan_file],
-                    run_from_row,
-                )
+                ))?
+                .query_row(params![plan_file], run_from_row)
                 .optional()?)
         })
     }
 
     /// Runs, newest first; only those touching `target` when given.
     pub fn runs(&self, target: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
-        self.with(|connection| {
-            let mut statement = connection.prepare(&format!(
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs r WHERE ?1 IS NULL OR EXISTS
                     (SELECT 1 FROM stages s WHERE s.run_id = r.id AND s.target = ?1)
                  ORDER BY created_at DESC, id DESC LIMIT ?2"
@@ -925,14 +939,15 @@ impl Journal {
     /// its holder, when that run has not ended: the lock `create_run` would
     /// refuse a new run for. Read-only (`plan --observe`).
     pub fn lock_holder(&self, target_key: &str) -> Result<Option<(String, String)>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let lock: Option<(String, String, Option<String>)> = connection
-                .query_row(
+                .prepare_cached(
                     "SELECT l.run_id, l.holder, r.phase FROM locks l
                      LEFT JOIN runs r ON r.id = l.run_id WHERE l.target_key = ?1",
-                    params![target_key],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
+                )?
+                .query_row(params![target_key], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
                 .optional()?;
             Ok(lock
                 .filter(|(_, _, phase)| holds_its_locks(phase.as_deref()))
@@ -949,8 +964,8 @@ impl Journal {
     }
 
     pub fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>, JournalError> {
-        self.with(|connection| {
-            let mut statement = connection.prepare(
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
                 "SELECT name, target, target_key, phase, cursor, weight, stable_version, new_version,
                         moved, last_gate, pause_until, detail, updated_at
                  FROM stages WHERE run_id = ?1 ORDER BY position",
@@ -979,8 +994,8 @@ impl Journal {
     }
 
     pub fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, JournalError> {
-        self.with(|connection| {
-            let mut statement = connection.prepare(
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
                 "SELECT seq, at, stage, kind, data FROM events WHERE run_id = ?1 ORDER BY seq",
             )?;
             let rows = statement.query_map(params![run_id], |row| {
@@ -1022,7 +1037,7 @@ impl Journal {
     /// SQLite's own consistency check plus ours: every call has a stage,
     /// event sequences have no gaps.
     pub fn check_consistency(&self, run_id: &str) -> Result<(), JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let integrity: String =
                 connection.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
             if integrity != "ok" {

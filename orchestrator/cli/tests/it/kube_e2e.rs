@@ -1127,7 +1127,34 @@ stages:\n  - name: web\n    target: web\n    canary: {{steps: [{{setWeight: 50}}
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(count > 0, "{text}");
+    assert!(
+        text.contains("# TYPE deployctl_reconcile_queue_depth gauge"),
+        "{text}"
+    );
     assert_eq!(http(&metrics, "GET", "/nothing", &[], "").0, 404);
+    // Settled (run ended, finalizer gone): the resyncs pass it by, so an
+    // idle controller sends nothing but its lease renewals.
+    let release = format!(
+        "/apis/deployctl.io/v1/namespaces/{}/releases/web",
+        cluster.namespace
+    );
+    wait_until(Duration::from_secs(10), "the finalizer removed", || {
+        cluster.get(&release).is_some_and(|r| {
+            r["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
+        })
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.clear_requests();
+    std::thread::sleep(Duration::from_secs(3));
+    let sent: Vec<String> = cluster
+        .requests()
+        .iter()
+        .filter(|r| r["verb"] != "watch" && r["resource"] != "leases")
+        .map(|r| format!("{} {} {}", r["verb"], r["resource"], r["name"]))
+        .collect();
+    assert!(sent.is_empty(), "idle, the controller sent {sent:?}");
     drop(controller);
 }
 
