@@ -35,7 +35,7 @@ use crate::cluster::written;
 use crate::error::rejected;
 use crate::names;
 use crate::route::{self, HeaderRoutes};
-use crate::target::{KubernetesTarget, Router};
+use crate::target::{EndpointsReady, KubernetesTarget, Router};
 use crate::view::View;
 use crate::workload;
 use deployctl_plan::model::HeaderRoute;
@@ -410,7 +410,9 @@ async fn weigh_replicas(
         _ => {
             deployed(target, &view, &canary)?;
             point(target, &view, None, Some(percent), step).await?;
-            target.wait_endpoints_of(service, &[base, &canary]).await
+            target
+                .wait_endpoints_of(service, &[base, &canary], EndpointsReady::EveryReplica)
+                .await
         }
     }
 }

@@ -283,15 +283,18 @@ impl KubernetesTarget {
         service: &str,
         deployment: &str,
     ) -> Result<(), AdapterError> {
-        self.wait_endpoints_of(service, &[deployment]).await
+        self.wait_endpoints_of(service, &[deployment], EndpointsReady::One)
+            .await
     }
 
     /// Waits until `service`'s EndpointSlices list only pods of the
-    /// current templates of `deployments`, with a ready pod of each.
+    /// current templates of `deployments`, with ready pods of each as
+    /// `ready` asks.
     pub(crate) async fn wait_endpoints_of(
         &self,
         service: &str,
         deployments: &[&str],
+        ready: EndpointsReady,
     ) -> Result<(), AdapterError> {
         let what = format!(
             "Service {}/{service} to send traffic only to Deployment {}",
@@ -307,21 +310,31 @@ impl KubernetesTarget {
                     .iter()
                     .filter_map(|p| p.metadata.name.clone())
                     .collect();
-                each.push((*deployment, names));
+                let wanted = match ready {
+                    EndpointsReady::One => 1,
+                    EndpointsReady::EveryReplica => found
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.replicas)
+                        .unwrap_or(1)
+                        .max(1),
+                };
+                each.push((*deployment, names, usize::try_from(wanted).unwrap_or(1)));
             }
             let endpoints = self.ns.endpoints(service).await?;
             let strangers: Vec<&String> = endpoints
                 .keys()
-                .filter(|p| !each.iter().any(|(_, ours)| ours.contains(*p)))
+                .filter(|p| !each.iter().any(|(_, ours, _)| ours.contains(*p)))
                 .collect();
-            let unready: Vec<&str> = each
+            let unready: Vec<String> = each
                 .iter()
-                .filter(|(_, ours)| {
-                    !endpoints
+                .filter_map(|(deployment, ours, wanted)| {
+                    let serving = endpoints
                         .iter()
-                        .any(|(p, ready)| *ready && ours.contains(p))
+                        .filter(|(p, ready)| **ready && ours.contains(*p))
+                        .count();
+                    (serving < *wanted).then(|| format!("{deployment} ({serving} of {wanted})"))
                 })
-                .map(|(deployment, _)| *deployment)
                 .collect();
             Ok(if !strangers.is_empty() {
                 Poll::Waiting(format!("endpoints list other pods: {strangers:?}"))
@@ -583,4 +596,14 @@ impl TrafficTarget for KubernetesTarget {
     ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
         Box::pin(self.apply_checked(action))
     }
+}
+
+/// How many of a Deployment's pods must be ready endpoints of a Service.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EndpointsReady {
+    /// One: traffic can reach the Deployment (a selector switch).
+    One,
+    /// Every replica it wants: the traffic share is the share of pods (a
+    /// canary by replica ratios), so it holds only once all serve.
+    EveryReplica,
 }

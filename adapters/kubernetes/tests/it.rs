@@ -291,12 +291,21 @@ fn key(n: u32) -> IdempotencyKey {
     IdempotencyKey(format!("run/stage/{n}"))
 }
 
+/// Applies `action` as the engine would: a `Conflict` (a write guarded by
+/// a `resourceVersion` the cluster's own controllers moved on, by a status
+/// update say) is retried after observing again, a few times.
 async fn apply(target: &KubernetesTarget, action: Action) {
     static N: AtomicU32 = AtomicU32::new(0);
-    target
-        .apply(&action, &key(N.fetch_add(1, Ordering::Relaxed)))
-        .await
-        .unwrap_or_else(|e| panic!("{action}: {e}"));
+    let key = key(N.fetch_add(1, Ordering::Relaxed));
+    for attempt in 1.. {
+        match target.apply(&action, &key).await {
+            Ok(_) => return,
+            Err(AdapterError::Conflict { .. }) if attempt < 5 => {
+                target.observe().await.expect("observe before retrying");
+            }
+            Err(e) => panic!("{action}: {e}"),
+        }
+    }
 }
 
 #[tokio::test]

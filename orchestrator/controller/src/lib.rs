@@ -531,10 +531,11 @@ async fn reconcile(
             }
             // Invalid and refused Releases stay so until their spec
             // changes: nothing to do before then.
-            Err(status) => Ok(Reconciled {
+            Err(NotStarted::Status(status)) => Ok(Reconciled {
                 written: write_status(shared, release, status, is_leader).await?,
                 settled: true,
             }),
+            Err(NotStarted::Retry(message)) => Err(message),
         };
     };
     let ended = run.phase.is_terminal();
@@ -652,13 +653,12 @@ fn operator_allowed(shared: &Shared, user: &str, environment: &str) -> Result<()
 
 /// Starts a Release's run: validation, initiator, operator check, wiring,
 /// the finalizer, then the journal run and its driver. Returns the run ID
-/// and the object as the finalizer patch left it, or the status saying
-/// why nothing started.
+/// and the object as the finalizer patch left it, or why nothing started.
 async fn start(
     shared: &Arc<Shared>,
     drivers: &Drivers,
     release: &Release,
-) -> Result<(String, Option<Release>), ReleaseStatus> {
+) -> Result<(String, Option<Release>), NotStarted> {
     let namespace = shared.releases.namespace().to_string();
     let name = release.name_any();
     // Invalid and refused Releases stay so until their spec changes.
@@ -669,18 +669,18 @@ async fn start(
         )
         && status.observed_generation == release.metadata.generation
     {
-        return Err(status.clone());
+        return Err(NotStarted::Status(status.clone()));
     }
     let loaded = deployctl_kube_release::plan::load(&namespace, &name, &release.spec.plan)
         .map_err(|diagnostics| {
-            not_started(
+            NotStarted::Status(not_started(
                 ReleasePhase::Invalid,
                 format!(
                     "the plan does not validate ({} problem(s)); nothing was touched",
                     diagnostics.len()
                 ),
                 diagnostics,
-            )
+            ))
         })?;
     let refuse = |message: String| {
         let mut status = not_started(
@@ -689,7 +689,7 @@ async fn start(
             Vec::new(),
         );
         status.initiator = initiator_of(release).ok();
-        status
+        NotStarted::Status(status)
     };
     let initiator = initiator_of(release).map_err(refuse)?;
     operator_allowed(shared, &initiator, &loaded.plan.metadata.environment).map_err(refuse)?;
@@ -711,7 +711,7 @@ async fn start(
         .releases
         .add_finalizer(release)
         .await
-        .map_err(|e| refuse(format!("cannot add the rollback finalizer: {e}")))?;
+        .map_err(|e| NotStarted::Retry(format!("cannot add the rollback finalizer: {e}")))?;
     let source = loaded.source.text.clone().unwrap_or_default();
     let run_initiator = format!(
         "{initiator}@{}",
@@ -726,15 +726,33 @@ async fn start(
         initiator: &run_initiator,
         mode: RunMode::Apply,
     };
-    if let Err(error) = shared.engine.start(&context, &request).await {
-        if let EngineError::Refused(refusal) = &error {
-            deployctl_trail::audit_refusal(&shared.audit, &run_initiator, &context, refusal);
+    match shared.engine.start(&context, &request).await {
+        Ok(_) => {}
+        Err(EngineError::Refused(refusal)) => {
+            deployctl_trail::audit_refusal(&shared.audit, &run_initiator, &context, &refusal);
+            return Err(refuse(refusal.to_string()));
         }
-        return Err(refuse(error.to_string()));
+        // The journal failed (busy, full): a run recorded before the
+        // failure is found by its key next time, so retrying never starts
+        // a second one.
+        Err(EngineError::Journal(error)) => {
+            return Err(NotStarted::Retry(format!("the journal: {error}")));
+        }
+        Err(error) => return Err(refuse(error.to_string())),
     }
     eprintln!("Release {namespace}/{name}: run {run_id} started by {initiator}");
     drive(shared, drivers, &name, context);
     Ok((run_id, with_finalizer))
+}
+
+/// Why a Release's run did not start.
+enum NotStarted {
+    /// For good, until the spec changes: the status says why (`Invalid`,
+    /// `Refused`).
+    Status(ReleaseStatus),
+    /// Not yet: a passing failure (the API server, the journal), logged
+    /// and retried at the next resync.
+    Retry(String),
 }
 
 /// Drives `context` in the background, unless this replica stopped
