@@ -22,7 +22,7 @@ mod kubeapi;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kubeapi::{Server, call, start_server, wait};
+use kubeapi::{Server, call, start_server, wait, wait_every};
 use serde_json::{Value, json};
 
 const BIN: &str = kubeapi::BIN;
@@ -141,9 +141,12 @@ stages:\n  - name: web\n    target: web\n    timeout: 5m\n    canary: {{steps: [
         )
         .0 == 201
     });
-    wait("the canary at 10 %", Duration::from_secs(60), || {
-        canary_share(&server.url, &ns).abs_diff(100) <= 20
-    });
+    wait_every(
+        "the canary at 10 %",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || canary_share(&server.url, &ns).abs_diff(100) <= 20,
+    );
     let before = route_writes(&server.url, &ns);
     let leader = holder(&server.url, &ns).expect("a leader");
     let killed_at = Instant::now();

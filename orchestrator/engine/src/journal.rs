@@ -203,12 +203,7 @@ pub struct StageUpdate {
 
 /// The journal of every run kept in one state directory.
 pub struct Journal {
-    /// Every write, and reads inside a write.
     connection: Mutex<Connection>,
-    /// Reads outside a write: WAL lets them see the last commit without
-    /// queueing behind a writer's fsync (a controller's status reads and
-    /// every run's kill poll would otherwise wait on every run's writes).
-    reader: Mutex<Connection>,
     path: PathBuf,
     observer: Option<Arc<dyn JournalObserver>>,
     /// The format the journal had when opened (1 for journals of the
@@ -375,16 +370,8 @@ impl Journal {
         if format < FORMAT_VERSION {
             connection.pragma_update(None, "user_version", FORMAT_VERSION)?;
         }
-        let reader = Connection::open(&path)?;
-        reader.busy_timeout(std::time::Duration::from_secs(10))?;
-        reader.pragma_update(None, "query_only", "ON")?;
-        // Its reads are a few rows per run: 512 KiB of page cache rather
-        // than SQLite's 2 MiB default, which a controller's idle memory shows.
-        reader.pragma_update(None, "cache_size", -512)?;
-        reader.set_prepared_statement_cache_capacity(64);
         Ok(Journal {
             connection: Mutex::new(connection),
-            reader: Mutex::new(reader),
             path,
             observer: None,
             format,
@@ -406,19 +393,6 @@ impl Journal {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&mut connection)
-    }
-
-    /// Runs `work` on the reading connection: it sees every transaction
-    /// committed before it starts.
-    fn read<T>(
-        &self,
-        work: impl FnOnce(&Connection) -> Result<T, JournalError>,
-    ) -> Result<T, JournalError> {
-        let connection = self
-            .reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&connection)
     }
 
     /// Runs `work` in one IMMEDIATE transaction (the writer lock is taken
@@ -765,7 +739,7 @@ impl Journal {
     }
 
     pub fn calls(&self, run_id: &str) -> Result<Vec<CallRecord>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT key, stage, action, state FROM calls WHERE run_id = ?1 ORDER BY at, key",
             )?;
@@ -795,7 +769,7 @@ impl Journal {
     }
 
     pub fn kill_requested(&self, run_id: &str) -> Result<bool, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             Ok(connection
                 .prepare_cached("SELECT kill_requested FROM runs WHERE id = ?1")?
                 .query_row(params![run_id], |row| row.get::<_, bool>(0))?)
@@ -867,7 +841,7 @@ impl Journal {
         run_id: &str,
         gate: &str,
     ) -> Result<Option<(String, String)>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             Ok(connection
                 .prepare_cached("SELECT approver, reason FROM rejections WHERE run_id = ?1 AND gate = ?2 ORDER BY at LIMIT 1")?
                 .query_row(params![run_id, gate],
@@ -879,7 +853,7 @@ impl Journal {
 
     /// Who approved `gate` in `run_id`, in order.
     pub fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT approver FROM approvals WHERE run_id = ?1 AND gate = ?2 ORDER BY at",
             )?;
@@ -890,7 +864,7 @@ impl Journal {
 
     /// Distinct approvers recorded for `gate` in `run_id`.
     pub fn approvals(&self, run_id: &str, gate: &str) -> Result<u32, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             Ok(connection
                 .prepare_cached("SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND gate = ?2")?
                 .query_row(params![run_id, gate], |row| row.get::<_, u32>(0))?)
@@ -898,7 +872,7 @@ impl Journal {
     }
 
     pub fn run(&self, run_id: &str) -> Result<RunRecord, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             connection
                 .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
                 .query_row(params![run_id], run_from_row)
@@ -911,7 +885,7 @@ impl Journal {
     /// `release/NS/NAME#UID` key), if any: one row found by SQLite, not
     /// every run read and searched.
     pub fn run_of_plan_file(&self, plan_file: &str) -> Result<Option<RunRecord>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             Ok(connection
                 .prepare_cached(&format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE plan_file = ?1
@@ -924,7 +898,7 @@ impl Journal {
 
     /// Runs, newest first; only those touching `target` when given.
     pub fn runs(&self, target: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let mut statement = connection.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs r WHERE ?1 IS NULL OR EXISTS
                     (SELECT 1 FROM stages s WHERE s.run_id = r.id AND s.target = ?1)
@@ -939,7 +913,7 @@ impl Journal {
     /// its holder, when that run has not ended: the lock `create_run` would
     /// refuse a new run for. Read-only (`plan --observe`).
     pub fn lock_holder(&self, target_key: &str) -> Result<Option<(String, String)>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let lock: Option<(String, String, Option<String>)> = connection
                 .prepare_cached(
                     "SELECT l.run_id, l.holder, r.phase FROM locks l
@@ -964,7 +938,7 @@ impl Journal {
     }
 
     pub fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT name, target, target_key, phase, cursor, weight, stable_version, new_version,
                         moved, last_gate, pause_until, detail, updated_at
@@ -994,7 +968,7 @@ impl Journal {
     }
 
     pub fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT seq, at, stage, kind, data FROM events WHERE run_id = ?1 ORDER BY seq",
             )?;
@@ -1037,7 +1011,7 @@ impl Journal {
     /// SQLite's own consistency check plus ours: every call has a stage,
     /// event sequences have no gaps.
     pub fn check_consistency(&self, run_id: &str) -> Result<(), JournalError> {
-        self.read(|connection| {
+        self.with(|connection| {
             let integrity: String =
                 connection.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
             if integrity != "ok" {

@@ -8,6 +8,11 @@
 /// processes the salt starts from the clock and the process ID, and the
 /// journal refuses a repeated ID rather than merging two runs.
 pub fn new_run_id() -> String {
+    // The clock is read under the lock: two threads reading seconds S and
+    // S+1 outside it could each reset the other's record of salts.
+    let mut issued = ISSUED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = crate::clock::now_ms();
     let stamp = crate::clock::rfc3339(now);
     // 2026-11-24T09:15:23.123Z → 20261124-091523
@@ -21,7 +26,11 @@ pub fn new_run_id() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let first = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
-    let salt = unused_salt(now.div_euclid(1000), u16::try_from(first).unwrap_or(0));
+    let salt = unused_salt_in(
+        &mut issued,
+        now.div_euclid(1000),
+        u16::try_from(first).unwrap_or(0),
+    );
     format!("r-{compact}-{salt:04x}")
 }
 
@@ -30,13 +39,6 @@ type Issued = (i64, Vec<bool>);
 
 /// Salts this process handed out in the current second.
 static ISSUED: std::sync::Mutex<Issued> = std::sync::Mutex::new((i64::MIN, Vec::new()));
-
-fn unused_salt(second: i64, first: u16) -> u16 {
-    let mut issued = ISSUED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    unused_salt_in(&mut issued, second, first)
-}
 
 /// `first`, or the next salt not handed out yet in `second`; when all
 /// 65,536 were (never seen in practice), the next second's.

@@ -54,14 +54,27 @@ pub fn create(url: &str, path: &str, body: Value) {
     assert!(status == 201 || status == 200, "{path}: {answer}");
 }
 
-pub fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Instant {
+/// Polls `done` every 20 ms until it holds; returns when it did.
+pub fn wait(what: &str, timeout: Duration, done: impl FnMut() -> bool) -> Instant {
+    wait_every(what, timeout, Duration::from_millis(20), done)
+}
+
+/// Polls `done` every `interval`: a check that costs the server (a
+/// traffic simulation under its store lock) must not crowd out the
+/// controller being measured.
+pub fn wait_every(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Instant {
     let started = Instant::now();
     loop {
         if done() {
             return Instant::now();
         }
         assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(interval);
     }
 }
 
