@@ -32,32 +32,8 @@ const NEW: &str =
     "registry.test/web@sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 fn fixture(url: &str, ns: &str) {
-    let post = |path: String, body: Value| kubeapi::create(url, &path, body);
-    post(
-        "/api/v1/namespaces".into(),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-    );
-    post(
-        format!("/apis/apps/v1/namespaces/{ns}/deployments"),
-        json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"}, "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "api", "image": "registry.test/web:1"}]}}}}),
-    );
-    post(
-        format!("/api/v1/namespaces/{ns}/services"),
-        json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
-    );
-    post(
-        format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways"),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "Gateway", "metadata": {"name": "gw"}, "spec": {"gatewayClassName": "bench", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
-    );
-    post(
-        format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute", "metadata": {"name": "web"}, "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
-    );
+    kubeapi::gateway_namespace(url, ns);
+    kubeapi::routed_workload(url, ns, "web", 4);
 }
 
 fn canary_share(url: &str, ns: &str) -> u64 {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kubeapi::{BIN, call, start_server, wait};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CANARIES: usize = 20;
 const INTERVAL_S: f64 = 1.0;
@@ -62,35 +62,9 @@ fn health(bad: Arc<AtomicBool>) -> String {
 }
 
 fn fixture(url: &str, ns: &str) {
-    let post = |path: String, body: Value| kubeapi::create(url, &path, body);
-    post(
-        "/api/v1/namespaces".into(),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-    );
-    post(
-        format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways"),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
-               "spec": {"gatewayClassName": "bench", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
-    );
+    kubeapi::gateway_namespace(url, ns);
     for n in 0..CANARIES {
-        let web = format!("web-{n}");
-        post(
-            format!("/apis/apps/v1/namespaces/{ns}/deployments"),
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": web},
-                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": web}},
-                            "template": {"metadata": {"labels": {"app": web}},
-                                         "spec": {"containers": [{"name": "api", "image": "registry.test/web:1"}]}}}}),
-        );
-        post(
-            format!("/api/v1/namespaces/{ns}/services"),
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": web},
-                   "spec": {"selector": {"app": web}, "ports": [{"port": 80}]}}),
-        );
-        post(
-            format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"),
-            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": web},
-                   "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": web, "port": 80}]}]}}),
-        );
+        kubeapi::routed_workload(url, ns, &format!("web-{n}"), 2);
     }
 }
 

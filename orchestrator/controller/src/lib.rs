@@ -457,9 +457,14 @@ async fn lead(
                     leading.settled.clear();
                     settled_resync = Instant::now();
                 }
-                let names: Vec<String> = leading.cache.keys().cloned().collect();
-                for name in names {
-                    leading.ask(&name);
+                let due: Vec<String> = leading
+                    .cache
+                    .keys()
+                    .filter(|name| !leading.is_settled(name))
+                    .cloned()
+                    .collect();
+                for name in due {
+                    leading.queue.push(&name);
                 }
                 shared.metrics.phases(leading.phases());
             }

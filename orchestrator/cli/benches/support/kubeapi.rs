@@ -54,6 +54,47 @@ pub fn create(url: &str, path: &str, body: Value) {
     assert!(status == 201 || status == 200, "{path}: {answer}");
 }
 
+/// Namespace `ns` with Gateway `gw` for the benches' HTTPRoutes.
+pub fn gateway_namespace(url: &str, ns: &str) {
+    create(
+        url,
+        "/api/v1/namespaces",
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+    create(
+        url,
+        &format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways"),
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
+               "spec": {"gatewayClassName": "bench", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+    );
+}
+
+/// Workload `name` in `ns`: a Deployment of `replicas` pods (container
+/// `api`, image `registry.test/web:1`), a Service and an HTTPRoute to it
+/// through Gateway `gw`, all named `name`.
+pub fn routed_workload(url: &str, ns: &str, name: &str, replicas: u32) {
+    create(
+        url,
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}},
+                                     "spec": {"containers": [{"name": "api", "image": "registry.test/web:1"}]}}}}),
+    );
+    create(
+        url,
+        &format!("/api/v1/namespaces/{ns}/services"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}),
+    );
+    create(
+        url,
+        &format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"),
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+               "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": name, "port": 80}]}]}}),
+    );
+}
+
 /// Polls `done` every 20 ms until it holds; returns when it did.
 pub fn wait(what: &str, timeout: Duration, done: impl FnMut() -> bool) -> Instant {
     wait_every(what, timeout, Duration::from_millis(20), done)
