@@ -30,6 +30,18 @@ step "tests"
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 
+step "the Kubernetes end-to-end tests again, through the real-cluster switch (kubectl proxy to the test API server)"
+if command -v kubectl >/dev/null && command -v curl >/dev/null; then
+    (
+        # shellcheck source=tests/real-cluster.sh
+        . tests/real-cluster.sh
+        real_cluster_on_emulator "$DEPLOYCTL_TEST_KUBEAPI_URL"
+        cargo test -p deployctl --test it --locked --no-fail-fast -- kube_e2e
+    ) 2>&1 | tee -a "$log" || status=$?
+else
+    echo "SKIPPED: kubectl and curl are needed for the real-cluster switch's run"
+fi
+
 # One closing line over every test binary (cargo prints one per binary, and
 # the last one is often an empty doc-test run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -41,7 +41,8 @@ Kubernetes API documentation describes:
 - authentication and authorization: a request without an Authorization
   header is the old insecure port's (user system:admin, group
   system:masters) unless --require-auth; a bearer token is a static or
-  ServiceAccount token registered through /_emulator/tokens, or an EKS
+  ServiceAccount token registered through /_emulator/tokens or issued by
+  the TokenRequest API (serviceaccounts/NAME/token), or an EKS
   token (a presigned STS GetCallerIdentity URL whose SigV4 signature is
   recomputed, as aws-iam-authenticator has STS do); bearer requests are
   authorized by the stored RBAC objects (401/403 in Kubernetes' words).
@@ -133,7 +134,7 @@ class ResourceType:
 
     def __init__(self, group, version, plural, kind, namespaced, *, singular=None, list_kind=None,
                  status_sub=False, custom=False, crd_name=None, schema=None, short_names=None,
-                 generation=False, scale_sub=False, log_sub=False):
+                 generation=False, scale_sub=False, log_sub=False, token_sub=False):
         self.group = group
         self.version = version
         self.plural = plural
@@ -153,6 +154,8 @@ class ResourceType:
         self.scale_sub = scale_sub
         # Plain-text container logs at .../log (Pods).
         self.log_sub = log_sub
+        # TokenRequest at .../token (ServiceAccounts).
+        self.token_sub = token_sub
 
     @property
     def api_version(self) -> str:
@@ -193,7 +196,7 @@ BUILTINS = [
     ResourceType("", "v1", "configmaps", "ConfigMap", True, short_names=["cm"]),
     ResourceType("", "v1", "secrets", "Secret", True),
     ResourceType("", "v1", "events", "Event", True, short_names=["ev"]),
-    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, short_names=["sa"]),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, short_names=["sa"], token_sub=True),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     ResourceType("events.k8s.io", "v1", "events", "Event", True, short_names=["ev"]),
     ResourceType(CRD_GROUP, "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
@@ -1393,6 +1396,9 @@ class Store:
         self.continues: dict[str, tuple[int, list]] = {}
         # The request log has a lock of its own: handlers append outside the store lock.
         self.requests_lock = threading.Lock()
+        # namespace -> [{"verb", "resource", "seconds", "count"}]: requests
+        # held unanswered (/_emulator/stalls).
+        self.stalls = {}
         self.reset()
 
     def reset(self):
@@ -3039,7 +3045,10 @@ class Controllers:
     # -- scheduler and kubelet
 
     def _behaviour(self, ns, image, settings):
-        entry = self.s.images.get(ns, {}).get(image) or {}
+        # A namespace's own entry first, then one for every namespace
+        # (`?namespace=*`: set before the namespaces exist, as a run
+        # against this server through the real-cluster switch needs).
+        entry = self.s.images.get(ns, {}).get(image) or self.s.images.get("*", {}).get(image) or {}
         return entry.get("behaviour", "ready"), entry.get("readyAfter", settings["podReadyDelay"])
 
     @staticmethod
@@ -3652,6 +3661,10 @@ def discovery_resources(store, group, version):
         if t.log_sub:
             resources.append({"name": f"{t.plural}/log", "singularName": "", "namespaced": t.namespaced,
                               "kind": t.kind, "verbs": ["get"]})
+        if t.token_sub:
+            resources.append({"name": f"{t.plural}/token", "singularName": "", "namespaced": t.namespaced,
+                              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                              "verbs": ["create"]})
     return resources
 
 
@@ -3816,6 +3829,24 @@ def register_token(store, body) -> dict:
     with store.lock:
         store.tokens[token] = {"user": user, "groups": groups}
     return {"token": token, "user": user, "groups": list(user_of(user, groups).groups)}
+
+
+def request_token(store, api, rtype, ns, name, body) -> dict:
+    """POST .../serviceaccounts/NAME/token (TokenRequest, as `kubectl
+    create token` sends it): a bearer token for the ServiceAccount, which
+    must exist. The token is opaque here, as a projected token is to its
+    holder; it authenticates until the server stops."""
+    api.get(rtype, ns, name)
+    spec = (body or {}).get("spec") or {}
+    seconds = spec.get("expirationSeconds") or 3600
+    if not isinstance(seconds, int) or seconds < 600:
+        raise ApiError(422, "Invalid", "spec.expirationSeconds: may not specify a duration less than 10 minutes")
+    issued = register_token(store, {"serviceAccount": {"namespace": ns, "name": name}})
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": now_iso()},
+            "spec": {"audiences": spec.get("audiences") or [], "expirationSeconds": seconds},
+            "status": {"token": issued["token"], "expirationTimestamp": expires}}
 
 
 def listed_tokens(store) -> list[dict]:
@@ -4185,6 +4216,7 @@ class Handler(BaseHTTPRequestHandler):
             self._log_entry = self._record(method, query, raw, info, user, refused is None)
             if refused is not None:
                 raise refused
+            self._stall(info)
             return self._api(method, url.path, query, raw)
         except ApiError as err:
             return self._error(err)
@@ -4194,6 +4226,20 @@ class Handler(BaseHTTPRequestHandler):
             import traceback
             traceback.print_exc()
             return self._error(ApiError(500, "InternalError", f"kubeapi emulator bug: {exc!r}"))
+
+    def _stall(self, info):
+        """Holds the request unanswered for a stall's seconds when one
+        matches it (an API server that took the request and went quiet:
+        an etcd hiccup, a load balancer dropping the answer)."""
+        with STORE.requests_lock:
+            stalls = STORE.stalls.get(info["namespace"], [])
+            stall = next((s for s in stalls if s["verb"] == info["verb"] and s["resource"] == info["resource"]
+                          and s["count"] > 0), None)
+            if stall is None:
+                return
+            stall["count"] -= 1
+            seconds = stall["seconds"]
+        time.sleep(seconds)
 
     def _admit(self, info, path):
         """(user, None) when the request may go on, else (user or None, the
@@ -4228,6 +4274,8 @@ class Handler(BaseHTTPRequestHandler):
             entry["patchType"] = PATCH_TYPES.get(content_type, content_type)
         if query.get("dryRun"):
             entry["dryRun"] = True
+        if query.get("resourceVersion") is not None:
+            entry["resourceVersion"] = query.get("resourceVersion")
         entry["user"] = user.name if user is not None else ""
         entry["allowed"] = allowed
         # Unix time the request arrived (`seconds`: how long it took).
@@ -4275,6 +4323,26 @@ class Handler(BaseHTTPRequestHandler):
                     store.requests.pop(ns, None)
                     return self._send(200, {"cleared": len(log), "namespace": ns})
             return self._send(200, {"namespace": ns, "requests": log})
+        if path == "/_emulator/stalls":
+            ns = self._control_namespace(query)
+            with store.requests_lock:
+                stalls = store.stalls.setdefault(ns, [])
+                if method == "POST":
+                    body = self._control_body(raw)
+                    verb, resource = body.get("verb"), body.get("resource")
+                    seconds, count = body.get("seconds"), body.get("count", 1)
+                    if not isinstance(verb, str) or not isinstance(resource, str) or not verb or not resource:
+                        raise bad_request('a stall needs "verb" and "resource" (as the request log names them)')
+                    if not isinstance(seconds, (int, float)) or not 0 < seconds <= 600:
+                        raise bad_request('"seconds" must be a number in (0, 600]')
+                    if not isinstance(count, int) or count < 1:
+                        raise bad_request('"count" must be a whole number of requests, at least 1')
+                    stalls.append({"verb": verb, "resource": resource, "seconds": seconds, "count": count})
+                elif method == "DELETE":
+                    stalls.clear()
+                elif method != "GET":
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+                return self._send(200, {"namespace": ns, "stalls": [dict(s) for s in stalls]})
         if path == "/_emulator/images":
             ns = self._control_namespace(query)
             with store.lock:
@@ -4417,7 +4485,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource",
                                {"group": group, "kind": plural})
             if sub and not ((sub == "status" and rtype.status_sub) or (sub == "scale" and rtype.scale_sub)
-                            or (sub == "log" and rtype.log_sub)):
+                            or (sub == "log" and rtype.log_sub) or (sub == "token" and rtype.token_sub)):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource",
                                {"group": group, "kind": f"{plural}/{sub}"})
             if rtype.namespaced and name is not None and ns is None:
@@ -4441,6 +4509,10 @@ class Handler(BaseHTTPRequestHandler):
                                                 dry_run)
                     return self._send(code, out)
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+            if sub == "token":
+                if method != "POST":
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+                return self._send(201, request_token(store, api, rtype, ns, name, self._json(raw)))
             if sub == "log":
                 if method != "GET":
                     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")

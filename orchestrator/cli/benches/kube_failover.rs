@@ -22,7 +22,7 @@ mod kubeapi;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kubeapi::{Server, call, start_server, wait, wait_every};
+use kubeapi::{Reaped, Server, call, start_server, wait};
 use serde_json::{Value, json};
 
 const BIN: &str = kubeapi::BIN;
@@ -34,6 +34,7 @@ const NEW: &str =
 fn fixture(url: &str, ns: &str) {
     kubeapi::gateway_namespace(url, ns);
     kubeapi::routed_workload(url, ns, "web", 4);
+    kubeapi::wait_serving(url, ns, "web");
 }
 
 fn canary_share(url: &str, ns: &str) -> u64 {
@@ -79,7 +80,9 @@ fn iteration(server: &Server, n: usize) -> (f64, f64) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let kubeconfig = kubeapi::admin_kubeconfig(server, &dir);
+    let log = |identity: &str| dir.join(format!("{identity}.log"));
     let spawn = |identity: &str| {
+        let stderr = std::fs::File::create(log(identity)).expect("a log file");
         Command::new(BIN)
             .args([
                 "controller",
@@ -94,8 +97,9 @@ fn iteration(server: &Server, n: usize) -> (f64, f64) {
             .arg(&kubeconfig)
             .env("KUBECONFIG", &kubeconfig)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
+            .map(Reaped)
             .expect("a controller")
     };
     let mut a = spawn("replica-a");
@@ -117,35 +121,94 @@ stages:\n  - name: web\n    target: web\n    timeout: 5m\n    canary: {{steps: [
         )
         .0 == 201
     });
-    wait_every(
-        "the canary at 10 %",
-        Duration::from_secs(60),
-        Duration::from_millis(250),
-        || canary_share(&server.url, &ns).abs_diff(100) <= 20,
-    );
+    let at_ten = within(Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(230));
+        canary_share(&server.url, &ns).abs_diff(100) <= 20
+    });
+    if at_ten.is_none() {
+        stalled(
+            server,
+            &ns,
+            &log,
+            "the canary did not reach 10 % within 60 s",
+        );
+    }
     let before = route_writes(&server.url, &ns);
     let leader = holder(&server.url, &ns).expect("a leader");
     let killed_at = Instant::now();
-    let (dead, alive) = if leader == "replica-a" {
-        (&mut a, &mut b)
+    let dead = if leader == "replica-a" {
+        &mut a
     } else {
-        (&mut b, &mut a)
+        &mut b
     };
-    let _ = dead.kill();
-    let _ = dead.wait();
+    let _ = dead.0.kill();
+    let _ = dead.0.wait();
     let moved = wait("the Lease to move", Duration::from_secs(60), || {
         holder(&server.url, &ns).is_some_and(|h| h != leader)
     });
-    let resumed = wait("the next route write", Duration::from_secs(60), || {
+    let resumed = within(Duration::from_secs(60), || {
         route_writes(&server.url, &ns) > before
     });
-    let _ = alive.kill();
-    let _ = alive.wait();
+    let Some(resumed) = resumed else {
+        stalled(
+            server,
+            &ns,
+            &log,
+            "the Release did not resume within 60 s of the leader's kill",
+        );
+    };
     let _ = std::fs::remove_dir_all(&dir);
     (
         (moved - killed_at).as_secs_f64(),
         (resumed - killed_at).as_secs_f64(),
     )
+}
+
+/// A stall is the finding: shows what both replicas said and what the
+/// API server was asked, then stops the bench.
+fn stalled(server: &Server, ns: &str, log: &dyn Fn(&str) -> std::path::PathBuf, what: &str) -> ! {
+    for identity in ["replica-a", "replica-b"] {
+        let said = std::fs::read_to_string(log(identity)).unwrap_or_default();
+        eprintln!("--- {identity} ---\n{said}");
+    }
+    let (_, answer) = call(
+        &server.url,
+        "GET",
+        &format!("/_emulator/requests?namespace={ns}"),
+        &Value::Null,
+    );
+    let (_, release) = call(
+        &server.url,
+        "GET",
+        &format!("/apis/deployctl.io/v1/namespaces/{ns}/releases/web"),
+        &Value::Null,
+    );
+    eprintln!("--- the Release's status ---\n{:#}", release["status"]);
+    eprintln!("--- requests ---");
+    for request in answer["requests"].as_array().into_iter().flatten() {
+        eprintln!(
+            "{} {} {} {} {} rv={}",
+            request["at"],
+            request["user"],
+            request["verb"],
+            request["resource"],
+            request["name"],
+            request["resourceVersion"]
+        );
+    }
+    panic!("{what} (logs above)");
+}
+
+/// When `done` first held, polling every 20 ms; `None` after `timeout`.
+fn within(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if done() {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 fn main() {

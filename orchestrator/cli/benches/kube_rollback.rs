@@ -66,6 +66,9 @@ fn fixture(url: &str, ns: &str) {
     for n in 0..CANARIES {
         kubeapi::routed_workload(url, ns, &format!("web-{n}"), 2);
     }
+    for n in 0..CANARIES {
+        kubeapi::wait_serving(url, ns, &format!("web-{n}"));
+    }
 }
 
 fn plan(ns: &str, health: &str) -> String {

@@ -329,6 +329,11 @@ enum Command {
         /// reconciled by two workers).
         #[arg(long, value_name = "N", default_value_t = deployctl_controller::CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrent_reconciles: u16,
+        /// Seconds one reconcile may take before it is cancelled and
+        /// retried at the next resync (a request the API server never
+        /// answers must not hold a worker for good).
+        #[arg(long, value_name = "SECONDS", default_value_t = deployctl_controller::RECONCILE_TIMEOUT_SECS, value_parser = clap::value_parser!(u16).range(1..=600))]
+        reconcile_timeout: u16,
         /// Print the Release CRD (JSON, for `kubectl apply -f -`) and exit.
         #[arg(long)]
         print_crd: bool,
@@ -506,6 +511,7 @@ fn main() -> ExitCode {
             identity,
             no_install_crd,
             concurrent_reconciles,
+            reconcile_timeout,
             print_crd,
             metrics_bind_address,
             health_probe_bind_address,
@@ -523,6 +529,9 @@ fn main() -> ExitCode {
                     identity: identity.clone(),
                     install_crd: !no_install_crd,
                     concurrent_reconciles: usize::from(*concurrent_reconciles),
+                    reconcile_timeout: std::time::Duration::from_secs(u64::from(
+                        *reconcile_timeout,
+                    )),
                     metrics_address: *metrics_bind_address,
                     health_address: *health_probe_bind_address,
                 })

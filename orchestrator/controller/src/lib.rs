@@ -104,6 +104,15 @@ const RESYNC: Duration = Duration::from_millis(500);
 /// say so) is looked at again although nothing about it changed.
 const SETTLED_RESYNC: Duration = Duration::from_secs(30);
 
+/// The longest one reconcile may take unless told otherwise
+/// (`--reconcile-timeout`). Each is a handful of API calls and journal
+/// reads; one that takes longer is waiting on an answer that will not
+/// come (kube's client has no read timeout, so that watches can idle),
+/// and holds a worker and the Release's place in the queue until it gives
+/// up. Cancelled there, it is retried at the next resync, as after a
+/// crash at the same point.
+pub const RECONCILE_TIMEOUT_SECS: u16 = 30;
+
 /// How many Releases the leader reconciles at once unless told otherwise
 /// (`--concurrent-reconciles`; Argo Rollouts' `--rollout-threads` is 10).
 pub const CONCURRENT_RECONCILES: u16 = 10;
@@ -120,6 +129,9 @@ pub struct Options {
     pub install_crd: bool,
     /// How many Releases are reconciled at once (at least 1).
     pub concurrent_reconciles: usize,
+    /// The longest one reconcile may take before it is cancelled and
+    /// retried.
+    pub reconcile_timeout: Duration,
     /// Where `/metrics` is served (none: not served).
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Where `/healthz` and `/readyz` are served (none: not served).
@@ -142,6 +154,7 @@ struct Shared {
     access_file: PathBuf,
     identity: String,
     metrics: Arc<Metrics>,
+    reconcile_timeout: Duration,
 }
 
 /// Resolves when SIGINT or SIGTERM arrives (Kubernetes stops pods with
@@ -236,6 +249,7 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
         state_dir: options.state_dir.clone(),
         access_file: options.access_file.clone(),
         identity: identity.clone(),
+        reconcile_timeout: options.reconcile_timeout,
     });
     let result = loop {
         let mut is_leader = leadership.is_leader.clone();
@@ -421,7 +435,17 @@ async fn lead(
             );
             let task = reconciles.spawn(async move {
                 let started = Instant::now();
-                let outcome = reconcile(&shared, &drivers, &release, &is_leader).await;
+                let outcome = tokio::time::timeout(
+                    shared.reconcile_timeout,
+                    reconcile(&shared, &drivers, &release, &is_leader),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "its reconcile did not finish within {} s (a request left unanswered); cancelled, and retried at the next resync",
+                        shared.reconcile_timeout.as_secs()
+                    ))
+                });
                 shared.metrics.reconciled(started.elapsed());
                 outcome
             });
@@ -536,10 +560,26 @@ async fn reconcile(
             }
             // Invalid and refused Releases stay so until their spec
             // changes: nothing to do before then.
-            Err(NotStarted::Status(status)) => Ok(Reconciled {
-                written: write_status(shared, release, status, is_leader).await?,
-                settled: true,
-            }),
+            Err(NotStarted::Status(status)) => {
+                let verdict = format!(
+                    "{}: {}",
+                    status.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
+                    status.message.as_deref().unwrap_or_default()
+                );
+                let written = write_status(shared, release, status, is_leader).await?;
+                if written.is_some() {
+                    // Said once, when the verdict is new: the operator
+                    // reading the controller's log learns why nothing ran.
+                    eprintln!(
+                        "Release {}/{name} not started: {verdict}",
+                        shared.releases.namespace()
+                    );
+                }
+                Ok(Reconciled {
+                    written,
+                    settled: true,
+                })
+            }
             Err(NotStarted::Retry(message)) => Err(message),
         };
     };

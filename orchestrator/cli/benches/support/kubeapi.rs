@@ -95,6 +95,27 @@ pub fn routed_workload(url: &str, ns: &str, name: &str, replicas: u32) {
     );
 }
 
+/// Waits until route `name` in `ns` sends every request to the stable
+/// pods `routed_workload` made. A release whose stable Deployment has not
+/// settled is refused at preflight (its rollback path is not confirmed),
+/// as it must be; a bench that measures releases waits for this first.
+pub fn wait_serving(url: &str, ns: &str, name: &str) {
+    wait_every(
+        &format!("{name} serving"),
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let (_, answer) = call(
+                url,
+                "POST",
+                &format!("/_emulator/traffic?namespace={ns}"),
+                &serde_json::json!({"route": name, "requests": 100}),
+            );
+            answer["byImage"]["registry.test/web:1"].as_u64() == Some(100)
+        },
+    );
+}
+
 /// Polls `done` every 20 ms until it holds; returns when it did.
 pub fn wait(what: &str, timeout: Duration, done: impl FnMut() -> bool) -> Instant {
     wait_every(what, timeout, Duration::from_millis(20), done)
@@ -128,6 +149,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped, so a panicking bench leaves no
+/// controller behind polling a server that is gone.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -46,7 +46,7 @@ pub(crate) fn http(
 }
 
 /// One HTTP/1.1 request; (status, response head, body), or why it failed.
-fn exchange(
+pub(crate) fn exchange(
     base: &str,
     method: &str,
     path: &str,
@@ -73,7 +73,34 @@ fn exchange(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok((status, head.to_owned(), body.to_owned()))
+    // A real API server behind `kubectl proxy` chunks larger answers.
+    let body = if header(head, "Transfer-Encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunked(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, head.to_owned(), body))
+}
+
+/// A `Transfer-Encoding: chunked` body's content (chunks are counted in
+/// bytes, and may split a character).
+fn dechunked(body: &str) -> String {
+    let mut rest = body.as_bytes();
+    let mut content = Vec::new();
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&rest[..end]);
+        let Ok(size) = usize::from_str_radix(line.split(';').next().unwrap_or_default().trim(), 16)
+        else {
+            break;
+        };
+        let data = &rest[end + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        content.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
+    }
+    String::from_utf8_lossy(&content).into_owned()
 }
 
 /// A response header's value (names are case-insensitive).

@@ -193,8 +193,14 @@ impl Cluster {
 
     /// `deployctl controller` on this namespace with a short lease.
     fn controller(&self, sandbox: &Sandbox, extra: &[&str]) -> Running {
+        self.controller_with(sandbox, extra, &[])
+    }
+
+    /// The controller with `global` flags before the subcommand and
+    /// `flags` of its own after it.
+    fn controller_with(&self, sandbox: &Sandbox, global: &[&str], flags: &[&str]) -> Running {
         let kubeconfig = self.kubeconfig.to_str().expect("utf-8 path").to_string();
-        let mut args = extra.to_vec();
+        let mut args = global.to_vec();
         args.extend([
             "controller",
             "--kubeconfig",
@@ -204,6 +210,7 @@ impl Cluster {
             "--lease-duration",
             "2",
         ]);
+        args.extend_from_slice(flags);
         sandbox.spawn(&args)
     }
 }
@@ -249,6 +256,43 @@ fn canary_release_succeeds(sandbox: &Sandbox, cluster: &Cluster) {
     drop(controller);
 }
 
+/// An API server that takes a request and never answers must not hold a
+/// Release for good: the reconcile waiting on it is cancelled after
+/// `--reconcile-timeout`, retried, and the run starts and ends.
+#[test]
+fn a_request_left_unanswered_is_cancelled_and_the_release_still_runs() {
+    let sandbox = Sandbox::new("controller-stall");
+    let Some(cluster) = Cluster::test_server(&sandbox, "stall") else {
+        return;
+    };
+    let url = std::env::var("DEPLOYCTL_TEST_KUBEAPI_URL").expect("the test server");
+    // The start's first write, the rollback finalizer, goes unanswered
+    // for longer than the test waits.
+    let (status, answer) = crate::cloudfront_e2e::http(
+        &url,
+        "POST",
+        &format!("/_emulator/stalls?namespace={}", cluster.namespace),
+        &[("Content-Type", "application/json")],
+        r#"{"verb": "patch", "resource": "releases", "seconds": 300}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let controller = cluster.controller_with(&sandbox, &[], &["--reconcile-timeout", "2"]);
+    cluster.create("checkout", &canary_plan("1s"), "alice");
+    let status = cluster.wait_status(
+        "checkout",
+        Duration::from_secs(60),
+        "the release succeeded",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert_eq!(sandbox.run_ids().len(), 1, "one run");
+    assert_eq!(status.stages[0].weight, 100);
+    let log = controller.stderr_so_far();
+    assert!(
+        log.contains("its reconcile did not finish within 2 s"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_release_with_a_sim_canary_runs_to_success() {
     let sandbox = Sandbox::new("controller-canary");
@@ -286,7 +330,7 @@ fn an_invalid_plan_is_reported_with_line_and_column_and_nothing_runs() {
     let Some(cluster) = Cluster::test_server(&sandbox, "invalid") else {
         return;
     };
-    let _controller = cluster.controller(&sandbox, &[]);
+    let controller = cluster.controller(&sandbox, &[]);
     let plan = canary_plan("1s").replace("setWeight: 20", "setWeight: 120");
     cluster.create("broken", &plan, "alice");
     let status = cluster.wait_status(
@@ -327,6 +371,17 @@ fn an_invalid_plan_is_reported_with_line_and_column_and_nothing_runs() {
         "{refused:#?}"
     );
     assert!(sandbox.run_ids().is_empty());
+    // The controller's log says why, once per verdict, though the
+    // resyncs look at both Releases again.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = controller.stderr_so_far();
+    for (name, verdict) in [("broken", "Invalid"), ("anonymous", "Refused")] {
+        let said = format!(
+            "Release {}/{name} not started: {verdict}:",
+            cluster.namespace
+        );
+        assert_eq!(log.matches(&said).count(), 1, "{said}\n{log}");
+    }
 }
 
 fn now() -> u64 {

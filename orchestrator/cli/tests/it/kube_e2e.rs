@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::cloudfront_e2e::http;
 use crate::emulators::urls;
 use crate::lambda_support::HealthServer;
+use crate::real_cluster::{self, RealCluster};
 use crate::sandbox::{COMMAND_TIMEOUT, Finished, Running, Sandbox, wait_until};
 
 // Pinned by digest, as plans must pin them.
@@ -47,31 +48,133 @@ fn kube(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
     (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
-/// A namespace of the test server holding `web` (a Deployment of 4 pods
-/// behind Service `web`, a preview Service, a Gateway and an HTTPRoute to
-/// `web`), and a kubeconfig for the binary in the sandbox.
+/// A namespace holding `web` (a Deployment of 4 pods behind Service
+/// `web`, a preview Service, a Gateway and an HTTPRoute to `web`), and a
+/// kubeconfig for the binary in the sandbox: on the test server, or on
+/// the cluster the real-cluster switch names (`real_cluster.rs`).
+#[derive(Clone)]
 struct Cluster {
+    /// Where the tests' own calls go: the test server, or `kubectl proxy`.
     url: String,
+    /// The API server's URL as the binary's kubeconfig names it.
+    server: String,
+    /// The kubeconfig context plans name.
+    context: String,
     namespace: String,
+    /// The real cluster, when the switch is on.
+    real: Option<&'static RealCluster>,
+    /// A real cluster's namespace (and cluster-wide objects the test
+    /// made) are deleted when the last clone goes.
+    cleanup: Option<Arc<Cleanup>>,
+}
+
+/// What a test made on a real cluster, deleted (in the background, as
+/// `kubectl delete` does) when the test ends.
+struct Cleanup {
+    url: String,
+    paths: std::sync::Mutex<Vec<String>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let paths = self.paths.get_mut().map(std::mem::take).unwrap_or_default();
+        for path in paths.iter().rev() {
+            // Best effort: a cleanup that fails must not hide the test's
+            // own result.
+            let _ = crate::cloudfront_e2e::exchange(&self.url, "DELETE", path, &[], "");
+        }
+    }
 }
 
 impl Cluster {
     fn new(test: &str, sandbox: &Sandbox, label: &str) -> Option<Cluster> {
+        if let Some(real) = real_cluster::from_env() {
+            return Some(Cluster::on_real(real, &real.context, sandbox, label));
+        }
         let [url] = urls(test, ["DEPLOYCTL_TEST_KUBEAPI_URL"])?;
         Some(Cluster::new_at(&url, sandbox, label))
     }
 
-    /// The fixture on the server at `url`.
+    /// The fixture on the test server at `url`.
     fn new_at(url: &str, sandbox: &Sandbox, label: &str) -> Cluster {
-        let url = url.to_owned();
+        Cluster {
+            url: url.to_owned(),
+            server: url.to_owned(),
+            context: "test".to_owned(),
+            namespace: Cluster::namespace_for(label),
+            real: None,
+            cleanup: None,
+        }
+        .with_fixture(sandbox)
+    }
+
+    /// The fixture on `real`'s cluster `context`.
+    fn on_real(
+        real: &'static RealCluster,
+        context: &str,
+        sandbox: &Sandbox,
+        label: &str,
+    ) -> Cluster {
+        let url = real.proxy(context);
+        let namespace = Cluster::namespace_for(label);
+        let cleanup = Cleanup {
+            url: url.clone(),
+            paths: std::sync::Mutex::new(vec![format!("/api/v1/namespaces/{namespace}")]),
+        };
+        Cluster {
+            server: real.server(context).expect("checked at start"),
+            url,
+            context: context.to_owned(),
+            namespace,
+            real: Some(real),
+            cleanup: Some(Arc::new(cleanup)),
+        }
+        .with_fixture(sandbox)
+    }
+
+    fn namespace_for(label: &str) -> String {
         static COUNT: AtomicU32 = AtomicU32::new(0);
-        let namespace = format!(
+        format!(
             "e2e-{label}-{}-{}",
             std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
-        );
-        let cluster = Cluster { url, namespace };
+        )
+    }
+
+    /// The images released: `[stable, new]`.
+    fn images(&self) -> [&str; 2] {
+        match self.real {
+            Some(real) => [&real.stable_image, &real.new_image],
+            None => [STABLE, NEW],
+        }
+    }
+
+    /// How long to wait for what takes `emulated` on the test server: a
+    /// cluster pulls images and schedules pods for real.
+    fn patience(&self, emulated: Duration) -> Duration {
+        if self.real.is_some() {
+            emulated * 4
+        } else {
+            emulated
+        }
+    }
+
+    /// Whether the test server's request log exists here; on a real
+    /// cluster, says which check `test` skips for want of it.
+    fn has_request_log(&self, test: &str, check: &str) -> bool {
+        if self.real.is_some() {
+            eprintln!(
+                "SKIPPED on a real cluster, in {test}: checking {check} needs the test server's request log"
+            );
+        }
+        self.real.is_none()
+    }
+
+    fn with_fixture(self, sandbox: &Sandbox) -> Cluster {
+        let cluster = self;
         let ns = &cluster.namespace;
+        let [stable, _] = cluster.images();
+        let gateway_class = cluster.real.map_or("test", |r| r.gateway_class.as_str());
         cluster.create(
             "/api/v1/namespaces",
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
@@ -81,7 +184,7 @@ impl Cluster {
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
                    "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
                             "template": {"metadata": {"labels": {"app": "web"}},
-                                         "spec": {"containers": [{"name": "api", "image": STABLE}]}}}}),
+                                         "spec": {"containers": [{"name": "api", "image": stable}]}}}}),
         );
         for name in ["web", "web-preview"] {
             cluster.create(
@@ -93,31 +196,62 @@ impl Cluster {
         cluster.create(
             &format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways"),
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
-                   "spec": {"gatewayClassName": "test", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+                   "spec": {"gatewayClassName": gateway_class, "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
         );
         cluster.create(
             &format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"),
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
                    "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
         );
-        // The binary authenticates as a cluster admin would; tests that
-        // check permissions rewrite the kubeconfig with a narrower token.
-        cluster.register_token(
-            &json!({"token": ADMIN_TOKEN, "user": "e2e-admin", "groups": ["system:masters"]}),
-        );
-        cluster.write_kubeconfig(sandbox, ADMIN_TOKEN);
+        cluster.write_admin_kubeconfig(sandbox);
         // Ready when traffic reaches it: endpoints and the route's status
         // follow the pods a little later, as on a cluster.
         wait_until(
-            Duration::from_secs(30),
+            cluster.patience(Duration::from_secs(30)),
             "the stable Deployment serving",
             || {
                 cluster.available("web") == Some(4)
-                    && cluster.served_by(json!({"route": "web"}), STABLE) == 1000
-                    && cluster.served_by(json!({"service": "web-preview"}), STABLE) == 1000
+                    && cluster.served_by(json!({"route": "web"}), stable) == 1000
+                    && cluster.served_by(json!({"service": "web-preview"}), stable) == 1000
             },
         );
         cluster
+    }
+
+    /// The binary authenticates as a cluster admin would; tests that check
+    /// permissions rewrite the kubeconfig with a narrower token. On a real
+    /// cluster: the environment's kubeconfig, every context in it.
+    fn write_admin_kubeconfig(&self, sandbox: &Sandbox) {
+        match self.real {
+            Some(real) => std::fs::write(sandbox.root().join("kubeconfig.yaml"), real.kubeconfig())
+                .expect("kubeconfig written"),
+            None => {
+                self.register_token(
+                    &json!({"token": ADMIN_TOKEN, "user": "e2e-admin", "groups": ["system:masters"]}),
+                );
+                self.write_kubeconfig(sandbox, ADMIN_TOKEN);
+            }
+        }
+    }
+
+    /// A token for ServiceAccount `name` (which must exist) from the
+    /// TokenRequest API, as `kubectl create token` gets one.
+    fn service_account_token(&self, name: &str) -> String {
+        let (status, answer) = kube(
+            &self.url,
+            "POST",
+            &format!(
+                "/api/v1/namespaces/{}/serviceaccounts/{name}/token",
+                self.namespace
+            ),
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": 3600}}),
+        );
+        assert_eq!(status, 201, "{answer:#}");
+        answer["status"]["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
     }
 
     /// Registers a bearer token with the server (`/_emulator/tokens`:
@@ -131,6 +265,12 @@ impl Cluster {
     /// The sandbox's kubeconfig (context `test`, this namespace),
     /// authenticating with `token`.
     fn write_kubeconfig(&self, sandbox: &Sandbox, token: &str) {
+        if let Some(real) = self.real {
+            let kubeconfig = real.kubeconfig_with_token(&self.context, token, &self.namespace);
+            std::fs::write(sandbox.root().join("kubeconfig.yaml"), kubeconfig)
+                .expect("kubeconfig written");
+            return;
+        }
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: {token}}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: {}}}\ncurrent-context: test\n",
             self.url, self.namespace
@@ -169,6 +309,16 @@ impl Cluster {
             status == 200 || status == 201,
             "apply {path}: {status} {answer}"
         );
+        if let Some(cleanup) = &self.cleanup
+            && kind == "ClusterRoleBinding"
+        {
+            // Made for this namespace's ServiceAccount alone.
+            cleanup
+                .paths
+                .lock()
+                .expect("the cleanup list")
+                .push(format!("{collection}/{name}"));
+        }
     }
 
     fn create(&self, path: &str, body: Value) {
@@ -207,6 +357,9 @@ impl Cluster {
     /// How many of 1000 requests through the route (or a Service) `image`
     /// served, by the server's traffic model.
     fn served_by(&self, through: Value, image: &str) -> u64 {
+        if self.real.is_some() {
+            return real_cluster::served_by(&self.url, &self.namespace, &through, image);
+        }
         let mut body = through;
         body["requests"] = json!(1000);
         let (status, answer) = kube(
@@ -246,11 +399,11 @@ impl Cluster {
         };
         let plan = format!(
             "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-e2e, environment: test}}\n\
-targets:\n  web:\n    kubernetes: {{kubeconfig: kubeconfig.yaml, context: test, namespace: {}, deployment: web, service: web, {router}}}\n\
+targets:\n  web:\n    kubernetes: {{kubeconfig: kubeconfig.yaml, context: {}, namespace: {}, deployment: web, service: web, {router}}}\n\
 artifacts:\n  web: {{version: \"2\", image: {{reference: \"{image}\", container: api}}}}\n\
 stages:\n  - name: web\n    target: web\n    timeout: 2m\n    {strategy}\n\
 gates:\n{gates}",
-            self.namespace
+            self.context, self.namespace
         );
         let path = sandbox.root().join("plan.yaml");
         std::fs::write(&path, plan).expect("plan written");
@@ -283,8 +436,9 @@ fn a_canary_through_the_httproute_moves_the_real_share_and_promotes() {
     let Some(cluster) = Cluster::new(test, &sandbox, "canary") else {
         return;
     };
+    let [_, new] = cluster.images();
     let strategy = "canary:\n      gates: [ready]\n      steps: [{setWeight: 10}, {pause: {duration: 4s}}, {setWeight: 50}, {pause: {duration: 4s}}, {setWeight: 100}]";
-    let plan = cluster.plan(&sandbox, true, NEW, strategy, READY_GATE);
+    let plan = cluster.plan(&sandbox, true, new, strategy, READY_GATE);
     let running = sandbox.spawn(&["apply", &plan, "--yes"]);
     let route = json!({"route": "web"});
     for share in [100u64, 500] {
@@ -292,14 +446,14 @@ fn a_canary_through_the_httproute_moves_the_real_share_and_promotes() {
             Duration::from_secs(40),
             &format!("the canary serving {share} of 1000"),
             || {
-                let served = cluster.served_by(route.clone(), NEW);
+                let served = cluster.served_by(route.clone(), new);
                 served.abs_diff(share) <= 20
             },
         );
     }
     let out = finish(running);
     out.expect_code(0);
-    assert_eq!(cluster.served_by(route, NEW), 1000, "{out}");
+    assert_eq!(cluster.served_by(route, new), 1000, "{out}");
     assert!(
         cluster.deployment("web-canary").is_none(),
         "the canary is removed once promoted"
@@ -307,7 +461,7 @@ fn a_canary_through_the_httproute_moves_the_real_share_and_promotes() {
     let primary = cluster.deployment("web").expect("the primary");
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        NEW
+        new
     );
     assert_eq!(phase(&sandbox)["phase"], "Succeeded");
 }
@@ -319,14 +473,15 @@ fn a_gate_failing_at_50_percent_puts_the_route_back_on_stable() {
     let Some(cluster) = Cluster::new(test, &sandbox, "gate") else {
         return;
     };
+    let [stable, new] = cluster.images();
     let health = HealthServer::start(|_| false);
     let strategy =
         "canary:\n      steps: [{setWeight: 10}, {setWeight: 50}, {analysis: {gates: [health]}}]";
-    let plan = cluster.plan(&sandbox, true, NEW, strategy, &health_gate(&health.url));
+    let plan = cluster.plan(&sandbox, true, new, strategy, &health_gate(&health.url));
     let out = sandbox.run(&["apply", &plan, "--yes"]);
     out.expect_code(1);
     assert_eq!(phase(&sandbox)["phase"], "RolledBack", "{out}");
-    assert_eq!(cluster.served_by(json!({"route": "web"}), STABLE), 1000);
+    assert_eq!(cluster.served_by(json!({"route": "web"}), stable), 1000);
     assert_eq!(
         weights(&cluster.route()["spec"]["rules"][0]["backendRefs"]),
         json!([["web", 100]])
@@ -344,8 +499,21 @@ fn a_crash_looping_canary_fails_naming_its_pod_container_and_reason() {
     let Some(cluster) = Cluster::new(test, &sandbox, "crash") else {
         return;
     };
-    let image = CRASHING;
-    cluster.image_behaves(image, "crashloop");
+    let image = match cluster.real {
+        None => {
+            cluster.image_behaves(CRASHING, "crashloop");
+            CRASHING
+        }
+        Some(real) => match &real.crashing_image {
+            Some(image) => image.as_str(),
+            None => {
+                eprintln!(
+                    "SKIPPED {test} on a real cluster: DEPLOYCTL_E2E_CRASHING_IMAGE is not set (an image that exits at once)"
+                );
+                return;
+            }
+        },
+    };
     let strategy =
         "canary:\n      gates: [ready]\n      steps: [{setWeight: 10}, {setWeight: 100}]";
     let plan = cluster.plan(&sandbox, true, image, strategy, READY_GATE);
@@ -370,12 +538,13 @@ fn blue_green_promotes_once_the_endpoints_list_green_alone() {
     let Some(cluster) = Cluster::new(test, &sandbox, "bg") else {
         return;
     };
+    let [_, new] = cluster.images();
     let strategy = "blueGreen: {prePromotionGates: [ready], scaleDownDelay: 1s}";
-    let plan = cluster.plan(&sandbox, false, NEW, strategy, READY_GATE);
+    let plan = cluster.plan(&sandbox, false, new, strategy, READY_GATE);
     let out = sandbox.run(&["apply", &plan, "--yes"]);
     out.expect_code(0);
     assert_eq!(
-        cluster.served_by(json!({"service": "web"}), NEW),
+        cluster.served_by(json!({"service": "web"}), new),
         1000,
         "{out}"
     );
@@ -396,20 +565,21 @@ fn a_failing_preview_gate_rolls_back_and_production_never_moves() {
     let Some(cluster) = Cluster::new(test, &sandbox, "bgfail") else {
         return;
     };
+    let [stable, new] = cluster.images();
     let health = HealthServer::start(|_| false);
     let strategy = "blueGreen: {prePromotionGates: [health]}";
-    let plan = cluster.plan(&sandbox, false, NEW, strategy, &health_gate(&health.url));
+    let plan = cluster.plan(&sandbox, false, new, strategy, &health_gate(&health.url));
     // Production is sampled all along: not one request may reach green.
     let done = Arc::new(AtomicBool::new(false));
     let leaked = Arc::new(AtomicU32::new(0));
     let sampler = {
         let (done, leaked) = (Arc::clone(&done), Arc::clone(&leaked));
-        let (url, namespace) = (cluster.url.clone(), cluster.namespace.clone());
+        let cluster = cluster.clone();
+        let new = new.to_owned();
         std::thread::spawn(move || {
-            let cluster = Cluster { url, namespace };
             while !done.load(Ordering::Relaxed) {
                 leaked.fetch_add(
-                    cluster.served_by(json!({"service": "web"}), NEW) as u32,
+                    cluster.served_by(json!({"service": "web"}), &new) as u32,
                     Ordering::Relaxed,
                 );
                 std::thread::sleep(Duration::from_millis(50));
@@ -427,7 +597,7 @@ fn a_failing_preview_gate_rolls_back_and_production_never_moves() {
     );
     assert_eq!(phase(&sandbox)["phase"], "RolledBack");
     assert!(cluster.deployment("web-2").is_none(), "green is deleted");
-    assert_eq!(cluster.served_by(json!({"service": "web"}), STABLE), 1000);
+    assert_eq!(cluster.served_by(json!({"service": "web"}), stable), 1000);
 }
 
 #[test]
@@ -437,9 +607,10 @@ fn another_writer_of_the_route_mid_run_stops_the_run_for_a_human() {
     let Some(cluster) = Cluster::new(test, &sandbox, "stranger") else {
         return;
     };
+    let [_, new] = cluster.images();
     let strategy =
         "canary:\n      steps: [{setWeight: 10}, {pause: {duration: 3s}}, {setWeight: 50}]";
-    let plan = cluster.plan(&sandbox, true, NEW, strategy, READY_GATE);
+    let plan = cluster.plan(&sandbox, true, new, strategy, READY_GATE);
     let running = sandbox.spawn(&["apply", &plan, "--yes"]);
     wait_until(Duration::from_secs(40), "the pause at 10 %", || {
         crate::cloudfront_e2e::pausing(&sandbox)
@@ -477,8 +648,9 @@ fn a_run_killed_mid_canary_resumes_to_the_end_or_rolls_back_on_request() {
         let Some(cluster) = Cluster::new(test, &sandbox, "kill") else {
             return;
         };
+        let [stable, new] = cluster.images();
         let strategy = "canary:\n      steps: [{setWeight: 10}, {pause: {duration: 2s}}, {setWeight: 50}, {pause: {duration: 1s}}, {setWeight: 100}]";
-        let plan = cluster.plan(&sandbox, true, NEW, strategy, READY_GATE);
+        let plan = cluster.plan(&sandbox, true, new, strategy, READY_GATE);
         let running = sandbox.spawn(&["apply", &plan, "--yes"]);
         wait_until(Duration::from_secs(40), "the pause at 10 %", || {
             crate::cloudfront_e2e::pausing(&sandbox)
@@ -490,17 +662,17 @@ fn a_run_killed_mid_canary_resumes_to_the_end_or_rolls_back_on_request() {
             "resume" => {
                 let out = sandbox.run(&["resume", &run]);
                 out.expect_code(0);
-                assert_eq!(cluster.served_by(route.clone(), NEW), 1000, "{out}");
+                assert_eq!(cluster.served_by(route.clone(), new), 1000, "{out}");
                 // Safe twice: nothing left to do.
                 let again = sandbox.run(&["resume", &run]);
                 assert!(matches!(again.code, Some(0) | Some(2)), "{again}");
-                assert_eq!(cluster.served_by(route, NEW), 1000);
+                assert_eq!(cluster.served_by(route, new), 1000);
             }
             _ => {
                 for _ in 0..2 {
                     let out = sandbox.run(&["rollback", &run, "--yes"]);
                     assert!(matches!(out.code, Some(0) | Some(2)), "{out}");
-                    assert_eq!(cluster.served_by(route.clone(), STABLE), 1000, "{out}");
+                    assert_eq!(cluster.served_by(route.clone(), stable), 1000, "{out}");
                 }
                 assert!(cluster.deployment("web-canary").is_none());
             }
@@ -529,9 +701,8 @@ impl Cluster {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
             "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": self.namespace}],
         }));
-        let token = self.register_token(
-            &json!({"serviceAccount": {"namespace": self.namespace, "name": "deployer"}}),
-        );
+        self.create_manifest(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer"}}));
+        let token = self.service_account_token("deployer");
         self.write_kubeconfig(sandbox, &token);
     }
 
@@ -570,12 +741,16 @@ fn rbac_covers(test: &str, routed: bool, runs: &[(&str, &str, i32)]) {
     let Some(cluster) = Cluster::new(test, &sandbox, "rbac") else {
         return;
     };
+    if !cluster.has_request_log(test, "which requests the releases made") {
+        return;
+    }
+    let [_, new] = cluster.images();
     let health = HealthServer::start(|_| false);
     cluster.clear_requests();
     let mut role = Value::Null;
     for (strategy, gates, code) in runs {
         let gates = gates.replace("HEALTH", &health_gate(&health.url));
-        let plan = cluster.plan(&sandbox, routed, NEW, strategy, &gates);
+        let plan = cluster.plan(&sandbox, routed, new, strategy, &gates);
         if role.is_null() {
             let out = sandbox.run(&["rbac", &plan]);
             out.expect_code(0);
@@ -674,10 +849,11 @@ fn a_release_missing_a_permission_says_which_request_was_refused() {
     let Some(cluster) = Cluster::new(test, &sandbox, "forbid") else {
         return;
     };
+    let [stable, new] = cluster.images();
     let plan = cluster.plan(
         &sandbox,
         true,
-        NEW,
+        new,
         "canary:\n      gates: [ready]\n      steps: [{setWeight: 50}, {setWeight: 100}]",
         READY_GATE,
     );
@@ -697,7 +873,7 @@ fn a_release_missing_a_permission_says_which_request_was_refused() {
         text.contains(r#"cannot patch resource "deployments/scale" in API group "apps""#),
         "{text}"
     );
-    assert_eq!(cluster.served_by(json!({"route": "web"}), STABLE), 1000);
+    assert_eq!(cluster.served_by(json!({"route": "web"}), stable), 1000);
 }
 
 /// A second test API server of this test's own: another cluster, with
@@ -740,6 +916,14 @@ impl Drop for SecondServer {
     }
 }
 
+/// Both test servers in one kubeconfig, as contexts `east` and `west`.
+fn two_cluster_kubeconfig(east: &Cluster, west: &Cluster) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {{server: \"{}\"}}\n- name: west\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: e2e-token}}\ncontexts:\n- name: east\n  context: {{cluster: east, user: test}}\n- name: west\n  context: {{cluster: west, user: test}}\ncurrent-context: east\n",
+        east.url, west.url
+    )
+}
+
 /// One plan moves `web` in two clusters (stage `east` on the shared
 /// server, then `west` on a second one); `west`'s gate fails, and
 /// `rollback.scope: plan` puts both back: east's route on stable too.
@@ -750,16 +934,34 @@ fn a_failure_in_one_cluster_rolls_back_both() {
     let Some(east) = Cluster::new(test, &sandbox, "east") else {
         return;
     };
-    let second = SecondServer::start();
+    let [stable, new] = east.images();
     // Its own sandbox only for the fixture's kubeconfig, which the plan
     // does not use (it names both clusters in `clusters.yaml`).
     let west_files = Sandbox::new("kube-two-west");
-    let west = Cluster::new_at(&second.url, &west_files, "west");
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {{server: \"{}\"}}\n- name: west\n  cluster: {{server: \"{}\"}}\nusers:\n- name: test\n  user: {{token: e2e-token}}\ncontexts:\n- name: east\n  context: {{cluster: east, user: test}}\n- name: west\n  context: {{cluster: west, user: test}}\ncurrent-context: east\n",
-        east.url, west.url
-    );
+    let (west, _second, kubeconfig) = match east.real {
+        Some(real) => {
+            let Some(context) = &real.second_context else {
+                eprintln!(
+                    "SKIPPED {test} on a real cluster: DEPLOYCTL_E2E_SECOND_CONTEXT is not set (another cluster's context)"
+                );
+                return;
+            };
+            let west = Cluster::on_real(real, context, &west_files, "west");
+            (west, None, real.kubeconfig())
+        }
+        None => {
+            let second = SecondServer::start();
+            let west = Cluster::new_at(&second.url, &west_files, "west");
+            let kubeconfig = two_cluster_kubeconfig(&east, &west);
+            (west, Some(second), kubeconfig)
+        }
+    };
     std::fs::write(sandbox.root().join("clusters.yaml"), kubeconfig).expect("kubeconfig written");
+    // The test servers' contexts are named in `two_cluster_kubeconfig`.
+    let (east_context, west_context) = match east.real {
+        Some(_) => (east.context.as_str(), west.context.as_str()),
+        None => ("east", "west"),
+    };
     let health = HealthServer::start(|_| false);
     let target = |context: &str, ns: &str| {
         format!(
@@ -769,12 +971,12 @@ fn a_failure_in_one_cluster_rolls_back_both() {
     let plan = format!(
         "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-two, environment: test}}\n\
 targets:\n  web-east:\n{}  web-west:\n{}\
-artifacts:\n  web-east: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n  web-west: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+artifacts:\n  web-east: {{version: \"2\", image: {{reference: \"{new}\", container: api}}}}\n  web-west: {{version: \"2\", image: {{reference: \"{new}\", container: api}}}}\n\
 stages:\n  - name: east\n    target: web-east\n    canary: {{steps: [{{setWeight: 50}}, {{setWeight: 100}}]}}\n  - name: west\n    target: web-west\n    after: [east]\n    canary: {{steps: [{{setWeight: 10}}, {{analysis: {{gates: [health]}}}}]}}\n\
 gates:\n{}\
 rollback: {{scope: plan}}\n",
-        target("east", &east.namespace),
-        target("west", &west.namespace),
+        target(east_context, &east.namespace),
+        target(west_context, &west.namespace),
         health_gate(&health.url)
     );
     let path = sandbox.root().join("plan.yaml");
@@ -784,7 +986,7 @@ rollback: {{scope: plan}}\n",
     assert_eq!(phase(&sandbox)["phase"], "RolledBack", "{out}");
     for cluster in [&east, &west] {
         assert_eq!(
-            cluster.served_by(json!({"route": "web"}), STABLE),
+            cluster.served_by(json!({"route": "web"}), stable),
             1000,
             "{}\n{out}",
             cluster.url
@@ -796,7 +998,7 @@ rollback: {{scope: plan}}\n",
         );
         let primary = cluster.deployment("web").expect("the primary");
         assert_eq!(
-            primary["spec"]["template"]["spec"]["containers"][0]["image"], STABLE,
+            primary["spec"]["template"]["spec"]["containers"][0]["image"], stable,
             "{}",
             cluster.url
         );
@@ -867,9 +1069,7 @@ impl Cluster {
             }
             self.create_manifest(&object);
         }
-        let token = self.register_token(
-            &json!({"serviceAccount": {"namespace": ns, "name": "deployctl-controller"}}),
-        );
+        let token = self.service_account_token("deployctl-controller");
         self.write_kubeconfig(sandbox, &token);
         wait_until(
             Duration::from_secs(30),
@@ -936,10 +1136,11 @@ fn the_controller_fails_over_mid_canary_and_finishes_the_release_once() {
     let Some(cluster) = Cluster::new(test, &sandbox, "ctl") else {
         return;
     };
+    let [_, new] = cluster.images();
     let plan = format!(
         "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-controller, environment: test}}\n\
 targets:\n  web:\n    kubernetes: {{namespace: {}, deployment: web, service: web, httpRoute: {{name: web}}}}\n\
-artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+artifacts:\n  web: {{version: \"2\", image: {{reference: \"{new}\", container: api}}}}\n\
 stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      steps: [{{setWeight: 10}}, {{pause: {{duration: 6s}}}}, {{setWeight: 50}}, {{pause: {{duration: 1s}}}}, {{setWeight: 100}}]\n",
         cluster.namespace
     );
@@ -952,10 +1153,15 @@ stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      ste
     ];
     cluster.release("storefront", &plan);
     let route = json!({"route": "web"});
-    wait_until(Duration::from_secs(60), "the canary at 10 %", || {
-        cluster.served_by(route.clone(), NEW).abs_diff(100) <= 20
-    });
-    cluster.clear_requests();
+    wait_until(
+        cluster.patience(Duration::from_secs(60)),
+        "the canary at 10 %",
+        || cluster.served_by(route.clone(), new).abs_diff(100) <= 20,
+    );
+    let logged = cluster.has_request_log(test, "that no step was written twice");
+    if logged {
+        cluster.clear_requests();
+    }
     let leader = cluster.lease_holder().expect("a leader");
     let index = usize::from(leader == "replica-b");
     let killed = replicas[index].take().expect("the leader's process");
@@ -981,12 +1187,15 @@ stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      ste
         Some(leader.as_str()),
         "the Lease moved"
     );
-    assert_eq!(cluster.served_by(route, NEW), 1000);
+    assert_eq!(cluster.served_by(route, new), 1000);
     assert_eq!(
         sandbox.run_ids().len(),
         1,
         "one run, resumed, not a second one"
     );
+    if !logged {
+        return;
+    }
     // After the kill: 50 %, 100 %, and the promotion's move back to the
     // primary; the 10 % step was not written again.
     let route_writes: Vec<Value> = cluster
@@ -1017,9 +1226,13 @@ fn plan_observe_reads_a_kubernetes_target_and_writes_nothing() {
     let Some(cluster) = Cluster::new(test, &sandbox, "observe") else {
         return;
     };
+    let [stable, new] = cluster.images();
     let strategy = "canary:\n      steps: [{setWeight: 10}, {setWeight: 100}]";
-    let plan = cluster.plan(&sandbox, true, NEW, strategy, READY_GATE);
-    cluster.clear_requests();
+    let plan = cluster.plan(&sandbox, true, new, strategy, READY_GATE);
+    let logged = cluster.has_request_log(test, "that it wrote nothing");
+    if logged {
+        cluster.clear_requests();
+    }
     let out = sandbox.run(&["plan", &plan, "--observe", "--output", "json"]);
     out.expect_code(0);
     let report: Value = serde_json::from_str(&out.stdout).expect("a report");
@@ -1028,23 +1241,25 @@ fn plan_observe_reads_a_kubernetes_target_and_writes_nothing() {
         stage["identity"],
         format!(
             "kubernetes:{}/namespaces/{}/deployments/web",
-            cluster.url, cluster.namespace
+            cluster.server, cluster.namespace
         ),
         "{report:#}"
     );
-    assert_eq!(stage["now"]["stable"], STABLE, "{report:#}");
+    assert_eq!(stage["now"]["stable"], stable, "{report:#}");
     let text = report.to_string();
     assert!(
         text.contains("apply HTTPRoute"),
         "the weight steps name their route write: {report:#}"
     );
-    let writes: Vec<Value> = cluster
-        .requests()
-        .into_iter()
-        .filter(|r| !matches!(r["verb"].as_str(), Some("get" | "list" | "watch")))
-        .collect();
-    assert!(writes.is_empty(), "plan --observe wrote: {writes:#?}");
-    assert_eq!(cluster.served_by(json!({"route": "web"}), STABLE), 1000);
+    if logged {
+        let writes: Vec<Value> = cluster
+            .requests()
+            .into_iter()
+            .filter(|r| !matches!(r["verb"].as_str(), Some("get" | "list" | "watch")))
+            .collect();
+        assert!(writes.is_empty(), "plan --observe wrote: {writes:#?}");
+    }
+    assert_eq!(cluster.served_by(json!({"route": "web"}), stable), 1000);
 }
 
 /// The controller serves Prometheus metrics and the kubelet's probes on
@@ -1057,6 +1272,7 @@ fn the_controller_serves_metrics_and_probes() {
     let Some(cluster) = Cluster::new(test, &sandbox, "metrics") else {
         return;
     };
+    let [_, new] = cluster.images();
     let kubeconfig = sandbox.root().join("kubeconfig.yaml");
     let kubeconfig = kubeconfig.to_str().expect("utf-8 path").to_owned();
     let args = [
@@ -1098,7 +1314,7 @@ fn the_controller_serves_metrics_and_probes() {
     let plan = format!(
         "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-metrics, environment: test}}\n\
 targets:\n  web:\n    kubernetes: {{namespace: {}, deployment: web, service: web, httpRoute: {{name: web}}}}\n\
-artifacts:\n  web: {{version: \"2\", image: {{reference: \"{NEW}\", container: api}}}}\n\
+artifacts:\n  web: {{version: \"2\", image: {{reference: \"{new}\", container: api}}}}\n\
 stages:\n  - name: web\n    target: web\n    canary: {{steps: [{{setWeight: 50}}, {{setWeight: 100}}]}}\n",
         cluster.namespace
     );
@@ -1145,6 +1361,9 @@ stages:\n  - name: web\n    target: web\n    canary: {{steps: [{{setWeight: 50}}
                 .is_none_or(|f| f.is_empty())
         })
     });
+    if !cluster.has_request_log(test, "that an idle controller sends only lease renewals") {
+        return;
+    }
     std::thread::sleep(Duration::from_secs(1));
     cluster.clear_requests();
     std::thread::sleep(Duration::from_secs(3));
@@ -1261,7 +1480,7 @@ fn example_for(
     let mut plan: Value = serde_saphyr::from_str(&text).expect("the example parses");
     for (_, target) in plan["targets"].as_object_mut().expect("targets") {
         let k8s = &mut target["kubernetes"];
-        k8s["context"] = json!("test");
+        k8s["context"] = json!(cluster.context);
         k8s["kubeconfig"] = json!("kubeconfig.yaml");
         k8s["namespace"] = json!(cluster.namespace);
         k8s["deployment"] = json!("web");
@@ -1314,6 +1533,15 @@ fn example_for(
                 "webhook".into(),
                 json!({"url": format!("{observability}/notify"), "allowInsecureHttp": true}),
             );
+        }
+    }
+    if cluster.real.is_some() {
+        // The example's registry is not the cluster's.
+        let [_, new] = cluster.images();
+        for (_, artifact) in plan["artifacts"].as_object_mut().expect("artifacts") {
+            if let Some(image) = artifact.get_mut("image") {
+                image["reference"] = json!(new);
+            }
         }
     }
     // JSON is YAML: the plan loader reads it as written.

@@ -25,6 +25,7 @@ mod lambda_e2e;
 mod lambda_locks;
 mod lambda_support;
 mod plan_observe;
+mod real_cluster;
 mod runs;
 mod sandbox;
 mod snapshot;
