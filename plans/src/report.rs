@@ -144,7 +144,18 @@ impl ImpactReport {
     }
 
     /// The human-readable form.
+    /// The report as `plan` prints it: what would happen, and that
+    /// nothing did.
     pub fn render_text(&self) -> String {
+        let mut out = self.render_release();
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Nothing was changed: this is a plan.");
+        out
+    }
+
+    /// The report as `apply` prints it before it asks and starts: what is
+    /// about to happen.
+    pub fn render_release(&self) -> String {
         let mut out = String::new();
         let plan = &self.plan;
         let _ = writeln!(out, "Plan {} → {}", plan.name, plan.environment);
@@ -251,8 +262,6 @@ impl ImpactReport {
             .map(|level| level.join(" + "))
             .collect();
         let _ = writeln!(out, "  undo order: {}", order.join(" → "));
-        let _ = writeln!(out);
-        let _ = writeln!(out, "Nothing was changed: this is a plan.");
         out
     }
 }
@@ -476,7 +485,7 @@ fn describe_gate(gate: &Gate) -> String {
 
 /// The least time a stage takes: its pauses, its gates' measurement
 /// windows, its bake times.
-fn stage_minimum(plan: &ValidatedPlan, stage: &Stage) -> Duration {
+pub(crate) fn stage_minimum(plan: &ValidatedPlan, stage: &Stage) -> Duration {
     let window = |names: &[String]| {
         names
             .iter()

@@ -31,14 +31,41 @@ pub fn validate(
     if checker.diagnostics.iter().any(Diagnostic::is_error) {
         Err(checker.diagnostics)
     } else {
-        Ok((
-            built.expect("a plan with no errors is always built"),
-            checker.diagnostics,
-        ))
+        let built = built.expect("a plan with no errors is always built");
+        checker.timeouts_shorter_than_stages(&built);
+        Ok((built, checker.diagnostics))
     }
 }
 
 impl Checker {
+    /// A stage whose pauses and gate windows alone outlast its timeout
+    /// can only time out (and roll back): said at validate and plan
+    /// time, not an hour into the release.
+    fn timeouts_shorter_than_stages(&mut self, plan: &ValidatedPlan) {
+        for (index, stage) in plan.stages.iter().enumerate() {
+            let Some(timeout) = stage.timeout else {
+                continue;
+            };
+            let least = crate::report::stage_minimum(plan, stage);
+            if least > timeout {
+                let least = crate::duration::format_duration(least);
+                self.warning(
+                    format!("stages[{index}].timeout"),
+                    format!(
+                        "stage `{}` takes at least {least} (its pauses, gate windows and bake times) but times out after {}: it will always time out and roll back",
+                        stage.name,
+                        crate::duration::format_duration(timeout)
+                    ),
+                );
+                if let Some(warning) = self.diagnostics.last_mut() {
+                    warning.hint = Some(format!(
+                        "raise the timeout above {least}, or shorten the stage's pauses and gate windows"
+                    ));
+                }
+            }
+        }
+    }
+
     fn plan(&mut self, plan: &RawPlan, digest: String) -> Option<ValidatedPlan> {
         self.metadata(&plan.metadata);
         let mut targets = BTreeMap::new();

@@ -56,6 +56,12 @@ pub enum Refusal {
     /// CLI exits 1).
     #[error("{0}")]
     Failed(String),
+    /// What was asked for is already so (the same approver approving the
+    /// same gate again): nothing recorded, no code checked, so no lockout
+    /// attempt spent (the CLI exits 2, as for any approval that changes
+    /// nothing; the controller counts the entry as the approval it was).
+    #[error("{0}")]
+    AlreadyDone(String),
 }
 
 /// What the check needs from around it that this crate does not own:
@@ -151,6 +157,19 @@ pub fn submit(
     );
     if !decided.allowed {
         return Err(deny(AuditAction::PolicyDenied, decided.reason.clone()));
+    }
+    if matches!(decision, Decision::Approve)
+        && journal
+            .approvers(run_id, gate)
+            .map_err(|error| Refusal::Failed(error.to_string()))?
+            .iter()
+            .any(|approver| approver == user)
+    {
+        // Said before a code is asked for: a second approval by the same
+        // person counts for nothing, and must not cost a lockout attempt.
+        return Err(Refusal::AlreadyDone(format!(
+            "{user} already approved gate `{gate}` of run {run_id}; nothing to do"
+        )));
     }
     let store = around
         .mfa_store()

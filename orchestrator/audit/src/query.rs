@@ -95,6 +95,10 @@ pub const CSV_COLUMNS: &[&str] = &[
     "status",
     "message",
     "requestIds",
+    // Added after the first release of the format: columns only ever
+    // join before the chain's own two.
+    "initiator",
+    "approver",
     "prev",
     "hash",
 ];
@@ -126,6 +130,8 @@ pub fn export_csv(records: &[AuditRecord], out: &mut impl Write) -> std::io::Res
             record.outcome.status.as_str().to_string(),
             optional(&record.outcome.message),
             record.request_ids.join(" "),
+            optional(&record.what.initiator),
+            optional(&record.what.approver),
             record.prev.to_hex(),
             record.hash.to_hex(),
         ];

@@ -128,6 +128,14 @@ pub struct What {
     /// Free text for a human reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Who started the run the action belongs to (`user@host`, or the
+    /// Release's initiator), on every record of a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+    /// Who approved or rejected (an approval's records): the person the
+    /// policy checked, whoever's login ran the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
 }
 
 impl What {
@@ -141,6 +149,8 @@ impl What {
             to: None,
             plan_digest: None,
             detail: None,
+            initiator: None,
+            approver: None,
         }
     }
     pub fn run(mut self, run: impl Into<String>) -> What {
@@ -166,6 +176,14 @@ impl What {
     }
     pub fn detail(mut self, detail: impl Into<String>) -> What {
         self.detail = Some(detail.into());
+        self
+    }
+    pub fn initiator(mut self, initiator: impl Into<String>) -> What {
+        self.initiator = Some(initiator.into());
+        self
+    }
+    pub fn approver(mut self, approver: impl Into<String>) -> What {
+        self.approver = Some(approver.into());
         self
     }
 }

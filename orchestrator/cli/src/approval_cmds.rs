@@ -168,7 +168,12 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
                 What::new(AuditAction::MfaFailed).detail("enrollment confirmation"),
                 Outcome::denied(error.to_string()),
             );
-            crate::report::failed(error)
+            // A wrong code is refused as `approve` refuses it (exit 2).
+            if error.is_plumbing() {
+                crate::report::failed(error)
+            } else {
+                crate::report::refused(error)
+            }
         }
     }
 }
@@ -224,7 +229,7 @@ fn submit_here(
             Ok(journal)
         }
         Err(refusal) => Err(match refusal {
-            Refusal::Denied(_) => crate::report::refused(refusal),
+            Refusal::Denied(_) | Refusal::AlreadyDone(_) => crate::report::refused(refusal),
             Refusal::Failed(_) => crate::report::failed(refusal),
         }),
     }

@@ -165,7 +165,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                     for record in records {
                         let _ = writeln!(
                             text,
-                            "{:>6}  {}  {:<24} {:<10} {} {}{}",
+                            "{:>6}  {}  {:<24} {:<10} {} {}{}{}{}",
                             record.seq,
                             record.time,
                             record.what.action.as_str(),
@@ -177,6 +177,20 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                                 .stage
                                 .as_deref()
                                 .map(|stage| format!("/{stage}"))
+                                .unwrap_or_default(),
+                            record
+                                .what
+                                .approver
+                                .as_deref()
+                                .map(|approver| format!("  approver {approver}"))
+                                .unwrap_or_default(),
+                            // Why a denial or failure happened, on its line.
+                            record
+                                .outcome
+                                .message
+                                .as_deref()
+                                .filter(|_| record.outcome.status.as_str() != "ok")
+                                .map(|why| format!("  — {why}"))
                                 .unwrap_or_default()
                         );
                     }
@@ -210,6 +224,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
 /// with what it was asked for done.
 fn emit(bytes: &[u8]) -> u8 {
     use std::io::Write as _;
+    crate::report::wrote_stdout();
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
-use deployctl_engine::journal::{Journal, RunRecord};
+use deployctl_engine::journal::{Journal, RunRecord, StopRequest};
 use deployctl_engine::progress::ProgressSink;
 use deployctl_engine::start::RunRequest;
-use deployctl_engine::state::RunMode;
+use deployctl_engine::state::{RunMode, RunPhase};
 use deployctl_plan::Loaded;
 use deployctl_plan::report::ImpactReport;
 
@@ -177,7 +177,7 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
         return crate::report::refused(format!("{message}. Nothing was changed."));
     }
     if !options.json {
-        eprint!("{}", ImpactReport::new(&loaded.plan).render_text());
+        eprint!("{}", ImpactReport::new(&loaded.plan).render_release());
     }
     if !confirm("Apply this plan?", options.yes) {
         eprintln!("Not applied.");
@@ -351,8 +351,20 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
     }
     if runs::owner_alive(&record) && !record.phase.is_terminal() {
         // Another process drives it: ask it to stop and roll back, the
-        // same path as `kill`, so two processes never move one target.
-        return kill(&record.id, options);
+        // same path as `kill`, so two processes never move one target;
+        // recorded as the rollback it is.
+        return stop(&record.id, StopRequest::Rollback, options);
+    }
+    if matches!(record.phase, RunPhase::RolledBack | RunPhase::Killed)
+        && !record.rollback_incomplete
+    {
+        eprintln!(
+            "run {} is already rolled back ({}); nothing to do",
+            record.id,
+            record.phase.as_str()
+        );
+        print_changes(&journal, &record.id);
+        return exit::OK;
     }
     let context = match context_from_journal(&record, options.state_dir, &audit.caller) {
         Ok(context) => context,
@@ -403,6 +415,12 @@ fn print_changes(journal: &Journal, run_id: &str) {
 
 /// `deployctl kill RUN`: stop now and roll back.
 pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
+    stop(run_id, StopRequest::Kill, options)
+}
+
+/// Stops a run and rolls it back, `request` saying who asked (`kill`, or
+/// `rollback` of a run another process drives).
+fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
     let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
@@ -421,20 +439,25 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
         );
         return exit::OK;
     }
-    if let Err(code) = crate::access::check_operator(
-        deployctl_policy::Action::Kill,
-        &run.environment,
-        options.access,
-        options.state_dir,
-    ) {
+    let action = match request {
+        StopRequest::Rollback => deployctl_policy::Action::Rollback,
+        _ => deployctl_policy::Action::Kill,
+    };
+    if let Err(code) =
+        crate::access::check_operator(action, &run.environment, options.access, options.state_dir)
+    {
         return code;
     }
-    if let Err(error) = journal.request_kill(&run.id) {
+    if let Err(error) = journal.request_stop(&run.id, request) {
         return crate::report::failed(error);
     }
     if runs::owner_alive(&run) {
         eprintln!(
-            "Kill requested; process {} is rolling run {} back…",
+            "{} requested; process {} is rolling run {} back…",
+            match request {
+                StopRequest::Rollback => "Rollback",
+                _ => "Kill",
+            },
             run.owner_pid.unwrap_or_default(),
             run.id
         );

@@ -8,6 +8,7 @@
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        $crate::report::wrote_stdout();
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
@@ -16,6 +17,7 @@ macro_rules! outln {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        $crate::report::wrote_stdout();
         let _ = write!(std::io::stdout(), $($arg)*);
     }};
 }
@@ -386,7 +388,7 @@ fn main() -> ExitCode {
             file,
             out: _,
             observe: true,
-        } => match load_plan(file, cli.output, color) {
+        } => match load_plan(file, color) {
             Ok(loaded) => observe::command(&loaded, file, &state_dir, json),
             Err(_) => exit::INVALID_INPUT,
         },
@@ -396,9 +398,7 @@ fn main() -> ExitCode {
             observe: false,
         } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
-        Command::Rbac { file } => {
-            rbac::command(file, |file| load_plan(file, cli.output, color).ok())
-        }
+        Command::Rbac { file } => rbac::command(file, |file| load_plan(file, color).ok()),
         Command::IamPolicy {
             file,
             account,
@@ -415,9 +415,9 @@ fn main() -> ExitCode {
                 audit_sink: audit_sink.as_deref().filter(|s| !s.is_empty()),
                 mfa_kms_key: mfa_kms_key.as_deref().filter(|s| !s.is_empty()),
             },
-            |file| load_plan(file, cli.output, color).ok(),
+            |file| load_plan(file, color).ok(),
         ),
-        Command::Apply { file, yes } => match load_for_apply(file, cli.output, color) {
+        Command::Apply { file, yes } => match load_for_apply(file, color) {
             Ok((loaded, plan_file)) => match access::check_operator(
                 deployctl_policy::Action::Apply,
                 &loaded.plan.metadata.environment,
@@ -538,45 +538,54 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit { command } => audit_cmds::run(command, &state_dir, &access_file, json),
-        Command::Rehearse { file, fail, seed } => match load_plan(file, cli.output, color) {
+        Command::Rehearse { file, fail, seed } => match load_plan(file, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
             Err(_) => exit::INVALID_INPUT,
         },
     };
-    ExitCode::from(code)
+    ExitCode::from(report::finish(code, json))
 }
 
 /// Reads and validates one plan file, printing diagnostics (and warnings)
-/// to stderr in text mode.
-fn load_plan(path: &str, output: Output, color: bool) -> Result<Loaded, Vec<Diagnostic>> {
+/// to stderr: for a human in text mode, beside the JSON document
+/// (`report::finish`, or the command's own) with `--output json`.
+fn load_plan(path: &str, color: bool) -> Result<Loaded, Vec<Diagnostic>> {
+    load_plan_to(path, color, true)
+}
+
+/// `load_plan`, printing the diagnostics on stderr only when `to_stderr`
+/// (`validate --output json` prints them in its document alone).
+fn load_plan_to(path: &str, color: bool, to_stderr: bool) -> Result<Loaded, Vec<Diagnostic>> {
     let file = input::display_name(path);
     let bytes = match input::read_plan_file(path) {
         Ok(bytes) => bytes,
         Err(diagnostic) => {
-            if output == Output::Text {
-                let source = SourceFile {
-                    name: file.to_string(),
-                    text: None,
-                };
+            let source = SourceFile {
+                name: file.to_string(),
+                text: None,
+            };
+            if to_stderr {
                 eprint!(
                     "{}",
                     source.render(std::slice::from_ref(&diagnostic), color)
                 );
             }
+            report::plan_diagnostics(file, std::slice::from_ref(&diagnostic));
             return Err(vec![diagnostic]);
         }
     };
     match deployctl_plan::load(file, &bytes) {
         Ok(loaded) => {
-            if output == Output::Text && !loaded.warnings.is_empty() {
+            if to_stderr && !loaded.warnings.is_empty() {
                 eprint!("{}", loaded.source.render(&loaded.warnings, color));
             }
             Ok(loaded)
         }
         Err(rejected) => {
-            if output == Output::Text {
+            if to_stderr {
                 eprint!("{}", rejected.render(color));
             }
+            report::plan_diagnostics(file, &rejected.diagnostics);
             Err(rejected.diagnostics)
         }
     }
@@ -584,17 +593,17 @@ fn load_plan(path: &str, output: Output, color: bool) -> Result<Loaded, Vec<Diag
 
 /// A plan file, or a saved plan (`plan --out`) whose plan file must not
 /// have changed since it was reviewed. Returns the plan and its file name.
-fn load_for_apply(file: &str, output: Output, color: bool) -> Result<(Loaded, String), u8> {
+fn load_for_apply(file: &str, color: bool) -> Result<(Loaded, String), u8> {
     let bytes = match input::read_plan_file(file) {
         Ok(bytes) => bytes,
         Err(_) => {
-            return load_plan(file, output, color)
+            return load_plan(file, color)
                 .map(|l| (l, file.to_string()))
                 .map_err(|_| exit::INVALID_INPUT);
         }
     };
     if !SavedPlan::looks_saved(&bytes) {
-        return load_plan(file, output, color)
+        return load_plan(file, color)
             .map(|loaded| (loaded, file.to_string()))
             .map_err(|_| exit::INVALID_INPUT);
     }
@@ -633,18 +642,60 @@ fn load_for_apply(file: &str, output: Output, color: bool) -> Result<(Loaded, St
         Ok(loaded) => Ok((loaded, plan_file)),
         Err(deployctl_plan::saved::SavedPlanError::Invalid(rejected)) => {
             eprint!("{}", rejected.render(color));
+            report::plan_diagnostics(&plan_file, &rejected.diagnostics);
             Err(exit::INVALID_INPUT)
         }
         Err(error) => Err(crate::report::refused(error)),
     }
 }
 
+/// Warnings about what this build cannot do with a valid plan: a target
+/// kind whose adapter it lacks makes `apply` refuse the plan. Printed on
+/// stderr; returned for the JSON output.
+fn build_warnings(loaded: &Loaded, color: bool, to_stderr: bool) -> Vec<Diagnostic> {
+    let mut warnings: Vec<Diagnostic> = loaded
+        .plan
+        .targets
+        .values()
+        .filter(|target| !registry::lookup(target).in_this_build())
+        .map(|target| {
+            Diagnostic::warning(
+                format!("targets.{}", target.name),
+                format!(
+                    "`{}` is a {} target, which this build of deployctl cannot apply yet: `apply` refuses the plan (exit 2, nothing touched)",
+                    target.name,
+                    target.kind().name()
+                ),
+            )
+            .with_hint("`deployctl rehearse` runs the plan against simulated targets")
+        })
+        .collect();
+    if warnings.is_empty() {
+        return warnings;
+    }
+    if let Some(text) = &loaded.source.text {
+        let spans = deployctl_plan::spans::SpanIndex::build(text, deployctl_plan::MAX_DEPTH);
+        for warning in &mut warnings {
+            warning.location = spans.locate(&warning.path);
+        }
+    }
+    if to_stderr {
+        eprint!("{}", loaded.source.render(&warnings, color));
+    }
+    warnings
+}
+
 fn validate(files: &[String], output: Output, color: bool) -> u8 {
     let mut all_valid = true;
     let mut results = Vec::new();
     for file in files {
-        match load_plan(file, output, color) {
+        // `--output json`: the document carries every diagnostic; stderr
+        // stays quiet.
+        let to_stderr = output == Output::Text;
+        match load_plan_to(file, color, to_stderr) {
             Ok(loaded) => {
+                let mut warnings = loaded.warnings.clone();
+                warnings.extend(build_warnings(&loaded, color, to_stderr));
                 if output == Output::Text {
                     outln!(
                         "valid: {} ({} stage{}, {} target{})",
@@ -664,7 +715,7 @@ fn validate(files: &[String], output: Output, color: bool) -> u8 {
                     );
                 }
                 results.push(serde_json::json!({
-                    "file": file, "valid": true, "diagnostics": loaded.warnings,
+                    "file": file, "valid": true, "diagnostics": warnings,
                 }));
             }
             Err(diagnostics) => {
@@ -686,9 +737,10 @@ fn validate(files: &[String], output: Output, color: bool) -> u8 {
 }
 
 fn plan(file: &str, out: Option<&std::path::Path>, output: Output, color: bool) -> u8 {
-    let Ok(loaded) = load_plan(file, output, color) else {
+    let Ok(loaded) = load_plan(file, color) else {
         return exit::INVALID_INPUT;
     };
+    build_warnings(&loaded, color, true);
     let report = ImpactReport::new(&loaded.plan);
     match output {
         Output::Text => out!("{}", report.render_text()),
@@ -727,6 +779,7 @@ fn schema() -> u8 {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
+    report::wrote_stdout();
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`deployctl plan --output json | head`) is not an error
     // worth a panic; the reader has what it wanted.

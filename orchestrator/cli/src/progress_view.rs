@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use deployctl_engine::progress::Progress;
+use deployctl_engine::progress::{Progress, WavesStarted};
 use deployctl_engine::state::StagePhase;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -26,17 +26,23 @@ pub async fn render(view: View, mut events: UnboundedReceiver<Progress>) {
     while let Some(event) = events.recv().await {
         match view {
             View::Json => {
-                if let Ok(line) = serde_json::to_string(&event) {
+                if let Ok(line) = serde_json::to_string(&stamped(&event, deployctl_time::now_ms()))
+                {
                     outln!("{line}");
                 }
             }
-            View::Lines => eprintln!("{}", line(&event)),
+            View::Lines => eprintln!(
+                "{} {}",
+                deployctl_time::format_ms(deployctl_time::now_ms()),
+                line(&event)
+            ),
             View::Bars => match &event {
                 Progress::Step {
                     stage,
                     step,
                     steps,
                     weight,
+                    waves,
                     detail,
                     ..
                 } => {
@@ -48,7 +54,7 @@ pub async fn render(view: View, mut events: UnboundedReceiver<Progress>) {
                     });
                     bar.set_length(u64::from(*steps));
                     bar.set_position(u64::from(*step));
-                    bar.set_message(format!("weight {weight:>3}%  {detail}"));
+                    bar.set_message(format!("{:>11}  {detail}", share(*weight, *waves)));
                 }
                 Progress::Stage {
                     stage,
@@ -80,6 +86,39 @@ pub async fn render(view: View, mut events: UnboundedReceiver<Progress>) {
     }
 }
 
+/// `event` as its JSON object with `at`, when it was shown (RFC 3339 UTC,
+/// milliseconds), so a log of events can be read against others.
+fn stamped(event: &Progress, now_ms: i64) -> serde_json::Value {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("at".into(), deployctl_time::format_ms(now_ms).into());
+    }
+    value
+}
+
+/// How far a step got: the traffic share, or a fleet's waves (whose
+/// traffic weight means nothing).
+fn share(weight: u8, waves: Option<WavesStarted>) -> String {
+    match waves {
+        Some(WavesStarted { started, of }) => format!("wave {started}/{of}"),
+        None => format!("weight {weight}%"),
+    }
+}
+
+/// A verdict and its detail, said once: a gate's reason may open with
+/// its verdict already ("passed: 3 pass, …").
+fn verdict(word: &str, detail: &str) -> String {
+    let detail = detail
+        .strip_prefix(word)
+        .map(|rest| rest.trim_start_matches([':', ' ']))
+        .unwrap_or(detail);
+    if detail.is_empty() {
+        word.to_string()
+    } else {
+        format!("{word}: {detail}")
+    }
+}
+
 /// One event as a log line.
 pub fn line(event: &Progress) -> String {
     match event {
@@ -92,7 +131,7 @@ pub fn line(event: &Progress) -> String {
             ..
         } => format!(
             "{stage}: preflight {} (stable {stable_version}) {detail}",
-            if *ready { "ok" } else { "FAILED" }
+            if *ready { "ok" } else { "failed" }
         ),
         Progress::Stage {
             stage,
@@ -105,9 +144,13 @@ pub fn line(event: &Progress) -> String {
             step,
             steps,
             weight,
+            waves,
             detail,
             ..
-        } => format!("{stage}: [{step}/{steps}] weight {weight}% — {detail}"),
+        } => format!(
+            "{stage}: [{step}/{steps}] {} — {detail}",
+            share(*weight, *waves)
+        ),
         Progress::Gate {
             stage,
             gate,
@@ -115,8 +158,72 @@ pub fn line(event: &Progress) -> String {
             detail,
             ..
         } => format!(
-            "{stage}: gate {gate} {} {detail}",
-            if *passed { "passed" } else { "FAILED" }
+            "{stage}: gate {gate} {}",
+            verdict(if *passed { "passed" } else { "failed" }, detail)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_events_say_when() {
+        let event = Progress::RunPhase {
+            run: "r-1".into(),
+            phase: deployctl_engine::state::RunPhase::Progressing,
+        };
+        let value = stamped(&event, 1_796_249_138_622);
+        assert_eq!(value["at"], "2026-12-02T22:05:38.622Z");
+        assert_eq!(value["event"], "runPhase");
+        assert_eq!(value["run"], "r-1");
+    }
+
+    #[test]
+    fn a_gate_line_says_its_verdict_once() {
+        let gate = |passed: bool, detail: &str| {
+            line(&Progress::Gate {
+                run: "r".into(),
+                stage: "api".into(),
+                gate: "health".into(),
+                passed,
+                detail: detail.into(),
+            })
+        };
+        assert_eq!(
+            gate(true, "passed: 3 pass, 0 fail, 0 without data, 0 errors"),
+            "api: gate health passed: 3 pass, 0 fail, 0 without data, 0 errors"
+        );
+        assert_eq!(
+            gate(
+                false,
+                "1 measurement failed; the gate fails after 1 (last: 5xx)"
+            ),
+            "api: gate health failed: 1 measurement failed; the gate fails after 1 (last: 5xx)"
+        );
+    }
+
+    #[test]
+    fn a_wave_step_shows_its_waves_not_a_traffic_weight() {
+        let step = |weight: u8, waves: Option<WavesStarted>| {
+            line(&Progress::Step {
+                run: "r".into(),
+                stage: "fleet".into(),
+                step: 3,
+                steps: 12,
+                weight,
+                waves,
+                detail: "wave 2 dispatched".into(),
+            })
+        };
+        assert_eq!(
+            step(0, Some(WavesStarted { started: 2, of: 4 })),
+            "fleet: [3/12] wave 2/4 — wave 2 dispatched"
+        );
+        assert_eq!(
+            step(20, None),
+            "fleet: [3/12] weight 20% — wave 2 dispatched"
+        );
     }
 }

@@ -118,6 +118,11 @@ pub trait Entry {
     fn declared_stable(&self) -> Option<String> {
         None
     }
+    /// Whether this build has the kind's adapter (`apply` refuses a plan
+    /// with a target whose adapter arrives with a later issue).
+    fn in_this_build(&self) -> bool {
+        true
+    }
 }
 
 /// The entry for `target`'s kind: the binary's one `match` on `TargetSpec`.
@@ -339,6 +344,10 @@ struct Fleet<'t> {
 impl Entry for Fleet<'_> {
     fn build(&self, _builder: &mut Builder<'_>) -> Result<Arc<dyn Target>, BuildError> {
         Err(not_in_this_build(self.target))
+    }
+
+    fn in_this_build(&self) -> bool {
+        false
     }
 
     fn iam_statements(&self, _scope: &Scope) -> Vec<Statement> {

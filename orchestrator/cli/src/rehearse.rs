@@ -131,9 +131,10 @@ pub fn rehearse(
     };
     if !options.json {
         eprintln!(
-            "Rehearsing {} ({} stages) against simulators, run {run_id}{}",
+            "Rehearsing {} ({} stage{}) against simulators, run {run_id}{}",
             plan.metadata.name,
             plan.stages.len(),
+            if plan.stages.len() == 1 { "" } else { "s" },
             if fails.is_empty() {
                 String::new()
             } else {
@@ -196,9 +197,12 @@ pub fn rehearse(
         );
     } else {
         eprintln!(
-            "\nRehearsal {run_id}: {} in {:.1}s of simulated time ({:.2}s real)",
+            "\nRehearsal {run_id}: {} in {} of simulated time ({:.2}s real)",
             outcome.phase.as_str(),
-            simulated.as_secs_f64(),
+            // Whole milliseconds, as plans write durations (`2d10s`).
+            deployctl_plan::duration::format_duration(std::time::Duration::from_millis(
+                simulated.as_millis() as u64
+            )),
             wall.elapsed().as_secs_f64()
         );
         for (ok, text) in &verdict {

@@ -591,7 +591,10 @@ async fn reconcile(
         // R8: a release taken away mid-run is rolled back, not abandoned.
         shared
             .journal
-            .request_kill(&run.id)
+            .request_stop(
+                &run.id,
+                deployctl_engine::journal::StopRequest::ReleaseDeleted,
+            )
             .map_err(|e| e.to_string())?;
         eprintln!("Release {name} deleted: killing run {} (rollback)", run.id);
     }
@@ -980,6 +983,11 @@ async fn judge(
     .await;
     let (verdict, reason) = match checked {
         Ok(Ok(())) => (Verdict::Accepted, None),
+        // Recorded before (a verdict whose status write was lost): it
+        // stands as accepted; it is not counted twice.
+        Ok(Err(refusal @ deployctl_approvals::Refusal::AlreadyDone(_))) => {
+            (Verdict::Accepted, Some(refusal.to_string()))
+        }
         Ok(Err(refusal)) => (Verdict::Refused, Some(refusal.to_string())),
         Err(error) => (
             Verdict::Refused,

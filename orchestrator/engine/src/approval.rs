@@ -12,6 +12,14 @@ use crate::journal::JournalError;
 use crate::stage::{StageDriver, StageStop};
 use crate::state::StagePhase;
 
+/// "1 approver", "2 approvers".
+pub(crate) fn approvers(required: u32) -> String {
+    format!(
+        "{required} approver{}",
+        if required == 1 { "" } else { "s" }
+    )
+}
+
 impl StageDriver {
     pub(crate) async fn approval(
         &mut self,
@@ -29,13 +37,16 @@ impl StageDriver {
                 required: approval.required,
             },
             format!(
-                "waiting for {} approver(s) with role `{}` ({name})",
-                approval.required, approval.role
+                "waiting for {} with role `{}` ({name})",
+                approvers(approval.required),
+                approval.role
             ),
         )?;
         let asking = format!(
-            "waiting for {} approver(s) with role `{}` for `{name}`: `deployctl approve {} --gate {name}`",
-            approval.required, approval.role, self.run_id
+            "waiting for {} with role `{}` for `{name}`: `deployctl approve {} --gate {name}`",
+            approvers(approval.required),
+            approval.role,
+            self.run_id
         );
         self.notify
             .send(RunEvent::ApprovalRequested, Some(&self.stage.name), &asking);
@@ -80,5 +91,14 @@ impl StageDriver {
             ));
         }
         Ok(format!("approval `{name}` granted"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn approvers_are_counted_in_words() {
+        assert_eq!(super::approvers(1), "1 approver");
+        assert_eq!(super::approvers(2), "2 approvers");
     }
 }

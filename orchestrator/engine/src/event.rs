@@ -240,7 +240,12 @@ impl Event {
             Event::StageFailed { reason, .. } => format!("stage failed: {reason}"),
             Event::StageSkipped {} => "stage skipped".into(),
             Event::Step { detail, .. } => detail.clone(),
-            Event::PauseStarted { seconds } => format!("pausing {seconds}s"),
+            Event::PauseStarted { seconds } => format!(
+                "pausing {}",
+                deployctl_plan::duration::format_duration(std::time::Duration::from_secs_f64(
+                    seconds.max(0.0)
+                ))
+            ),
             Event::CallIntent { action, .. } => format!("calling: {action}"),
             Event::CallDone { .. } => "call done".into(),
             Event::CallFailed { error, .. } => format!("call failed: {error}"),
@@ -255,7 +260,10 @@ impl Event {
                 approval,
                 role,
                 required,
-            } => format!("waiting for {required} approver(s) with role `{role}` ({approval})"),
+            } => format!(
+                "waiting for {} with role `{role}` ({approval})",
+                crate::approval::approvers(*required)
+            ),
             Event::Approved { gate, approver } => format!("{approver} approved {gate}"),
             Event::Rejected { gate, approver, .. } => format!("{approver} rejected {gate}"),
             Event::KillRequested {} => "kill requested".into(),

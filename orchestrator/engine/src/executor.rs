@@ -23,7 +23,7 @@ use deployctl_plan::model::{
 };
 use tokio::sync::watch;
 
-use crate::journal::{Journal, JournalError, StageRecord};
+use crate::journal::{Journal, JournalError, StageRecord, StopRequest};
 use crate::notify::{NotifyHub, Subscription};
 use crate::progress::{Progress, ProgressSink};
 use crate::retry::RetryPolicy;
@@ -99,6 +99,9 @@ pub(crate) struct Abort {
     pub(crate) trigger: RollbackTrigger,
     pub(crate) stage: Option<String>,
     pub(crate) reason: String,
+    /// Asked for from outside the run (the journal's stop request): who
+    /// asked decides the phase the run ends in.
+    pub(crate) requested: Option<StopRequest>,
 }
 
 /// How the forward walk ended.
@@ -188,6 +191,7 @@ impl Engine {
         let abort = Abort {
             trigger: RollbackTrigger::Kill,
             stage: None,
+            requested: None,
             reason: reason.to_string(),
         };
         let hub = self.hub(context);
@@ -222,6 +226,7 @@ impl Engine {
             let abort = Abort {
                 trigger: RollbackTrigger::Error,
                 stage: None,
+                requested: None,
                 reason: run
                     .outcome
                     .clone()
@@ -258,6 +263,7 @@ impl Engine {
             let abort = Abort {
                 trigger: RollbackTrigger::Error,
                 stage: Some(failed.name.clone()),
+                requested: None,
                 reason: failed
                     .detail
                     .unwrap_or_else(|| format!("stage `{}` had failed", failed.name)),
@@ -270,13 +276,22 @@ impl Engine {
             }
         }
         if run.kill_requested || run.phase == RunPhase::Killed {
+            let requested = self.journal.stop_requested(run_id)?;
+            let (reason, phase) = match requested {
+                Some(StopRequest::Rollback) => {
+                    (StopRequest::Rollback.reason(), RunPhase::RolledBack)
+                }
+                Some(request) => (request.reason(), RunPhase::Killed),
+                None => ("killed", RunPhase::Killed),
+            };
             let abort = Abort {
                 trigger: RollbackTrigger::Kill,
                 stage: None,
-                reason: "killed".into(),
+                requested,
+                reason: reason.into(),
             };
             return self
-                .roll_back(context, hub, &abort, RollbackScope::Plan, RunPhase::Killed)
+                .roll_back(context, hub, &abort, RollbackScope::Plan, phase)
                 .await;
         }
         if run.phase.is_terminal() {
@@ -320,12 +335,14 @@ impl Engine {
             Err(error) => return Err(error),
         };
         let policy = &context.plan.rollback;
-        let final_phase = if abort.trigger == RollbackTrigger::Kill {
-            RunPhase::Killed
-        } else {
-            RunPhase::RolledBack
+        let final_phase = match abort.requested {
+            // `deployctl rollback RUN` of a live run: what was asked for.
+            Some(StopRequest::Rollback) => RunPhase::RolledBack,
+            _ if abort.trigger == RollbackTrigger::Kill => RunPhase::Killed,
+            _ => RunPhase::RolledBack,
         };
-        if !policy.automatic || !policy.triggers.contains(&abort.trigger) {
+        let asked_to_roll_back = abort.requested == Some(StopRequest::Rollback);
+        if !asked_to_roll_back && (!policy.automatic || !policy.triggers.contains(&abort.trigger)) {
             let message = format!(
                 "{}; automatic rollback is off for this trigger: run `deployctl rollback {run_id}`",
                 abort.reason
@@ -372,11 +389,12 @@ impl Engine {
             let mut beats = 0u32;
             loop {
                 tokio::time::sleep(poll).await;
-                if journal.kill_requested(&run_id).unwrap_or(false) {
+                if let Ok(Some(request)) = journal.stop_requested(&run_id) {
                     abort_tx.send_replace(Some(Abort {
                         trigger: RollbackTrigger::Kill,
                         stage: None,
-                        reason: "killed by `deployctl kill`".into(),
+                        requested: Some(request),
+                        reason: request.reason().into(),
                     }));
                     return;
                 }
@@ -462,6 +480,7 @@ impl Engine {
                         abort_tx.send_replace(Some(Abort {
                             trigger: RollbackTrigger::Error,
                             stage: None,
+                            requested: None,
                             reason: format!("journal error: {error}"),
                         }));
                         return Err(error);
@@ -479,6 +498,7 @@ impl Engine {
                 Err(StageStop::Failed(Abort {
                     trigger: RollbackTrigger::Error,
                     stage: None,
+                    requested: None,
                     reason: format!("a stage task panicked: {panic}"),
                 }))
             },

@@ -416,9 +416,12 @@ impl Tally {
                         self.fail(
                             now,
                             FailureCause::FailureLimit,
+                            // The plan's words: "fails after N failures".
                             format!(
-                                "{} failed measurements, more than the failure limit of {} (last: {detail})",
-                                self.counts.failed, self.failure_limit
+                                "{} measurement{} failed; the gate fails after {} (last: {detail})",
+                                self.counts.failed,
+                                if self.counts.failed == 1 { "" } else { "s" },
+                                u64::from(self.failure_limit) + 1
                             ),
                         );
                     }
@@ -680,6 +683,11 @@ mod tests {
         let result = run_to_completion(&gate(3, 0), &*probe).await;
         assert_eq!(cause(&result), Some(FailureCause::FailureLimit));
         assert!(reason(&result).contains("too many 5xx"), "{result:?}");
+        // In the plan's words ("fails after 1 failure"), counted right.
+        assert!(
+            reason(&result).starts_with("1 measurement failed; the gate fails after 1 "),
+            "{result:?}"
+        );
         // Fails as soon as the limit is crossed, not at the end.
         assert_eq!(probe.calls(), 2);
         assert_eq!(result.elapsed_ms, 10_000);
@@ -695,6 +703,10 @@ mod tests {
         let probe = Script::new([fail(), pass(), fail()]);
         let result = run_to_completion(&gate(3, 1), &*probe).await;
         assert_eq!(cause(&result), Some(FailureCause::FailureLimit));
+        assert!(
+            reason(&result).starts_with("2 measurements failed; the gate fails after 2 "),
+            "{result:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -74,6 +74,38 @@ pub enum JournalError {
 #[error(transparent)]
 pub struct ObserverError(pub Box<dyn std::error::Error + Send + Sync>);
 
+/// Who asked a run to stop and roll back (the `kill_requested` column:
+/// 0 nobody; older journals wrote 1 for every request, read as a kill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// `deployctl kill RUN`: the emergency stop.
+    Kill = 1,
+    /// `deployctl rollback RUN` while another process drives the run.
+    Rollback = 2,
+    /// The in-cluster Release of the run was deleted (R8).
+    ReleaseDeleted = 3,
+}
+
+impl StopRequest {
+    fn from_code(code: i64) -> Option<StopRequest> {
+        match code {
+            0 => None,
+            2 => Some(StopRequest::Rollback),
+            3 => Some(StopRequest::ReleaseDeleted),
+            _ => Some(StopRequest::Kill),
+        }
+    }
+
+    /// Why the run stopped, as its status and trail say.
+    pub fn reason(self) -> &'static str {
+        match self {
+            StopRequest::Kill => "killed by `deployctl kill`",
+            StopRequest::Rollback => "rolled back by `deployctl rollback`",
+            StopRequest::ReleaseDeleted => "its Release was deleted",
+        }
+    }
+}
+
 /// A run as the journal knows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -755,16 +787,33 @@ impl Journal {
         })
     }
 
+    /// `deployctl kill RUN`: the run's driver stops and rolls back.
     pub fn request_kill(&self, run_id: &str) -> Result<(), JournalError> {
+        self.request_stop(run_id, StopRequest::Kill)
+    }
+
+    /// Asks the run's driver, wherever it runs, to stop and roll back,
+    /// saying who asked.
+    pub fn request_stop(&self, run_id: &str, request: StopRequest) -> Result<(), JournalError> {
         self.write(|tx| {
             let changed = tx
-                .prepare_cached("UPDATE runs SET kill_requested = 1 WHERE id = ?1")?
-                .execute(params![run_id])?;
+                .prepare_cached("UPDATE runs SET kill_requested = ?2 WHERE id = ?1")?
+                .execute(params![run_id, request as i64])?;
             if changed == 0 {
                 return Err(JournalError::UnknownRun(run_id.to_string()));
             }
             append_event(tx, run_id, None, &Event::KillRequested {})?;
             Ok(())
+        })
+    }
+
+    /// Who asked the run to stop, if anyone did.
+    pub fn stop_requested(&self, run_id: &str) -> Result<Option<StopRequest>, JournalError> {
+        self.with(|connection| {
+            let code = connection
+                .prepare_cached("SELECT kill_requested FROM runs WHERE id = ?1")?
+                .query_row(params![run_id], |row| row.get::<_, i64>(0))?;
+            Ok(StopRequest::from_code(code))
         })
     }
 

@@ -133,6 +133,22 @@ pub fn weight_at(ops: &[Op], cursor: usize) -> u8 {
         .unwrap_or(0)
 }
 
+/// A wave program's progress at `cursor`: waves started, of how many;
+/// `None` for programs that move traffic instead.
+pub fn waves_at(ops: &[Op], cursor: usize) -> Option<crate::progress::WavesStarted> {
+    let of = ops
+        .iter()
+        .filter(|op| matches!(op, Op::StartWave { .. }))
+        .count() as u32;
+    (of > 0).then(|| crate::progress::WavesStarted {
+        started: ops[..cursor.min(ops.len())]
+            .iter()
+            .filter(|op| matches!(op, Op::StartWave { .. }))
+            .count() as u32,
+        of,
+    })
+}
+
 /// The background gates running at `cursor` (started and not yet stopped).
 pub fn monitors_at(ops: &[Op], cursor: usize) -> Vec<String> {
     let mut active = Vec::new();

@@ -6,6 +6,13 @@ use serde::Serialize;
 
 use crate::state::{RunPhase, StagePhase};
 
+/// How far a fleet stage got: `started` of its `of` waves dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WavesStarted {
+    pub started: u32,
+    pub of: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum Progress {
@@ -33,7 +40,12 @@ pub enum Progress {
         stage: String,
         step: u32,
         steps: u32,
+        /// The traffic share of a canary or blue-green stage (0 for a
+        /// fleet stage, whose share is `waves`).
         weight: u8,
+        /// A fleet stage's waves: how many started, of how many.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        waves: Option<WavesStarted>,
         detail: String,
     },
     #[serde(rename_all = "camelCase")]

@@ -62,6 +62,7 @@ impl StageDriver {
                 Err(_) => Err(StageStop::Failed(Abort {
                     trigger: RollbackTrigger::Timeout,
                     stage: Some(name.clone()),
+                    requested: None,
                     reason: format!(
                         "stage `{name}` timed out after {}",
                         deployctl_plan::duration::format_duration(limit)
@@ -119,6 +120,7 @@ impl StageDriver {
         StageStop::Failed(Abort {
             trigger,
             stage: Some(self.stage.name.clone()),
+            requested: None,
             reason: format!("stage `{}`: {reason}", self.stage.name),
         })
     }
@@ -245,6 +247,7 @@ impl StageDriver {
                 step: cursor as u32,
                 steps: ops.len() as u32,
                 weight: program::weight_at(&ops, cursor),
+                waves: program::waves_at(&ops, cursor),
                 detail,
             });
         }

@@ -255,6 +255,7 @@ impl Engine {
                 failure = Some(Abort {
                     trigger: RollbackTrigger::Error,
                     stage: Some(stage.name.clone()),
+                    requested: None,
                     reason: format!(
                         "stage `{}`: rollback path not confirmed: {}",
                         stage.name, record.detail

@@ -149,9 +149,10 @@ pub struct AuditBridge {
     log: Arc<AuditLog>,
     who: Who,
     caller: Caller,
-    /// Plan digests by run, learnt from `runCreated`, so every record of a
-    /// run can name exactly what was reviewed.
-    digests: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Plan digests and initiators by run, learnt from `runCreated`, so
+    /// every record of a run names exactly what was reviewed and who
+    /// started it.
+    digests: Mutex<std::collections::BTreeMap<String, (String, String)>>,
 }
 
 impl AuditBridge {
@@ -165,11 +166,19 @@ impl AuditBridge {
     }
 
     fn entry(&self, event: &JournalEvent) -> Option<Entry> {
-        if let Event::RunCreated { plan_digest, .. } = &event.event {
+        if let Event::RunCreated {
+            plan_digest,
+            initiator,
+            ..
+        } = &event.event
+        {
             self.digests
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(event.run_id.clone(), plan_digest.clone());
+                .insert(
+                    event.run_id.clone(),
+                    (plan_digest.clone(), initiator.clone()),
+                );
         }
         let (action, outcome) = audited(&event.event)?;
         let data = event.event.data();
@@ -177,13 +186,17 @@ impl AuditBridge {
         if let Some(stage) = &event.stage {
             what = what.stage(stage);
         }
-        if let Some(digest) = self
+        if let Some((digest, initiator)) = self
             .digests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&event.run_id)
         {
-            what = what.plan_digest(digest);
+            what = what.plan_digest(digest).initiator(initiator);
+        }
+        // The person who decided, not the login the command ran as.
+        if let Event::Approved { approver, .. } | Event::Rejected { approver, .. } = &event.event {
+            what = what.approver(approver);
         }
         // The ARN is looked up when the entry is made, not when the bridge
         // is: commands attach the bridge before they know the plan.

@@ -7,17 +7,26 @@ use std::time::SystemTime;
 use super::key::KeyError;
 use super::time::Timestamp;
 
+/// "1 attempt left", "3 attempts left".
+fn attempts_left(remaining: u32) -> String {
+    format!(
+        "{remaining} attempt{} left",
+        if remaining == 1 { "" } else { "s" }
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MfaError {
     // Security events: a person typed something wrong, or someone is
     // guessing. `is_security_event` is true for these.
-    #[error("wrong MFA code for `{user}` ({remaining_attempts} attempts left before lockout)")]
+    #[error("wrong MFA code for `{user}` ({} before lockout)", attempts_left(*remaining_attempts))]
     InvalidCode {
         user: String,
         remaining_attempts: u32,
     },
     #[error(
-        "this MFA code for `{user}` was already used; wait for the next code ({remaining_attempts} attempts left before lockout)"
+        "this MFA code for `{user}` was already used; wait for the next code ({} before lockout)",
+        attempts_left(*remaining_attempts)
     )]
     Replayed {
         user: String,
@@ -78,6 +87,21 @@ pub enum MfaError {
 }
 
 impl MfaError {
+    /// Whether the store could not do its work (its key, directory or
+    /// database), as opposed to refusing what it was given: the CLI exits
+    /// 1 for these and 2 for a refusal (a wrong code, an unknown user),
+    /// whichever command met them.
+    pub fn is_plumbing(&self) -> bool {
+        matches!(
+            self,
+            MfaError::Key(_)
+                | MfaError::StateDir { .. }
+                | MfaError::Sqlite(_)
+                | MfaError::Totp(_)
+                | MfaError::Corrupt(_)
+        )
+    }
+
     /// Whether this is a security event to audit and alert on (J6): a
     /// wrong or replayed code, a lockout, or a secret that will not
     /// decrypt.
@@ -90,5 +114,31 @@ impl MfaError {
                 | MfaError::Undecryptable { .. }
                 | MfaError::WrongKey { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MfaError;
+
+    #[test]
+    fn attempts_left_are_counted_in_words() {
+        let wrong = |remaining_attempts| {
+            MfaError::InvalidCode {
+                user: "alice".into(),
+                remaining_attempts,
+            }
+            .to_string()
+        };
+        assert!(
+            wrong(1).contains("(1 attempt left before lockout)"),
+            "{}",
+            wrong(1)
+        );
+        assert!(
+            wrong(3).contains("(3 attempts left before lockout)"),
+            "{}",
+            wrong(3)
+        );
     }
 }

@@ -103,6 +103,10 @@ fn two_approvers_with_mfa_release_a_paused_production_run() {
     // The same code twice is a replay, refused.
     let replay = approve(&sandbox, &run, "bob", &bob_code);
     replay.expect_code(2);
+    // Said as what it is, before any code is checked: bob's attempts
+    // before lockout are untouched.
+    assert!(replay.stderr.contains("already approved"), "{replay}");
+    assert!(!replay.stderr.contains("attempt"), "{replay}");
     assert!(sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused");
 
     approve(&sandbox, &run, "carol", &next_code(&carol)).expect_code(0);
@@ -132,6 +136,59 @@ fn two_approvers_with_mfa_release_a_paused_production_run() {
         .filter(|r| r["outcome"]["status"] == "denied")
         .count();
     assert!(denied >= 3, "refusals are audited too ({denied})");
+    // The approver and the initiator are fields of their own, not only
+    // words in `detail`; `show` and the CSV carry them.
+    let approvers: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["what"]["action"] == "approval.granted")
+        .filter_map(|r| r["what"]["approver"].as_str())
+        .collect();
+    assert_eq!(approvers, ["bob", "carol"]);
+    let started = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["what"]["action"] == "run.started")
+        .expect("a run.started record");
+    assert!(
+        started["what"]["initiator"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("deployctl-test")),
+        "{started:#}"
+    );
+    let text = sandbox.run(&["audit", "show", "--run", &run]);
+    assert!(
+        text.stdout.contains("approver bob") && text.stdout.contains("approver carol"),
+        "{text}"
+    );
+    let csv = sandbox.run(&["audit", "export", "--format", "csv"]);
+    let mut lines = csv.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = header
+        .iter()
+        .position(|c| *c == "approver")
+        .expect("an approver column");
+    let approved_by: Vec<String> = lines
+        .filter(|l| l.contains("approval.granted"))
+        .map(|l| csv_cells(l).into_iter().nth(column).unwrap_or_default())
+        .collect();
+    assert_eq!(approved_by, ["bob", "carol"], "{csv}");
+}
+
+/// A wrong code is the same refusal wherever it is typed: `mfa confirm`
+/// exits 2 as `approve` does, and says how many attempts are left in
+/// words that count ("1 attempt", "4 attempts").
+#[test]
+fn a_wrong_confirmation_code_is_refused_with_exit_2() {
+    let sandbox = Sandbox::new("approvals-confirm-wrong");
+    let out = sandbox.run(&["--access", ACCESS, "mfa", "enroll", "bob"]);
+    out.expect_code(0);
+    let wrong = sandbox.run(&["mfa", "confirm", "bob", "--code", "000000"]);
+    wrong.expect_code(2);
+    assert!(wrong.stderr.contains("wrong MFA code"), "{wrong}");
+    assert!(wrong.stderr.contains("attempts left"), "{wrong}");
 }
 
 #[test]
@@ -315,4 +372,24 @@ fn a_failed_code_on_an_approval_alerts_the_plans_security_channel() {
         ])
         .expect_code(0);
     running.wait(Duration::from_secs(60)).expect_code(1);
+}
+
+/// One RFC 4180 CSV line's cells (quoted cells may hold commas and
+/// doubled quotes; the trail's records hold no line breaks).
+fn csv_cells(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cells.last_mut().expect("a cell").push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(String::new()),
+            (c, _) => cells.last_mut().expect("a cell").push(c),
+        }
+    }
+    cells
 }

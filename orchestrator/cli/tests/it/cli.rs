@@ -282,3 +282,137 @@ fn arguments_have_help_and_status_documents_its_exit_codes() {
     let status = help("status");
     assert!(status.contains("Exits as the run stands"), "{status}");
 }
+
+/// With `--output json` a refusal is a document on stdout too (scripts
+/// read stdout), with each diagnostic's file, line, column, path, message
+/// and hint; the human text stays on stderr.
+#[test]
+fn json_output_prints_refusals_as_one_document_with_the_human_text_on_stderr() {
+    let bad = "tests/fixtures/plans/invalid/canary-weight-over-100.yaml";
+    let dir = std::env::temp_dir().join(format!("deployctl-json-refusals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let empty = dir.join("empty.yaml");
+    std::fs::write(&empty, "").expect("an empty file");
+    let state = dir.join("state");
+    let state = state.to_str().expect("utf-8");
+    let empty = empty.to_str().expect("utf-8");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["plan", bad],
+        vec!["plan", bad, "--observe"],
+        vec!["apply", bad, "--yes"],
+        vec!["rehearse", bad],
+        vec!["iam-policy", bad],
+        vec!["rbac", bad],
+        vec!["plan", "no/such/plan.yaml"],
+        vec!["apply", "no/such/plan.yaml", "--yes"],
+        vec!["plan", empty],
+    ];
+    for case in cases {
+        let mut args = vec!["--output", "json", "--state-dir", state];
+        args.extend(&case);
+        let out = deployctl(&args);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{case:?}\n{stdout}");
+        let document: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("{case:?}: stdout is not one JSON document ({e}): {stdout:?}")
+        });
+        assert_eq!(document["apiVersion"], "deployctl.io/v1", "{case:?}");
+        assert_eq!(document["kind"], "CommandError", "{case:?}");
+        assert_eq!(document["exitCode"], 2, "{case:?}");
+        assert_eq!(document["refused"], true, "{case:?}");
+        let diagnostics = document["diagnostics"].as_array().expect("diagnostics");
+        assert!(!diagnostics.is_empty(), "{case:?}: {document:#}");
+        assert!(
+            diagnostics
+                .iter()
+                .all(|d| d["file"].is_string() && d["message"].is_string()),
+            "{case:?}: {document:#}"
+        );
+        assert!(
+            !text(&out.stderr).trim().is_empty(),
+            "{case:?}: the human text goes to stderr"
+        );
+    }
+    // A validation error carries where and what, as the text does.
+    let out = deployctl(&["--output", "json", "--state-dir", state, "plan", bad]);
+    let document: serde_json::Value = serde_json::from_str(&text(&out.stdout)).expect("JSON");
+    let first = &document["diagnostics"][0];
+    assert_eq!(first["file"], bad, "{document:#}");
+    assert!(
+        first["line"].as_u64().is_some_and(|l| l > 0),
+        "{document:#}"
+    );
+    assert!(
+        first["column"].as_u64().is_some_and(|c| c > 0),
+        "{document:#}"
+    );
+    assert!(
+        first["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("setWeight")),
+        "{document:#}"
+    );
+    assert!(text(&out.stderr).contains("setWeight"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `validate` (and `plan`) warn about what would go wrong at `apply`
+/// although the plan is valid: a target kind this build cannot apply, and
+/// a stage that can only time out.
+#[test]
+fn validate_warns_about_plans_apply_would_refuse_or_time_out() {
+    let fleet = deployctl(&["validate", "examples/fleet-ota-waves.yaml"]);
+    assert_eq!(fleet.status.code(), Some(0));
+    let stderr = text(&fleet.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("cannot apply yet"),
+        "{stderr}"
+    );
+    let json = deployctl(&[
+        "--output",
+        "json",
+        "validate",
+        "examples/fleet-ota-waves.yaml",
+    ]);
+    let results: serde_json::Value = serde_json::from_str(&text(&json.stdout)).expect("JSON");
+    assert!(
+        results[0]["diagnostics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["severity"] == "warning"
+                && d["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("targets."))),
+        "{results:#}"
+    );
+    let quick = deployctl(&["validate", "examples/quickstart.yaml"]);
+    assert!(
+        !text(&quick.stderr).contains("warning"),
+        "{}",
+        text(&quick.stderr)
+    );
+
+    // api-canary pauses 2 s twice, and its analysis takes 3 measurements
+    // 1 s apart (2 s): at least 6 s.
+    let plan = std::fs::read_to_string(repo_root().join("examples/quickstart.yaml"))
+        .expect("the quickstart")
+        .replacen("timeout: 1m", "timeout: 5s", 1);
+    let dir =
+        std::env::temp_dir().join(format!("deployctl-timeout-warning-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("short.yaml");
+    std::fs::write(&path, plan).expect("plan written");
+    let path = path.to_str().expect("utf-8");
+    for command in ["validate", "plan"] {
+        let out = deployctl(&[command, path]);
+        assert_eq!(out.status.code(), Some(0), "{command}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("stages[0].timeout") || stderr.contains("always time out"),
+            "{command}: {stderr}"
+        );
+        assert!(stderr.contains("at least 6s"), "{command}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -120,6 +120,24 @@ fn apply_succeeds_and_status_and_history_describe_the_run() {
             .contains(&format!("run {run}: Succeeded — all stages promoted")),
         "{out}"
     );
+    // `apply` shows what it is about to do, and does not claim it did
+    // nothing, as `plan` may.
+    assert!(out.stderr.contains("undo order"), "{out}");
+    assert!(!out.stderr.contains("Nothing was changed"), "{out}");
+    // Each progress line says when (RFC 3339, UTC).
+    let progress: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": preflight") || l.contains("] weight"))
+        .collect();
+    assert!(!progress.is_empty(), "{out}");
+    for line in progress {
+        let (at, _) = line.split_once(' ').unwrap_or_default();
+        assert!(
+            at.len() == 24 && at.ends_with('Z') && deployctl_time::parse(at).is_some(),
+            "{line}"
+        );
+    }
 
     let status = sandbox.status(None);
     assert_eq!(status["kind"], "RunStatus");
@@ -290,6 +308,36 @@ fn kill_stops_a_running_apply_and_rolls_it_back() {
     assert!(again.stderr.contains("already ended"), "{again}");
 }
 
+/// `rollback RUN` of a run another process drives is recorded as the
+/// rollback it is, not as a kill; a second `rollback` has nothing to do
+/// and says so.
+#[test]
+fn rollback_of_a_live_run_is_a_rollback_and_a_second_one_does_nothing() {
+    let sandbox = Sandbox::new("runs-rollback-live");
+    let (apply, run) = start_long_run(&sandbox);
+    let rollback = sandbox.run(&["rollback", &run, "--yes"]);
+    rollback.expect_code(0);
+    assert!(rollback.stderr.contains("Rollback requested"), "{rollback}");
+    apply.wait(Duration::from_secs(30));
+    let status = sandbox.status(Some(&run));
+    assert_eq!(status["phase"], "RolledBack", "{rollback}");
+    let text = sandbox.run(&["status", &run]);
+    assert!(
+        text.stdout.contains("rolled back by `deployctl rollback`")
+            && !text.stdout.contains("deployctl kill`"),
+        "{text}"
+    );
+    assert_on(&sandbox, "api", "1.4.2");
+
+    let again = sandbox.run(&["rollback", &run, "--yes"]);
+    again.expect_code(0);
+    assert!(
+        again.stderr.contains("already rolled back") && again.stderr.contains("nothing to do"),
+        "{again}"
+    );
+    assert!(!again.stderr.contains("rolling back"), "{again}");
+}
+
 #[test]
 fn kill_of_a_run_whose_process_died_rolls_it_back_itself() {
     let sandbox = Sandbox::new("runs-kill-dead");
@@ -384,6 +432,31 @@ fn status_without_runs_exits_2() {
     out.expect_code(0);
     let status: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(status["run"], run.as_str());
+}
+
+/// A fleet's wave steps show waves, not a traffic weight that means
+/// nothing there, and days of simulated time read as plans write them.
+#[test]
+fn rehearse_of_fleet_waves_shows_waves_and_readable_durations() {
+    let sandbox = Sandbox::new("runs-rehearse-fleet");
+    let out = sandbox.run(&["rehearse", "examples/fleet-ota-waves.yaml"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("weight 0%"), "{out}");
+    assert!(out.stderr.contains("wave 1/"), "{out}");
+    let summary = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("of simulated time"))
+        .unwrap_or_else(|| panic!("no summary line\n{out}"));
+    let took = summary
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" of simulated time").next())
+        .unwrap_or_default();
+    assert!(
+        took.contains('d') && !took.contains('.'),
+        "a duration as plans write it: {summary}"
+    );
 }
 
 #[test]
