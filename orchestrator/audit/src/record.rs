@@ -271,6 +271,12 @@ actions! {
     RollbackRequested = "rollback.requested",
     /// The audit log repaired itself after a crash (`detail`: what was cut).
     AuditRecovered = "audit.recovered",
+    /// An MFA administrator (`who`) listed the enrollments.
+    MfaListed = "mfa.listed",
+    /// An MFA administrator (`who`) removed `target`'s enrollment.
+    MfaRemoved = "mfa.removed",
+    /// An MFA administrator (`who`) lifted `target`'s lockout.
+    MfaUnlocked = "mfa.unlocked",
 }
 
 impl fmt::Display for Action {

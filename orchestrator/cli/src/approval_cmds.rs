@@ -69,7 +69,7 @@ fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
     Ok(MfaKeySource::Local(KeySource::File(path)))
 }
 
-fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {
+pub(crate) fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {
     let keys = key_source(state_dir, create_key)?;
     MfaStore::open(state_dir, &keys, MfaPolicy::default()).map_err(crate::report::failed)
 }

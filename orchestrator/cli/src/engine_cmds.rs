@@ -50,7 +50,7 @@ fn view(json: bool) -> View {
 }
 
 /// Asks for confirmation on a terminal; never prompts otherwise.
-fn confirm(question: &str, yes: bool) -> bool {
+pub(crate) fn confirm(question: &str, yes: bool) -> bool {
     if yes || !std::io::stdin().is_terminal() {
         return true;
     }

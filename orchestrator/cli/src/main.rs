@@ -32,6 +32,7 @@ mod engine_cmds;
 mod exit;
 mod iam_policy;
 mod input;
+mod mfa_admin;
 mod observe;
 mod progress_view;
 mod rbac;
@@ -106,6 +107,24 @@ enum MfaCommand {
         user: String,
         #[arg(long)]
         code: Option<String>,
+    },
+    /// List every enrollment: pending, active, expired, locked out
+    /// (an MFA administrator: the `mfa-admin` role; audited).
+    List,
+    /// Remove USER's enrollment, to enroll again after a lost phone or
+    /// when someone leaves (an MFA administrator; audited).
+    Remove {
+        /// Whose enrollment goes.
+        user: String,
+        /// Remove without asking on a terminal.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Lift USER's lockout after repeated wrong codes (an MFA
+    /// administrator who checked it is them; audited).
+    Unlock {
+        /// Whose lockout is lifted.
+        user: String,
     },
 }
 
@@ -447,6 +466,11 @@ fn main() -> ExitCode {
                 MfaCommand::Confirm { user, code } => {
                     approval_cmds::confirm(user, code.as_deref(), &state_dir)
                 }
+                MfaCommand::List => mfa_admin::list(&access, &state_dir, json),
+                MfaCommand::Remove { user, yes } => {
+                    mfa_admin::remove(user, *yes, &access, &state_dir)
+                }
+                MfaCommand::Unlock { user } => mfa_admin::unlock(user, &access, &state_dir),
             }
         }
         Command::Approve {

@@ -32,16 +32,26 @@ pub enum Role {
     Approver,
     /// Reads the audit trail.
     Auditor,
+    /// Lists, removes and unlocks MFA enrollments (a lost phone, a
+    /// locked-out approver, someone who left).
+    #[serde(rename = "mfa-admin")]
+    MfaAdmin,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Operator, Role::Approver, Role::Auditor];
+    pub const ALL: [Role; 4] = [
+        Role::Operator,
+        Role::Approver,
+        Role::Auditor,
+        Role::MfaAdmin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Operator => "operator",
             Role::Approver => "approver",
             Role::Auditor => "auditor",
+            Role::MfaAdmin => "mfa-admin",
         }
     }
 }
@@ -63,6 +73,8 @@ pub enum Action {
         role: String,
     },
     ReadAudit,
+    /// List, remove or unlock MFA enrollments (any environment's people).
+    AdministerMfa,
 }
 
 impl fmt::Display for Action {
@@ -73,6 +85,7 @@ impl fmt::Display for Action {
             Action::Kill => f.write_str("kill runs"),
             Action::Approve { role } => write!(f, "approve as `{role}`"),
             Action::ReadAudit => f.write_str("read the audit trail"),
+            Action::AdministerMfa => f.write_str("administer MFA enrollments"),
         }
     }
 }
@@ -197,6 +210,13 @@ impl Access {
             }
             Action::Approve { role } => self.may_approve(user, role, environment, policy),
             Action::ReadAudit => self.may_read_audit(user, environment, policy),
+            Action::AdministerMfa if self.has_role(user, Role::MfaAdmin) => {
+                Decision::allow(format!("`{user}` holds the `mfa-admin` role"))
+            }
+            Action::AdministerMfa => Decision::deny(format!(
+                "`{}` may not administer MFA enrollments: that needs the `mfa-admin` role in the access file",
+                user.escape_debug()
+            )),
         }
     }
 

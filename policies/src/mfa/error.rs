@@ -64,7 +64,9 @@ pub enum MfaError {
         user: String,
         expired_at: SystemTime,
     },
-    #[error("`{user}` is already enrolled in MFA; remove the enrollment first to enroll again")]
+    #[error(
+        "`{user}` is already enrolled in MFA; to enroll again, an MFA administrator removes the enrollment first (`deployctl mfa remove {user}`)"
+    )]
     AlreadyEnrolled { user: String },
     #[error("invalid user name for MFA: {0}")]
     InvalidUser(String),

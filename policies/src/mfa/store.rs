@@ -456,6 +456,36 @@ impl MfaStore {
         })
     }
 
+    /// Every enrollment and where it stands at `now`, by user.
+    pub fn list(&self, now: SystemTime) -> Result<Vec<(String, MfaStatus)>, MfaError> {
+        let users: Vec<String> = self.with(|connection| {
+            let mut statement = connection.prepare("SELECT user FROM enrollments ORDER BY user")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })?;
+        users
+            .into_iter()
+            .map(|user| {
+                let status = self.status(&user, now)?;
+                Ok((user, status))
+            })
+            .collect()
+    }
+
+    /// Lifts `user`'s lockout and forgets their wrong codes (an
+    /// administrator who checked it was them). Returns whether they were
+    /// enrolled.
+    pub fn unlock(&self, user: &str) -> Result<bool, MfaError> {
+        check_user(user)?;
+        self.with(|connection| {
+            let changed = connection.execute(
+                "UPDATE enrollments SET failures = 0, locked_until = NULL WHERE user = ?1",
+                params![user],
+            )?;
+            Ok(changed > 0)
+        })
+    }
+
     /// Removes `user`'s enrollment (to re-enroll a lost phone, or when
     /// someone leaves). Returns whether there was one.
     pub fn remove(&self, user: &str) -> Result<bool, MfaError> {

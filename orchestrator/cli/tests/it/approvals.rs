@@ -191,6 +191,86 @@ fn a_wrong_confirmation_code_is_refused_with_exit_2() {
     assert!(wrong.stderr.contains("attempts left"), "{wrong}");
 }
 
+/// `mfa list|unlock|remove` are for the access file's `mfa-admin` alone,
+/// audited: carol lifts bob's lockout (he then approves with a fresh
+/// code), and removes his enrollment so he can enroll a new phone.
+#[test]
+fn an_mfa_administrator_lists_unlocks_and_removes_enrollments() {
+    let sandbox = Sandbox::new("approvals-mfa-admin");
+    let bob = enroll(&sandbox, "bob");
+    let as_carol = |args: &[&str]| {
+        let mut full = vec!["--access", ACCESS];
+        full.extend_from_slice(args);
+        let mut command = sandbox.command(&full);
+        command.env("DEPLOYCTL_OPERATOR", "carol");
+        sandbox
+            .spawn_command(command, &full, None)
+            .wait(Duration::from_secs(60))
+    };
+    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never paused for approval"
+        );
+        if let Some(run) = sandbox.run_ids().pop()
+            && sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
+        {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for _ in 0..5 {
+        approve(&sandbox, &run, "bob", "000000").expect_code(2);
+    }
+    // Someone without the role may not look, let alone unlock.
+    let refused = sandbox.run(&["--access", ACCESS, "mfa", "unlock", "bob"]);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("mfa-admin"), "{refused}");
+
+    let listed = as_carol(&["mfa", "list"]);
+    listed.expect_code(0);
+    let bob_line = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bob "))
+        .unwrap_or_else(|| panic!("bob is listed\n{listed}"));
+    assert!(bob_line.contains("locked"), "{listed}");
+
+    as_carol(&["mfa", "unlock", "bob"]).expect_code(0);
+    approve(&sandbox, &run, "bob", &next_code(&bob)).expect_code(0);
+
+    as_carol(&["mfa", "remove", "bob", "--yes"]).expect_code(0);
+    let again = as_carol(&["mfa", "remove", "bob", "--yes"]);
+    again.expect_code(2);
+    assert!(again.stderr.contains("no MFA enrollment"), "{again}");
+    // A new phone: enrolling again works once the old one is removed.
+    enroll(&sandbox, "bob");
+    drop(running);
+
+    // carol is an auditor too.
+    let shown = as_carol(&["audit", "show", "--output", "json"]);
+    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("JSON");
+    let by_carol = |action: &str| {
+        records.as_array().into_iter().flatten().any(|r| {
+            r["what"]["action"] == action
+                && r["who"]["operator"] == "carol"
+                && r["what"]["target"] == "bob"
+        })
+    };
+    assert!(
+        by_carol("mfa.unlocked") && by_carol("mfa.removed"),
+        "{records:#}"
+    );
+    assert!(
+        records.as_array().into_iter().flatten().any(|r| {
+            r["what"]["action"] == "policy.denied" && r["who"]["operator"] == "deployctl-test"
+        }),
+        "the refused unlock is audited"
+    );
+}
+
 #[test]
 fn five_wrong_codes_lock_an_approver_out() {
     let sandbox = Sandbox::new("approvals-lockout");
