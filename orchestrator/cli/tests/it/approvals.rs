@@ -45,6 +45,25 @@ fn next_code(totp: &Totp) -> String {
     totp.generate(now() + 30).to_string()
 }
 
+/// Applies the two-approver plan and waits until its run pauses for
+/// approval; the running apply and the run ID.
+fn paused_run(sandbox: &Sandbox) -> (crate::sandbox::Running, String) {
+    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never paused for approval"
+        );
+        if let Some(run) = sandbox.run_ids().pop()
+            && sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
+        {
+            return (running, run);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn approve(sandbox: &Sandbox, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
     sandbox.run(&[
         "--access",
@@ -68,21 +87,7 @@ fn two_approvers_with_mfa_release_a_paused_production_run() {
     let me = enroll(&sandbox, "deployctl-test");
     let frank = enroll(&sandbox, "frank");
 
-    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the run never paused for approval"
-        );
-        if let Some(run) = sandbox.run_ids().pop() {
-            let status = sandbox.status(Some(&run));
-            if status["stages"][0]["phase"] == "Paused" {
-                break run;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (running, run) = paused_run(&sandbox);
 
     // Four eyes: whoever started the run cannot approve it.
     let own = approve(&sandbox, &run, "deployctl-test", &next_code(&me));
@@ -207,20 +212,7 @@ fn an_mfa_administrator_lists_unlocks_and_removes_enrollments() {
             .spawn_command(command, &full, None)
             .wait(Duration::from_secs(60))
     };
-    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the run never paused for approval"
-        );
-        if let Some(run) = sandbox.run_ids().pop()
-            && sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
-        {
-            break run;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (running, run) = paused_run(&sandbox);
     for _ in 0..5 {
         approve(&sandbox, &run, "bob", "000000").expect_code(2);
     }
@@ -275,20 +267,7 @@ fn an_mfa_administrator_lists_unlocks_and_removes_enrollments() {
 fn five_wrong_codes_lock_an_approver_out() {
     let sandbox = Sandbox::new("approvals-lockout");
     let bob = enroll(&sandbox, "bob");
-    let running = sandbox.spawn(&["--access", ACCESS, "apply", PLAN, "--yes"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the run never paused for approval"
-        );
-        if let Some(run) = sandbox.run_ids().pop()
-            && sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
-        {
-            break run;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (running, run) = paused_run(&sandbox);
     for _ in 0..5 {
         approve(&sandbox, &run, "bob", "000000").expect_code(2);
     }
