@@ -117,6 +117,19 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                 Some(path) => verify(&dir, &key, Some(Path::new(path))),
                 None => verify(&dir, &key, None),
             };
+            // A key beside the trail proves little on its own: whoever can
+            // write the state directory can re-chain and re-sign it.
+            let key_beside_trail = public_key.is_none() && against.is_none();
+            let verified = verified.map(|mut report| {
+                if key_beside_trail {
+                    report.warnings.push(format!(
+                        "checked against the public key stored beside the trail ({}) and nothing else: anyone who can write {} can rewrite and re-sign the trail. Check against a key kept elsewhere (--public-key FILE) or the shipped copy (--against PATH|s3://…)",
+                        key.display(),
+                        dir.display()
+                    ));
+                }
+                report
+            });
             match verified {
                 Ok(report) => {
                     let code = if report.is_ok() {

@@ -4,13 +4,17 @@
 //! records a command writes itself.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use deployctl_audit::{AuditLog, Outcome, What};
 use deployctl_engine::journal::Journal;
 use deployctl_trail::Trail;
 
 use crate::audit_sink;
+
+/// Every trail a command opened: each is sealed (checkpointed and
+/// shipped) when the command ends, refused or not ([`seal_opened`]).
+static OPENED: Mutex<Vec<Trail>> = Mutex::new(Vec::new());
 
 /// The journal with the audit trail attached: every action and decision
 /// of the commands that change targets is audited before it happens.
@@ -19,6 +23,10 @@ pub fn open(state_dir: &Path) -> Result<(Arc<Journal>, Trail), u8> {
     let trail = audit_sink::open(state_dir, &operator)
         .map(|log| Trail::new(Arc::new(log)))
         .map_err(crate::report::refused)?;
+    OPENED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(trail.clone());
     let journal = Journal::open(state_dir)
         .map(|journal| Arc::new(journal.with_observer(Arc::new(trail.bridge(&operator)))))
         .map_err(crate::report::refused)?;
@@ -54,6 +62,21 @@ pub fn shipped(audit: &AuditLog) -> Result<(), u8> {
 }
 
 pub use deployctl_trail::Seal;
+
+/// The end of every command: a signed checkpoint over whatever each trail
+/// it opened took in (a refusal, a failed code), so deleting a command's
+/// last records cannot go unnoticed by `audit verify`. A trail whose
+/// records a checkpoint already covers is left as it is.
+pub fn seal_opened() {
+    let opened = std::mem::take(
+        &mut *OPENED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for trail in opened {
+        drop(Seal(trail));
+    }
+}
 
 /// Appends a record the command writes itself (see
 /// [`Trail::record_or_warn`]).

@@ -567,6 +567,7 @@ fn main() -> ExitCode {
             Err(_) => exit::INVALID_INPUT,
         },
     };
+    audited::seal_opened();
     ExitCode::from(report::finish(code, json))
 }
 

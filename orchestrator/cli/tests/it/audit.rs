@@ -178,3 +178,72 @@ fn audit_verify_speaks_json_when_asked() {
     assert!(report["records"].as_u64().unwrap_or(0) > 0, "{report:#}");
     assert!(report["problems"].as_array().is_some_and(Vec::is_empty));
 }
+
+/// A command that only refuses still ends its records under a signed
+/// checkpoint, so cutting its last records off the trail is caught.
+#[test]
+fn a_refused_commands_records_cannot_be_cut_off_unnoticed() {
+    let sandbox = Sandbox::new("audit-refused-tail");
+    let access = "tests/fixtures/access/approvals.yaml";
+    // A release, sealed by its checkpoint.
+    sandbox
+        .run(&["apply", SANDBOX_PLAN, "--yes"])
+        .expect_code(0);
+    // A pending enrollment, then a wrong code: an `mfa.failed` record.
+    sandbox
+        .run(&["--access", access, "mfa", "enroll", "bob"])
+        .expect_code(0);
+    sandbox
+        .run(&["mfa", "confirm", "bob", "--code", "000000"])
+        .expect_code(2);
+    sandbox.run(&["audit", "verify"]).expect_code(0);
+    let log = sandbox.state_dir().join("audit/audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.last().is_some_and(|l| l.contains("mfa.failed")),
+        "{text}"
+    );
+    // Someone deletes the failed attempt.
+    std::fs::write(&log, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let verified = sandbox.run(&["audit", "verify"]);
+    verified.expect_code(1);
+}
+
+/// `verify` says plainly when the only key it checked against lies beside
+/// the trail (whoever can write the state directory can re-sign), and not
+/// when it was given a key kept elsewhere.
+#[test]
+fn verify_says_when_it_only_trusted_the_key_beside_the_trail() {
+    let sandbox = Sandbox::new("audit-key-beside");
+    sandbox
+        .run(&["apply", SANDBOX_PLAN, "--yes"])
+        .expect_code(0);
+    let plain = sandbox.run(&["audit", "verify"]);
+    plain.expect_code(0);
+    assert!(plain.stdout.contains("stored beside the trail"), "{plain}");
+    let json = sandbox.run(&["--output", "json", "audit", "verify"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert!(
+        report["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("beside the trail")))),
+        "{report:#}"
+    );
+    // The public key copied away from the state directory, as an auditor
+    // keeps it.
+    let kept = sandbox.root().join("kept-signing-key.pub");
+    std::fs::copy(sandbox.state_dir().join("audit/signing-key.pub"), &kept)
+        .expect("the public key");
+    let elsewhere = sandbox.run(&[
+        "audit",
+        "verify",
+        "--public-key",
+        kept.to_str().expect("utf-8"),
+    ]);
+    elsewhere.expect_code(0);
+    assert!(
+        !elsewhere.stdout.contains("beside the trail"),
+        "{elsewhere}"
+    );
+}
