@@ -188,6 +188,14 @@ enum Command {
     },
     /// Print the JSON Schema of the plan format (for editors).
     Schema,
+    /// Print a shell completion script (bash, zsh, fish, elvish or
+    /// powershell), e.g. `deployctl completions bash > /etc/bash_completion.d/deployctl`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `deployctl man > deployctl.1`.
+    Man,
     /// Print the least-privilege Kubernetes Roles this plan needs, one per
     /// namespace (a `v1` List for `kubectl apply -f -`).
     Rbac {
@@ -417,6 +425,22 @@ fn main() -> ExitCode {
             observe: false,
         } => plan(file, out.as_deref(), cli.output, color),
         Command::Schema => schema(),
+        Command::Completions { shell } => {
+            // Both from the same clap definitions as `--help`.
+            let mut command = <Cli as clap::CommandFactory>::command();
+            report::wrote_stdout();
+            clap_complete::generate(*shell, &mut command, "deployctl", &mut std::io::stdout());
+            exit::OK
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            report::wrote_stdout();
+            match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+                Ok(()) => exit::OK,
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                Err(error) => report::failed(format!("cannot write the man page: {error}")),
+            }
+        }
         Command::Rbac { file } => rbac::command(file, |file| load_plan(file, color).ok()),
         Command::IamPolicy {
             file,

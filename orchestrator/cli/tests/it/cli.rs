@@ -416,3 +416,29 @@ fn validate_warns_about_plans_apply_would_refuse_or_time_out() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Shell completions and a man page, generated from the same clap
+/// definitions as `--help`, so they name every command and flag.
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = deployctl(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        for word in ["rollback", "kill", "approve", "state-dir"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let bad = deployctl(&["completions", "cmd.exe"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let man = deployctl(&["man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let page = text(&man.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH deployctl"),
+        "{page}"
+    );
+    for word in ["rollback", "approve", "state\\-dir"] {
+        assert!(page.contains(word), "the man page lacks {word}");
+    }
+}
