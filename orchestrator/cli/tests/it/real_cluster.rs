@@ -256,6 +256,19 @@ fn service_share(url: &str, namespace: &str, service: &str, image: &str) -> f64 
         ),
     )
     .unwrap_or_default();
+    // One list of the namespace's pods, not a read per endpoint: a poll
+    // must be quick enough to see a short pause at a weight.
+    let pods = get(url, &format!("/api/v1/namespaces/{namespace}/pods")).unwrap_or_default();
+    let runs_image = |name: &str| {
+        pods["items"].as_array().into_iter().flatten().any(|p| {
+            p["metadata"]["name"] == name
+                && p["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["image"] == image)
+        })
+    };
     let mut ready = 0u32;
     let mut running = 0u32;
     for endpoint in slices["items"]
@@ -268,17 +281,10 @@ fn service_share(url: &str, namespace: &str, service: &str, image: &str) -> f64 
             continue;
         }
         ready += 1;
-        let Some(pod) = endpoint["targetRef"]["name"].as_str() else {
-            continue;
-        };
-        let pod = get(url, &format!("/api/v1/namespaces/{namespace}/pods/{pod}"));
-        if pod.is_some_and(|p| {
-            p["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["image"] == image)
-        }) {
+        if endpoint["targetRef"]["name"]
+            .as_str()
+            .is_some_and(runs_image)
+        {
             running += 1;
         }
     }
