@@ -28,6 +28,7 @@ mod kinds;
 mod load;
 pub mod model;
 pub mod raw;
+mod repair;
 pub mod report;
 pub mod saved;
 pub mod spans;
@@ -109,9 +110,24 @@ pub fn load(name: &str, bytes: &[u8]) -> Result<Loaded, Rejected> {
         diagnostics
     };
     let result = validate::validate(&parsed.plan, digest);
-    let (outcome, diagnostics) = match result {
-        Ok((plan, warnings)) => (Some(plan), locate(warnings)),
-        Err(errors) => (None, locate(errors)),
+    let (outcome, diagnostics) = match (result, parsed.repairs) {
+        (Ok((plan, warnings)), None) => (Some(plan), locate(warnings)),
+        (Err(errors), None) => (None, locate(errors)),
+        // Values of the wrong type were stood in for: report them, and
+        // what validation found about everything else.
+        (result, Some(repairs)) => {
+            let found = match result {
+                Ok((_, warnings)) => warnings,
+                Err(diagnostics) => diagnostics,
+            };
+            let mut diagnostics = repairs.diagnostics.clone();
+            diagnostics.extend(
+                found
+                    .into_iter()
+                    .filter(|diagnostic| !repairs.is_repaired(&diagnostic.path)),
+            );
+            (None, locate(diagnostics))
+        }
     };
     let source = SourceFile {
         name: name.to_string(),

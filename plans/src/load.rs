@@ -9,6 +9,7 @@ use serde_saphyr::{Budget, MessageFormatter, UserMessageFormatter};
 
 use crate::diagnostic::{Diagnostic, Location, suggest};
 use crate::raw::{API_VERSION, KIND, RawPlan};
+use crate::repair::Repairs;
 use crate::spans::{RootKind, SpanIndex};
 
 /// Plan files larger than this are refused unread: a real plan is a few
@@ -21,6 +22,9 @@ pub const MAX_DEPTH: usize = 32;
 #[derive(Debug)]
 pub struct Parsed {
     pub plan: RawPlan,
+    /// Set when values of the wrong type were reported and stood in for:
+    /// the plan is then only good for finding the remaining problems.
+    pub repairs: Option<Repairs>,
 }
 
 /// The outcome of a failed load: the decoded text when there was one (for
@@ -93,18 +97,45 @@ pub fn parse(bytes: &[u8]) -> Result<(String, Parsed), LoadFailure> {
 
     // The typed parse comes first: on the success path it is the only
     // parse (the position index is built later, and only if there is
-    // something to report). Failures get the index for better messages.
-    match serde_saphyr::from_str_with_options::<RawPlan>(&text, options()) {
-        Ok(plan) if plan.api_version == API_VERSION && plan.kind == KIND => {
-            Ok((text, Parsed { plan }))
+    // something to report). A value of the wrong type is reported and
+    // stood in for, and the parse runs again, so that every type error
+    // (and then every validation error) is reported at once.
+    let mut repairs = Repairs::new(&text);
+    let result = loop {
+        match serde_saphyr::from_str_with_options::<RawPlan>(repairs.text(), options()) {
+            Err(error) if repairs.repair(&error) => continue,
+            result => break result,
         }
+    };
+    match result {
+        Ok(plan) if plan.api_version == API_VERSION && plan.kind == KIND => Ok((
+            text,
+            Parsed {
+                plan,
+                repairs: (!repairs.diagnostics.is_empty()).then_some(repairs),
+            },
+        )),
         result => {
             let spans = SpanIndex::build(&text, MAX_DEPTH);
-            let diagnostic = document_diagnostic(&spans).unwrap_or_else(|| match result {
-                Err(error) => yaml_error_diagnostic(&error, &spans),
+            if let Some(diagnostic) = document_diagnostic(&spans) {
+                return Err(fail(Some(text), diagnostic));
+            }
+            let mut diagnostics = std::mem::take(&mut repairs.diagnostics);
+            diagnostics.push(match result {
+                Err(error) => {
+                    // Located in the working copy, which differs from the
+                    // file only where values were repaired.
+                    let copy_spans = SpanIndex::build(repairs.text(), MAX_DEPTH);
+                    let mut diagnostic = yaml_error_diagnostic(&error, &copy_spans, repairs.text());
+                    diagnostic.location = diagnostic.location.map(|at| repairs.original(at));
+                    diagnostic
+                }
                 Ok(_) => Diagnostic::error("", "plan has a wrong apiVersion or kind"),
             });
-            Err(fail(Some(text), diagnostic))
+            Err(LoadFailure {
+                text: Some(text),
+                diagnostics,
+            })
         }
     }
 }
@@ -205,7 +236,7 @@ fn check_document_kind(spans: &SpanIndex) -> Option<Diagnostic> {
 
 /// Turns a YAML/serde error into a diagnostic with a field path and, for
 /// unknown fields, a "did you mean" hint.
-fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diagnostic {
+fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex, text: &str) -> Diagnostic {
     let mut inner = error;
     while let serde_saphyr::Error::WithSnippet { error, .. }
     | serde_saphyr::Error::AliasError { error, .. } = inner
@@ -224,6 +255,11 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
             width: 1,
         })
     });
+    let tab = message
+        .contains("tab")
+        .then(|| location.and_then(|at| tab_near(text, at)))
+        .flatten();
+    let location = tab.or(location);
     let mut path = location
         .and_then(|location| spans.path_at(location))
         .unwrap_or_default()
@@ -284,6 +320,9 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
             }
             None => diagnostic,
         };
+    } else if tab.is_some() {
+        diagnostic =
+            diagnostic.with_hint("YAML indents with spaces only; replace the tab with spaces");
     } else if message.contains("duplicate mapping key") {
         diagnostic = diagnostic.with_hint("each key may appear once; remove or merge the repeats");
     } else if matches!(inner, serde_saphyr::Error::Budget { .. }) || message.contains("depth") {
@@ -294,6 +333,29 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex) -> Diag
         diagnostic = diagnostic.with_hint("booleans are `true` or `false` (not yes/no/on/off)");
     }
     diagnostic
+}
+
+/// The tab a "found a tab" error is about. The parser reports such an
+/// error where the scalar before the tab began, often on the line before,
+/// so the first tab from the start of that line (within two more lines)
+/// is where the reader must look.
+fn tab_near(text: &str, at: Location) -> Option<Location> {
+    let line_start = if at.line == 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(at.line - 2)?.0 + 1
+    };
+    let offset = line_start + text.get(line_start..)?.find('\t')?;
+    let location = byte_location(text.as_bytes(), offset);
+    (location.line <= at.line + 2).then_some(Location {
+        // Columns count characters, as everywhere else.
+        column: text[..offset]
+            .rsplit('\n')
+            .next()
+            .map_or(0, |l| l.chars().count())
+            + 1,
+        ..location
+    })
 }
 
 /// `missing field `x`` → "x".
