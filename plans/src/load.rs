@@ -18,6 +18,9 @@ pub const MAX_PLAN_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting a plan may use; real plans need about eight levels.
 pub const MAX_DEPTH: usize = 32;
 
+/// Events that aliases may replay in one plan, all aliases together.
+pub const MAX_REPLAYED_EVENTS: usize = 100_000;
+
 /// A plan file's text once it has been decoded.
 #[derive(Debug)]
 pub struct Parsed {
@@ -188,7 +191,15 @@ fn options() -> serde_saphyr::Options {
     budget.max_aliases = 10_000;
     budget.max_anchors = 10_000;
     budget.max_total_scalar_bytes = MAX_PLAN_BYTES;
+    // Anchors in a real plan share a gate or a step list: hundreds of
+    // replayed events, not millions. The default (a million) let a small
+    // alias bomb that type-checks cost seconds before it was refused.
+    let alias_limits = serde_saphyr::alias_limits! {
+        max_total_replayed_events: MAX_REPLAYED_EVENTS,
+        max_replay_stack_depth: 16,
+    };
     serde_saphyr::options! {
+        alias_limits: alias_limits,
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
         budget: Some(budget),
@@ -296,6 +307,15 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex, text: &
                 "the document is too large or complex once YAML anchors and aliases are expanded (budget exceeded: {breach:?})"
             ),
         ),
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+        | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+        | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+        | serde_saphyr::Error::AliasReplayCounterOverflow { .. } => (
+            String::new(),
+            format!(
+                "the document is too large or complex once YAML anchors and aliases are expanded (aliases may replay at most {MAX_REPLAYED_EVENTS} events, nested at most 16 deep)"
+            ),
+        ),
         serde_saphyr::Error::MultipleDocuments { .. } => (
             String::new(),
             "a plan file holds one YAML document, but this one has several (`---` separators)"
@@ -325,7 +345,14 @@ fn yaml_error_diagnostic(error: &serde_saphyr::Error, spans: &SpanIndex, text: &
             diagnostic.with_hint("YAML indents with spaces only; replace the tab with spaces");
     } else if message.contains("duplicate mapping key") {
         diagnostic = diagnostic.with_hint("each key may appear once; remove or merge the repeats");
-    } else if matches!(inner, serde_saphyr::Error::Budget { .. }) || message.contains("depth") {
+    } else if matches!(
+        inner,
+        serde_saphyr::Error::Budget { .. }
+            | serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+            | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+            | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+    ) || message.contains("depth")
+    {
         diagnostic = diagnostic.with_hint(format!(
             "plans are limited to {MAX_DEPTH} levels of nesting and bounded alias expansion"
         ));
