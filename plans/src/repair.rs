@@ -32,6 +32,9 @@ pub struct Repairs {
     /// Paths whose values are placeholders: the validator's findings about
     /// them are about the placeholder, not the file, and are dropped.
     repaired_paths: Vec<String>,
+    /// The copy's position index, kept while repairs leave positions as
+    /// they were (padded replacements) and rebuilt after a wrap.
+    spans: Option<SpanIndex>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -58,6 +61,7 @@ impl Repairs {
             text: text.to_string(),
             shifts: Vec::new(),
             repaired_paths: Vec::new(),
+            spans: None,
             diagnostics: Vec::new(),
         }
     }
@@ -108,7 +112,9 @@ impl Repairs {
         }) else {
             return false;
         };
-        let spans = SpanIndex::build(&self.text, crate::load::MAX_DEPTH);
+        let spans = self
+            .spans
+            .get_or_insert_with(|| SpanIndex::build(&self.text, crate::load::MAX_DEPTH));
         let Some(path) = spans.path_at(at).map(str::to_string) else {
             return false;
         };
@@ -153,6 +159,7 @@ impl Repairs {
         };
         let added = replacement.len().saturating_sub(found.len());
         if added > 0 {
+            self.spans = None;
             self.shifts
                 .push((value.line, value.column + found.chars().count(), added));
         }
