@@ -6,6 +6,11 @@
 //! which `openssl pkeyutl -verify -pubin -inkey signing-key.pub -rawin`
 //! reads as is.
 //!
+//! The pair may instead live outside the log directory
+//! ([`crate::AuditOptions::signing_key`]): then whoever can write the state
+//! directory cannot re-sign a rewritten trail, and the public half beside
+//! that key (`<key>.pub`) is what `verify` checks against by default.
+//!
 //! The private key sits on the deploy PC, so a local administrator could
 //! re-sign a rewritten log. What stops that is the copy shipped off the
 //! machine (S2) and a public key pinned somewhere else: `verify` takes the
@@ -21,6 +26,14 @@ use crate::fsutil;
 pub const PRIVATE_KEY_FILE: &str = "signing-key.pk8";
 pub const PUBLIC_KEY_FILE: &str = "signing-key.pub";
 
+/// Where the public half of a private key kept at `private` is written:
+/// beside it, named `<file>.pub` (`audit-key.pk8` → `audit-key.pk8.pub`).
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let mut name = private.as_os_str().to_os_string();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key
 /// bytes follow.
 const SPKI_PREFIX: [u8; 12] = [
@@ -34,11 +47,25 @@ pub(crate) struct SigningKey {
 }
 
 impl SigningKey {
-    /// Loads `<dir>/signing-key.pk8`, generating the pair if there is none.
+    /// Loads the private key at `location` (by default
+    /// `<dir>/signing-key.pk8`), generating the pair if there is none.
     /// Called with the log's lock held, so two processes cannot both create it.
-    pub(crate) fn load_or_create(dir: &Path) -> Result<SigningKey, AuditError> {
-        let private_path = dir.join(PRIVATE_KEY_FILE);
-        let public_path = dir.join(PUBLIC_KEY_FILE);
+    pub(crate) fn load_or_create(
+        dir: &Path,
+        location: Option<&Path>,
+    ) -> Result<SigningKey, AuditError> {
+        let (private_path, public_path) = match location {
+            Some(private) => (private.to_path_buf(), public_key_path(private)),
+            None => (dir.join(PRIVATE_KEY_FILE), dir.join(PUBLIC_KEY_FILE)),
+        };
+        if let Some(parent) = private_path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            return Err(AuditError::Key {
+                path: private_path.clone(),
+                message: "its directory does not exist; create it (readable by the deploy user only) or name another path".into(),
+            });
+        }
         let key_error = |message: String| AuditError::Key {
             path: private_path.clone(),
             message,
@@ -70,7 +97,7 @@ impl SigningKey {
                 if existing != public {
                     return Err(AuditError::Key {
                         path: public_path,
-                        message: format!("is not the public half of {PRIVATE_KEY_FILE}"),
+                        message: format!("is not the public half of {}", private_path.display()),
                     });
                 }
                 fsutil::tighten(&public_path, 0o600)?;

@@ -51,7 +51,7 @@ pub mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use error::AuditError;
-pub use keys::PublicKey;
+pub use keys::{PublicKey, public_key_path};
 pub use log::{AuditLog, AuditOptions, Stats};
 pub use outbox::{Pending, ShipReport};
 pub use query::{Filter, export_csv, export_json, show};

@@ -24,6 +24,10 @@ pub struct AuditOptions {
     /// records since the last checkpoint to this many (default 1000; a
     /// large `append_batch` gets one checkpoint at its end).
     pub checkpoint_every: u64,
+    /// The private signing key's path when it is kept outside the log
+    /// directory (its public half is written beside it as `<path>.pub`);
+    /// `None` keeps both in the log directory.
+    pub signing_key: Option<PathBuf>,
     /// Where records are shipped; `None` keeps them all pending.
     pub sink: Option<Arc<dyn Sink>>,
     /// Ship from a background thread after every commit (default). Off,
@@ -41,6 +45,7 @@ impl AuditOptions {
         AuditOptions {
             identity,
             checkpoint_every: 1000,
+            signing_key: None,
             sink: None,
             background_shipping: true,
             ship_batch: 1000,
@@ -103,6 +108,7 @@ impl AuditLog {
             &dir,
             options.identity.clone(),
             options.checkpoint_every,
+            options.signing_key.as_deref(),
             shared.clone(),
         )?;
         let public_key = writer.public_key();

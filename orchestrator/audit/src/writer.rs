@@ -106,6 +106,7 @@ impl Writer {
         dir: &Path,
         identity: Who,
         checkpoint_every: u64,
+        signing_key: Option<&Path>,
         shared: Arc<Shared>,
     ) -> Result<Writer, AuditError> {
         fsutil::private_dir(dir)?;
@@ -113,7 +114,7 @@ impl Writer {
         let lock = fsutil::open_append(&lock_path)?;
         lock.lock().map_err(io("lock", &lock_path))?;
         let opened = (|| -> Result<Writer, AuditError> {
-            let key = SigningKey::load_or_create(dir)?;
+            let key = SigningKey::load_or_create(dir, signing_key)?;
             let log_path = dir.join(LOG_FILE);
             let checkpoints_path = dir.join(CHECKPOINTS_FILE);
             let mut writer = Writer {

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
-use deployctl_audit::{Filter, export_csv, export_json, keys, show, verify, verify_against_files};
+use deployctl_audit::{Filter, export_csv, export_json, show, verify, verify_against_files};
 
 use crate::exit;
 use deployctl_trail::audit_dir;
@@ -106,9 +106,8 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
             against,
             public_key,
         } => {
-            let key = public_key
-                .clone()
-                .unwrap_or_else(|| dir.join(keys::PUBLIC_KEY_FILE));
+            let (default_key, default_inside) = crate::audit_sink::default_public_key(state_dir);
+            let key = public_key.clone().unwrap_or(default_key);
             let verified = match against.as_deref() {
                 Some(uri) if uri.starts_with("s3://") => match verify_against_s3(&dir, &key, uri) {
                     Ok(verified) => verified,
@@ -119,11 +118,11 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
             };
             // A key beside the trail proves little on its own: whoever can
             // write the state directory can re-chain and re-sign it.
-            let key_beside_trail = public_key.is_none() && against.is_none();
+            let key_beside_trail = public_key.is_none() && against.is_none() && default_inside;
             let verified = verified.map(|mut report| {
                 if key_beside_trail {
                     report.warnings.push(format!(
-                        "checked against the public key stored beside the trail ({}) and nothing else: anyone who can write {} can rewrite and re-sign the trail. Check against a key kept elsewhere (--public-key FILE) or the shipped copy (--against PATH|s3://…)",
+                        "checked against the public key stored beside the trail ({}) and nothing else: anyone who can write {} can rewrite and re-sign the trail. Keep the signing key elsewhere (DEPLOYCTL_AUDIT_SIGNING_KEY), or check against a key kept elsewhere (--public-key FILE) or the shipped copy (--against PATH|s3://…)",
                         key.display(),
                         dir.display()
                     ));

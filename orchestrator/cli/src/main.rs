@@ -59,6 +59,10 @@ Who you are: DEPLOYCTL_OPERATOR when set, else your login ($USER, $LOGNAME),
 recorded as user@host on every run and audit record; access rules match the
 part before '@'.
 
+The audit trail's signing key is kept beside the trail unless
+DEPLOYCTL_AUDIT_SIGNING_KEY names a path outside the state directory (its
+public half is PATH.pub, which `audit verify` then checks against).
+
 Exit codes:
   0    success: the plan is valid, the run succeeded, the command did what it said
   1    the run rolled back or failed cleanly: targets are on their stable versions

@@ -1,7 +1,7 @@
 //! The audit trail as the commands write it: every run is recorded,
 //! sealed with a signed checkpoint, and `audit verify` catches tampering.
 
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Finished, Sandbox};
 
 const SANDBOX_PLAN: &str = "tests/fixtures/plans/valid/run-sandbox.yaml";
 
@@ -246,4 +246,58 @@ fn verify_says_when_it_only_trusted_the_key_beside_the_trail() {
         !elsewhere.stdout.contains("beside the trail"),
         "{elsewhere}"
     );
+}
+
+/// `command` with the checkpoint signing key kept at `key`, outside the
+/// state directory.
+fn run_with_signing_key(sandbox: &Sandbox, key: &std::path::Path, args: &[&str]) -> Finished {
+    let mut command = sandbox.command(args);
+    command.env("DEPLOYCTL_AUDIT_SIGNING_KEY", key);
+    sandbox
+        .spawn_command(command, args, None)
+        .wait(crate::sandbox::COMMAND_TIMEOUT)
+}
+
+/// With the signing key kept away from the trail, nothing secret is left in
+/// the state directory, `verify` checks against that key's public half
+/// without the "beside the trail" warning, and checkpoints signed by any
+/// other key (as whoever rewrote the trail from the state directory would
+/// have to) fail verification.
+#[test]
+fn a_signing_key_kept_outside_the_state_directory_signs_and_verifies_the_trail() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sandbox = Sandbox::new("audit-key-elsewhere");
+    let keys = sandbox.root().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key = keys.join("audit-signing-key.pk8");
+    run_with_signing_key(&sandbox, &key, &["apply", SANDBOX_PLAN, "--yes"]).expect_code(0);
+    let mode = std::fs::metadata(&key)
+        .expect("the key was created")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is the owner's alone");
+    assert!(keys.join("audit-signing-key.pk8.pub").exists());
+    assert!(
+        !sandbox.state_dir().join("audit/signing-key.pk8").exists(),
+        "no private key is left beside the trail"
+    );
+    let verified = run_with_signing_key(&sandbox, &key, &["audit", "verify"]);
+    verified.expect_code(0);
+    assert!(verified.stdout.contains("audit trail intact"), "{verified}");
+    assert!(!verified.stdout.contains("beside the trail"), "{verified}");
+
+    // Records signed with a key created beside the trail, as anyone who can
+    // write the state directory (but not read the key) could do.
+    sandbox
+        .run(&["apply", SANDBOX_PLAN, "--yes"])
+        .expect_code(0);
+    assert!(sandbox.state_dir().join("audit/signing-key.pk8").exists());
+    let verified = run_with_signing_key(&sandbox, &key, &["audit", "verify"]);
+    verified.expect_code(1);
+
+    // A key whose directory does not exist is refused before anything runs.
+    let missing = sandbox.root().join("no-such-dir/key.pk8");
+    let refused = run_with_signing_key(&sandbox, &missing, &["apply", SANDBOX_PLAN, "--yes"]);
+    assert_ne!(refused.code, Some(0), "{refused}");
+    assert!(refused.stderr.contains("does not exist"), "{refused}");
 }
