@@ -105,7 +105,12 @@ pub fn submit(
     let deny = |action: AuditAction, message: String| {
         audit.record_or_warn(
             user,
-            What::new(action).run(run_id).detail(format!("gate {gate}")),
+            // The person who tried is named as the approver, refused or
+            // not, so `audit show --user` finds their attempts.
+            What::new(action)
+                .run(run_id)
+                .approver(user)
+                .detail(format!("gate {gate}")),
             Outcome::denied(message.clone()),
         );
         Refusal::Denied(message)

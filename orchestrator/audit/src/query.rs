@@ -16,7 +16,11 @@ pub struct Filter {
     pub run: Option<String>,
     /// Unix milliseconds; records at or after it.
     pub since: Option<i64>,
-    pub action: Option<Action>,
+    /// Any of these actions (one, or a family such as every `approval.*`).
+    pub actions: Option<Vec<Action>>,
+    /// Records a person took part in: as the operator (`alice` matches
+    /// `alice@host`), the approver or the run's initiator.
+    pub user: Option<String>,
 }
 
 impl Filter {
@@ -31,17 +35,59 @@ impl Filter {
         Ok(self)
     }
 
+    /// `--action` as typed: an action's name, or a family's prefix
+    /// (`approval` or `approval.` for every `approval.*`).
+    pub fn action(mut self, text: &str) -> Result<Filter, String> {
+        let exact: Result<Action, String> = text.parse();
+        let actions: Vec<Action> = match exact {
+            Ok(action) => vec![action],
+            Err(unknown) => {
+                let family = format!("{}.", text.trim_end_matches('.'));
+                let members: Vec<Action> = Action::ALL
+                    .iter()
+                    .copied()
+                    .filter(|action| action.as_str().starts_with(&family))
+                    .collect();
+                if members.is_empty() {
+                    return Err(unknown);
+                }
+                members
+            }
+        };
+        self.actions = Some(actions);
+        Ok(self)
+    }
+
+    pub fn user(mut self, user: impl Into<String>) -> Filter {
+        self.user = Some(user.into());
+        self
+    }
+
     pub fn matches(&self, record: &AuditRecord) -> bool {
         self.run
             .as_ref()
             .is_none_or(|run| record.what.run.as_ref() == Some(run))
             && self
-                .action
-                .is_none_or(|action| record.what.action == action)
+                .actions
+                .as_ref()
+                .is_none_or(|actions| actions.contains(&record.what.action))
+            && self
+                .user
+                .as_deref()
+                .is_none_or(|user| involves(record, user))
             && self
                 .since
                 .is_none_or(|since| parse_time(&record.time).is_ok_and(|at| at >= since))
     }
+}
+
+/// Whether `user` (a name, or `name@host`) acted in the record or was
+/// named by it.
+fn involves(record: &AuditRecord, user: &str) -> bool {
+    let same = |who: &str| who == user || who.split_once('@').is_some_and(|(name, _)| name == user);
+    same(&record.who.operator)
+        || record.what.approver.as_deref().is_some_and(same)
+        || record.what.initiator.as_deref().is_some_and(same)
 }
 
 /// The records of the log in `dir` that match `filter`, in order. A torn

@@ -33,6 +33,14 @@ pub enum AuditCommand {
         /// RFC 3339 time (e.g. 2026-11-24T09:00:00Z).
         #[arg(long)]
         since: Option<String>,
+        /// Only records this person took part in: as the operator
+        /// (`alice` or `alice@host`), the approver or the run's initiator.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only this action (`approval.denied`), or a family of them
+        /// (`approval` for every `approval.*`).
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
     },
     /// Export every record.
     Export {
@@ -151,10 +159,24 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                 Err(error) => crate::report::failed(error),
             }
         }
-        AuditCommand::Show { run, since } => {
+        AuditCommand::Show {
+            run,
+            since,
+            user,
+            action,
+        } => {
             let mut filter = Filter::default();
             if let Some(run) = run {
                 filter = filter.run(run.clone());
+            }
+            if let Some(user) = user {
+                filter = filter.user(user.clone());
+            }
+            if let Some(action) = action {
+                filter = match filter.action(action) {
+                    Ok(filter) => filter,
+                    Err(error) => return crate::report::refused(format!("--action: {error}")),
+                };
             }
             if let Some(since) = since {
                 match deployctl_audit::time::parse_time(since) {

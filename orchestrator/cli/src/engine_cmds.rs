@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
-use deployctl_engine::journal::{Journal, RunRecord, StopRequest};
+use deployctl_engine::journal::{Journal, RunQuery, RunRecord, StopRequest};
 use deployctl_engine::progress::ProgressSink;
 use deployctl_engine::start::RunRequest;
 use deployctl_engine::state::{RunMode, RunPhase};
@@ -536,12 +536,85 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
 }
 
 /// `deployctl history [--target NAME]`.
-pub fn history(target: Option<&str>, options: &Options<'_>) -> u8 {
+/// `history`'s filters as typed.
+pub struct HistoryFilters<'a> {
+    pub target: Option<&'a str>,
+    pub limit: u32,
+    pub phase: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub since: Option<&'a str>,
+}
+
+impl HistoryFilters<'_> {
+    /// The journal query, or what is wrong with a filter.
+    fn query(&self, now_ms: i64) -> Result<RunQuery, String> {
+        let phases = match self.phase {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(parse_phase)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let since_ms = match self.since {
+            None => None,
+            Some(when) => Some(parse_since(when, now_ms)?),
+        };
+        Ok(RunQuery {
+            target: self.target.map(str::to_string),
+            environment: self.environment.map(str::to_string),
+            phases,
+            since_ms,
+            limit: self.limit,
+        })
+    }
+}
+
+/// A phase as people type it: `rolledback`, `Rolled-Back`, `ROLLED_BACK`.
+fn parse_phase(text: &str) -> Result<RunPhase, String> {
+    let folded = |name: &str| -> String {
+        name.chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    RunPhase::ALL
+        .into_iter()
+        .find(|phase| folded(phase.as_str()) == folded(text))
+        .ok_or_else(|| {
+            let known: Vec<&str> = RunPhase::ALL.iter().map(|p| p.as_str()).collect();
+            format!(
+                "--phase: unknown phase `{text}`; phases are {}",
+                known.join(", ")
+            )
+        })
+}
+
+/// `--since`: a time or date, or a span back from now (`90m`, `2h`, `7d`).
+fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+    if let Some(at) = deployctl_time::parse(text) {
+        return Ok(at);
+    }
+    match deployctl_plan::duration::parse_duration(text) {
+        Ok(span) => Ok(now_ms.saturating_sub(i64::try_from(span.as_millis()).unwrap_or(i64::MAX))),
+        Err(_) => Err(format!(
+            "--since: `{text}` is neither a time (2026-11-24T09:00:00Z, 2026-11-24) nor a span back from now (2h, 7d)"
+        )),
+    }
+}
+
+pub fn history(filters: &HistoryFilters<'_>, options: &Options<'_>) -> u8 {
+    let query = match filters.query(deployctl_time::now_ms()) {
+        Ok(query) => query,
+        Err(message) => return crate::report::refused(message),
+    };
     let journal = match open_journal(options.state_dir) {
         Ok(journal) => journal,
         Err(code) => return code,
     };
-    match journal.runs(target, 200) {
+    match journal.runs_matching(&query) {
         Ok(runs) => {
             if options.json {
                 outln!(

@@ -259,6 +259,20 @@ enum Command {
         /// Only runs that moved this target.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// At most this many runs (newest first).
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        limit: u32,
+        /// Only runs in these phases, comma-separated (e.g.
+        /// `RolledBack,Failed`; any case, `-` and `_` ignored).
+        #[arg(long, value_name = "PHASE[,PHASE]")]
+        phase: Option<String>,
+        /// Only runs of plans for this environment.
+        #[arg(long, value_name = "NAME")]
+        environment: Option<String>,
+        /// Only runs started since then: an RFC 3339 time or a date
+        /// (2026-11-24T09:00:00Z, 2026-11-24), or a span back from now (`2h`, `7d`).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
     },
     /// Continue a run whose process died, from its journal.
     Resume {
@@ -479,7 +493,22 @@ fn main() -> ExitCode {
         Command::Status { run, watch } => {
             engine_cmds::status(run.as_deref(), *watch, &run_options(true))
         }
-        Command::History { target } => engine_cmds::history(target.as_deref(), &run_options(true)),
+        Command::History {
+            target,
+            limit,
+            phase,
+            environment,
+            since,
+        } => {
+            let filters = engine_cmds::HistoryFilters {
+                target: target.as_deref(),
+                limit: *limit,
+                phase: phase.as_deref(),
+                environment: environment.as_deref(),
+                since: since.as_deref(),
+            };
+            engine_cmds::history(&filters, &run_options(true))
+        }
         Command::Resume { run, yes } => engine_cmds::resume(run, &run_options(*yes)),
         Command::Rollback { run, target, yes } => {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))

@@ -136,6 +136,32 @@ pub struct RunRecord {
     pub rollback_final: Option<RunPhase>,
 }
 
+/// Which runs `history` lists; `None` fields match every run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Runs with a stage that moved this target.
+    pub target: Option<String>,
+    pub environment: Option<String>,
+    /// Runs in any of these phases.
+    pub phases: Option<Vec<RunPhase>>,
+    /// Runs created at or after this time (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+impl Default for RunQuery {
+    fn default() -> RunQuery {
+        RunQuery {
+            target: None,
+            environment: None,
+            phases: None,
+            since_ms: None,
+            limit: 200,
+        }
+    }
+}
+
 /// One stage's current state (a snapshot; the events table has the history).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -946,6 +972,38 @@ impl Journal {
     }
 
     /// Runs, newest first; only those touching `target` when given.
+    /// Runs matching `query`, newest first (`history` with filters).
+    pub fn runs_matching(&self, query: &RunQuery) -> Result<Vec<RunRecord>, JournalError> {
+        // Phases as one `,A,B,` string, so the statement stays one cached
+        // statement whatever the number of phases asked for.
+        let phases = query.phases.as_ref().map(|phases| {
+            let names: Vec<&str> = phases.iter().map(|phase| phase.as_str()).collect();
+            format!(",{},", names.join(","))
+        });
+        self.with(|connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs r
+                 WHERE (?1 IS NULL OR EXISTS
+                    (SELECT 1 FROM stages s WHERE s.run_id = r.id AND s.target = ?1))
+                   AND (?2 IS NULL OR r.environment = ?2)
+                   AND (?3 IS NULL OR r.created_at >= ?3)
+                   AND (?4 IS NULL OR instr(?4, ',' || r.phase || ',') > 0)
+                 ORDER BY created_at DESC, id DESC LIMIT ?5"
+            ))?;
+            let rows = statement.query_map(
+                params![
+                    query.target,
+                    query.environment,
+                    query.since_ms,
+                    phases,
+                    query.limit
+                ],
+                run_from_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     pub fn runs(&self, target: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
         self.with(|connection| {
             let mut statement = connection.prepare_cached(&format!(

@@ -31,10 +31,9 @@ fn show_filters_by_run_since_and_action() {
             .contains(&records[11])
     );
 
-    let approvals = Filter {
-        action: Some(Action::ApprovalGranted),
-        ..Filter::default()
-    };
+    let approvals = Filter::default()
+        .action(Action::ApprovalGranted.as_str())
+        .unwrap();
     assert_eq!(show(dir.path(), &approvals).unwrap().len(), 3);
     assert!(Filter::default().since("last tuesday").is_err());
 }

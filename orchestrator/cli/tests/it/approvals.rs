@@ -180,6 +180,47 @@ fn two_approvers_with_mfa_release_a_paused_production_run() {
         .map(|l| csv_cells(l).into_iter().nth(column).unwrap_or_default())
         .collect();
     assert_eq!(approved_by, ["bob", "carol"], "{csv}");
+
+    // `show` narrowed to one person and one family of actions: bob's
+    // approval, nothing of carol's; mallory's refused attempt names her.
+    let bobs = sandbox.run(&[
+        "audit", "show", "--user", "bob", "--action", "approval", "--output", "json",
+    ]);
+    bobs.expect_code(0);
+    let bobs: serde_json::Value = serde_json::from_str(&bobs.stdout).unwrap();
+    let bobs = bobs.as_array().unwrap();
+    assert_eq!(bobs.len(), 1, "{bobs:#?}");
+    assert!(
+        bobs.iter().all(|r| {
+            r["what"]["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("approval."))
+                && (r["what"]["approver"] == "bob"
+                    || r["who"]["operator"]
+                        .as_str()
+                        .is_some_and(|o| o.starts_with("bob")))
+        }),
+        "{bobs:#?}"
+    );
+    let mallory = sandbox.run(&["audit", "show", "--user", "mallory", "--output", "json"]);
+    let mallory: serde_json::Value = serde_json::from_str(&mallory.stdout).unwrap();
+    let mallory = mallory.as_array().unwrap();
+    assert!(
+        !mallory.is_empty(),
+        "mallory's refusal is found by her name"
+    );
+    assert!(
+        mallory
+            .iter()
+            .all(|r| r["outcome"]["status"] == "denied" && r["what"]["approver"] == "mallory"),
+        "{mallory:#?}"
+    );
+    let granted = sandbox.run(&["audit", "show", "--action", "approval.granted"]);
+    assert_eq!(granted.stdout.lines().count(), 2, "{granted}");
+    assert!(granted.stdout.contains("approver bob") && granted.stdout.contains("approver carol"));
+    let unknown = sandbox.run(&["audit", "show", "--action", "approval.maybe"]);
+    unknown.expect_code(2);
+    assert!(unknown.stderr.contains("unknown action"), "{unknown}");
 }
 
 /// A wrong code is the same refusal wherever it is typed: `mfa confirm`

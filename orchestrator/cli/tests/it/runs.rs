@@ -193,23 +193,26 @@ fn status_text_shows_each_stage_last_gate_verdict() {
     assert!(text.stdout.contains("gate api-health: failed"), "{text}");
 }
 
+/// The run IDs `history --output json ARGS` lists, in its order.
+fn history_ids(sandbox: &Sandbox, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["history", "--output", "json"];
+    all.extend(args);
+    let out = sandbox.run(&all);
+    out.expect_code(0);
+    let runs: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    runs.as_array()
+        .expect("array")
+        .iter()
+        .map(|run| run["run"].as_str().expect("id").to_string())
+        .collect()
+}
+
 #[test]
 fn history_target_lists_only_the_runs_that_moved_it() {
     let sandbox = Sandbox::new("runs-history");
     let sandbox_run = apply_ok(&sandbox, SANDBOX_PLAN);
     let solo_run = apply_ok(&sandbox, SOLO_PLAN);
-    let ids = |args: &[&str]| -> Vec<String> {
-        let mut all = vec!["history", "--output", "json"];
-        all.extend(args);
-        let out = sandbox.run(&all);
-        out.expect_code(0);
-        let runs: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
-        runs.as_array()
-            .expect("array")
-            .iter()
-            .map(|run| run["run"].as_str().expect("id").to_string())
-            .collect()
-    };
+    let ids = |args: &[&str]| history_ids(&sandbox, args);
     // Newest first.
     assert_eq!(ids(&[]), [solo_run.clone(), sandbox_run.clone()]);
     assert_eq!(ids(&["--target", "solo"]), [solo_run]);
@@ -218,6 +221,57 @@ fn history_target_lists_only_the_runs_that_moved_it() {
     let out = sandbox.run(&["history", "--target", "nosuch"]);
     out.expect_code(0);
     assert!(out.stdout.ends_with("(no runs yet)\n"), "{out}");
+}
+
+/// `history --limit --phase --environment --since`, each narrowing the
+/// list, and a filter that cannot be understood refused with exit 2.
+#[test]
+fn history_filters_by_limit_phase_environment_and_time() {
+    let sandbox = Sandbox::new("runs-history-filters");
+    let succeeded = apply_ok(&sandbox, SANDBOX_PLAN);
+    sandbox
+        .run(&["rehearse", QUICKSTART, "--fail", "api-canary@2"])
+        .expect_code(0);
+    let rolled_back = sandbox
+        .run_ids()
+        .into_iter()
+        .find(|id| *id != succeeded)
+        .expect("the rehearsal's run");
+    let ids = |args: &[&str]| history_ids(&sandbox, args);
+    let both = [rolled_back.clone(), succeeded.clone()];
+    assert_eq!(ids(&[]), both);
+    let newest = std::slice::from_ref(&rolled_back);
+    assert_eq!(ids(&["--limit", "1"]), newest);
+    assert_eq!(ids(&["--phase", "rolled-back"]), newest);
+    assert_eq!(ids(&["--phase", "Succeeded,RolledBack"]), both);
+    assert!(ids(&["--phase", "Killed"]).is_empty());
+    assert_eq!(
+        ids(&["--environment", "test"]),
+        std::slice::from_ref(&succeeded)
+    );
+    assert_eq!(ids(&["--environment", "sandbox"]), newest);
+    assert_eq!(ids(&["--since", "1h"]), both);
+    assert!(ids(&["--since", "2999-01-01"]).is_empty());
+    assert_eq!(
+        ids(&[
+            "--phase",
+            "succeeded",
+            "--environment",
+            "test",
+            "--since",
+            "2000-01-01T00:00:00Z"
+        ]),
+        [succeeded]
+    );
+    let bad_phase = sandbox.run(&["history", "--phase", "Done"]);
+    bad_phase.expect_code(2);
+    assert!(
+        bad_phase.stderr.contains("unknown phase `Done`"),
+        "{bad_phase}"
+    );
+    let bad_since = sandbox.run(&["history", "--since", "last tuesday"]);
+    bad_since.expect_code(2);
+    assert!(bad_since.stderr.contains("--since"), "{bad_since}");
 }
 
 #[test]
