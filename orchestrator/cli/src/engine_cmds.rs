@@ -503,12 +503,22 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
         Ok(journal) => journal,
         Err(code) => return code,
     };
+    // On a terminal, `--watch` redraws in place; into a pipe or a file it
+    // appends one report after the other, as logs want.
+    let redraw = watch && !options.json && std::io::stdout().is_terminal();
     loop {
         let record = match find_run(&journal, run) {
             Ok(record) => record,
             Err(code) => return code,
         };
         let stages = journal.stages(&record.id).unwrap_or_default();
+        let now = crate::run_now::stages_now(
+            &record,
+            &stages,
+            &journal,
+            options.access,
+            deployctl_time::now_ms(),
+        );
         if options.json {
             // A journal event this build cannot read is said, not hidden.
             let events = match journal.events(&record.id) {
@@ -519,23 +529,26 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
             };
             outln!(
                 "{}",
-                serde_json::to_string_pretty(&runs::status_json(&record, &stages, &events))
+                serde_json::to_string_pretty(&runs::status_json(&record, &stages, &events, &now))
                     .unwrap_or_default()
             );
         } else {
-            out!("{}", runs::status_text(&record, &stages));
+            if redraw {
+                // Home and clear: each refresh replaces the last one.
+                out!("\x1b[H\x1b[2J");
+            }
+            out!("{}", runs::status_text(&record, &stages, &now));
         }
         if !watch || record.phase.is_terminal() {
             return runs::exit_code(record.phase, record.rollback_incomplete);
         }
         std::thread::sleep(Duration::from_secs(1));
-        if !options.json {
+        if !options.json && !redraw {
             outln!();
         }
     }
 }
 
-/// `deployctl history [--target NAME]`.
 /// `history`'s filters as typed.
 pub struct HistoryFilters<'a> {
     pub target: Option<&'a str>,
@@ -605,6 +618,7 @@ fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
     }
 }
 
+/// `deployctl history [--target NAME] [--limit N] [--phase …] [--environment …] [--since …]`.
 pub fn history(filters: &HistoryFilters<'_>, options: &Options<'_>) -> u8 {
     let query = match filters.query(deployctl_time::now_ms()) {
         Ok(query) => query,

@@ -39,6 +39,7 @@ mod rbac;
 mod registry;
 mod rehearse;
 mod report;
+mod run_now;
 mod runs;
 mod state_dir;
 mod wiring;

@@ -11,6 +11,8 @@ use deployctl_engine::event::Event;
 use deployctl_engine::journal::{EventRecord, RunRecord, StageRecord};
 use deployctl_engine::state::RunPhase;
 
+use crate::run_now::{self, StageNow};
+
 pub use deployctl_engine::run::owner_alive;
 
 /// A run that is not finished and whose process is gone.
@@ -22,6 +24,7 @@ pub fn status_json(
     run: &RunRecord,
     stages: &[StageRecord],
     events: &[EventRecord],
+    now: &BTreeMap<String, StageNow>,
 ) -> serde_json::Value {
     let last = last_events(events);
     serde_json::json!({
@@ -50,11 +53,16 @@ pub fn status_json(
             "lastGate": stage.last_gate,
             "detail": stage.detail,
             "lastEvent": last.get(&Some(stage.name.clone())),
+            "now": now.get(&stage.name),
         })).collect::<Vec<_>>(),
     })
 }
 
-pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
+pub fn status_text(
+    run: &RunRecord,
+    stages: &[StageRecord],
+    now: &BTreeMap<String, StageNow>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -113,6 +121,13 @@ pub fn status_text(run: &RunRecord, stages: &[StageRecord]) -> String {
             stage.new_version.as_deref().unwrap_or("?"),
             gate
         );
+        for line in now
+            .get(&stage.name)
+            .map(run_now::text_lines)
+            .unwrap_or_default()
+        {
+            let _ = writeln!(out, "  {:<width$}    {line}", "");
+        }
     }
     out
 }

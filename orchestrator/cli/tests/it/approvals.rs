@@ -103,8 +103,39 @@ fn two_approvers_with_mfa_release_a_paused_production_run() {
     // Unknown people are refused.
     approve(&sandbox, &run, "mallory", "123456").expect_code(2);
 
+    // `status` says what the run waits for and who may still give it.
+    let status = sandbox.run(&["--access", ACCESS, "status", "--output", "json", &run]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    let waiting = &status["stages"][0]["now"]["waitingFor"];
+    assert_eq!(waiting["approval"], "prod-signoff", "{waiting:#}");
+    assert_eq!(waiting["required"], 2, "{waiting:#}");
+    assert_eq!(waiting["approvedBy"], serde_json::json!([]), "{waiting:#}");
+    let may: Vec<&str> = waiting["mayApprove"]
+        .as_array()
+        .expect("the access file names approvers")
+        .iter()
+        .filter_map(|user| user.as_str())
+        .collect();
+    assert!(
+        may.contains(&"bob") && may.contains(&"carol"),
+        "{waiting:#}"
+    );
+    assert!(
+        !may.contains(&"deployctl-test") && !may.contains(&"frank"),
+        "{waiting:#}"
+    );
+
     let bob_code = next_code(&bob);
     approve(&sandbox, &run, "bob", &bob_code).expect_code(0);
+    let text = sandbox.run(&["--access", ACCESS, "status", &run]);
+    assert!(
+        text.stdout
+            .contains("waits for approval prod-signoff: 1 of 2")
+            && text.stdout.contains("approved: bob")
+            && text.stdout.contains("may still approve: carol"),
+        "{text}"
+    );
+    assert!(!text.stdout.contains("may still approve: bob"), "{text}");
     // The same code twice is a replay, refused.
     let replay = approve(&sandbox, &run, "bob", &bob_code);
     replay.expect_code(2);

@@ -337,6 +337,43 @@ fn rollback_target_picks_the_newest_run_that_moved_it() {
     );
 }
 
+/// `status` of a run another process drives says which step each stage is
+/// on, its index, and the time left in the pause it holds.
+#[test]
+fn status_names_the_current_step_and_the_time_left_in_a_pause() {
+    let sandbox = Sandbox::new("runs-status-now");
+    let (apply, run) = start_long_run(&sandbox);
+    let mut now = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), "the pause has begun", || {
+        now = sandbox.status(Some(&run))["stages"][0]["now"].clone();
+        now["pauseLeftMs"].is_i64()
+    });
+    assert_eq!(now["step"]["op"], "pause 30s", "{now:#}");
+    let (index, of) = (now["step"]["index"].as_u64(), now["step"]["of"].as_u64());
+    assert!(
+        index
+            .zip(of)
+            .is_some_and(|(index, of)| index > 1 && index < of),
+        "{now:#}"
+    );
+    let left = now["pauseLeftMs"].as_i64().unwrap();
+    assert!(left > 0 && left <= 30_000, "{now:#}");
+    let text = sandbox.run(&["status", &run]);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains(&format!(
+            "step {} of {}: pause 30s (",
+            index.unwrap(),
+            of.unwrap()
+        )) && text.stdout.contains("s left)"),
+        "{text}"
+    );
+    sandbox.run(&["kill", &run, "--yes"]).expect_code(0);
+    apply.wait(Duration::from_secs(30)).expect_code(1);
+    // A finished run has nothing to say about now.
+    assert!(sandbox.status(Some(&run))["stages"][0]["now"].is_null());
+}
+
 #[test]
 fn kill_stops_a_running_apply_and_rolls_it_back() {
     let sandbox = Sandbox::new("runs-kill");

@@ -1,0 +1,222 @@
+//! What a live run is doing right now, for `status` in an incident: the
+//! step each unfinished stage is on (and its index), the time left in a
+//! pause, the approval it waits for with who approved so far and who still
+//! may, and the values behind the last gate verdict.
+//!
+//! Everything is derived from the journal and the plan recorded with the
+//! run (compiled again into the same program the engine walks, which is
+//! deterministic), so it works for a run driven by another process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use deployctl_engine::event::Event;
+use deployctl_engine::journal::{Journal, RunRecord, StageRecord};
+use deployctl_engine::program::{self, Op};
+use deployctl_engine::state::StagePhase;
+use deployctl_plan::model::ValidatedPlan;
+use serde::Serialize;
+
+/// Where one unfinished stage is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageNow {
+    /// The step the stage is on, 1-based, of how many.
+    pub step: Option<Step>,
+    /// Time left in the pause the stage is holding, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_left_ms: Option<i64>,
+    /// The approval the stage waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<ApprovalWait>,
+    /// The last gate verdict's measured values, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_gate_values: Option<GateValues>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub index: usize,
+    pub of: usize,
+    pub op: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalWait {
+    pub approval: String,
+    pub role: String,
+    pub required: u32,
+    pub approved_by: Vec<String>,
+    /// People the access file lets approve who have not yet (the run's
+    /// initiator excluded: nobody approves their own release); `None` when
+    /// there is no access file to say.
+    pub may_approve: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateValues {
+    pub gate: String,
+    pub passed: bool,
+    pub values: Vec<Option<f64>>,
+}
+
+/// What each unfinished stage of `run` is doing, by stage name.
+pub fn stages_now(
+    run: &RunRecord,
+    stages: &[StageRecord],
+    journal: &Journal,
+    access_file: &Path,
+    now_ms: i64,
+) -> BTreeMap<String, StageNow> {
+    let plan = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes())
+        .ok()
+        .map(|loaded| loaded.plan);
+    let access = deployctl_policy::access::Access::load(access_file).ok();
+    stages
+        .iter()
+        .filter(|stage| matches!(stage.phase, StagePhase::Progressing | StagePhase::Paused))
+        .map(|stage| {
+            let ops = plan.as_ref().and_then(|plan| program_of(plan, &stage.name));
+            let op = ops
+                .as_ref()
+                .and_then(|ops| ops.get(stage.cursor as usize).cloned());
+            let step = ops.as_ref().zip(op.as_ref()).map(|(ops, op)| Step {
+                index: stage.cursor as usize + 1,
+                of: ops.len(),
+                op: describe(op),
+            });
+            let pause_left_ms = stage
+                .pause_until
+                .filter(|_| matches!(op, Some(Op::Pause(_))))
+                .map(|until| (until - now_ms).max(0));
+            let waiting_for = match (&op, plan.as_ref()) {
+                (Some(Op::Approval(name)), Some(plan)) => {
+                    plan.approvals.get(name).map(|approval| {
+                        let approved_by = journal.approvers(&run.id, name).unwrap_or_default();
+                        let initiator = deployctl_approvals::initiator_user(&run.initiator);
+                        let may_approve = access.as_ref().map(|access| {
+                            access
+                                .users()
+                                .filter(|user| access.holds_approval_role(user, &approval.role))
+                                .filter(|user| *user != initiator)
+                                .filter(|user| !approved_by.iter().any(|done| done == user))
+                                .map(str::to_string)
+                                .collect()
+                        });
+                        ApprovalWait {
+                            approval: name.clone(),
+                            role: approval.role.clone(),
+                            required: approval.required,
+                            approved_by,
+                            may_approve,
+                        }
+                    })
+                }
+                _ => None,
+            };
+            let last_gate_values = stage.last_gate.clone().and_then(|stored| {
+                match Event::from_stored("gateResult", stored) {
+                    Ok(Event::GateResult { gate, result }) => Some(GateValues {
+                        gate,
+                        passed: result.passed(),
+                        values: result.measurements.iter().map(|m| m.value).collect(),
+                    }),
+                    _ => None,
+                }
+            });
+            (
+                stage.name.clone(),
+                StageNow {
+                    step,
+                    pause_left_ms,
+                    waiting_for,
+                    last_gate_values,
+                },
+            )
+        })
+        .collect()
+}
+
+fn program_of(plan: &ValidatedPlan, stage: &str) -> Option<Vec<Op>> {
+    let stage = plan.stages.iter().find(|s| s.name == stage)?;
+    Some(program::compile(stage, plan.target_of(stage)))
+}
+
+/// One step in the plan's words.
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Apply(action) => action.to_string(),
+        Op::StartWave { index, .. } => format!("start wave {}", index + 1),
+        Op::AwaitWave { index } => format!("wait for wave {} to report", index + 1),
+        Op::Pause(duration) => format!(
+            "pause {}",
+            deployctl_plan::duration::format_duration(*duration)
+        ),
+        Op::Gates(gates) => format!("analysis: {}", gates.join(", ")),
+        Op::Approval(name) => format!("approval {name}"),
+        Op::StartMonitors(gates) => format!("start background gates {}", gates.join(", ")),
+        Op::StopMonitors => "stop background gates".to_string(),
+    }
+}
+
+/// The lines `status` prints under a stage that is on its way.
+pub fn text_lines(now: &StageNow) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(step) = &now.step {
+        let mut line = format!("step {} of {}: {}", step.index, step.of, step.op);
+        if let Some(left) = now.pause_left_ms {
+            line.push_str(&format!(" ({} left)", seconds(left)));
+        }
+        lines.push(line);
+    }
+    if let Some(wait) = &now.waiting_for {
+        let so_far = if wait.approved_by.is_empty() {
+            "none yet".to_string()
+        } else {
+            wait.approved_by.join(", ")
+        };
+        lines.push(format!(
+            "waits for approval {}: {} of {} from role {} (approved: {so_far})",
+            wait.approval,
+            wait.approved_by.len(),
+            wait.required,
+            wait.role
+        ));
+        match &wait.may_approve {
+            Some(people) if !people.is_empty() => {
+                lines.push(format!("may still approve: {}", people.join(", ")));
+            }
+            Some(_) => lines.push(format!(
+                "nobody else in the access file holds role {}",
+                wait.role
+            )),
+            None => {}
+        }
+    }
+    if let Some(gate) = &now.last_gate_values
+        && !gate.values.is_empty()
+    {
+        let values: Vec<String> = gate
+            .values
+            .iter()
+            .map(|value| value.map_or("no data".to_string(), |v| format!("{v}")))
+            .collect();
+        lines.push(format!(
+            "last gate {}: {} (values {})",
+            gate.gate,
+            if gate.passed { "passed" } else { "failed" },
+            values.join(", ")
+        ));
+    }
+    lines
+}
+
+fn seconds(ms: i64) -> String {
+    let seconds = (ms + 999) / 1000;
+    if seconds >= 120 {
+        format!("{}m{}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
