@@ -283,6 +283,13 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// List the approvals runs wait for: which run and stage, the role,
+    /// how many of how many, who approved and who still may.
+    Approvals {
+        /// Only approvals this person may still give.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+    },
     /// Roll back every stage of a run that moved (no plan file needed):
     /// name the run, or `--target NAME` for the newest run that moved it.
     Rollback {
@@ -515,6 +522,9 @@ fn main() -> ExitCode {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Approvals { user } => {
+            crate::run_now::list_approvals(user.as_deref(), &run_options(true))
+        }
         Command::Mfa { command } => {
             let access = access::access_path(cli.access.as_deref(), &state_dir);
             match command {

@@ -220,3 +220,96 @@ fn seconds(ms: i64) -> String {
         format!("{seconds}s")
     }
 }
+
+/// One approval a run waits for, for `deployctl approvals`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Waiting {
+    run: String,
+    plan: String,
+    environment: String,
+    stage: String,
+    #[serde(flatten)]
+    wait: ApprovalWait,
+}
+
+/// `deployctl approvals [--user USER]`: what waits for whom, across every
+/// unfinished run.
+pub fn list_approvals(user: Option<&str>, options: &crate::engine_cmds::Options<'_>) -> u8 {
+    use deployctl_engine::journal::RunQuery;
+    use deployctl_engine::state::RunPhase;
+    let journal = match Journal::open(options.state_dir) {
+        Ok(journal) => journal,
+        Err(error) => return crate::report::refused(error),
+    };
+    let query = RunQuery {
+        phases: Some(vec![RunPhase::Paused, RunPhase::Progressing]),
+        ..RunQuery::default()
+    };
+    let runs = match journal.runs_matching(&query) {
+        Ok(runs) => runs,
+        Err(error) => return crate::report::failed(error),
+    };
+    let now_ms = deployctl_time::now_ms();
+    let mut waiting = Vec::new();
+    for run in runs {
+        let stages = journal.stages(&run.id).unwrap_or_default();
+        for (stage, now) in stages_now(&run, &stages, &journal, options.access, now_ms) {
+            let Some(wait) = now.waiting_for else {
+                continue;
+            };
+            let for_user = user.is_none_or(|user| {
+                wait.may_approve
+                    .as_ref()
+                    .is_some_and(|people| people.iter().any(|p| p == user))
+            });
+            if for_user {
+                waiting.push(Waiting {
+                    run: run.id.clone(),
+                    plan: run.plan_name.clone(),
+                    environment: run.environment.clone(),
+                    stage,
+                    wait,
+                });
+            }
+        }
+    }
+    if options.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&waiting).unwrap_or_default()
+        );
+        return crate::exit::OK;
+    }
+    if waiting.is_empty() {
+        outln!(
+            "(no run waits for an approval{})",
+            user.map(|u| format!(" {u} may give")).unwrap_or_default()
+        );
+        return crate::exit::OK;
+    }
+    for item in &waiting {
+        let approved = if item.wait.approved_by.is_empty() {
+            "none yet".to_string()
+        } else {
+            item.wait.approved_by.join(", ")
+        };
+        let may = match &item.wait.may_approve {
+            Some(people) if !people.is_empty() => people.join(", "),
+            Some(_) => "nobody else holds the role".to_string(),
+            None => "(no access file)".to_string(),
+        };
+        outln!(
+            "{}  stage {}  approval {} ({} of {} from role {}; approved: {approved}; may approve: {may})  plan {} → {}",
+            item.run,
+            item.stage,
+            item.wait.approval,
+            item.wait.approved_by.len(),
+            item.wait.required,
+            item.wait.role,
+            item.plan,
+            item.environment
+        );
+    }
+    crate::exit::OK
+}

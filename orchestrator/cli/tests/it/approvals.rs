@@ -136,6 +136,33 @@ fn two_approvers_with_mfa_release_a_paused_production_run() {
         "{text}"
     );
     assert!(!text.stdout.contains("may still approve: bob"), "{text}");
+    // `approvals` lists what waits for whom, across runs.
+    let listed = sandbox.run(&["--access", ACCESS, "approvals"]);
+    listed.expect_code(0);
+    assert!(
+        listed.stdout.contains(&run)
+            && listed.stdout.contains("approval prod-signoff (1 of 2")
+            && listed.stdout.contains("may approve: carol"),
+        "{listed}"
+    );
+    let for_carol = sandbox.run(&[
+        "--access",
+        ACCESS,
+        "approvals",
+        "--user",
+        "carol",
+        "--output",
+        "json",
+    ]);
+    let for_carol: serde_json::Value = serde_json::from_str(&for_carol.stdout).expect("JSON");
+    assert_eq!(for_carol[0]["run"], run.as_str(), "{for_carol:#}");
+    assert_eq!(
+        for_carol[0]["approvedBy"],
+        serde_json::json!(["bob"]),
+        "{for_carol:#}"
+    );
+    let for_bob = sandbox.run(&["--access", ACCESS, "approvals", "--user", "bob"]);
+    assert!(for_bob.stdout.contains("no run waits"), "{for_bob}");
     // The same code twice is a replay, refused.
     let replay = approve(&sandbox, &run, "bob", &bob_code);
     replay.expect_code(2);
