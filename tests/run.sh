@@ -30,6 +30,9 @@ step "tests"
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 
+step "emulator self-tests with the real boto3 clients (tests/emulators/test_iotjobs.py)"
+"$MOTO_VENV/bin/python" tests/emulators/test_iotjobs.py 2>&1 | tee -a "$log" || status=$?
+
 step "the Kubernetes end-to-end tests again, through the real-cluster switch (kubectl proxy to the test API server)"
 if command -v kubectl >/dev/null && command -v curl >/dev/null; then
     (

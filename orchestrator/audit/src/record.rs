@@ -269,6 +269,10 @@ actions! {
     KillRequested = "kill.requested",
     /// `rollback` was asked for by `who`.
     RollbackRequested = "rollback.requested",
+    /// `pause` held a run where it stands (gates keep watching).
+    PauseRequested = "pause.requested",
+    /// `promote` ended a run's current pause, or released its hold.
+    PromoteRequested = "promote.requested",
     /// The audit log repaired itself after a crash (`detail`: what was cut).
     AuditRecovered = "audit.recovered",
     /// An MFA administrator (`who`) listed the enrollments.

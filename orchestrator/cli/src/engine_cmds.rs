@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
 use deployctl_engine::journal::{Journal, RunQuery, RunRecord, StopRequest};
 use deployctl_engine::progress::ProgressSink;
@@ -278,15 +279,22 @@ fn find_run(journal: &Journal, run: Option<&str>) -> Result<RunRecord, u8> {
     }
 }
 
+/// The journal and trail opened for a command on one run (sealed when the
+/// returned [`Seal`] drops), and that run.
+fn open_run(
+    run_id: &str,
+    options: &Options<'_>,
+) -> Result<(Arc<Journal>, deployctl_trail::Trail, Seal, RunRecord), u8> {
+    let (journal, audit) = crate::audited::open(options.state_dir)?;
+    let seal = Seal(audit.clone());
+    let run = find_run(&journal, Some(run_id))?;
+    Ok((journal, audit, seal, run))
+}
+
 /// `deployctl resume RUN`.
 pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
-    let (journal, audit) = match crate::audited::open(options.state_dir) {
-        Ok(pair) => pair,
-        Err(code) => return code,
-    };
-    let _seal = Seal(audit.clone());
-    let run = match find_run(&journal, Some(run_id)) {
-        Ok(run) => run,
+    let (journal, audit, _seal, run) = match open_run(run_id, options) {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     if runs::owner_alive(&run) && !run.phase.is_terminal() {
@@ -418,16 +426,119 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
     stop(run_id, StopRequest::Kill, options)
 }
 
+/// `pause` or `promote`: the two ways to steer a run in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steer {
+    Pause,
+    Promote,
+}
+
+/// `deployctl pause RUN` holds a run where it stands (each stage stops
+/// before its next step, and a pause goes on past its end; gates keep
+/// watching); `deployctl promote RUN` ends the pause each stage is in now
+/// and releases a hold. Both work on a run another process drives (the
+/// request is journaled, as `kill`'s is), are audited, and are safe to
+/// repeat: a second `pause`, or a `promote` with nothing to promote, says
+/// so and changes nothing.
+pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
+    let (journal, audit, _seal, run) = match open_run(run_id, options) {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    let name = match verb {
+        Steer::Pause => "pause",
+        Steer::Promote => "promote",
+    };
+    if run.phase.is_terminal() {
+        eprintln!(
+            "run {} already ended ({}); nothing to {name}",
+            run.id,
+            run.phase.as_str()
+        );
+        return exit::OK;
+    }
+    if let Err(code) = crate::access::check_operator(
+        deployctl_policy::Action::Steer,
+        &run.environment,
+        options.access,
+        options.state_dir,
+    ) {
+        return code;
+    }
+    let held = match journal.hold_state(&run.id) {
+        Ok((held, _)) => held,
+        Err(error) => return crate::report::failed(error),
+    };
+    let initiator = deployctl_engine::run::initiator();
+    let user = deployctl_approvals::initiator_user(&initiator);
+    let (result, action, said) = match verb {
+        Steer::Pause if held => {
+            eprintln!(
+                "run {} is already paused; nothing to do (`deployctl promote {}` moves it on)",
+                run.id, run.id
+            );
+            return exit::OK;
+        }
+        Steer::Pause => (
+            journal.request_hold(&run.id, true),
+            AuditAction::PauseRequested,
+            format!(
+                "run {} paused: each stage holds before its next step and stays in a pause past its end, gates still watching (its timeout still counts). `deployctl promote {}` moves it on.",
+                run.id, run.id
+            ),
+        ),
+        Steer::Promote => {
+            let stages = journal.stages(&run.id).unwrap_or_default();
+            let in_pause = crate::run_now::stages_now(
+                &run,
+                &stages,
+                &journal,
+                options.access,
+                deployctl_time::now_ms(),
+            )
+            .values()
+            .any(|now| now.pause_left_ms.is_some());
+            if !held && !in_pause {
+                eprintln!(
+                    "run {} is neither paused nor in a pause; nothing to promote",
+                    run.id
+                );
+                return exit::OK;
+            }
+            (
+                journal.request_promote(&run.id),
+                AuditAction::PromoteRequested,
+                format!(
+                    "run {} promoted: the pause its stages are in ends now{}",
+                    run.id,
+                    if held {
+                        " and its hold is released"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        }
+    };
+    if let Err(error) = result {
+        return crate::report::failed(error);
+    }
+    crate::audited::record(&audit, user, What::new(action).run(&run.id), Outcome::ok());
+    eprintln!("{said}");
+    if !runs::owner_alive(&run) {
+        eprintln!(
+            "No process drives run {} now: the request takes effect when it is resumed (`deployctl resume {}`).",
+            run.id, run.id
+        );
+    }
+    exit::OK
+}
+
 /// Stops a run and rolls it back, `request` saying who asked (`kill`, or
 /// `rollback` of a run another process drives).
 fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
-    let (journal, audit) = match crate::audited::open(options.state_dir) {
-        Ok(pair) => pair,
-        Err(code) => return code,
-    };
-    let _seal = Seal(audit.clone());
-    let run = match find_run(&journal, Some(run_id)) {
-        Ok(run) => run,
+    let (journal, audit, _seal, run) = match open_run(run_id, options) {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     if run.phase.is_terminal() && !run.rollback_incomplete {

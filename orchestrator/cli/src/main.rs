@@ -283,6 +283,19 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Hold a run where it stands: each stage stops before its next step
+    /// and stays in a pause past its end, gates still watching, until
+    /// `promote`. Works on a run another process drives.
+    Pause {
+        /// The run to hold.
+        run: String,
+    },
+    /// Move a run on now: end the pause each stage is in, and release a
+    /// hold set by `pause`.
+    Promote {
+        /// The run to move on.
+        run: String,
+    },
     /// List the approvals runs wait for: which run and stage, the role,
     /// how many of how many, who approved and who still may.
     Approvals {
@@ -522,6 +535,12 @@ fn main() -> ExitCode {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Pause { run } => {
+            engine_cmds::steer(run, engine_cmds::Steer::Pause, &run_options(true))
+        }
+        Command::Promote { run } => {
+            engine_cmds::steer(run, engine_cmds::Steer::Promote, &run_options(true))
+        }
         Command::Approvals { user } => {
             crate::run_now::list_approvals(user.as_deref(), &run_options(true))
         }

@@ -42,6 +42,7 @@ pub fn status_json(
         "outcome": run.outcome,
         "rollbackIncomplete": run.rollback_incomplete,
         "interrupted": is_interrupted(run),
+        "held": run.held && !run.phase.is_terminal(),
         "lastEvent": last.get(&None),
         "stages": stages.iter().map(|stage| serde_json::json!({
             "name": stage.name,
@@ -83,7 +84,14 @@ pub fn status_text(
             "  ROLLBACK INCOMPLETE: a human must act. Retry with `deployctl rollback {}`.",
             run.id
         );
-    } else if is_interrupted(run) {
+    } else if run.held && !run.phase.is_terminal() {
+        let _ = writeln!(
+            out,
+            "  HELD by `deployctl pause`: its stages wait before their next step. `deployctl promote {}` moves it on.",
+            run.id
+        );
+    }
+    if !run.rollback_incomplete && is_interrupted(run) {
         let _ = writeln!(
             out,
             "  The process driving this run is gone. Continue with `deployctl resume {}` or undo with `deployctl rollback {}`.",

@@ -134,6 +134,8 @@ pub struct RunRecord {
     pub rollback_scope: Option<RollbackScope>,
     /// While rolling back: the phase the run ends in (RolledBack or Killed).
     pub rollback_final: Option<RunPhase>,
+    /// Held by `deployctl pause` until `deployctl promote`.
+    pub held: bool,
 }
 
 /// Which runs `history` lists; `None` fields match every run.
@@ -316,7 +318,9 @@ CREATE TABLE IF NOT EXISTS runs (
     rollback_incomplete INTEGER NOT NULL DEFAULT 0,
     outcome TEXT,
     rollback_scope TEXT,
-    rollback_final TEXT
+    rollback_final TEXT,
+    held INTEGER NOT NULL DEFAULT 0,
+    promotions INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -833,6 +837,47 @@ impl Journal {
         })
     }
 
+    /// `deployctl pause RUN` (true) or the hold's release: a held run's
+    /// stages stop at the next step and stay in a pause past its end, with
+    /// their gates still watching, until `promote`.
+    pub fn request_hold(&self, run_id: &str, held: bool) -> Result<(), JournalError> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached("UPDATE runs SET held = ?2 WHERE id = ?1")?
+                .execute(params![run_id, held])?;
+            if changed == 0 {
+                return Err(JournalError::UnknownRun(run_id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// `deployctl promote RUN`: the pause each stage is in ends now, and a
+    /// hold is released.
+    pub fn request_promote(&self, run_id: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE runs SET held = 0, promotions = promotions + 1 WHERE id = ?1",
+                )?
+                .execute(params![run_id])?;
+            if changed == 0 {
+                return Err(JournalError::UnknownRun(run_id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether the run is held, and how many promotions were asked for so
+    /// far (a stage in a pause compares it with the count at its start).
+    pub fn hold_state(&self, run_id: &str) -> Result<(bool, i64), JournalError> {
+        self.with(|connection| {
+            Ok(connection
+                .prepare_cached("SELECT held, promotions FROM runs WHERE id = ?1")?
+                .query_row(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))?)
+        })
+    }
+
     /// Who asked the run to stop, if anyone did.
     pub fn stop_requested(&self, run_id: &str) -> Result<Option<StopRequest>, JournalError> {
         self.with(|connection| {
@@ -1226,7 +1271,12 @@ fn migrate(connection: &Connection) -> Result<(), JournalError> {
     let columns: Vec<String> = statement
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    for (column, definition) in [("rollback_scope", "TEXT"), ("rollback_final", "TEXT")] {
+    for (column, definition) in [
+        ("rollback_scope", "TEXT"),
+        ("rollback_final", "TEXT"),
+        ("held", "INTEGER NOT NULL DEFAULT 0"),
+        ("promotions", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
         if !columns.iter().any(|c| c == column) {
             connection.execute_batch(&format!(
                 "ALTER TABLE runs ADD COLUMN {column} {definition}"
@@ -1238,7 +1288,7 @@ fn migrate(connection: &Connection) -> Result<(), JournalError> {
 
 const RUN_COLUMNS: &str = "id, plan_name, environment, plan_file, plan_digest, plan_source, initiator, mode, \
      phase, created_at, updated_at, owner_pid, owner_host, heartbeat_at, kill_requested, \
-     rollback_incomplete, outcome, rollback_scope, rollback_final";
+     rollback_incomplete, outcome, rollback_scope, rollback_final, held";
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let phase: String = row.get(8)?;
@@ -1271,6 +1321,7 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
             .get::<_, Option<String>>(18)?
             .as_deref()
             .and_then(RunPhase::parse),
+        held: row.get(19)?,
     })
 }
 

@@ -174,6 +174,8 @@ impl StageDriver {
             monitors.push(self.monitor(&gate)?);
         }
         while cursor < ops.len() {
+            // `deployctl pause`: hold before the next step, gates watching.
+            self.guarded(self.hold(), &mut monitors).await??;
             let op = ops[cursor].clone();
             let detail = match op {
                 Op::Apply(action) => {
@@ -207,12 +209,13 @@ impl StageDriver {
                             duration
                         }
                     };
-                    self.guarded(tokio::time::sleep(remaining), &mut monitors)
-                        .await?;
-                    format!(
-                        "paused {}",
-                        deployctl_plan::duration::format_duration(duration)
-                    )
+                    let promoted = self.guarded(self.pause(remaining), &mut monitors).await??;
+                    let length = deployctl_plan::duration::format_duration(duration);
+                    if promoted {
+                        format!("paused (of {length}), ended early by `deployctl promote`")
+                    } else {
+                        format!("paused {length}")
+                    }
                 }
                 Op::Gates(names) => self.gates(&names, &mut monitors).await?,
                 Op::Approval(name) => self.approval(&name, &mut monitors).await?,
@@ -264,6 +267,38 @@ impl StageDriver {
 
     /// Waits for `work` unless the run aborts or a background gate fails
     /// first. Every await of the stage goes through here.
+    /// Waits out a pause of `remaining`, polling the journal (as for
+    /// `kill`) for a `promote`, which ends it now, and for a hold, which
+    /// keeps it going past its end. True when a promote ended it.
+    async fn pause(&self, remaining: Duration) -> Result<bool, StageStop> {
+        let deadline = tokio::time::Instant::now() + remaining;
+        let (_, promotions_at_start) = self.journal.hold_state(&self.run_id)?;
+        loop {
+            let (held, promotions) = self.journal.hold_state(&self.run_id)?;
+            if promotions > promotions_at_start {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline && !held {
+                return Ok(false);
+            }
+            let step = if now >= deadline {
+                self.options.kill_poll
+            } else {
+                (deadline - now).min(self.options.kill_poll)
+            };
+            tokio::time::sleep(step).await;
+        }
+    }
+
+    /// Waits while the run is held (`deployctl pause`), until `promote`.
+    async fn hold(&self) -> Result<(), StageStop> {
+        while self.journal.hold_state(&self.run_id)?.0 {
+            tokio::time::sleep(self.options.kill_poll).await;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn guarded<T>(
         &self,
         work: impl std::future::Future<Output = T>,

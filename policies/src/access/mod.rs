@@ -68,6 +68,9 @@ pub enum Action {
     Apply,
     Rollback,
     Kill,
+    /// Hold a run (`pause`) or move it on (`promote`): steering a release
+    /// in flight is an operator's, like rolling it back.
+    Steer,
     /// Approve a gate that asks for the named approval role.
     Approve {
         role: String,
@@ -83,6 +86,7 @@ impl fmt::Display for Action {
             Action::Apply => f.write_str("apply"),
             Action::Rollback => f.write_str("roll back"),
             Action::Kill => f.write_str("kill runs"),
+            Action::Steer => f.write_str("pause or promote runs"),
             Action::Approve { role } => write!(f, "approve as `{role}`"),
             Action::ReadAudit => f.write_str("read the audit trail"),
             Action::AdministerMfa => f.write_str("administer MFA enrollments"),
@@ -205,7 +209,7 @@ impl Access {
         }
         let policy = self.environments.get(environment);
         match action {
-            Action::Apply | Action::Rollback | Action::Kill => {
+            Action::Apply | Action::Rollback | Action::Kill | Action::Steer => {
                 self.may_operate(user, action, environment, policy)
             }
             Action::Approve { role } => self.may_approve(user, role, environment, policy),

@@ -374,6 +374,96 @@ fn status_names_the_current_step_and_the_time_left_in_a_pause() {
     assert!(sandbox.status(Some(&run))["stages"][0]["now"].is_null());
 }
 
+/// `promote RUN` from another process ends the pause a run is in now, and
+/// the run goes on to succeed; it is audited, and a `promote` with nothing
+/// to promote says so.
+#[test]
+fn promote_ends_the_current_pause_of_a_run_driven_elsewhere() {
+    let sandbox = Sandbox::new("runs-promote");
+    let (apply, run) = start_long_run(&sandbox);
+    wait_until(Duration::from_secs(20), "the 30 s pause has begun", || {
+        sandbox.status(Some(&run))["stages"][0]["now"]["pauseLeftMs"].is_i64()
+    });
+    let promoted = sandbox.run(&["promote", &run]);
+    promoted.expect_code(0);
+    assert!(promoted.stderr.contains("promoted"), "{promoted}");
+    // Well before the 30 s are up, the run has gone on to 100 % and ended.
+    let applied = apply.wait(Duration::from_secs(20));
+    applied.expect_code(0);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
+    assert_on(&sandbox, "api", "1.6.0");
+    let events = sandbox.run(&[
+        "audit",
+        "show",
+        "--run",
+        &run,
+        "--action",
+        "promote.requested",
+    ]);
+    assert_eq!(events.stdout.lines().count(), 1, "{events}");
+    let again = sandbox.run(&["promote", &run]);
+    again.expect_code(0);
+    assert!(again.stderr.contains("already ended"), "{again}");
+}
+
+/// `pause RUN` holds a run past the end of its pause until `promote`; a
+/// second `pause` changes nothing; `status` says the run is held.
+#[test]
+fn pause_holds_a_run_until_promote() {
+    let sandbox = Sandbox::new("runs-pause");
+    let source = std::fs::read_to_string(repo_root().join(LONG_PLAN)).unwrap();
+    let plan = sandbox.root().join("short-pause.yaml");
+    std::fs::write(&plan, source.replace("duration: 30s", "duration: 1s")).unwrap();
+    let plan = plan.to_str().expect("utf-8").to_string();
+    let apply = sandbox.spawn(&["apply", &plan, "--yes"]);
+    let mut run = String::new();
+    wait_until(Duration::from_secs(20), "the run exists", || match sandbox
+        .run_ids()
+        .into_iter()
+        .next()
+    {
+        Some(id) => {
+            run = id;
+            true
+        }
+        None => false,
+    });
+    let paused = sandbox.run(&["pause", &run]);
+    paused.expect_code(0);
+    assert!(paused.stderr.contains("paused"), "{paused}");
+    let twice = sandbox.run(&["pause", &run]);
+    twice.expect_code(0);
+    assert!(twice.stderr.contains("already paused"), "{twice}");
+    // Three times the 1 s pause: still held at 10 % (or before it).
+    std::thread::sleep(Duration::from_secs(3));
+    let status = sandbox.status(Some(&run));
+    assert_eq!(status["phase"], "Progressing", "{status:#}");
+    assert_eq!(status["held"], true, "{status:#}");
+    assert!(
+        status["stages"][0]["weight"]
+            .as_u64()
+            .is_some_and(|w| w <= 10),
+        "{status:#}"
+    );
+    let text = sandbox.run(&["status", &run]);
+    assert!(text.stdout.contains("HELD by `deployctl pause`"), "{text}");
+    sandbox.run(&["promote", &run]).expect_code(0);
+    apply.wait(Duration::from_secs(30)).expect_code(0);
+    assert_on(&sandbox, "api", "1.6.0");
+    let records = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
+    let records: serde_json::Value = serde_json::from_str(&records.stdout).unwrap();
+    let actions: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["what"]["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"pause.requested") && actions.contains(&"promote.requested"),
+        "{actions:?}"
+    );
+}
+
 #[test]
 fn kill_stops_a_running_apply_and_rolls_it_back() {
     let sandbox = Sandbox::new("runs-kill");
