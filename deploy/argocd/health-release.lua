@@ -18,7 +18,7 @@
 --   Pending, Progressing, RollingBack -> Progressing
 --   Paused (approvals or a pause)   -> Suspended, naming the pending approvals
 --   Succeeded                       -> Healthy
---   Invalid, Refused, Failed, RolledBack, Killed -> Degraded, with why
+--   Invalid, Refused, Failed, RolledBack, Killed, Aborted -> Degraded, with why
 --   a phase this script does not know (added to the CRD later) -> Unknown
 
 local hs = {}
@@ -179,6 +179,9 @@ elseif phase == "RolledBack" then
 elseif phase == "Killed" then
   hs.status = "Degraded"
   hs.message = ended("killed")
+elseif phase == "Aborted" then
+  hs.status = "Degraded"
+  hs.message = ended("aborted")
 else
   hs.status = "Unknown"
   hs.message = "phase " .. tostring(phase) .. " is not known to this health check; update it from deployctl's deploy/argocd"

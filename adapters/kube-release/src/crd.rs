@@ -99,6 +99,8 @@ pub enum ReleasePhase {
     Failed,
     /// Stopped (`deployctl kill`, or the Release deleted) and rolled back.
     Killed,
+    /// Stopped by `deployctl abort` and rolled back, left for a person.
+    Aborted,
 }
 
 impl ReleasePhase {
@@ -112,6 +114,7 @@ impl ReleasePhase {
                 | ReleasePhase::RolledBack
                 | ReleasePhase::Failed
                 | ReleasePhase::Killed
+                | ReleasePhase::Aborted
         )
     }
 
@@ -128,6 +131,7 @@ impl ReleasePhase {
             "RolledBack" => ReleasePhase::RolledBack,
             "Failed" => ReleasePhase::Failed,
             "Killed" => ReleasePhase::Killed,
+            "Aborted" => ReleasePhase::Aborted,
             _ => return None,
         })
     }

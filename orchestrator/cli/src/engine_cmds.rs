@@ -363,8 +363,10 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
         // recorded as the rollback it is.
         return stop(&record.id, StopRequest::Rollback, options);
     }
-    if matches!(record.phase, RunPhase::RolledBack | RunPhase::Killed)
-        && !record.rollback_incomplete
+    if matches!(
+        record.phase,
+        RunPhase::RolledBack | RunPhase::Killed | RunPhase::Aborted
+    ) && !record.rollback_incomplete
     {
         eprintln!(
             "run {} is already rolled back ({}); nothing to do",
@@ -424,6 +426,13 @@ fn print_changes(journal: &Journal, run_id: &str) {
 /// `deployctl kill RUN`: stop now and roll back.
 pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
     stop(run_id, StopRequest::Kill, options)
+}
+
+/// `deployctl abort RUN`: traffic back to stable and the run left Aborted
+/// for someone to look at (or retry), not Killed: `kill` is the emergency
+/// path, `abort` the considered one. Works on a run another process drives.
+pub fn abort(run_id: &str, options: &Options<'_>) -> u8 {
+    stop(run_id, StopRequest::Abort, options)
 }
 
 /// `pause` or `promote`: the two ways to steer a run in flight.
@@ -551,7 +560,7 @@ fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
         return exit::OK;
     }
     let action = match request {
-        StopRequest::Rollback => deployctl_policy::Action::Rollback,
+        StopRequest::Rollback | StopRequest::Abort => deployctl_policy::Action::Rollback,
         _ => deployctl_policy::Action::Kill,
     };
     if let Err(code) =
@@ -567,6 +576,7 @@ fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
             "{} requested; process {} is rolling run {} back…",
             match request {
                 StopRequest::Rollback => "Rollback",
+                StopRequest::Abort => "Abort",
                 _ => "Kill",
             },
             run.owner_pid.unwrap_or_default(),

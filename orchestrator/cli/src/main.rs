@@ -283,6 +283,16 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Stop a run and put its traffic back on stable, leaving it Aborted
+    /// for someone to look at (`kill` is the emergency path, recorded as a
+    /// kill). Works on a run another process drives.
+    Abort {
+        /// The run to abort.
+        run: String,
+        /// Do not ask for confirmation (never asked when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Hold a run where it stands: each stage stops before its next step
     /// and stays in a pause past its end, gates still watching, until
     /// `promote`. Works on a run another process drives.
@@ -535,6 +545,7 @@ fn main() -> ExitCode {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Abort { run, yes } => engine_cmds::abort(run, &run_options(*yes)),
         Command::Pause { run } => {
             engine_cmds::steer(run, engine_cmds::Steer::Pause, &run_options(true))
         }

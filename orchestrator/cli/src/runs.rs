@@ -232,7 +232,9 @@ pub fn exit_code(phase: RunPhase, rollback_incomplete: bool) -> u8 {
     }
     match phase {
         RunPhase::Succeeded => exit::OK,
-        RunPhase::RolledBack | RunPhase::Failed | RunPhase::Killed => exit::FAILED,
+        RunPhase::RolledBack | RunPhase::Failed | RunPhase::Killed | RunPhase::Aborted => {
+            exit::FAILED
+        }
         // Still going (status of a live run): not a failure.
         _ => exit::OK,
     }

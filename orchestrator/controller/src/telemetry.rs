@@ -153,7 +153,7 @@ impl Metrics {
                         .entry(run.clone())
                         .or_insert_with(Instant::now);
                 }
-                RunPhase::RolledBack | RunPhase::Killed | RunPhase::Failed => {
+                RunPhase::RolledBack | RunPhase::Killed | RunPhase::Failed | RunPhase::Aborted => {
                     if let Some(since) = figures.rolling_back_since.remove(run) {
                         let outcome = if *phase == RunPhase::Failed {
                             "incomplete"

@@ -281,6 +281,7 @@ impl Engine {
                 Some(StopRequest::Rollback) => {
                     (StopRequest::Rollback.reason(), RunPhase::RolledBack)
                 }
+                Some(StopRequest::Abort) => (StopRequest::Abort.reason(), RunPhase::Aborted),
                 Some(request) => (request.reason(), RunPhase::Killed),
                 None => ("killed", RunPhase::Killed),
             };
@@ -338,10 +339,14 @@ impl Engine {
         let final_phase = match abort.requested {
             // `deployctl rollback RUN` of a live run: what was asked for.
             Some(StopRequest::Rollback) => RunPhase::RolledBack,
+            Some(StopRequest::Abort) => RunPhase::Aborted,
             _ if abort.trigger == RollbackTrigger::Kill => RunPhase::Killed,
             _ => RunPhase::RolledBack,
         };
-        let asked_to_roll_back = abort.requested == Some(StopRequest::Rollback);
+        let asked_to_roll_back = matches!(
+            abort.requested,
+            Some(StopRequest::Rollback | StopRequest::Abort)
+        );
         if !asked_to_roll_back && (!policy.automatic || !policy.triggers.contains(&abort.trigger)) {
             let message = format!(
                 "{}; automatic rollback is off for this trigger: run `deployctl rollback {run_id}`",

@@ -84,6 +84,8 @@ pub enum StopRequest {
     Rollback = 2,
     /// The in-cluster Release of the run was deleted (R8).
     ReleaseDeleted = 3,
+    /// `deployctl abort RUN`: traffic back to stable, the run left Aborted.
+    Abort = 4,
 }
 
 impl StopRequest {
@@ -92,6 +94,7 @@ impl StopRequest {
             0 => None,
             2 => Some(StopRequest::Rollback),
             3 => Some(StopRequest::ReleaseDeleted),
+            4 => Some(StopRequest::Abort),
             _ => Some(StopRequest::Kill),
         }
     }
@@ -102,6 +105,7 @@ impl StopRequest {
             StopRequest::Kill => "killed by `deployctl kill`",
             StopRequest::Rollback => "rolled back by `deployctl rollback`",
             StopRequest::ReleaseDeleted => "its Release was deleted",
+            StopRequest::Abort => "aborted by `deployctl abort`",
         }
     }
 }

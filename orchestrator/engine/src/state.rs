@@ -17,10 +17,13 @@ pub enum RunPhase {
     Failed,
     /// Stopped by `deployctl kill` and rolled back.
     Killed,
+    /// Stopped by `deployctl abort`: traffic back on stable, the run left
+    /// for someone to look at (distinct from a kill, the emergency path).
+    Aborted,
 }
 
 impl RunPhase {
-    pub const ALL: [RunPhase; 8] = [
+    pub const ALL: [RunPhase; 9] = [
         RunPhase::Pending,
         RunPhase::Progressing,
         RunPhase::Paused,
@@ -29,6 +32,7 @@ impl RunPhase {
         RunPhase::RolledBack,
         RunPhase::Failed,
         RunPhase::Killed,
+        RunPhase::Aborted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl RunPhase {
             RunPhase::RolledBack => "RolledBack",
             RunPhase::Failed => "Failed",
             RunPhase::Killed => "Killed",
+            RunPhase::Aborted => "Aborted",
         }
     }
 
@@ -54,7 +59,11 @@ impl RunPhase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunPhase::Succeeded | RunPhase::RolledBack | RunPhase::Failed | RunPhase::Killed
+            RunPhase::Succeeded
+                | RunPhase::RolledBack
+                | RunPhase::Failed
+                | RunPhase::Killed
+                | RunPhase::Aborted
         )
     }
 }

@@ -222,7 +222,9 @@ fn audited(event: &Event) -> Option<(Action, Outcome)> {
         Event::RunCreated { .. } => (Action::RunStarted, Outcome::ok()),
         Event::RunPhase { phase, outcome } => match phase {
             RunPhase::Succeeded => (Action::RunSucceeded, Outcome::ok()),
-            RunPhase::RolledBack | RunPhase::Killed => (Action::RunRolledBack, Outcome::ok()),
+            RunPhase::RolledBack | RunPhase::Killed | RunPhase::Aborted => {
+                (Action::RunRolledBack, Outcome::ok())
+            }
             RunPhase::Failed => (
                 Action::RunFailed,
                 Outcome::failed(outcome.clone().unwrap_or_default()),

@@ -110,9 +110,11 @@ fn kill_point(sandbox: &Sandbox, run: Option<&str>) -> KillPoint {
     match sandbox.journal().run(run).expect("run").phase {
         RunPhase::Pending | RunPhase::Progressing | RunPhase::Paused => KillPoint::Forward,
         RunPhase::RollingBack => KillPoint::Rollback,
-        RunPhase::Succeeded | RunPhase::RolledBack | RunPhase::Failed | RunPhase::Killed => {
-            KillPoint::AfterEnd
-        }
+        RunPhase::Succeeded
+        | RunPhase::RolledBack
+        | RunPhase::Failed
+        | RunPhase::Killed
+        | RunPhase::Aborted => KillPoint::AfterEnd,
     }
 }
 

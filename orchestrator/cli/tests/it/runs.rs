@@ -464,6 +464,35 @@ fn pause_holds_a_run_until_promote() {
     );
 }
 
+/// `abort RUN` from another process puts traffic back on stable and leaves
+/// the run Aborted (not Killed); a second `abort` has nothing to do.
+#[test]
+fn abort_puts_traffic_back_and_leaves_the_run_aborted() {
+    let sandbox = Sandbox::new("runs-abort");
+    let (apply, run) = start_long_run(&sandbox);
+    let aborted = sandbox.run(&["abort", &run, "--yes"]);
+    aborted.expect_code(0);
+    assert!(aborted.stderr.contains("Aborted"), "{aborted}");
+    let applied = apply.wait(Duration::from_secs(30));
+    applied.expect_code(1);
+    let status = sandbox.status(Some(&run));
+    assert_eq!(status["phase"], "Aborted", "{status:#}");
+    assert!(
+        status["outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("deployctl abort")),
+        "{status:#}"
+    );
+    assert_on(&sandbox, "api", "1.4.2");
+    assert_eq!(
+        history_ids(&sandbox, &["--phase", "aborted"]),
+        std::slice::from_ref(&run)
+    );
+    let again = sandbox.run(&["abort", &run, "--yes"]);
+    again.expect_code(0);
+    assert!(again.stderr.contains("already ended"), "{again}");
+}
+
 #[test]
 fn kill_stops_a_running_apply_and_rolls_it_back() {
     let sandbox = Sandbox::new("runs-kill");
