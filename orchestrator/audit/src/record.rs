@@ -269,6 +269,9 @@ actions! {
     KillRequested = "kill.requested",
     /// `rollback` was asked for by `who`.
     RollbackRequested = "rollback.requested",
+    /// `retry` started a finished run again from its recorded plan
+    /// (`run`: the old run; `detail`: the new one).
+    RetryRequested = "retry.requested",
     /// `pause` held a run where it stands (gates keep watching).
     PauseRequested = "pause.requested",
     /// `promote` ended a run's current pause, or released its hold.

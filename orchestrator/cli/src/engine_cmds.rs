@@ -32,6 +32,8 @@ pub struct Options<'a> {
     pub access: &'a Path,
     pub json: bool,
     pub yes: bool,
+    /// Set by `retry`: the run the new one starts again.
+    pub retry_of: Option<&'a str>,
 }
 
 fn open_journal(state_dir: &Path) -> Result<Arc<Journal>, u8> {
@@ -137,6 +139,67 @@ fn report_outcome(run_id: &str, outcome: &RunOutcome, json: bool) {
     }
 }
 
+/// `deployctl retry RUN`: a rolled-back, failed, aborted or killed run
+/// started again from the plan and digest recorded with it (not from the
+/// file, which may have changed since), as a new run; the audit trail links
+/// the two (`retry.requested` on the old run names the new one).
+pub fn retry(run_id: &str, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    let run = match find_run(&journal, Some(run_id)) {
+        Ok(run) => run,
+        Err(code) => return code,
+    };
+    if !run.phase.is_terminal() || run.rollback_incomplete {
+        return crate::report::refused(format!(
+            "run {} has not ended ({}{}); retry starts a finished run again — `deployctl status {}`",
+            run.id,
+            run.phase.as_str(),
+            if run.rollback_incomplete {
+                ", rollback incomplete"
+            } else {
+                ""
+            },
+            run.id
+        ));
+    }
+    if run.phase == RunPhase::Succeeded {
+        eprintln!("run {} succeeded; nothing to retry", run.id);
+        return exit::OK;
+    }
+    let loaded = match deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()) {
+        Ok(loaded) if loaded.plan.digest == run.plan_digest => loaded,
+        Ok(_) => {
+            return crate::report::refused(format!(
+                "the plan recorded with run {} does not match its digest; not retried",
+                run.id
+            ));
+        }
+        Err(rejected) => {
+            return crate::report::refused(format!(
+                "the plan recorded with run {} no longer validates with this deployctl:\n{}",
+                run.id,
+                rejected.render(false)
+            ));
+        }
+    };
+    eprintln!(
+        "Retrying run {} ({}, {}) from its recorded plan {} (sha256 {}).",
+        run.id,
+        run.plan_name,
+        run.phase.as_str(),
+        run.plan_file,
+        &run.plan_digest[..12.min(run.plan_digest.len())]
+    );
+    let retried = Options {
+        retry_of: Some(&run.id),
+        ..*options
+    };
+    apply(&loaded, &run.plan_file, &retried)
+}
+
 /// `deployctl apply FILE|SAVED`.
 pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     let (journal, audit) = match crate::audited::open(options.state_dir) {
@@ -185,6 +248,18 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
         return exit::FAILED;
     }
     let run_id = deployctl_engine::run::new_run_id();
+    if let Some(old) = options.retry_of {
+        let initiator = deployctl_engine::run::initiator();
+        crate::audited::record(
+            &audit,
+            deployctl_approvals::initiator_user(&initiator),
+            What::new(AuditAction::RetryRequested)
+                .run(old)
+                .detail(format!("retried as run {run_id}")),
+            Outcome::ok(),
+        );
+        eprintln!("Run {run_id} retries run {old}.");
+    }
     let source = loaded.source.text.clone().unwrap_or_default();
     let initiator = deployctl_engine::run::initiator();
     let plan_file = plan_file.to_string();

@@ -293,6 +293,15 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Start a rolled-back, failed, aborted or killed run again, as a new
+    /// run, from the plan and digest recorded with it.
+    Retry {
+        /// The run to start again.
+        run: String,
+        /// Do not ask for confirmation (never asked when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Hold a run where it stands: each stage stops before its next step
     /// and stays in a pause past its end, gates still watching, until
     /// `promote`. Works on a run another process drives.
@@ -457,6 +466,7 @@ fn main() -> ExitCode {
         access: &access_file,
         json,
         yes,
+        retry_of: None,
     };
     let code = match &cli.command {
         Command::Validate { files } => validate(files, cli.output, color),
@@ -546,6 +556,7 @@ fn main() -> ExitCode {
         }
         Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
         Command::Abort { run, yes } => engine_cmds::abort(run, &run_options(*yes)),
+        Command::Retry { run, yes } => engine_cmds::retry(run, &run_options(*yes)),
         Command::Pause { run } => {
             engine_cmds::steer(run, engine_cmds::Steer::Pause, &run_options(true))
         }

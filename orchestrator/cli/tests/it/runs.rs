@@ -493,6 +493,74 @@ fn abort_puts_traffic_back_and_leaves_the_run_aborted() {
     assert!(again.stderr.contains("already ended"), "{again}");
 }
 
+/// `retry RUN` starts an aborted run again as a new run, from the plan
+/// recorded with it (the file is gone by then), linked to the old one in
+/// the audit trail; a succeeded run has nothing to retry.
+#[test]
+fn retry_starts_a_finished_run_again_from_its_recorded_plan() {
+    let sandbox = Sandbox::new("runs-retry");
+    let source = std::fs::read_to_string(repo_root().join(LONG_PLAN)).unwrap();
+    let plan = sandbox.root().join("retried.yaml");
+    std::fs::write(&plan, source.replace("duration: 30s", "duration: 1s")).unwrap();
+    let apply = sandbox.spawn(&["apply", plan.to_str().expect("utf-8"), "--yes"]);
+    let mut old = String::new();
+    wait_until(Duration::from_secs(20), "the run exists", || match sandbox
+        .run_ids()
+        .into_iter()
+        .next()
+    {
+        Some(id) => {
+            old = id;
+            true
+        }
+        None => false,
+    });
+    sandbox.run(&["abort", &old, "--yes"]).expect_code(0);
+    apply.wait(Duration::from_secs(30));
+    assert_eq!(sandbox.status(Some(&old))["phase"], "Aborted");
+    std::fs::remove_file(&plan).unwrap();
+
+    let retried = sandbox.run(&["retry", &old, "--yes"]);
+    retried.expect_code(0);
+    let new = sandbox
+        .run_ids()
+        .into_iter()
+        .find(|id| *id != old)
+        .expect("a new run");
+    assert!(
+        retried
+            .stderr
+            .contains(&format!("Run {new} retries run {old}")),
+        "{retried}"
+    );
+    assert_eq!(sandbox.status(Some(&new))["phase"], "Succeeded");
+    assert_eq!(
+        sandbox.status(Some(&new))["planDigest"],
+        sandbox.status(Some(&old))["planDigest"]
+    );
+    assert_on(&sandbox, "api", "1.6.0");
+    let link = sandbox.run(&[
+        "audit",
+        "show",
+        "--run",
+        &old,
+        "--action",
+        "retry.requested",
+        "--output",
+        "json",
+    ]);
+    let link: serde_json::Value = serde_json::from_str(&link.stdout).expect("JSON");
+    assert!(
+        link[0]["what"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&new)),
+        "{link:#}"
+    );
+    let again = sandbox.run(&["retry", &new, "--yes"]);
+    again.expect_code(0);
+    assert!(again.stderr.contains("nothing to retry"), "{again}");
+}
+
 #[test]
 fn kill_stops_a_running_apply_and_rolls_it_back() {
     let sandbox = Sandbox::new("runs-kill");
