@@ -304,7 +304,10 @@ impl Engine {
         }
 
         let (abort_tx, abort_rx) = watch::channel(None::<Abort>);
-        let watcher = self.spawn_kill_watcher(run_id.clone(), abort_tx.clone());
+        // `pause`/`promote` from another process: read by the watcher on
+        // its poll, so a stage checks a channel, not the journal, per step.
+        let (steer_tx, steer_rx) = watch::channel(self.journal.hold_state(run_id)?);
+        let watcher = self.spawn_kill_watcher(run_id.clone(), abort_tx.clone(), steer_tx);
         if run.phase == RunPhase::Pending {
             hub.send(
                 RunEvent::Started,
@@ -312,7 +315,9 @@ impl Engine {
                 &format!("run started by {}", run.initiator),
             );
         }
-        let result = self.forward(context, hub, abort_tx, abort_rx).await;
+        let result = self
+            .forward(context, hub, abort_tx, abort_rx, steer_rx)
+            .await;
         watcher.abort();
         let abort = match result {
             Ok(ForwardEnd::PreflightFailed(message)) => {
@@ -387,6 +392,7 @@ impl Engine {
         &self,
         run_id: String,
         abort_tx: watch::Sender<Option<Abort>>,
+        steer_tx: watch::Sender<(bool, i64)>,
     ) -> tokio::task::JoinHandle<()> {
         let journal = self.journal.clone();
         let poll = self.options.kill_poll;
@@ -403,6 +409,13 @@ impl Engine {
                     }));
                     return;
                 }
+                if let Ok(steering) = journal.hold_state(&run_id) {
+                    steer_tx.send_if_modified(|now| {
+                        let changed = *now != steering;
+                        *now = steering;
+                        changed
+                    });
+                }
                 beats += 1;
                 if beats.is_multiple_of(8) {
                     let _ = journal.heartbeat(&run_id);
@@ -418,6 +431,7 @@ impl Engine {
         hub: &NotifyHub,
         abort_tx: watch::Sender<Option<Abort>>,
         abort_rx: watch::Receiver<Option<Abort>>,
+        steer_rx: watch::Receiver<(bool, i64)>,
     ) -> Result<ForwardEnd, EngineError> {
         let run_id = &context.run_id;
         let plan = &context.plan;
@@ -465,6 +479,7 @@ impl Engine {
                     options: self.options.clone(),
                     progress: self.progress.clone(),
                     abort: abort_rx.clone(),
+                    steering: steer_rx.clone(),
                     notify: hub.clone(),
                     stage,
                 };

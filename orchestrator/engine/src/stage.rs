@@ -48,6 +48,9 @@ pub(crate) struct StageDriver {
     pub(crate) options: EngineOptions,
     pub(crate) progress: ProgressSink,
     pub(crate) abort: watch::Receiver<Option<Abort>>,
+    /// (held, promotions so far): `deployctl pause` / `promote`, as the
+    /// run's journal watcher last read them.
+    pub(crate) steering: watch::Receiver<(bool, i64)>,
     pub(crate) notify: NotifyHub,
 }
 
@@ -272,30 +275,36 @@ impl StageDriver {
     /// keeps it going past its end. True when a promote ended it.
     async fn pause(&self, remaining: Duration) -> Result<bool, StageStop> {
         let deadline = tokio::time::Instant::now() + remaining;
-        let (_, promotions_at_start) = self.journal.hold_state(&self.run_id)?;
-        loop {
-            let (held, promotions) = self.journal.hold_state(&self.run_id)?;
-            if promotions > promotions_at_start {
-                return Ok(true);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline && !held {
+        let mut steering = self.steering.clone();
+        let (_, promotions_at_start) = *steering.borrow();
+        let promoted = |(_, promotions): &(bool, i64)| *promotions > promotions_at_start;
+        let woken = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => None,
+            result = steering.wait_for(promoted) => Some(result.is_ok()),
+        };
+        match woken {
+            Some(true) => return Ok(true),
+            // The run's watcher is gone (the run is stopping): nobody can
+            // promote or hold it any more, so the pause runs its course.
+            Some(false) => {
+                tokio::time::sleep_until(deadline).await;
                 return Ok(false);
             }
-            let step = if now >= deadline {
-                self.options.kill_poll
-            } else {
-                (deadline - now).min(self.options.kill_poll)
-            };
-            tokio::time::sleep(step).await;
+            None => {}
         }
+        // The time is up; a hold keeps the pause going until `promote`.
+        let released = steering
+            .wait_for(|state| !state.0 || promoted(state))
+            .await
+            .map(|state| promoted(&state));
+        Ok(released.unwrap_or(false))
     }
 
     /// Waits while the run is held (`deployctl pause`), until `promote`.
     async fn hold(&self) -> Result<(), StageStop> {
-        while self.journal.hold_state(&self.run_id)?.0 {
-            tokio::time::sleep(self.options.kill_poll).await;
-        }
+        let mut steering = self.steering.clone();
+        // A closed channel (the run's watcher is gone) holds nothing.
+        let _ = steering.wait_for(|(held, _)| !held).await;
         Ok(())
     }
 
