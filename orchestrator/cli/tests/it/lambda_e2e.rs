@@ -210,6 +210,54 @@ fn another_writer_moving_the_alias_stops_the_run_for_a_human() {
     assert_eq!(status["rollbackIncomplete"], false, "{status:#}");
 }
 
+/// The rollout verbs on a Lambda canary another process drives: `pause`
+/// holds the alias at 10 % past the end of its 1 s pause, `promote` moves
+/// it on to 50 %, and `abort` during the 60 s pause that follows puts the
+/// alias back on the stable version and leaves the run Aborted.
+#[test]
+fn pause_promote_and_abort_steer_a_lambda_canary_from_another_process() {
+    let Some((_, proxy)) =
+        emulators("pause_promote_and_abort_steer_a_lambda_canary_from_another_process")
+    else {
+        return;
+    };
+    let account = LambdaAccount::new(&proxy, "steered");
+    let health = HealthServer::start(|_| true);
+    let sandbox = Sandbox::new("lambda-steered");
+    let steps = "[{setWeight: 10}, {pause: {duration: 1s}}, {setWeight: 50}, {pause: {duration: 60s}}, {setWeight: 100}]";
+    let plan = write_plan(
+        &sandbox,
+        &canary_plan(&account.function, steps, &health.url, PUBLISHED),
+    );
+    let running = account.spawn(&sandbox, &["apply", &plan, "--yes"]);
+    wait_until(Duration::from_secs(30), "the alias is at 10%", || {
+        account.alias() == "1 {\"2\": 0.1}"
+    });
+    let run = run_id(&sandbox);
+    account.run(&sandbox, &["pause", &run]).expect_code(0);
+    // Three times the 1 s pause: still held at 10 %.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(account.alias(), "1 {\"2\": 0.1}", "held at 10%");
+    account.run(&sandbox, &["promote", &run]).expect_code(0);
+    wait_until(Duration::from_secs(30), "the alias is at 50%", || {
+        account.alias() == "1 {\"2\": 0.5}"
+    });
+    // In the 60 s pause now: abort it.
+    wait_until(Duration::from_secs(10), "the 60 s pause has begun", || {
+        sandbox.status(Some(&run))["stages"][0]["now"]["pauseLeftMs"].is_i64()
+    });
+    let aborted = account.run(&sandbox, &["abort", &run, "--yes"]);
+    aborted.expect_code(0);
+    let out = running.wait(Duration::from_secs(60));
+    out.expect_code(1);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Aborted");
+    assert_eq!(
+        account.alias(),
+        "1 {}",
+        "all traffic back on the stable version"
+    );
+}
+
 /// The Lambda calls a release makes: the faults test injects into these
 /// (the identity lookup before a run, `sts:GetCallerIdentity`, refuses to
 /// start on any failure, which is not what this test is about).
