@@ -41,6 +41,37 @@ fn expected_alias(phase: &str, stable: &str, new: &str) -> String {
     }
 }
 
+/// A canary on a fresh function, started by an apply of its own and
+/// waited for until the alias sends 10 % to the new version.
+struct AtTenPercent {
+    account: LambdaAccount,
+    sandbox: Sandbox,
+    running: crate::sandbox::Running,
+    /// Keeps the gate's health endpoint up for the run.
+    _health: HealthServer,
+}
+
+fn canary_at_ten_percent(test: &str, label: &str, steps: &str) -> Option<AtTenPercent> {
+    let (_, proxy) = emulators(test)?;
+    let account = LambdaAccount::new(&proxy, label);
+    let health = HealthServer::start(|_| true);
+    let sandbox = Sandbox::new(&format!("lambda-{label}"));
+    let plan = write_plan(
+        &sandbox,
+        &canary_plan(&account.function, steps, &health.url, PUBLISHED),
+    );
+    let running = account.spawn(&sandbox, &["apply", &plan, "--yes"]);
+    wait_until(Duration::from_secs(30), "the alias is at 10%", || {
+        account.alias() == "1 {\"2\": 0.1}"
+    });
+    Some(AtTenPercent {
+        account,
+        sandbox,
+        running,
+        _health: health,
+    })
+}
+
 #[test]
 fn a_lambda_canary_with_a_passing_gate_reaches_all_traffic() {
     let Some((_, proxy)) = emulators("a_lambda_canary_with_a_passing_gate_reaches_all_traffic")
@@ -163,22 +194,19 @@ fn a_run_killed_mid_canary_is_resumed_or_rolled_back_consistently() {
 /// `deployctl rollback` is the human's explicit decision to override.
 #[test]
 fn another_writer_moving_the_alias_stops_the_run_for_a_human() {
-    let Some((_, proxy)) = emulators("another_writer_moving_the_alias_stops_the_run_for_a_human")
+    let Some(AtTenPercent {
+        account,
+        sandbox,
+        running,
+        _health: _gate_endpoint_up,
+    }) = canary_at_ten_percent(
+        "another_writer_moving_the_alias_stops_the_run_for_a_human",
+        "contended",
+        "[{setWeight: 10}, {pause: {duration: 2s}}, {setWeight: 50}]",
+    )
     else {
         return;
     };
-    let account = LambdaAccount::new(&proxy, "contended");
-    let health = HealthServer::start(|_| true);
-    let sandbox = Sandbox::new("lambda-contended");
-    let steps = "[{setWeight: 10}, {pause: {duration: 2s}}, {setWeight: 50}]";
-    let plan = write_plan(
-        &sandbox,
-        &canary_plan(&account.function, steps, &health.url, PUBLISHED),
-    );
-    let running = account.spawn(&sandbox, &["apply", &plan, "--yes"]);
-    wait_until(Duration::from_secs(30), "the alias is at 10%", || {
-        account.alias() == "1 {\"2\": 0.1}"
-    });
     account.python(&format!(
         "lam.update_alias(FunctionName='{}', Name='live', RoutingConfig={{'AdditionalVersionWeights': {{'2': 0.3}}}})",
         account.function
@@ -216,23 +244,19 @@ fn another_writer_moving_the_alias_stops_the_run_for_a_human() {
 /// alias back on the stable version and leaves the run Aborted.
 #[test]
 fn pause_promote_and_abort_steer_a_lambda_canary_from_another_process() {
-    let Some((_, proxy)) =
-        emulators("pause_promote_and_abort_steer_a_lambda_canary_from_another_process")
+    let Some(AtTenPercent {
+        account,
+        sandbox,
+        running,
+        _health: _gate_endpoint_up,
+    }) = canary_at_ten_percent(
+        "pause_promote_and_abort_steer_a_lambda_canary_from_another_process",
+        "steered",
+        "[{setWeight: 10}, {pause: {duration: 1s}}, {setWeight: 50}, {pause: {duration: 60s}}, {setWeight: 100}]",
+    )
     else {
         return;
     };
-    let account = LambdaAccount::new(&proxy, "steered");
-    let health = HealthServer::start(|_| true);
-    let sandbox = Sandbox::new("lambda-steered");
-    let steps = "[{setWeight: 10}, {pause: {duration: 1s}}, {setWeight: 50}, {pause: {duration: 60s}}, {setWeight: 100}]";
-    let plan = write_plan(
-        &sandbox,
-        &canary_plan(&account.function, steps, &health.url, PUBLISHED),
-    );
-    let running = account.spawn(&sandbox, &["apply", &plan, "--yes"]);
-    wait_until(Duration::from_secs(30), "the alias is at 10%", || {
-        account.alias() == "1 {\"2\": 0.1}"
-    });
     let run = run_id(&sandbox);
     account.run(&sandbox, &["pause", &run]).expect_code(0);
     // Three times the 1 s pause: still held at 10 %.
