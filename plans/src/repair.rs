@@ -38,14 +38,6 @@ pub struct Repairs {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// What stands in for a value of the wrong type.
-enum Fix {
-    /// Replace the value by this text (padded to the value's width).
-    Replace(&'static str),
-    /// Wrap a single value in a flow list: `after: api` → `after: [api]`.
-    WrapInList,
-}
-
 /// The kind of value a field wanted, read from the parser's error.
 #[derive(Clone, Copy, PartialEq)]
 enum Wanted {
@@ -146,16 +138,15 @@ impl Repairs {
             // The placeholder itself was refused: stop rather than loop.
             return false;
         }
-        let fix = match wanted {
-            Wanted::WholeNumber | Wanted::Number => Fix::Replace("0"),
+        // What stands in for the value: a placeholder of the wanted type
+        // padded to its width, or the value wrapped in a flow list.
+        let pad = |placeholder: &str| format!("{placeholder:<width$}", width = found.len());
+        let replacement = match wanted {
+            Wanted::WholeNumber | Wanted::Number => pad("0"),
             // The narrower placeholder where it fits, so fewer lines shift.
-            Wanted::Boolean if found.len() < 5 => Fix::Replace("true"),
-            Wanted::Boolean => Fix::Replace("false"),
-            Wanted::List => Fix::WrapInList,
-        };
-        let replacement = match fix {
-            Fix::Replace(placeholder) => format!("{placeholder:<width$}", width = found.len()),
-            Fix::WrapInList => format!("[{found}]"),
+            Wanted::Boolean if found.len() < 5 => pad("true"),
+            Wanted::Boolean => pad("false"),
+            Wanted::List => format!("[{found}]"),
         };
         let added = replacement.len().saturating_sub(found.len());
         if added > 0 {

@@ -69,10 +69,18 @@ pub fn stages_now(
     access_file: &Path,
     now_ms: i64,
 ) -> BTreeMap<String, StageNow> {
+    // A finished run (the common case) reads neither the plan nor the
+    // access file; the access file only when a stage waits for approval.
+    if !stages
+        .iter()
+        .any(|stage| matches!(stage.phase, StagePhase::Progressing | StagePhase::Paused))
+    {
+        return BTreeMap::new();
+    }
     let plan = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes())
         .ok()
         .map(|loaded| loaded.plan);
-    let access = deployctl_policy::access::Access::load(access_file).ok();
+    let access = std::cell::OnceCell::new();
     stages
         .iter()
         .filter(|stage| matches!(stage.phase, StagePhase::Progressing | StagePhase::Paused))
@@ -95,6 +103,9 @@ pub fn stages_now(
                     plan.approvals.get(name).map(|approval| {
                         let approved_by = journal.approvers(&run.id, name).unwrap_or_default();
                         let initiator = deployctl_approvals::initiator_user(&run.initiator);
+                        let access = access.get_or_init(|| {
+                            deployctl_policy::access::Access::load(access_file).ok()
+                        });
                         let may_approve = access.as_ref().map(|access| {
                             access
                                 .users()

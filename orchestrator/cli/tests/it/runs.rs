@@ -374,6 +374,31 @@ fn status_names_the_current_step_and_the_time_left_in_a_pause() {
     assert!(sandbox.status(Some(&run))["stages"][0]["now"].is_null());
 }
 
+/// The long plan with a 1 s pause, written into the sandbox.
+const SHORT_PAUSE_PLAN: &str = "short-pause.yaml";
+
+/// Applies the long plan with its pause cut to 1 s, from a process of its
+/// own; the running apply and the run's ID once it exists.
+fn start_short_pause_run(sandbox: &Sandbox) -> (crate::sandbox::Running, String) {
+    let source = std::fs::read_to_string(repo_root().join(LONG_PLAN)).unwrap();
+    let plan = sandbox.root().join(SHORT_PAUSE_PLAN);
+    std::fs::write(&plan, source.replace("duration: 30s", "duration: 1s")).unwrap();
+    let apply = sandbox.spawn(&["apply", plan.to_str().expect("utf-8"), "--yes"]);
+    let mut run = String::new();
+    wait_until(Duration::from_secs(20), "the run exists", || match sandbox
+        .run_ids()
+        .into_iter()
+        .next()
+    {
+        Some(id) => {
+            run = id;
+            true
+        }
+        None => false,
+    });
+    (apply, run)
+}
+
 /// `promote RUN` from another process ends the pause a run is in now, and
 /// the run goes on to succeed; it is audited, and a `promote` with nothing
 /// to promote says so.
@@ -411,23 +436,7 @@ fn promote_ends_the_current_pause_of_a_run_driven_elsewhere() {
 #[test]
 fn pause_holds_a_run_until_promote() {
     let sandbox = Sandbox::new("runs-pause");
-    let source = std::fs::read_to_string(repo_root().join(LONG_PLAN)).unwrap();
-    let plan = sandbox.root().join("short-pause.yaml");
-    std::fs::write(&plan, source.replace("duration: 30s", "duration: 1s")).unwrap();
-    let plan = plan.to_str().expect("utf-8").to_string();
-    let apply = sandbox.spawn(&["apply", &plan, "--yes"]);
-    let mut run = String::new();
-    wait_until(Duration::from_secs(20), "the run exists", || match sandbox
-        .run_ids()
-        .into_iter()
-        .next()
-    {
-        Some(id) => {
-            run = id;
-            true
-        }
-        None => false,
-    });
+    let (apply, run) = start_short_pause_run(&sandbox);
     let paused = sandbox.run(&["pause", &run]);
     paused.expect_code(0);
     assert!(paused.stderr.contains("paused"), "{paused}");
@@ -499,26 +508,11 @@ fn abort_puts_traffic_back_and_leaves_the_run_aborted() {
 #[test]
 fn retry_starts_a_finished_run_again_from_its_recorded_plan() {
     let sandbox = Sandbox::new("runs-retry");
-    let source = std::fs::read_to_string(repo_root().join(LONG_PLAN)).unwrap();
-    let plan = sandbox.root().join("retried.yaml");
-    std::fs::write(&plan, source.replace("duration: 30s", "duration: 1s")).unwrap();
-    let apply = sandbox.spawn(&["apply", plan.to_str().expect("utf-8"), "--yes"]);
-    let mut old = String::new();
-    wait_until(Duration::from_secs(20), "the run exists", || match sandbox
-        .run_ids()
-        .into_iter()
-        .next()
-    {
-        Some(id) => {
-            old = id;
-            true
-        }
-        None => false,
-    });
+    let (apply, old) = start_short_pause_run(&sandbox);
     sandbox.run(&["abort", &old, "--yes"]).expect_code(0);
     apply.wait(Duration::from_secs(30));
     assert_eq!(sandbox.status(Some(&old))["phase"], "Aborted");
-    std::fs::remove_file(&plan).unwrap();
+    std::fs::remove_file(sandbox.root().join(SHORT_PAUSE_PLAN)).unwrap();
 
     let retried = sandbox.run(&["retry", &old, "--yes"]);
     retried.expect_code(0);
