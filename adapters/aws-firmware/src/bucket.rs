@@ -66,6 +66,16 @@ impl fmt::Display for S3Object {
     }
 }
 
+/// An S3 client for `sdk`, path-style where
+/// [`deployctl_aws::config::s3_path_style`] says.
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> Client {
+    Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(deployctl_aws::config::s3_path_style(sdk))
+            .build(),
+    )
+}
+
 /// One published object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {

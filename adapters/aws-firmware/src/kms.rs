@@ -19,6 +19,14 @@ use deployctl_firmware::cipher::{ContentKey, ContentKeys, WrappedKey};
 use deployctl_firmware::keys::{Algorithm, KeyError, PublicKey, Signer};
 use zeroize::Zeroizing;
 
+/// The KMS client type, for callers that do not link the SDK themselves.
+pub type KmsClient = Client;
+
+/// A KMS client for `sdk` (the standard chain's configuration).
+pub fn kms_client(sdk: &aws_config::SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
 /// The encryption context entry of every content-key wrap and unwrap.
 pub const CONTEXT_PURPOSE: (&str, &str) = ("deployctl:purpose", "firmware-content-key");
 

@@ -13,4 +13,4 @@ pub mod iam;
 pub mod kms;
 
 pub use bucket::{Published, S3Object};
-pub use kms::{KmsContentKeys, KmsSigner, kms_public_key};
+pub use kms::{KmsClient, KmsContentKeys, KmsSigner, kms_client, kms_public_key};

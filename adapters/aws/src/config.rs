@@ -49,3 +49,12 @@ pub fn or_region(sdk: SdkConfig, region: &str) -> SdkConfig {
         .region(Region::new(region.to_owned()))
         .build()
 }
+
+/// Whether S3 clients address buckets path-style: whenever an endpoint is
+/// configured (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`), since emulators
+/// and S3-compatible stores listen on an IP or a single host name where
+/// `bucket.host` does not resolve. AWS itself keeps virtual-hosted style.
+pub fn s3_path_style(sdk: &SdkConfig) -> bool {
+    sdk.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty())
+}

@@ -284,6 +284,16 @@ actions! {
     MfaRemoved = "mfa.removed",
     /// An MFA administrator (`who`) lifted `target`'s lockout.
     MfaUnlocked = "mfa.unlocked",
+    /// `artifact sign` signed a firmware manifest (`target`: firmware and
+    /// version; `detail`: the manifest's SHA-256, the signing key, the image digest).
+    ArtifactSigned = "artifact.signed",
+    /// `artifact publish` uploaded an image and its manifest (`target`:
+    /// firmware and version; `detail`: the objects and their versions).
+    ArtifactPublished = "artifact.published",
+    /// A fleet stage verified the firmware it dispatches (`stage`,
+    /// `target`; `detail`: the manifest's SHA-256 and its signer), or
+    /// refused it (`outcome`).
+    FirmwareVerified = "firmware.verified",
 }
 
 impl fmt::Display for Action {

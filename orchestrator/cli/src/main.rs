@@ -24,6 +24,7 @@ macro_rules! out {
 
 mod access;
 mod approval_cmds;
+mod artifact_cmds;
 mod audit_cmds;
 mod audit_sink;
 mod audited;
@@ -438,6 +439,13 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmds::AuditCommand,
     },
+    /// Make, sign, check and publish firmware for fleet stages: signing
+    /// keys, AES-256-GCM images under KMS-wrapped (or local) content keys,
+    /// signed manifests, a versioned S3 bucket behind the CDN.
+    Artifact {
+        #[command(subcommand)]
+        command: artifact_cmds::ArtifactCommand,
+    },
     /// Run a plan against simulators of its targets, optionally injecting
     /// failures, and check that promotion and rollback behave as planned.
     Rehearse {
@@ -671,6 +679,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit { command } => audit_cmds::run(command, &state_dir, &access_file, json),
+        Command::Artifact { command } => artifact_cmds::run(command, &state_dir, json),
         Command::Rehearse { file, fail, seed } => match load_plan(file, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
             Err(_) => exit::INVALID_INPUT,
@@ -942,4 +951,14 @@ fn relative_to(dir: &std::path::Path, file: &std::path::Path) -> Option<String> 
         relative.push(part);
     }
     relative.to_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only when a command is parsed; this
+    /// checks all of them (every subcommand's names and conflicts) at once.
+    #[test]
+    fn the_command_line_definitions_are_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -31,6 +31,7 @@ const CORE_CRATES: &[&str] = &[
     "deployctl-time",
     "deployctl-trail",
     "deployctl-approvals",
+    "deployctl-firmware",
 ];
 
 #[test]
@@ -118,12 +119,16 @@ const ADAPTER_CRATES: &[&str] = &[
 ];
 
 /// What an adapter crate may build on: the contract, the plan, the shared
-/// AWS plumbing, and the core traits some adapters implement (the audit
-/// trail's sink, the MFA key source).
+/// AWS plumbing (firmware artifacts' AWS side included: the binary's
+/// `artifact` commands and the fleet adapter share it), and the core
+/// traits some adapters implement (the audit trail's sink, the MFA key
+/// source, firmware keys).
 const ADAPTER_MAY_USE: &[&str] = &[
     "deployctl-plan",
     "deployctl-adapter",
     "deployctl-aws",
+    "deployctl-aws-firmware",
+    "deployctl-firmware",
     "deployctl-audit",
     "deployctl-policy",
     "deployctl-time",

@@ -17,8 +17,9 @@ fn moto() -> Option<String> {
     crate::emulators::moto("audit_s3::*")
 }
 
-/// Runs Python (moto's venv has boto3) against moto; returns stdout.
-fn python(moto: &str, script: &str) -> String {
+/// Runs Python (moto's venv has boto3, `s3` and `kms` clients ready)
+/// against moto; returns stdout.
+pub(crate) fn python(moto: &str, script: &str) -> String {
     crate::emulators::python(
         &[("MOTO", moto)],
         &format!(

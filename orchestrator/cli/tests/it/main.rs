@@ -7,6 +7,7 @@
 
 mod approvals;
 mod architecture;
+mod artifact;
 mod audit;
 mod audit_s3;
 mod aws;
