@@ -20,7 +20,7 @@ use crate::graph::ExecutionGraph;
 use crate::kinds;
 use crate::raw;
 
-pub use crate::kinds::fleet::FleetSelector;
+pub use crate::kinds::fleet::{FleetSelector, FleetSpec};
 pub use crate::kinds::sim::SimSpec;
 
 /// What kind of thing a target is; decides what it supports.
@@ -165,6 +165,9 @@ pub struct Target {
     /// stage when several do): a target whose traffic split depends on it
     /// (a Kubernetes canary without a route) builds its router from this.
     pub strategy: Option<StrategyKind>,
+    /// The wave settings of that stage, when it moves the target in waves
+    /// (a fleet sets its jobs' rollout rate, abort and timeout from them).
+    pub waves: Option<Waves>,
 }
 
 impl Target {
@@ -179,7 +182,7 @@ pub enum TargetSpec {
     Lambda(raw::LambdaTarget),
     CloudFront(raw::CloudFrontTarget),
     Ecs(raw::EcsTarget),
-    Fleet(FleetSelector),
+    Fleet(FleetSpec),
     Sim(SimSpec),
 }
 
@@ -213,6 +216,8 @@ pub enum ArtifactSource {
     Firmware {
         location: String,
         sha256: String,
+        /// `s3://` location of the signed manifest.
+        manifest: String,
         signature: FirmwareSignature,
     },
 }
@@ -237,6 +242,10 @@ pub enum SignatureAlgorithm {
 pub enum SignatureSource {
     SignerProfile(String),
     Detached(String),
+    /// A `PUBLIC KEY` PEM file, relative to the plan.
+    PublicKey(String),
+    /// A KMS signing key (ID, ARN or alias).
+    KmsKey(String),
 }
 
 #[derive(Debug, Clone)]

@@ -81,6 +81,7 @@ impl Checker {
                         spec,
                         artifact: None,
                         pinned_stable: None,
+                        waves: None,
                         strategy: None,
                     },
                 );
@@ -103,6 +104,10 @@ impl Checker {
         for stage in stages.iter().rev() {
             if let Some(target) = targets.get_mut(&stage.target) {
                 target.strategy = Some(stage.strategy.kind());
+                target.waves = match &stage.strategy {
+                    Strategy::Waves(waves) => Some(waves.clone()),
+                    _ => None,
+                };
             }
         }
         self.unused(plan);

@@ -294,7 +294,7 @@ def job_shape(job: dict) -> dict:
         for key in (
             "jobArn", "jobId", "targetSelection", "status", "forceCanceled", "reasonCode", "comment",
             "targets", "description", "jobExecutionsRolloutConfig", "abortConfig", "createdAt",
-            "lastUpdatedAt", "completedAt", "timeoutConfig", "isConcurrent",
+            "lastUpdatedAt", "completedAt", "timeoutConfig", "isConcurrent", "presignedUrlConfig",
         )
         if job.get(key) is not None
     }
@@ -451,9 +451,23 @@ def op_create_thing_group(acct, region, params, query, body):
             "thingGroupArn": f"arn:aws:iot:{region}:{acct.id}:thinggroup/{name}",
             "thingGroupId": str(uuid.uuid4()),
             "things": [],
+            "properties": body.get("thingGroupProperties") or {},
+            "createdAt": acct.now(),
         }
     group = acct.groups[name]
     return {k: group[k] for k in ("thingGroupName", "thingGroupArn", "thingGroupId")}
+
+
+def op_describe_thing_group(acct, region, params, query, body):
+    group = acct.group(params["thingGroupName"])
+    return {
+        "thingGroupName": group["thingGroupName"],
+        "thingGroupId": group["thingGroupId"],
+        "thingGroupArn": group["thingGroupArn"],
+        "version": 1,
+        "thingGroupProperties": group.get("properties") or {},
+        "thingGroupMetadata": {"creationDate": group.get("createdAt", 0)},
+    }
 
 
 def op_add_thing_to_thing_group(acct, region, params, query, body):
@@ -500,6 +514,16 @@ def op_create_job(acct, region, params, query, body):
     targets = body.get("targets")
     if not isinstance(targets, list) or not targets:
         raise invalid("targets must list at least one thing or thing group ARN.")
+    if len(targets) > 100:
+        raise invalid("A job may have at most 100 targets; aim it at a thing group instead.")
+    presigned = body.get("presignedUrlConfig")
+    if presigned is not None:
+        role = presigned.get("roleArn")
+        if not isinstance(role, str) or not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", role):
+            raise invalid("presignedUrlConfig.roleArn must be an IAM role ARN.")
+        lifetime = presigned.get("expiresInSec", 3600)
+        if not isinstance(lifetime, int) or not 60 <= lifetime <= 3600:
+            raise invalid("presignedUrlConfig.expiresInSec must be between 60 and 3600.")
     document = body.get("document")
     if body.get("documentSource") or body.get("jobTemplateArn"):
         raise invalid("deployctl's IoT Jobs emulator takes the job document inline (document) only.")
@@ -553,6 +577,7 @@ def op_create_job(acct, region, params, query, body):
         "jobExecutionsRolloutConfig": rollout,
         "abortConfig": abort,
         "timeoutConfig": timeout,
+        "presignedUrlConfig": presigned,
         "createdAt": now,
         "lastUpdatedAt": now,
         "isConcurrent": False,
@@ -819,6 +844,7 @@ ROUTES = [
     ("GET", "/things/{thingName}", op_describe_thing, None),
     ("PUT", "/thing-groups/addThingToThingGroup", op_add_thing_to_thing_group, None),
     ("POST", "/thing-groups/{thingGroupName}", op_create_thing_group, None),
+    ("GET", "/thing-groups/{thingGroupName}", op_describe_thing_group, None),
     ("GET", "/thing-groups/{thingGroupName}/things", op_list_things_in_thing_group, None),
     ("GET", "/jobs", op_list_jobs, None),
     ("PUT", "/jobs/{jobId}", op_create_job, None),

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use deployctl_plan::model::{Artifact, StrategyKind, Target};
+use deployctl_plan::model::{Artifact, StrategyKind, Target, Waves};
 
 /// The plan's release for one target: what its stages deploy, what a
 /// rollback returns to, and where files the plan names are found.
@@ -27,6 +27,8 @@ pub struct PlanRelease<'a> {
     pub pinned_stable: Option<&'a Artifact>,
     /// How the plan's stage moves this target, when one does.
     pub strategy: Option<StrategyKind>,
+    /// That stage's wave settings, when it moves the target in waves.
+    pub waves: Option<&'a Waves>,
     /// The plan file's directory: relative paths in the plan (a Lambda
     /// `zipFile`, a CloudFront `configFile`) are relative to it.
     pub plan_dir: &'a Path,
@@ -39,6 +41,7 @@ impl<'a> PlanRelease<'a> {
         PlanRelease {
             artifact: target.artifact.as_ref(),
             pinned_stable: target.pinned_stable.as_ref(),
+            waves: target.waves.as_ref(),
             strategy: target.strategy,
             plan_dir,
         }
@@ -49,6 +52,7 @@ impl<'a> PlanRelease<'a> {
         PlanRelease {
             artifact: None,
             pinned_stable: None,
+            waves: None,
             strategy: None,
             plan_dir,
         }

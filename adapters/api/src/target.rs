@@ -319,6 +319,14 @@ pub trait Target: Send + Sync {
     /// The roles this target moves by.
     fn moves(&self) -> Moves<'_>;
 
+    /// The run and stage about to drive this target, told before the
+    /// engine's first call for them in this process (a resumed run and a
+    /// rollback from another process included). A target whose platform
+    /// state says where a release stands ignores it (the default); one
+    /// that keeps a release under names of its own (a fleet's wave jobs)
+    /// finds it again by this before its first `observe`.
+    fn attach(&self, _run: &str, _stage: &str) {}
+
     /// A probe for a gate kind only this target can measure (its pods'
     /// readiness, its devices' success rate, a simulator's health);
     /// `None` for gate kinds it does not provide.

@@ -200,6 +200,7 @@ impl Fixture {
         let release = PlanRelease {
             artifact: Some(&artifact),
             pinned_stable: None,
+            waves: None,
             strategy: Some(if self.routed || self.ratios {
                 StrategyKind::Canary
             } else {

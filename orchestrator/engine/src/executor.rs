@@ -470,9 +470,11 @@ impl Engine {
             |id| {
                 let stage = plan.stage(id).clone();
                 let record = records.get(&stage.name).cloned();
+                let target = context.targets[&stage.target].clone();
+                target.attach(run_id, &stage.name);
                 let driver = StageDriver {
                     run_id: run_id.clone(),
-                    target: context.targets[&stage.target].clone(),
+                    target,
                     plan: plan.clone(),
                     probes: context.probes.clone(),
                     journal: self.journal.clone(),

@@ -184,6 +184,7 @@ pub(crate) async fn rollback_stage(
     policy: &RetryPolicy,
     progress: &ProgressSink,
 ) -> Result<bool, JournalError> {
+    target.attach(run_id, &stage.name);
     let action = Action::Rollback {
         to: record.stable_version.clone(),
     };

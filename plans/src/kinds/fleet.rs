@@ -27,6 +27,11 @@ pub struct FleetTarget {
     pub query: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
+    /// The IAM role AWS IoT assumes to presign each device's download
+    /// URLs (the job's `presignedUrlConfig`): devices fetch firmware only
+    /// through short-lived URLs issued for their own job execution.
+    #[serde(default)]
+    pub download_role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -36,6 +41,10 @@ pub struct FirmwareArtifact {
     pub location: String,
     /// SHA-256 of the file, 64 hex digits.
     pub sha256: String,
+    /// `s3://` location of the signed manifest (`deployctl artifact sign`);
+    /// `LOCATION.manifest.json` when omitted, where `artifact publish` puts it.
+    #[serde(default)]
+    pub manifest: Option<String>,
     /// Where the signature that devices verify comes from.
     pub signature: FirmwareSignature,
 }
@@ -49,21 +58,31 @@ pub struct FirmwareSignature {
     /// `s3://` location of a detached signature.
     #[serde(default)]
     pub location: Option<String>,
+    /// The manifest's signing key as a `PUBLIC KEY` PEM file (relative to
+    /// the plan), e.g. the `.pub` file `deployctl artifact keygen` wrote.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// The KMS key (ID, ARN or alias) that signed the manifest; its public
+    /// key is read with `kms:GetPublicKey`.
+    #[serde(default)]
+    pub kms_key: Option<String>,
     /// `ed25519`, `ecdsa-p256` or `rsa-pss-sha256`.
     pub algorithm: String,
+}
+
+/// A fleet target, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSpec {
+    pub devices: FleetSelector,
+    pub region: Option<String>,
+    pub download_role: Option<String>,
 }
 
 /// Which devices a fleet target updates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FleetSelector {
-    ThingGroups {
-        groups: Vec<String>,
-        region: Option<String>,
-    },
-    Query {
-        query: String,
-        region: Option<String>,
-    },
+    ThingGroups(Vec<String>),
+    Query(String),
 }
 
 pub(crate) struct Fleet;
@@ -109,22 +128,31 @@ impl Kind for Fleet {
                 ("query", fleet.query.is_some()),
             ],
         )?;
-        if chosen == 0 {
+        if let Some(role) = &fleet.download_role
+            && !is_role_arn(role)
+        {
+            checker
+                .error(
+                    format!("{at}.downloadRole"),
+                    format!("`{role}` is not an IAM role ARN"),
+                )
+                .hint = Some("write arn:aws:iam::ACCOUNT:role/NAME".into());
+        }
+        let devices = if chosen == 0 {
             for (index, group) in fleet.thing_groups.iter().enumerate() {
                 checker.non_empty(&format!("{at}.thingGroups[{index}]"), group);
             }
-            Some(TargetSpec::Fleet(FleetSelector::ThingGroups {
-                groups: fleet.thing_groups,
-                region: fleet.region,
-            }))
+            FleetSelector::ThingGroups(fleet.thing_groups)
         } else {
             let query = fleet.query.unwrap_or_default();
             checker.non_empty(&format!("{at}.query"), &query);
-            Some(TargetSpec::Fleet(FleetSelector::Query {
-                query,
-                region: fleet.region,
-            }))
-        }
+            FleetSelector::Query(query)
+        };
+        Some(TargetSpec::Fleet(FleetSpec {
+            devices,
+            region: fleet.region,
+            download_role: fleet.download_role,
+        }))
     }
 
     /// Devices cannot return to a firmware nobody named (S3).
@@ -140,7 +168,16 @@ impl Kind for Fleet {
     }
 }
 
-impl Spec for FleetSelector {
+fn is_role_arn(text: &str) -> bool {
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()))
+}
+
+impl Spec for FleetSpec {
     fn kind(&self) -> TargetKind {
         TargetKind::Fleet
     }
@@ -196,16 +233,41 @@ fn check_firmware(
         &[
             ("signerProfile", signature.signer_profile.is_some()),
             ("location", signature.location.is_some()),
+            ("publicKey", signature.public_key.is_some()),
+            ("kmsKey", signature.kms_key.is_some()),
         ],
     );
     let source = match which {
         Some(0) => SignatureSource::SignerProfile(signature.signer_profile.clone()?),
-        Some(_) => SignatureSource::Detached(signature.location.clone()?),
+        Some(1) => SignatureSource::Detached(signature.location.clone()?),
+        Some(2) => {
+            let path = signature.public_key.clone()?;
+            checker.non_empty(&format!("{at}.signature.publicKey"), &path);
+            SignatureSource::PublicKey(path)
+        }
+        Some(_) => {
+            let key = signature.kms_key.clone()?;
+            checker.non_empty(&format!("{at}.signature.kmsKey"), &key);
+            SignatureSource::KmsKey(key)
+        }
         None => return None,
+    };
+    let manifest = match &firmware.manifest {
+        Some(manifest) => {
+            if !manifest.starts_with("s3://") || manifest.len() <= "s3://".len() {
+                checker.error(
+                    format!("{at}.manifest"),
+                    format!("`{manifest}` is not an s3:// location"),
+                );
+            }
+            manifest.clone()
+        }
+        None => format!("{}.manifest.json", firmware.location),
     };
     Some(ArtifactSource::Firmware {
         location: firmware.location.clone(),
         sha256: firmware.sha256.clone(),
+        manifest,
         // The validated signature, not this module's wire `FirmwareSignature`.
         signature: model::FirmwareSignature {
             algorithm: algorithm?,

@@ -463,6 +463,7 @@ async fn from_spec_needs_a_task_definition_artifact() {
     let releasing = |artifact| PlanRelease {
         artifact: Some(artifact),
         pinned_stable: None,
+        waves: None,
         strategy: None,
         plan_dir: here,
     };

@@ -1,0 +1,93 @@
+//! The IAM permissions a fleet release needs (S6), beside the calls in
+//! `jobs.rs` and `firmware.rs`. Jobs and the wave groups are named
+//! `deployctl-*`, so writes are scoped to those names; the fleet's own
+//! groups and things are only read.
+
+use deployctl_adapter::iam::{Scope, Statement};
+use deployctl_plan::model::{Artifact, ArtifactSource, FleetSelector, FleetSpec, SignatureSource};
+
+/// The statements for one fleet target releasing `artifact`, rolling
+/// back to `stable`.
+pub fn statements(spec: &FleetSpec, artifacts: &[&Artifact], scope: &Scope) -> Vec<Statement> {
+    let region = spec.region.as_deref().unwrap_or(&scope.default_region);
+    let iot = |resource: &str| scope.arn("iot", region, resource);
+    let groups: Vec<String> = match &spec.devices {
+        FleetSelector::ThingGroups(groups) => groups
+            .iter()
+            .map(|g| iot(&format!("thinggroup/{g}")))
+            .collect(),
+        FleetSelector::Query(_) => vec![iot("thinggroup/*")],
+    };
+    let mut statements = vec![
+        Statement::new(
+            "fleet thing groups",
+            ["iot:DescribeThingGroup", "iot:ListThingsInThingGroup"],
+            groups,
+        ),
+        Statement::new(
+            "fleet devices",
+            ["iot:DescribeThing", "iot:AddThingToThingGroup"],
+            [iot("thing/*")],
+        ),
+        Statement::new(
+            "wave thing groups",
+            [
+                "iot:CreateThingGroup",
+                "iot:DescribeThingGroup",
+                "iot:ListThingsInThingGroup",
+                "iot:AddThingToThingGroup",
+            ],
+            [iot("thinggroup/deployctl-*")],
+        ),
+        Statement::new(
+            "wave jobs",
+            [
+                "iot:CreateJob",
+                "iot:DescribeJob",
+                "iot:CancelJob",
+                "iot:ListJobExecutionsForJob",
+                "iot:DescribeJobExecution",
+            ],
+            [
+                iot("job/deployctl-*"),
+                iot("thinggroup/deployctl-*"),
+                iot("thing/*"),
+            ],
+        ),
+    ];
+    if let Some(role) = &spec.download_role {
+        // CreateJob with a presignedUrlConfig hands AWS IoT the role.
+        statements.push(Statement::new(
+            "firmware download role",
+            ["iam:PassRole"],
+            [role.clone()],
+        ));
+    }
+    let mut objects = Vec::new();
+    for artifact in artifacts {
+        if let ArtifactSource::Firmware {
+            location,
+            manifest,
+            signature,
+            ..
+        } = &artifact.source
+        {
+            for url in [location, manifest] {
+                if let Some(rest) = url.strip_prefix("s3://") {
+                    objects.push(format!("arn:{}:s3:::{rest}", scope.partition));
+                }
+            }
+            if let SignatureSource::KmsKey(key) = &signature.source {
+                statements.extend(deployctl_aws_firmware::iam::verify_statements(key, scope));
+            }
+        }
+    }
+    if !objects.is_empty() {
+        statements.push(Statement::new(
+            "firmware objects",
+            ["s3:GetObject", "s3:GetObjectVersion"],
+            objects,
+        ));
+    }
+    statements
+}

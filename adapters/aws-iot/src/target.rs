@@ -1,0 +1,752 @@
+//! [`FleetTarget`]: construction, what preflight checks, and the
+//! `WaveTarget` implementation over AWS IoT Jobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use aws_sdk_iot::Client;
+use aws_sdk_iot::types::JobExecutionStatus;
+use deployctl_adapter::construct::PlanRelease;
+use deployctl_adapter::{
+    AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
+    PlannedCall, Preflight, Target, WaveAction, WaveProgress, WaveTarget,
+};
+use deployctl_aws_firmware::KmsClient;
+use deployctl_firmware::keys::{Algorithm, PublicKey};
+use deployctl_plan::model::{
+    FleetSelector, FleetSpec, GateCheck, SignatureAlgorithm, SignatureSource, TargetKind, Waves,
+};
+
+use crate::firmware::{self, Checked, Named};
+use crate::jobs::{self, JobSpec};
+use crate::names::Release;
+
+/// The IoT client configuration every [`FleetTarget`] uses, from a loaded
+/// [`SdkConfig`] with the shared retry and timeout settings. Tests add
+/// their interceptors before building.
+pub fn iot_config(sdk: &SdkConfig) -> aws_sdk_iot::config::Builder {
+    aws_sdk_iot::config::Builder::from(sdk)
+        .retry_config(deployctl_aws::config::retry())
+        .timeout_config(deployctl_aws::config::timeouts())
+}
+
+/// At most this many devices have their thing type checked in preflight
+/// (one `DescribeThing` each); a larger fleet is checked on a seeded
+/// sample of this size, and each device's agent checks its own hardware
+/// against the signed manifest before installing.
+const HARDWARE_SAMPLE: usize = 1000;
+
+/// How long a read of the fleet's membership is reused by `observe`.
+const MEMBERS_FRESH_FOR: Duration = Duration::from_secs(30);
+
+/// Why a fleet target could not be built from the plan: refused before
+/// any call. The binary adds which target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConstructError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("artifact version {version}: {problem}")]
+    Artifact { version: String, problem: String },
+    #[error("cannot read the firmware signing key {path}: {problem}")]
+    Key { path: String, problem: String },
+    #[error(
+        "devices fetch firmware only through presigned URLs (O2): set `downloadRole` to the IAM role AWS IoT presigns them with"
+    )]
+    NoDownloadRole,
+    #[error("a fleet target needs the firmware devices go back to (`rollback.stable`)")]
+    NoStable,
+}
+
+/// The key manifests must verify under.
+#[derive(Debug, Clone)]
+enum Trust {
+    Key(PublicKey),
+    Kms(String),
+}
+
+/// An IoT fleet as a deploy target.
+#[derive(Clone)]
+pub struct FleetTarget {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    name: String,
+    groups: Vec<String>,
+    region: String,
+    download_role: Option<String>,
+    trust: Trust,
+    release: Option<Named>,
+    stable: Named,
+    waves: Option<Waves>,
+    pub(crate) iot: Client,
+    s3: aws_sdk_s3::Client,
+    kms: KmsClient,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) attached: Option<Release>,
+    members: Option<(Instant, Vec<String>)>,
+    /// The release's and the rollback's firmware, once verified.
+    checked: Option<(Option<Checked>, Checked)>,
+    /// Devices in each started wave's group (the wave's size).
+    wave_sizes: BTreeMap<u32, u32>,
+    halted: bool,
+    /// The release's rollback group exists: it was rolled back.
+    rolled_back: bool,
+}
+
+impl std::fmt::Debug for FleetTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetTarget")
+            .field("name", &self.inner.name)
+            .field("groups", &self.inner.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The clients a fleet target talks through.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub iot: Client,
+    pub s3: aws_sdk_s3::Client,
+    pub kms: KmsClient,
+}
+
+impl FleetTarget {
+    /// Builds the target from the plan: checks what can be checked
+    /// without a call (a supported selector and signature, a download
+    /// role, both firmwares named) and reads a local trusted key.
+    pub async fn from_spec(
+        name: impl Into<String>,
+        spec: &FleetSpec,
+        release: &PlanRelease<'_>,
+    ) -> Result<FleetTarget, ConstructError> {
+        let region = spec.region.clone();
+        let sdk = deployctl_aws::config::load(region.as_deref()).await;
+        let clients = Clients {
+            iot: Client::from_conf(iot_config(&sdk).build()),
+            s3: deployctl_aws_firmware::bucket::s3_client(&sdk),
+            kms: deployctl_aws_firmware::kms_client(&sdk),
+        };
+        let region = region
+            .or_else(|| sdk.region().map(|r| r.as_ref().to_owned()))
+            .unwrap_or_else(|| "us-east-1".into());
+        FleetTarget::with_clients(name, spec, release, &region, clients)
+    }
+
+    /// [`FleetTarget::from_spec`] over given clients (tests).
+    pub fn with_clients(
+        name: impl Into<String>,
+        spec: &FleetSpec,
+        release: &PlanRelease<'_>,
+        region: &str,
+        clients: Clients,
+    ) -> Result<FleetTarget, ConstructError> {
+        let groups = match &spec.devices {
+            FleetSelector::ThingGroups(groups) => groups.clone(),
+            FleetSelector::Query(_) => {
+                return Err(ConstructError::Unsupported(
+                    "fleet-index queries are not supported by this build: name the devices by `thingGroups`".into(),
+                ));
+            }
+        };
+        let download_role = spec.download_role.clone();
+        if download_role.is_none() && release.artifact.is_some() {
+            return Err(ConstructError::NoDownloadRole);
+        }
+        let mut trust = None;
+        let mut named =
+            |artifact: &deployctl_plan::model::Artifact| -> Result<Named, ConstructError> {
+                let deployctl_plan::model::ArtifactSource::Firmware { signature, .. } =
+                    &artifact.source
+                else {
+                    return Err(ConstructError::Artifact {
+                        version: artifact.version.clone(),
+                        problem: "a fleet releases firmware (`firmware:`)".into(),
+                    });
+                };
+                let found = trust_of(&signature.algorithm, &signature.source, release.plan_dir)?;
+                trust.get_or_insert(found);
+                Named::of(artifact)
+                    .unwrap_or_else(|| Err("not firmware".into()))
+                    .map_err(|problem| ConstructError::Artifact {
+                        version: artifact.version.clone(),
+                        problem,
+                    })
+            };
+        let stable = named(release.pinned_stable.ok_or(ConstructError::NoStable)?)?;
+        let new = release.artifact.map(&mut named).transpose()?;
+        let trust = trust.ok_or(ConstructError::NoStable)?;
+        Ok(FleetTarget {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                groups,
+                region: region.to_owned(),
+                download_role,
+                trust,
+                release: new,
+                stable,
+                waves: release.waves.cloned(),
+                iot: clients.iot,
+                s3: clients.s3,
+                kms: clients.kms,
+                state: Mutex::new(State::default()),
+            }),
+        })
+    }
+}
+
+fn trust_of(
+    algorithm: &SignatureAlgorithm,
+    source: &SignatureSource,
+    plan_dir: &Path,
+) -> Result<Trust, ConstructError> {
+    let wanted = match algorithm {
+        SignatureAlgorithm::Ed25519 => Algorithm::Ed25519,
+        SignatureAlgorithm::EcdsaP256 => Algorithm::EcdsaP256,
+        SignatureAlgorithm::RsaPssSha256 => {
+            return Err(ConstructError::Unsupported(
+                "rsa-pss-sha256 manifests are not supported by this build: sign with ed25519 or ecdsa-p256".into(),
+            ));
+        }
+    };
+    match source {
+        SignatureSource::PublicKey(path) => {
+            let full = plan_dir.join(path);
+            let key_error = |problem: String| ConstructError::Key {
+                path: full.display().to_string(),
+                problem,
+            };
+            let text = std::fs::read_to_string(&full).map_err(|e| key_error(e.to_string()))?;
+            let key = PublicKey::from_pem(&text).map_err(|e| key_error(e.to_string()))?;
+            if key.algorithm() != wanted {
+                return Err(key_error(format!(
+                    "it is an {} key, the plan says {}",
+                    key.algorithm(),
+                    wanted
+                )));
+            }
+            Ok(Trust::Key(key))
+        }
+        SignatureSource::KmsKey(key) => {
+            if wanted != Algorithm::EcdsaP256 {
+                return Err(ConstructError::Unsupported(
+                    "a KMS key signs ecdsa-p256 manifests: set `algorithm: ecdsa-p256`".into(),
+                ));
+            }
+            Ok(Trust::Kms(key.clone()))
+        }
+        SignatureSource::SignerProfile(_) | SignatureSource::Detached(_) => Err(ConstructError::Unsupported(
+            "AWS Signer profiles and detached signatures are not supported by this build: sign a manifest with `deployctl artifact sign` and name its key in `signature.publicKey` or `signature.kmsKey`".into(),
+        )),
+    }
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many waves the plan has (the names probed for started waves).
+    pub(crate) fn wave_count(&self) -> u32 {
+        self.waves.as_ref().map_or(0, |w| w.waves.len() as u32)
+    }
+
+    async fn members(&self, fresh: bool) -> Result<Vec<String>, AdapterError> {
+        if !fresh
+            && let Some((at, members)) = &self.state().members
+            && at.elapsed() < MEMBERS_FRESH_FOR
+        {
+            return Ok(members.clone());
+        }
+        let mut all = BTreeSet::new();
+        for group in &self.groups {
+            all.extend(jobs::members(&self.iot, group).await?);
+        }
+        let members: Vec<String> = all.into_iter().collect();
+        self.state().members = Some((Instant::now(), members.clone()));
+        Ok(members)
+    }
+
+    async fn trusted_key(&self) -> Result<PublicKey, AdapterError> {
+        match &self.trust {
+            Trust::Key(key) => Ok(key.clone()),
+            Trust::Kms(key) => deployctl_aws_firmware::kms_public_key(&self.kms, key).await,
+        }
+    }
+
+    /// Both firmwares, verified (once per process).
+    async fn checked(&self) -> Result<(Option<Checked>, Checked), AdapterError> {
+        if let Some(checked) = &self.state().checked {
+            return Ok(checked.clone());
+        }
+        let key = self.trusted_key().await?;
+        let stable = firmware::check(&self.s3, &self.region, &key, &self.stable, true).await?;
+        let release = match &self.release {
+            Some(named) => {
+                let release = firmware::check(&self.s3, &self.region, &key, named, false).await?;
+                firmware::check_pair(&release, &stable)?;
+                Some(release)
+            }
+            None => None,
+        };
+        self.state().checked = Some((release.clone(), stable.clone()));
+        Ok((release, stable))
+    }
+
+    fn release(&self, key: Option<&IdempotencyKey>) -> Option<Release> {
+        let mut state = self.state();
+        if let Some(release) = key.and_then(|key| Release::from_key(&key.0)) {
+            if state.attached.as_ref() != Some(&release) {
+                state.wave_sizes.clear();
+                state.halted = false;
+                state.rolled_back = false;
+            }
+            state.attached = Some(release);
+        }
+        state.attached.clone()
+    }
+
+    /// The size of every started wave (its group's members), by index.
+    async fn started_waves(
+        &self,
+        release: &Release,
+    ) -> Result<BTreeMap<u32, (u32, jobs::JobCounts)>, AdapterError> {
+        let mut started = BTreeMap::new();
+        for index in 0..self.wave_count() {
+            let Some(counts) = jobs::job_counts(&self.iot, &release.wave(index)).await? else {
+                continue;
+            };
+            let known = self.state().wave_sizes.get(&index).copied();
+            let size = match known {
+                Some(size) => size,
+                None => {
+                    let size = jobs::members_if_any(&self.iot, &release.wave(index))
+                        .await?
+                        .len() as u32;
+                    self.state().wave_sizes.insert(index, size);
+                    size
+                }
+            };
+            started.insert(index, (size, counts));
+        }
+        Ok(started)
+    }
+
+    pub(crate) async fn progress(&self) -> Result<WaveProgress, AdapterError> {
+        let fleet_size = self.members(false).await?.len() as u32;
+        let mut progress = WaveProgress {
+            fleet_size,
+            ..WaveProgress::default()
+        };
+        let Some(release) = self.release(None) else {
+            return Ok(progress);
+        };
+        for (size, counts) in self.started_waves(&release).await?.values() {
+            progress.dispatched += size;
+            progress.succeeded += counts.succeeded;
+            progress.failed += counts.failed;
+            progress.timed_out += counts.timed_out;
+            progress.waves_started += 1;
+            if counts.status == "CANCELED" {
+                progress.halted = true;
+            }
+        }
+        progress.halted |= self.state().halted;
+        Ok(progress)
+    }
+
+    /// Whether the release was rolled back (its rollback group, the marker
+    /// `rollback` makes before anything else, exists).
+    async fn rolled_back(&self, release: &Release) -> Result<bool, AdapterError> {
+        if self.state().rolled_back {
+            return Ok(true);
+        }
+        let found = jobs::group_exists(&self.iot, &release.rollback()).await?;
+        self.state().rolled_back = found;
+        Ok(found)
+    }
+
+    async fn preflight(&self) -> Result<Preflight, AdapterError> {
+        let mut arns = Vec::new();
+        for group in &self.groups {
+            arns.push(jobs::group_arn(&self.iot, group).await?);
+        }
+        arns.sort();
+        let members = self.members(true).await?;
+        if members.is_empty() {
+            return Err(AdapterError::Rejected {
+                message: format!("thing groups {} have no devices", self.groups.join(", ")),
+                request_id: None,
+            });
+        }
+        let (release, stable) = self.checked().await?;
+        if let Some(release) = &release {
+            let sample: Vec<&String> = crate::selection::seeded_order("hardware", &members)
+                .into_iter()
+                .take(HARDWARE_SAMPLE)
+                .collect();
+            let mut models = Vec::with_capacity(sample.len());
+            for chunk in sample.chunks(16) {
+                let mut set = tokio::task::JoinSet::new();
+                for thing in chunk {
+                    let (client, thing) = (self.iot.clone(), (*thing).clone());
+                    set.spawn(async move {
+                        let model = jobs::thing_type(&client, &thing).await;
+                        model.map(|model| (thing, model))
+                    });
+                }
+                while let Some(done) = set.join_next().await {
+                    models.push(done.map_err(|e| AdapterError::Unavailable {
+                        message: format!("reading thing types: {e}"),
+                        request_id: None,
+                    })??);
+                }
+            }
+            firmware::check_hardware(release, &models)?;
+        }
+        let describe = |what: &str, checked: &Checked| {
+            format!(
+                "{what} {} manifest sha256:{} signed by {}",
+                checked.firmware.version, checked.verified.digest, checked.verified.signer
+            )
+        };
+        let mut detail = format!(
+            "{} devices in {}; {}",
+            members.len(),
+            self.groups.join(", "),
+            describe("rollback", &stable)
+        );
+        if let Some(release) = &release {
+            detail = format!("{detail}; {}", describe("release", release));
+        }
+        Ok(Preflight {
+            stable_version: self.stable.version.clone(),
+            rollback_ready: true,
+            detail,
+            identity: arns.join("+"),
+            capabilities: Capabilities::waves(),
+        })
+    }
+
+    async fn start_wave(
+        &self,
+        index: u32,
+        devices: u32,
+        key: &IdempotencyKey,
+    ) -> Result<Applied, AdapterError> {
+        let release = self.release(Some(key)).ok_or_else(|| bad_key(key))?;
+        let (Some(checked), _) = self.checked().await? else {
+            return Err(AdapterError::Rejected {
+                message: "this plan names no new firmware for the fleet".into(),
+                request_id: None,
+            });
+        };
+        let job_id = release.wave(index);
+        if jobs::job_counts(&self.iot, &job_id).await?.is_some() {
+            return Ok(Applied::default());
+        }
+        let halted = self.state().halted
+            || self
+                .started_waves(&release)
+                .await?
+                .values()
+                .any(|(_, counts)| counts.status == "CANCELED");
+        if halted || self.rolled_back(&release).await? {
+            return Err(AdapterError::Rejected {
+                message: "the rollout was halted (the kill switch, an abort or a rollback): nothing more is dispatched".into(),
+                request_id: None,
+            });
+        }
+        let mut taken = BTreeSet::new();
+        for earlier in 0..index {
+            taken.extend(jobs::members_if_any(&self.iot, &release.wave(earlier)).await?);
+        }
+        let current = jobs::members_if_any(&self.iot, &job_id).await?;
+        let fleet = self.members(true).await?;
+        let chosen =
+            crate::selection::pick(release.seed(), &fleet, &taken, &current, devices as usize);
+        let (group_arn, group_request) = jobs::ensure_group(
+            &self.iot,
+            &job_id,
+            &format!("deployctl {} wave {}", release.key, index + 1),
+        )
+        .await?;
+        let new: Vec<String> = chosen
+            .iter()
+            .filter(|t| !current.contains(*t))
+            .cloned()
+            .collect();
+        jobs::add_things(&self.iot, &job_id, &new).await?;
+        let waves = self.waves.as_ref();
+        let document = crate::document::job_document(&checked.firmware);
+        let (_, request_id) = jobs::create_job(
+            &self.iot,
+            &JobSpec {
+                job_id: &job_id,
+                group_arn: &group_arn,
+                document: &document,
+                description: format!(
+                    "deployctl {} wave {}: {}",
+                    release.key,
+                    index + 1,
+                    checked.firmware.version
+                ),
+                download_role: self.download_role.as_deref(),
+                max_per_minute: waves.map_or(1000, |w| w.max_devices_per_minute),
+                abort: waves.map(|w| (w.abort_failure_threshold, w.abort_min_devices)),
+                timeout_minutes: waves.map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
+            },
+        )
+        .await?;
+        self.state().wave_sizes.insert(index, chosen.len() as u32);
+        Ok(Applied {
+            changed: true,
+            request_ids: group_request.into_iter().chain(request_id).collect(),
+        })
+    }
+
+    async fn halt(&self, release: &Release) -> Result<Applied, AdapterError> {
+        self.state().halted = true;
+        let mut applied = Applied::default();
+        for index in 0..self.wave_count() {
+            let (changed, request_id) = jobs::cancel_job(
+                &self.iot,
+                &release.wave(index),
+                "deployctl halt: kill switch or rollback",
+            )
+            .await?;
+            applied.changed |= changed;
+            applied.request_ids.extend(request_id);
+        }
+        Ok(applied)
+    }
+
+    /// Records who took the update in the rollback group (made first: it
+    /// marks the release rolled back, and a crash cannot lose who took
+    /// it), halts, and sends them the signed rollback firmware.
+    async fn rollback(&self, key: &IdempotencyKey) -> Result<Applied, AdapterError> {
+        let release = self.release(Some(key)).ok_or_else(|| bad_key(key))?;
+        let rollback = release.rollback();
+        if jobs::job_counts(&self.iot, &rollback).await?.is_some() {
+            return Ok(Applied::default());
+        }
+        let started = self.started_waves(&release).await?;
+        let marked = self.rolled_back(&release).await?;
+        if started.is_empty() && !marked {
+            // Nothing was dispatched: nothing to undo.
+            return Ok(Applied::default());
+        }
+        let mut took = jobs::members_if_any(&self.iot, &rollback).await?;
+        for index in started.keys() {
+            took.extend(
+                jobs::things_in(
+                    &self.iot,
+                    &release.wave(*index),
+                    &[
+                        JobExecutionStatus::Succeeded,
+                        JobExecutionStatus::InProgress,
+                    ],
+                )
+                .await?,
+            );
+        }
+        let (_, stable) = self.checked().await?;
+        let took: Vec<String> = took.into_iter().collect();
+        let (group_arn, group_request) = jobs::ensure_group(
+            &self.iot,
+            &rollback,
+            &format!("deployctl {} rollback", release.key),
+        )
+        .await?;
+        self.state().rolled_back = true;
+        jobs::add_things(&self.iot, &rollback, &took).await?;
+        let halted = self.halt(&release).await?;
+        // CreateThingGroup answers alike whether it made the group or found
+        // it, so whether this call marked the release comes from the read.
+        let mut applied = Applied {
+            changed: !marked || halted.changed,
+            request_ids: group_request
+                .into_iter()
+                .chain(halted.request_ids)
+                .collect(),
+        };
+        if !took.is_empty() {
+            let waves = self.waves.as_ref();
+            let document = crate::document::job_document(&stable.firmware);
+            let (_, request_id) = jobs::create_job(
+                &self.iot,
+                &JobSpec {
+                    job_id: &rollback,
+                    group_arn: &group_arn,
+                    document: &document,
+                    description: format!(
+                        "deployctl {} rollback to {}",
+                        release.key, stable.firmware.version
+                    ),
+                    download_role: self.download_role.as_deref(),
+                    max_per_minute: waves.map_or(1000, |w| w.max_devices_per_minute),
+                    // A rollback is not aborted: every device that took the
+                    // update must be offered the way back.
+                    abort: None,
+                    timeout_minutes: waves
+                        .map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
+                },
+            )
+            .await?;
+            applied.changed = true;
+            applied.request_ids.extend(request_id);
+        }
+        Ok(applied)
+    }
+}
+
+fn bad_key(key: &IdempotencyKey) -> AdapterError {
+    AdapterError::Rejected {
+        message: format!("idempotency key `{key}` is not run/stage/step"),
+        request_id: None,
+    }
+}
+
+impl Target for FleetTarget {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn kind(&self) -> TargetKind {
+        TargetKind::Fleet
+    }
+
+    fn observe(&self) -> BoxFuture<'_, Result<Observed, AdapterError>> {
+        Box::pin(async move {
+            let progress = self.inner.progress().await?;
+            let rolled_back = match self.inner.release(None) {
+                Some(release) if progress.waves_started > 0 => {
+                    self.inner.rolled_back(&release).await?
+                }
+                _ => false,
+            };
+            let candidate = (progress.waves_started > 0 && !rolled_back)
+                .then(|| self.inner.release.as_ref().map(|r| r.version.clone()))
+                .flatten();
+            let weight = if progress.fleet_size == 0 || rolled_back {
+                0
+            } else {
+                (u64::from(progress.dispatched.min(progress.fleet_size)) * 100
+                    / u64::from(progress.fleet_size)) as u8
+            };
+            Ok(Observed {
+                stable: Some(self.inner.stable.version.clone()),
+                candidate,
+                weight,
+                waves: Some(progress),
+            })
+        })
+    }
+
+    fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
+        Box::pin(self.inner.preflight())
+    }
+
+    fn moves(&self) -> Moves<'_> {
+        Moves::waves(self)
+    }
+
+    fn attach(&self, run: &str, stage: &str) {
+        let release = Release::new(run, stage);
+        let mut state = self.inner.state();
+        if state.attached.as_ref() != Some(&release) {
+            state.wave_sizes.clear();
+            state.halted = false;
+            state.rolled_back = false;
+        }
+        state.attached = Some(release);
+    }
+
+    fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>> {
+        match check {
+            GateCheck::Fleet {
+                min_success_rate,
+                max_anomaly_rate,
+            } => Some(Box::new(crate::probe::FleetProbe::new(
+                self.inner.clone(),
+                *min_success_rate,
+                *max_anomaly_rate,
+            ))),
+            _ => None,
+        }
+    }
+}
+
+impl WaveTarget for FleetTarget {
+    fn plan_wave(
+        &self,
+        observed: &Observed,
+        action: &WaveAction,
+    ) -> Result<Vec<PlannedCall>, AdapterError> {
+        let call = |description: String| PlannedCall { description };
+        let groups = self.inner.groups.join(", ");
+        let progress = observed.waves.clone().unwrap_or_default();
+        Ok(match action {
+            WaveAction::StartWave { index, .. }
+                if progress.waves_started > *index || progress.halted =>
+            {
+                Vec::new()
+            }
+            WaveAction::Halt if progress.halted || progress.waves_started == 0 => Vec::new(),
+            WaveAction::StartWave { index, devices } => vec![
+                call(format!(
+                    "iot:CreateThingGroup for wave {} and iot:AddThingToThingGroup × {devices} (devices of {groups} no earlier wave took)",
+                    index + 1
+                )),
+                call(format!(
+                    "iot:CreateJob wave {} → {devices} devices, at most {}/min",
+                    index + 1,
+                    self.inner
+                        .waves
+                        .as_ref()
+                        .map_or(1000, |w| w.max_devices_per_minute)
+                )),
+            ],
+            WaveAction::Halt => vec![call("iot:CancelJob --force for every wave job".into())],
+            WaveAction::Rollback { to } => {
+                if progress.waves_started == 0 || observed.candidate.is_none() {
+                    Vec::new()
+                } else {
+                    vec![
+                        call("iot:CancelJob --force for every wave job".into()),
+                        call(format!(
+                            "iot:CreateJob rollback → devices that took the update get {}",
+                            to.as_deref().unwrap_or(&self.inner.stable.version)
+                        )),
+                    ]
+                }
+            }
+        })
+    }
+
+    fn apply_wave<'a>(
+        &'a self,
+        action: &'a WaveAction,
+        key: &'a IdempotencyKey,
+    ) -> BoxFuture<'a, Result<Applied, AdapterError>> {
+        Box::pin(async move {
+            match action {
+                WaveAction::StartWave { index, devices } => {
+                    self.inner.start_wave(*index, *devices, key).await
+                }
+                WaveAction::Halt => {
+                    let release = self.inner.release(Some(key)).ok_or_else(|| bad_key(key))?;
+                    self.inner.halt(&release).await
+                }
+                WaveAction::Rollback { .. } => self.inner.rollback(key).await,
+            }
+        })
+    }
+}
