@@ -140,6 +140,31 @@ impl FleetTarget {
         FleetTarget::with_clients(name, spec, release, &region, clients)
     }
 
+    /// What this build cannot do with the plan's fleet target, found
+    /// without any call or file read: `validate` warns with it and
+    /// `apply` refuses with it before anything starts.
+    pub fn check_plan(spec: &FleetSpec, release: &PlanRelease<'_>) -> Result<(), ConstructError> {
+        if let FleetSelector::Query(_) = &spec.devices {
+            return Err(ConstructError::Unsupported(
+                "fleet-index queries are not supported by this build: name the devices by `thingGroups`".into(),
+            ));
+        }
+        if spec.download_role.is_none() && release.artifact.is_some() {
+            return Err(ConstructError::NoDownloadRole);
+        }
+        for artifact in [release.artifact, release.pinned_stable]
+            .into_iter()
+            .flatten()
+        {
+            if let deployctl_plan::model::ArtifactSource::Firmware { signature, .. } =
+                &artifact.source
+            {
+                supported_signature(&signature.algorithm, &signature.source)?;
+            }
+        }
+        Ok(())
+    }
+
     /// [`FleetTarget::from_spec`] over given clients (tests).
     pub fn with_clients(
         name: impl Into<String>,
@@ -148,18 +173,12 @@ impl FleetTarget {
         region: &str,
         clients: Clients,
     ) -> Result<FleetTarget, ConstructError> {
+        FleetTarget::check_plan(spec, release)?;
         let groups = match &spec.devices {
             FleetSelector::ThingGroups(groups) => groups.clone(),
-            FleetSelector::Query(_) => {
-                return Err(ConstructError::Unsupported(
-                    "fleet-index queries are not supported by this build: name the devices by `thingGroups`".into(),
-                ));
-            }
+            FleetSelector::Query(_) => Vec::new(),
         };
         let download_role = spec.download_role.clone();
-        if download_role.is_none() && release.artifact.is_some() {
-            return Err(ConstructError::NoDownloadRole);
-        }
         let mut trust = None;
         let mut named =
             |artifact: &deployctl_plan::model::Artifact| -> Result<Named, ConstructError> {
@@ -202,11 +221,14 @@ impl FleetTarget {
     }
 }
 
-fn trust_of(
+const UNSUPPORTED_SOURCE: &str = "AWS Signer profiles and detached signatures are not supported by this build: sign a manifest with `deployctl artifact sign` and name its key in `signature.publicKey` or `signature.kmsKey`";
+
+/// The algorithm a plan's signature names, when this build verifies it
+/// from where the plan says its key is.
+fn supported_signature(
     algorithm: &SignatureAlgorithm,
     source: &SignatureSource,
-    plan_dir: &Path,
-) -> Result<Trust, ConstructError> {
+) -> Result<Algorithm, ConstructError> {
     let wanted = match algorithm {
         SignatureAlgorithm::Ed25519 => Algorithm::Ed25519,
         SignatureAlgorithm::EcdsaP256 => Algorithm::EcdsaP256,
@@ -216,6 +238,24 @@ fn trust_of(
             ));
         }
     };
+    match source {
+        SignatureSource::PublicKey(_) => Ok(wanted),
+        SignatureSource::KmsKey(_) if wanted == Algorithm::EcdsaP256 => Ok(wanted),
+        SignatureSource::KmsKey(_) => Err(ConstructError::Unsupported(
+            "a KMS key signs ecdsa-p256 manifests: set `algorithm: ecdsa-p256`".into(),
+        )),
+        SignatureSource::SignerProfile(_) | SignatureSource::Detached(_) => {
+            Err(ConstructError::Unsupported(UNSUPPORTED_SOURCE.into()))
+        }
+    }
+}
+
+fn trust_of(
+    algorithm: &SignatureAlgorithm,
+    source: &SignatureSource,
+    plan_dir: &Path,
+) -> Result<Trust, ConstructError> {
+    let wanted = supported_signature(algorithm, source)?;
     match source {
         SignatureSource::PublicKey(path) => {
             let full = plan_dir.join(path);
@@ -234,17 +274,10 @@ fn trust_of(
             }
             Ok(Trust::Key(key))
         }
-        SignatureSource::KmsKey(key) => {
-            if wanted != Algorithm::EcdsaP256 {
-                return Err(ConstructError::Unsupported(
-                    "a KMS key signs ecdsa-p256 manifests: set `algorithm: ecdsa-p256`".into(),
-                ));
-            }
-            Ok(Trust::Kms(key.clone()))
+        SignatureSource::KmsKey(key) => Ok(Trust::Kms(key.clone())),
+        SignatureSource::SignerProfile(_) | SignatureSource::Detached(_) => {
+            Err(ConstructError::Unsupported(UNSUPPORTED_SOURCE.into()))
         }
-        SignatureSource::SignerProfile(_) | SignatureSource::Detached(_) => Err(ConstructError::Unsupported(
-            "AWS Signer profiles and detached signatures are not supported by this build: sign a manifest with `deployctl artifact sign` and name its key in `signature.publicKey` or `signature.kmsKey`".into(),
-        )),
     }
 }
 

@@ -792,25 +792,30 @@ fn load_for_apply(file: &str, color: bool) -> Result<(Loaded, String), u8> {
     }
 }
 
-/// Warnings about what this build cannot do with a valid plan: a target
-/// kind whose adapter it lacks makes `apply` refuse the plan. Printed on
+/// Warnings about what this build cannot do with a valid plan (a target
+/// whose entry has a `refusal`): `apply` refuses such a plan. Printed on
 /// stderr; returned for the JSON output.
 fn build_warnings(loaded: &Loaded, color: bool, to_stderr: bool) -> Vec<Diagnostic> {
+    let plan_dir = std::path::Path::new(&loaded.source.name)
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
     let mut warnings: Vec<Diagnostic> = loaded
         .plan
         .targets
         .values()
-        .filter(|target| !registry::lookup(target).in_this_build())
-        .map(|target| {
-            Diagnostic::warning(
-                format!("targets.{}", target.name),
-                format!(
-                    "`{}` is a {} target, which this build of deployctl cannot apply yet: `apply` refuses the plan (exit 2, nothing touched)",
-                    target.name,
-                    target.kind().name()
-                ),
+        .filter_map(|target| {
+            let reason = registry::lookup(target).refusal(&plan_dir)?;
+            Some(
+                Diagnostic::warning(
+                    format!("targets.{}", target.name),
+                    format!(
+                        "this build of deployctl cannot apply `{}`: {reason}; `apply` refuses the plan (exit 2, nothing touched)",
+                        target.name
+                    ),
+                )
+                .with_hint("`deployctl rehearse` runs the plan against simulated targets"),
             )
-            .with_hint("`deployctl rehearse` runs the plan against simulated targets")
         })
         .collect();
     if warnings.is_empty() {

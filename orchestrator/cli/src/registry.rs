@@ -8,9 +8,10 @@
 //! kind"): the compiler points at [`lookup`] when the plan crate grows a
 //! `TargetSpec` variant, and nothing else in the binary needs to change.
 //!
-//! Kinds whose adapters arrive with later issues (fleets) have
-//! entries too: they say so when asked for an adapter, so the plan is
-//! refused whole before anything starts, and they declare no permissions.
+//! What an entry's adapter cannot do with a plan, found without a call
+//! (`refusal`: a fleet signature this build cannot verify), is said by
+//! `validate` as a warning and makes `apply` refuse the plan whole before
+//! anything starts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,10 +28,6 @@ use tokio::runtime::Runtime;
 /// prints after `error: ` (exit 2, nothing changed).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// This build has no adapter for the kind yet; `wiring` gathers these
-    /// into one refusal naming every such target.
-    #[error("target `{target}` is a {kind} target")]
-    NotInThisBuild { target: String, kind: &'static str },
     #[error("target `{target}`: {source}")]
     Lambda {
         target: String,
@@ -54,6 +51,12 @@ pub enum BuildError {
         target: String,
         #[source]
         source: deployctl_kubernetes::ConstructError,
+    },
+    #[error("target `{target}`: {source}")]
+    Fleet {
+        target: String,
+        #[source]
+        source: deployctl_aws_iot::ConstructError,
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -118,10 +121,10 @@ pub trait Entry {
     fn declared_stable(&self) -> Option<String> {
         None
     }
-    /// Whether this build has the kind's adapter (`apply` refuses a plan
-    /// with a target whose adapter arrives with a later issue).
-    fn in_this_build(&self) -> bool {
-        true
+    /// What this build cannot do with the plan's target, known without
+    /// a call (`validate` warns, `apply` refuses the whole plan with it).
+    fn refusal(&self, _plan_dir: &Path) -> Option<String> {
+        None
     }
 }
 
@@ -133,7 +136,7 @@ pub fn lookup(target: &model::Target) -> Box<dyn Entry + '_> {
         TargetSpec::CloudFront(spec) => Box::new(CloudFront { target, spec }),
         TargetSpec::Ecs(spec) => Box::new(Ecs { target, spec }),
         TargetSpec::Kubernetes(spec) => Box::new(Kubernetes { target, spec }),
-        TargetSpec::Fleet(_) => Box::new(Fleet { target }),
+        TargetSpec::Fleet(spec) => Box::new(Fleet { target, spec }),
     }
 }
 
@@ -335,23 +338,44 @@ impl Entry for Kubernetes<'_> {
     }
 }
 
-/// IoT device fleets: released on AWS (so the caller is resolved), but
-/// the adapter, and with it its permissions, arrive with its issue.
+/// An IoT device fleet, released in waves as AWS IoT Jobs jobs.
 struct Fleet<'t> {
     target: &'t model::Target,
+    spec: &'t model::FleetSpec,
 }
 
 impl Entry for Fleet<'_> {
-    fn build(&self, _builder: &mut Builder<'_>) -> Result<Arc<dyn Target>, BuildError> {
-        Err(not_in_this_build(self.target))
+    fn build(&self, builder: &mut Builder<'_>) -> Result<Arc<dyn Target>, BuildError> {
+        let release = builder.release(self.target);
+        let adapter = builder
+            .runtime()?
+            .block_on(deployctl_aws_iot::FleetTarget::from_spec(
+                &self.target.name,
+                self.spec,
+                &release,
+            ))
+            .map_err(|source| BuildError::Fleet {
+                target: self.target.name.clone(),
+                source,
+            })?;
+        Ok(Arc::new(adapter))
     }
 
-    fn in_this_build(&self) -> bool {
-        false
+    fn refusal(&self, plan_dir: &Path) -> Option<String> {
+        deployctl_aws_iot::FleetTarget::check_plan(
+            self.spec,
+            &PlanRelease::of(self.target, plan_dir),
+        )
+        .err()
+        .map(|error| error.to_string())
     }
 
-    fn iam_statements(&self, _scope: &Scope) -> Vec<Statement> {
-        Vec::new()
+    fn iam_statements(&self, scope: &Scope) -> Vec<Statement> {
+        let artifacts: Vec<&model::Artifact> = [&self.target.artifact, &self.target.pinned_stable]
+            .into_iter()
+            .flatten()
+            .collect();
+        deployctl_aws_iot::iam::statements(self.spec, &artifacts, scope)
     }
 
     fn touches_aws(&self) -> bool {
@@ -359,13 +383,6 @@ impl Entry for Fleet<'_> {
     }
 
     fn region(&self) -> Option<&str> {
-        None
-    }
-}
-
-fn not_in_this_build(target: &model::Target) -> BuildError {
-    BuildError::NotInThisBuild {
-        target: target.name.clone(),
-        kind: target.kind().name(),
+        self.spec.region.as_deref()
     }
 }

@@ -37,8 +37,8 @@ pub enum Mode {
 /// the kinds this build has. `plan_file` is where the plan was read from:
 /// files it names (a Lambda `zipFile`, a CloudFront `configFile`) are
 /// relative to its directory. A target that cannot be built stops here,
-/// before anything starts; kinds this build has no adapter for are
-/// gathered into one refusal.
+/// before anything starts; what this build cannot do with a target (its
+/// entry's `refusal`) is gathered into one refusal first.
 pub fn targets(
     plan: &ValidatedPlan,
     plan_file: &Path,
@@ -51,35 +51,37 @@ pub fn targets(
             .map(|(name, t)| (name, t as Arc<dyn Target>))
             .collect());
     }
-    let mut unsupported = Vec::new();
+    let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
+    let unsupported: Vec<String> = plan
+        .targets
+        .values()
+        .filter_map(|target| {
+            registry::lookup(target)
+                .refusal(plan_dir)
+                .map(|reason| format!("target `{}`: {reason}", target.name))
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "this build of deployctl cannot run this plan: {}. `deployctl rehearse` runs any plan against simulators. Nothing was changed.",
+            unsupported.join("; ")
+        ));
+    }
     let mut adapters: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     let world = SimWorld::open(state_dir.join("sim"))
         .map_err(|error| format!("cannot open the sandbox's simulated targets: {error}"))?;
-    let plan_dir = plan_file.parent().unwrap_or(Path::new("."));
     let mut builder = registry::Builder::new(plan_dir, &world);
     for stage in &plan.stages {
         let target = plan.target_of(stage);
         if adapters.contains_key(&target.name) {
             continue;
         }
-        match registry::lookup(target).build(&mut builder) {
-            Ok(adapter) => {
-                adapters.insert(target.name.clone(), adapter);
-            }
-            Err(missing @ registry::BuildError::NotInThisBuild { .. }) => {
-                unsupported.push(missing.to_string());
-            }
-            Err(error) => return Err(error.to_string()),
-        }
+        let adapter = registry::lookup(target)
+            .build(&mut builder)
+            .map_err(|error| error.to_string())?;
+        adapters.insert(target.name.clone(), adapter);
     }
-    if unsupported.is_empty() {
-        Ok(adapters)
-    } else {
-        Err(format!(
-            "this build of deployctl cannot run this plan yet: {}. The fleet adapter arrives with its issue; `deployctl rehearse` runs any plan against simulators today. Nothing was changed.",
-            unsupported.join("; ")
-        ))
-    }
+    Ok(adapters)
 }
 
 /// Every target of the plan as an in-memory simulator of its kind, with

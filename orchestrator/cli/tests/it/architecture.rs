@@ -115,6 +115,7 @@ const ADAPTER_CRATES: &[&str] = &[
     "deployctl-kubernetes",
     "deployctl-aws-signals",
     "deployctl-aws-audit",
+    "deployctl-aws-iot",
     "deployctl-kube-release",
 ];
 

@@ -357,23 +357,28 @@ fn json_output_prints_refusals_as_one_document_with_the_human_text_on_stderr() {
 }
 
 /// `validate` (and `plan`) warn about what would go wrong at `apply`
-/// although the plan is valid: a target kind this build cannot apply, and
-/// a stage that can only time out.
+/// although the plan is valid: a target this build cannot apply (a fleet
+/// whose firmware signature it cannot verify), and a stage that can only
+/// time out.
 #[test]
 fn validate_warns_about_plans_apply_would_refuse_or_time_out() {
-    let fleet = deployctl(&["validate", "examples/fleet-ota-waves.yaml"]);
+    const UNAPPLIABLE: &str = "tests/fixtures/plans/valid/fleet-signer-profile.yaml";
+    let fleet = deployctl(&["validate", UNAPPLIABLE]);
     assert_eq!(fleet.status.code(), Some(0));
     let stderr = text(&fleet.stderr);
     assert!(
-        stderr.contains("warning") && stderr.contains("cannot apply yet"),
+        stderr.contains("warning")
+            && stderr.contains("cannot apply `cams`")
+            && stderr.contains("AWS Signer profiles"),
         "{stderr}"
     );
-    let json = deployctl(&[
-        "--output",
-        "json",
-        "validate",
-        "examples/fleet-ota-waves.yaml",
-    ]);
+    let signed = deployctl(&["validate", "examples/fleet-ota-waves.yaml"]);
+    assert!(
+        !text(&signed.stderr).contains("warning"),
+        "{}",
+        text(&signed.stderr)
+    );
+    let json = deployctl(&["--output", "json", "validate", UNAPPLIABLE]);
     let results: serde_json::Value = serde_json::from_str(&text(&json.stdout)).expect("JSON");
     assert!(
         results[0]["diagnostics"]

@@ -233,16 +233,21 @@ fn the_sandbox_observed_matches_its_snapshot_and_nothing_is_written() {
     );
 }
 
-/// Kinds this build cannot run are refused as `apply` refuses them, before
-/// anything is read.
+/// A target this build cannot run (a fleet whose firmware signature it
+/// cannot verify) is refused as `apply` refuses it, before anything is read.
 #[test]
-fn a_fleet_plan_is_refused_as_apply_refuses_it() {
+fn a_plan_this_build_cannot_run_is_refused_as_apply_refuses_it() {
     let sandbox = Sandbox::new("observe-fleet");
-    let out = sandbox.run(&["plan", "examples/fleet-ota-waves.yaml", "--observe"]);
+    let out = sandbox.run(&[
+        "plan",
+        "tests/fixtures/plans/valid/fleet-signer-profile.yaml",
+        "--observe",
+    ]);
     out.expect_code(2);
     assert!(
         out.stderr
-            .contains("this build of deployctl cannot run this plan yet")
+            .contains("this build of deployctl cannot run this plan")
+            && out.stderr.contains("AWS Signer profiles")
             && out.stderr.contains("Nothing was changed"),
         "{out}"
     );

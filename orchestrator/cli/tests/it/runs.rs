@@ -844,12 +844,17 @@ fn a_saved_plan_applies_and_is_refused_once_the_plan_file_changed() {
 
 #[test]
 fn apply_of_a_plan_this_build_cannot_run_is_refused_before_anything() {
-    // Fleet targets arrive with their issue; until then such a plan is
-    // refused before any lock or run.
+    // A fleet whose firmware is signed in a way this build cannot verify
+    // is refused before any call, lock or run.
     let sandbox = Sandbox::new("runs-fleet");
-    let out = sandbox.run(&["apply", "examples/fleet-ota-waves.yaml", "--yes"]);
+    let out = sandbox.run(&[
+        "apply",
+        "tests/fixtures/plans/valid/fleet-signer-profile.yaml",
+        "--yes",
+    ]);
     out.expect_code(2);
-    assert!(out.stderr.contains("fleet target"), "{out}");
+    assert!(out.stderr.contains("target `cams`"), "{out}");
+    assert!(out.stderr.contains("AWS Signer profiles"), "{out}");
     assert!(out.stderr.contains("Nothing was changed"), "{out}");
     let journal = sandbox.state_dir().join("journal.sqlite3");
     assert!(
