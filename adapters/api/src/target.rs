@@ -230,6 +230,10 @@ pub struct Preflight {
     pub identity: String,
     /// What this instance supports, which its kind alone does not say.
     pub capabilities: Capabilities,
+    /// What preflight verified that the audit trail must keep (a fleet's
+    /// firmware manifests: digest and signer), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<String>,
 }
 
 /// What one target instance can do, reported by preflight and checked

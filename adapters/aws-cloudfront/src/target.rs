@@ -807,6 +807,7 @@ impl Target for CloudFrontTarget {
                 )
             };
             Ok(Preflight {
+                verified: Vec::new(),
                 stable_version: stable,
                 rollback_ready,
                 detail,

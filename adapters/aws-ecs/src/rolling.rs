@@ -489,6 +489,7 @@ impl EcsTarget {
         let service = self.service_name();
         let not_ready = |stable: String, detail: String| {
             Ok(Preflight {
+                verified: Vec::new(),
                 stable_version: stable,
                 rollback_ready: false,
                 detail,
@@ -534,6 +535,7 @@ impl EcsTarget {
             );
         }
         Ok(Preflight {
+            verified: Vec::new(),
             detail: format!(
                 "ECS service {service} runs {stable} ({}, ACTIVE, rollout COMPLETED); {breaker}",
                 primary.task_definition

@@ -287,6 +287,7 @@ impl Target for EcsTarget {
             let view = self.read().await?;
             if view.status != "ACTIVE" {
                 return Ok(Preflight {
+                    verified: Vec::new(),
                     stable_version: String::new(),
                     rollback_ready: false,
                     detail: format!(

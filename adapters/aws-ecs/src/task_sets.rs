@@ -593,6 +593,7 @@ impl EcsTarget {
             Ok(layout) => layout,
             Err(error) => {
                 return Ok(Preflight {
+                    verified: Vec::new(),
                     stable_version: String::new(),
                     rollback_ready: false,
                     detail: error.to_string(),
@@ -603,6 +604,7 @@ impl EcsTarget {
         };
         let Some(primary) = layout.primary else {
             return Ok(Preflight {
+                verified: Vec::new(),
                 stable_version: String::new(),
                 rollback_ready: false,
                 detail: format!(
@@ -636,6 +638,7 @@ impl EcsTarget {
             ),
         };
         Ok(Preflight {
+            verified: Vec::new(),
             stable_version: primary.label,
             rollback_ready,
             detail,

@@ -446,23 +446,27 @@ impl Inner {
         }
         let describe = |what: &str, checked: &Checked| {
             format!(
-                "{what} {} manifest sha256:{} signed by {}",
-                checked.firmware.version, checked.verified.digest, checked.verified.signer
+                "{what} {} {} manifest sha256:{} signed by {}",
+                checked.firmware.firmware,
+                checked.firmware.version,
+                checked.verified.digest,
+                checked.verified.signer
             )
         };
-        let mut detail = format!(
-            "{} devices in {}; {}",
-            members.len(),
-            self.groups.join(", "),
-            describe("rollback", &stable)
-        );
+        let mut verified = vec![describe("rollback", &stable)];
         if let Some(release) = &release {
-            detail = format!("{detail}; {}", describe("release", release));
+            verified.insert(0, describe("release", release));
         }
         Ok(Preflight {
+            verified: verified.clone(),
             stable_version: self.stable.version.clone(),
             rollback_ready: true,
-            detail,
+            detail: format!(
+                "{} devices in {}; {}",
+                members.len(),
+                self.groups.join(", "),
+                verified.join("; ")
+            ),
             identity: arns.join("+"),
             capabilities: Capabilities::waves(),
         })

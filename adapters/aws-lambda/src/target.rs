@@ -678,6 +678,7 @@ impl LambdaTarget {
                 Err(other) => return Err(other),
             };
             Ok(Preflight {
+                verified: Vec::new(),
                 stable_version: self.label(&stable),
                 rollback_ready,
                 detail,

@@ -519,6 +519,7 @@ impl KubernetesTarget {
             }
         };
         Ok(Preflight {
+            verified: Vec::new(),
             stable_version,
             rollback_ready,
             detail,

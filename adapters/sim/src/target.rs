@@ -247,6 +247,7 @@ impl Target for SimTarget {
             self.pause().await;
             let state = self.state()?;
             Ok(Preflight {
+                verified: Vec::new(),
                 detail: format!(
                     "simulated: {} is running and can take all traffic",
                     state.stable

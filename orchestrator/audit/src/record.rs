@@ -290,10 +290,10 @@ actions! {
     /// `artifact publish` uploaded an image and its manifest (`target`:
     /// firmware and version; `detail`: the objects and their versions).
     ArtifactPublished = "artifact.published",
-    /// A fleet stage verified the firmware it dispatches (`stage`,
-    /// `target`; `detail`: the manifest's SHA-256 and its signer), or
-    /// refused it (`outcome`).
-    FirmwareVerified = "firmware.verified",
+    /// Preflight verified what a stage releases before the run started
+    /// (`stage`, `target`; `detail`: for a fleet, each firmware manifest's
+    /// SHA-256 and signer).
+    ArtifactVerified = "artifact.verified",
 }
 
 impl fmt::Display for Action {

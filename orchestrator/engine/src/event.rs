@@ -61,6 +61,10 @@ pub enum Event {
         /// builds before platform identities).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identity: Option<String>,
+        /// What the adapter verified for the trail (firmware manifests'
+        /// digests and signers); absent when nothing was.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        verified: Vec<String>,
     },
     StageStarted {
         cursor: u32,

@@ -249,6 +249,8 @@ pub struct PreflightRecord {
     pub ready: bool,
     pub detail: String,
     pub identity: Option<String>,
+    /// What the adapter verified for the trail (see `Preflight::verified`).
+    pub verified: Vec<String>,
 }
 
 /// Fields of a stage row to change in a transition; `None` leaves one as is.
@@ -564,6 +566,7 @@ impl Journal {
                             ready: preflight.ready,
                             detail: preflight.detail.clone(),
                             identity: preflight.identity.clone(),
+                            verified: preflight.verified.clone(),
                         },
                     )?;
                 }
@@ -1581,6 +1584,7 @@ mod tests {
                     ready: true,
                     detail: "ok".into(),
                     identity: Some("sim:world/api".into()),
+                    verified: Vec::new(),
                 }),
                 ..new_run(id).stages[0].clone()
             }],

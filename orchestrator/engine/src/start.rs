@@ -238,6 +238,7 @@ impl Engine {
                     ready: record.ready,
                     detail: record.detail.clone(),
                     identity: record.identity.clone(),
+                    verified: record.verified.clone(),
                 },
                 &StageUpdate {
                     stable_version: (!stable.is_empty()).then(|| stable.clone()),
@@ -280,12 +281,14 @@ fn record_of(
             ready: preflight.rollback_ready,
             detail: preflight.detail.clone(),
             identity: Some(preflight.identity.clone()),
+            verified: preflight.verified.clone(),
         },
         Err(error) => PreflightRecord {
             stable_version: String::new(),
             ready: false,
             detail: error.to_string(),
             identity: None,
+            verified: Vec::new(),
         },
     }
 }

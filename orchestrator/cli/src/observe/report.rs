@@ -789,6 +789,7 @@ mod tests {
 
     fn preflight(capabilities: Capabilities) -> Preflight {
         Preflight {
+            verified: Vec::new(),
             stable_version: "v1".into(),
             rollback_ready: true,
             detail: "v1 runs".into(),

@@ -20,6 +20,7 @@ mod deploy_manifests;
 mod ecs_e2e;
 mod emulators;
 mod fixtures;
+mod fleet_e2e;
 mod iam_policy;
 mod kube_e2e;
 mod lambda_e2e;

@@ -1,0 +1,405 @@
+//! Fleet OTA through the binary, end to end: firmware made and published
+//! with `deployctl artifact` (KMS-signed, KMS-wrapped content key, moto's
+//! S3 and KMS), `examples/fleet-ota-waves.yaml` applied with its names and
+//! endpoints adapted (and its hours made seconds), AWS IoT served by the
+//! repo's IoT Jobs emulator, and a fleet of simulated devices
+//! (`tests/fleet/devices.py`) on the IoT Jobs data plane. Skipped with a
+//! message when the emulators are not running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::sandbox::{COMMAND_TIMEOUT, Finished, Sandbox, wait_until};
+
+const EXAMPLE: &str = "examples/fleet-ota-waves.yaml";
+
+fn urls(test: &str) -> Option<[String; 2]> {
+    crate::emulators::urls(
+        test,
+        ["DEPLOYCTL_TEST_MOTO_URL", "DEPLOYCTL_TEST_IOTJOBS_URL"],
+    )
+}
+
+/// One test's fleet: its thing group of devices in the IoT Jobs emulator,
+/// its bucket and keys in moto, firmware 4.2.0 and the signed 4.1.3
+/// rollback published, and the plan adapted from the example.
+struct Fleet {
+    sandbox: Sandbox,
+    moto: String,
+    iot: String,
+    group: String,
+    bucket: String,
+    sign_alias: String,
+    plan: PathBuf,
+}
+
+static FLEETS: AtomicU32 = AtomicU32::new(0);
+
+impl Fleet {
+    fn new(label: &str, devices: u32) -> Option<Fleet> {
+        let [moto, iot] = urls(&format!("fleet_e2e::{label}"))?;
+        let n = FLEETS.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{n}", std::process::id());
+        let fleet = Fleet {
+            sandbox: Sandbox::new(&format!("fleet-{label}")),
+            group: format!("thermostat-t4-{label}-{id}"),
+            bucket: format!("fw-{label}-{id}"),
+            sign_alias: format!("alias/fw-sign-{label}-{id}"),
+            plan: PathBuf::new(),
+            moto,
+            iot,
+        };
+        let keys = fleet.moto_python(&format!(
+            "s3.create_bucket(Bucket='{bucket}')\n\
+s3.put_bucket_versioning(Bucket='{bucket}', VersioningConfiguration={{'Status': 'Enabled'}})\n\
+sign = kms.create_key(KeySpec='ECC_NIST_P256', KeyUsage='SIGN_VERIFY')['KeyMetadata']['KeyId']\n\
+kms.create_alias(AliasName='{alias}', TargetKeyId=sign)\n\
+other = kms.create_key(KeySpec='ECC_NIST_P256', KeyUsage='SIGN_VERIFY')['KeyMetadata']['KeyId']\n\
+kms.create_alias(AliasName='{alias}-other', TargetKeyId=other)\n\
+wrap = kms.create_key()['KeyMetadata']['Arn']\n\
+sns = boto3.client('sns', **kw)\n\
+for topic in ('firmware-releases', 'firmware-oncall-page'): sns.create_topic(Name=topic)\n\
+cw = boto3.client('cloudwatch', **kw)\n\
+for alarm in ('thermostat-t4-crash-rate', 'thermostat-t4-watchdog-resets'): cw.put_metric_alarm(AlarmName=alarm, MetricName='Crashes', Namespace='T4', Statistic='Sum', Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator='GreaterThanThreshold'); cw.set_alarm_state(AlarmName=alarm, StateValue='OK', StateReason='quiet fleet')\n\
+print(wrap)",
+            bucket = fleet.bucket,
+            alias = fleet.sign_alias,
+        ));
+        let wrap_key = keys.trim().to_owned();
+        fleet.iot_python(&format!(
+            "iot.create_thing_group(thingGroupName='{group}')\n\
+for i in range({devices}): name = '{group}-dev-%04d' % i; iot.create_thing(thingName=name, thingTypeName='t4-rev-a' if i % 2 else 't4-rev-b'); iot.add_thing_to_thing_group(thingGroupName='{group}', thingName=name)",
+            group = fleet.group,
+        ));
+        let release = fleet.firmware("4.2.0", false, &wrap_key);
+        let rollback = fleet.firmware("4.1.3", true, &wrap_key);
+        let mut fleet = fleet;
+        fleet.plan = fleet.adapted_plan(&release, &rollback, &fleet.sign_alias.clone());
+        Some(fleet)
+    }
+
+    fn moto_python(&self, script: &str) -> String {
+        crate::audit_s3::python(&self.moto, script)
+    }
+
+    fn iot_python(&self, script: &str) -> String {
+        crate::emulators::python(
+            &[("IOT", &self.iot)],
+            "import boto3, json, os\n\
+iot = boto3.client('iot', endpoint_url=os.environ['IOT'], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n",
+            script,
+        )
+    }
+
+    /// `deployctl ARGS` with moto as AWS and the emulator as AWS IoT.
+    fn run(&self, args: &[&str]) -> Finished {
+        self.sandbox
+            .spawn_command(self.command(args), args, None)
+            .wait(COMMAND_TIMEOUT)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.sandbox.command(args);
+        command
+            .env("AWS_ENDPOINT_URL", &self.moto)
+            .env("AWS_ENDPOINT_URL_IOT", &self.iot)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env_remove("DEPLOYCTL_AUDIT_SHIP_DIR");
+        command
+    }
+
+    /// Encrypts, signs and publishes `version`; returns the published
+    /// image's SHA-256 (what the plan pins).
+    fn firmware(&self, version: &str, rollback: bool, wrap_key: &str) -> String {
+        let dir = self.sandbox.root().join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("t4-app.img");
+        std::fs::write(&image, format!("t4-app {version} ").repeat(4096)).unwrap();
+        let encrypted = dir.join("t4-app.bin");
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        self.run(&[
+            "artifact",
+            "encrypt",
+            &path(&image),
+            "--out",
+            &path(&encrypted),
+            "--kms-key",
+            wrap_key,
+        ])
+        .expect_code(0);
+        let mut sign = vec![
+            "artifact".to_owned(),
+            "sign".into(),
+            path(&encrypted),
+            "--firmware".into(),
+            "t4-app".into(),
+            "--version".into(),
+            version.into(),
+            "--hardware".into(),
+            "t4-rev-a".into(),
+            "--hardware".into(),
+            "t4-rev-b".into(),
+            "--kms-key".into(),
+            self.sign_alias.clone(),
+            "--content-kms".into(),
+        ];
+        if rollback {
+            sign.push("--rollback".into());
+        }
+        let sign: Vec<&str> = sign.iter().map(String::as_str).collect();
+        self.run(&sign).expect_code(0);
+        let prefix = if rollback {
+            format!("s3://{}/thermostat-t4/{version}-rollback", self.bucket)
+        } else {
+            format!("s3://{}/thermostat-t4/{version}", self.bucket)
+        };
+        self.run(&[
+            "artifact",
+            "publish",
+            &path(&encrypted),
+            "--to",
+            &prefix,
+            "--kms-key",
+            &self.sign_alias,
+        ])
+        .expect_code(0);
+        let digest = Command::new("sha256sum").arg(&encrypted).output().unwrap();
+        String::from_utf8_lossy(&digest.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The example with this fleet's names and endpoints, its hours made
+    /// seconds, and the half-fleet sign-off left out (the approvals
+    /// tests cover MFA sign-offs).
+    fn adapted_plan(&self, release: &str, rollback: &str, alias: &str) -> PathBuf {
+        let example = std::fs::read_to_string(crate::repo_root().join(EXAMPLE)).unwrap();
+        let mut text = example
+            .replace("acme-firmware-123456789012", &self.bucket)
+            .replace("thermostat-t4-prod", &self.group)
+            .replace("alias/thermostat-firmware-signing", alias)
+            .replace(
+                "9ff611fdfe80c80e27de89eb1a57e1c714ad2c306462fe20da716a52aec29a69",
+                release,
+            )
+            .replace(
+                "543feafad2239bb6e8a15ae31de5c5fad562832dac7b4a981892775d3b166eb5",
+                rollback,
+            )
+            .replace("bakeTime: 12h", "bakeTime: 1s")
+            .replace("interval: 5m", "interval: 1s")
+            .replace("count: 6", "count: 2")
+            .replace("          approval: half-fleet-signoff\n", "");
+        let start = text
+            .find("\napprovals:\n")
+            .expect("the example's approvals");
+        let end = text[start + 1..]
+            .find("\nrollback:")
+            .expect("the rollback section")
+            + start
+            + 1;
+        text.replace_range(start..end, "");
+        let plan = self.sandbox.root().join("fleet.yaml");
+        std::fs::write(&plan, text).unwrap();
+        plan
+    }
+
+    fn plan(&self) -> &str {
+        self.plan.to_str().unwrap()
+    }
+
+    /// Starts the devices; they run until the returned guard is dropped.
+    fn devices(&self, extra: &[&str]) -> Devices {
+        let state = self.sandbox.root().join("devices.json");
+        let stop = self.sandbox.root().join("devices.stop");
+        let child = Command::new(crate::repo_root().join(".venv/bin/python"))
+            .arg(crate::repo_root().join("tests/fleet/devices.py"))
+            .args(["--iot", &self.iot, "--group", &self.group])
+            .arg("--state")
+            .arg(&state)
+            .arg("--stop")
+            .arg(&stop)
+            .args(extra)
+            .spawn()
+            .expect("the device simulator starts");
+        Devices { child, state, stop }
+    }
+
+    /// This fleet's deployctl jobs (the emulator's account is shared by
+    /// the tests running beside this one): those aimed at its devices.
+    fn job_ids(&self) -> Vec<String> {
+        let out = self.iot_python(&format!(
+            "ids = []\n\
+for job in iot.list_jobs()['jobs']:\n\
+\x20   target = iot.describe_job(jobId=job['jobId'])['job']['targets'][0].rpartition('/')[2]\n\
+\x20   things = iot.list_things_in_thing_group(thingGroupName=target)['things']\n\
+\x20   if job['jobId'].startswith('deployctl-') and any(t.startswith('{group}-') for t in things): ids.append(job['jobId'])\n\
+print(json.dumps(sorted(ids)))",
+            group = self.group
+        ));
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+struct Devices {
+    child: Child,
+    state: PathBuf,
+    stop: PathBuf,
+}
+
+impl Devices {
+    fn state(&self) -> serde_json::Value {
+        std::fs::read_to_string(&self.state)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Every device's installed version, once all agree with `wanted`.
+    fn wait_all_on(&self, wanted: &str) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("every device on {wanted}"),
+            || {
+                let state = self.state();
+                state["installed"]
+                    .as_object()
+                    .is_some_and(|all| !all.is_empty() && all.values().all(|v| v == wanted))
+            },
+        );
+    }
+}
+
+impl Drop for Devices {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_example_runs_four_waves_to_the_whole_fleet() {
+    let Some(fleet) = Fleet::new("waves", 40) else {
+        return;
+    };
+    let devices = fleet.devices(&[]);
+    let applied = fleet.run(&["apply", fleet.plan(), "--yes"]);
+    applied.expect_code(0);
+    devices.wait_all_on("4.2.0");
+    let jobs = fleet.job_ids();
+    assert_eq!(jobs.len(), 4, "one job per wave: {jobs:?}");
+    // Every device got exactly one update, from exactly one wave.
+    let state = devices.state();
+    for (thing, history) in state["history"].as_object().unwrap() {
+        let updates: Vec<&serde_json::Value> = history.as_array().unwrap().iter().collect();
+        assert_eq!(updates.len(), 1, "{thing}: {updates:?}");
+        assert_eq!(updates[0]["status"], "SUCCEEDED");
+    }
+    // The trail names the verified manifests and their KMS signer.
+    let trail = fleet.run(&[
+        "--output",
+        "json",
+        "audit",
+        "show",
+        "--action",
+        "artifact.verified",
+    ]);
+    trail.expect_code(0);
+    assert!(
+        trail.stdout.contains("manifest sha256:") && trail.stdout.contains("arn:aws:kms:"),
+        "{}",
+        trail.stdout
+    );
+    fleet.run(&["audit", "verify"]).expect_code(0);
+}
+
+#[test]
+fn a_bad_image_fails_its_wave_and_the_devices_that_took_it_go_back() {
+    let Some(fleet) = Fleet::new("bad", 40) else {
+        return;
+    };
+    // The first device to install 4.2.0 is fine; every later one fails its
+    // self-test: wave 1 passes, wave 2 fails.
+    let devices = fleet.devices(&[
+        "--fail-version",
+        "4.2.0",
+        "--fail-percent",
+        "100",
+        "--lucky",
+        "1",
+    ]);
+    let applied = fleet.run(&["apply", fleet.plan(), "--yes"]);
+    applied.expect_code(1);
+    devices.wait_all_on("4.1.3");
+    let state = devices.state();
+    let took: Vec<(&String, &serde_json::Value)> = state["history"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, h)| {
+            h.as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["version"] == "4.2.0" && u["status"] == "SUCCEEDED")
+        })
+        .collect();
+    assert_eq!(took.len(), 1, "{state:#}");
+    let (thing, history) = took[0];
+    let back = history.as_array().unwrap().last().unwrap();
+    assert!(
+        back["version"] == "4.1.3"
+            && back["status"] == "SUCCEEDED"
+            && back["job"].as_str().unwrap().ends_with("-rollback"),
+        "{thing}: {history:?}"
+    );
+    // Nobody else was sent the rollback; the later waves never started.
+    let rollback_receivers = state["history"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|h| {
+            h.as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["job"].as_str().is_some_and(|j| j.ends_with("-rollback")))
+        })
+        .count();
+    assert_eq!(rollback_receivers, 1);
+    let jobs = fleet.job_ids();
+    assert!(
+        jobs.iter()
+            .all(|j| !j.ends_with("-w3") && !j.ends_with("-w4")),
+        "{jobs:?}"
+    );
+}
+
+#[test]
+fn a_manifest_that_does_not_verify_starts_no_wave() {
+    let Some(fleet) = Fleet::new("tampered", 6) else {
+        return;
+    };
+    // The plan trusts another KMS key than the one that signed.
+    let text = std::fs::read_to_string(fleet.plan())
+        .unwrap()
+        .replace(&fleet.sign_alias, &format!("{}-other", fleet.sign_alias));
+    std::fs::write(fleet.plan(), text).unwrap();
+    let applied = fleet.run(&["apply", fleet.plan(), "--yes"]);
+    applied.expect_code(2);
+    assert!(
+        applied.stderr.contains("signature does not verify"),
+        "{applied}"
+    );
+    assert!(fleet.job_ids().is_empty());
+    let history = fleet.run(&["--output", "json", "history"]);
+    assert!(
+        !history.stdout.contains("\"runId\""),
+        "a refused run was recorded: {history}"
+    );
+}
