@@ -57,6 +57,7 @@ def main() -> None:
             document = json.loads(execution["jobDocument"])
             version = document["version"]
             cohort = int(hashlib.sha256(thing.encode()).hexdigest(), 16) % 100
+            previous = installed[thing]
             bad = version == args.fail_version and cohort < args.fail_percent
             if bad and lucky > 0:
                 lucky -= 1
@@ -66,8 +67,15 @@ def main() -> None:
             else:
                 status, details = "SUCCEEDED", {"installed": version}
                 installed[thing] = version
-            data.update_job_execution(thingName=thing, jobId=execution["jobId"], status=status, statusDetails=details)
-            history[thing].append({"job": execution["jobId"], "version": version, "status": status})
+            try:
+                data.update_job_execution(thingName=thing, jobId=execution["jobId"], status=status, statusDetails=details)
+            except data.exceptions.InvalidStateTransitionException:
+                # Canceled while installing (the kill switch): the agent
+                # abandons the install and stays where it was.
+                if status == "SUCCEEDED":
+                    installed[thing] = previous
+                status = "ABANDONED"
+            history[thing].append({"job": execution["jobId"], "version": version, "status": status, "at": time.time()})
         with open(args.state + ".tmp", "w") as out:
             json.dump({"installed": installed, "history": history}, out)
         os.replace(args.state + ".tmp", args.state)

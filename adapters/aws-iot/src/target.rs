@@ -565,9 +565,9 @@ impl Inner {
         Ok(applied)
     }
 
-    /// Records who took the update in the rollback group (made first: it
-    /// marks the release rolled back, and a crash cannot lose who took
-    /// it), halts, and sends them the signed rollback firmware.
+    /// Marks the release rolled back (its rollback group), halts, records
+    /// who took the update in that group and sends them the signed
+    /// rollback firmware.
     async fn rollback(&self, key: &IdempotencyKey) -> Result<Applied, AdapterError> {
         let release = self.release(Some(key)).ok_or_else(|| bad_key(key))?;
         let rollback = release.rollback();
@@ -580,22 +580,12 @@ impl Inner {
             // Nothing was dispatched: nothing to undo.
             return Ok(Applied::default());
         }
-        let mut took = jobs::members_if_any(&self.iot, &rollback).await?;
-        for index in started.keys() {
-            took.extend(
-                jobs::things_in(
-                    &self.iot,
-                    &release.wave(*index),
-                    &[
-                        JobExecutionStatus::Succeeded,
-                        JobExecutionStatus::InProgress,
-                    ],
-                )
-                .await?,
-            );
-        }
-        let (_, stable) = self.checked().await?;
-        let took: Vec<String> = took.into_iter().collect();
+        // Dispatch stops first (the kill switch's latency): the devices
+        // mid-install are read, then every wave job is force-canceled,
+        // then who installed is read (SUCCEEDED survives the cancel) and
+        // the rollback group made. A crash between the cancel and the
+        // group loses only which devices were mid-install; their agents
+        // abandon an install whose execution was canceled.
         let (group_arn, group_request) = jobs::ensure_group(
             &self.iot,
             &rollback,
@@ -603,8 +593,31 @@ impl Inner {
         )
         .await?;
         self.state().rolled_back = true;
-        jobs::add_things(&self.iot, &rollback, &took).await?;
+        let mut took = jobs::members_if_any(&self.iot, &rollback).await?;
+        for index in started.keys() {
+            took.extend(
+                jobs::things_in(
+                    &self.iot,
+                    &release.wave(*index),
+                    &[JobExecutionStatus::InProgress],
+                )
+                .await?,
+            );
+        }
         let halted = self.halt(&release).await?;
+        for index in started.keys() {
+            took.extend(
+                jobs::things_in(
+                    &self.iot,
+                    &release.wave(*index),
+                    &[JobExecutionStatus::Succeeded],
+                )
+                .await?,
+            );
+        }
+        let (_, stable) = self.checked().await?;
+        let took: Vec<String> = took.into_iter().collect();
+        jobs::add_things(&self.iot, &rollback, &took).await?;
         // CreateThingGroup answers alike whether it made the group or found
         // it, so whether this call marked the release comes from the read.
         let mut applied = Applied {

@@ -403,3 +403,149 @@ fn a_manifest_that_does_not_verify_starts_no_wave() {
         "a refused run was recorded: {history}"
     );
 }
+
+impl Fleet {
+    fn spawn(&self, args: &[&str]) -> crate::sandbox::Running {
+        self.sandbox.spawn_command(self.command(args), args, None)
+    }
+
+    /// The members of one of this fleet's wave groups.
+    fn members(&self, group: &str) -> Vec<String> {
+        let out = self.iot_python(&format!(
+            "print(json.dumps(sorted(iot.list_things_in_thing_group(thingGroupName='{group}', maxResults=250)['things'])))"
+        ));
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn wait_for_job(&self, suffix: &str) -> String {
+        let mut found = String::new();
+        wait_until(
+            Duration::from_secs(60),
+            &format!("a job ending {suffix}"),
+            || match self.job_ids().into_iter().find(|j| j.ends_with(suffix)) {
+                Some(job) => {
+                    found = job;
+                    true
+                }
+                None => false,
+            },
+        );
+        found
+    }
+}
+
+/// Every (device, version) install the devices reported SUCCEEDED.
+fn installs(state: &serde_json::Value, version: &str) -> Vec<String> {
+    let mut out: Vec<String> = state["history"]
+        .as_object()
+        .map(|all| {
+            all.iter()
+                .filter(|(_, h)| {
+                    h.as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|u| u["version"] == version && u["status"] == "SUCCEEDED")
+                })
+                .map(|(thing, _)| thing.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn kill_mid_wave_stops_dispatch_before_it_returns_and_sends_the_updated_devices_back() {
+    let Some(fleet) = Fleet::new("kill", 40) else {
+        return;
+    };
+    // Slow devices, so the kill lands while wave 3 is being installed.
+    let devices = fleet.devices(&["--interval", "0.4"]);
+    let running = fleet.spawn(&["apply", fleet.plan(), "--yes"]);
+    fleet.wait_for_job("-w3");
+    let run = crate::sandbox::started_run_id(&running.stderr_so_far());
+    let killed = fleet.run(&["kill", &run, "--yes"]);
+    killed.expect_code(0);
+    // From here on no device may install 4.2.0.
+    let returned = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let applied = running.wait(COMMAND_TIMEOUT);
+    assert_ne!(applied.code, Some(0), "{applied}");
+    std::thread::sleep(Duration::from_secs(2));
+    let state = devices.state();
+    let late: Vec<&serde_json::Value> = state["history"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|h| h.as_array().unwrap())
+        .filter(|u| {
+            u["version"] == "4.2.0"
+                && u["status"] == "SUCCEEDED"
+                && u["at"].as_f64().unwrap() > returned
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "devices installed 4.2.0 after `kill` returned: {late:?}"
+    );
+    assert!(
+        !installs(&state, "4.2.0").is_empty(),
+        "the kill landed before any device updated"
+    );
+    devices.wait_all_on("4.1.3");
+    assert!(
+        !fleet.job_ids().iter().any(|j| j.ends_with("-w4")),
+        "wave 4 started after the kill"
+    );
+    let trail = fleet.run(&["audit", "show", "--action", "kill.requested"]);
+    assert!(trail.stdout.contains("kill.requested"), "{trail}");
+}
+
+#[test]
+fn a_sigkilled_run_resumes_with_the_same_devices_in_each_wave() {
+    let Some(fleet) = Fleet::new("resume", 30) else {
+        return;
+    };
+    let devices = fleet.devices(&["--interval", "0.3"]);
+    let running = fleet.spawn(&["apply", fleet.plan(), "--yes"]);
+    let wave2 = fleet.wait_for_job("-w2");
+    let run = crate::sandbox::started_run_id(&running.stderr_so_far());
+    let so_far = running.stderr_so_far();
+    assert!(
+        !running.sigkill(),
+        "the run ended before the SIGKILL:\n{so_far}"
+    );
+    let wave1 = wave2.replace("-w2", "-w1");
+    let before = (fleet.members(&wave1), fleet.members(&wave2));
+    let resumed = fleet.run(&["resume", &run, "--yes"]);
+    resumed.expect_code(0);
+    devices.wait_all_on("4.2.0");
+    assert_eq!(
+        (fleet.members(&wave1), fleet.members(&wave2)),
+        before,
+        "a resumed run re-chose devices"
+    );
+    let mut all: Vec<String> = ["-w1", "-w2", "-w3", "-w4"]
+        .iter()
+        .flat_map(|w| fleet.members(&wave2.replace("-w2", w)))
+        .collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (all.len(), total),
+        (30, 30),
+        "every device in exactly one wave"
+    );
+    for (thing, history) in devices.state()["history"].as_object().unwrap() {
+        let updates = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["version"] == "4.2.0")
+            .count();
+        assert_eq!(updates, 1, "{thing} updated {updates} times");
+    }
+}
