@@ -503,6 +503,65 @@ pub fn kill(run_id: &str, options: &Options<'_>) -> u8 {
     stop(run_id, StopRequest::Kill, options)
 }
 
+/// `deployctl kill --fleet GROUP`: the runbook's emergency stop. Every
+/// run in flight with a stage whose platform identity is the thing group
+/// (or includes it) gets a kill request at once, before any is waited
+/// on; then each is seen to its end as `kill RUN` does.
+pub fn kill_fleet(group: &str, options: &Options<'_>) -> u8 {
+    let journal = match open_journal(options.state_dir) {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
+    let live = RunPhase::ALL.iter().copied().filter(|p| !p.is_terminal()).collect();
+    let runs = match journal.runs_matching(&RunQuery {
+        phases: Some(live),
+        limit: u32::MAX,
+        ..Default::default()
+    }) {
+        Ok(runs) => runs,
+        Err(error) => return crate::report::failed(error),
+    };
+    let mut touching = Vec::new();
+    for run in runs {
+        let stages = match journal.stages(&run.id) {
+            Ok(stages) => stages,
+            Err(error) => return crate::report::failed(error),
+        };
+        if stages.iter().any(|stage| updates_group(&stage.target_key, group)) {
+            touching.push(run.id);
+        }
+    }
+    if touching.is_empty() {
+        return crate::report::refused(format!(
+            "no run in flight updates thing group {group}; `deployctl history` lists the runs"
+        ));
+    }
+    eprintln!(
+        "Killing {} run{} updating thing group {group}: {}",
+        touching.len(),
+        if touching.len() == 1 { "" } else { "s" },
+        touching.join(", ")
+    );
+    // Dispatch stops as soon as each driver sees its request: ask all first.
+    for run in &touching {
+        if let Err(error) = journal.request_stop(run, StopRequest::Kill) {
+            return crate::report::failed(error);
+        }
+    }
+    touching
+        .iter()
+        .map(|run| kill(run, options))
+        .max()
+        .unwrap_or(exit::OK)
+}
+
+/// Whether a platform identity (`ARN+ARN…` for a fleet) names `group`.
+fn updates_group(identity: &str, group: &str) -> bool {
+    identity
+        .split('+')
+        .any(|arn| arn.starts_with("arn:") && arn.rsplit_once(":thinggroup/").is_some_and(|(_, name)| name == group))
+}
+
 /// `deployctl abort RUN`: traffic back to stable and the run left Aborted
 /// for someone to look at (or retry), not Killed: `kill` is the emergency
 /// path, `abort` the considered one. Works on a run another process drives.

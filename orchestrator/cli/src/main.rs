@@ -339,7 +339,14 @@ enum Command {
     /// Stop a run now and roll it back.
     Kill {
         /// The run to stop (driven by this or another process).
-        run: String,
+        #[arg(required_unless_present = "fleet")]
+        run: Option<String>,
+        /// The emergency stop: kill every run in flight that updates this
+        /// thing group (no run ID needed). Each is stopped and rolled back
+        /// as `kill RUN` does; exit 0 when every one ended rolled back, 2
+        /// when no run in flight touches the group.
+        #[arg(long, value_name = "THING_GROUP", conflicts_with = "run")]
+        fleet: Option<String>,
         /// Do not ask for confirmation (never asked when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
@@ -562,7 +569,17 @@ fn main() -> ExitCode {
         Command::Rollback { run, target, yes } => {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }
-        Command::Kill { run, yes } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Kill {
+            run: Some(run),
+            yes,
+            ..
+        } => engine_cmds::kill(run, &run_options(*yes)),
+        Command::Kill {
+            fleet: Some(group),
+            yes,
+            ..
+        } => engine_cmds::kill_fleet(group, &run_options(*yes)),
+        Command::Kill { .. } => report::refused("name the run to kill, or `--fleet THING_GROUP`"),
         Command::Abort { run, yes } => engine_cmds::abort(run, &run_options(*yes)),
         Command::Retry { run, yes } => engine_cmds::retry(run, &run_options(*yes)),
         Command::Pause { run } => {
