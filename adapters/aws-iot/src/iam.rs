@@ -91,3 +91,20 @@ pub fn statements(spec: &FleetSpec, artifacts: &[&Artifact], scope: &Scope) -> V
     }
     statements
 }
+
+/// `deployctl fleet history GROUP --device THING`: reading one device's
+/// job executions and the jobs behind them.
+pub fn device_history_statements(region: &str, scope: &Scope) -> Vec<Statement> {
+    vec![Statement::new(
+        "fleet history",
+        [
+            "iot:ListJobExecutionsForThing",
+            "iot:DescribeJob",
+            "iot:GetJobDocument",
+        ],
+        [
+            scope.arn("iot", region, "thing/*"),
+            scope.arn("iot", region, "job/deployctl-*"),
+        ],
+    )]
+}

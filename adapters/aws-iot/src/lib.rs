@@ -13,11 +13,13 @@
 //! `Rollback` records who took the update, halts, and sends them the
 //! rollback firmware. Everything a restarted process needs is on the
 //! platform: the wave groups and jobs are named after the run and stage
-//! the engine attaches. `probe.rs` is the `fleet` gate; `iam.rs` the
-//! permissions.
+//! the engine attaches. `probe.rs` is the `fleet` gate; `history.rs` a
+//! device's updates as IoT holds them (`deployctl fleet history`);
+//! `iam.rs` the permissions.
 
 mod document;
 mod firmware;
+mod history;
 pub mod iam;
 mod jobs;
 mod names;
@@ -25,4 +27,5 @@ mod probe;
 mod selection;
 mod target;
 
-pub use target::{Clients, ConstructError, FleetTarget, iot_config};
+pub use history::{DeviceUpdate, device_history};
+pub use target::{Clients, ConstructError, FleetTarget, IotClient, iot_client, iot_config};

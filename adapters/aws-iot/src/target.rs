@@ -33,6 +33,14 @@ pub fn iot_config(sdk: &SdkConfig) -> aws_sdk_iot::config::Builder {
         .timeout_config(deployctl_aws::config::timeouts())
 }
 
+/// The IoT client type, for callers that do not link the SDK themselves.
+pub type IotClient = Client;
+
+/// An IoT client for `sdk` with the shared retry and timeout settings.
+pub fn iot_client(sdk: &SdkConfig) -> Client {
+    Client::from_conf(iot_config(sdk).build())
+}
+
 /// At most this many devices have their thing type checked in preflight
 /// (one `DescribeThing` each); a larger fleet is checked on a seeded
 /// sample of this size, and each device's agent checks its own hardware

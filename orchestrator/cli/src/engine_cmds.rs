@@ -512,7 +512,11 @@ pub fn kill_fleet(group: &str, options: &Options<'_>) -> u8 {
         Ok(journal) => journal,
         Err(code) => return code,
     };
-    let live = RunPhase::ALL.iter().copied().filter(|p| !p.is_terminal()).collect();
+    let live = RunPhase::ALL
+        .iter()
+        .copied()
+        .filter(|p| !p.is_terminal())
+        .collect();
     let runs = match journal.runs_matching(&RunQuery {
         phases: Some(live),
         limit: u32::MAX,
@@ -527,7 +531,10 @@ pub fn kill_fleet(group: &str, options: &Options<'_>) -> u8 {
             Ok(stages) => stages,
             Err(error) => return crate::report::failed(error),
         };
-        if stages.iter().any(|stage| updates_group(&stage.target_key, group)) {
+        if stages
+            .iter()
+            .any(|stage| crate::fleet_cmds::updates_group(&stage.target_key, group))
+        {
             touching.push(run.id);
         }
     }
@@ -553,13 +560,6 @@ pub fn kill_fleet(group: &str, options: &Options<'_>) -> u8 {
         .map(|run| kill(run, options))
         .max()
         .unwrap_or(exit::OK)
-}
-
-/// Whether a platform identity (`ARN+ARN…` for a fleet) names `group`.
-fn updates_group(identity: &str, group: &str) -> bool {
-    identity
-        .split('+')
-        .any(|arn| arn.starts_with("arn:") && arn.rsplit_once(":thinggroup/").is_some_and(|(_, name)| name == group))
 }
 
 /// `deployctl abort RUN`: traffic back to stable and the run left Aborted

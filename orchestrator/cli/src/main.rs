@@ -31,6 +31,7 @@ mod audited;
 mod controller;
 mod engine_cmds;
 mod exit;
+mod fleet_cmds;
 mod iam_policy;
 mod input;
 mod mfa_admin;
@@ -446,6 +447,11 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmds::AuditCommand,
     },
+    /// What device fleets ran: `fleet history GROUP [--device THING]`.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet_cmds::FleetCommand,
+    },
     /// Make, sign, check and publish firmware for fleet stages: signing
     /// keys, AES-256-GCM images under KMS-wrapped (or local) content keys,
     /// signed manifests, a versioned S3 bucket behind the CDN.
@@ -697,6 +703,7 @@ fn main() -> ExitCode {
         }
         Command::Audit { command } => audit_cmds::run(command, &state_dir, &access_file, json),
         Command::Artifact { command } => artifact_cmds::run(command, &state_dir, json),
+        Command::Fleet { command } => fleet_cmds::run(command, &state_dir, json),
         Command::Rehearse { file, fail, seed } => match load_plan(file, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
             Err(_) => exit::INVALID_INPUT,

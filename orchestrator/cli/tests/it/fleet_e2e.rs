@@ -552,19 +552,34 @@ fn a_sigkilled_run_resumes_with_the_same_devices_in_each_wave() {
 
 #[test]
 fn kill_fleet_stops_every_run_on_the_group_without_a_run_id() {
-    let Some(fleet) = Fleet::new("killfleet", 20) else { return };
+    let Some(fleet) = Fleet::new("killfleet", 20) else {
+        return;
+    };
     let devices = fleet.devices(&["--interval", "0.3"]);
-    let nothing = fleet.run(&["kill", "--fleet", &format!("{}-nobody", fleet.group), "--yes"]);
+    let nothing = fleet.run(&[
+        "kill",
+        "--fleet",
+        &format!("{}-nobody", fleet.group),
+        "--yes",
+    ]);
     nothing.expect_code(2);
     assert!(nothing.stderr.contains("no run in flight"), "{nothing}");
     let running = fleet.spawn(&["apply", fleet.plan(), "--yes"]);
     fleet.wait_for_job("-w2");
     let killed = fleet.run(&["kill", "--fleet", &fleet.group, "--yes"]);
     killed.expect_code(0);
-    assert!(killed.stderr.contains("Killing 1 run updating thing group"), "{killed}");
+    assert!(
+        killed.stderr.contains("Killing 1 run updating thing group"),
+        "{killed}"
+    );
     let applied = running.wait(COMMAND_TIMEOUT);
     assert_ne!(applied.code, Some(0), "{applied}");
     devices.wait_all_on("4.1.3");
     let jobs = fleet.job_ids();
-    assert!(!jobs.iter().any(|j| j.ends_with("-w3") || j.ends_with("-w4")), "{jobs:?}");
+    assert!(
+        !jobs
+            .iter()
+            .any(|j| j.ends_with("-w3") || j.ends_with("-w4")),
+        "{jobs:?}"
+    );
 }
