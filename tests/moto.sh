@@ -21,6 +21,7 @@ MOTO_VENV=${MOTO_VENV:-.venv}
 MOTO_PID=
 MOTO_LOG_TEMP=
 EMULATOR_PIDS=()
+TLS_DIR=
 
 moto_install() {
     if [ -x "$MOTO_VENV/bin/moto_server" ] &&
@@ -95,7 +96,33 @@ emulator_start() {
     return 1
 }
 
+# A throwaway CA and a certificate for 127.0.0.1 signed by it, for the
+# emulators' HTTPS endpoints (the IoT Jobs emulator's presigned firmware
+# downloads): exports DEPLOYCTL_TEST_TLS_CA, _CERT and _KEY. Skipped, with
+# a message, without openssl (the tests that need HTTPS then skip).
+tls_setup() {
+    [ -n "${DEPLOYCTL_TEST_TLS_CERT:-}" ] && return 0
+    command -v openssl >/dev/null || { echo "tls: openssl not found; HTTPS downloads are not served"; return 0; }
+    local dir
+    dir=$(mktemp -d -t deployctl-tls.XXXXXX)
+    TLS_DIR=$dir
+    (
+        cd "$dir"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -keyout ca.key -out ca.pem -subj "/CN=deployctl test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -out server.pem -extfile server.ext
+    ) >/dev/null 2>&1 || { echo "tls: could not make the test certificates"; return 0; }
+    export DEPLOYCTL_TEST_TLS_CA="$dir/ca.pem" DEPLOYCTL_TEST_TLS_CERT="$dir/server.pem" DEPLOYCTL_TEST_TLS_KEY="$dir/server.key"
+    echo "tls: test CA $DEPLOYCTL_TEST_TLS_CA"
+}
+
 emulators_start() {
+    tls_setup
     local script
     for script in tests/emulators/*.py; do
         [ -e "$script" ] || continue
@@ -118,6 +145,11 @@ moto_stop() {
         kill "$MOTO_PID" 2>/dev/null || true
         wait "$MOTO_PID" 2>/dev/null || true
         MOTO_PID=
+    fi
+    if [ -n "${TLS_DIR:-}" ]; then
+        rm -rf "$TLS_DIR"
+        TLS_DIR=
+        unset DEPLOYCTL_TEST_TLS_CA DEPLOYCTL_TEST_TLS_CERT DEPLOYCTL_TEST_TLS_KEY
     fi
     if [ -n "$MOTO_LOG_TEMP" ]; then
         rm -f "$MOTO_LOG_TEMP"

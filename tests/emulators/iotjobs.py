@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -97,6 +98,9 @@ class Account:
         self.groups: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
         self.execution_numbers = 0
+        # thing -> the access key ID only that device signs with; once any
+        # is registered, the data plane answers each device only with its own.
+        self.device_keys: dict[str, str] = {}
 
     def now(self) -> float:
         return round(time.time() + self.offset, 3)
@@ -343,7 +347,134 @@ def epoch(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def data_execution(job: dict, execution: dict, now: float, include_document: bool) -> dict:
+# ---- presigned downloads ---------------------------------------------------
+
+# The placeholder IoT Jobs replaces per execution when the job has a
+# presignedUrlConfig, and the S3 URL forms it names.
+PRESIGN_RE = re.compile(r"\$\{aws:iot:s3-presigned-url:(https://[^}]+)\}")
+S3_PATH_RE = re.compile(r"https://s3[.-]([a-z0-9-]+\.)?amazonaws\.com/([^/]+)/(.+)")
+S3_HOST_RE = re.compile(r"https://([^./]+)\.s3[.-]([a-z0-9-]+\.)?amazonaws\.com/(.+)")
+# token -> (account, bucket, key, thing, expires at)
+TOKENS: dict[str, tuple[str, str, str, str, float]] = {}
+DOWNLOADS = {"base": None, "s3": None}
+
+
+def presign(acct: "Account", job: dict, thing_name: str, document: str) -> str:
+    """The document as the device gets it: each placeholder an HTTPS URL
+    valid for the job's expiresInSec, for this device's execution."""
+    config = job.get("presignedUrlConfig")
+    if not config or DOWNLOADS["base"] is None:
+        return document
+    lifetime = int(config.get("expiresInSec", 3600))
+
+    def resolve(match: re.Match) -> str:
+        url = match.group(1)
+        found = S3_PATH_RE.fullmatch(url)
+        if found:
+            bucket, key = found.group(2), found.group(3)
+        else:
+            found = S3_HOST_RE.fullmatch(url)
+            if not found:
+                return match.group(0)
+            bucket, key = found.group(1), found.group(3)
+        token = uuid.uuid4().hex
+        TOKENS[token] = (acct.id, bucket, key, thing_name, time.time() + lifetime)
+        return f"{DOWNLOADS['base']}/presigned/{token}"
+
+    return PRESIGN_RE.sub(resolve, document)
+
+
+class DownloadHandler(BaseHTTPRequestHandler):
+    """HTTPS GET of a presigned URL: the object from S3 (moto) while the
+    token lives; anything else is 403, as S3 answers a bad signature."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "deployctl-iotjobs-downloads"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def deny(self, message: str) -> None:
+        data = f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>".encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        path = urlsplit(self.path).path
+        token = path.removeprefix("/presigned/")
+        with LOCK:
+            grant = TOKENS.get(token) if path.startswith("/presigned/") else None
+        if grant is None:
+            self.deny("Request has an invalid or missing signature")
+            return
+        account_id, bucket, key, _thing, expires = grant
+        if time.time() > expires:
+            self.deny("Request has expired")
+            return
+        import urllib.request
+        url = f"{DOWNLOADS['s3']}/{bucket}/{key}"
+        request = urllib.request.Request(url, headers={"x-moto-account-id": account_id, **sigv4_get_headers(url)})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                data = answer.read()
+        except Exception as error:  # noqa: BLE001 - any S3 failure is the device's 403/404
+            self.deny(f"the object cannot be read: {error}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def sigv4_get_headers(url: str, region: str = DEFAULT_REGION) -> dict:
+    """SigV4 headers for an S3 GET with the tests' dummy credentials (moto
+    refuses an unsigned read of a private object, as S3 does)."""
+    import hashlib
+    import hmac
+    from datetime import datetime, timezone
+
+    parts = urlsplit(url)
+    now = datetime.now(timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": parts.netloc, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([
+        "GET", parts.path or "/", parts.query,
+        "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), signed, payload,
+    ])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = b"AWS4testing"
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return {
+        "x-amz-content-sha256": payload,
+        "x-amz-date": amz_date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{scope}, SignedHeaders={signed}, Signature={signature}",
+    }
+
+
+def start_downloads(cert: str, key: str, s3: str) -> str:
+    import ssl
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DownloadHandler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    DOWNLOADS["base"] = f"https://127.0.0.1:{server.server_address[1]}"
+    DOWNLOADS["s3"] = s3.rstrip("/")
+    return DOWNLOADS["base"]
+
+
+def data_execution(job: dict, execution: dict, now: float, include_document: bool, acct: "Account | None" = None) -> dict:
     shape = {
         "jobId": execution["jobId"],
         "thingName": execution["thingName"],
@@ -357,7 +488,10 @@ def data_execution(job: dict, execution: dict, now: float, include_document: boo
         "executionNumber": execution["executionNumber"],
     }
     if include_document:
-        shape["jobDocument"] = job["document"]
+        document = job["document"]
+        if acct is not None:
+            document = presign(acct, job, execution["thingName"], document)
+        shape["jobDocument"] = document
     return {k: v for k, v in shape.items() if v is not None}
 
 
@@ -781,7 +915,7 @@ def op_start_next_pending_job_execution(acct, region, params, query, body):
         set_status(execution, "IN_PROGRESS", now)
         apply_step_timeout(execution, minutes, now)
         job["lastUpdatedAt"] = now
-    return {"execution": data_execution(job, execution, now, True)}
+    return {"execution": data_execution(job, execution, now, True, acct)}
 
 
 def op_data_describe_job_execution(acct, region, params, query, body):
@@ -797,7 +931,7 @@ def op_data_describe_job_execution(acct, region, params, query, body):
     else:
         execution = acct.execution(params["jobId"], thing_name, execution_number(query))
         job = acct.jobs[params["jobId"]]
-    return {"execution": data_execution(job, execution, now, include)}
+    return {"execution": data_execution(job, execution, now, include, acct)}
 
 
 def op_update_job_execution(acct, region, params, query, body):
@@ -831,7 +965,7 @@ def op_update_job_execution(acct, region, params, query, body):
             "versionNumber": execution["versionNumber"],
         }
     if body.get("includeJobDocument"):
-        out["jobDocument"] = job["document"]
+        out["jobDocument"] = presign(acct, job, execution["thingName"], job["document"])
     return out
 
 
@@ -887,7 +1021,15 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def account_id(self, body: dict | None = None) -> str:
-        return (body or {}).get("account") or self.headers.get("x-moto-account-id") or DEFAULT_ACCOUNT
+        # As moto: the header, else an access key ID of 12 digits (how a
+        # process that cannot add headers, the device agent, picks one).
+        key = self.access_key() or ""
+        by_key = key if re.fullmatch(r"\d{12}", key) else None
+        return (body or {}).get("account") or self.headers.get("x-moto-account-id") or by_key or DEFAULT_ACCOUNT
+
+    def access_key(self) -> str | None:
+        match = re.search(r"Credential=([^/]+)/", self.headers.get("Authorization", ""))
+        return match.group(1) if match else None
 
     def scope(self) -> tuple[str, str | None]:
         match = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request", self.headers.get("Authorization", ""))
@@ -948,6 +1090,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             with LOCK:
                 acct = account(self.account_id())
+                if data_plane and acct.device_keys:
+                    thing = params.get("thingName")
+                    if acct.device_keys.get(thing) != self.access_key():
+                        raise IotError(
+                            "ForbiddenException",
+                            f"the request is not signed with {thing}'s own credentials",
+                            403,
+                        )
                 acct.catch_up()
                 result = operation(acct, region, params, query, body)
         except IotError as error:
@@ -977,6 +1127,15 @@ class Handler(BaseHTTPRequestHandler):
                 acct.offset += float(seconds)
                 acct.catch_up()
                 self.send(200, {"offset": acct.offset, "now": acct.now()})
+            elif method == "POST" and path == "/_emulator/device-credentials":
+                thing, key = body.get("thing"), body.get("accessKeyId")
+                if not isinstance(thing, str) or not isinstance(key, str):
+                    self.send(400, {"message": "thing and accessKeyId are required"})
+                    return
+                account(self.account_id(body)).device_keys[thing] = key
+                self.send(200, {"status": "ok"})
+            elif method == "GET" and path == "/_emulator/downloads":
+                self.send(200, {"url": DOWNLOADS["base"]})
             elif method == "GET" and path == "/_emulator/clock":
                 acct = account(self.account_id())
                 self.send(200, {"offset": acct.offset, "now": acct.now()})
@@ -991,6 +1150,12 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(f"iotjobs emulator listening on http://127.0.0.1:{args.port}", flush=True)
+    # Presigned downloads over HTTPS, from moto's S3, when a test
+    # certificate is there (tests/moto.sh makes one).
+    cert, key = os.environ.get("DEPLOYCTL_TEST_TLS_CERT"), os.environ.get("DEPLOYCTL_TEST_TLS_KEY")
+    s3 = os.environ.get("DEPLOYCTL_TEST_MOTO_URL")
+    if cert and key and s3:
+        print(f"iotjobs emulator serving downloads on {start_downloads(cert, key, s3)}", flush=True)
     server.serve_forever()
 
 

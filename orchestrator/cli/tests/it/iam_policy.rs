@@ -65,17 +65,37 @@ fn a_multi_target_plan_gets_each_adapters_statements_scoped_to_its_resources() {
     ] {
         assert!(actions.iter().any(|a| a == needed), "{needed}: {actions:?}");
     }
-    // Nothing that deletes or administers beyond the release.
+    // Nothing that deletes or administers beyond the release: the one IAM
+    // action is handing AWS IoT the fleet's download role, and only it.
     for forbidden in [
         "lambda:DeleteFunction",
         "iam:",
         "cloudfront:DeleteDistribution",
     ] {
         assert!(
-            !actions.iter().any(|a| a.starts_with(forbidden)),
+            !actions
+                .iter()
+                .any(|a| a.starts_with(forbidden) && a != "iam:PassRole"),
             "{forbidden}: {actions:?}"
         );
     }
+    let pass_role: Vec<&serde_json::Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "iam:PassRole")
+        })
+        .collect();
+    assert_eq!(pass_role.len(), 1, "{policy:#}");
+    assert_eq!(
+        pass_role[0]["Resource"],
+        serde_json::json!(["arn:aws:iam::123456789012:role/home-hub-firmware-download"])
+    );
 }
 
 #[test]
