@@ -49,6 +49,12 @@ def main() -> None:
     history: dict[str, list] = {thing: [] for thing in things}
     lucky = args.lucky
     while not os.path.exists(args.stop):
+        # Devices join the group while the fleet runs (late joiners).
+        for thing in control.list_things_in_thing_group(thingGroupName=args.group, maxResults=250)["things"]:
+            if thing not in installed:
+                things.append(thing)
+                installed[thing] = args.installed
+                history[thing] = []
         for thing in things:
             answer = data.start_next_pending_job_execution(thingName=thing)
             execution = answer.get("execution")

@@ -11,18 +11,12 @@ use deployctl_plan::model::{Artifact, ArtifactSource, FleetSelector, FleetSpec, 
 pub fn statements(spec: &FleetSpec, artifacts: &[&Artifact], scope: &Scope) -> Vec<Statement> {
     let region = spec.region.as_deref().unwrap_or(&scope.default_region);
     let iot = |resource: &str| scope.arn("iot", region, resource);
-    let groups: Vec<String> = match &spec.devices {
-        FleetSelector::ThingGroups(groups) => groups
-            .iter()
-            .map(|g| iot(&format!("thinggroup/{g}")))
-            .collect(),
-        FleetSelector::Query(_) => vec![iot("thinggroup/*")],
-    };
+    let groups = groups_for_jobs(spec, &iot);
     let mut statements = vec![
         Statement::new(
             "fleet thing groups",
             ["iot:DescribeThingGroup", "iot:ListThingsInThingGroup"],
-            groups,
+            groups.clone(),
         ),
         Statement::new(
             "fleet devices",
@@ -55,6 +49,10 @@ pub fn statements(spec: &FleetSpec, artifacts: &[&Artifact], scope: &Scope) -> V
             ],
         ),
     ];
+    if spec.continuous {
+        // The continuous job is aimed at the fleet's own groups.
+        statements.push(Statement::new("continuous job", ["iot:CreateJob"], groups));
+    }
     if let Some(role) = &spec.download_role {
         // CreateJob with a presignedUrlConfig hands AWS IoT the role.
         statements.push(Statement::new(
@@ -90,6 +88,16 @@ pub fn statements(spec: &FleetSpec, artifacts: &[&Artifact], scope: &Scope) -> V
         ));
     }
     statements
+}
+
+fn groups_for_jobs(spec: &FleetSpec, iot: &dyn Fn(&str) -> String) -> Vec<String> {
+    match &spec.devices {
+        FleetSelector::ThingGroups(groups) => groups
+            .iter()
+            .map(|g| iot(&format!("thinggroup/{g}")))
+            .collect(),
+        FleetSelector::Query(_) => vec![iot("thinggroup/*")],
+    }
 }
 
 /// `deployctl fleet history GROUP --device THING`: reading one device's

@@ -178,7 +178,10 @@ pub(crate) async fn add_things(
 #[derive(Debug, Clone)]
 pub(crate) struct JobSpec<'a> {
     pub(crate) job_id: &'a str,
-    pub(crate) group_arn: &'a str,
+    /// Thing group ARNs (at most 100).
+    pub(crate) targets: &'a [String],
+    /// CONTINUOUS: things added to the groups later get an execution too.
+    pub(crate) continuous: bool,
     pub(crate) document: &'a str,
     pub(crate) description: String,
     pub(crate) download_role: Option<&'a str>,
@@ -196,10 +199,14 @@ pub(crate) async fn create_job(
     let mut request = client
         .create_job()
         .job_id(spec.job_id)
-        .targets(spec.group_arn)
+        .set_targets(Some(spec.targets.to_vec()))
         .document(spec.document)
         .description(&spec.description)
-        .target_selection(TargetSelection::Snapshot)
+        .target_selection(if spec.continuous {
+            TargetSelection::Continuous
+        } else {
+            TargetSelection::Snapshot
+        })
         .job_executions_rollout_config(
             JobExecutionsRolloutConfig::builder()
                 .maximum_per_minute(spec.max_per_minute.clamp(1, 1000) as i32)

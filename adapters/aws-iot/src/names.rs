@@ -41,6 +41,11 @@ impl Release {
         format!("{}-rollback", self.prefix)
     }
 
+    /// The continuous job kept for devices that join the groups later.
+    pub(crate) fn continuous(&self) -> String {
+        format!("{}-continuous", self.prefix)
+    }
+
     /// The seed devices are ordered by: the run and stage, recorded in
     /// the journal with every call, so a resumed run orders them the same.
     pub(crate) fn seed(&self) -> &str {

@@ -86,6 +86,7 @@ pub(crate) struct Inner {
     groups: Vec<String>,
     region: String,
     download_role: Option<String>,
+    continuous: bool,
     trust: Trust,
     release: Option<Named>,
     stable: Named,
@@ -216,6 +217,7 @@ impl FleetTarget {
                 groups,
                 region: region.to_owned(),
                 download_role,
+                continuous: spec.continuous,
                 trust,
                 release: new,
                 stable,
@@ -535,7 +537,8 @@ impl Inner {
             &self.iot,
             &JobSpec {
                 job_id: &job_id,
-                group_arn: &group_arn,
+                targets: std::slice::from_ref(&group_arn),
+                continuous: false,
                 document: &document,
                 description: format!(
                     "deployctl {} wave {}: {}",
@@ -551,10 +554,49 @@ impl Inner {
         )
         .await?;
         self.state().wave_sizes.insert(index, chosen.len() as u32);
+        let mut request_ids: Vec<String> = group_request.into_iter().chain(request_id).collect();
+        if self.continuous && index + 1 == self.wave_count() {
+            request_ids.extend(self.keep_continuous(&release, &checked).await?);
+        }
         Ok(Applied {
             changed: true,
-            request_ids: group_request.into_iter().chain(request_id).collect(),
+            request_ids,
         })
+    }
+
+    /// After the last wave: a CONTINUOUS job on the fleet's own groups, so
+    /// a device that joins later is sent the release (A1). Its current
+    /// members get an execution too and answer that they run it already.
+    async fn keep_continuous(
+        &self,
+        release: &Release,
+        checked: &Checked,
+    ) -> Result<Option<String>, AdapterError> {
+        let mut arns = Vec::new();
+        for group in &self.groups {
+            arns.push(jobs::group_arn(&self.iot, group).await?);
+        }
+        let waves = self.waves.as_ref();
+        let document = crate::document::job_document(&checked.firmware);
+        let (_, request_id) = jobs::create_job(
+            &self.iot,
+            &JobSpec {
+                job_id: &release.continuous(),
+                targets: &arns,
+                continuous: true,
+                document: &document,
+                description: format!(
+                    "deployctl {} devices joining later: {}",
+                    release.key, checked.firmware.version
+                ),
+                download_role: self.download_role.as_deref(),
+                max_per_minute: waves.map_or(1000, |w| w.max_devices_per_minute),
+                abort: None,
+                timeout_minutes: waves.map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
+            },
+        )
+        .await?;
+        Ok(request_id)
     }
 
     async fn halt(&self, release: &Release) -> Result<Applied, AdapterError> {
@@ -570,6 +612,14 @@ impl Inner {
             applied.changed |= changed;
             applied.request_ids.extend(request_id);
         }
+        let (changed, request_id) = jobs::cancel_job(
+            &self.iot,
+            &release.continuous(),
+            "deployctl halt: kill switch or rollback",
+        )
+        .await?;
+        applied.changed |= changed;
+        applied.request_ids.extend(request_id);
         Ok(applied)
     }
 
@@ -612,7 +662,27 @@ impl Inner {
                 .await?,
             );
         }
+        if self.continuous {
+            took.extend(
+                jobs::things_in(
+                    &self.iot,
+                    &release.continuous(),
+                    &[JobExecutionStatus::InProgress],
+                )
+                .await?,
+            );
+        }
         let halted = self.halt(&release).await?;
+        if self.continuous {
+            took.extend(
+                jobs::things_in(
+                    &self.iot,
+                    &release.continuous(),
+                    &[JobExecutionStatus::Succeeded],
+                )
+                .await?,
+            );
+        }
         for index in started.keys() {
             took.extend(
                 jobs::things_in(
@@ -642,7 +712,8 @@ impl Inner {
                 &self.iot,
                 &JobSpec {
                     job_id: &rollback,
-                    group_arn: &group_arn,
+                    targets: std::slice::from_ref(&group_arn),
+                    continuous: false,
                     document: &document,
                     description: format!(
                         "deployctl {} rollback to {}",

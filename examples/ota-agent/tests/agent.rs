@@ -139,6 +139,7 @@ impl World {
                 devices: FleetSelector::ThingGroups(vec![group]),
                 region: Some("us-east-1".into()),
                 download_role: Some(ROLE.into()),
+                continuous: false,
             },
         };
         let release = world.publish(&bucket, "4.2.0", false, &world.signer).await;

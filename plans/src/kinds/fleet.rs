@@ -32,6 +32,11 @@ pub struct FleetTarget {
     /// through short-lived URLs issued for their own job execution.
     #[serde(default)]
     pub download_role: Option<String>,
+    /// After the last wave, keep a continuous job on the thing groups, so
+    /// devices that join them later get the release too (A1). Devices
+    /// already on it answer at once that they are.
+    #[serde(default)]
+    pub continuous: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -76,6 +81,8 @@ pub struct FleetSpec {
     pub devices: FleetSelector,
     pub region: Option<String>,
     pub download_role: Option<String>,
+    /// Keep a continuous job for devices that join later.
+    pub continuous: bool,
 }
 
 /// Which devices a fleet target updates.
@@ -152,6 +159,7 @@ impl Kind for Fleet {
             devices,
             region: fleet.region,
             download_role: fleet.download_role,
+            continuous: fleet.continuous,
         }))
     }
 

@@ -281,6 +281,7 @@ impl World {
                 devices: FleetSelector::ThingGroups(vec![self.group.clone()]),
                 region: Some(self.region.clone()),
                 download_role: Some(DOWNLOAD_ROLE.into()),
+                continuous: false,
             },
             release,
             stable,

@@ -583,3 +583,38 @@ fn kill_fleet_stops_every_run_on_the_group_without_a_run_id() {
         "{jobs:?}"
     );
 }
+
+#[test]
+fn a_device_joining_after_the_last_wave_gets_the_release_through_the_continuous_job() {
+    let Some(fleet) = Fleet::new("late", 10) else {
+        return;
+    };
+    let text = std::fs::read_to_string(fleet.plan()).unwrap().replace(
+        "      downloadRole: arn:aws:iam::123456789012:role/thermostat-firmware-download\n",
+        "      downloadRole: arn:aws:iam::123456789012:role/thermostat-firmware-download\n      continuous: true\n",
+    );
+    assert!(text.contains("continuous: true"));
+    std::fs::write(fleet.plan(), text).unwrap();
+    let devices = fleet.devices(&["--interval", "0.2"]);
+    fleet.run(&["apply", fleet.plan(), "--yes"]).expect_code(0);
+    devices.wait_all_on("4.2.0");
+    let late = format!("{}-dev-late", fleet.group);
+    fleet.iot_python(&format!(
+        "iot.create_thing(thingName='{late}', thingTypeName='t4-rev-a'); iot.add_thing_to_thing_group(thingGroupName='{group}', thingName='{late}')",
+        group = fleet.group
+    ));
+    wait_until(Duration::from_secs(30), "the late joiner on 4.2.0", || {
+        devices.state()["installed"][late.as_str()] == "4.2.0"
+    });
+    let state = devices.state();
+    let updates = state["history"][late.as_str()].as_array().unwrap();
+    assert!(
+        updates
+            .iter()
+            .any(|u| u["status"] == "SUCCEEDED"
+                && u["job"].as_str().unwrap().ends_with("-continuous")),
+        "{updates:?}"
+    );
+    let jobs = fleet.job_ids();
+    assert!(jobs.iter().any(|j| j.ends_with("-continuous")), "{jobs:?}");
+}
