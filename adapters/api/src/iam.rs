@@ -52,6 +52,18 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The resource for KMS key `key`: the key's ARN when it is named by
+    /// one, else every key of the account in the default region (IAM
+    /// matches key policies on the key ARN, which an alias or bare ID does
+    /// not give; name the key by ARN for an exact grant).
+    pub fn kms_key(&self, key: &str) -> String {
+        if key.starts_with("arn:") && key.contains(":key/") {
+            key.to_owned()
+        } else {
+            self.arn("kms", &self.default_region, "key/*")
+        }
+    }
+
     /// `arn:{partition}:{service}:{region}:{account}:{resource}`.
     pub fn arn(&self, service: &str, region: &str, resource: &str) -> String {
         format!(

@@ -42,11 +42,7 @@ pub fn audit_sink_statements(location: &S3Location, scope: &Scope) -> Vec<Statem
 /// key policies on the key's ARN, so an alias or bare ID is widened to the
 /// account's keys in the region; name the key by ARN for an exact grant.
 pub fn mfa_kms_statements(key: &str, scope: &Scope) -> Vec<Statement> {
-    let resource = if key.starts_with("arn:") && key.contains(":key/") {
-        key.to_owned()
-    } else {
-        scope.arn("kms", &scope.default_region, "key/*")
-    };
+    let resource = scope.kms_key(key);
     vec![Statement::new(
         "mfa master key",
         ["kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"],

@@ -125,8 +125,11 @@ pub async fn publish(
             .send()
             .await
             .map_err(|e| {
+                // `If-None-Match: *` lost: the key is taken.
+                let taken = e.as_service_error().and_then(|s| s.meta().code())
+                    == Some("PreconditionFailed");
                 let error = map_sdk_error(e, &format!("S3 PutObject s3://{bucket}/{key}"));
-                if error.to_string().contains("PreconditionFailed") {
+                if taken {
                     AdapterError::Rejected {
                         message: format!(
                             "s3://{bucket}/{key} is already published: a firmware object is never replaced; publish the new version under its own prefix"

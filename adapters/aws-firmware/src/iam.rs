@@ -5,20 +5,12 @@
 
 use deployctl_adapter::iam::{Scope, Statement};
 
-fn key_resource(key: &str, scope: &Scope) -> String {
-    if key.starts_with("arn:") && key.contains(":key/") {
-        key.to_owned()
-    } else {
-        scope.arn("kms", &scope.default_region, "key/*")
-    }
-}
-
 /// `artifact sign --kms-key`: signing with, and reading the public key of, `key`.
 pub fn sign_statements(key: &str, scope: &Scope) -> Vec<Statement> {
     vec![Statement::new(
         "firmware signing key",
         ["kms:Sign", "kms:GetPublicKey", "kms:DescribeKey"],
-        [key_resource(key, scope)],
+        [scope.kms_key(key)],
     )]
 }
 
@@ -28,7 +20,7 @@ pub fn verify_statements(key: &str, scope: &Scope) -> Vec<Statement> {
     vec![Statement::new(
         "firmware signing key",
         ["kms:GetPublicKey"],
-        [key_resource(key, scope)],
+        [scope.kms_key(key)],
     )]
 }
 
@@ -38,7 +30,7 @@ pub fn content_key_statements(key: &str, scope: &Scope) -> Vec<Statement> {
     vec![Statement::new(
         "firmware content key",
         ["kms:GenerateDataKey", "kms:Decrypt"],
-        [key_resource(key, scope)],
+        [scope.kms_key(key)],
     )]
 }
 

@@ -291,6 +291,19 @@ fn trust_of(
     }
 }
 
+impl State {
+    /// Serves `release` from now on; what was learnt about another
+    /// release (its waves, a halt, a rollback) is forgotten.
+    fn attach(&mut self, release: Release) {
+        if self.attached.as_ref() != Some(&release) {
+            self.wave_sizes.clear();
+            self.halted = false;
+            self.rolled_back = false;
+        }
+        self.attached = Some(release);
+    }
+}
+
 impl Inner {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -346,12 +359,7 @@ impl Inner {
     fn release(&self, key: Option<&IdempotencyKey>) -> Option<Release> {
         let mut state = self.state();
         if let Some(release) = key.and_then(|key| Release::from_key(&key.0)) {
-            if state.attached.as_ref() != Some(&release) {
-                state.wave_sizes.clear();
-                state.halted = false;
-                state.rolled_back = false;
-            }
-            state.attached = Some(release);
+            state.attach(release);
         }
         state.attached.clone()
     }
@@ -496,13 +504,14 @@ impl Inner {
             });
         };
         let job_id = release.wave(index);
-        if jobs::job_counts(&self.iot, &job_id).await?.is_some() {
+        // One read of every wave job: this one already out (a retried
+        // apply) or any canceled (a halt or abort) decides it.
+        let started = self.started_waves(&release).await?;
+        if started.contains_key(&index) {
             return Ok(Applied::default());
         }
         let halted = self.state().halted
-            || self
-                .started_waves(&release)
-                .await?
+            || started
                 .values()
                 .any(|(_, counts)| counts.status == "CANCELED");
         if halted || self.rolled_back(&release).await? {
@@ -788,14 +797,7 @@ impl Target for FleetTarget {
     }
 
     fn attach(&self, run: &str, stage: &str) {
-        let release = Release::new(run, stage);
-        let mut state = self.inner.state();
-        if state.attached.as_ref() != Some(&release) {
-            state.wave_sizes.clear();
-            state.halted = false;
-            state.rolled_back = false;
-        }
-        state.attached = Some(release);
+        self.inner.state().attach(Release::new(run, stage));
     }
 
     fn probe(&self, check: &GateCheck) -> Option<Box<dyn HealthProbe>> {

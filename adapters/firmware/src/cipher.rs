@@ -85,7 +85,7 @@ impl LocalKeys {
     pub fn generate() -> Result<(LocalKeys, String), KeyError> {
         let mut key = Zeroizing::new([0u8; 32]);
         random(key.as_mut())?;
-        let text = Zeroizing::new(hex(key.as_ref()) + "\n");
+        let text = Zeroizing::new(crate::hex(key.as_ref()) + "\n");
         Ok((LocalKeys::from_bytes(key.as_ref())?, text.to_string()))
     }
 
@@ -284,23 +284,10 @@ fn random(out: &mut [u8]) -> Result<(), KeyError> {
         .map_err(|_| KeyError::Crypto("no randomness".into()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
-        let mut future = std::pin::pin!(future);
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("local keys are immediate"),
-        }
-    }
+    use crate::block_on;
 
     #[test]
     fn an_image_round_trips_and_each_encryption_differs() {

@@ -232,17 +232,7 @@ impl Signer for LocalSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn block_on<T>(future: BoxFuture<'_, T>) -> T {
-        // The local signer's future is ready at once.
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
-        let mut future = future;
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("local signing is not immediate"),
-        }
-    }
+    use crate::block_on;
 
     #[test]
     fn both_algorithms_sign_and_verify_through_their_pem_files() {

@@ -177,18 +177,9 @@ fn parse(text: &str) -> Result<Version, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_on;
     use crate::keys::{Algorithm, LocalSigner};
     use crate::manifest::{FORMAT, Image};
-
-    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
-        let mut future = std::pin::pin!(future);
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("local signing is immediate"),
-        }
-    }
 
     fn manifest(image: &[u8]) -> Manifest {
         Manifest {

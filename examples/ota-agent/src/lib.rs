@@ -206,7 +206,7 @@ impl Agent {
                     .await;
             }
         };
-        match self.install(&job, &parsed).await? {
+        match self.install(&parsed).await? {
             Err(Refused(reason)) => self.report_rejected(&job, reason).await,
             Ok(Installed::Already(version)) => {
                 let outcome = self
@@ -248,12 +248,7 @@ impl Agent {
 
     /// Download, verify, decrypt, write and boot; nothing is written
     /// before every check passed.
-    async fn install(
-        &self,
-        job: &str,
-        parsed: &Job,
-    ) -> Result<Result<Installed, Refused>, AgentError> {
-        let _ = job;
+    async fn install(&self, parsed: &Job) -> Result<Result<Installed, Refused>, AgentError> {
         let manifest = match self.download(&parsed.manifest_url).await {
             Ok(bytes) => bytes,
             Err(reason) => return Ok(Err(Refused(reason))),
