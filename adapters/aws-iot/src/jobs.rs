@@ -1,17 +1,19 @@
-//! The AWS IoT calls, one function per thing the target does with them.
-//! Each reads what is there before it writes, so a retried apply after a
-//! crash finds its own groups and jobs instead of making them twice.
-
-use std::collections::BTreeSet;
+//! The AWS IoT calls behind [`crate::IotJobs`], one function per
+//! [`crate::FleetJobs`] operation. Each reads what is there before it
+//! writes, so a retried apply after a crash finds its own groups and jobs
+//! instead of making them twice.
 
 use aws_sdk_iot::Client;
 use aws_sdk_iot::error::ProvideErrorMetadata;
+use aws_sdk_iot::operation::RequestId as _;
 use aws_sdk_iot::types::{
     AbortAction, AbortConfig, AbortCriteria, JobExecutionFailureType, JobExecutionStatus,
     JobExecutionsRolloutConfig, PresignedUrlConfig, TargetSelection, TimeoutConfig,
 };
 use deployctl_adapter::AdapterError;
 use deployctl_aws::map_sdk_error;
+
+use crate::backend::{ExecutionStatus, JobCounts, JobSpec};
 
 /// Calls made at once when adding a wave's devices to its group.
 const PARALLEL_ADDS: usize = 16;
@@ -58,18 +60,6 @@ pub(crate) async fn members(client: &Client, group: &str) -> Result<Vec<String>,
             Some(next) if !next.is_empty() => token = Some(next.to_owned()),
             _ => return Ok(things),
         }
-    }
-}
-
-/// The members of `group`, or none when the group does not exist yet.
-pub(crate) async fn members_if_any(
-    client: &Client,
-    group: &str,
-) -> Result<BTreeSet<String>, AdapterError> {
-    match members(client, group).await {
-        Ok(things) => Ok(things.into_iter().collect()),
-        Err(AdapterError::NotFound { .. }) => Ok(BTreeSet::new()),
-        Err(error) => Err(error),
     }
 }
 
@@ -174,23 +164,6 @@ pub(crate) async fn add_things(
     Ok(calls)
 }
 
-/// What a wave job is created with.
-#[derive(Debug, Clone)]
-pub(crate) struct JobSpec<'a> {
-    pub(crate) job_id: &'a str,
-    /// Thing group ARNs (at most 100).
-    pub(crate) targets: &'a [String],
-    /// CONTINUOUS: things added to the groups later get an execution too.
-    pub(crate) continuous: bool,
-    pub(crate) document: &'a str,
-    pub(crate) description: String,
-    pub(crate) download_role: Option<&'a str>,
-    pub(crate) max_per_minute: u32,
-    /// Abort: percent of executed devices failing, once this many executed.
-    pub(crate) abort: Option<(f64, u32)>,
-    pub(crate) timeout_minutes: Option<i64>,
-}
-
 /// Creates the job; `Ok(false)` when it already exists (a retried apply).
 pub(crate) async fn create_job(
     client: &Client,
@@ -255,21 +228,6 @@ pub(crate) async fn create_job(
             &format!("iot:CreateJob {}", spec.job_id),
         )),
     }
-}
-
-use aws_sdk_iot::operation::RequestId as _;
-
-/// A job's state and outcome counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct JobCounts {
-    pub(crate) status: String,
-    pub(crate) succeeded: u32,
-    /// Failed, rejected, canceled and removed: executions that did not
-    /// install and will not.
-    pub(crate) failed: u32,
-    pub(crate) timed_out: u32,
-    pub(crate) queued: u32,
-    pub(crate) in_progress: u32,
 }
 
 /// The job's counts, or `None` when there is no such job.
@@ -337,10 +295,16 @@ pub(crate) async fn cancel_job(
 pub(crate) async fn things_in(
     client: &Client,
     job_id: &str,
-    statuses: &[JobExecutionStatus],
+    statuses: &[ExecutionStatus],
+    limit: Option<usize>,
 ) -> Result<Vec<String>, AdapterError> {
+    let limit = limit.unwrap_or(usize::MAX);
     let mut things = Vec::new();
     for status in statuses {
+        let status = match status {
+            ExecutionStatus::InProgress => JobExecutionStatus::InProgress,
+            ExecutionStatus::Succeeded => JobExecutionStatus::Succeeded,
+        };
         let mut token: Option<String> = None;
         loop {
             let answer = match client
@@ -365,6 +329,10 @@ pub(crate) async fn things_in(
                 if let Some(arn) = summary.thing_arn() {
                     things.push(arn.rsplit('/').next().unwrap_or(arn).to_owned());
                 }
+            }
+            if things.len() >= limit {
+                things.truncate(limit);
+                return Ok(things);
             }
             match answer.next_token() {
                 Some(next) if !next.is_empty() => token = Some(next.to_owned()),

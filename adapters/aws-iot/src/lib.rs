@@ -8,15 +8,21 @@
 //! release's and the signed rollback's) and checks the devices' hardware
 //! (`firmware.rs`); `StartWave` picks the wave's devices deterministically
 //! from the run (`selection.rs`, pure), puts them in a static thing group
-//! of the wave and creates its job (`jobs.rs`, named by `names.rs`, the
-//! document from `document.rs`); `Halt` force-cancels every wave job;
+//! of the wave and creates its job (named by `names.rs`, the document
+//! from `document.rs`); `Halt` force-cancels every wave job;
 //! `Rollback` records who took the update, halts, and sends them the
 //! rollback firmware. Everything a restarted process needs is on the
 //! platform: the wave groups and jobs are named after the run and stage
 //! the engine attaches. `probe.rs` is the `fleet` gate; `history.rs` a
 //! device's updates as IoT holds them (`deployctl fleet history`);
 //! `iam.rs` the permissions.
+//!
+//! The target talks to the platform only through [`FleetJobs`]
+//! (`backend.rs`): [`IotJobs`] is AWS IoT Jobs over the SDK (`jobs.rs`,
+//! the calls), `simulated.rs` (feature `simulated`) an in-process fleet
+//! for the million-device benchmark.
 
+mod backend;
 mod document;
 mod firmware;
 mod history;
@@ -25,7 +31,10 @@ mod jobs;
 mod names;
 mod probe;
 mod selection;
+#[cfg(any(test, feature = "simulated"))]
+pub mod simulated;
 mod target;
 
+pub use backend::{Changed, ExecutionStatus, FleetJobs, IotJobs, JobCounts, JobSpec};
 pub use history::{DeviceUpdate, device_history};
 pub use target::{Clients, ConstructError, FleetTarget, IotClient, iot_client, iot_config};

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use aws_sdk_iot::types::JobExecutionStatus;
 use deployctl_adapter::{BoxFuture, HealthProbe, Measurement};
 
+use crate::backend::ExecutionStatus;
 use crate::target::Inner as FleetInner;
 
 /// Updated devices whose status details are read per measurement for the
@@ -115,8 +115,11 @@ impl FleetInner {
         let mut things = Vec::new();
         for index in (0..self.wave_count()).rev() {
             let job = release.wave(index);
-            for thing in
-                crate::jobs::things_in(&self.iot, &job, &[JobExecutionStatus::Succeeded]).await?
+            let wanted = sample - things.len();
+            for thing in self
+                .jobs
+                .things_in(&job, &[ExecutionStatus::Succeeded], Some(wanted))
+                .await?
             {
                 things.push((job.clone(), thing));
                 if things.len() >= sample {
@@ -129,7 +132,7 @@ impl FleetInner {
         }
         let mut anomalous = 0;
         for (job, thing) in &things {
-            let details = crate::jobs::status_details(&self.iot, job, thing).await?;
+            let details = self.jobs.status_details(job, thing).await?;
             if details.get("anomaly").is_some_and(|v| v == "true") {
                 anomalous += 1;
             }

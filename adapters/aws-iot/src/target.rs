@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_iot::Client;
-use aws_sdk_iot::types::JobExecutionStatus;
 use deployctl_adapter::construct::PlanRelease;
 use deployctl_adapter::{
     AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
@@ -20,8 +19,8 @@ use deployctl_plan::model::{
     FleetSelector, FleetSpec, GateCheck, SignatureAlgorithm, SignatureSource, TargetKind, Waves,
 };
 
+use crate::backend::{self, ExecutionStatus, FleetJobs, IotJobs, JobCounts, JobSpec};
 use crate::firmware::{self, Checked, Named};
-use crate::jobs::{self, JobSpec};
 use crate::names::Release;
 
 /// The IoT client configuration every [`FleetTarget`] uses, from a loaded
@@ -91,7 +90,7 @@ pub(crate) struct Inner {
     release: Option<Named>,
     stable: Named,
     waves: Option<Waves>,
-    pub(crate) iot: Client,
+    pub(crate) jobs: Arc<dyn FleetJobs>,
     s3: aws_sdk_s3::Client,
     kms: KmsClient,
     state: Mutex<State>,
@@ -100,7 +99,8 @@ pub(crate) struct Inner {
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) attached: Option<Release>,
-    members: Option<(Instant, Vec<String>)>,
+    /// Shared, not copied: a million names are tens of megabytes.
+    members: Option<(Instant, Arc<Vec<String>>)>,
     /// The release's and the rollback's firmware, once verified.
     checked: Option<(Option<Checked>, Checked)>,
     /// Devices in each started wave's group (the wave's size).
@@ -182,6 +182,22 @@ impl FleetTarget {
         region: &str,
         clients: Clients,
     ) -> Result<FleetTarget, ConstructError> {
+        let jobs = Arc::new(IotJobs(clients.iot));
+        FleetTarget::with_jobs(name, spec, release, region, jobs, clients.s3, clients.kms)
+    }
+
+    /// The target over another [`FleetJobs`] (the in-process fleet of the
+    /// scale benchmark); the firmware is still fetched from S3 and its
+    /// signature checked with KMS or a local key.
+    pub fn with_jobs(
+        name: impl Into<String>,
+        spec: &FleetSpec,
+        release: &PlanRelease<'_>,
+        region: &str,
+        jobs: Arc<dyn FleetJobs>,
+        s3: aws_sdk_s3::Client,
+        kms: KmsClient,
+    ) -> Result<FleetTarget, ConstructError> {
         FleetTarget::check_plan(spec, release)?;
         let groups = match &spec.devices {
             FleetSelector::ThingGroups(groups) => groups.clone(),
@@ -222,9 +238,9 @@ impl FleetTarget {
                 release: new,
                 stable,
                 waves: release.waves.cloned(),
-                iot: clients.iot,
-                s3: clients.s3,
-                kms: clients.kms,
+                jobs,
+                s3,
+                kms,
                 state: Mutex::new(State::default()),
             }),
         })
@@ -314,18 +330,21 @@ impl Inner {
         self.waves.as_ref().map_or(0, |w| w.waves.len() as u32)
     }
 
-    async fn members(&self, fresh: bool) -> Result<Vec<String>, AdapterError> {
+    async fn members(&self, fresh: bool) -> Result<Arc<Vec<String>>, AdapterError> {
         if !fresh
             && let Some((at, members)) = &self.state().members
             && at.elapsed() < MEMBERS_FRESH_FOR
         {
             return Ok(members.clone());
         }
-        let mut all = BTreeSet::new();
+        let mut all = Vec::new();
         for group in &self.groups {
-            all.extend(jobs::members(&self.iot, group).await?);
+            all.extend(self.jobs.members(group).await?);
         }
-        let members: Vec<String> = all.into_iter().collect();
+        // A device in two of the fleet's groups is one device.
+        all.sort_unstable();
+        all.dedup();
+        let members = Arc::new(all);
         self.state().members = Some((Instant::now(), members.clone()));
         Ok(members)
     }
@@ -368,17 +387,17 @@ impl Inner {
     async fn started_waves(
         &self,
         release: &Release,
-    ) -> Result<BTreeMap<u32, (u32, jobs::JobCounts)>, AdapterError> {
+    ) -> Result<BTreeMap<u32, (u32, JobCounts)>, AdapterError> {
         let mut started = BTreeMap::new();
         for index in 0..self.wave_count() {
-            let Some(counts) = jobs::job_counts(&self.iot, &release.wave(index)).await? else {
+            let Some(counts) = self.jobs.job_counts(&release.wave(index)).await? else {
                 continue;
             };
             let known = self.state().wave_sizes.get(&index).copied();
             let size = match known {
                 Some(size) => size,
                 None => {
-                    let size = jobs::members_if_any(&self.iot, &release.wave(index))
+                    let size = backend::members_if_any(&*self.jobs, &release.wave(index))
                         .await?
                         .len() as u32;
                     self.state().wave_sizes.insert(index, size);
@@ -419,7 +438,7 @@ impl Inner {
         if self.state().rolled_back {
             return Ok(true);
         }
-        let found = jobs::group_exists(&self.iot, &release.rollback()).await?;
+        let found = self.jobs.group_exists(&release.rollback()).await?;
         self.state().rolled_back = found;
         Ok(found)
     }
@@ -427,7 +446,7 @@ impl Inner {
     async fn preflight(&self) -> Result<Preflight, AdapterError> {
         let mut arns = Vec::new();
         for group in &self.groups {
-            arns.push(jobs::group_arn(&self.iot, group).await?);
+            arns.push(self.jobs.group_arn(group).await?);
         }
         arns.sort();
         let members = self.members(true).await?;
@@ -447,9 +466,9 @@ impl Inner {
             for chunk in sample.chunks(16) {
                 let mut set = tokio::task::JoinSet::new();
                 for thing in chunk {
-                    let (client, thing) = (self.iot.clone(), (*thing).clone());
+                    let (jobs, thing) = (self.jobs.clone(), (*thing).clone());
                     set.spawn(async move {
-                        let model = jobs::thing_type(&client, &thing).await;
+                        let model = jobs.thing_type(&thing).await;
                         model.map(|model| (thing, model))
                     });
                 }
@@ -522,29 +541,30 @@ impl Inner {
         }
         let mut taken = BTreeSet::new();
         for earlier in 0..index {
-            taken.extend(jobs::members_if_any(&self.iot, &release.wave(earlier)).await?);
+            taken.extend(backend::members_if_any(&*self.jobs, &release.wave(earlier)).await?);
         }
-        let current = jobs::members_if_any(&self.iot, &job_id).await?;
+        let current = backend::members_if_any(&*self.jobs, &job_id).await?;
         let fleet = self.members(true).await?;
         let chosen =
             crate::selection::pick(release.seed(), &fleet, &taken, &current, devices as usize);
-        let (group_arn, group_request) = jobs::ensure_group(
-            &self.iot,
-            &job_id,
-            &format!("deployctl {} wave {}", release.key, index + 1),
-        )
-        .await?;
+        let (group_arn, group_request) = self
+            .jobs
+            .ensure_group(
+                &job_id,
+                &format!("deployctl {} wave {}", release.key, index + 1),
+            )
+            .await?;
         let new: Vec<String> = chosen
             .iter()
             .filter(|t| !current.contains(*t))
             .cloned()
             .collect();
-        jobs::add_things(&self.iot, &job_id, &new).await?;
+        self.jobs.add_things(&job_id, &new).await?;
         let waves = self.waves.as_ref();
         let document = crate::document::job_document(&checked.firmware);
-        let (_, request_id) = jobs::create_job(
-            &self.iot,
-            &JobSpec {
+        let (_, request_id) = self
+            .jobs
+            .create_job(&JobSpec {
                 job_id: &job_id,
                 targets: std::slice::from_ref(&group_arn),
                 continuous: false,
@@ -559,9 +579,8 @@ impl Inner {
                 max_per_minute: waves.map_or(1000, |w| w.max_devices_per_minute),
                 abort: waves.map(|w| (w.abort_failure_threshold, w.abort_min_devices)),
                 timeout_minutes: waves.map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
-            },
-        )
-        .await?;
+            })
+            .await?;
         self.state().wave_sizes.insert(index, chosen.len() as u32);
         let mut request_ids: Vec<String> = group_request.into_iter().chain(request_id).collect();
         if self.continuous && index + 1 == self.wave_count() {
@@ -583,13 +602,13 @@ impl Inner {
     ) -> Result<Option<String>, AdapterError> {
         let mut arns = Vec::new();
         for group in &self.groups {
-            arns.push(jobs::group_arn(&self.iot, group).await?);
+            arns.push(self.jobs.group_arn(group).await?);
         }
         let waves = self.waves.as_ref();
         let document = crate::document::job_document(&checked.firmware);
-        let (_, request_id) = jobs::create_job(
-            &self.iot,
-            &JobSpec {
+        let (_, request_id) = self
+            .jobs
+            .create_job(&JobSpec {
                 job_id: &release.continuous(),
                 targets: &arns,
                 continuous: true,
@@ -602,9 +621,8 @@ impl Inner {
                 max_per_minute: waves.map_or(1000, |w| w.max_devices_per_minute),
                 abort: None,
                 timeout_minutes: waves.map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(request_id)
     }
 
@@ -612,21 +630,23 @@ impl Inner {
         self.state().halted = true;
         let mut applied = Applied::default();
         for index in 0..self.wave_count() {
-            let (changed, request_id) = jobs::cancel_job(
-                &self.iot,
-                &release.wave(index),
-                "deployctl halt: kill switch or rollback",
-            )
-            .await?;
+            let (changed, request_id) = self
+                .jobs
+                .cancel_job(
+                    &release.wave(index),
+                    "deployctl halt: kill switch or rollback",
+                )
+                .await?;
             applied.changed |= changed;
             applied.request_ids.extend(request_id);
         }
-        let (changed, request_id) = jobs::cancel_job(
-            &self.iot,
-            &release.continuous(),
-            "deployctl halt: kill switch or rollback",
-        )
-        .await?;
+        let (changed, request_id) = self
+            .jobs
+            .cancel_job(
+                &release.continuous(),
+                "deployctl halt: kill switch or rollback",
+            )
+            .await?;
         applied.changed |= changed;
         applied.request_ids.extend(request_id);
         Ok(applied)
@@ -638,7 +658,7 @@ impl Inner {
     async fn rollback(&self, key: &IdempotencyKey) -> Result<Applied, AdapterError> {
         let release = self.release(Some(key)).ok_or_else(|| bad_key(key))?;
         let rollback = release.rollback();
-        if jobs::job_counts(&self.iot, &rollback).await?.is_some() {
+        if self.jobs.job_counts(&rollback).await?.is_some() {
             return Ok(Applied::default());
         }
         let started = self.started_waves(&release).await?;
@@ -653,58 +673,44 @@ impl Inner {
         // the rollback group made. A crash between the cancel and the
         // group loses only which devices were mid-install; their agents
         // abandon an install whose execution was canceled.
-        let (group_arn, group_request) = jobs::ensure_group(
-            &self.iot,
-            &rollback,
-            &format!("deployctl {} rollback", release.key),
-        )
-        .await?;
+        let (group_arn, group_request) = self
+            .jobs
+            .ensure_group(&rollback, &format!("deployctl {} rollback", release.key))
+            .await?;
         self.state().rolled_back = true;
-        let mut took = jobs::members_if_any(&self.iot, &rollback).await?;
+        let mut took = backend::members_if_any(&*self.jobs, &rollback).await?;
         for index in started.keys() {
             took.extend(
-                jobs::things_in(
-                    &self.iot,
-                    &release.wave(*index),
-                    &[JobExecutionStatus::InProgress],
-                )
-                .await?,
+                self.jobs
+                    .things_in(&release.wave(*index), &[ExecutionStatus::InProgress], None)
+                    .await?,
             );
         }
         if self.continuous {
             took.extend(
-                jobs::things_in(
-                    &self.iot,
-                    &release.continuous(),
-                    &[JobExecutionStatus::InProgress],
-                )
-                .await?,
+                self.jobs
+                    .things_in(&release.continuous(), &[ExecutionStatus::InProgress], None)
+                    .await?,
             );
         }
         let halted = self.halt(&release).await?;
         if self.continuous {
             took.extend(
-                jobs::things_in(
-                    &self.iot,
-                    &release.continuous(),
-                    &[JobExecutionStatus::Succeeded],
-                )
-                .await?,
+                self.jobs
+                    .things_in(&release.continuous(), &[ExecutionStatus::Succeeded], None)
+                    .await?,
             );
         }
         for index in started.keys() {
             took.extend(
-                jobs::things_in(
-                    &self.iot,
-                    &release.wave(*index),
-                    &[JobExecutionStatus::Succeeded],
-                )
-                .await?,
+                self.jobs
+                    .things_in(&release.wave(*index), &[ExecutionStatus::Succeeded], None)
+                    .await?,
             );
         }
         let (_, stable) = self.checked().await?;
         let took: Vec<String> = took.into_iter().collect();
-        jobs::add_things(&self.iot, &rollback, &took).await?;
+        self.jobs.add_things(&rollback, &took).await?;
         // CreateThingGroup answers alike whether it made the group or found
         // it, so whether this call marked the release comes from the read.
         let mut applied = Applied {
@@ -717,9 +723,9 @@ impl Inner {
         if !took.is_empty() {
             let waves = self.waves.as_ref();
             let document = crate::document::job_document(&stable.firmware);
-            let (_, request_id) = jobs::create_job(
-                &self.iot,
-                &JobSpec {
+            let (_, request_id) = self
+                .jobs
+                .create_job(&JobSpec {
                     job_id: &rollback,
                     targets: std::slice::from_ref(&group_arn),
                     continuous: false,
@@ -735,9 +741,8 @@ impl Inner {
                     abort: None,
                     timeout_minutes: waves
                         .map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
-                },
-            )
-            .await?;
+                })
+                .await?;
             applied.changed = true;
             applied.request_ids.extend(request_id);
         }

@@ -15,7 +15,12 @@ const ACCESS: &str = "tests/fixtures/access/approvals.yaml";
 /// Enrolls `user` and returns their authenticator (parsed from the URI
 /// `mfa enroll` prints), after confirming with the current code.
 fn enroll(sandbox: &Sandbox, user: &str) -> Totp {
-    let out = sandbox.run(&["--access", ACCESS, "mfa", "enroll", user]);
+    enroll_with(sandbox, ACCESS, user)
+}
+
+/// [`enroll`] with another access file.
+pub(crate) fn enroll_with(sandbox: &Sandbox, access: &str, user: &str) -> Totp {
+    let out = sandbox.run(&["--access", access, "mfa", "enroll", user]);
     out.expect_code(0);
     let uri = out
         .stderr
@@ -41,7 +46,7 @@ fn now() -> u64 {
 
 /// A code one step ahead: within the accepted skew, and newer than the
 /// confirmation code (each step is accepted once).
-fn next_code(totp: &Totp) -> String {
+pub(crate) fn next_code(totp: &Totp) -> String {
     totp.generate(now() + 30).to_string()
 }
 

@@ -33,6 +33,8 @@ struct Fleet {
     bucket: String,
     sign_alias: String,
     plan: PathBuf,
+    /// The published images' SHA-256: the release's and the rollback's.
+    digests: (String, String),
 }
 
 static FLEETS: AtomicU32 = AtomicU32::new(0);
@@ -48,6 +50,7 @@ impl Fleet {
             bucket: format!("fw-{label}-{id}"),
             sign_alias: format!("alias/fw-sign-{label}-{id}"),
             plan: PathBuf::new(),
+            digests: Default::default(),
             moto,
             iot,
         };
@@ -76,7 +79,9 @@ for i in range({devices}): name = '{group}-dev-%04d' % i; iot.create_thing(thing
         let release = fleet.firmware("4.2.0", false, &wrap_key);
         let rollback = fleet.firmware("4.1.3", true, &wrap_key);
         let mut fleet = fleet;
-        fleet.plan = fleet.adapted_plan(&release, &rollback, &fleet.sign_alias.clone());
+        fleet.digests = (release, rollback);
+        let text = fleet.adapted_text(&fleet.sign_alias);
+        fleet.plan = fleet.write_plan("fleet.yaml", &without_signoff(text));
         Some(fleet)
     }
 
@@ -176,37 +181,29 @@ iot = boto3.client('iot', endpoint_url=os.environ['IOT'], region_name='us-east-1
             .to_owned()
     }
 
-    /// The example with this fleet's names and endpoints, its hours made
-    /// seconds, and the half-fleet sign-off left out (the approvals
-    /// tests cover MFA sign-offs).
-    fn adapted_plan(&self, release: &str, rollback: &str, alias: &str) -> PathBuf {
+    /// The example with this fleet's names and endpoints and its hours
+    /// made seconds, signed by `alias`.
+    fn adapted_text(&self, alias: &str) -> String {
         let example = std::fs::read_to_string(crate::repo_root().join(EXAMPLE)).unwrap();
-        let mut text = example
+        example
             .replace("acme-firmware-123456789012", &self.bucket)
             .replace("thermostat-t4-prod", &self.group)
             .replace("alias/thermostat-firmware-signing", alias)
             .replace(
                 "9ff611fdfe80c80e27de89eb1a57e1c714ad2c306462fe20da716a52aec29a69",
-                release,
+                &self.digests.0,
             )
             .replace(
                 "543feafad2239bb6e8a15ae31de5c5fad562832dac7b4a981892775d3b166eb5",
-                rollback,
+                &self.digests.1,
             )
             .replace("bakeTime: 12h", "bakeTime: 1s")
             .replace("interval: 5m", "interval: 1s")
             .replace("count: 6", "count: 2")
-            .replace("          approval: half-fleet-signoff\n", "");
-        let start = text
-            .find("\napprovals:\n")
-            .expect("the example's approvals");
-        let end = text[start + 1..]
-            .find("\nrollback:")
-            .expect("the rollback section")
-            + start
-            + 1;
-        text.replace_range(start..end, "");
-        let plan = self.sandbox.root().join("fleet.yaml");
+    }
+
+    fn write_plan(&self, name: &str, text: &str) -> PathBuf {
+        let plan = self.sandbox.root().join(name);
         std::fs::write(&plan, text).unwrap();
         plan
     }
@@ -246,6 +243,22 @@ print(json.dumps(sorted(ids)))",
         ));
         serde_json::from_str(&out).unwrap()
     }
+}
+
+/// The example without its half-fleet sign-off (the tests of waves that
+/// are not about approvals run unattended).
+fn without_signoff(text: String) -> String {
+    let mut text = text.replace("          approval: half-fleet-signoff\n", "");
+    let start = text
+        .find("\napprovals:\n")
+        .expect("the example's approvals");
+    let end = text[start + 1..]
+        .find("\nrollback:")
+        .expect("the rollback section")
+        + start
+        + 1;
+    text.replace_range(start..end, "");
+    text
 }
 
 struct Devices {
@@ -617,4 +630,110 @@ fn a_device_joining_after_the_last_wave_gets_the_release_through_the_continuous_
     );
     let jobs = fleet.job_ids();
     assert!(jobs.iter().any(|j| j.ends_with("-continuous")), "{jobs:?}");
+}
+
+const SIGNOFF_ACCESS: &str = "apiVersion: deployctl.io/v1
+kind: Access
+users:
+  deployctl-test: {roles: [operator]}
+  bob: {roles: [approver]}
+  carol: {roles: [approver]}
+environments:
+  production:
+    operators: [deployctl-test]
+    approverRole: firmware-release-manager
+roles:
+  firmware-release-manager: [bob, carol]
+";
+
+#[test]
+fn the_half_fleet_signoff_holds_wave_three_until_two_release_managers_approve() {
+    let Some(fleet) = Fleet::new("signoff", 20) else {
+        return;
+    };
+    let plan = fleet.write_plan("signoff.yaml", &fleet.adapted_text(&fleet.sign_alias));
+    let plan = plan.to_str().unwrap();
+    let access = fleet.sandbox.root().join("access.yaml");
+    std::fs::write(&access, SIGNOFF_ACCESS).unwrap();
+    let access = access.to_str().unwrap();
+    let bob = crate::approvals::enroll_with(&fleet.sandbox, access, "bob");
+    let carol = crate::approvals::enroll_with(&fleet.sandbox, access, "carol");
+    let devices = fleet.devices(&["--interval", "0.2"]);
+    let args = ["--access", access, "apply", plan, "--yes"];
+    let running = fleet
+        .sandbox
+        .spawn_command(fleet.command(&args), &args, None);
+
+    let mut run = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "the run waits for the sign-off",
+        || {
+            run = fleet.sandbox.run_ids().pop().unwrap_or_default();
+            !run.is_empty() && fleet.sandbox.status(Some(&run))["stages"][0]["phase"] == "Paused"
+        },
+    );
+    let status = fleet.run(&["--access", access, "status", "--output", "json", &run]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    let waiting = &status["stages"][0]["now"]["waitingFor"];
+    assert_eq!(waiting["approval"], "half-fleet-signoff", "{status:#}");
+    assert_eq!(waiting["required"], 2, "{status:#}");
+    // Held: the first two waves (1 % and 9 %: 1 and 2 of 20 devices) and
+    // nothing of wave 3, however long the sign-off takes.
+    std::thread::sleep(Duration::from_secs(2));
+    let jobs = fleet.job_ids();
+    assert_eq!(
+        jobs.len(),
+        2,
+        "only waves 1 and 2 before the sign-off: {jobs:?}"
+    );
+    assert!(
+        jobs.iter()
+            .all(|j| j.ends_with("-w1") || j.ends_with("-w2")),
+        "{jobs:?}"
+    );
+    wait_until(Duration::from_secs(30), "waves 1 and 2 installed", || {
+        installs(&devices.state(), "4.2.0").len() == 3
+    });
+
+    let approve = |user: &str, totp: &totp_rs::Totp| {
+        fleet.run(&[
+            "--access",
+            access,
+            "approve",
+            &run,
+            "--gate",
+            "half-fleet-signoff",
+            "--user",
+            user,
+            "--code",
+            &crate::approvals::next_code(totp),
+        ])
+    };
+    approve("bob", &bob).expect_code(0);
+    // One of two: still held.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fleet.job_ids().len(), 2);
+    approve("carol", &carol).expect_code(0);
+
+    let applied = running.wait(COMMAND_TIMEOUT);
+    applied.expect_code(0);
+    devices.wait_all_on("4.2.0");
+    assert_eq!(fleet.job_ids().len(), 4);
+    let trail = fleet.run(&[
+        "--access",
+        access,
+        "--output",
+        "json",
+        "audit",
+        "show",
+        "--action",
+        "approval.granted",
+    ]);
+    trail.expect_code(0);
+    assert!(
+        trail.stdout.contains("bob") && trail.stdout.contains("carol"),
+        "{}",
+        trail.stdout
+    );
 }
