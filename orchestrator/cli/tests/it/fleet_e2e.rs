@@ -635,13 +635,14 @@ fn a_device_joining_after_the_last_wave_gets_the_release_through_the_continuous_
 const SIGNOFF_ACCESS: &str = "apiVersion: deployctl.io/v1
 kind: Access
 users:
-  deployctl-test: {roles: [operator]}
+  deployctl-test: {roles: [operator, auditor]}
   bob: {roles: [approver]}
   carol: {roles: [approver]}
 environments:
   production:
     operators: [deployctl-test]
     approverRole: firmware-release-manager
+    auditors: [deployctl-test]
 roles:
   firmware-release-manager: [bob, carol]
 ";
