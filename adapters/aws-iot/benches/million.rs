@@ -403,13 +403,13 @@ async fn kill(firmware: &Firmware) {
     let killer = async {
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let counts = run
+            let wave3 = run
                 .fleet
                 .timeline()
                 .into_iter()
                 .find(|m| m.name.ends_with("-w3") && matches!(m.what, Happened::JobMade { .. }))
                 .map(|m| m.name);
-            if let Some(job) = counts
+            if let Some(job) = wave3
                 && let Some(counts) = run.fleet.job_counts(&job).await.expect("counts")
                 && counts.in_progress >= IN_FLIGHT_AT_KILL
             {

@@ -124,6 +124,25 @@ impl Job {
         self.counts.succeeded + self.counts.failed + self.counts.timed_out
     }
 
+    /// Cancels the job: its queued executions, and with `force` those in
+    /// progress too (IoT's `CancelJob --force`; an abort's CANCEL action
+    /// lets them finish). How many were canceled.
+    fn cancel(&mut self, force: bool) -> u32 {
+        self.status = "CANCELED";
+        for state in &mut self.states {
+            if *state == QUEUED || (force && *state == IN_PROGRESS) {
+                *state = CANCELED;
+            }
+        }
+        let canceled = self.counts.queued + if force { self.counts.in_progress } else { 0 };
+        self.counts.failed += canceled;
+        self.counts.queued = 0;
+        if force {
+            self.counts.in_progress = 0;
+        }
+        canceled
+    }
+
     fn queue(&mut self, device: u32) {
         let state = &mut self.states[device as usize];
         if *state == NONE {
@@ -219,17 +238,19 @@ impl SimulatedFleet {
             if job.status != "IN_PROGRESS" || job.counts.queued == 0 {
                 continue;
             }
+            let mut first_queued = None;
             let mut index = job.notify_from;
             while index < job.states.len() && found.len() < max {
                 if job.states[index] == QUEUED {
+                    first_queued.get_or_insert(index);
                     found.push((job_id.clone(), self.thing(index as u32)));
                 }
                 index += 1;
             }
-            // Everything before `index` was listed or is not queued; what
-            // was listed stays queued until its device reports.
-            if let Some((_, first)) = found.iter().find(|(id, _)| id == job_id) {
-                job.notify_from = self.index(first).map_or(index, |i| i as usize);
+            // Nothing before the first queued execution found is queued;
+            // what was listed stays queued until its device reports.
+            if let Some(first) = first_queued {
+                job.notify_from = first;
             }
             if found.len() >= max {
                 break;
@@ -287,16 +308,7 @@ impl SimulatedFleet {
             && job.executed() >= min
             && f64::from(job.counts.failed) * 100.0 / f64::from(job.executed()) > percent
         {
-            // Abort's CANCEL action cancels what is queued; executions in
-            // progress finish (a force cancel is the kill switch's).
-            job.status = "CANCELED";
-            for state in &mut job.states {
-                if *state == QUEUED {
-                    *state = CANCELED;
-                }
-            }
-            job.counts.failed += job.counts.queued;
-            job.counts.queued = 0;
+            job.cancel(false);
             happened = Some(Happened::JobAborted);
         } else if job.status == "IN_PROGRESS" && !job.continuous && job.outstanding() == 0 {
             job.status = "COMPLETED";
@@ -454,7 +466,6 @@ impl FleetJobs for SimulatedFleet {
             }
             job.groups.push(name.to_owned());
         }
-        job.counts.status = job.status.into();
         let executions = job.counts.queued;
         world.jobs.insert(spec.job_id.to_owned(), job);
         world.order.push(spec.job_id.to_owned());
@@ -486,16 +497,7 @@ impl FleetJobs for SimulatedFleet {
         if job.status != "IN_PROGRESS" {
             return ready(Ok((false, None)));
         }
-        let in_flight = job.outstanding();
-        job.status = "CANCELED";
-        for state in &mut job.states {
-            if *state == QUEUED || *state == IN_PROGRESS {
-                *state = CANCELED;
-            }
-        }
-        job.counts.failed += in_flight;
-        job.counts.queued = 0;
-        job.counts.in_progress = 0;
+        let in_flight = job.cancel(true);
         drop(world);
         self.mark(job_id, Happened::JobCanceled { in_flight });
         ready(Ok((true, Some(format!("sim-cancel-{job_id}")))))
