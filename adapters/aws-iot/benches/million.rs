@@ -400,29 +400,46 @@ async fn kill(firmware: &Firmware) {
     let engine = &run.engine;
     let context = &run.context;
     let execute = engine.execute(context);
-    let killer = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let wave3 = run
-                .fleet
-                .timeline()
-                .into_iter()
-                .find(|m| m.name.ends_with("-w3") && matches!(m.what, Happened::JobMade { .. }))
-                .map(|m| m.name);
-            if let Some(job) = wave3
-                && let Some(counts) = run.fleet.job_counts(&job).await.expect("counts")
-                && counts.in_progress >= IN_FLIGHT_AT_KILL
-            {
-                let asked = Instant::now();
-                engine
-                    .journal()
-                    .request_kill(&context.run_id)
-                    .expect("the kill request");
-                return asked;
+    tokio::pin!(execute);
+    // The kill is asked for once wave 3 holds enough devices mid-install;
+    // a run that ends first is a broken scenario, reported, never waited on.
+    let mut asked = None;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut execute => break outcome,
+            () = tokio::time::sleep(Duration::from_millis(20)), if asked.is_none() => {
+                let wave3 = run
+                    .fleet
+                    .timeline()
+                    .into_iter()
+                    .find(|m| m.name.ends_with("-w3") && matches!(m.what, Happened::JobMade { .. }))
+                    .map(|m| m.name);
+                if let Some(job) = wave3
+                    && let Some(counts) = run.fleet.job_counts(&job).await.expect("counts")
+                    && counts.in_progress >= IN_FLIGHT_AT_KILL
+                {
+                    asked = Some(Instant::now());
+                    engine
+                        .journal()
+                        .request_kill(&context.run_id)
+                        .expect("the kill request");
+                }
             }
         }
     };
-    let (outcome, asked) = tokio::join!(execute, killer);
+    let Some(asked) = asked else {
+        let outcome = outcome.expect("the run");
+        panic!(
+            "the run ended {:?} ({}) before {IN_FLIGHT_AT_KILL} wave-3 executions were in progress; timeline: {:?}",
+            outcome.phase,
+            outcome.message,
+            run.fleet
+                .timeline()
+                .iter()
+                .map(|m| (&m.name, &m.what))
+                .collect::<Vec<_>>()
+        );
+    };
     let outcome = outcome.expect("the run");
     stop.store(true, Ordering::Relaxed);
     driver.join().expect("the devices");
@@ -431,18 +448,22 @@ async fn kill(firmware: &Firmware) {
     let canceled: Vec<_> = timeline
         .iter()
         .filter_map(|m| match m.what {
-            Happened::JobCanceled { in_flight } if m.at >= asked => Some((m.at, in_flight)),
+            Happened::JobCanceled {
+                queued,
+                in_progress,
+            } if m.at >= asked => Some((m.at, queued, in_progress)),
             _ => None,
         })
         .collect();
     let last = canceled
         .iter()
-        .map(|(at, _)| *at)
+        .map(|(at, _, _)| *at)
         .max()
         .expect("jobs canceled");
-    let in_flight: u32 = canceled.iter().map(|(_, n)| n).sum();
+    let queued: u32 = canceled.iter().map(|(_, n, _)| n).sum();
+    let in_progress: u32 = canceled.iter().map(|(_, _, n)| n).sum();
     println!(
-        "kill switch: {in_flight} executions in flight; every wave job force-canceled {:.0} ms after the kill request (kill poll 250 ms)",
+        "kill switch: {in_progress} executions in progress and {queued} queued; every wave job force-canceled {:.0} ms after the kill request (kill poll 250 ms)",
         ms(last - asked)
     );
 }

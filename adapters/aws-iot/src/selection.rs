@@ -7,14 +7,15 @@
 
 use std::collections::BTreeSet;
 
-/// The devices of `fleet` in the seeded order.
-pub(crate) fn seeded_order<'a>(seed: &str, fleet: &'a [String]) -> Vec<&'a String> {
-    // The digest's first 16 bytes order the devices (the names break a tie,
-    // which needs a 128-bit collision): 24 bytes a device, so ordering a
-    // million-device fleet costs 24 MB, not a digest allocation each.
-    let mut keyed: Vec<([u8; 16], &String)> = fleet
+/// The indices of `fleet`'s devices in the seeded order.
+pub(crate) fn seeded_order(seed: &str, fleet: &[String]) -> Vec<u32> {
+    // The digest's first 16 bytes order the devices (the index breaks a
+    // tie, which needs a 128-bit collision): 20 bytes a device while
+    // sorting, 4 bytes after, so a million-device order costs 4 MB kept.
+    let mut keyed: Vec<([u8; 16], u32)> = fleet
         .iter()
-        .map(|thing| {
+        .enumerate()
+        .map(|(index, thing)| {
             let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
             context.update(seed.as_bytes());
             context.update(&[0]);
@@ -22,33 +23,47 @@ pub(crate) fn seeded_order<'a>(seed: &str, fleet: &'a [String]) -> Vec<&'a Strin
             let digest = context.finish();
             let mut key = [0u8; 16];
             key.copy_from_slice(&digest.as_ref()[..16]);
-            (key, thing)
+            (key, index as u32)
         })
         .collect();
     keyed.sort_unstable();
-    keyed.into_iter().map(|(_, thing)| thing).collect()
+    keyed.into_iter().map(|(_, index)| index).collect()
 }
 
-/// Wave devices: those already in the wave (`current`, a retried apply
-/// after a crash) first, then the next in seeded order that no earlier
-/// wave (`taken`) holds, up to `count`.
-pub(crate) fn pick(
-    seed: &str,
+/// Flags, in `marked` (one a device of the sorted `fleet`), the devices
+/// `things` names; names outside the fleet are not in it.
+pub(crate) fn mark<'a>(
     fleet: &[String],
-    taken: &BTreeSet<String>,
+    things: impl IntoIterator<Item = &'a String>,
+    marked: &mut [bool],
+) {
+    for thing in things {
+        if let Ok(index) = fleet.binary_search(thing) {
+            marked[index] = true;
+        }
+    }
+}
+
+/// The devices a wave adds to those already in it (`current`, a retried
+/// apply after a crash), so that it holds `count`: the next in the seeded
+/// `order` of the sorted `fleet` that no earlier wave (`taken`) holds.
+pub(crate) fn pick(
+    order: &[u32],
+    fleet: &[String],
+    taken: &[bool],
     current: &BTreeSet<String>,
     count: usize,
 ) -> Vec<String> {
-    let mut chosen: Vec<String> = current.iter().take(count).cloned().collect();
-    for thing in seeded_order(seed, fleet) {
-        if chosen.len() >= count {
-            break;
-        }
-        if !taken.contains(thing) && !current.contains(thing) {
-            chosen.push(thing.clone());
-        }
-    }
-    chosen
+    let wanted = count.saturating_sub(current.len());
+    let mut in_current = vec![false; fleet.len()];
+    mark(fleet, current, &mut in_current);
+    order
+        .iter()
+        .map(|index| *index as usize)
+        .filter(|index| !taken[*index] && !in_current[*index])
+        .take(wanted)
+        .map(|index| fleet[index].clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -59,6 +74,22 @@ mod tests {
         (0..n).map(|i| format!("thermostat-{i:05}")).collect()
     }
 
+    /// A wave of `count`: what it has (`current`) and what `pick` adds.
+    fn wave(
+        seed: &str,
+        fleet: &[String],
+        taken: &BTreeSet<String>,
+        current: &BTreeSet<String>,
+        count: usize,
+    ) -> Vec<String> {
+        let order = seeded_order(seed, fleet);
+        let mut chosen: Vec<String> = current.iter().take(count).cloned().collect();
+        let mut marked = vec![false; fleet.len()];
+        mark(fleet, taken, &mut marked);
+        chosen.extend(pick(&order, fleet, &marked, current, count));
+        chosen
+    }
+
     #[test]
     fn waves_are_disjoint_cover_the_fleet_and_repeat_for_the_same_seed() {
         let fleet = fleet(1000);
@@ -67,7 +98,7 @@ mod tests {
             let mut taken = BTreeSet::new();
             let mut waves = Vec::new();
             for size in sizes {
-                let wave = pick(seed, &fleet, &taken, &BTreeSet::new(), size);
+                let wave = wave(seed, &fleet, &taken, &BTreeSet::new(), size);
                 assert_eq!(wave.len(), size);
                 for thing in &wave {
                     assert!(taken.insert(thing.clone()), "{thing} in two waves");
@@ -84,7 +115,7 @@ mod tests {
     #[test]
     fn the_first_wave_is_not_the_first_names() {
         let fleet = fleet(1000);
-        let wave = pick("run-1/ota", &fleet, &BTreeSet::new(), &BTreeSet::new(), 10);
+        let wave = wave("run-1/ota", &fleet, &BTreeSet::new(), &BTreeSet::new(), 10);
         let low = wave
             .iter()
             .filter(|t| t.as_str() < "thermostat-00100")
@@ -95,9 +126,9 @@ mod tests {
     #[test]
     fn a_retried_wave_keeps_the_devices_it_already_has() {
         let fleet = fleet(100);
-        let full = pick("s", &fleet, &BTreeSet::new(), &BTreeSet::new(), 20);
+        let full = wave("s", &fleet, &BTreeSet::new(), &BTreeSet::new(), 20);
         let partial: BTreeSet<String> = full[..7].iter().cloned().collect();
-        let again = pick("s", &fleet, &BTreeSet::new(), &partial, 20);
+        let again = wave("s", &fleet, &BTreeSet::new(), &partial, 20);
         let again: BTreeSet<String> = again.into_iter().collect();
         assert_eq!(again, full.into_iter().collect());
     }
@@ -106,6 +137,6 @@ mod tests {
     fn a_wave_larger_than_what_is_left_takes_what_is_left() {
         let fleet = fleet(10);
         let taken: BTreeSet<String> = fleet[..8].iter().cloned().collect();
-        assert_eq!(pick("s", &fleet, &taken, &BTreeSet::new(), 5).len(), 2);
+        assert_eq!(wave("s", &fleet, &taken, &BTreeSet::new(), 5).len(), 2);
     }
 }

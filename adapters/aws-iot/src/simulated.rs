@@ -53,9 +53,10 @@ pub enum Happened {
     JobMade {
         executions: u32,
     },
-    /// Force-canceled while this many executions were queued or in progress.
+    /// Force-canceled with this many executions queued and in progress.
     JobCanceled {
-        in_flight: u32,
+        queued: u32,
+        in_progress: u32,
     },
     /// The job's abort criteria were met.
     JobAborted,
@@ -126,20 +127,21 @@ impl Job {
 
     /// Cancels the job: its queued executions, and with `force` those in
     /// progress too (IoT's `CancelJob --force`; an abort's CANCEL action
-    /// lets them finish). How many were canceled.
-    fn cancel(&mut self, force: bool) -> u32 {
+    /// lets them finish). How many were canceled: (queued, in progress).
+    fn cancel(&mut self, force: bool) -> (u32, u32) {
         self.status = "CANCELED";
         for state in &mut self.states {
             if *state == QUEUED || (force && *state == IN_PROGRESS) {
                 *state = CANCELED;
             }
         }
-        let canceled = self.counts.queued + if force { self.counts.in_progress } else { 0 };
-        self.counts.failed += canceled;
+        let canceled = (
+            self.counts.queued,
+            if force { self.counts.in_progress } else { 0 },
+        );
+        self.counts.failed += canceled.0 + canceled.1;
         self.counts.queued = 0;
-        if force {
-            self.counts.in_progress = 0;
-        }
+        self.counts.in_progress -= canceled.1;
         canceled
     }
 
@@ -497,9 +499,15 @@ impl FleetJobs for SimulatedFleet {
         if job.status != "IN_PROGRESS" {
             return ready(Ok((false, None)));
         }
-        let in_flight = job.cancel(true);
+        let (queued, in_progress) = job.cancel(true);
         drop(world);
-        self.mark(job_id, Happened::JobCanceled { in_flight });
+        self.mark(
+            job_id,
+            Happened::JobCanceled {
+                queued,
+                in_progress,
+            },
+        );
         ready(Ok((true, Some(format!("sim-cancel-{job_id}")))))
     }
 

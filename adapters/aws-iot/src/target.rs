@@ -1,7 +1,7 @@
 //! [`FleetTarget`]: construction, what preflight checks, and the
 //! `WaveTarget` implementation over AWS IoT Jobs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -108,6 +108,18 @@ pub(crate) struct State {
     halted: bool,
     /// The release's rollback group exists: it was rolled back.
     rolled_back: bool,
+    /// The release's seeded device order, for the fleet it was drawn over.
+    order: Option<SeededOrder>,
+    /// Devices whose anomaly field the `fleet` gate has read.
+    pub(crate) anomalies: crate::probe::AnomalySample,
+}
+
+/// Device indices in a seed's order, and a hash of the member list they
+/// index (a changed fleet is ordered anew).
+struct SeededOrder {
+    seed: String,
+    fleet_hash: u64,
+    order: Arc<Vec<u32>>,
 }
 
 impl std::fmt::Debug for FleetTarget {
@@ -315,6 +327,7 @@ impl State {
             self.wave_sizes.clear();
             self.halted = false;
             self.rolled_back = false;
+            self.anomalies = Default::default();
         }
         self.attached = Some(release);
     }
@@ -337,6 +350,9 @@ impl Inner {
         {
             return Ok(members.clone());
         }
+        // The old list goes first: two lists of a million names at once
+        // would be most of the process's memory.
+        self.state().members = None;
         let mut all = Vec::new();
         for group in &self.groups {
             all.extend(self.jobs.members(group).await?);
@@ -347,6 +363,31 @@ impl Inner {
         let members = Arc::new(all);
         self.state().members = Some((Instant::now(), members.clone()));
         Ok(members)
+    }
+
+    /// The release's seeded order of `fleet` (indices), computed once per
+    /// release and fleet: hashing a million names is most of a wave's
+    /// decision time.
+    fn seeded_order(&self, release: &Release, fleet: &[String]) -> Arc<Vec<u32>> {
+        let fleet_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            fleet.hash(&mut hasher);
+            hasher.finish()
+        };
+        if let Some(cached) = &self.state().order
+            && cached.seed == release.seed()
+            && cached.fleet_hash == fleet_hash
+        {
+            return cached.order.clone();
+        }
+        let order = Arc::new(crate::selection::seeded_order(release.seed(), fleet));
+        self.state().order = Some(SeededOrder {
+            seed: release.seed().to_owned(),
+            fleet_hash,
+            order: order.clone(),
+        });
+        order
     }
 
     async fn trusted_key(&self) -> Result<PublicKey, AdapterError> {
@@ -461,6 +502,7 @@ impl Inner {
             let sample: Vec<&String> = crate::selection::seeded_order("hardware", &members)
                 .into_iter()
                 .take(HARDWARE_SAMPLE)
+                .map(|index| &members[index as usize])
                 .collect();
             let mut models = Vec::with_capacity(sample.len());
             for chunk in sample.chunks(16) {
@@ -539,14 +581,17 @@ impl Inner {
                 request_id: None,
             });
         }
-        let mut taken = BTreeSet::new();
+        let fleet = self.members(true).await?;
+        let order = self.seeded_order(&release, &fleet);
+        let mut taken = vec![false; fleet.len()];
         for earlier in 0..index {
-            taken.extend(backend::members_if_any(&*self.jobs, &release.wave(earlier)).await?);
+            let earlier = backend::members_if_any(&*self.jobs, &release.wave(earlier)).await?;
+            crate::selection::mark(&fleet, &earlier, &mut taken);
         }
         let current = backend::members_if_any(&*self.jobs, &job_id).await?;
-        let fleet = self.members(true).await?;
-        let chosen =
-            crate::selection::pick(release.seed(), &fleet, &taken, &current, devices as usize);
+        let new = crate::selection::pick(&order, &fleet, &taken, &current, devices as usize);
+        drop((taken, order));
+        let wave_size = current.len().min(devices as usize) + new.len();
         let (group_arn, group_request) = self
             .jobs
             .ensure_group(
@@ -554,11 +599,6 @@ impl Inner {
                 &format!("deployctl {} wave {}", release.key, index + 1),
             )
             .await?;
-        let new: Vec<String> = chosen
-            .iter()
-            .filter(|t| !current.contains(*t))
-            .cloned()
-            .collect();
         self.jobs.add_things(&job_id, &new).await?;
         let waves = self.waves.as_ref();
         let document = crate::document::job_document(&checked.firmware);
@@ -581,7 +621,7 @@ impl Inner {
                 timeout_minutes: waves.map(|w| (w.device_timeout.as_secs().div_ceil(60)) as i64),
             })
             .await?;
-        self.state().wave_sizes.insert(index, chosen.len() as u32);
+        self.state().wave_sizes.insert(index, wave_size as u32);
         let mut request_ids: Vec<String> = group_request.into_iter().chain(request_id).collect();
         if self.continuous && index + 1 == self.wave_count() {
             request_ids.extend(self.keep_continuous(&release, &checked).await?);
