@@ -332,6 +332,61 @@ async fn the_fleet_gate_reads_outcomes_and_device_anomalies() {
 }
 
 #[tokio::test]
+async fn one_anomaly_in_a_small_sample_waits_for_more_devices_before_it_fails() {
+    let Some(urls) =
+        emulators("one_anomaly_in_a_small_sample_waits_for_more_devices_before_it_fails")
+    else {
+        return;
+    };
+    let world = World::new(&urls, 150).await;
+    let target = world.target(&world.plan().await).await;
+    target.preflight().await.unwrap();
+    target.attach("run-s", "ota");
+    target.apply(&wave(0, 150), &key("run-s", 1)).await.unwrap();
+    let job = world.job_ids().await.remove(0);
+    let devices = world.execution_order(&job).await;
+    assert_eq!(devices.len(), 150);
+    // The first device the gate reads crashes after its reboot; the other
+    // 149 are healthy.
+    world.device_reports_anomaly(&devices[0]).await;
+    for thing in &devices[1..] {
+        world.device_reports(thing, "SUCCEEDED").await;
+    }
+    let gate = |max: f64| deployctl_plan::model::GateCheck::Fleet {
+        min_success_rate: 90.0,
+        max_anomaly_rate: Some(max),
+    };
+    let lenient = target.probe(&gate(1.5)).expect("a fleet probe");
+    // 1 of the first 50 read is 2 %, over 1.5 %, but not surely so.
+    let measured = lenient.measure().await;
+    let deployctl_adapter::Measurement::NoData { detail } = &measured else {
+        panic!("one anomaly in 50 failed the gate: {measured:?}");
+    };
+    assert!(detail.contains("50 sampled of 150"), "{detail}");
+    assert!(detail.contains("not conclusive"), "{detail}");
+    // The next measurement reads 50 more: 1 in 100 is under the bound.
+    let measured = lenient.measure().await;
+    let deployctl_adapter::Measurement::Pass { detail, .. } = &measured else {
+        panic!("{measured:?}");
+    };
+    assert!(detail.contains("100 sampled of 150"), "{detail}");
+    // Then the whole wave: 1 in 150.
+    let measured = lenient.measure().await;
+    let deployctl_adapter::Measurement::Pass { detail, .. } = &measured else {
+        panic!("{measured:?}");
+    };
+    assert!(detail.contains("of 150 updated devices"), "{detail}");
+    assert!(!detail.contains("sampled"), "{detail}");
+    // Over a stricter bound, with every device read, the rate is sure.
+    let strict = target.probe(&gate(0.5)).unwrap();
+    let measured = strict.measure().await;
+    assert!(
+        matches!(measured, deployctl_adapter::Measurement::Fail { .. }),
+        "{measured:?}"
+    );
+}
+
+#[tokio::test]
 async fn every_call_is_in_the_declared_iam_statements() {
     let Some(urls) = emulators("every_call_is_in_the_declared_iam_statements") else {
         return;

@@ -357,6 +357,34 @@ impl World {
         listed.things().iter().cloned().collect()
     }
 
+    /// The things a job was aimed at, in the order the service lists its
+    /// executions (the emulator: creation order).
+    pub async fn execution_order(&self, job_id: &str) -> Vec<String> {
+        let mut things = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .iot
+                .list_job_executions_for_job()
+                .job_id(job_id)
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await
+                .expect("ListJobExecutionsForJob");
+            things.extend(
+                page.execution_summaries()
+                    .iter()
+                    .filter_map(|e| e.thing_arn())
+                    .map(|arn| arn.rsplit('/').next().unwrap_or(arn).to_owned()),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return things;
+            }
+        }
+    }
+
     /// A job's settings as the tests check them.
     pub async fn describe_job(&self, job_id: &str) -> serde_json::Value {
         let job = self
