@@ -24,6 +24,7 @@ pub mod iam;
 mod notify;
 mod probe;
 mod target;
+pub mod team;
 pub mod writer;
 
 pub use error::{AdapterError, ErrorClass};

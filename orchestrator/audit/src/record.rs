@@ -294,6 +294,10 @@ actions! {
     /// (`stage`, `target`; `detail`: for a fleet, each firmware manifest's
     /// SHA-256 and signer).
     ArtifactVerified = "artifact.verified",
+    /// `lock break` freed a team lock whose lease ran out (`target`: the
+    /// platform identity; `run`: the run that held it; `detail`: its
+    /// owner, lease and the reason given).
+    LockBroken = "lock.broken",
 }
 
 impl fmt::Display for Action {

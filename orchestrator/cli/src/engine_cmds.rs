@@ -30,6 +30,8 @@ pub struct Options<'a> {
     pub state_dir: &'a Path,
     /// The access file (S1: who may roll back or kill where).
     pub access: &'a Path,
+    /// The team backend (`--backend`), whose locks every PC shares.
+    pub backend: Option<&'a deployctl_aws_audit::S3Location>,
     pub json: bool,
     pub yes: bool,
     /// Set by `retry`: the run the new one starts again.
@@ -70,7 +72,8 @@ pub(crate) fn confirm(question: &str, yes: bool) -> bool {
 fn drive(
     journal: Arc<Journal>,
     json: bool,
-    options: EngineOptions,
+    backend: Option<&deployctl_aws_audit::S3Location>,
+    mut options: EngineOptions,
     work: impl for<'e> FnOnce(
         &'e Engine,
     ) -> std::pin::Pin<
@@ -93,6 +96,10 @@ fn drive(
         }
     };
     runtime.block_on(async {
+        options.team = match crate::team::engine_backend(backend).await {
+            Ok(team) => team,
+            Err(message) => return crate::report::refused(message),
+        };
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let renderer = tokio::spawn(progress_view::render(view(json), receiver));
         let engine = Engine::new(journal, options, ProgressSink::new(sender));
@@ -274,6 +281,7 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     drive(
         journal,
         options.json,
+        options.backend,
         EngineOptions::default(),
         move |engine| {
             Box::pin(async move {
@@ -396,6 +404,7 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
     drive(
         journal,
         options.json,
+        options.backend,
         EngineOptions::default(),
         move |engine| Box::pin(async move { engine.execute(&context).await }),
         run_id,
@@ -467,6 +476,7 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
     let code = drive(
         journal.clone(),
         options.json,
+        options.backend,
         EngineOptions::default(),
         move |engine| {
             Box::pin(async move {
@@ -744,6 +754,7 @@ fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
     let code = drive(
         journal.clone(),
         options.json,
+        options.backend,
         EngineOptions::default(),
         move |engine| Box::pin(async move { engine.execute(&context).await }),
         run_id,

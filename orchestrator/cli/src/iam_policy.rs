@@ -57,6 +57,8 @@ pub struct Flags<'a> {
     pub audit_sink: Option<&'a str>,
     /// The deploy PC's KMS key for the MFA master key.
     pub mfa_kms_key: Option<&'a str>,
+    /// The team backend (`--backend`), already checked.
+    pub backend: Option<&'a S3Location>,
 }
 
 /// `deployctl iam-policy`: prints the policy as pretty JSON, ready for
@@ -94,6 +96,9 @@ pub fn command(file: &str, flags: &Flags<'_>, load: impl FnOnce(&str) -> Option<
     }
     if let Some(key) = flags.mfa_kms_key {
         statements.extend(deployctl_aws_audit::iam::mfa_kms_statements(key, &scope));
+    }
+    if let Some(backend) = flags.backend {
+        statements.extend(deployctl_aws_team::iam::statements(backend, &scope));
     }
     let document = policy_document(&statements);
     // Strings and lists only: serializing cannot fail.

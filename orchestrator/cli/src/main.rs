@@ -44,6 +44,7 @@ mod report;
 mod run_now;
 mod runs;
 mod state_dir;
+mod team;
 mod wiring;
 
 use std::io::{IsTerminal, Write};
@@ -96,6 +97,11 @@ struct Cli {
     /// Never colour output (also: the NO_COLOR environment variable).
     #[arg(long, global = true)]
     no_color: bool,
+    /// The team backend every deploy PC shares, `s3://BUCKET/PREFIX`:
+    /// target locks taken there too, so a run on another PC is excluded.
+    /// Without it, locks are this state directory's only.
+    #[arg(long, global = true, env = "DEPLOYCTL_BACKEND", value_name = "URL")]
+    backend: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -352,6 +358,12 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// The team backend's target locks: `lock list`, `lock break TARGET
+    /// --reason TEXT` (an operator frees a lock whose holder died).
+    Lock {
+        #[command(subcommand)]
+        command: team::LockCommand,
+    },
     /// Enroll in or confirm TOTP multi-factor authentication.
     Mfa {
         #[command(subcommand)]
@@ -482,9 +494,14 @@ fn main() -> ExitCode {
     let state_dir = state_dir::resolve(cli.state_dir.clone());
     let json = cli.output == Output::Json;
     let access_file = access::access_path(cli.access.as_deref(), &state_dir);
+    let backend = match team::location(cli.backend.as_deref()) {
+        Ok(backend) => backend,
+        Err(code) => return ExitCode::from(report::finish(code, json)),
+    };
     let run_options = |yes: bool| engine_cmds::Options {
         state_dir: &state_dir,
         access: &access_file,
+        backend: backend.as_ref(),
         json,
         yes,
         retry_of: None,
@@ -537,6 +554,7 @@ fn main() -> ExitCode {
                 region,
                 audit_sink: audit_sink.as_deref().filter(|s| !s.is_empty()),
                 mfa_kms_key: mfa_kms_key.as_deref().filter(|s| !s.is_empty()),
+                backend: backend.as_ref(),
             },
             |file| load_plan(file, color).ok(),
         ),
@@ -704,6 +722,9 @@ fn main() -> ExitCode {
         Command::Audit { command } => audit_cmds::run(command, &state_dir, &access_file, json),
         Command::Artifact { command } => artifact_cmds::run(command, &state_dir, json),
         Command::Fleet { command } => fleet_cmds::run(command, &state_dir, json),
+        Command::Lock { command } => {
+            team::command(command, backend.as_ref(), &state_dir, &access_file, json)
+        }
         Command::Rehearse { file, fail, seed } => match load_plan(file, color) {
             Ok(loaded) => rehearse::rehearse(&loaded, file, fail, *seed, &run_options(true)),
             Err(_) => exit::INVALID_INPUT,

@@ -161,6 +161,7 @@ pub fn line(event: &Progress) -> String {
             "{stage}: gate {gate} {}",
             verdict(if *passed { "passed" } else { "failed" }, detail)
         ),
+        Progress::Notice { run, message } => format!("run {run}: {message}"),
     }
 }
 

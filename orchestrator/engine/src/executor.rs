@@ -124,6 +124,9 @@ pub struct EngineOptions {
     pub kill_poll: Duration,
     /// How often approvals and wave progress are polled.
     pub poll: Duration,
+    /// Locks shared with every other PC (`--backend`); `None`: the
+    /// journal's own locks only.
+    pub team: Option<crate::team::TeamBackend>,
 }
 
 impl Default for EngineOptions {
@@ -136,6 +139,7 @@ impl Default for EngineOptions {
             },
             kill_poll: Duration::from_millis(250),
             poll: Duration::from_secs(1),
+            team: None,
         }
     }
 }
@@ -167,6 +171,11 @@ impl Engine {
     pub async fn execute(&self, context: &RunContext) -> Result<RunOutcome, EngineError> {
         let hub = self.hub(context);
         let outcome = self.drive_with(context, &hub).await;
+        if let Ok(ended) = &outcome
+            && ended.phase.is_terminal()
+        {
+            self.release_team_locks(&context.run_id).await;
+        }
         hub.flush().await;
         outcome
     }
@@ -204,6 +213,11 @@ impl Engine {
                 RunPhase::RolledBack,
             )
             .await;
+        if let Ok(ended) = &outcome
+            && ended.phase.is_terminal()
+        {
+            self.release_team_locks(&context.run_id).await;
+        }
         hub.flush().await;
         outcome
     }
@@ -251,6 +265,15 @@ impl Engine {
                 .map(|stage| stage.target_key)
                 .collect();
             self.journal.acquire_locks(run_id, &keys, &run.initiator)?;
+            if run.mode == RunMode::Apply {
+                let owner = deployctl_adapter::team::LockOwner {
+                    run: run_id.clone(),
+                    pc: crate::run::host_name(),
+                    operator: run.initiator.clone(),
+                    environment: context.plan.metadata.environment.clone(),
+                };
+                self.retake_team_locks(run_id, &owner).await?;
+            }
         }
         // A stage that failed just before the process died: its rollback
         // had not started yet. Roll back now rather than retry the stage.
@@ -308,6 +331,11 @@ impl Engine {
         // its poll, so a stage checks a channel, not the journal, per step.
         let (steer_tx, steer_rx) = watch::channel(self.journal.hold_state(run_id)?);
         let watcher = self.spawn_kill_watcher(run_id.clone(), abort_tx.clone(), steer_tx);
+        // Renewed until this drive ends, rollback included.
+        let _renewer = match run.mode {
+            RunMode::Apply => self.spawn_lease_renewer(run_id)?,
+            RunMode::Rehearse => None,
+        };
         if run.phase == RunPhase::Pending {
             hub.send(
                 RunEvent::Started,

@@ -31,5 +31,6 @@ pub mod run;
 mod stage;
 pub mod start;
 pub mod state;
+pub mod team;
 pub mod walker;
 mod waves;

@@ -56,6 +56,10 @@ pub enum Progress {
         passed: bool,
         detail: String,
     },
+    /// Something about the run an operator should know that is no step
+    /// of it (the team lock's lease could not be renewed, say).
+    #[serde(rename_all = "camelCase")]
+    Notice { run: String, message: String },
 }
 
 /// Where progress goes: a channel, or nowhere.

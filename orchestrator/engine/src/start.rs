@@ -57,6 +57,10 @@ pub enum Refusal {
         run: String,
         holder: String,
     },
+    /// The team backend refused or could not say (a lease ran out, the
+    /// backend is unreachable): nothing is assumed.
+    #[error("{reason}. Nothing was changed.")]
+    TeamLock { reason: String },
 }
 
 impl Engine {
@@ -131,6 +135,17 @@ impl Engine {
         };
         locks.sort();
         locks.dedup();
+        // Team locks first: a refusal there leaves no run either. Those
+        // taken are given back if the journal then refuses.
+        let team_owner = deployctl_adapter::team::LockOwner {
+            run: context.run_id.clone(),
+            pc: crate::run::host_name(),
+            operator: request.initiator.to_owned(),
+            environment: plan.metadata.environment.clone(),
+        };
+        if request.mode == RunMode::Apply {
+            self.take_team_locks(&locks, &team_owner).await?;
+        }
         let created = self.journal.create_run(&NewRun {
             id: &context.run_id,
             plan_name: &plan.metadata.name,
@@ -141,8 +156,11 @@ impl Engine {
             initiator: request.initiator,
             mode: request.mode,
             stages,
-            locks,
+            locks: locks.clone(),
         });
+        if created.is_err() && request.mode == RunMode::Apply {
+            self.give_back_team_locks(&locks, &context.run_id).await;
+        }
         match created {
             Ok(()) => Ok(()),
             Err(JournalError::Locked {

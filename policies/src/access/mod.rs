@@ -71,6 +71,9 @@ pub enum Action {
     /// Hold a run (`pause`) or move it on (`promote`): steering a release
     /// in flight is an operator's, like rolling it back.
     Steer,
+    /// Break a team lock whose lease ran out (`deployctl lock break`):
+    /// deciding that a run elsewhere is dead is an operator's call.
+    BreakLock,
     /// Approve a gate that asks for the named approval role.
     Approve {
         role: String,
@@ -87,6 +90,7 @@ impl fmt::Display for Action {
             Action::Rollback => f.write_str("roll back"),
             Action::Kill => f.write_str("kill runs"),
             Action::Steer => f.write_str("pause or promote runs"),
+            Action::BreakLock => f.write_str("break team locks"),
             Action::Approve { role } => write!(f, "approve as `{role}`"),
             Action::ReadAudit => f.write_str("read the audit trail"),
             Action::AdministerMfa => f.write_str("administer MFA enrollments"),
@@ -209,7 +213,7 @@ impl Access {
         }
         let policy = self.environments.get(environment);
         match action {
-            Action::Apply | Action::Rollback | Action::Kill | Action::Steer => {
+            Action::Apply | Action::Rollback | Action::Kill | Action::Steer | Action::BreakLock => {
                 self.may_operate(user, action, environment, policy)
             }
             Action::Approve { role } => self.may_approve(user, role, environment, policy),

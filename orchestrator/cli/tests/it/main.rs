@@ -31,6 +31,7 @@ mod real_cluster;
 mod runs;
 mod sandbox;
 mod snapshot;
+mod team_locks;
 
 use std::path::PathBuf;
 

@@ -13,3 +13,4 @@ mod notifications;
 mod releases;
 mod resume;
 mod start;
+mod team;

@@ -1,0 +1,173 @@
+//! Team locks: target locks every deploy PC (and the in-cluster
+//! controller) shares through one backend, so two operators on two PCs
+//! cannot move the same target at once (R13, J2).
+//!
+//! The journal's own locks stay what they are (they exclude runs of one
+//! state directory); a team lock is taken on top of them, keyed by the
+//! same platform identity. A lock has an owner (run, PC, operator,
+//! environment) and a lease the owner renews while it is alive. What a
+//! backend must guarantee:
+//!
+//! - **All or none**: [`TeamLocks::acquire`] takes every key or, when one
+//!   is held, gives back the ones it took and names the holder.
+//! - **One winner**: two PCs racing for a free key never both hold it
+//!   (conditional writes, not read-then-write).
+//! - **No silent takeover**: a lease that ran out is not taken by the next
+//!   run; it is [`TeamLockError::Expired`] until an operator breaks it with
+//!   [`TeamLocks::break_lock`], which is audited by the caller. Only a
+//!   lock its owner released is free.
+//! - **Idempotent for its run**: a resumed run acquires its own locks
+//!   again (after a crash the lease may have run out: it is still its own).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::BoxFuture;
+
+/// Who holds (or asks for) a team lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockOwner {
+    pub run: String,
+    /// The deploy PC (host name) that drives the run.
+    pub pc: String,
+    pub operator: String,
+    pub environment: String,
+}
+
+impl fmt::Display for LockOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "run {} of operator {} on PC {} ({})",
+            self.run, self.operator, self.pc, self.environment
+        )
+    }
+}
+
+/// A team lock as the backend holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockRecord {
+    /// The target's platform identity.
+    pub target: String,
+    pub owner: LockOwner,
+    /// Unix milliseconds.
+    pub acquired_at: i64,
+    pub renewed_at: i64,
+    /// Held until then unless renewed (Unix milliseconds).
+    pub lease_until: i64,
+    /// The owner let it go (its run ended), or an operator broke it.
+    pub released: bool,
+    /// Set when an operator broke the lock: who, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<BrokenLock>,
+}
+
+impl LockRecord {
+    /// Whether the lease ran out at `now_ms` (a held lock only).
+    pub fn expired(&self, now_ms: i64) -> bool {
+        !self.released && self.lease_until <= now_ms
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokenLock {
+    pub by: String,
+    pub reason: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TeamLockError {
+    /// A live run elsewhere holds the target.
+    #[error("target {target} is locked by {owner} (lease renewed until {lease_until_ms} ms)")]
+    Held {
+        target: String,
+        owner: LockOwner,
+        lease_until_ms: i64,
+    },
+    /// The holder stopped renewing: it may be dead, or cut off. Only an
+    /// operator decides (`deployctl lock break`).
+    #[error(
+        "target {target} is locked by {owner}, whose lease ran out {expired_for_s} s ago: the run may be dead or cut off; if it is, break the lock with `deployctl lock break {target} --reason TEXT`"
+    )]
+    Expired {
+        target: String,
+        owner: LockOwner,
+        expired_for_s: i64,
+    },
+    /// A lock this run held was broken or taken while it ran.
+    #[error("the team lock on {target} is no longer run {run}'s: {detail}")]
+    Lost {
+        target: String,
+        run: String,
+        detail: String,
+    },
+    /// `break_lock` of a lease still being renewed.
+    #[error(
+        "target {target} is held by {owner}, whose lease is renewed (until {lease_until_ms} ms): it is alive, stop it with `deployctl kill {run}` instead",
+        run = owner.run
+    )]
+    Alive {
+        target: String,
+        owner: LockOwner,
+        lease_until_ms: i64,
+    },
+    #[error("no team lock on {target}")]
+    NotLocked { target: String },
+    /// The backend could not be read or written; nothing is assumed.
+    #[error("team backend: {0}")]
+    Backend(String),
+}
+
+/// Locks shared by every PC through one backend. See the module docs for
+/// what an implementation guarantees.
+pub trait TeamLocks: Send + Sync {
+    /// How long a lease lasts without renewal.
+    fn lease(&self) -> Duration;
+
+    /// Takes every key for `owner.run`, all or none.
+    fn acquire<'a>(
+        &'a self,
+        keys: &'a [String],
+        owner: &'a LockOwner,
+    ) -> BoxFuture<'a, Result<(), TeamLockError>>;
+
+    /// Extends the lease of every key `run` holds; [`TeamLockError::Lost`]
+    /// when one is no longer its own.
+    fn renew<'a>(
+        &'a self,
+        keys: &'a [String],
+        run: &'a str,
+    ) -> BoxFuture<'a, Result<(), TeamLockError>>;
+
+    /// Lets go of the keys `run` holds (those it no longer holds are left
+    /// alone).
+    fn release<'a>(
+        &'a self,
+        keys: &'a [String],
+        run: &'a str,
+    ) -> BoxFuture<'a, Result<(), TeamLockError>>;
+
+    /// The lock on `key`, released or not; `None` if there never was one.
+    fn inspect<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LockRecord>, TeamLockError>>;
+
+    /// Every lock the backend has, released ones included.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<LockRecord>, TeamLockError>>;
+
+    /// Breaks a lock whose lease ran out ([`TeamLockError::Alive`] if it
+    /// is still renewed); returns the lock as it was.
+    fn break_lock<'a>(
+        &'a self,
+        key: &'a str,
+        by: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<LockRecord, TeamLockError>>;
+}

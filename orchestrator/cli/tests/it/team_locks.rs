@@ -1,0 +1,172 @@
+//! Team locks across deploy PCs (issue 11), through the binary on moto:
+//! each PC is its own state directory and host name, all share one
+//! `--backend s3://…`. PC B's apply of the target PC A is releasing is
+//! refused naming A's PC, operator and run, and nothing moves; after A is
+//! SIGKILLed its lease runs out, B is still refused until an operator
+//! breaks the lock (audited), and then B runs.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::lambda_support::{LambdaAccount, emulators};
+use crate::sandbox::{Running, Sandbox, wait_until};
+
+/// A canary that first waits an hour at 0 %: the run holds its locks and
+/// has moved nothing.
+fn plan(function: &str) -> String {
+    format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: team-locks, environment: test}}\n\
+targets:\n  fn:\n    lambda: {{functionName: \"{function}\", alias: live, region: us-east-1}}\n\
+artifacts:\n  fn: {{version: \"2\", lambda: {{version: \"2\"}}}}\n\
+stages:\n  - name: fn\n    target: fn\n    canary:\n      steps: [{{pause: {{duration: 1h}}}}, {{setWeight: 10}}, {{setWeight: 100}}]\n"
+    )
+}
+
+/// One deploy PC: its own state directory and host name, the team's
+/// backend.
+struct Pc<'a> {
+    name: &'static str,
+    operator: &'static str,
+    sandbox: Sandbox,
+    account: &'a LambdaAccount,
+    backend: String,
+}
+
+impl Pc<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.account.command(&self.sandbox, args);
+        command
+            .env("HOSTNAME", self.name)
+            .env("USER", self.operator)
+            .env("DEPLOYCTL_BACKEND", &self.backend)
+            .env("DEPLOYCTL_LOCK_LEASE_SECONDS", "3");
+        command
+    }
+
+    fn spawn(&self, args: &[&str]) -> Running {
+        self.sandbox.spawn_command(self.command(args), args, None)
+    }
+
+    fn run(&self, args: &[&str]) -> crate::sandbox::Finished {
+        self.spawn(args).wait(crate::sandbox::COMMAND_TIMEOUT)
+    }
+
+    fn plan_file(&self) -> String {
+        let path = self.sandbox.root().join("plan.yaml");
+        std::fs::write(&path, plan(&self.account.function)).expect("plan written");
+        path.to_string_lossy().into_owned()
+    }
+
+    fn locks(&self) -> serde_json::Value {
+        let out = self.run(&["lock", "list", "--output", "json"]);
+        out.expect_code(0);
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+#[test]
+fn a_second_pc_is_refused_and_a_dead_pcs_lock_is_freed_only_by_an_audited_break() {
+    let Some((_, proxy)) =
+        emulators("a_second_pc_is_refused_and_a_dead_pcs_lock_is_freed_only_by_an_audited_break")
+    else {
+        return;
+    };
+    let account = LambdaAccount::new(&proxy, "team-locks");
+    let bucket = format!("team-{}", account.id);
+    account.python(&format!(
+        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')\n"
+    ));
+    let backend = format!("s3://{bucket}/deployctl");
+    let pc = |name, operator| Pc {
+        name,
+        operator,
+        sandbox: Sandbox::new(&format!("team-{name}")),
+        account: &account,
+        backend: backend.clone(),
+    };
+    let (a, b) = (pc("pc-a", "alice"), pc("pc-b", "bob"));
+    let alias_arn = format!(
+        "arn:aws:lambda:us-east-1:{}:function:{}:live",
+        account.id, account.function
+    );
+
+    let plan_a = a.plan_file();
+    let running = a.spawn(&["apply", &plan_a, "--yes"]);
+    wait_until(Duration::from_secs(60), "PC A holds the team lock", || {
+        a.locks()
+            .as_array()
+            .is_some_and(|locks| locks.iter().any(|l| l["state"] == "held"))
+    });
+    let run_a = a.sandbox.run_ids().first().cloned().expect("A's run");
+
+    // PC B, three seconds later in the story: refused, naming A.
+    let plan_b = b.plan_file();
+    let alias_before = account.alias();
+    let refused = b.run(&["apply", &plan_b, "--yes"]);
+    refused.expect_code(2);
+    for named in [
+        format!("is locked by run {run_a}"),
+        "operator alice@pc-a on PC pc-a".to_owned(),
+        alias_arn.clone(),
+        "Nothing was changed".to_owned(),
+    ] {
+        assert!(
+            refused.stderr.contains(&named),
+            "missing {named:?}: {refused}"
+        );
+    }
+    assert!(b.sandbox.run_ids().is_empty(), "a refusal is not a run");
+    assert_eq!(account.alias(), alias_before, "nothing moved");
+
+    // A's PC dies. Its lease (3 s here) runs out, and B is still refused:
+    // the lock is not taken over silently.
+    assert!(!running.sigkill(), "A's run was still going when killed");
+    std::thread::sleep(Duration::from_secs(4));
+    let refused = b.run(&["apply", &plan_b, "--yes"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("lease ran out") && refused.stderr.contains("lock break"),
+        "{refused}"
+    );
+    assert!(b.sandbox.run_ids().is_empty());
+
+    // An operator on B breaks it, with a reason; the trail says so.
+    let broken = b.run(&["lock", "break", &alias_arn, "--reason", "pc-a lost power"]);
+    broken.expect_code(0);
+    assert!(broken.stdout.contains(&run_a), "{broken}");
+    let audit = b.run(&["audit", "show", "--output", "json"]);
+    audit.expect_code(0);
+    assert!(
+        audit.stdout.contains("lock.broken") && audit.stdout.contains("pc-a lost power"),
+        "{audit}"
+    );
+    // Breaking it again finds nothing to break.
+    b.run(&["lock", "break", &alias_arn, "--reason", "again"])
+        .expect_code(2);
+
+    // B's release now runs and holds the lock as B's.
+    let running_b = b.spawn(&["apply", &plan_b, "--yes"]);
+    wait_until(Duration::from_secs(60), "PC B holds the team lock", || {
+        b.locks().as_array().is_some_and(|locks| {
+            locks
+                .iter()
+                .any(|l| l["state"] == "held" && l["pc"] == "pc-b")
+        })
+    });
+    let run_b = b.sandbox.run_ids().first().cloned().expect("B's run");
+    // A live lease cannot be broken: kill the run instead.
+    let alive = a.run(&["lock", "break", &alias_arn, "--reason", "mistake"]);
+    alive.expect_code(2);
+    assert!(
+        alive.stderr.contains(&format!("deployctl kill {run_b}")),
+        "{alive}"
+    );
+
+    // B's run ends (killed): its lock is given back, free for anyone.
+    b.run(&["kill", &run_b, "--yes"]).expect_code(0);
+    running_b.wait(crate::sandbox::COMMAND_TIMEOUT);
+    let locks = b.locks();
+    let lock = &locks.as_array().expect("a list")[0];
+    assert_eq!(lock["state"], "free", "{locks}");
+    assert_eq!(lock["run"], run_b.as_str());
+}
