@@ -171,3 +171,97 @@ pub trait TeamLocks: Send + Sync {
         reason: &'a str,
     ) -> BoxFuture<'a, Result<LockRecord, TeamLockError>>;
 }
+
+/// A run as the team backend keeps it, written through by the PC that
+/// drives it: enough for any PC to see where it stands and to ask it to
+/// stop (and, with the plan, to roll it back when that PC is gone).
+/// Phases are the journal's words (`Progressing`, `RolledBack`…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedRun {
+    pub run: String,
+    pub plan_name: String,
+    pub environment: String,
+    pub plan_file: String,
+    pub plan_digest: String,
+    /// The plan as it was applied (plans name targets, never secrets).
+    pub plan_source: String,
+    pub initiator: String,
+    /// The PC that drives the run.
+    pub pc: String,
+    pub phase: String,
+    pub terminal: bool,
+    pub rollback_incomplete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Grows with every write; a record never replaces a newer one.
+    pub revision: u64,
+    pub stages: Vec<SharedStage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedStage {
+    pub name: String,
+    pub target: String,
+    /// The target's platform identity (what its lock is keyed by).
+    pub target_key: String,
+    pub phase: String,
+    pub weight: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_version: Option<String>,
+    /// Whether the stage (maybe) changed its target: a rollback undoes it.
+    pub moved: bool,
+}
+
+/// What another PC asks of a run it does not drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopAsk {
+    /// `deployctl kill RUN`.
+    Kill,
+    /// `deployctl rollback RUN`.
+    Rollback,
+    /// `deployctl abort RUN`.
+    Abort,
+}
+
+/// A stop asked for through the backend: the first one asked stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopAsked {
+    pub ask: StopAsk,
+    /// Who asked, as the trail names them (`user@host`).
+    pub by: String,
+    pub at: i64,
+}
+
+/// Run records and stop requests shared through the backend.
+pub trait TeamRuns: Send + Sync {
+    /// Writes the driving PC's record of its run, unless the backend
+    /// already has this revision or a newer one.
+    fn publish<'a>(&'a self, run: &'a SharedRun) -> BoxFuture<'a, Result<(), TeamLockError>>;
+
+    fn fetch<'a>(&'a self, run: &'a str)
+    -> BoxFuture<'a, Result<Option<SharedRun>, TeamLockError>>;
+
+    /// Every run the backend has a record of.
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<SharedRun>, TeamLockError>>;
+
+    /// Asks `run` to stop; returns the request in force (an earlier one
+    /// stands: a kill is never turned into an abort by a second ask).
+    fn ask_stop<'a>(
+        &'a self,
+        run: &'a str,
+        asked: &'a StopAsked,
+    ) -> BoxFuture<'a, Result<StopAsked, TeamLockError>>;
+
+    fn stop_asked<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StopAsked>, TeamLockError>>;
+}

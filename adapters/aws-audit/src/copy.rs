@@ -18,7 +18,7 @@ use deployctl_audit::{AuditError, CopyFile};
 use crate::bridge::Bridge;
 use crate::client;
 use crate::error::{AwsAuditError, CallFailure};
-use crate::location::S3Location;
+use crate::location::{S3Location, TrailKeys};
 
 /// One stored version of one trail object.
 #[derive(Debug, Clone, PartialEq, Eq)]

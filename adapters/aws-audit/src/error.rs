@@ -10,8 +10,6 @@ pub(crate) type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 /// Why the sink, the copy reader or the key provider cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AwsAuditError {
-    #[error("invalid audit sink `{given}`: {reason}")]
-    Location { given: String, reason: String },
     #[error("invalid audit retention `{given}` days: {reason}")]
     Retention { given: String, reason: String },
     /// The destination cannot be used as configured (no Object Lock, no

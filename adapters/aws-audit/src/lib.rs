@@ -31,7 +31,7 @@ pub use client::s3_client;
 pub use copy::{ObjectVersion, S3Copy};
 pub use error::AwsAuditError;
 pub use kms::{CONTEXT_PURPOSE, KMS_KEY_ENV, KmsKeyProvider, MfaKeySource, WRAPPED_KEY_FILE};
-pub use location::S3Location;
+pub use location::{InvalidS3Location, S3Location, TrailKeys};
 pub use retention::{MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, Retention};
 pub use sink::S3ObjectLockSink;
 

@@ -1,53 +1,31 @@
-//! `s3://bucket/prefix`: where the trail is shipped, and the object names
-//! under it.
+//! The trail's object names under an `s3://bucket/prefix`
+//! ([`S3Location`], shared with the other things deployctl keeps in S3).
 //!
 //! Object names follow [`deployctl_audit::sink`]: one
 //! `records-<first>-<last>.jsonl` per batch and one `checkpoint-<seq>.json`
 //! per checkpoint, numbers zero-padded to 20 digits so that key order is
 //! `seq` order and a listing reads back in the order it was written.
 
-use std::fmt;
-use std::str::FromStr;
+pub use deployctl_aws::s3_location::{InvalidS3Location, S3Location};
 
-use crate::error::AwsAuditError;
-
-/// A bucket and a key prefix (without leading or trailing `/`; may be empty).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Location {
-    pub bucket: String,
-    pub prefix: String,
+/// The audit trail's objects in a location.
+pub trait TrailKeys {
+    fn records_key(&self, first: u64, last: u64) -> String;
+    fn checkpoint_key(&self, seq: u64) -> String;
+    /// Whether `key` is one of the trail's objects directly under the prefix.
+    fn is_trail_object(&self, key: &str) -> bool;
 }
 
-impl S3Location {
-    /// The key of an object named `name` under the prefix.
-    pub fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.prefix)
-        }
-    }
-
-    /// What a listing of this location's objects asks for.
-    pub fn list_prefix(&self) -> String {
-        self.key("")
-    }
-
-    /// `s3://bucket/key` of one object, for messages.
-    pub fn url(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.bucket)
-    }
-
-    pub fn records_key(&self, first: u64, last: u64) -> String {
+impl TrailKeys for S3Location {
+    fn records_key(&self, first: u64, last: u64) -> String {
         self.key(&format!("records-{first:020}-{last:020}.jsonl"))
     }
 
-    pub fn checkpoint_key(&self, seq: u64) -> String {
+    fn checkpoint_key(&self, seq: u64) -> String {
         self.key(&format!("checkpoint-{seq:020}.json"))
     }
 
-    /// Whether `key` is one of the trail's objects directly under the prefix.
-    pub fn is_trail_object(&self, key: &str) -> bool {
+    fn is_trail_object(&self, key: &str) -> bool {
         let Some(name) = key.strip_prefix(&self.list_prefix()) else {
             return false;
         };
@@ -57,77 +35,13 @@ impl S3Location {
     }
 }
 
-impl fmt::Display for S3Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix.is_empty() {
-            write!(f, "s3://{}", self.bucket)
-        } else {
-            write!(f, "s3://{}/{}", self.bucket, self.prefix)
-        }
-    }
-}
-
-impl FromStr for S3Location {
-    type Err = AwsAuditError;
-
-    fn from_str(text: &str) -> Result<S3Location, AwsAuditError> {
-        let invalid = |reason: &str| AwsAuditError::Location {
-            given: text.to_string(),
-            reason: reason.to_string(),
-        };
-        let rest = text
-            .strip_prefix("s3://")
-            .ok_or_else(|| invalid("expected s3://BUCKET/PREFIX"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        check_bucket(bucket).map_err(invalid)?;
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|part| part == "." || part == "..") {
-            return Err(invalid("the prefix must not contain `.` or `..` segments"));
-        }
-        if prefix.contains("//") {
-            return Err(invalid("the prefix must not contain empty segments (`//`)"));
-        }
-        if prefix.chars().any(char::is_control) {
-            return Err(invalid("the prefix must not contain control characters"));
-        }
-        Ok(S3Location {
-            bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
-        })
-    }
-}
-
-/// S3's bucket naming rules (the ones a typo breaks).
-fn check_bucket(bucket: &str) -> Result<(), &'static str> {
-    if bucket.is_empty() {
-        return Err("no bucket name after s3://");
-    }
-    if !(3..=63).contains(&bucket.len()) {
-        return Err("a bucket name is 3 to 63 characters long");
-    }
-    if !bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return Err("a bucket name has only lowercase letters, digits, `-` and `.`");
-    }
-    let edges = [bucket.as_bytes()[0], bucket.as_bytes()[bucket.len() - 1]];
-    if edges.iter().any(|b| !b.is_ascii_alphanumeric()) {
-        return Err("a bucket name starts and ends with a letter or digit");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_bucket_and_prefix() {
+    fn trail_object_names_sort_in_seq_order() {
         let location: S3Location = "s3://audit-bucket/deployctl/prod/".parse().unwrap();
-        assert_eq!(location.bucket, "audit-bucket");
-        assert_eq!(location.prefix, "deployctl/prod");
-        assert_eq!(location.to_string(), "s3://audit-bucket/deployctl/prod");
         assert_eq!(
             location.records_key(1, 12),
             "deployctl/prod/records-00000000000000000001-00000000000000000012.jsonl"
@@ -137,7 +51,6 @@ mod tests {
             "deployctl/prod/checkpoint-00000000000000000012.json"
         );
         let bare: S3Location = "s3://audit-bucket".parse().unwrap();
-        assert_eq!(bare.prefix, "");
         assert_eq!(
             bare.checkpoint_key(3),
             "checkpoint-00000000000000000003.json"
@@ -152,22 +65,5 @@ mod tests {
         assert!(!location.is_trail_object("p/sub/checkpoint-1.json"));
         assert!(!location.is_trail_object("other/records-1-2.jsonl"));
         assert!(!location.is_trail_object("p/notes.txt"));
-    }
-
-    #[test]
-    fn bad_locations_say_what_is_wrong() {
-        for (text, why) in [
-            ("audit-bucket/x", "expected s3://"),
-            ("s3://", "no bucket"),
-            ("s3://ab", "3 to 63"),
-            ("s3://Audit/x", "lowercase"),
-            ("s3://-audit/x", "starts and ends"),
-            ("s3://audit-bucket/a/../b", "`..`"),
-            ("s3://audit-bucket/a//b", "empty segments"),
-        ] {
-            let error = text.parse::<S3Location>().unwrap_err().to_string();
-            assert!(error.contains(why), "{text}: {error}");
-            assert!(error.contains(text), "{text}: {error}");
-        }
     }
 }

@@ -31,7 +31,7 @@ use deployctl_audit::{AuditRecord, Checkpoint, Sink, SinkError};
 use crate::bridge::Bridge;
 use crate::client;
 use crate::error::{AwsAuditError, CallFailure};
-use crate::location::S3Location;
+use crate::location::{S3Location, TrailKeys};
 use crate::retention::Retention;
 
 /// Ships the audit trail to `s3://bucket/prefix` under Object Lock.

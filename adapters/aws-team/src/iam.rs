@@ -1,23 +1,24 @@
 //! The IAM permissions the team backend needs (S6): reading, writing and
-//! listing its lock objects under the backend's prefix, nothing else in
+//! listing its lock and run objects under the backend's prefix, nothing else in
 //! the bucket. `deployctl iam-policy` adds them when a backend is
 //! configured, since they belong to the deploy PC rather than to a plan.
 
 use deployctl_adapter::iam::{Scope, Statement};
-use deployctl_aws_audit::S3Location;
+use deployctl_aws::s3_location::S3Location;
 
 /// `ListBucket` is limited to the prefix by the `s3:prefix` condition in
 /// AWS; a statement here has no conditions, so the listing is granted on
 /// the bucket and the objects only under the prefix.
 pub fn statements(backend: &S3Location, scope: &Scope) -> Vec<Statement> {
     let bucket = format!("arn:{}:s3:::{}", scope.partition, backend.bucket);
-    let objects = format!("{bucket}/{}", backend.key("locks/*"));
+    let locks = format!("{bucket}/{}", backend.key("locks/*"));
+    let runs = format!("{bucket}/{}", backend.key("runs/*"));
     vec![
         Statement::new("team backend listing", ["s3:ListBucket"], [bucket]),
         Statement::new(
-            "team backend locks",
+            "team backend locks and runs",
             ["s3:GetObject", "s3:PutObject"],
-            [objects],
+            [locks, runs],
         ),
     ]
 }

@@ -8,9 +8,25 @@
 //! nobody ever locked, `If-Match` on the ETag read for everything else),
 //! so two PCs racing for one target never both win. Like Terraform's S3
 //! backend lock file, with a lease instead of "held until unlocked".
+//! [`S3Runs`] keeps the team's run records and stop requests under
+//! `PREFIX/runs/` ([`TeamRuns`](deployctl_adapter::team::TeamRuns)).
 //! [`iam::statements`] are the S3 actions the backend needs.
 
 pub mod iam;
 mod locks;
+mod objects;
+mod runs;
 
 pub use locks::{DEFAULT_LEASE, S3Locks};
+pub use runs::S3Runs;
+
+/// The backend's S3 client: path-style addressing whenever an endpoint is
+/// configured (emulators and S3-compatible stores), as every S3 client of
+/// deployctl's.
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(deployctl_aws::config::s3_path_style(sdk))
+            .build(),
+    )
+}

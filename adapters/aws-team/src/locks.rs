@@ -8,15 +8,14 @@
 //! was lost is retried by the SDK, meets its own ETag change (412), and
 //! the re-read finds the lock already this run's.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::operation::get_object::GetObjectError;
-use aws_sdk_s3::primitives::ByteStream;
+use deployctl_adapter::BoxFuture;
 use deployctl_adapter::team::{BrokenLock, LockOwner, LockRecord, TeamLockError, TeamLocks};
-use deployctl_adapter::{AdapterError, BoxFuture};
-use deployctl_aws_audit::S3Location;
+use deployctl_aws::s3_location::S3Location;
+
+use crate::objects::{Condition, Objects, Written, now_ms};
 
 /// A lease: long enough that a PC under load renews well before it ends
 /// (every third of it), short enough that a dead PC's lock is reported
@@ -27,47 +26,25 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 /// keeps changing under us (each lost race means another writer won).
 const ATTEMPTS: usize = 8;
 
-/// Attempts of one call that failed transiently, before the backend is
-/// reported unavailable (50 ms doubling: about 3 s in all).
-const TRANSIENT_RETRIES: u32 = 6;
-
 /// Team locks in `location`'s `locks/` folder.
 pub struct S3Locks {
-    client: Client,
-    location: S3Location,
+    objects: Objects,
     lease: Duration,
 }
 
 impl std::fmt::Debug for S3Locks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Locks")
-            .field("location", &self.location.to_string())
+            .field("location", &self.objects.location.to_string())
             .field("lease", &self.lease)
             .finish()
     }
 }
 
-/// How a write is conditioned.
-enum Condition<'a> {
-    /// Nobody ever wrote this key (`If-None-Match: *`).
-    Absent,
-    /// Nobody changed it since we read this ETag (`If-Match`).
-    Unchanged(&'a str),
-}
-
-/// The outcome of a conditional write.
-enum Written {
-    Done,
-    /// Someone else wrote first (412, or S3's 409 for concurrent
-    /// conditional writes): read again.
-    Raced,
-}
-
 impl S3Locks {
     pub fn new(client: Client, location: S3Location, lease: Duration) -> S3Locks {
         S3Locks {
-            client,
-            location,
+            objects: Objects { client, location },
             lease,
         }
     }
@@ -81,7 +58,7 @@ impl S3Locks {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
-        self.location.key(&format!("locks/{hex}.json"))
+        self.objects.location.key(&format!("locks/{hex}.json"))
     }
 
     fn lease_ms(&self) -> i64 {
@@ -90,62 +67,17 @@ impl S3Locks {
 
     async fn read(&self, target: &str) -> Result<Option<(LockRecord, String)>, TeamLockError> {
         let key = self.object_key(target);
-        let read = self.read_object(&key).await?;
+        let read = self.objects.get_json::<LockRecord>(&key).await?;
         if let Some((record, _)) = &read
             && record.target != target
         {
             return Err(TeamLockError::Backend(format!(
                 "{} names target {}, not {target}",
-                self.location.url(&key),
+                self.objects.location.url(&key),
                 record.target
             )));
         }
         Ok(read)
-    }
-
-    /// One lock object and its ETag; `None` if there is none.
-    async fn read_object(&self, key: &str) -> Result<Option<(LockRecord, String)>, TeamLockError> {
-        let url = self.location.url(key);
-        let mut attempt = 0;
-        let object = loop {
-            let got = self
-                .client
-                .get_object()
-                .bucket(&self.location.bucket)
-                .key(key)
-                .send()
-                .await;
-            match got {
-                Ok(object) => break object,
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(GetObjectError::is_no_such_key) =>
-                {
-                    return Ok(None);
-                }
-                Err(error) => {
-                    let failure = deployctl_aws::map_sdk_error(error, &format!("GetObject {url}"));
-                    backoff(&mut attempt, failure).await?;
-                }
-            }
-        };
-        let etag = object
-            .e_tag()
-            .map(str::to_owned)
-            .ok_or_else(|| TeamLockError::Backend(format!("{url}: no ETag")))?;
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| TeamLockError::Backend(format!("reading {url}: {e}")))?
-            .into_bytes();
-        let record: LockRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            TeamLockError::Backend(format!(
-                "{url} is not a deployctl lock ({e}); nothing is assumed about its target"
-            ))
-        })?;
-        Ok(Some((record, etag)))
     }
 
     async fn write(
@@ -153,38 +85,9 @@ impl S3Locks {
         record: &LockRecord,
         condition: Condition<'_>,
     ) -> Result<Written, TeamLockError> {
-        let key = self.object_key(&record.target);
-        let body = serde_json::to_vec(record)
-            .map_err(|e| TeamLockError::Backend(format!("encoding a lock: {e}")))?;
-        let mut attempt = 0;
-        loop {
-            let request = self
-                .client
-                .put_object()
-                .bucket(&self.location.bucket)
-                .key(&key)
-                .content_type("application/json")
-                .body(ByteStream::from(body.clone()));
-            let request = match condition {
-                Condition::Absent => request.if_none_match("*"),
-                Condition::Unchanged(etag) => request.if_match(etag),
-            };
-            match request.send().await {
-                Ok(_) => return Ok(Written::Done),
-                Err(error) => {
-                    // 412: the condition failed; S3's 409 for two
-                    // conditional writes at once. Either way, read again.
-                    // A retried write whose first attempt landed meets its
-                    // own change here, and the re-read finds it.
-                    let status = error.raw_response().map(|r| r.status().as_u16());
-                    if matches!(status, Some(412 | 409)) {
-                        return Ok(Written::Raced);
-                    }
-                    let what = format!("PutObject {}", self.location.url(&key));
-                    backoff(&mut attempt, deployctl_aws::map_sdk_error(error, &what)).await?;
-                }
-            }
-        }
+        self.objects
+            .put_json(&self.object_key(&record.target), record, condition)
+            .await
     }
 
     async fn take(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
@@ -335,24 +238,10 @@ impl S3Locks {
     }
 
     async fn list_all(&self) -> Result<Vec<LockRecord>, TeamLockError> {
-        let prefix = self.location.key("locks/");
         let mut records = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.location.bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                backend(e, &format!("ListObjectsV2 {}", self.location.url(&prefix)))
-            })?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                if let Some((record, _)) = self.read_object(key).await? {
-                    records.push(record);
-                }
+        for key in self.objects.list("locks/").await? {
+            if let Some((record, _)) = self.objects.get_json::<LockRecord>(&key).await? {
+                records.push(record);
             }
         }
         records.sort_by(|a, b| a.target.cmp(&b.target));
@@ -434,44 +323,6 @@ impl TeamLocks for S3Locks {
     ) -> BoxFuture<'a, Result<LockRecord, TeamLockError>> {
         Box::pin(self.break_one(key, by, reason))
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn backend<E>(error: aws_sdk_s3::error::SdkError<E, HttpResponse>, what: &str) -> TeamLockError
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    TeamLockError::Backend(deployctl_aws::map_sdk_error(error, what).to_string())
-}
-
-/// Waits before the next attempt of a call that failed transiently
-/// (throttled, 5xx, a reset or a timeout: the SDK makes one attempt per
-/// call); any other failure, or too many, is the backend's error.
-async fn backoff(attempt: &mut u32, failure: AdapterError) -> Result<(), TeamLockError> {
-    let transient = matches!(
-        failure,
-        AdapterError::Throttled { .. }
-            | AdapterError::Unavailable { .. }
-            | AdapterError::Timeout { .. }
-    );
-    if !transient || *attempt >= TRANSIENT_RETRIES {
-        return Err(TeamLockError::Backend(failure.to_string()));
-    }
-    *attempt += 1;
-    let delay = match &failure {
-        AdapterError::Throttled {
-            retry_after: Some(after),
-            ..
-        } => *after,
-        _ => Duration::from_millis(50 << (*attempt).min(5)),
-    };
-    tokio::time::sleep(delay).await;
-    Ok(())
 }
 
 fn lost(target: &str, run: &str, detail: &str) -> TeamLockError {

@@ -15,6 +15,7 @@
 pub mod config;
 mod error;
 pub mod identity;
+pub mod s3_location;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -413,6 +413,11 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
 
 /// `deployctl rollback RUN|--target NAME`.
 pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) -> u8 {
+    if let Some(code) =
+        run.and_then(|run| crate::team_runs::stop_elsewhere(run, StopRequest::Rollback, options))
+    {
+        return code;
+    }
     let (journal, audit) = match crate::audited::open(options.state_dir) {
         Ok(pair) => pair,
         Err(code) => return code,
@@ -690,6 +695,9 @@ pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
 /// Stops a run and rolls it back, `request` saying who asked (`kill`, or
 /// `rollback` of a run another process drives).
 fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
+    if let Some(code) = crate::team_runs::stop_elsewhere(run_id, request, options) {
+        return code;
+    }
     let (journal, audit, _seal, run) = match open_run(run_id, options) {
         Ok(opened) => opened,
         Err(code) => return code,
@@ -765,6 +773,9 @@ fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
 
 /// `deployctl status [RUN]`.
 pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
+    if let Some(code) = run.and_then(|run| crate::team_runs::status_elsewhere(run, options)) {
+        return code;
+    }
     let journal = match open_journal(options.state_dir) {
         Ok(journal) => journal,
         Err(code) => return code,

@@ -45,6 +45,7 @@ mod run_now;
 mod runs;
 mod state_dir;
 mod team;
+mod team_runs;
 mod wiring;
 
 use std::io::{IsTerminal, Write};

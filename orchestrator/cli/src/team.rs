@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
-use deployctl_adapter::team::{LockRecord, TeamLocks};
+use deployctl_adapter::team::{LockRecord, TeamLocks, TeamRuns};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_aws_audit::S3Location;
 use deployctl_engine::team::TeamBackend;
@@ -60,24 +60,29 @@ fn lease() -> Result<Duration, String> {
     }
 }
 
-/// The S3 team locks of `location`, with the standard AWS chain.
-pub async fn locks(location: &S3Location) -> Result<Arc<dyn TeamLocks>, String> {
+/// The S3 team backend at `location` (its locks, its run records), with
+/// the standard AWS chain.
+pub async fn backend(
+    location: &S3Location,
+) -> Result<(Arc<dyn TeamLocks>, Arc<dyn TeamRuns>), String> {
     let lease = lease()?;
     let sdk = deployctl_aws::config::load(None).await;
-    let client = deployctl_aws_audit::s3_client(&sdk);
-    Ok(Arc::new(deployctl_aws_team::S3Locks::new(
-        client,
-        location.clone(),
-        lease,
-    )))
+    let client = deployctl_aws_team::s3_client(&sdk);
+    let locks = deployctl_aws_team::S3Locks::new(client.clone(), location.clone(), lease);
+    let runs = deployctl_aws_team::S3Runs::new(client, location.clone());
+    Ok((Arc::new(locks), Arc::new(runs)))
 }
 
 /// The engine's options with the team backend, if there is one.
 pub async fn engine_backend(location: Option<&S3Location>) -> Result<Option<TeamBackend>, String> {
-    match location {
-        None => Ok(None),
-        Some(location) => Ok(Some(TeamBackend(locks(location).await?))),
-    }
+    let Some(location) = location else {
+        return Ok(None);
+    };
+    let (locks, runs) = backend(location).await?;
+    Ok(Some(TeamBackend {
+        locks,
+        runs: Some(runs),
+    }))
 }
 
 /// `deployctl lock …`.
@@ -103,8 +108,8 @@ pub fn command(
         }
     };
     runtime.block_on(async {
-        let locks = match locks(backend).await {
-            Ok(locks) => locks,
+        let locks = match self::backend(backend).await {
+            Ok((locks, _)) => locks,
             Err(message) => return crate::report::refused(message),
         };
         match command {

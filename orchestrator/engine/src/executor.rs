@@ -176,6 +176,7 @@ impl Engine {
         {
             self.release_team_locks(&context.run_id).await;
         }
+        self.share_run(&context.run_id).await;
         hub.flush().await;
         outcome
     }
@@ -218,6 +219,7 @@ impl Engine {
         {
             self.release_team_locks(&context.run_id).await;
         }
+        self.share_run(&context.run_id).await;
         hub.flush().await;
         outcome
     }
@@ -332,9 +334,12 @@ impl Engine {
         let (steer_tx, steer_rx) = watch::channel(self.journal.hold_state(run_id)?);
         let watcher = self.spawn_kill_watcher(run_id.clone(), abort_tx.clone(), steer_tx);
         // Renewed until this drive ends, rollback included.
-        let _renewer = match run.mode {
-            RunMode::Apply => self.spawn_lease_renewer(run_id)?,
-            RunMode::Rehearse => None,
+        let (_renewer, _sharer) = match run.mode {
+            RunMode::Apply => (
+                self.spawn_lease_renewer(run_id)?,
+                self.spawn_run_sharer(run_id),
+            ),
+            RunMode::Rehearse => (None, None),
         };
         if run.phase == RunPhase::Pending {
             hub.send(

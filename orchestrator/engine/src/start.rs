@@ -162,7 +162,12 @@ impl Engine {
             self.give_back_team_locks(&locks, &context.run_id).await;
         }
         match created {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if request.mode == RunMode::Apply {
+                    self.share_run(&context.run_id).await;
+                }
+                Ok(())
+            }
             Err(JournalError::Locked {
                 target,
                 run,

@@ -14,26 +14,38 @@
 //! A run that ends gives its locks back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use deployctl_adapter::team::{LockOwner, TeamLockError, TeamLocks};
+use deployctl_adapter::team::{
+    LockOwner, SharedRun, SharedStage, StopAsk, TeamLockError, TeamLocks, TeamRuns,
+};
 
 use crate::executor::{Engine, EngineError};
-use crate::journal::Journal;
+use crate::journal::{Journal, StopRequest};
 use crate::progress::{Progress, ProgressSink};
 use crate::start::Refusal;
 
-/// The team backend's locks as the engine holds them (`Debug` for
-/// [`EngineOptions`](crate::executor::EngineOptions)).
+/// The team backend as the engine holds it (`Debug` for
+/// [`EngineOptions`](crate::executor::EngineOptions)): its locks, and
+/// where run records and stop requests are shared.
 #[derive(Clone)]
-pub struct TeamBackend(pub Arc<dyn TeamLocks>);
+pub struct TeamBackend {
+    pub locks: Arc<dyn TeamLocks>,
+    pub runs: Option<Arc<dyn TeamRuns>>,
+}
 
 impl std::fmt::Debug for TeamBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TeamBackend")
-            .field("lease", &self.0.lease())
+            .field("lease", &self.locks.lease())
+            .field("runs", &self.runs.is_some())
             .finish()
     }
 }
+
+/// How often a driven run's record is written through and the backend
+/// asked whether another PC wants it stopped.
+const SHARE_EVERY: Duration = Duration::from_millis(500);
 
 impl Refusal {
     /// A team lock refusal: nothing was taken, nothing moved.
@@ -66,7 +78,7 @@ fn lock_keys(journal: &Journal, run_id: &str) -> Result<Vec<String>, EngineError
 
 impl Engine {
     fn team(&self) -> Option<&Arc<dyn TeamLocks>> {
-        self.options.team.as_ref().map(|backend| &backend.0)
+        self.options.team.as_ref().map(|backend| &backend.locks)
     }
 
     /// Takes `keys` in the team backend for a run not yet recorded, or
@@ -126,7 +138,10 @@ impl Engine {
 
     /// Renews the run's team locks every third of the lease until
     /// aborted. A lost lock holds the run (see the module docs).
-    pub(crate) fn spawn_lease_renewer(&self, run_id: &str) -> Result<Option<Renewer>, EngineError> {
+    pub(crate) fn spawn_lease_renewer(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Background>, EngineError> {
         let Some(team) = self.team().cloned() else {
             return Ok(None);
         };
@@ -135,7 +150,7 @@ impl Engine {
         let progress = self.progress.clone();
         let run_id = run_id.to_owned();
         let every = team.lease() / 3;
-        Ok(Some(Renewer(tokio::spawn(async move {
+        Ok(Some(Background(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 match team.renew(&keys, &run_id).await {
@@ -156,10 +171,121 @@ impl Engine {
     }
 }
 
-/// The lease renewer of one drive; dropping it stops the renewals.
-pub(crate) struct Renewer(tokio::task::JoinHandle<()>);
+impl Engine {
+    fn team_runs(&self) -> Option<&Arc<dyn TeamRuns>> {
+        self.options
+            .team
+            .as_ref()
+            .and_then(|backend| backend.runs.as_ref())
+    }
 
-impl Drop for Renewer {
+    /// Writes the run's record to the backend now (a failure is shown:
+    /// the next share writes it again).
+    pub(crate) async fn share_run(&self, run_id: &str) {
+        let Some(runs) = self.team_runs() else {
+            return;
+        };
+        // Rehearsals move simulators: the team has nothing to see.
+        if self
+            .journal
+            .run(run_id)
+            .is_ok_and(|run| run.mode == crate::state::RunMode::Rehearse)
+        {
+            return;
+        }
+        if let Err(error) = publish(runs.as_ref(), &self.journal, run_id).await {
+            self.progress.emit(Progress::Notice {
+                run: run_id.to_owned(),
+                message: format!("the team backend's record of the run is behind ({error})"),
+            });
+        }
+    }
+
+    /// While a drive lasts: the run's record written through whenever it
+    /// changed, and a stop asked for on another PC (`kill`, `rollback`,
+    /// `abort` RUN there) turned into this journal's stop request, which
+    /// the kill watcher acts on.
+    pub(crate) fn spawn_run_sharer(&self, run_id: &str) -> Option<Background> {
+        let runs = self.team_runs()?.clone();
+        let journal = self.journal.clone();
+        let run_id = run_id.to_owned();
+        Some(Background(tokio::spawn(async move {
+            let mut shared = None;
+            let mut stop_seen = false;
+            loop {
+                tokio::time::sleep(SHARE_EVERY).await;
+                if let Ok(record) = shared_run(&journal, &run_id)
+                    && shared.as_ref() != Some(&record.revision)
+                    && runs.publish(&record).await.is_ok()
+                {
+                    shared = Some(record.revision);
+                }
+                if !stop_seen && let Ok(Some(asked)) = runs.stop_asked(&run_id).await {
+                    let request = match asked.ask {
+                        StopAsk::Kill => StopRequest::Kill,
+                        StopAsk::Rollback => StopRequest::Rollback,
+                        StopAsk::Abort => StopRequest::Abort,
+                    };
+                    stop_seen = journal.request_stop(&run_id, request).is_ok();
+                }
+            }
+        })))
+    }
+}
+
+async fn publish(runs: &dyn TeamRuns, journal: &Journal, run_id: &str) -> Result<(), String> {
+    let record = shared_run(journal, run_id).map_err(|e| e.to_string())?;
+    runs.publish(&record).await.map_err(|e| e.to_string())
+}
+
+/// The journal's run as the backend keeps it. Its revision is the newest
+/// change of the run or a stage (milliseconds), so it grows as the
+/// journal does.
+fn shared_run(journal: &Journal, run_id: &str) -> Result<SharedRun, EngineError> {
+    let run = journal.run(run_id)?;
+    let stages = journal.stages(run_id)?;
+    let revision = stages
+        .iter()
+        .map(|stage| stage.updated_at)
+        .chain([run.updated_at])
+        .max()
+        .unwrap_or_default();
+    Ok(SharedRun {
+        run: run.id.clone(),
+        plan_name: run.plan_name.clone(),
+        environment: run.environment.clone(),
+        plan_file: run.plan_file.clone(),
+        plan_digest: run.plan_digest.clone(),
+        plan_source: run.plan_source.clone(),
+        initiator: run.initiator.clone(),
+        pc: run.owner_host.clone().unwrap_or_else(crate::run::host_name),
+        phase: run.phase.as_str().to_owned(),
+        terminal: run.phase.is_terminal(),
+        rollback_incomplete: run.rollback_incomplete,
+        outcome: run.outcome.clone(),
+        created_at: run.created_at,
+        updated_at: run.updated_at,
+        revision: u64::try_from(revision).unwrap_or_default(),
+        stages: stages
+            .into_iter()
+            .map(|stage| SharedStage {
+                name: stage.name,
+                target: stage.target,
+                target_key: stage.target_key,
+                phase: stage.phase.as_str().to_owned(),
+                weight: stage.weight,
+                stable_version: stage.stable_version,
+                new_version: stage.new_version,
+                moved: stage.moved,
+            })
+            .collect(),
+    })
+}
+
+/// The lease renewer (or run sharer) of one drive; dropping it stops it.
+pub(crate) struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
     fn drop(&mut self) {
         self.0.abort();
     }

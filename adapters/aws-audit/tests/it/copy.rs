@@ -11,7 +11,7 @@ use deployctl_audit::canonical::seal_record;
 use deployctl_audit::{
     AuditRecord, ChainHash, ProblemKind, Report, keys, verify, verify_against_files,
 };
-use deployctl_aws_audit::S3Copy;
+use deployctl_aws_audit::{S3Copy, TrailKeys};
 
 use crate::support::{Moto, TempDir, append, location, log, moto};
 

@@ -8,7 +8,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockMode;
 use deployctl_audit::{Filter, Sink, SinkError, show};
-use deployctl_aws_audit::{AwsAuditError, Retention, S3ObjectLockSink};
+use deployctl_aws_audit::{AwsAuditError, Retention, S3ObjectLockSink, TrailKeys};
 
 use crate::support::{Moto, TempDir, append, location, log, moto};
 

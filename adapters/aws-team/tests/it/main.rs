@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use deployctl_adapter::team::{LockOwner, TeamLockError, TeamLocks};
+use deployctl_adapter::team::{
+    LockOwner, SharedRun, SharedStage, StopAsk, StopAsked, TeamLockError, TeamLocks, TeamRuns,
+};
+use deployctl_aws::s3_location::S3Location;
 use deployctl_aws::testing::{MotoAccount, emulator, moto, sdk_config};
-use deployctl_aws_audit::S3Location;
-use deployctl_aws_team::S3Locks;
+use deployctl_aws_team::{S3Locks, S3Runs};
 
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 
@@ -359,4 +361,87 @@ fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Run `r-N`'s record: created at N, at `revision`, in `phase`.
+fn shared(run: &str, revision: u64, phase: &str) -> SharedRun {
+    let created_at = run.trim_start_matches("r-").parse().unwrap();
+    SharedRun {
+        run: run.to_owned(),
+        plan_name: "checkout".into(),
+        environment: "production".into(),
+        plan_file: "plans/checkout.yaml".into(),
+        plan_digest: "sha256:00".into(),
+        plan_source: "apiVersion: deployctl.io/v1\n".into(),
+        initiator: "alice@pc-a".into(),
+        pc: "pc-a".into(),
+        phase: phase.into(),
+        terminal: phase == "Killed",
+        rollback_incomplete: false,
+        outcome: None,
+        created_at,
+        updated_at: i64::try_from(revision).unwrap(),
+        revision,
+        stages: vec![SharedStage {
+            name: "fn".into(),
+            target: "fn".into(),
+            target_key: keys(&["checkout"]).remove(0),
+            phase: "Progressing".into(),
+            weight: 10,
+            stable_version: Some("1".into()),
+            new_version: Some("2".into()),
+            moved: true,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_run_record_never_goes_backwards_and_the_first_stop_asked_stands() {
+    let Some(url) = moto("a_run_record_never_goes_backwards_and_the_first_stop_asked_stands")
+    else {
+        return;
+    };
+    let backend = Backend::new(&url).await;
+    let client = backend.client(&url).await;
+    let (a, b) = (
+        S3Runs::new(client.clone(), backend.location.clone()),
+        S3Runs::new(client, backend.location.clone()),
+    );
+    assert_eq!(b.fetch("r-1").await.unwrap(), None);
+    a.publish(&shared("r-1", 5, "Progressing")).await.unwrap();
+    a.publish(&shared("r-2", 7, "Progressing")).await.unwrap();
+    // A write delayed behind a newer one (a retry, a slow PC) is dropped.
+    a.publish(&shared("r-1", 3, "Pending")).await.unwrap();
+    let seen = b.fetch("r-1").await.unwrap().expect("the record");
+    assert_eq!((seen.revision, seen.phase.as_str()), (5, "Progressing"));
+    a.publish(&shared("r-1", 9, "Killed")).await.unwrap();
+    assert!(b.fetch("r-1").await.unwrap().unwrap().terminal);
+
+    assert_eq!(b.stop_asked("r-1").await.unwrap(), None);
+    let kill = StopAsked {
+        ask: StopAsk::Kill,
+        by: "bob@pc-b".into(),
+        at: 1,
+    };
+    let abort = StopAsked {
+        ask: StopAsk::Abort,
+        by: "carol@pc-c".into(),
+        at: 2,
+    };
+    assert_eq!(b.ask_stop("r-1", &kill).await.unwrap(), kill);
+    assert_eq!(
+        b.ask_stop("r-1", &abort).await.unwrap(),
+        kill,
+        "a later ask does not replace the first"
+    );
+    assert_eq!(a.stop_asked("r-1").await.unwrap(), Some(kill));
+
+    let listed: Vec<String> = b.runs().await.unwrap().into_iter().map(|r| r.run).collect();
+    assert_eq!(
+        listed,
+        ["r-2", "r-1"],
+        "newest first, stop requests not listed"
+    );
+    let refused = b.fetch("../locks/x").await.unwrap_err();
+    assert!(refused.to_string().contains("not a run ID"), "{refused}");
 }

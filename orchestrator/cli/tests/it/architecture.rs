@@ -116,6 +116,7 @@ const ADAPTER_CRATES: &[&str] = &[
     "deployctl-aws-signals",
     "deployctl-aws-audit",
     "deployctl-aws-iot",
+    "deployctl-aws-team",
     "deployctl-kube-release",
 ];
 

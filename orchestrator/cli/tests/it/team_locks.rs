@@ -12,7 +12,7 @@ use crate::lambda_support::{LambdaAccount, emulators};
 use crate::sandbox::{Running, Sandbox, wait_until};
 
 /// A canary that first waits an hour at 0 %: the run holds its locks and
-/// has moved nothing.
+/// sends the new version no traffic.
 fn plan(function: &str) -> String {
     format!(
         "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: team-locks, environment: test}}\n\
@@ -20,6 +20,36 @@ targets:\n  fn:\n    lambda: {{functionName: \"{function}\", alias: live, region
 artifacts:\n  fn: {{version: \"2\", lambda: {{version: \"2\"}}}}\n\
 stages:\n  - name: fn\n    target: fn\n    canary:\n      steps: [{{pause: {{duration: 1h}}}}, {{setWeight: 10}}, {{setWeight: 100}}]\n"
     )
+}
+
+/// One moto account with a Lambda function and the team's bucket.
+struct Team {
+    account: LambdaAccount,
+    backend: String,
+}
+
+impl Team {
+    fn new(proxy: &str, label: &str) -> Team {
+        let account = LambdaAccount::new(proxy, label);
+        let bucket = format!("team-{}", account.id);
+        account.python(&format!(
+            "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')\n"
+        ));
+        Team {
+            account,
+            backend: format!("s3://{bucket}/deployctl"),
+        }
+    }
+
+    fn pc(&self, name: &'static str, operator: &'static str) -> Pc<'_> {
+        Pc {
+            name,
+            operator,
+            sandbox: Sandbox::new(&format!("{}-{name}", self.account.function)),
+            account: &self.account,
+            backend: self.backend.clone(),
+        }
+    }
 }
 
 /// One deploy PC: its own state directory and host name, the team's
@@ -71,20 +101,9 @@ fn a_second_pc_is_refused_and_a_dead_pcs_lock_is_freed_only_by_an_audited_break(
     else {
         return;
     };
-    let account = LambdaAccount::new(&proxy, "team-locks");
-    let bucket = format!("team-{}", account.id);
-    account.python(&format!(
-        "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')\n"
-    ));
-    let backend = format!("s3://{bucket}/deployctl");
-    let pc = |name, operator| Pc {
-        name,
-        operator,
-        sandbox: Sandbox::new(&format!("team-{name}")),
-        account: &account,
-        backend: backend.clone(),
-    };
-    let (a, b) = (pc("pc-a", "alice"), pc("pc-b", "bob"));
+    let team = Team::new(&proxy, "team-locks");
+    let account = &team.account;
+    let (a, b) = (team.pc("pc-a", "alice"), team.pc("pc-b", "bob"));
     let alias_arn = format!(
         "arn:aws:lambda:us-east-1:{}:function:{}:live",
         account.id, account.function
@@ -96,6 +115,10 @@ fn a_second_pc_is_refused_and_a_dead_pcs_lock_is_freed_only_by_an_audited_break(
         a.locks()
             .as_array()
             .is_some_and(|locks| locks.iter().any(|l| l["state"] == "held"))
+    });
+    // Its canary is deployed at 0 % and pauses there.
+    wait_until(Duration::from_secs(60), "A's canary is deployed", || {
+        account.alias() == r#"1 {"2": 0.0}"#
     });
     let run_a = a.sandbox.run_ids().first().cloned().expect("A's run");
 
@@ -169,4 +192,70 @@ fn a_second_pc_is_refused_and_a_dead_pcs_lock_is_freed_only_by_an_audited_break(
     let lock = &locks.as_array().expect("a list")[0];
     assert_eq!(lock["state"], "free", "{locks}");
     assert_eq!(lock["run"], run_b.as_str());
+}
+
+/// A canary holding at 10 % for an hour.
+fn holding_plan(function: &str) -> String {
+    plan(function).replace(
+        "[{pause: {duration: 1h}}, {setWeight: 10}, {setWeight: 100}]",
+        "[{setWeight: 10}, {pause: {duration: 1h}}, {setWeight: 100}]",
+    )
+}
+
+#[test]
+fn a_run_driven_on_one_pc_is_seen_and_killed_from_another() {
+    let Some((_, proxy)) = emulators("a_run_driven_on_one_pc_is_seen_and_killed_from_another")
+    else {
+        return;
+    };
+    let team = Team::new(&proxy, "team-kill");
+    let account = &team.account;
+    let (a, b) = (team.pc("pc-a", "alice"), team.pc("pc-b", "bob"));
+    let plan_a = a.sandbox.root().join("plan.yaml");
+    std::fs::write(&plan_a, holding_plan(&account.function)).unwrap();
+    let running = a.spawn(&["apply", &plan_a.to_string_lossy(), "--yes"]);
+    wait_until(Duration::from_secs(60), "A's canary holds 10 %", || {
+        account.alias() == r#"1 {"2": 0.1}"#
+    });
+    let run_a = a.sandbox.run_ids().first().cloned().expect("A's run");
+
+    // B sees A's run from the backend's record.
+    wait_until(Duration::from_secs(10), "B sees A's run at 10 %", || {
+        let out = b.run(&["status", &run_a, "--output", "json"]);
+        let record: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+        record["pc"] == "pc-a" && record["stages"][0]["weight"] == 10
+    });
+    let text = b.run(&["status", &run_a]);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("on PC pc-a") && text.stdout.contains("weight 10%"),
+        "{text}"
+    );
+
+    // B kills it: A's process rolls back and ends; B's command returns
+    // when the backend's record says so.
+    let asked = std::time::Instant::now();
+    let killed = b.run(&["kill", &run_a, "--yes"]);
+    killed.expect_code(0);
+    let took = asked.elapsed();
+    assert!(killed.stderr.contains("PC pc-a drives run"), "{killed}");
+    assert_eq!(account.alias(), "1 {}", "traffic back on stable: {killed}");
+    let finished = running.wait(crate::sandbox::COMMAND_TIMEOUT);
+    assert!(finished.stderr.contains("Killed"), "{finished}");
+    eprintln!(
+        "kill from another PC: alias back on stable {} ms after the command started",
+        took.as_millis()
+    );
+
+    // Both PCs say how it ended; B's trail has B's request.
+    let status = b.run(&["status", &run_a, "--output", "json"]);
+    assert!(status.stdout.contains("\"phase\":\"Killed\""), "{status}");
+    let audit = b.run(&["audit", "show", "--output", "json"]);
+    assert!(
+        audit.stdout.contains("kill.requested") && audit.stdout.contains(&run_a),
+        "{audit}"
+    );
+    // And the lock is free again.
+    let locks = b.locks();
+    assert_eq!(locks[0]["state"], "free", "{locks}");
 }

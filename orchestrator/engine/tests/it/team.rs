@@ -156,7 +156,10 @@ fn engine(harness: &Harness, locks: &Arc<MemoryLocks>) -> Engine {
     Engine::new(
         harness.journal.clone(),
         EngineOptions {
-            team: Some(TeamBackend(locks.clone())),
+            team: Some(TeamBackend {
+                locks: locks.clone(),
+                runs: None,
+            }),
             ..EngineOptions::default()
         },
         ProgressSink::default(),

@@ -1,0 +1,257 @@
+//! Runs driven on another PC, through the team backend: `kill`,
+//! `rollback` and `abort RUN` ask the driving PC to stop (it polls every
+//! half second) and wait for its record to say the run ended; `status
+//! RUN` prints the backend's record. Used only when the run is not in
+//! this state directory's journal and a backend is configured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deployctl_adapter::team::{SharedRun, StopAsk, StopAsked, TeamLocks, TeamRuns};
+use deployctl_audit::{Action as AuditAction, Outcome, What};
+use deployctl_engine::journal::{Journal, StopRequest};
+
+use crate::engine_cmds::Options;
+use crate::exit;
+
+/// How long `kill RUN` waits for the driving PC's rollback.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_millis(250);
+
+/// The run is driven elsewhere and the team backend knows it.
+fn elsewhere(run_id: &str, options: &Options<'_>) -> bool {
+    options.backend.is_some()
+        && Journal::open(options.state_dir).is_ok_and(|journal| journal.run(run_id).is_err())
+}
+
+/// A runtime and the backend, or the exit code saying why not.
+type Connected = (
+    tokio::runtime::Runtime,
+    Arc<dyn TeamLocks>,
+    Arc<dyn TeamRuns>,
+);
+
+fn connect(backend: &deployctl_aws_audit::S3Location) -> Result<Connected, u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            crate::report::failed(format!("cannot start the async runtime: {error}"))
+        })?;
+    let (locks, runs) = runtime
+        .block_on(crate::team::backend(backend))
+        .map_err(crate::report::refused)?;
+    Ok((runtime, locks, runs))
+}
+
+/// `kill | rollback | abort RUN` of a run another PC drives; `None` when
+/// the run is this state directory's (or there is no backend).
+pub fn stop_elsewhere(run_id: &str, request: StopRequest, options: &Options<'_>) -> Option<u8> {
+    if !elsewhere(run_id, options) {
+        return None;
+    }
+    let backend = options.backend?;
+    let ask = match request {
+        StopRequest::Rollback => StopAsk::Rollback,
+        StopRequest::Abort => StopAsk::Abort,
+        StopRequest::Kill | StopRequest::ReleaseDeleted => StopAsk::Kill,
+    };
+    let (runtime, locks, runs) = match connect(backend) {
+        Ok(connected) => connected,
+        Err(code) => return Some(code),
+    };
+    Some(runtime.block_on(stop(run_id, ask, options, locks.as_ref(), runs.as_ref())))
+}
+
+async fn stop(
+    run_id: &str,
+    ask: StopAsk,
+    options: &Options<'_>,
+    locks: &dyn TeamLocks,
+    runs: &dyn TeamRuns,
+) -> u8 {
+    let record = match record_of(runs, run_id).await {
+        Ok(record) => record,
+        Err(code) => return code,
+    };
+    if record.terminal && !record.rollback_incomplete {
+        eprintln!(
+            "run {run_id} (on PC {}) already ended ({})",
+            record.pc, record.phase
+        );
+        return exit::OK;
+    }
+    let action = match ask {
+        StopAsk::Kill => deployctl_policy::Action::Kill,
+        StopAsk::Rollback | StopAsk::Abort => deployctl_policy::Action::Rollback,
+    };
+    if let Err(code) = crate::access::check_operator(
+        action,
+        &record.environment,
+        options.access,
+        options.state_dir,
+    ) {
+        return code;
+    }
+    let by = deployctl_engine::run::initiator();
+    let asked = StopAsked {
+        ask,
+        by: by.clone(),
+        at: deployctl_time::now_ms(),
+    };
+    let standing = match runs.ask_stop(run_id, &asked).await {
+        Ok(standing) => standing,
+        Err(error) => return crate::report::failed(error.to_string()),
+    };
+    audit(options, &by, run_id, ask, &record, &standing);
+    eprintln!(
+        "{} asked through the team backend; PC {} drives run {run_id} and stops it…",
+        match standing.ask {
+            StopAsk::Kill => "Kill",
+            StopAsk::Rollback => "Rollback",
+            StopAsk::Abort => "Abort",
+        },
+        record.pc
+    );
+    let deadline = Instant::now() + ROLLBACK_WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+        let Ok(Some(now)) = runs.fetch(run_id).await else {
+            continue;
+        };
+        if now.terminal {
+            eprintln!("run {run_id} (on PC {}): {}", now.pc, now.phase);
+            return if now.rollback_incomplete {
+                exit::ROLLBACK_INCOMPLETE
+            } else {
+                exit::OK
+            };
+        }
+        if let Some(gone) = driver_gone(locks, &now).await {
+            return crate::report::failed(format!(
+                "{gone}: nobody acts on the request until run {run_id} is resumed on PC {pc} (`deployctl resume {run_id}` there), and taking a run over from another PC is not in this build",
+                pc = now.pc
+            ));
+        }
+    }
+    crate::report::failed(format!(
+        "run {run_id} on PC {} did not end within {} s of the request; it stands, see `deployctl status {run_id}`",
+        record.pc,
+        ROLLBACK_WAIT.as_secs()
+    ))
+}
+
+/// The backend's record of `run_id`, or the exit code of its absence.
+async fn record_of(runs: &dyn TeamRuns, run_id: &str) -> Result<SharedRun, u8> {
+    match runs.fetch(run_id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(crate::report::refused(format!(
+            "no run {run_id} in this state directory or in the team backend"
+        ))),
+        Err(error) => Err(crate::report::failed(error.to_string())),
+    }
+}
+
+/// Whether the driving PC stopped renewing the run's locks (it died).
+async fn driver_gone(locks: &dyn TeamLocks, run: &SharedRun) -> Option<String> {
+    let now = deployctl_time::now_ms();
+    for stage in &run.stages {
+        if let Ok(Some(lock)) = locks.inspect(&stage.target_key).await
+            && lock.owner.run == run.run
+            && lock.expired(now)
+        {
+            return Some(format!(
+                "PC {} stopped renewing run {}'s lock on {} {} s ago",
+                run.pc,
+                run.run,
+                stage.target_key,
+                (now - lock.lease_until) / 1000
+            ));
+        }
+    }
+    None
+}
+
+fn audit(
+    options: &Options<'_>,
+    by: &str,
+    run_id: &str,
+    ask: StopAsk,
+    record: &SharedRun,
+    standing: &StopAsked,
+) {
+    let Ok((_, trail)) = crate::audited::open(options.state_dir) else {
+        return;
+    };
+    let action = match ask {
+        StopAsk::Kill => AuditAction::KillRequested,
+        StopAsk::Rollback | StopAsk::Abort => AuditAction::RollbackRequested,
+    };
+    let detail = if standing.by != by || standing.ask != ask {
+        format!(
+            "through the team backend, for PC {}; an earlier request by {} stands",
+            record.pc, standing.by
+        )
+    } else {
+        format!("through the team backend, for PC {}", record.pc)
+    };
+    crate::audited::record(
+        &trail,
+        crate::access::initiator_user(by),
+        What::new(action).run(run_id).detail(detail),
+        Outcome::ok(),
+    );
+}
+
+/// `status RUN` of a run another PC drives: the backend's record.
+pub fn status_elsewhere(run_id: &str, options: &Options<'_>) -> Option<u8> {
+    if !elsewhere(run_id, options) {
+        return None;
+    }
+    let backend = options.backend?;
+    let (runtime, _, runs) = match connect(backend) {
+        Ok(connected) => connected,
+        Err(code) => return Some(code),
+    };
+    Some(runtime.block_on(async {
+        let record = match record_of(runs.as_ref(), run_id).await {
+            Ok(record) => record,
+            Err(code) => return code,
+        };
+        if options.json {
+            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.remove("planSource");
+            }
+            outln!("{value}");
+        } else {
+            outln!(
+                "run {} ({}, {}) on PC {}: {}{}",
+                record.run,
+                record.plan_name,
+                record.environment,
+                record.pc,
+                record.phase,
+                record
+                    .outcome
+                    .as_deref()
+                    .map(|o| format!(" — {o}"))
+                    .unwrap_or_default()
+            );
+            outln!("  started by {}", record.initiator);
+            for stage in &record.stages {
+                outln!(
+                    "  {}: {} weight {}% ({} → {})",
+                    stage.name,
+                    stage.phase,
+                    stage.weight,
+                    stage.stable_version.as_deref().unwrap_or("?"),
+                    stage.new_version.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        deployctl_engine::state::RunPhase::parse(&record.phase).map_or(exit::FAILED, |phase| {
+            crate::runs::exit_code(phase, record.rollback_incomplete)
+        })
+    }))
+}
