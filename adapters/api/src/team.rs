@@ -17,7 +17,9 @@
 //!   [`TeamLocks::break_lock`], which is audited by the caller. Only a
 //!   lock its owner released is free.
 //! - **Idempotent for its run**: a resumed run acquires its own locks
-//!   again (after a crash the lease may have run out: it is still its own).
+//!   again (after a crash the lease may have run out: it is still its own),
+//!   and another PC may take a run over once its lease ran out; a lock is
+//!   renewed and released only by its run on the PC that holds it.
 
 use std::fmt;
 use std::time::Duration;
@@ -137,20 +139,21 @@ pub trait TeamLocks: Send + Sync {
         owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>>;
 
-    /// Extends the lease of every key `run` holds; [`TeamLockError::Lost`]
-    /// when one is no longer its own.
+    /// Extends the lease of every key `owner` (its run, on its PC) holds;
+    /// [`TeamLockError::Lost`] when one is no longer its own (broken, or
+    /// the run taken over by another PC).
     fn renew<'a>(
         &'a self,
         keys: &'a [String],
-        run: &'a str,
+        owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>>;
 
-    /// Lets go of the keys `run` holds (those it no longer holds are left
-    /// alone).
+    /// Lets go of the keys `owner` holds (those it no longer holds are
+    /// left alone).
     fn release<'a>(
         &'a self,
         keys: &'a [String],
-        run: &'a str,
+        owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>>;
 
     /// The lock on `key`, released or not; `None` if there never was one.

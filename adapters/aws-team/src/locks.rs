@@ -108,8 +108,12 @@ impl S3Locks {
                     self.write(&fresh, Condition::Unchanged(&etag)).await?
                 }
                 // A resumed run takes its own lock again, even after its
-                // lease ran out while it was down: nobody broke it.
-                Some((held, etag)) if held.owner.run == owner.run => {
+                // lease ran out while it was down: nobody broke it. So does
+                // another PC taking a dead PC's run over; never a live one.
+                Some((held, etag))
+                    if held.owner.run == owner.run
+                        && (held.owner.pc == owner.pc || held.expired(now)) =>
+                {
                     let renewed = LockRecord {
                         acquired_at: held.acquired_at,
                         ..fresh
@@ -138,13 +142,14 @@ impl S3Locks {
         Err(contended(target))
     }
 
-    async fn renew_one(&self, target: &str, run: &str) -> Result<(), TeamLockError> {
+    async fn renew_one(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
+        let run = owner.run.as_str();
         for _ in 0..ATTEMPTS {
             let now = now_ms();
             let Some((held, etag)) = self.read(target).await? else {
                 return Err(lost(target, run, "the lock object is gone"));
             };
-            if held.owner.run != run {
+            if held.owner.run != run || held.owner.pc != owner.pc {
                 return Err(lost(target, run, &format!("it is held by {}", held.owner)));
             }
             if held.released {
@@ -166,12 +171,12 @@ impl S3Locks {
         Err(contended(target))
     }
 
-    async fn release_one(&self, target: &str, run: &str) -> Result<(), TeamLockError> {
+    async fn release_one(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
         for _ in 0..ATTEMPTS {
             let Some((held, etag)) = self.read(target).await? else {
                 return Ok(());
             };
-            if held.owner.run != run || held.released {
+            if held.owner.run != owner.run || held.owner.pc != owner.pc || held.released {
                 return Ok(());
             }
             let released = LockRecord {
@@ -266,7 +271,7 @@ impl TeamLocks for S3Locks {
                     // All or none: what this call took is given back. If
                     // that fails too, the leases run out and an operator
                     // sees them as this run's in `lock list`.
-                    let _ = self.release(&taken, &owner.run).await;
+                    let _ = self.release(&taken, owner).await;
                     return Err(error);
                 }
                 taken.push(key.clone());
@@ -278,11 +283,11 @@ impl TeamLocks for S3Locks {
     fn renew<'a>(
         &'a self,
         keys: &'a [String],
-        run: &'a str,
+        owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>> {
         Box::pin(async move {
             for key in keys {
-                self.renew_one(key, run).await?;
+                self.renew_one(key, owner).await?;
             }
             Ok(())
         })
@@ -291,12 +296,12 @@ impl TeamLocks for S3Locks {
     fn release<'a>(
         &'a self,
         keys: &'a [String],
-        run: &'a str,
+        owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>> {
         Box::pin(async move {
             let mut first_error = None;
             for key in keys {
-                if let Err(error) = self.release_one(key, run).await {
+                if let Err(error) = self.release_one(key, owner).await {
                     first_error.get_or_insert(error);
                 }
             }

@@ -298,6 +298,9 @@ actions! {
     /// platform identity; `run`: the run that held it; `detail`: its
     /// owner, lease and the reason given).
     LockBroken = "lock.broken",
+    /// A PC took over a run whose driving PC stopped renewing its locks,
+    /// to stop it (`detail`: from which PC, by whom).
+    RunTakenOver = "run.takenOver",
 }
 
 impl fmt::Display for Action {

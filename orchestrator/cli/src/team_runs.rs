@@ -1,7 +1,9 @@
 //! Runs driven on another PC, through the team backend: `kill`,
 //! `rollback` and `abort RUN` ask the driving PC to stop (it polls every
-//! half second) and wait for its record to say the run ended; `status
-//! RUN` prints the backend's record. Used only when the run is not in
+//! half second) and wait for its record to say the run ended; when that
+//! PC stopped renewing the run's locks (it died), this PC claims the run
+//! in the backend, records it from the backend's record and stops it
+//! itself. `status RUN` prints the backend's record. Used only when the run is not in
 //! this state directory's journal and a backend is configured.
 
 use std::sync::Arc;
@@ -9,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use deployctl_adapter::team::{SharedRun, StopAsk, StopAsked, TeamLocks, TeamRuns};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
-use deployctl_engine::journal::{Journal, StopRequest};
+use deployctl_engine::journal::{
+    Journal, NewRun, NewStage, PreflightRecord, StageUpdate, StopRequest,
+};
+use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
 
 use crate::engine_cmds::Options;
 use crate::exit;
@@ -60,7 +65,92 @@ pub fn stop_elsewhere(run_id: &str, request: StopRequest, options: &Options<'_>)
         Ok(connected) => connected,
         Err(code) => return Some(code),
     };
-    Some(runtime.block_on(stop(run_id, ask, options, locks.as_ref(), runs.as_ref())))
+    let taken = match runtime.block_on(stop(run_id, ask, options, locks.as_ref(), runs.as_ref())) {
+        Stopped::Ended(code) => return Some(code),
+        Stopped::DriverGone(record) => record,
+    };
+    // The driving PC is gone: this PC records the run from the backend
+    // and stops it itself, through the same commands as a local run.
+    if let Err(code) = take_over(&taken, options) {
+        return Some(code);
+    }
+    Some(match request {
+        StopRequest::Rollback => crate::engine_cmds::rollback(Some(run_id), None, options),
+        StopRequest::Abort => crate::engine_cmds::abort(run_id, options),
+        StopRequest::Kill | StopRequest::ReleaseDeleted => {
+            crate::engine_cmds::kill(run_id, options)
+        }
+    })
+}
+
+/// How asking a run on another PC to stop ended.
+enum Stopped {
+    /// With this exit code (the run ended there, or the ask failed).
+    Ended(u8),
+    /// The driving PC stopped renewing the run's locks: its record as
+    /// that PC left it (the backend's now names this PC).
+    DriverGone(Box<SharedRun>),
+}
+
+/// Records in this journal the run another PC drove, as its backend
+/// record says it stood (audited as `run.takenOver`).
+fn take_over(record: &SharedRun, options: &Options<'_>) -> Result<(), u8> {
+    let (journal, _trail) = crate::audited::open(options.state_dir)?;
+    let stages: Vec<NewStage> = record
+        .stages
+        .iter()
+        .map(|stage| NewStage {
+            name: stage.name.clone(),
+            target: stage.target.clone(),
+            target_key: stage.target_key.clone(),
+            new_version: stage.new_version.clone(),
+            preflight: Some(PreflightRecord {
+                stable_version: stage.stable_version.clone().unwrap_or_default(),
+                ready: true,
+                detail: format!("as PC {} recorded it in the team backend", record.pc),
+                identity: Some(stage.target_key.clone()),
+                verified: Vec::new(),
+            }),
+        })
+        .collect();
+    let updates: Vec<(String, StageUpdate)> = record
+        .stages
+        .iter()
+        .map(|stage| {
+            (
+                stage.name.clone(),
+                StageUpdate {
+                    phase: StagePhase::parse(&stage.phase),
+                    weight: Some(stage.weight),
+                    moved: Some(stage.moved),
+                    ..StageUpdate::default()
+                },
+            )
+        })
+        .collect();
+    let locks = record.stages.iter().map(|s| s.target_key.clone()).collect();
+    let run = NewRun {
+        id: &record.run,
+        plan_name: &record.plan_name,
+        environment: &record.environment,
+        plan_file: &record.plan_file,
+        plan_digest: &record.plan_digest,
+        plan_source: &record.plan_source,
+        initiator: &record.initiator,
+        mode: RunMode::Apply,
+        stages,
+        locks,
+    };
+    let phase = RunPhase::parse(&record.phase).unwrap_or(RunPhase::Progressing);
+    let by = deployctl_engine::run::initiator();
+    journal
+        .take_over(&run, phase, &updates, &record.pc, &by)
+        .map_err(crate::report::failed)?;
+    eprintln!(
+        "PC {} is gone: run {} is recorded here from the team backend and stopped from this PC.",
+        record.pc, record.run
+    );
+    Ok(())
 }
 
 async fn stop(
@@ -69,30 +159,58 @@ async fn stop(
     options: &Options<'_>,
     locks: &dyn TeamLocks,
     runs: &dyn TeamRuns,
-) -> u8 {
-    let record = match record_of(runs, run_id).await {
-        Ok(record) => record,
-        Err(code) => return code,
-    };
+) -> Stopped {
+    match ask_and_wait(run_id, ask, options, locks, runs).await {
+        Err(code) => Stopped::Ended(code),
+        Ok(Some(code)) => Stopped::Ended(code),
+        Ok(None) => {
+            // Claimed in the backend first, so the PC that was thought
+            // dead refuses to drive the run if it comes back.
+            let Ok(Some(record)) = runs.fetch(run_id).await else {
+                return Stopped::Ended(crate::report::failed(format!(
+                    "the team backend's record of run {run_id} cannot be read"
+                )));
+            };
+            let claimed = SharedRun {
+                pc: deployctl_engine::run::host_name(),
+                revision: u64::try_from(deployctl_time::now_ms()).unwrap_or(record.revision),
+                ..record.clone()
+            };
+            if let Err(error) = runs.publish(&claimed).await {
+                return Stopped::Ended(crate::report::failed(error.to_string()));
+            }
+            Stopped::DriverGone(Box::new(record))
+        }
+    }
+}
+
+/// Asks, and waits for the driving PC: `Ok(Some(code))` when the run
+/// ended there, `Ok(None)` when that PC stopped renewing its locks.
+async fn ask_and_wait(
+    run_id: &str,
+    ask: StopAsk,
+    options: &Options<'_>,
+    locks: &dyn TeamLocks,
+    runs: &dyn TeamRuns,
+) -> Result<Option<u8>, u8> {
+    let record = record_of(runs, run_id).await?;
     if record.terminal && !record.rollback_incomplete {
         eprintln!(
             "run {run_id} (on PC {}) already ended ({})",
             record.pc, record.phase
         );
-        return exit::OK;
+        return Ok(Some(exit::OK));
     }
     let action = match ask {
         StopAsk::Kill => deployctl_policy::Action::Kill,
         StopAsk::Rollback | StopAsk::Abort => deployctl_policy::Action::Rollback,
     };
-    if let Err(code) = crate::access::check_operator(
+    crate::access::check_operator(
         action,
         &record.environment,
         options.access,
         options.state_dir,
-    ) {
-        return code;
-    }
+    )?;
     let by = deployctl_engine::run::initiator();
     let asked = StopAsked {
         ask,
@@ -101,7 +219,7 @@ async fn stop(
     };
     let standing = match runs.ask_stop(run_id, &asked).await {
         Ok(standing) => standing,
-        Err(error) => return crate::report::failed(error.to_string()),
+        Err(error) => return Err(crate::report::failed(error.to_string())),
     };
     audit(options, &by, run_id, ask, &record, &standing);
     eprintln!(
@@ -121,24 +239,22 @@ async fn stop(
         };
         if now.terminal {
             eprintln!("run {run_id} (on PC {}): {}", now.pc, now.phase);
-            return if now.rollback_incomplete {
+            return Ok(Some(if now.rollback_incomplete {
                 exit::ROLLBACK_INCOMPLETE
             } else {
                 exit::OK
-            };
+            }));
         }
         if let Some(gone) = driver_gone(locks, &now).await {
-            return crate::report::failed(format!(
-                "{gone}: nobody acts on the request until run {run_id} is resumed on PC {pc} (`deployctl resume {run_id}` there), and taking a run over from another PC is not in this build",
-                pc = now.pc
-            ));
+            eprintln!("{gone}: taking run {run_id} over to stop it here");
+            return Ok(None);
         }
     }
-    crate::report::failed(format!(
+    Err(crate::report::failed(format!(
         "run {run_id} on PC {} did not end within {} s of the request; it stands, see `deployctl status {run_id}`",
         record.pc,
         ROLLBACK_WAIT.as_secs()
-    ))
+    )))
 }
 
 /// The backend's record of `run_id`, or the exit code of its absence.
@@ -250,7 +366,7 @@ pub fn status_elsewhere(run_id: &str, options: &Options<'_>) -> Option<u8> {
                 );
             }
         }
-        deployctl_engine::state::RunPhase::parse(&record.phase).map_or(exit::FAILED, |phase| {
+        RunPhase::parse(&record.phase).map_or(exit::FAILED, |phase| {
             crate::runs::exit_code(phase, record.rollback_incomplete)
         })
     }))

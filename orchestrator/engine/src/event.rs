@@ -135,6 +135,13 @@ pub enum Event {
         reason: String,
     },
     KillRequested {},
+    /// The run was recorded here from the team backend's record because
+    /// the PC that drove it (`from_pc`) stopped renewing its locks; `by`
+    /// took it over to stop it.
+    TakenOver {
+        from_pc: String,
+        by: String,
+    },
     Notified {
         event: RunEvent,
         channel: String,
@@ -205,6 +212,7 @@ impl Event {
             Event::Approved { .. } => "approved",
             Event::Rejected { .. } => "rejected",
             Event::KillRequested {} => "killRequested",
+            Event::TakenOver { .. } => "takenOver",
             Event::Notified { .. } => "notified",
             Event::NotificationFailed { .. } => "notificationFailed",
             Event::ReleaseApprovalVerdict { .. } => "releaseApprovalVerdict",
@@ -271,6 +279,9 @@ impl Event {
             Event::Approved { gate, approver } => format!("{approver} approved {gate}"),
             Event::Rejected { gate, approver, .. } => format!("{approver} rejected {gate}"),
             Event::KillRequested {} => "kill requested".into(),
+            Event::TakenOver { from_pc, by } => {
+                format!("taken over from PC {from_pc} by {by}, whose lease ran out")
+            }
             Event::Notified { channel, .. } => format!("notified {channel}"),
             Event::NotificationFailed { channel, .. } => format!("notifying {channel} failed"),
             Event::ReleaseApprovalVerdict {
@@ -332,6 +343,10 @@ mod tests {
         });
         round_trip(Event::StageSkipped {});
         round_trip(Event::KillRequested {});
+        round_trip(Event::TakenOver {
+            from_pc: "pc-a".into(),
+            by: "bob@pc-b".into(),
+        });
         round_trip(Event::StageSucceeded { unchanged: true });
         round_trip(Event::CallIntent {
             key: "r/api/0".into(),

@@ -171,12 +171,13 @@ impl Engine {
     pub async fn execute(&self, context: &RunContext) -> Result<RunOutcome, EngineError> {
         let hub = self.hub(context);
         let outcome = self.drive_with(context, &hub).await;
-        if let Ok(ended) = &outcome
-            && ended.phase.is_terminal()
-        {
-            self.release_team_locks(&context.run_id).await;
+        // A drive refused (its run taken over elsewhere) shares nothing.
+        if let Ok(ended) = &outcome {
+            if ended.phase.is_terminal() {
+                self.release_team_locks(&context.run_id).await;
+            }
+            self.share_run(&context.run_id).await;
         }
-        self.share_run(&context.run_id).await;
         hub.flush().await;
         outcome
     }
@@ -204,6 +205,10 @@ impl Engine {
             requested: None,
             reason: reason.to_string(),
         };
+        let run = self.journal.run(&context.run_id)?;
+        if run.mode == RunMode::Apply {
+            self.retake_team_locks(&run).await?;
+        }
         let hub = self.hub(context);
         let outcome = self
             .roll_back(
@@ -214,12 +219,13 @@ impl Engine {
                 RunPhase::RolledBack,
             )
             .await;
-        if let Ok(ended) = &outcome
-            && ended.phase.is_terminal()
-        {
-            self.release_team_locks(&context.run_id).await;
+        // A drive refused (its run taken over elsewhere) shares nothing.
+        if let Ok(ended) = &outcome {
+            if ended.phase.is_terminal() {
+                self.release_team_locks(&context.run_id).await;
+            }
+            self.share_run(&context.run_id).await;
         }
-        self.share_run(&context.run_id).await;
         hub.flush().await;
         outcome
     }
@@ -268,13 +274,7 @@ impl Engine {
                 .collect();
             self.journal.acquire_locks(run_id, &keys, &run.initiator)?;
             if run.mode == RunMode::Apply {
-                let owner = deployctl_adapter::team::LockOwner {
-                    run: run_id.clone(),
-                    pc: crate::run::host_name(),
-                    operator: run.initiator.clone(),
-                    environment: context.plan.metadata.environment.clone(),
-                };
-                self.retake_team_locks(run_id, &owner).await?;
+                self.retake_team_locks(&run).await?;
             }
         }
         // A stage that failed just before the process died: its rollback

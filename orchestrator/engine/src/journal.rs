@@ -409,6 +409,26 @@ impl Journal {
     /// Opens (creating if needed) the journal in `state_dir`, which is
     /// created with mode 0700: run history names people and versions.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        // Opening takes locks SQLite's busy handler does not wait for
+        // (the WAL's recovery after a process was killed, the first
+        // connection's schema check racing another process's): seen when
+        // a controller replica takes over from one just SIGKILLed. Opening
+        // is idempotent, so a busy open is tried again for a while.
+        let mut attempt = 0;
+        loop {
+            match Journal::open_once(state_dir) {
+                Err(JournalError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)))
+                    if failure.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 40 =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    fn open_once(state_dir: &Path) -> Result<Journal, JournalError> {
         secure_dir(state_dir)?;
         let path = state_dir.join("journal.sqlite3");
         let connection = Connection::open(&path)?;
@@ -503,75 +523,38 @@ impl Journal {
     /// another live run holds refuses the whole run: nothing is recorded,
     /// so a refusal leaves no run behind.
     pub fn create_run(&self, run: &NewRun<'_>) -> Result<(), JournalError> {
+        self.write(|tx| insert_run(tx, run))
+    }
+
+    /// Records here a run another PC drove and can no longer stop (its
+    /// lease ran out), from the team backend's record, so this PC can
+    /// roll it back: the run and its stages as they stood there (each
+    /// stage's phase, weight and whether it moved), its locks, and a
+    /// `TakenOver` event, in one transaction.
+    pub fn take_over(
+        &self,
+        run: &NewRun<'_>,
+        phase: RunPhase,
+        stages: &[(String, StageUpdate)],
+        from_pc: &str,
+        by: &str,
+    ) -> Result<(), JournalError> {
         self.write(|tx| {
-            take_locks(tx, run.id, &run.locks, run.initiator)?;
-            let now = now_ms();
-            tx.execute(
-                "INSERT INTO runs (id, plan_name, environment, plan_file, plan_digest, plan_source,
-                    initiator, mode, phase, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-                params![
-                    run.id,
-                    run.plan_name,
-                    run.environment,
-                    run.plan_file,
-                    run.plan_digest,
-                    run.plan_source,
-                    run.initiator,
-                    run.mode.as_str(),
-                    RunPhase::Pending.as_str(),
-                    now
-                ],
-            )?;
-            for (position, stage) in run.stages.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO stages (run_id, position, name, target, target_key, phase,
-                        new_version, stable_version, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        run.id,
-                        position as i64,
-                        stage.name,
-                        stage.target,
-                        stage.target_key,
-                        StagePhase::Pending.as_str(),
-                        stage.new_version,
-                        stage
-                            .preflight
-                            .as_ref()
-                            .map(|p| p.stable_version.as_str())
-                            .filter(|v| !v.is_empty()),
-                        now
-                    ],
-                )?;
+            insert_run(tx, run)?;
+            for (name, update) in stages {
+                update_stage(tx, run.id, name, update)?;
             }
+            tx.prepare_cached("UPDATE runs SET phase = ?2 WHERE id = ?1")?
+                .execute(params![run.id, phase.as_str()])?;
             append_event(
                 tx,
                 run.id,
                 None,
-                &Event::RunCreated {
-                    initiator: run.initiator.to_string(),
-                    mode: run.mode,
-                    plan_digest: run.plan_digest.to_string(),
+                &Event::TakenOver {
+                    from_pc: from_pc.to_owned(),
+                    by: by.to_owned(),
                 },
-            )?;
-            for stage in &run.stages {
-                if let Some(preflight) = &stage.preflight {
-                    append_event(
-                        tx,
-                        run.id,
-                        Some(&stage.name),
-                        &Event::Preflight {
-                            stable_version: preflight.stable_version.clone(),
-                            ready: preflight.ready,
-                            detail: preflight.detail.clone(),
-                            identity: preflight.identity.clone(),
-                            verified: preflight.verified.clone(),
-                        },
-                    )?;
-                }
-            }
-            Ok(())
+            )
         })
     }
 
@@ -1223,6 +1206,78 @@ fn scope_name(scope: RollbackScope) -> &'static str {
         RollbackScope::Plan => "plan",
         RollbackScope::Stage => "stage",
     }
+}
+
+/// A new run's rows, events and locks (see [`Journal::create_run`]).
+fn insert_run(tx: &Tx<'_>, run: &NewRun<'_>) -> Result<(), JournalError> {
+    take_locks(tx, run.id, &run.locks, run.initiator)?;
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO runs (id, plan_name, environment, plan_file, plan_digest, plan_source,
+                initiator, mode, phase, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        params![
+            run.id,
+            run.plan_name,
+            run.environment,
+            run.plan_file,
+            run.plan_digest,
+            run.plan_source,
+            run.initiator,
+            run.mode.as_str(),
+            RunPhase::Pending.as_str(),
+            now
+        ],
+    )?;
+    for (position, stage) in run.stages.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO stages (run_id, position, name, target, target_key, phase,
+                    new_version, stable_version, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                run.id,
+                position as i64,
+                stage.name,
+                stage.target,
+                stage.target_key,
+                StagePhase::Pending.as_str(),
+                stage.new_version,
+                stage
+                    .preflight
+                    .as_ref()
+                    .map(|p| p.stable_version.as_str())
+                    .filter(|v| !v.is_empty()),
+                now
+            ],
+        )?;
+    }
+    append_event(
+        tx,
+        run.id,
+        None,
+        &Event::RunCreated {
+            initiator: run.initiator.to_string(),
+            mode: run.mode,
+            plan_digest: run.plan_digest.to_string(),
+        },
+    )?;
+    for stage in &run.stages {
+        if let Some(preflight) = &stage.preflight {
+            append_event(
+                tx,
+                run.id,
+                Some(&stage.name),
+                &Event::Preflight {
+                    stable_version: preflight.stable_version.clone(),
+                    ready: preflight.ready,
+                    detail: preflight.detail.clone(),
+                    identity: preflight.identity.clone(),
+                    verified: preflight.verified.clone(),
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes every lock in `keys` for `run_id`, all or none (the caller's

@@ -137,12 +137,11 @@ impl Engine {
         locks.dedup();
         // Team locks first: a refusal there leaves no run either. Those
         // taken are given back if the journal then refuses.
-        let team_owner = deployctl_adapter::team::LockOwner {
-            run: context.run_id.clone(),
-            pc: crate::run::host_name(),
-            operator: request.initiator.to_owned(),
-            environment: plan.metadata.environment.clone(),
-        };
+        let team_owner = crate::team::owner_here(
+            &context.run_id,
+            request.initiator,
+            &plan.metadata.environment,
+        );
         if request.mode == RunMode::Apply {
             self.take_team_locks(&locks, &team_owner).await?;
         }
@@ -159,7 +158,7 @@ impl Engine {
             locks: locks.clone(),
         });
         if created.is_err() && request.mode == RunMode::Apply {
-            self.give_back_team_locks(&locks, &context.run_id).await;
+            self.give_back_team_locks(&locks, &team_owner).await;
         }
         match created {
             Ok(()) => {

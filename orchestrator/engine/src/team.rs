@@ -21,7 +21,7 @@ use deployctl_adapter::team::{
 };
 
 use crate::executor::{Engine, EngineError};
-use crate::journal::{Journal, StopRequest};
+use crate::journal::{Journal, RunRecord, StopRequest};
 use crate::progress::{Progress, ProgressSink};
 use crate::start::Refusal;
 
@@ -63,6 +63,16 @@ impl Refusal {
     }
 }
 
+/// This PC as the owner of `run_id`'s locks.
+pub(crate) fn owner_here(run_id: &str, operator: &str, environment: &str) -> LockOwner {
+    LockOwner {
+        run: run_id.to_owned(),
+        pc: crate::run::host_name(),
+        operator: operator.to_owned(),
+        environment: environment.to_owned(),
+    }
+}
+
 /// The distinct platform identities of a run's stages.
 fn lock_keys(journal: &Journal, run_id: &str) -> Result<Vec<String>, EngineError> {
     let mut keys: Vec<String> = journal
@@ -97,14 +107,25 @@ impl Engine {
             .map_err(|error| EngineError::Refused(Refusal::from_team(error)))
     }
 
-    /// A resumed run's team locks, taken again as its own.
-    pub(crate) async fn retake_team_locks(
-        &self,
-        run_id: &str,
-        owner: &LockOwner,
-    ) -> Result<(), EngineError> {
+    /// A resumed run's team locks, taken again as its own (this PC's).
+    pub(crate) async fn retake_team_locks(&self, run: &RunRecord) -> Result<(), EngineError> {
         if self.team().is_none() {
             return Ok(());
+        }
+        let run_id = run.id.as_str();
+        let owner = &owner_here(run_id, &run.initiator, &run.environment);
+        // A run another PC took over (this one was thought dead) is
+        // driven there now: never here again.
+        if let Some(runs) = self.team_runs()
+            && let Ok(Some(shared)) = runs.fetch(run_id).await
+            && shared.pc != owner.pc
+        {
+            return Err(EngineError::Refused(Refusal::TeamLock {
+                reason: format!(
+                    "run {run_id} was taken over by PC {} (the team backend's record): it is driven there, not on {}",
+                    shared.pc, owner.pc
+                ),
+            }));
         }
         let keys = lock_keys(&self.journal, run_id)?;
         self.take_team_locks(&keys, owner).await
@@ -116,19 +137,20 @@ impl Engine {
         if self.team().is_none() {
             return;
         }
-        if let Ok(keys) = lock_keys(&self.journal, run_id) {
-            self.give_back_team_locks(&keys, run_id).await;
+        if let (Ok(keys), Ok(run)) = (lock_keys(&self.journal, run_id), self.journal.run(run_id)) {
+            let owner = owner_here(run_id, &run.initiator, &run.environment);
+            self.give_back_team_locks(&keys, &owner).await;
         }
     }
 
-    /// Lets go of `keys` (those `run_id` still holds).
-    pub(crate) async fn give_back_team_locks(&self, keys: &[String], run_id: &str) {
+    /// Lets go of `keys` (those `owner` still holds).
+    pub(crate) async fn give_back_team_locks(&self, keys: &[String], owner: &LockOwner) {
         let Some(team) = self.team() else {
             return;
         };
-        if let Err(error) = team.release(keys, run_id).await {
+        if let Err(error) = team.release(keys, owner).await {
             self.progress.emit(Progress::Notice {
-                run: run_id.to_owned(),
+                run: owner.run.clone(),
                 message: format!(
                     "the team locks could not be released ({error}); their lease runs out"
                 ),
@@ -146,6 +168,8 @@ impl Engine {
             return Ok(None);
         };
         let keys = lock_keys(&self.journal, run_id)?;
+        let run = self.journal.run(run_id)?;
+        let owner = owner_here(run_id, &run.initiator, &run.environment);
         let journal = self.journal.clone();
         let progress = self.progress.clone();
         let run_id = run_id.to_owned();
@@ -153,7 +177,7 @@ impl Engine {
         Ok(Some(Background(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match team.renew(&keys, &run_id).await {
+                match team.renew(&keys, &owner).await {
                     Ok(()) => {}
                     Err(lost @ TeamLockError::Lost { .. }) => {
                         hold_for_a_human(&journal, &progress, &run_id, &lost);

@@ -273,6 +273,7 @@ fn audited(event: &Event) -> Option<(Action, Outcome)> {
             (Action::ApprovalRejected, Outcome::denied(reason.clone()))
         }
         Event::KillRequested {} => (Action::KillRequested, Outcome::ok()),
+        Event::TakenOver { .. } => (Action::RunTakenOver, Outcome::ok()),
         Event::Preflight { verified, .. } if !verified.is_empty() => {
             (Action::ArtifactVerified, Outcome::ok())
         }

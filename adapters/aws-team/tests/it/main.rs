@@ -111,13 +111,13 @@ async fn a_second_pc_is_refused_with_the_holder_named_until_the_first_releases()
             .contains("run run-a of operator op-pc-a on PC pc-a"),
         "{refused}"
     );
-    a.release(&target, "run-a").await.unwrap();
+    a.release(&target, &owner("run-a", "pc-a")).await.unwrap();
     b.acquire(&target, &owner("run-b", "pc-b")).await.unwrap();
     let record = a.inspect(&target[0]).await.unwrap().unwrap();
     assert_eq!(record.owner.run, "run-b");
     assert!(!record.released);
     // A release by a run that no longer holds it leaves the lock alone.
-    a.release(&target, "run-a").await.unwrap();
+    a.release(&target, &owner("run-a", "pc-a")).await.unwrap();
     assert!(!b.inspect(&target[0]).await.unwrap().unwrap().released);
 }
 
@@ -248,7 +248,7 @@ async fn an_expired_lease_is_never_taken_over_until_an_operator_breaks_it() {
     b.acquire(&target, &owner("run-b", "pc-b")).await.unwrap();
 
     // A comes back: its lock is gone and it is told so.
-    let lost = a.renew(&target, "run-a").await.unwrap_err();
+    let lost = a.renew(&target, &owner("run-a", "pc-a")).await.unwrap_err();
     assert!(matches!(lost, TeamLockError::Lost { .. }), "{lost}");
     assert!(lost.to_string().contains("run run-b"), "{lost}");
 }
@@ -274,7 +274,7 @@ async fn a_resumed_run_takes_back_its_own_expired_lock_and_renewal_extends_the_l
         "still the same hold"
     );
     assert!(retaken.lease_until > first.lease_until);
-    a.renew(&target, "run-a").await.unwrap();
+    a.renew(&target, &owner("run-a", "pc-a")).await.unwrap();
     let renewed = a.inspect(&target[0]).await.unwrap().unwrap();
     assert!(renewed.lease_until >= retaken.lease_until);
     assert!(!renewed.expired(renewed.renewed_at));
@@ -307,8 +307,8 @@ async fn under_throttling_server_errors_and_lost_answers_no_lock_is_lost_or_held
         } else {
             (&b, &a)
         };
-        mine.renew(&target, &holder.run).await.unwrap();
-        mine.release(&target, &holder.run).await.unwrap();
+        mine.renew(&target, &holder).await.unwrap();
+        mine.release(&target, &holder).await.unwrap();
         theirs
             .acquire(&target, &owner(&format!("next-{round}"), "pc-x"))
             .await
@@ -444,4 +444,32 @@ async fn a_run_record_never_goes_backwards_and_the_first_stop_asked_stands() {
     );
     let refused = b.fetch("../locks/x").await.unwrap_err();
     assert!(refused.to_string().contains("not a run ID"), "{refused}");
+}
+
+#[tokio::test]
+async fn another_pc_takes_a_run_over_only_once_its_lease_ran_out() {
+    let Some(url) = moto("another_pc_takes_a_run_over_only_once_its_lease_ran_out") else {
+        return;
+    };
+    let backend = Backend::new(&url).await;
+    let short = Duration::from_secs(1);
+    let (a, b) = (backend.pc(short).await, backend.pc(short).await);
+    let target = keys(&["ledger"]);
+    a.acquire(&target, &owner("run-a", "pc-a")).await.unwrap();
+    // The same run from another PC while pc-a still renews: refused.
+    let refused = b
+        .acquire(&target, &owner("run-a", "pc-b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, TeamLockError::Held { .. }), "{refused}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    b.acquire(&target, &owner("run-a", "pc-b")).await.unwrap();
+    let record = b.inspect(&target[0]).await.unwrap().unwrap();
+    assert_eq!(record.owner.pc, "pc-b");
+    // pc-a, back, renews no more: the lock is pc-b's now.
+    let lost = a.renew(&target, &owner("run-a", "pc-a")).await.unwrap_err();
+    assert!(matches!(lost, TeamLockError::Lost { .. }), "{lost}");
+    // Nor does its release free pc-b's hold.
+    a.release(&target, &owner("run-a", "pc-a")).await.unwrap();
+    assert!(!b.inspect(&target[0]).await.unwrap().unwrap().released);
 }

@@ -202,6 +202,24 @@ fn holding_plan(function: &str) -> String {
     )
 }
 
+/// PC A applies a canary that holds at 10 % for an hour; returns its
+/// process and run once PC B sees the run there in the backend.
+fn a_holds_ten_percent(a: &Pc<'_>, b: &Pc<'_>) -> (Running, String) {
+    let plan_a = a.sandbox.root().join("plan.yaml");
+    std::fs::write(&plan_a, holding_plan(&a.account.function)).unwrap();
+    let running = a.spawn(&["apply", &plan_a.to_string_lossy(), "--yes"]);
+    wait_until(Duration::from_secs(60), "A's canary holds 10 %", || {
+        a.account.alias() == r#"1 {"2": 0.1}"#
+    });
+    let run_a = a.sandbox.run_ids().first().cloned().expect("A's run");
+    wait_until(Duration::from_secs(10), "B sees A's run at 10 %", || {
+        let out = b.run(&["status", &run_a, "--output", "json"]);
+        let record: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+        record["pc"] == "pc-a" && record["stages"][0]["weight"] == 10
+    });
+    (running, run_a)
+}
+
 #[test]
 fn a_run_driven_on_one_pc_is_seen_and_killed_from_another() {
     let Some((_, proxy)) = emulators("a_run_driven_on_one_pc_is_seen_and_killed_from_another")
@@ -211,20 +229,8 @@ fn a_run_driven_on_one_pc_is_seen_and_killed_from_another() {
     let team = Team::new(&proxy, "team-kill");
     let account = &team.account;
     let (a, b) = (team.pc("pc-a", "alice"), team.pc("pc-b", "bob"));
-    let plan_a = a.sandbox.root().join("plan.yaml");
-    std::fs::write(&plan_a, holding_plan(&account.function)).unwrap();
-    let running = a.spawn(&["apply", &plan_a.to_string_lossy(), "--yes"]);
-    wait_until(Duration::from_secs(60), "A's canary holds 10 %", || {
-        account.alias() == r#"1 {"2": 0.1}"#
-    });
-    let run_a = a.sandbox.run_ids().first().cloned().expect("A's run");
-
     // B sees A's run from the backend's record.
-    wait_until(Duration::from_secs(10), "B sees A's run at 10 %", || {
-        let out = b.run(&["status", &run_a, "--output", "json"]);
-        let record: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
-        record["pc"] == "pc-a" && record["stages"][0]["weight"] == 10
-    });
+    let (running, run_a) = a_holds_ten_percent(&a, &b);
     let text = b.run(&["status", &run_a]);
     text.expect_code(0);
     assert!(
@@ -258,4 +264,52 @@ fn a_run_driven_on_one_pc_is_seen_and_killed_from_another() {
     // And the lock is free again.
     let locks = b.locks();
     assert_eq!(locks[0]["state"], "free", "{locks}");
+}
+
+#[test]
+fn a_run_whose_pc_died_is_rolled_back_from_another_pc_which_the_dead_pc_then_cannot_resume() {
+    let Some((_, proxy)) = emulators(
+        "a_run_whose_pc_died_is_rolled_back_from_another_pc_which_the_dead_pc_then_cannot_resume",
+    ) else {
+        return;
+    };
+    let team = Team::new(&proxy, "team-takeover");
+    let account = &team.account;
+    let (a, b) = (team.pc("pc-a", "alice"), team.pc("pc-b", "bob"));
+    let (running, run_a) = a_holds_ten_percent(&a, &b);
+
+    // PC A dies mid-release; its lease (3 s) runs out.
+    assert!(!running.sigkill(), "A's run was still going when killed");
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The runbook on PC B: roll the run back from the backend's record.
+    let rolled = b.run(&["rollback", &run_a, "--yes"]);
+    rolled.expect_code(0);
+    assert!(
+        rolled.stderr.contains("taking run") && rolled.stderr.contains("PC pc-a is gone"),
+        "{rolled}"
+    );
+    assert_eq!(account.alias(), "1 {}", "traffic back on stable: {rolled}");
+    let status = b.run(&["status", &run_a, "--output", "json"]);
+    assert!(status.stdout.contains("RolledBack"), "{status}");
+    let locks = b.locks();
+    assert_eq!(locks[0]["state"], "free", "{locks}");
+    assert_eq!(
+        locks[0]["pc"], "pc-b",
+        "B held it for the rollback: {locks}"
+    );
+    let audit = b.run(&["audit", "show", "--output", "json"]);
+    assert!(
+        audit.stdout.contains("run.takenOver") && audit.stdout.contains("pc-a"),
+        "{audit}"
+    );
+
+    // PC A comes back: its run was taken over, so it does not drive it.
+    let resumed = a.run(&["resume", &run_a]);
+    resumed.expect_code(2);
+    assert!(
+        resumed.stderr.contains("taken over by PC pc-b"),
+        "{resumed}"
+    );
+    assert_eq!(account.alias(), "1 {}", "nothing moved: {resumed}");
 }

@@ -84,8 +84,9 @@ impl TeamLocks for MemoryLocks {
     fn renew<'a>(
         &'a self,
         keys: &'a [String],
-        run: &'a str,
+        owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>> {
+        let run = owner.run.as_str();
         Box::pin(async move {
             *self.renewals.lock().unwrap() += 1;
             let locks = self.locks.lock().unwrap();
@@ -108,8 +109,9 @@ impl TeamLocks for MemoryLocks {
     fn release<'a>(
         &'a self,
         keys: &'a [String],
-        run: &'a str,
+        owner: &'a LockOwner,
     ) -> BoxFuture<'a, Result<(), TeamLockError>> {
+        let run = owner.run.as_str();
         Box::pin(async move {
             let mut locks = self.locks.lock().unwrap();
             for key in keys {
