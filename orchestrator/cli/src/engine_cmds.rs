@@ -907,6 +907,7 @@ pub fn history(filters: &HistoryFilters<'_>, options: &Options<'_>) -> u8 {
     };
     match journal.runs_matching(&query) {
         Ok(runs) => {
+            let runs = crate::team_runs::with_team_runs(runs, &query, options);
             if options.json {
                 outln!(
                     "{}",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use deployctl_adapter::team::{SharedRun, StopAsk, StopAsked, TeamLocks, TeamRuns};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::journal::{
-    Journal, NewRun, NewStage, PreflightRecord, StageUpdate, StopRequest,
+    Journal, NewRun, NewStage, PreflightRecord, RunQuery, RunRecord, StageUpdate, StopRequest,
 };
 use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
 
@@ -370,4 +370,83 @@ pub fn status_elsewhere(run_id: &str, options: &Options<'_>) -> Option<u8> {
             crate::runs::exit_code(phase, record.rollback_incomplete)
         })
     }))
+}
+
+/// `history` with a backend: this journal's runs and the team's runs
+/// driven on other PCs that match `query`, newest first, at most
+/// `query.limit`. A backend that cannot be read is said, and the local
+/// runs are still listed.
+pub fn with_team_runs(
+    mut local: Vec<RunRecord>,
+    query: &RunQuery,
+    options: &Options<'_>,
+) -> Vec<RunRecord> {
+    let Some(backend) = options.backend else {
+        return local;
+    };
+    let team = match connect(backend) {
+        Ok((runtime, _, runs)) => runtime.block_on(runs.runs()),
+        Err(_) => return local,
+    };
+    let team = match team {
+        Ok(team) => team,
+        Err(error) => {
+            eprintln!("warning: the team backend's runs cannot be read ({error}); this PC's only");
+            return local;
+        }
+    };
+    let known: std::collections::BTreeSet<String> = local.iter().map(|r| r.id.clone()).collect();
+    local.extend(
+        team.iter()
+            .filter(|shared| !known.contains(&shared.run) && matches(shared, query))
+            .map(as_run_record),
+    );
+    local.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    local.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+    local
+}
+
+fn matches(shared: &SharedRun, query: &RunQuery) -> bool {
+    let phase = RunPhase::parse(&shared.phase);
+    query
+        .target
+        .as_ref()
+        .is_none_or(|target| shared.stages.iter().any(|s| &s.target == target))
+        && query
+            .environment
+            .as_ref()
+            .is_none_or(|environment| &shared.environment == environment)
+        && query
+            .phases
+            .as_ref()
+            .is_none_or(|phases| phase.is_some_and(|p| phases.contains(&p)))
+        && query
+            .since_ms
+            .is_none_or(|since| shared.created_at >= since)
+}
+
+/// A team run as `history` lists runs (driven elsewhere: no local owner).
+fn as_run_record(shared: &SharedRun) -> RunRecord {
+    RunRecord {
+        id: shared.run.clone(),
+        plan_name: shared.plan_name.clone(),
+        environment: shared.environment.clone(),
+        plan_file: shared.plan_file.clone(),
+        plan_digest: shared.plan_digest.clone(),
+        plan_source: String::new(),
+        initiator: shared.initiator.clone(),
+        mode: RunMode::Apply,
+        phase: RunPhase::parse(&shared.phase).unwrap_or(RunPhase::Progressing),
+        created_at: shared.created_at,
+        updated_at: shared.updated_at,
+        owner_pid: None,
+        owner_host: Some(shared.pc.clone()),
+        heartbeat_at: None,
+        kill_requested: false,
+        rollback_incomplete: shared.rollback_incomplete,
+        outcome: shared.outcome.clone(),
+        rollback_scope: None,
+        rollback_final: None,
+        held: false,
+    }
 }

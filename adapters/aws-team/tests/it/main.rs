@@ -473,3 +473,47 @@ async fn another_pc_takes_a_run_over_only_once_its_lease_ran_out() {
     a.release(&target, &owner("run-a", "pc-a")).await.unwrap();
     assert!(!b.inspect(&target[0]).await.unwrap().unwrap().released);
 }
+
+#[tokio::test]
+async fn under_faults_a_run_record_never_goes_backwards() {
+    let test = "under_faults_a_run_record_never_goes_backwards";
+    let (Some(url), Some(proxy)) = (moto(test), emulator("DEPLOYCTL_TEST_FAULTS_URL", test)) else {
+        return;
+    };
+    let backend = Backend::new(&url).await;
+    let driver = S3Runs::new(backend.client(&proxy).await, backend.location.clone());
+    let reader = S3Runs::new(backend.client(&url).await, backend.location.clone());
+    faults(
+        &proxy,
+        &format!(
+            r#"{{"account": "{}", "rate": 0.2, "seed": 5, "kinds": ["throttle", "5xx", "reset"]}}"#,
+            backend.account.0
+        ),
+    );
+    let mut newest = 0;
+    for revision in (10..=300).step_by(10) {
+        // The driving PC's write, then a late retry of an older one.
+        if driver
+            .publish(&shared("r-1", revision, "Progressing"))
+            .await
+            .is_ok()
+        {
+            newest = revision;
+        }
+        let _ = driver
+            .publish(&shared("r-1", revision - 5, "Pending"))
+            .await;
+        let seen = reader.fetch("r-1").await.unwrap().expect("the record");
+        assert!(
+            seen.revision >= newest && seen.phase == "Progressing",
+            "revision {} after {newest} was written",
+            seen.revision
+        );
+    }
+    assert!(newest >= 290, "the record kept up under faults: {newest}");
+    let calls = calls(&proxy, &backend.account.0);
+    assert!(
+        calls.iter().filter(|c| !c["fault"].is_null()).count() >= 10,
+        "the proxy injected faults"
+    );
+}

@@ -253,9 +253,16 @@ fn a_run_driven_on_one_pc_is_seen_and_killed_from_another() {
         took.as_millis()
     );
 
-    // Both PCs say how it ended; B's trail has B's request.
+    // Both PCs say how it ended; B's history lists the team's run; B's
+    // trail has B's request.
     let status = b.run(&["status", &run_a, "--output", "json"]);
     assert!(status.stdout.contains("\"phase\":\"Killed\""), "{status}");
+    let history = b.run(&["history", "--output", "json"]);
+    history.expect_code(0);
+    let listed: serde_json::Value = serde_json::from_str(&history.stdout).expect("JSON");
+    assert_eq!(listed[0]["run"], run_a.as_str(), "{history}");
+    assert_eq!(listed[0]["phase"], "Killed", "{history}");
+    assert_eq!(listed[0]["initiator"], "alice@pc-a", "{history}");
     let audit = b.run(&["audit", "show", "--output", "json"]);
     assert!(
         audit.stdout.contains("kill.requested") && audit.stdout.contains(&run_a),
@@ -292,6 +299,12 @@ fn a_run_whose_pc_died_is_rolled_back_from_another_pc_which_the_dead_pc_then_can
     assert_eq!(account.alias(), "1 {}", "traffic back on stable: {rolled}");
     let status = b.run(&["status", &run_a, "--output", "json"]);
     assert!(status.stdout.contains("RolledBack"), "{status}");
+    let history = b.run(&["history", "--output", "json"]);
+    assert_eq!(
+        history.stdout.matches(run_a.as_str()).count(),
+        1,
+        "the run taken over is listed once: {history}"
+    );
     let locks = b.locks();
     assert_eq!(locks[0]["state"], "free", "{locks}");
     assert_eq!(
