@@ -243,7 +243,23 @@ pub struct StopAsked {
     pub at: i64,
 }
 
-/// Run records and stop requests shared through the backend.
+/// An approval or rejection of a gate, verified (role, four eyes, MFA
+/// code) on the PC it was given on, for the PC that drives the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedDecision {
+    pub gate: String,
+    /// The approver, as the access file names them.
+    pub user: String,
+    /// `None`: an approval; `Some(reason)`: a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// Where it was given (`user@host` of the command).
+    pub given_on: String,
+    pub at: i64,
+}
+
+/// Run records, stop requests and approvals shared through the backend.
 pub trait TeamRuns: Send + Sync {
     /// Writes the driving PC's record of its run, unless the backend
     /// already has this revision or a newer one.
@@ -267,4 +283,18 @@ pub trait TeamRuns: Send + Sync {
         &'a self,
         run: &'a str,
     ) -> BoxFuture<'a, Result<Option<StopAsked>, TeamLockError>>;
+
+    /// Keeps one person's decision on one gate; a second decision of the
+    /// same person on the same gate is refused (`Ok(false)`).
+    fn decide<'a>(
+        &'a self,
+        run: &'a str,
+        decision: &'a SharedDecision,
+    ) -> BoxFuture<'a, Result<bool, TeamLockError>>;
+
+    /// Every decision given on the run's gates, in no particular order.
+    fn decisions<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SharedDecision>, TeamLockError>>;
 }

@@ -13,12 +13,13 @@ pub fn statements(backend: &S3Location, scope: &Scope) -> Vec<Statement> {
     let bucket = format!("arn:{}:s3:::{}", scope.partition, backend.bucket);
     let locks = format!("{bucket}/{}", backend.key("locks/*"));
     let runs = format!("{bucket}/{}", backend.key("runs/*"));
+    let decisions = format!("{bucket}/{}", backend.key("decisions/*"));
     vec![
         Statement::new("team backend listing", ["s3:ListBucket"], [bucket]),
         Statement::new(
             "team backend locks and runs",
             ["s3:GetObject", "s3:PutObject"],
-            [locks, runs],
+            [locks, runs, decisions],
         ),
     ]
 }

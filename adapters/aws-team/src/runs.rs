@@ -9,7 +9,7 @@
 
 use aws_sdk_s3::Client;
 use deployctl_adapter::BoxFuture;
-use deployctl_adapter::team::{SharedRun, StopAsked, TeamLockError, TeamRuns};
+use deployctl_adapter::team::{SharedDecision, SharedRun, StopAsked, TeamLockError, TeamRuns};
 use deployctl_aws::s3_location::S3Location;
 
 use crate::objects::{Condition, Objects, Written};
@@ -122,6 +122,68 @@ impl S3Runs {
     }
 }
 
+/// Gate and user names become object names: the characters plans and
+/// access files allow in them.
+fn name_part(text: &str) -> Result<&str, String> {
+    if !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !text.starts_with('.')
+    {
+        Ok(text)
+    } else {
+        Err(format!("`{text}` cannot name a gate or an approver"))
+    }
+}
+
+impl S3Runs {
+    fn decisions_folder(&self, run: &str) -> Result<String, String> {
+        Ok(format!("decisions/{}/", checked(run)?))
+    }
+
+    async fn keep_decision(
+        &self,
+        run: &str,
+        decision: &SharedDecision,
+    ) -> Result<bool, TeamLockError> {
+        let key = (|| {
+            Ok::<_, String>(self.objects.location.key(&format!(
+                "{}{}/{}.json",
+                self.decisions_folder(run)?,
+                name_part(&decision.gate)?,
+                name_part(&decision.user)?
+            )))
+        })()
+        .map_err(TeamLockError::Backend)?;
+        match self
+            .objects
+            .put_json(&key, decision, Condition::Absent)
+            .await?
+        {
+            Written::Done => Ok(true),
+            // A retried write whose first attempt landed is this decision.
+            Written::Raced => Ok(self
+                .objects
+                .get_json::<SharedDecision>(&key)
+                .await?
+                .is_some_and(|(kept, _)| &kept == decision)),
+        }
+    }
+
+    async fn all_decisions(&self, run: &str) -> Result<Vec<SharedDecision>, TeamLockError> {
+        let folder = self.decisions_folder(run).map_err(TeamLockError::Backend)?;
+        let mut decisions = Vec::new();
+        for key in self.objects.list(&folder).await? {
+            if let Some((decision, _)) = self.objects.get_json::<SharedDecision>(&key).await? {
+                decisions.push(decision);
+            }
+        }
+        Ok(decisions)
+    }
+}
+
 impl TeamRuns for S3Runs {
     fn publish<'a>(&'a self, run: &'a SharedRun) -> BoxFuture<'a, Result<(), TeamLockError>> {
         Box::pin(self.publish_record(run))
@@ -151,6 +213,21 @@ impl TeamRuns for S3Runs {
         asked: &'a StopAsked,
     ) -> BoxFuture<'a, Result<StopAsked, TeamLockError>> {
         Box::pin(self.ask(run, asked))
+    }
+
+    fn decide<'a>(
+        &'a self,
+        run: &'a str,
+        decision: &'a SharedDecision,
+    ) -> BoxFuture<'a, Result<bool, TeamLockError>> {
+        Box::pin(self.keep_decision(run, decision))
+    }
+
+    fn decisions<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SharedDecision>, TeamLockError>> {
+        Box::pin(self.all_decisions(run))
     }
 
     fn stop_asked<'a>(

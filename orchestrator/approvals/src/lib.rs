@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use deployctl_audit::{Action as AuditAction, Outcome, What};
-use deployctl_engine::journal::Journal;
+use deployctl_engine::journal::{Journal, RunRecord};
 use deployctl_plan::ValidatedPlan;
 use deployctl_policy::{Access, Action, MfaStore, check_approval};
 use deployctl_trail::Trail;
@@ -89,7 +89,7 @@ pub trait Surroundings {
 /// is recorded in the journal, which is what a waiting run polls.
 /// `code` is asked for only once the identity checks passed.
 pub fn submit(
-    journal: &Journal,
+    journal: &dyn Ledger,
     audit: &Trail,
     submission: &Submission<'_>,
     code: impl FnOnce() -> Result<String, Refusal>,
@@ -115,9 +115,7 @@ pub fn submit(
         );
         Refusal::Denied(message)
     };
-    let run = journal
-        .run(run_id)
-        .map_err(|error| Refusal::Denied(error.to_string()))?;
+    let run = journal.run(run_id).map_err(Refusal::Denied)?;
     let loaded =
         deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()).map_err(|_| {
             Refusal::Failed(format!(
@@ -166,7 +164,7 @@ pub fn submit(
     if matches!(decision, Decision::Approve)
         && journal
             .approvers(run_id, gate)
-            .map_err(|error| Refusal::Failed(error.to_string()))?
+            .map_err(Refusal::Failed)?
             .iter()
             .any(|approver| approver == user)
     {
@@ -196,11 +194,51 @@ pub fn submit(
             .detail(format!("gate {gate}")),
         Outcome::ok(),
     );
-    let recorded = match decision {
-        Decision::Approve => journal.record_approval(run_id, gate, user),
-        Decision::Reject { reason } => journal.record_rejection(run_id, gate, user, reason),
-    };
-    recorded.map_err(|error| Refusal::Failed(error.to_string()))
+    journal
+        .record(run_id, gate, user, &decision)
+        .map_err(Refusal::Failed)
+}
+
+/// Where a run's approvals are kept and read: this PC's journal (the run
+/// it drives), or the team backend's record of a run another PC drives
+/// (the binary's implementation), whose PC copies them into its journal.
+pub trait Ledger {
+    /// The run as recorded (its plan, initiator, environment, phase).
+    fn run(&self, run_id: &str) -> Result<RunRecord, String>;
+    /// Who approved `gate` so far.
+    fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, String>;
+    /// Keeps the verified decision of `user`.
+    fn record(
+        &self,
+        run_id: &str,
+        gate: &str,
+        user: &str,
+        decision: &Decision<'_>,
+    ) -> Result<(), String>;
+}
+
+impl Ledger for Journal {
+    fn run(&self, run_id: &str) -> Result<RunRecord, String> {
+        Journal::run(self, run_id).map_err(|error| error.to_string())
+    }
+
+    fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, String> {
+        Journal::approvers(self, run_id, gate).map_err(|error| error.to_string())
+    }
+
+    fn record(
+        &self,
+        run_id: &str,
+        gate: &str,
+        user: &str,
+        decision: &Decision<'_>,
+    ) -> Result<(), String> {
+        match decision {
+            Decision::Approve => self.record_approval(run_id, gate, user),
+            Decision::Reject { reason } => self.record_rejection(run_id, gate, user, reason),
+        }
+        .map_err(|error| error.to_string())
+    }
 }
 
 /// The user part of a run's initiator (`user@host`).

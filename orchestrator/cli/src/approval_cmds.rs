@@ -10,13 +10,11 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use deployctl_approvals::{Decision, Refusal, Submission, Surroundings, submit};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_aws_audit::MfaKeySource;
-use deployctl_engine::journal::Journal;
 use deployctl_plan::ValidatedPlan;
 use deployctl_policy::mfa::{Background, KeySource, create_key_file};
 use deployctl_policy::{MfaPolicy, MfaStore};
@@ -204,14 +202,39 @@ impl Surroundings for Around<'_> {
     }
 }
 
-/// `deployctl approve|reject RUN …` on this machine's journal.
+/// Where an approval command runs: its access file, state directory and
+/// team backend.
+#[derive(Clone, Copy)]
+pub struct Site<'a> {
+    pub access_file: &'a Path,
+    pub state_dir: &'a Path,
+    pub backend: Option<&'a deployctl_aws_audit::S3Location>,
+}
+
+/// `deployctl approve|reject RUN …`: kept in this machine's journal, or,
+/// for a run another PC drives, in the team backend, which that PC reads.
+/// The approvers of the gate so far.
 fn submit_here(
     submission: &Submission<'_>,
     code: Option<&str>,
-    access_file: &Path,
-    state_dir: &Path,
-) -> Result<Arc<Journal>, u8> {
+    site: &Site<'_>,
+) -> Result<Vec<String>, u8> {
+    let Site {
+        access_file,
+        state_dir,
+        backend,
+    } = *site;
     let (journal, audit) = crate::audited::open(state_dir)?;
+    let team = match backend {
+        Some(backend) if journal.run(submission.run_id).is_err() => {
+            Some(crate::team_runs::TeamLedger::connect(backend)?)
+        }
+        _ => None,
+    };
+    let ledger: &dyn deployctl_approvals::Ledger = match &team {
+        Some(team) => team,
+        None => journal.as_ref(),
+    };
     let user = submission.user;
     let asked = || {
         code_or_prompt(code, user).map_err(|code| {
@@ -223,10 +246,12 @@ fn submit_here(
         })
     };
     let around = Around { state_dir };
-    match submit(&journal, &audit, submission, asked, access_file, &around) {
+    match submit(ledger, &audit, submission, asked, access_file, &around) {
         Ok(()) => {
             let _seal = Seal(audit);
-            Ok(journal)
+            Ok(ledger
+                .approvers(submission.run_id, submission.gate)
+                .unwrap_or_default())
         }
         Err(refusal) => Err(match refusal {
             Refusal::Denied(_) | Refusal::AlreadyDone(_) => crate::report::refused(refusal),
@@ -236,25 +261,17 @@ fn submit_here(
 }
 
 /// `deployctl approve RUN --gate NAME --user USER [--code CODE]`.
-pub fn approve(
-    run_id: &str,
-    gate: &str,
-    user: &str,
-    code: Option<&str>,
-    access_file: &Path,
-    state_dir: &Path,
-) -> u8 {
+pub fn approve(run_id: &str, gate: &str, user: &str, code: Option<&str>, site: &Site<'_>) -> u8 {
     let submission = Submission {
         run_id,
         gate,
         user,
         decision: Decision::Approve,
     };
-    let journal = match submit_here(&submission, code, access_file, state_dir) {
-        Ok(journal) => journal,
+    let approvers = match submit_here(&submission, code, site) {
+        Ok(approvers) => approvers,
         Err(code) => return code,
     };
-    let approvers = journal.approvers(run_id, gate).unwrap_or_default();
     eprintln!(
         "{user} approved `{gate}` of run {run_id} (approvers so far: {})",
         approvers.join(", ")
@@ -269,8 +286,7 @@ pub fn reject(
     user: &str,
     reason: &str,
     code: Option<&str>,
-    access_file: &Path,
-    state_dir: &Path,
+    site: &Site<'_>,
 ) -> u8 {
     let submission = Submission {
         run_id,
@@ -278,7 +294,7 @@ pub fn reject(
         user,
         decision: Decision::Reject { reason },
     };
-    if let Err(code) = submit_here(&submission, code, access_file, state_dir) {
+    if let Err(code) = submit_here(&submission, code, site) {
         return code;
     }
     eprintln!("{user} rejected `{gate}` of run {run_id}: the run rolls back.");

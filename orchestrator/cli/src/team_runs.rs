@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deployctl_adapter::team::{SharedRun, StopAsk, StopAsked, TeamLocks, TeamRuns};
+use deployctl_adapter::team::{SharedDecision, SharedRun, StopAsk, StopAsked, TeamLocks, TeamRuns};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::journal::{
     Journal, NewRun, NewStage, PreflightRecord, RunQuery, RunRecord, StageUpdate, StopRequest,
@@ -433,7 +433,7 @@ fn as_run_record(shared: &SharedRun) -> RunRecord {
         environment: shared.environment.clone(),
         plan_file: shared.plan_file.clone(),
         plan_digest: shared.plan_digest.clone(),
-        plan_source: String::new(),
+        plan_source: shared.plan_source.clone(),
         initiator: shared.initiator.clone(),
         mode: RunMode::Apply,
         phase: RunPhase::parse(&shared.phase).unwrap_or(RunPhase::Progressing),
@@ -448,5 +448,68 @@ fn as_run_record(shared: &SharedRun) -> RunRecord {
         rollback_scope: None,
         rollback_final: None,
         held: false,
+    }
+}
+
+/// A run another PC drives, as `approve` and `reject` see it: its record
+/// and decisions in the team backend, where a verified decision is kept
+/// for the driving PC to copy into its journal (within a second).
+pub struct TeamLedger {
+    runtime: tokio::runtime::Runtime,
+    runs: Arc<dyn TeamRuns>,
+}
+
+impl TeamLedger {
+    pub fn connect(backend: &deployctl_aws_audit::S3Location) -> Result<TeamLedger, u8> {
+        let (runtime, _, runs) = connect(backend)?;
+        Ok(TeamLedger { runtime, runs })
+    }
+}
+
+impl deployctl_approvals::Ledger for TeamLedger {
+    fn run(&self, run_id: &str) -> Result<RunRecord, String> {
+        match self.runtime.block_on(self.runs.fetch(run_id)) {
+            Ok(Some(shared)) => Ok(as_run_record(&shared)),
+            Ok(None) => Err(format!(
+                "no run {run_id} in this state directory or in the team backend"
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, String> {
+        let mut decisions = self
+            .runtime
+            .block_on(self.runs.decisions(run_id))
+            .map_err(|error| error.to_string())?;
+        decisions.retain(|d| d.gate == gate && d.rejected.is_none());
+        decisions.sort_by_key(|d| d.at);
+        Ok(decisions.into_iter().map(|d| d.user).collect())
+    }
+
+    fn record(
+        &self,
+        run_id: &str,
+        gate: &str,
+        user: &str,
+        decision: &deployctl_approvals::Decision<'_>,
+    ) -> Result<(), String> {
+        let shared = SharedDecision {
+            gate: gate.to_owned(),
+            user: user.to_owned(),
+            rejected: match decision {
+                deployctl_approvals::Decision::Approve => None,
+                deployctl_approvals::Decision::Reject { reason } => Some((*reason).to_owned()),
+            },
+            given_on: deployctl_engine::run::initiator(),
+            at: deployctl_time::now_ms(),
+        };
+        match self.runtime.block_on(self.runs.decide(run_id, &shared)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "{user} already decided gate `{gate}` of run {run_id} (in the team backend)"
+            )),
+            Err(error) => Err(error.to_string()),
+        }
     }
 }

@@ -972,7 +972,7 @@ async fn judge(
             })
         };
         deployctl_approvals::submit(
-            &shared_for_check.journal,
+            shared_for_check.journal.as_ref(),
             &shared_for_check.audit,
             &submission,
             code,

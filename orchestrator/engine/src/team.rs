@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deployctl_adapter::team::{
-    LockOwner, SharedRun, SharedStage, StopAsk, TeamLockError, TeamLocks, TeamRuns,
+    LockOwner, SharedDecision, SharedRun, SharedStage, StopAsk, TeamLockError, TeamLocks, TeamRuns,
 };
 
 use crate::executor::{Engine, EngineError};
@@ -244,6 +244,12 @@ impl Engine {
                 {
                     shared = Some(record.revision);
                 }
+                // Approvals and rejections verified on other PCs.
+                if let Ok(decisions) = runs.decisions(&run_id).await {
+                    for decision in &decisions {
+                        copy_decision(&journal, &run_id, decision);
+                    }
+                }
                 if !stop_seen && let Ok(Some(asked)) = runs.stop_asked(&run_id).await {
                     let request = match asked.ask {
                         StopAsk::Kill => StopRequest::Kill,
@@ -255,6 +261,24 @@ impl Engine {
             }
         })))
     }
+}
+
+/// A decision given on another PC, into this journal once (the waiting
+/// stage polls the journal). Who gave it was checked there: role, four
+/// eyes, one-time code.
+fn copy_decision(journal: &Journal, run_id: &str, decision: &SharedDecision) {
+    let _ = match &decision.rejected {
+        Some(reason) => match journal.rejection(run_id, &decision.gate) {
+            Ok(None) => journal.record_rejection(run_id, &decision.gate, &decision.user, reason),
+            _ => Ok(()),
+        },
+        None => match journal.approvers(run_id, &decision.gate) {
+            Ok(approvers) if !approvers.contains(&decision.user) => {
+                journal.record_approval(run_id, &decision.gate, &decision.user)
+            }
+            _ => Ok(()),
+        },
+    };
 }
 
 async fn publish(runs: &dyn TeamRuns, journal: &Journal, run_id: &str) -> Result<(), String> {

@@ -326,3 +326,132 @@ fn a_run_whose_pc_died_is_rolled_back_from_another_pc_which_the_dead_pc_then_can
     );
     assert_eq!(account.alias(), "1 {}", "nothing moved: {resumed}");
 }
+
+const TEAM_ACCESS: &str = "apiVersion: deployctl.io/v1\nkind: Access\nusers:\n  alice: {roles: [operator, approver]}\n  bob: {roles: [approver]}\n  carol: {roles: [approver]}\nenvironments:\n  test:\n    operators: [alice]\nroles:\n  release-approver: [alice, bob, carol]\n";
+
+impl Pc<'_> {
+    /// The team's access file, written in this PC's sandbox.
+    fn access(&self) -> String {
+        let path = self.sandbox.root().join("access.yaml");
+        std::fs::write(&path, TEAM_ACCESS).expect("access file written");
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Enrolls `user` in this PC's MFA store; their authenticator.
+    fn enroll(&self, user: &str) -> totp_rs::Totp {
+        let access = self.access();
+        let out = self.run(&["--access", &access, "mfa", "enroll", user]);
+        out.expect_code(0);
+        let uri = out
+            .stderr
+            .lines()
+            .find(|line| line.starts_with("otpauth://"))
+            .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
+            .trim()
+            .to_owned();
+        let totp = totp_rs::Totp::from_url_unchecked(&uri).expect("an otpauth URI");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let code = totp.generate(now).to_string();
+        self.run(&["--access", &access, "mfa", "confirm", user, "--code", &code])
+            .expect_code(0);
+        totp
+    }
+
+    fn approve(&self, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
+        let access = self.access();
+        self.run(&[
+            "--access", &access, "approve", run, "--gate", "signoff", "--user", user, "--code",
+            code,
+        ])
+    }
+}
+
+#[test]
+fn approvers_on_two_other_pcs_release_a_run_paused_on_a_third() {
+    let Some((_, proxy)) = emulators("approvers_on_two_other_pcs_release_a_run_paused_on_a_third")
+    else {
+        return;
+    };
+    let team = Team::new(&proxy, "team-approve");
+    let account = &team.account;
+    let (a, b, c) = (
+        team.pc("pc-a", "alice"),
+        team.pc("pc-b", "bob"),
+        team.pc("pc-c", "carol"),
+    );
+    let plan = plan(&account.function).replace(
+        "[{pause: {duration: 1h}}, {setWeight: 10}, {setWeight: 100}]",
+        "[{setWeight: 10}, {approval: signoff}, {setWeight: 100}]",
+    ) + "approvals:\n  signoff: {role: release-approver, required: 2, timeout: 10m}\n";
+    let plan_a = a.sandbox.root().join("plan.yaml");
+    std::fs::write(&plan_a, plan).unwrap();
+    let bob = b.enroll("bob");
+    let carol = c.enroll("carol");
+    let alice_on_b = b.enroll("alice");
+    let access_a = a.access();
+    let running = a.spawn(&[
+        "--access",
+        &access_a,
+        "apply",
+        &plan_a.to_string_lossy(),
+        "--yes",
+    ]);
+    let run_a = {
+        let mut found = None;
+        wait_until(
+            Duration::from_secs(60),
+            "A's run waits for sign-off",
+            || {
+                found = a.sandbox.run_ids().first().cloned();
+                found.as_ref().is_some_and(|run| {
+                    let out = b.run(&["status", run, "--output", "json"]);
+                    let record: serde_json::Value =
+                        serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+                    record["stages"][0]["phase"] == "Paused" && record["stages"][0]["weight"] == 10
+                })
+            },
+        );
+        found.expect("A's run")
+    };
+    let code = |totp: &totp_rs::Totp| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        totp.generate(now + 30).to_string()
+    };
+
+    // Four eyes hold across PCs: the initiator cannot approve from B.
+    let own = b.approve(&run_a, "alice", &code(&alice_on_b));
+    own.expect_code(2);
+    assert!(own.stderr.contains("started this run"), "{own}");
+
+    // Bob on B: kept in the backend for A.
+    let first = b.approve(&run_a, "bob", &code(&bob));
+    first.expect_code(0);
+    assert!(first.stderr.contains("approvers so far: bob"), "{first}");
+    // A second approval by bob counts for nothing.
+    let again = b.approve(&run_a, "bob", &code(&bob));
+    again.expect_code(2);
+    assert!(again.stderr.contains("already approved"), "{again}");
+    assert_eq!(account.alias(), r#"1 {"2": 0.1}"#, "one approval of two");
+
+    // Carol on C: the second; A's run goes on to 100 %.
+    c.approve(&run_a, "carol", &code(&carol)).expect_code(0);
+    let finished = running.wait(crate::sandbox::COMMAND_TIMEOUT);
+    finished.expect_code(0);
+    assert_eq!(account.alias(), "2 {}", "{finished}");
+    // A's trail names both approvers; B's and C's their MFA checks.
+    let trail = a.run(&["audit", "show", "--output", "json"]);
+    assert!(
+        trail.stdout.contains("approval.granted")
+            && trail.stdout.contains("\"bob\"")
+            && trail.stdout.contains("\"carol\""),
+        "{trail}"
+    );
+    let on_c = c.run(&["audit", "show", "--output", "json"]);
+    assert!(on_c.stdout.contains("mfa.verified"), "{on_c}");
+}
