@@ -339,25 +339,7 @@ impl Pc<'_> {
 
     /// Enrolls `user` in this PC's MFA store; their authenticator.
     fn enroll(&self, user: &str) -> totp_rs::Totp {
-        let access = self.access();
-        let out = self.run(&["--access", &access, "mfa", "enroll", user]);
-        out.expect_code(0);
-        let uri = out
-            .stderr
-            .lines()
-            .find(|line| line.starts_with("otpauth://"))
-            .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
-            .trim()
-            .to_owned();
-        let totp = totp_rs::Totp::from_url_unchecked(&uri).expect("an otpauth URI");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let code = totp.generate(now).to_string();
-        self.run(&["--access", &access, "mfa", "confirm", user, "--code", &code])
-            .expect_code(0);
-        totp
+        crate::approvals::enroll_with(&self.sandbox, &self.access(), user)
     }
 
     fn approve(&self, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
@@ -416,13 +398,7 @@ fn approvers_on_two_other_pcs_release_a_run_paused_on_a_third() {
         );
         found.expect("A's run")
     };
-    let code = |totp: &totp_rs::Totp| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        totp.generate(now + 30).to_string()
-    };
+    let code = crate::approvals::next_code;
 
     // Four eyes hold across PCs: the initiator cannot approve from B.
     let own = b.approve(&run_a, "alice", &code(&alice_on_b));
