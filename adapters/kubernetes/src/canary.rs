@@ -712,6 +712,16 @@ async fn rollback(
         let annotations = json!({names::VERSION: saved_version});
         set_primary_images(target, &primary_now, &images, annotations, step).await?;
         target.wait_rollout(&target.place.base, None).await?;
+        // Rolled out is not yet rolled back: the Service's endpoints must
+        // list every replica of the restored template and nothing else,
+        // or some requests still reach the release (or a pod that is gone).
+        target
+            .wait_endpoints_of(
+                &target.place.service,
+                &[&target.place.base],
+                EndpointsReady::EveryReplica,
+            )
+            .await?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ fn iam_policy(args: &[&str]) -> Output {
         .env_remove("AWS_REGION")
         .env_remove("DEPLOYCTL_AUDIT_SINK")
         .env_remove("DEPLOYCTL_MFA_KMS_KEY")
+        .env_remove("DEPLOYCTL_BACKEND")
         .output()
         .expect("deployctl runs")
 }
@@ -159,5 +160,34 @@ fn the_deploy_pcs_audit_sink_and_kms_key_are_granted_when_configured() {
         "--audit-sink",
         "bucket-without-scheme",
     ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_team_backend_is_granted_on_its_own_prefixes_only() {
+    let policy = policy(&[
+        "examples/quickstart.yaml",
+        "--backend",
+        "s3://acme-team/deployctl",
+    ]);
+    let text = policy.to_string();
+    for resource in [
+        "arn:aws:s3:::acme-team/deployctl/locks/*",
+        "arn:aws:s3:::acme-team/deployctl/runs/*",
+        "arn:aws:s3:::acme-team/deployctl/decisions/*",
+        "\"arn:aws:s3:::acme-team\"",
+    ] {
+        assert!(text.contains(resource), "{resource}: {text}");
+    }
+    assert!(!text.contains("acme-team/*"), "nothing wider: {text}");
+    let actions = actions(&policy);
+    for needed in ["s3:GetObject", "s3:PutObject", "s3:ListBucket"] {
+        assert!(actions.iter().any(|a| a == needed), "{needed}: {actions:?}");
+    }
+    assert!(
+        !actions.iter().any(|a| a == "s3:DeleteObject"),
+        "{actions:?}"
+    );
+    let out = iam_policy(&["examples/quickstart.yaml", "--backend", "team-bucket"]);
     assert_eq!(out.status.code(), Some(2));
 }
