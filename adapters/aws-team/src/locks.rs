@@ -41,6 +41,14 @@ impl std::fmt::Debug for S3Locks {
     }
 }
 
+/// What [`S3Locks::change`] does with a lock it read.
+enum Step<T> {
+    /// Write this (conditional on the read) and answer `T` once written.
+    Write(LockRecord, T),
+    /// Write nothing: this is the answer.
+    Answer(Result<T, TeamLockError>),
+}
+
 impl S3Locks {
     pub fn new(client: Client, location: S3Location, lease: Duration) -> S3Locks {
         S3Locks {
@@ -90,27 +98,52 @@ impl S3Locks {
             .await
     }
 
-    async fn take(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
+    /// Reads `target`'s lock and lets `decide` say what to write (or what
+    /// to answer), conditional on what was read; a lost race reads again.
+    async fn change<T>(
+        &self,
+        target: &str,
+        mut decide: impl FnMut(Option<LockRecord>, i64) -> Step<T>,
+    ) -> Result<T, TeamLockError> {
         for _ in 0..ATTEMPTS {
-            let now = now_ms();
+            let (read, etag) = match self.read(target).await? {
+                Some((record, etag)) => (Some(record), Some(etag)),
+                None => (None, None),
+            };
+            let (record, answer) = match decide(read, now_ms()) {
+                Step::Answer(answer) => return answer,
+                Step::Write(record, answer) => (record, answer),
+            };
+            let condition = match &etag {
+                Some(etag) => Condition::Unchanged(etag),
+                None => Condition::Absent,
+            };
+            if let Written::Done(_) = self.write(&record, condition).await? {
+                return Ok(answer);
+            }
+        }
+        Err(contended(target))
+    }
+
+    async fn take(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
+        let lease = self.lease_ms();
+        self.change(target, |read, now| {
             let fresh = LockRecord {
                 target: target.to_owned(),
                 owner: owner.clone(),
                 acquired_at: now,
                 renewed_at: now,
-                lease_until: now + self.lease_ms(),
+                lease_until: now + lease,
                 released: false,
                 broken: None,
             };
-            let written = match self.read(target).await? {
-                None => self.write(&fresh, Condition::Absent).await?,
-                Some((held, etag)) if held.released => {
-                    self.write(&fresh, Condition::Unchanged(&etag)).await?
-                }
+            match read {
+                None => Step::Write(fresh, ()),
+                Some(held) if held.released => Step::Write(fresh, ()),
                 // A resumed run takes its own lock again, even after its
                 // lease ran out while it was down: nobody broke it. So does
                 // another PC taking a dead PC's run over; never a live one.
-                Some((held, etag))
+                Some(held)
                     if held.owner.run == owner.run
                         && (held.owner.pc == owner.pc || held.expired(now)) =>
                 {
@@ -118,77 +151,66 @@ impl S3Locks {
                         acquired_at: held.acquired_at,
                         ..fresh
                     };
-                    self.write(&renewed, Condition::Unchanged(&etag)).await?
+                    Step::Write(renewed, ())
                 }
-                Some((held, _)) if held.expired(now) => {
-                    return Err(TeamLockError::Expired {
-                        target: target.to_owned(),
-                        expired_for_s: (now - held.lease_until) / 1000,
-                        owner: held.owner,
-                    });
-                }
-                Some((held, _)) => {
-                    return Err(TeamLockError::Held {
-                        target: target.to_owned(),
-                        owner: held.owner,
-                        lease_until_ms: held.lease_until,
-                    });
-                }
-            };
-            if let Written::Done = written {
-                return Ok(());
+                Some(held) if held.expired(now) => Step::Answer(Err(TeamLockError::Expired {
+                    target: target.to_owned(),
+                    expired_for_s: (now - held.lease_until) / 1000,
+                    owner: held.owner,
+                })),
+                Some(held) => Step::Answer(Err(TeamLockError::Held {
+                    target: target.to_owned(),
+                    owner: held.owner,
+                    lease_until_ms: held.lease_until,
+                })),
             }
-        }
-        Err(contended(target))
+        })
+        .await
     }
 
     async fn renew_one(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
         let run = owner.run.as_str();
-        for _ in 0..ATTEMPTS {
-            let now = now_ms();
-            let Some((held, etag)) = self.read(target).await? else {
-                return Err(lost(target, run, "the lock object is gone"));
+        let lease = self.lease_ms();
+        self.change(target, |read, now| {
+            let Some(held) = read else {
+                return Step::Answer(Err(lost(target, run, "the lock object is gone")));
             };
             if held.owner.run != run || held.owner.pc != owner.pc {
-                return Err(lost(target, run, &format!("it is held by {}", held.owner)));
+                let why = format!("it is held by {}", held.owner);
+                return Step::Answer(Err(lost(target, run, &why)));
             }
             if held.released {
                 let why = match &held.broken {
                     Some(broken) => format!("{} broke it: {}", broken.by, broken.reason),
                     None => "it was released".to_owned(),
                 };
-                return Err(lost(target, run, &why));
+                return Step::Answer(Err(lost(target, run, &why)));
             }
             let renewed = LockRecord {
                 renewed_at: now,
-                lease_until: now + self.lease_ms(),
+                lease_until: now + lease,
                 ..held
             };
-            if let Written::Done = self.write(&renewed, Condition::Unchanged(&etag)).await? {
-                return Ok(());
-            }
-        }
-        Err(contended(target))
+            Step::Write(renewed, ())
+        })
+        .await
     }
 
     async fn release_one(&self, target: &str, owner: &LockOwner) -> Result<(), TeamLockError> {
-        for _ in 0..ATTEMPTS {
-            let Some((held, etag)) = self.read(target).await? else {
-                return Ok(());
-            };
-            if held.owner.run != owner.run || held.owner.pc != owner.pc || held.released {
-                return Ok(());
+        self.change(target, |read, now| match read {
+            Some(held)
+                if held.owner.run == owner.run && held.owner.pc == owner.pc && !held.released =>
+            {
+                let released = LockRecord {
+                    released: true,
+                    renewed_at: now,
+                    ..held
+                };
+                Step::Write(released, ())
             }
-            let released = LockRecord {
-                released: true,
-                renewed_at: now_ms(),
-                ..held
-            };
-            if let Written::Done = self.write(&released, Condition::Unchanged(&etag)).await? {
-                return Ok(());
-            }
-        }
-        Err(contended(target))
+            _ => Step::Answer(Ok(())),
+        })
+        .await
     }
 
     async fn break_one(
@@ -197,13 +219,13 @@ impl S3Locks {
         by: &str,
         reason: &str,
     ) -> Result<LockRecord, TeamLockError> {
-        let mut before = None;
-        for _ in 0..ATTEMPTS {
-            let now = now_ms();
-            let Some((held, etag)) = self.read(target).await? else {
-                return Err(TeamLockError::NotLocked {
-                    target: target.to_owned(),
-                });
+        let not_locked = || TeamLockError::NotLocked {
+            target: target.to_owned(),
+        };
+        let mut before: Option<LockRecord> = None;
+        self.change(target, |read, now| {
+            let Some(held) = read else {
+                return Step::Answer(Err(not_locked()));
             };
             if held.released {
                 // Our own break whose answer was lost reads back as ours.
@@ -211,19 +233,17 @@ impl S3Locks {
                     .broken
                     .as_ref()
                     .is_some_and(|b| b.by == by && b.reason == reason);
-                return match (ours, before) {
+                return Step::Answer(match (ours, before.clone()) {
                     (true, Some(before)) => Ok(before),
-                    _ => Err(TeamLockError::NotLocked {
-                        target: target.to_owned(),
-                    }),
-                };
+                    _ => Err(not_locked()),
+                });
             }
             if !held.expired(now) {
-                return Err(TeamLockError::Alive {
+                return Step::Answer(Err(TeamLockError::Alive {
                     target: target.to_owned(),
                     owner: held.owner,
                     lease_until_ms: held.lease_until,
-                });
+                }));
             }
             let broken = LockRecord {
                 released: true,
@@ -234,12 +254,10 @@ impl S3Locks {
                 }),
                 ..held.clone()
             };
-            before = Some(held);
-            if let Written::Done = self.write(&broken, Condition::Unchanged(&etag)).await? {
-                return Ok(before.unwrap_or(broken));
-            }
-        }
-        Err(contended(target))
+            before = Some(held.clone());
+            Step::Write(broken, held)
+        })
+        .await
     }
 
     async fn list_all(&self) -> Result<Vec<LockRecord>, TeamLockError> {

@@ -29,7 +29,8 @@ pub(crate) enum Condition<'a> {
 
 /// The outcome of a conditional write.
 pub(crate) enum Written {
-    Done,
+    /// Written; the object's new ETag, when S3 said it.
+    Done(Option<String>),
     /// Someone else wrote first (412, or S3's 409 for concurrent
     /// conditional writes): read again.
     Raced,
@@ -113,7 +114,7 @@ impl Objects {
                 Condition::Unchanged(etag) => request.if_match(etag),
             };
             match request.send().await {
-                Ok(_) => return Ok(Written::Done),
+                Ok(put) => return Ok(Written::Done(put.e_tag().map(str::to_owned))),
                 Err(error) => {
                     // 412: the condition failed; S3's 409 for two
                     // conditional writes at once. Either way, read again.

@@ -7,6 +7,9 @@
 //! state back; a stop request is written with `If-None-Match: *`, so the
 //! first one asked stands.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use aws_sdk_s3::Client;
 use deployctl_adapter::BoxFuture;
 use deployctl_adapter::team::{SharedDecision, SharedRun, StopAsked, TeamLockError, TeamRuns};
@@ -21,6 +24,14 @@ const ATTEMPTS: usize = 8;
 /// Run records in `location`'s `runs/` folder.
 pub struct S3Runs {
     objects: Objects,
+    /// The revision and ETag of the record this client last wrote, per
+    /// run: the driving PC writes its record every time it changes, and
+    /// with the ETag it wrote it needs no read first. Anyone else's write
+    /// since changes the ETag, and the write falls back to reading.
+    written: Mutex<HashMap<String, (u64, String)>>,
+    /// Decisions already read, by object key: each is written once and
+    /// never changes, so a poll reads only the new ones.
+    decisions_read: Mutex<HashMap<String, SharedDecision>>,
 }
 
 impl std::fmt::Debug for S3Runs {
@@ -45,83 +56,6 @@ fn checked(run: &str) -> Result<&str, String> {
     }
 }
 
-impl S3Runs {
-    pub fn new(client: Client, location: S3Location) -> S3Runs {
-        S3Runs {
-            objects: Objects { client, location },
-        }
-    }
-
-    fn record_key(&self, run: &str) -> Result<String, String> {
-        Ok(self
-            .objects
-            .location
-            .key(&format!("runs/{}.json", checked(run)?)))
-    }
-
-    fn stop_key(&self, run: &str) -> Result<String, String> {
-        Ok(self
-            .objects
-            .location
-            .key(&format!("runs/{}.stop.json", checked(run)?)))
-    }
-
-    async fn publish_record(&self, run: &SharedRun) -> Result<(), TeamLockError> {
-        let key = self.record_key(&run.run).map_err(TeamLockError::Backend)?;
-        for _ in 0..ATTEMPTS {
-            let written = match self.objects.get_json::<SharedRun>(&key).await? {
-                None => self.objects.put_json(&key, run, Condition::Absent).await?,
-                Some((kept, _)) if kept.revision >= run.revision => return Ok(()),
-                Some((_, etag)) => {
-                    self.objects
-                        .put_json(&key, run, Condition::Unchanged(&etag))
-                        .await?
-                }
-            };
-            if let Written::Done = written {
-                return Ok(());
-            }
-        }
-        Err(TeamLockError::Backend(format!(
-            "the record of run {} changed under every one of {ATTEMPTS} writes",
-            run.run
-        )))
-    }
-
-    async fn all(&self) -> Result<Vec<SharedRun>, TeamLockError> {
-        let mut runs = Vec::new();
-        for key in self.objects.list("runs/").await? {
-            if key.ends_with(".stop.json") {
-                continue;
-            }
-            if let Some((run, _)) = self.objects.get_json::<SharedRun>(&key).await? {
-                runs.push(run);
-            }
-        }
-        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.run.cmp(&a.run)));
-        Ok(runs)
-    }
-
-    async fn ask(&self, run: &str, asked: &StopAsked) -> Result<StopAsked, TeamLockError> {
-        let key = self.stop_key(run).map_err(TeamLockError::Backend)?;
-        for _ in 0..ATTEMPTS {
-            if let Some((standing, _)) = self.objects.get_json::<StopAsked>(&key).await? {
-                return Ok(standing);
-            }
-            if let Written::Done = self
-                .objects
-                .put_json(&key, asked, Condition::Absent)
-                .await?
-            {
-                return Ok(asked.clone());
-            }
-        }
-        Err(TeamLockError::Backend(format!(
-            "the stop request of run {run} could not be written"
-        )))
-    }
-}
-
 /// Gate and user names become object names: the characters plans and
 /// access files allow in them.
 fn name_part(text: &str) -> Result<&str, String> {
@@ -139,6 +73,14 @@ fn name_part(text: &str) -> Result<&str, String> {
 }
 
 impl S3Runs {
+    pub fn new(client: Client, location: S3Location) -> S3Runs {
+        S3Runs {
+            objects: Objects { client, location },
+            written: Mutex::new(HashMap::new()),
+            decisions_read: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn decisions_folder(&self, run: &str) -> Result<String, String> {
         Ok(format!("decisions/{}/", checked(run)?))
     }
@@ -162,7 +104,7 @@ impl S3Runs {
             .put_json(&key, decision, Condition::Absent)
             .await?
         {
-            Written::Done => Ok(true),
+            Written::Done(_) => Ok(true),
             // A retried write whose first attempt landed is this decision.
             Written::Raced => Ok(self
                 .objects
@@ -176,11 +118,122 @@ impl S3Runs {
         let folder = self.decisions_folder(run).map_err(TeamLockError::Backend)?;
         let mut decisions = Vec::new();
         for key in self.objects.list(&folder).await? {
-            if let Some((decision, _)) = self.objects.get_json::<SharedDecision>(&key).await? {
-                decisions.push(decision);
-            }
+            let known = lock(&self.decisions_read).get(&key).cloned();
+            let decision = match known {
+                Some(decision) => decision,
+                None => {
+                    let Some((decision, _)) = self.objects.get_json::<SharedDecision>(&key).await?
+                    else {
+                        continue;
+                    };
+                    lock(&self.decisions_read).insert(key, decision.clone());
+                    decision
+                }
+            };
+            decisions.push(decision);
         }
         Ok(decisions)
+    }
+
+    fn record_key(&self, run: &str) -> Result<String, String> {
+        Ok(self
+            .objects
+            .location
+            .key(&format!("runs/{}.json", checked(run)?)))
+    }
+
+    fn stop_key(&self, run: &str) -> Result<String, String> {
+        Ok(self
+            .objects
+            .location
+            .key(&format!("runs/{}.stop.json", checked(run)?)))
+    }
+
+    async fn publish_record(&self, run: &SharedRun) -> Result<(), TeamLockError> {
+        let key = self.record_key(&run.run).map_err(TeamLockError::Backend)?;
+        let last = lock(&self.written).get(&run.run).cloned();
+        if let Some((revision, etag)) = last {
+            if revision >= run.revision {
+                return Ok(());
+            }
+            let written = self
+                .objects
+                .put_json(&key, run, Condition::Unchanged(&etag))
+                .await?;
+            if self.wrote(run, written) {
+                return Ok(());
+            }
+        }
+        for _ in 0..ATTEMPTS {
+            let written = match self.objects.get_json::<SharedRun>(&key).await? {
+                None => self.objects.put_json(&key, run, Condition::Absent).await?,
+                Some((kept, _)) if kept.revision >= run.revision => return Ok(()),
+                Some((_, etag)) => {
+                    self.objects
+                        .put_json(&key, run, Condition::Unchanged(&etag))
+                        .await?
+                }
+            };
+            if self.wrote(run, written) {
+                return Ok(());
+            }
+        }
+        Err(TeamLockError::Backend(format!(
+            "the record of run {} changed under every one of {ATTEMPTS} writes",
+            run.run
+        )))
+    }
+
+    /// Whether `written` landed; remembers its ETag for the next write.
+    fn wrote(&self, run: &SharedRun, written: Written) -> bool {
+        let mut known = lock(&self.written);
+        match written {
+            Written::Done(Some(etag)) => {
+                known.insert(run.run.clone(), (run.revision, etag));
+                true
+            }
+            Written::Done(None) => {
+                known.remove(&run.run);
+                true
+            }
+            Written::Raced => {
+                known.remove(&run.run);
+                false
+            }
+        }
+    }
+
+    async fn all(&self) -> Result<Vec<SharedRun>, TeamLockError> {
+        let mut runs = Vec::new();
+        for key in self.objects.list("runs/").await? {
+            if key.ends_with(".stop.json") {
+                continue;
+            }
+            if let Some((run, _)) = self.objects.get_json::<SharedRun>(&key).await? {
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.run.cmp(&a.run)));
+        Ok(runs)
+    }
+
+    async fn ask(&self, run: &str, asked: &StopAsked) -> Result<StopAsked, TeamLockError> {
+        let key = self.stop_key(run).map_err(TeamLockError::Backend)?;
+        for _ in 0..ATTEMPTS {
+            if let Some((standing, _)) = self.objects.get_json::<StopAsked>(&key).await? {
+                return Ok(standing);
+            }
+            if let Written::Done(_) = self
+                .objects
+                .put_json(&key, asked, Condition::Absent)
+                .await?
+            {
+                return Ok(asked.clone());
+            }
+        }
+        Err(TeamLockError::Backend(format!(
+            "the stop request of run {run} could not be written"
+        )))
     }
 }
 
@@ -243,4 +296,10 @@ impl TeamRuns for S3Runs {
                 .map(|(asked, _)| asked))
         })
     }
+}
+
+/// A cache's lock: a panic elsewhere leaves a cache that is still right
+/// (entries are whole), so a poisoned one is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

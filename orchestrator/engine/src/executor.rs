@@ -205,10 +205,8 @@ impl Engine {
             requested: None,
             reason: reason.to_string(),
         };
-        let run = self.journal.run(&context.run_id)?;
-        if run.mode == RunMode::Apply {
-            self.retake_team_locks(&run).await?;
-        }
+        self.retake_team_locks(&self.journal.run(&context.run_id)?)
+            .await?;
         let hub = self.hub(context);
         let outcome = self
             .roll_back(
@@ -273,9 +271,7 @@ impl Engine {
                 .map(|stage| stage.target_key)
                 .collect();
             self.journal.acquire_locks(run_id, &keys, &run.initiator)?;
-            if run.mode == RunMode::Apply {
-                self.retake_team_locks(&run).await?;
-            }
+            self.retake_team_locks(&run).await?;
         }
         // A stage that failed just before the process died: its rollback
         // had not started yet. Roll back now rather than retry the stage.

@@ -107,9 +107,10 @@ impl Engine {
             .map_err(|error| EngineError::Refused(Refusal::from_team(error)))
     }
 
-    /// A resumed run's team locks, taken again as its own (this PC's).
+    /// A resumed run's team locks, taken again as its own (this PC's);
+    /// rehearsals lock nothing.
     pub(crate) async fn retake_team_locks(&self, run: &RunRecord) -> Result<(), EngineError> {
-        if self.team().is_none() {
+        if self.team().is_none() || run.mode == crate::state::RunMode::Rehearse {
             return Ok(());
         }
         let run_id = run.id.as_str();
