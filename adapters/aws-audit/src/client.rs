@@ -2,7 +2,7 @@
 
 use aws_config::SdkConfig;
 
-use crate::bridge::Bridge;
+use deployctl_aws::bridge::Bridge;
 
 /// The shared configuration from the standard chain
 /// ([`deployctl_aws::config::load`]: environment, profile, one attempt per

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use aws_sdk_s3::Client;
 use deployctl_audit::{AuditError, CopyFile};
 
-use crate::bridge::Bridge;
 use crate::client;
 use crate::error::{AwsAuditError, CallFailure};
 use crate::location::{S3Location, TrailKeys};
+use deployctl_aws::bridge::Bridge;
 
 /// One stored version of one trail object.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use deployctl_policy::mfa::{KeyError, KeyProvider, KeySource, MasterKey};
+use deployctl_policy::mfa::{KeyError, KeyProvider, KeySource, MasterKey, WrappedKeyPlace};
 use zeroize::Zeroizing;
 
-use crate::bridge::Bridge;
 use crate::client;
 use crate::error::{AwsAuditError, CallFailure};
+use deployctl_aws::bridge::Bridge;
 
 /// The variable naming the KMS key (ID, ARN, alias name or alias ARN).
 pub const KMS_KEY_ENV: &str = "DEPLOYCTL_MFA_KMS_KEY";
@@ -39,7 +39,7 @@ pub const CONTEXT_PURPOSE: (&str, &str) = ("deployctl:purpose", "mfa-master-key"
 /// The MFA master key, unwrapped by AWS KMS.
 pub struct KmsKeyProvider {
     key_id: String,
-    wrapped: PathBuf,
+    wrapped: Box<dyn WrappedKeyPlace>,
     create: bool,
     context: HashMap<String, String>,
     client: Client,
@@ -86,7 +86,7 @@ impl KmsKeyProvider {
         let (name, value) = CONTEXT_PURPOSE;
         KmsKeyProvider {
             key_id: key_id.into(),
-            wrapped: wrapped_key_file.into(),
+            wrapped: Box::new(WrappedKeyFile(wrapped_key_file.into())),
             create: false,
             context: HashMap::from([(name.to_string(), value.to_string())]),
             client,
@@ -108,8 +108,16 @@ impl KmsKeyProvider {
         self
     }
 
-    pub fn wrapped_key_file(&self) -> &Path {
-        &self.wrapped
+    /// Keeps the wrapped key in `place` instead of the file (the team
+    /// backend, so every deploy PC unwraps the same key).
+    pub fn with_place(mut self, place: Box<dyn WrappedKeyPlace>) -> Self {
+        self.wrapped = place;
+        self
+    }
+
+    /// Where the wrapped key is kept.
+    pub fn wrapped_key_place(&self) -> PathBuf {
+        self.wrapped.place()
     }
 
     fn context_text(&self) -> String {
@@ -124,7 +132,7 @@ impl KmsKeyProvider {
 
     fn read_error(&self, message: String) -> KeyError {
         KeyError::Read {
-            path: self.wrapped.clone(),
+            path: self.wrapped.place(),
             source: std::io::Error::other(message),
         }
     }
@@ -195,7 +203,7 @@ impl KmsKeyProvider {
     /// GenerateDataKey, store the wrapped key (0600), use the plaintext.
     fn generate(&self) -> Result<MasterKey, KeyError> {
         let create_error = |message: String| KeyError::Create {
-            path: self.wrapped.clone(),
+            path: self.wrapped.place(),
             source: std::io::Error::other(message),
         };
         let (client, key_id, context) = (
@@ -236,19 +244,15 @@ impl KmsKeyProvider {
                 "KMS GenerateDataKey returned no CiphertextBlob".into(),
             ));
         }
-        match store_new(&self.wrapped, &wrapped) {
-            Ok(()) => MasterKey::from_bytes(&plaintext, self.describe()),
-            // Another process enrolled at the same moment: its key wins,
-            // so both use the same one.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let blob = std::fs::read(&self.wrapped).map_err(|source| KeyError::Read {
-                    path: self.wrapped.clone(),
-                    source,
-                })?;
-                self.unwrap_key(blob)
+        match self.wrapped.create(&wrapped) {
+            Ok(standing) if standing == wrapped => {
+                MasterKey::from_bytes(&plaintext, self.describe())
             }
+            // Another process (or PC) enrolled at the same moment: its key
+            // wins, so both use the same one.
+            Ok(standing) => self.unwrap_key(standing),
             Err(source) => Err(KeyError::Create {
-                path: self.wrapped.clone(),
+                path: self.wrapped.place(),
                 source,
             }),
         }
@@ -291,23 +295,48 @@ fn store_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// The wrapped key in a file of this PC (0600).
+struct WrappedKeyFile(PathBuf);
+
+impl WrappedKeyPlace for WrappedKeyFile {
+    fn place(&self) -> PathBuf {
+        self.0.clone()
+    }
+
+    fn read(&self) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.0) {
+            Ok(blob) => Ok(Some(blob)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn create(&self, wrapped: &[u8]) -> std::io::Result<Vec<u8>> {
+        match store_new(&self.0, wrapped) {
+            Ok(()) => Ok(wrapped.to_vec()),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::read(&self.0)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
 impl KeyProvider for KmsKeyProvider {
     fn describe(&self) -> String {
         format!(
             "KMS key {} (wrapped data key {})",
             self.key_id,
-            self.wrapped.display()
+            self.wrapped.place().display()
         )
     }
 
     fn load_key(&self) -> Result<MasterKey, KeyError> {
-        match std::fs::read(&self.wrapped) {
-            Ok(blob) => self.unwrap_key(blob),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound && self.create => {
-                self.generate()
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(KeyError::Read {
-                path: self.wrapped.clone(),
+        match self.wrapped.read() {
+            Ok(Some(blob)) => self.unwrap_key(blob),
+            Ok(None) if self.create => self.generate(),
+            Ok(None) => Err(KeyError::Read {
+                path: self.wrapped.place(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!(
@@ -316,7 +345,7 @@ impl KeyProvider for KmsKeyProvider {
                 ),
             }),
             Err(source) => Err(KeyError::Read {
-                path: self.wrapped.clone(),
+                path: self.wrapped.place(),
                 source,
             }),
         }

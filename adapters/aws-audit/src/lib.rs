@@ -14,10 +14,9 @@
 //! ([`deployctl_aws::config::load`]: one attempt per call, bounded call
 //! times; the audit outbox retries). The traits they implement are
 //! synchronous; each value owns a small runtime to drive the SDK from any
-//! thread ([`bridge`](crate::bridge), private). Tests run against moto
+//! thread (`deployctl_aws::bridge`). Tests run against moto
 //! (`tests/moto.sh`) and skip without it.
 
-mod bridge;
 mod client;
 mod copy;
 mod error;

@@ -28,11 +28,11 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode};
 use deployctl_audit::{AuditRecord, Checkpoint, Sink, SinkError};
 
-use crate::bridge::Bridge;
 use crate::client;
 use crate::error::{AwsAuditError, CallFailure};
 use crate::location::{S3Location, TrailKeys};
 use crate::retention::Retention;
+use deployctl_aws::bridge::Bridge;
 
 /// Ships the audit trail to `s3://bucket/prefix` under Object Lock.
 pub struct S3ObjectLockSink {

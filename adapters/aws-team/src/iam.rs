@@ -1,5 +1,5 @@
 //! The IAM permissions the team backend needs (S6): reading, writing and
-//! listing its lock and run objects under the backend's prefix, nothing else in
+//! listing its lock, run, decision and MFA objects under the backend's prefix, nothing else in
 //! the bucket. `deployctl iam-policy` adds them when a backend is
 //! configured, since they belong to the deploy PC rather than to a plan.
 
@@ -14,12 +14,13 @@ pub fn statements(backend: &S3Location, scope: &Scope) -> Vec<Statement> {
     let locks = format!("{bucket}/{}", backend.key("locks/*"));
     let runs = format!("{bucket}/{}", backend.key("runs/*"));
     let decisions = format!("{bucket}/{}", backend.key("decisions/*"));
+    let mfa = format!("{bucket}/{}", backend.key("mfa/*"));
     vec![
         Statement::new("team backend listing", ["s3:ListBucket"], [bucket]),
         Statement::new(
-            "team backend locks and runs",
+            "team backend locks, runs, approvals and MFA enrollments",
             ["s3:GetObject", "s3:PutObject"],
-            [locks, runs, decisions],
+            [locks, runs, decisions, mfa],
         ),
     ]
 }

@@ -10,14 +10,19 @@
 //! backend lock file, with a lease instead of "held until unlocked".
 //! [`S3Runs`] keeps the team's run records and stop requests under
 //! `PREFIX/runs/` ([`TeamRuns`](deployctl_adapter::team::TeamRuns)).
-//! [`iam::statements`] are the S3 actions the backend needs.
+//! [`S3Enrollments`] is the team's MFA store (one sealed record per
+//! person under `PREFIX/mfa/`, every check a conditional write, so a code
+//! is accepted once across all PCs) and [`S3WrappedKey`] its KMS-wrapped
+//! master key. [`iam::statements`] are the S3 actions the backend needs.
 
 pub mod iam;
 mod locks;
+mod mfa;
 mod objects;
 mod runs;
 
 pub use locks::{DEFAULT_LEASE, S3Locks};
+pub use mfa::{S3Enrollments, S3WrappedKey};
 pub use runs::S3Runs;
 
 /// The backend's S3 client: path-style addressing whenever an endpoint is

@@ -4,7 +4,8 @@
 //! profile, and the endpoint from `AWS_ENDPOINT_URL`, so the same code talks
 //! to AWS or to an emulator) and [`map_sdk_error`] (SDK failures → the
 //! engine's error classes). [`identity::caller_arn`] names the AWS
-//! principal for the audit trail. The `testing` feature has the moto
+//! principal for the audit trail. [`bridge::Bridge`] drives the async SDK
+//! from synchronous callers on any thread. The `testing` feature has the moto
 //! fixtures every AWS adapter's tests use (accounts, `CallRecorder`).
 //!
 //! The adapters themselves live in their own crates, one per service
@@ -12,6 +13,7 @@
 //! this crate depends on no service's SDK but STS, so an adapter compiles
 //! and links only the services it calls.
 
+pub mod bridge;
 pub mod config;
 mod error;
 pub mod identity;

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use deployctl_approvals::{Decision, Refusal, Submission, Surroundings, submit};
 use deployctl_audit::{Action as AuditAction, Outcome, What};
-use deployctl_aws_audit::MfaKeySource;
+use deployctl_aws_audit::{MfaKeySource, S3Location};
 use deployctl_plan::ValidatedPlan;
 use deployctl_policy::mfa::{Background, KeySource, create_key_file};
 use deployctl_policy::{MfaPolicy, MfaStore};
@@ -28,7 +28,16 @@ use crate::exit;
 /// alias: a data key wrapped by KMS in `<state-dir>/mfa.key.kms`, made on
 /// the first enrollment, unwrapped on every use), else `DEPLOYCTL_MFA_KEY`,
 /// else `<state-dir>/mfa.key` (made on the first enrollment).
-fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
+///
+/// With a team backend the store is shared by every deploy PC, so is its
+/// key: the KMS-wrapped key lives in the backend (`mfa/key.kms.json`), or
+/// every PC is given the same `DEPLOYCTL_MFA_KEY`; a key file of one PC
+/// would lock the others out, so it is refused.
+fn key_source(
+    state_dir: &Path,
+    shared: Option<&deployctl_aws_team::S3Enrollments>,
+    create: bool,
+) -> Result<MfaKeySource, u8> {
     let kms_key = std::env::var(deployctl_aws_audit::KMS_KEY_ENV)
         .ok()
         .filter(|k| !k.trim().is_empty());
@@ -41,7 +50,18 @@ fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
         }
         let wrapped = state_dir.join(deployctl_aws_audit::WRAPPED_KEY_FILE);
         return match deployctl_aws_audit::KmsKeyProvider::open(kms_key.trim(), wrapped) {
-            Ok(provider) => Ok(MfaKeySource::Kms(provider.create_if_missing(create))),
+            Ok(provider) => {
+                let provider = match shared.map(deployctl_aws_team::S3Enrollments::wrapped_key) {
+                    None => provider,
+                    Some(Ok(place)) => provider.with_place(Box::new(place)),
+                    Some(Err(error)) => {
+                        return Err(crate::report::failed(format!(
+                            "the MFA key in the team backend: {error}"
+                        )));
+                    }
+                };
+                Ok(MfaKeySource::Kms(provider.create_if_missing(create)))
+            }
             Err(error) => Err(crate::report::failed(format!(
                 "the MFA key from KMS: {error}"
             ))),
@@ -50,6 +70,13 @@ fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
     if std::env::var_os("DEPLOYCTL_MFA_KEY").is_some() {
         return Ok(MfaKeySource::Local(KeySource::Env(
             "DEPLOYCTL_MFA_KEY".into(),
+        )));
+    }
+    if shared.is_some() {
+        return Err(crate::report::refused(format!(
+            "with a team backend the MFA store is shared by every deploy PC, and so must its key be: \
+             set {} to a KMS key every PC may use (recommended), or give every PC the same DEPLOYCTL_MFA_KEY",
+            deployctl_aws_audit::KMS_KEY_ENV
         )));
     }
     let path = state_dir.join("mfa.key");
@@ -67,9 +94,22 @@ fn key_source(state_dir: &Path, create: bool) -> Result<MfaKeySource, u8> {
     Ok(MfaKeySource::Local(KeySource::File(path)))
 }
 
-pub(crate) fn open_mfa(state_dir: &Path, create_key: bool) -> Result<MfaStore, u8> {
-    let keys = key_source(state_dir, create_key)?;
-    MfaStore::open(state_dir, &keys, MfaPolicy::default()).map_err(crate::report::failed)
+/// This PC's MFA store, or with a team backend the team's (one record per
+/// person in the backend, each code accepted once across every PC).
+pub(crate) fn open_mfa(
+    state_dir: &Path,
+    backend: Option<&S3Location>,
+    create_key: bool,
+) -> Result<MfaStore, u8> {
+    let Some(backend) = backend else {
+        let keys = key_source(state_dir, None, create_key)?;
+        return MfaStore::open(state_dir, &keys, MfaPolicy::default())
+            .map_err(crate::report::failed);
+    };
+    let shared = crate::team::mfa_enrollments(backend).map_err(crate::report::failed)?;
+    let keys = key_source(state_dir, Some(&shared), create_key)?;
+    MfaStore::with_enrollments(Box::new(shared), &keys, MfaPolicy::default())
+        .map_err(crate::report::failed)
 }
 
 /// The code from `--code`, or asked for on a terminal.
@@ -91,7 +131,13 @@ pub(crate) fn code_or_prompt(code: Option<&str>, user: &str) -> Result<String, u
 }
 
 /// `deployctl mfa enroll USER [--code CODE]`.
-pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -> u8 {
+pub fn enroll(
+    user: &str,
+    code: Option<&str>,
+    access: &Path,
+    state_dir: &Path,
+    backend: Option<&S3Location>,
+) -> u8 {
     let access = match load_access(access) {
         Ok(access) => access,
         Err(code) => return code,
@@ -101,7 +147,7 @@ pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -
             "`{user}` is not in the access file; add them before enrolling"
         ));
     }
-    let store = match open_mfa(state_dir, true) {
+    let store = match open_mfa(state_dir, backend, true) {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -131,8 +177,13 @@ pub fn enroll(user: &str, code: Option<&str>, access: &Path, state_dir: &Path) -
 }
 
 /// `deployctl mfa confirm USER --code CODE`.
-pub fn confirm(user: &str, code: Option<&str>, state_dir: &Path) -> u8 {
-    let store = match open_mfa(state_dir, false) {
+pub fn confirm(
+    user: &str,
+    code: Option<&str>,
+    state_dir: &Path,
+    backend: Option<&S3Location>,
+) -> u8 {
+    let store = match open_mfa(state_dir, backend, false) {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -181,6 +232,8 @@ fn confirm_with(store: &MfaStore, user: &str, code: &str, state_dir: &Path) -> u
 /// come from KMS) and the run's alert channels (SNS, webhooks).
 pub(crate) struct Around<'a> {
     pub state_dir: &'a Path,
+    /// The team backend, whose MFA store every PC shares.
+    pub backend: Option<&'a S3Location>,
 }
 
 impl Surroundings for Around<'_> {
@@ -194,7 +247,7 @@ impl Surroundings for Around<'_> {
 
     fn mfa_store(&self) -> Result<MfaStore, String> {
         // `open_mfa` has said why on stderr (the controller's log).
-        open_mfa(self.state_dir, false).map_err(|_| "see the error above".to_string())
+        open_mfa(self.state_dir, self.backend, false).map_err(|_| "see the error above".to_string())
     }
 
     fn alert(&self, plan: &ValidatedPlan, run_id: &str, gate: &str, message: &str) {
@@ -208,7 +261,7 @@ impl Surroundings for Around<'_> {
 pub struct Site<'a> {
     pub access_file: &'a Path,
     pub state_dir: &'a Path,
-    pub backend: Option<&'a deployctl_aws_audit::S3Location>,
+    pub backend: Option<&'a S3Location>,
 }
 
 /// `deployctl approve|reject RUN …`: kept in this machine's journal, or,
@@ -245,7 +298,7 @@ fn submit_here(
             }
         })
     };
-    let around = Around { state_dir };
+    let around = Around { state_dir, backend };
     match submit(ledger, &audit, submission, asked, access_file, &around) {
         Ok(()) => {
             let _seal = Seal(audit);

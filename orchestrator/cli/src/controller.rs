@@ -94,6 +94,7 @@ impl Surroundings for Wired {
     fn identify(&self, plan: &ValidatedPlan, trail: &Trail) {
         Around {
             state_dir: &self.state_dir,
+            backend: None,
         }
         .identify(plan, trail);
     }
@@ -101,6 +102,7 @@ impl Surroundings for Wired {
     fn mfa_store(&self) -> Result<deployctl_policy::MfaStore, String> {
         Around {
             state_dir: &self.state_dir,
+            backend: None,
         }
         .mfa_store()
     }
@@ -108,6 +110,7 @@ impl Surroundings for Wired {
     fn alert(&self, plan: &ValidatedPlan, run_id: &str, gate: &str, message: &str) {
         Around {
             state_dir: &self.state_dir,
+            backend: None,
         }
         .alert(plan, run_id, gate, message);
     }

@@ -619,17 +619,23 @@ fn main() -> ExitCode {
         Command::Mfa { command } => {
             let access = access::access_path(cli.access.as_deref(), &state_dir);
             match command {
-                MfaCommand::Enroll { user, code } => {
-                    approval_cmds::enroll(user, code.as_deref(), &access, &state_dir)
-                }
+                MfaCommand::Enroll { user, code } => approval_cmds::enroll(
+                    user,
+                    code.as_deref(),
+                    &access,
+                    &state_dir,
+                    backend.as_ref(),
+                ),
                 MfaCommand::Confirm { user, code } => {
-                    approval_cmds::confirm(user, code.as_deref(), &state_dir)
+                    approval_cmds::confirm(user, code.as_deref(), &state_dir, backend.as_ref())
                 }
-                MfaCommand::List => mfa_admin::list(&access, &state_dir, json),
+                MfaCommand::List => mfa_admin::list(&access, &state_dir, backend.as_ref(), json),
                 MfaCommand::Remove { user, yes } => {
-                    mfa_admin::remove(user, *yes, &access, &state_dir)
+                    mfa_admin::remove(user, *yes, &access, &state_dir, backend.as_ref())
                 }
-                MfaCommand::Unlock { user } => mfa_admin::unlock(user, &access, &state_dir),
+                MfaCommand::Unlock { user } => {
+                    mfa_admin::unlock(user, &access, &state_dir, backend.as_ref())
+                }
             }
         }
         Command::Approve {

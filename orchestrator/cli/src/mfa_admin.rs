@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use deployctl_audit::{Action as AuditAction, Outcome, What};
+use deployctl_aws_audit::S3Location;
 use deployctl_policy::Action;
 use deployctl_policy::mfa::MfaStatus;
 
@@ -73,12 +74,12 @@ fn describe(status: &MfaStatus) -> (String, String) {
 }
 
 /// `deployctl mfa list`.
-pub fn list(access_file: &Path, state_dir: &Path, json: bool) -> u8 {
+pub fn list(access_file: &Path, state_dir: &Path, backend: Option<&S3Location>, json: bool) -> u8 {
     let admin = match administrator(access_file, state_dir, "mfa list") {
         Ok(admin) => admin,
         Err(code) => return code,
     };
-    let store = match crate::approval_cmds::open_mfa(state_dir, false) {
+    let store = match crate::approval_cmds::open_mfa(state_dir, backend, false) {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -116,7 +117,13 @@ pub fn list(access_file: &Path, state_dir: &Path, json: bool) -> u8 {
 }
 
 /// `deployctl mfa remove USER`.
-pub fn remove(user: &str, yes: bool, access_file: &Path, state_dir: &Path) -> u8 {
+pub fn remove(
+    user: &str,
+    yes: bool,
+    access_file: &Path,
+    state_dir: &Path,
+    backend: Option<&S3Location>,
+) -> u8 {
     let admin = match administrator(access_file, state_dir, &format!("mfa remove {user}")) {
         Ok(admin) => admin,
         Err(code) => return code,
@@ -124,7 +131,7 @@ pub fn remove(user: &str, yes: bool, access_file: &Path, state_dir: &Path) -> u8
     if !crate::engine_cmds::confirm(&format!("Remove the MFA enrollment of {user}?"), yes) {
         return exit::FAILED;
     }
-    let store = match crate::approval_cmds::open_mfa(state_dir, false) {
+    let store = match crate::approval_cmds::open_mfa(state_dir, backend, false) {
         Ok(store) => store,
         Err(code) => return code,
     };
@@ -138,12 +145,17 @@ pub fn remove(user: &str, yes: bool, access_file: &Path, state_dir: &Path) -> u8
 }
 
 /// `deployctl mfa unlock USER`.
-pub fn unlock(user: &str, access_file: &Path, state_dir: &Path) -> u8 {
+pub fn unlock(
+    user: &str,
+    access_file: &Path,
+    state_dir: &Path,
+    backend: Option<&S3Location>,
+) -> u8 {
     let admin = match administrator(access_file, state_dir, &format!("mfa unlock {user}")) {
         Ok(admin) => admin,
         Err(code) => return code,
     };
-    let store = match crate::approval_cmds::open_mfa(state_dir, false) {
+    let store = match crate::approval_cmds::open_mfa(state_dir, backend, false) {
         Ok(store) => store,
         Err(code) => return code,
     };

@@ -73,6 +73,18 @@ pub async fn backend(
     Ok((Arc::new(locks), Arc::new(runs)))
 }
 
+/// The team's MFA store in the backend at `location` (the standard AWS
+/// chain). Synchronous callers (`mfa`, `approve`) reach it from any thread.
+pub fn mfa_enrollments(location: &S3Location) -> Result<deployctl_aws_team::S3Enrollments, String> {
+    let bridge = deployctl_aws::bridge::Bridge::new()
+        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))?;
+    let sdk = bridge
+        .run(deployctl_aws::config::load(None))
+        .map_err(|stopped| stopped.to_string())?;
+    deployctl_aws_team::S3Enrollments::new(deployctl_aws_team::s3_client(&sdk), location.clone())
+        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))
+}
+
 /// The engine's options with the team backend, if there is one.
 pub async fn engine_backend(location: Option<&S3Location>) -> Result<Option<TeamBackend>, String> {
     let Some(location) = location else {

@@ -86,6 +86,9 @@ pub enum MfaError {
     Totp(String),
     #[error("corrupt MFA store record: {0}")]
     Corrupt(String),
+    /// The shared store (the team backend) could not be read or written.
+    #[error("the MFA store in the team backend: {0}")]
+    Backend(String),
 }
 
 impl MfaError {
@@ -101,6 +104,7 @@ impl MfaError {
                 | MfaError::Sqlite(_)
                 | MfaError::Totp(_)
                 | MfaError::Corrupt(_)
+                | MfaError::Backend(_)
         )
     }
 

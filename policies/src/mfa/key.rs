@@ -65,6 +65,19 @@ pub trait KeyProvider {
     fn load_key(&self) -> Result<MasterKey, KeyError>;
 }
 
+/// Where a wrapped master key (a data key encrypted by a KMS, not secret
+/// by itself) is kept: a file on this PC, or the team backend so every
+/// deploy PC unwraps the same key. Written once: the first writer wins.
+pub trait WrappedKeyPlace: Send + Sync {
+    /// Where it is, for messages.
+    fn place(&self) -> PathBuf;
+    /// The wrapped key, if one was stored.
+    fn read(&self) -> std::io::Result<Option<Vec<u8>>>;
+    /// Stores `wrapped` unless a key is there already, and returns the
+    /// key that stands (the other one when another writer was first).
+    fn create(&self, wrapped: &[u8]) -> std::io::Result<Vec<u8>>;
+}
+
 /// The built-in key sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {

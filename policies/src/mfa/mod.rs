@@ -1,12 +1,14 @@
 //! TOTP second factor for operators and approvers (R9, J1, O11).
 //!
 //! [`MfaStore`] keeps one enrollment per person in
-//! `<state-dir>/mfa.sqlite3` (mode 0600, directory 0700), the shared secret
+//! `<state-dir>/mfa.sqlite3` (mode 0600, directory 0700), or in the team
+//! backend every deploy PC shares (any [`Enrollments`]), the shared secret
 //! encrypted with AES-256-GCM under a [`MasterKey`] from a [`KeyProvider`].
 //! Codes are RFC 6238 (SHA-1, 6 digits, 30 s steps, ±1 step of drift) and
 //! each is accepted **once**: the last accepted time step is stored per
-//! person and every check runs in one SQLite `IMMEDIATE` transaction, so two
-//! processes cannot both accept the same code. Repeated wrong codes lock a
+//! person and every check is one atomic change of the person's record (a
+//! SQLite `IMMEDIATE` transaction, or a conditional write), so two
+//! processes, or two PCs, cannot both accept the same code. Repeated wrong codes lock a
 //! person out for a while; unconfirmed enrollments expire.
 //!
 //! Every refusal is a typed [`MfaError`]; [`MfaError::is_security_event`]
@@ -15,6 +17,8 @@
 mod error;
 mod key;
 mod qr;
+mod records;
+mod sqlite;
 mod store;
 mod time;
 mod totp;
@@ -25,9 +29,14 @@ use std::time::{Duration, SystemTime};
 use zeroize::Zeroize;
 
 pub use error::MfaError;
-pub use key::{KEY_ENV_VAR, KEY_LEN, KeyError, KeyProvider, KeySource, MasterKey, create_key_file};
+pub use key::{
+    KEY_ENV_VAR, KEY_LEN, KeyError, KeyProvider, KeySource, MasterKey, WrappedKeyPlace,
+    create_key_file,
+};
 pub use qr::{Background, QrError, terminal_qr};
-pub use store::{MFA_DB_FILE, MfaStatus, MfaStore};
+pub use records::{EnrollmentRecord, Enrollments, Update};
+pub use sqlite::{MFA_DB_FILE, SqliteEnrollments};
+pub use store::{MfaStatus, MfaStore};
 pub use totp::{DIGITS, ISSUER, SECRET_BYTES, SKEW_STEPS, STEP_SECONDS};
 
 /// How strict the store is.

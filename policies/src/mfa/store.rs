@@ -1,48 +1,25 @@
-//! The MFA store: SQLite in WAL mode with `synchronous=FULL`, like the run
-//! journal, one `IMMEDIATE` transaction per check.
+//! The MFA store: the decisions (codes, spent steps, lockouts,
+//! enrollment expiry) over an [`Enrollments`], which keeps the records and
+//! changes each atomically (SQLite on this PC, or the team backend).
 //!
-//! Why `IMMEDIATE`: the check reads the last accepted step and the failure
-//! count, then writes them. Taking the write lock at `BEGIN` makes that
-//! read-modify-write atomic across connections and processes: a second
-//! checker of the same code waits (busy timeout), then sees the step as
-//! spent. Failures are committed before the error is returned, so a
-//! crash right after a wrong code still counts it.
+//! Every check is one [`Enrollments::change`]: decided on the record just
+//! read and written only if nobody changed it since, so a second checker
+//! of the same code (another process, another PC) sees the step as spent.
+//! A wrong code's count is written before the error is returned, so a
+//! crash right after it still counts it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
 use super::key::{KeyError, KeyProvider, MasterKey};
+use super::records::{EnrollmentRecord, Enrollments, Update};
+use super::sqlite::SqliteEnrollments;
 use super::time::{from_unix_seconds, seconds, unix_seconds};
 use super::totp::{self, SECRET_BYTES};
 use super::{Enrollment, MfaError, MfaPolicy, VerifiedStep};
 use crate::names::{self, NameKind};
-
-/// The store's file name inside the state directory.
-pub const MFA_DB_FILE: &str = "mfa.sqlite3";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    name TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS enrollments (
-    user TEXT PRIMARY KEY,
-    -- nonce || AES-256-GCM ciphertext || tag; the AAD binds it to `user`.
-    secret BLOB NOT NULL,
-    confirmed INTEGER NOT NULL DEFAULT 0,
-    enrolled_at INTEGER NOT NULL,
-    confirmed_at INTEGER,
-    -- Codes of this TOTP step or earlier are spent.
-    last_step INTEGER,
-    last_used_at INTEGER,
-    failures INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER
-);
-";
 
 /// A fixed plaintext sealed once per store: opening it at start-up tells a
 /// wrong key apart from a damaged record, before anyone types a code.
@@ -74,40 +51,10 @@ pub enum MfaStatus {
     },
 }
 
-/// One person's enrollment row.
-struct Row {
-    secret: Vec<u8>,
-    confirmed: bool,
-    enrolled_at: i64,
-    last_step: Option<i64>,
-    failures: u32,
-    locked_until: Option<i64>,
-}
-
-fn read_row(tx: &Transaction<'_>, user: &str) -> Result<Option<Row>, MfaError> {
-    Ok(tx
-        .query_row(
-            "SELECT secret, confirmed, enrolled_at, last_step, failures, locked_until
-             FROM enrollments WHERE user = ?1",
-            params![user],
-            |row| {
-                Ok(Row {
-                    secret: row.get(0)?,
-                    confirmed: row.get(1)?,
-                    enrolled_at: row.get(2)?,
-                    last_step: row.get(3)?,
-                    failures: row.get(4)?,
-                    locked_until: row.get(5)?,
-                })
-            },
-        )
-        .optional()?)
-}
-
 /// Enrollments (with encrypted secrets) and their spent steps, failure
 /// counts and lockouts.
 pub struct MfaStore {
-    connection: Mutex<Connection>,
+    enrollments: Box<dyn Enrollments>,
     key: MasterKey,
     policy: MfaPolicy,
     path: PathBuf,
@@ -140,26 +87,42 @@ impl MfaStore {
         policy: MfaPolicy,
     ) -> Result<MfaStore, MfaError> {
         let key = keys.load_key()?;
-        secure_dir(state_dir)?;
-        let path = state_dir.join(MFA_DB_FILE);
-        create_private_file(&path)?;
-        let connection = Connection::open(&path)?;
-        connection.busy_timeout(std::time::Duration::from_secs(10))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a spent step or a counted failure is on disk before the
-        // answer is given, so a crash cannot make a code usable twice.
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.execute_batch(SCHEMA)?;
+        let sqlite = SqliteEnrollments::open(state_dir)?;
+        let path = sqlite.path().to_path_buf();
+        MfaStore::build(Box::new(sqlite), path, key, &keys.describe(), policy)
+    }
+
+    /// Opens the store kept in `enrollments` (the team backend's, shared by
+    /// every deploy PC). Fails with [`MfaError::WrongKey`] when it was
+    /// created with another key.
+    pub fn with_enrollments(
+        enrollments: Box<dyn Enrollments>,
+        keys: &dyn KeyProvider,
+        policy: MfaPolicy,
+    ) -> Result<MfaStore, MfaError> {
+        let key = keys.load_key()?;
+        let path = PathBuf::from(enrollments.place());
+        MfaStore::build(enrollments, path, key, &keys.describe(), policy)
+    }
+
+    fn build(
+        enrollments: Box<dyn Enrollments>,
+        path: PathBuf,
+        key: MasterKey,
+        key_origin: &str,
+        policy: MfaPolicy,
+    ) -> Result<MfaStore, MfaError> {
         let store = MfaStore {
-            connection: Mutex::new(connection),
+            enrollments,
             key,
             policy,
             path,
         };
-        store.check_key(&keys.describe())?;
+        store.check_key(key_origin)?;
         Ok(store)
     }
 
+    /// Where the enrollments are: the SQLite file, or the backend's URL.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -168,51 +131,39 @@ impl MfaStore {
         &self.policy
     }
 
-    fn with<T>(
-        &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, MfaError>,
-    ) -> Result<T, MfaError> {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (transactions roll back on drop), so a poisoned lock is usable.
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut connection)
-    }
-
     /// Seals the key check on first use; on later opens, proves the key is
     /// the one the store was written with.
     fn check_key(&self, key_origin: &str) -> Result<(), MfaError> {
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT value FROM meta WHERE name = 'key_check'",
-                    [],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            match existing {
-                Some(sealed) => {
-                    let opened = self.key.open(KEY_CHECK_AAD, &sealed);
-                    if opened.as_deref().map(Vec::as_slice) != Some(KEY_CHECK_PLAINTEXT) {
-                        return Err(MfaError::WrongKey {
-                            path: self.path.clone(),
-                            key: key_origin.to_string(),
-                        });
-                    }
-                }
-                None => {
-                    let sealed = self.key.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
-                    tx.execute(
-                        "INSERT INTO meta (name, value) VALUES ('key_check', ?1)",
-                        params![sealed],
-                    )?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
+        let sealed = self.key.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+        let standing = self.enrollments.key_check(&sealed)?;
+        let opened = self.key.open(KEY_CHECK_AAD, &standing);
+        if opened.as_deref().map(Vec::as_slice) != Some(KEY_CHECK_PLAINTEXT) {
+            return Err(MfaError::WrongKey {
+                path: self.path.clone(),
+                key: key_origin.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `decide` on `user`'s record as one atomic change, and returns
+    /// what the last decision (the one whose update stood) answered.
+    fn change<T>(
+        &self,
+        user: &str,
+        mut decide: impl FnMut(Option<&EnrollmentRecord>) -> (Update, Result<T, MfaError>),
+    ) -> Result<T, MfaError> {
+        let mut answer = None;
+        self.enrollments.change(user, &mut |record| {
+            let (update, decided) = decide(record);
+            answer = Some(decided);
+            update
+        })?;
+        answer.unwrap_or_else(|| {
+            Err(MfaError::Corrupt(format!(
+                "the enrollments at {} made no decision for `{user}`",
+                self.path.display()
+            )))
         })
     }
 
@@ -238,32 +189,36 @@ impl MfaStore {
         };
         let sealed = self.key.seal(&secret_aad(user), secret.as_ref())?;
         let now = unix_seconds(now);
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(row) = read_row(&tx, user)? {
-                if row.confirmed {
-                    return Err(MfaError::AlreadyEnrolled {
+        self.change(user, |record| {
+            if let Some(record) = record {
+                if record.confirmed {
+                    let refused = MfaError::AlreadyEnrolled {
                         user: user.to_string(),
-                    });
+                    };
+                    return (Update::Keep, Err(refused));
                 }
                 // A lockout earned against the old secret stands: a
                 // re-enrollment must not be a way around it.
-                if let Some(until) = row.locked_until.filter(|until| *until > now) {
-                    return Err(MfaError::LockedOut {
+                if let Some(until) = record.locked_until.filter(|until| *until > now) {
+                    let refused = MfaError::LockedOut {
                         user: user.to_string(),
                         until: from_unix_seconds(until),
                         newly_locked: false,
-                    });
+                    };
+                    return (Update::Keep, Err(refused));
                 }
             }
-            tx.execute(
-                "INSERT OR REPLACE INTO enrollments
-                    (user, secret, confirmed, enrolled_at, failures)
-                 VALUES (?1, ?2, 0, ?3, 0)",
-                params![user, sealed, now],
-            )?;
-            tx.commit()?;
-            Ok(())
+            let fresh = EnrollmentRecord {
+                sealed_secret: sealed.clone(),
+                confirmed: false,
+                enrolled_at: now,
+                confirmed_at: None,
+                last_step: None,
+                last_used_at: None,
+                failures: 0,
+                locked_until: None,
+            };
+            (Update::Put(fresh), Ok(()))
         })?;
         Ok(enrollment)
     }
@@ -305,115 +260,137 @@ impl MfaStore {
     ) -> Result<VerifiedStep, MfaError> {
         check_user(user)?;
         let now = unix_seconds(at);
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some(row) = read_row(&tx, user)? else {
-                return Err(MfaError::NotEnrolled {
-                    user: user.to_string(),
-                });
-            };
-            match (purpose, row.confirmed) {
-                (Purpose::Confirm, true) => {
-                    return Err(MfaError::AlreadyEnrolled {
-                        user: user.to_string(),
-                    });
-                }
-                (_, false) => {
-                    let expires_at = self.expiry(row.enrolled_at);
-                    if now >= expires_at {
-                        // The secret was shown once and never proven to be
-                        // in anyone's app: drop it, so it cannot be
-                        // confirmed later by whoever else saw it.
-                        tx.execute("DELETE FROM enrollments WHERE user = ?1", params![user])?;
-                        tx.commit()?;
-                        return Err(MfaError::EnrollmentExpired {
-                            user: user.to_string(),
-                            expired_at: from_unix_seconds(expires_at),
-                        });
-                    }
-                    if purpose == Purpose::Verify {
-                        return Err(MfaError::EnrollmentPending {
-                            user: user.to_string(),
-                        });
-                    }
-                }
-                (Purpose::Verify, true) => {}
-            }
+        self.change(user, |record| {
+            self.decide_check(user, record, code, at, now, purpose)
+        })
+    }
 
-            let mut failures = row.failures;
-            match row.locked_until {
-                Some(until) if until > now => {
-                    // Attempts during a lockout neither count nor extend
-                    // it: the lock already stops guessing.
-                    return Err(MfaError::LockedOut {
+    /// One check decided on `record` as read: what to write, what to answer.
+    fn decide_check(
+        &self,
+        user: &str,
+        record: Option<&EnrollmentRecord>,
+        code: &str,
+        at: SystemTime,
+        now: i64,
+        purpose: Purpose,
+    ) -> (Update, Result<VerifiedStep, MfaError>) {
+        let Some(record) = record else {
+            let refused = MfaError::NotEnrolled {
+                user: user.to_string(),
+            };
+            return (Update::Keep, Err(refused));
+        };
+        match (purpose, record.confirmed) {
+            (Purpose::Confirm, true) => {
+                let refused = MfaError::AlreadyEnrolled {
+                    user: user.to_string(),
+                };
+                return (Update::Keep, Err(refused));
+            }
+            (_, false) => {
+                let expires_at = self.expiry(record.enrolled_at);
+                if now >= expires_at {
+                    // The secret was shown once and never proven to be in
+                    // anyone's app: drop it, so it cannot be confirmed
+                    // later by whoever else saw it.
+                    let refused = MfaError::EnrollmentExpired {
+                        user: user.to_string(),
+                        expired_at: from_unix_seconds(expires_at),
+                    };
+                    return (Update::Remove, Err(refused));
+                }
+                if purpose == Purpose::Verify {
+                    let refused = MfaError::EnrollmentPending {
+                        user: user.to_string(),
+                    };
+                    return (Update::Keep, Err(refused));
+                }
+            }
+            (Purpose::Verify, true) => {}
+        }
+
+        let mut failures = record.failures;
+        match record.locked_until {
+            Some(until) if until > now => {
+                // Attempts during a lockout neither count nor extend it:
+                // the lock already stops guessing.
+                let refused = MfaError::LockedOut {
+                    user: user.to_string(),
+                    until: from_unix_seconds(until),
+                    newly_locked: false,
+                };
+                return (Update::Keep, Err(refused));
+            }
+            // The lockout has run out: a fresh start.
+            Some(_) => failures = 0,
+            None => {}
+        }
+
+        let Some(secret) = self.key.open(&secret_aad(user), &record.sealed_secret) else {
+            let refused = MfaError::Undecryptable {
+                user: user.to_string(),
+            };
+            return (Update::Keep, Err(refused));
+        };
+        let generator = match totp::build(&secret, user) {
+            Ok(generator) => generator,
+            Err(error) => return (Update::Keep, Err(error)),
+        };
+        let step = totp::matched_step(&generator, code, u64::try_from(now).unwrap_or(0));
+        let spent = |step: u64| {
+            record
+                .last_step
+                .is_some_and(|last| i64::try_from(step).unwrap_or(i64::MAX) <= last)
+        };
+
+        match step {
+            Some(step) if !spent(step) => {
+                let accepted = EnrollmentRecord {
+                    last_step: Some(i64::try_from(step).unwrap_or(i64::MAX)),
+                    last_used_at: Some(now),
+                    failures: 0,
+                    locked_until: None,
+                    confirmed: true,
+                    confirmed_at: record.confirmed_at.or(Some(now)),
+                    ..record.clone()
+                };
+                let verified = VerifiedStep {
+                    user: user.to_string(),
+                    step,
+                    verified_at: at,
+                };
+                (Update::Put(accepted), Ok(verified))
+            }
+            refused => {
+                failures = failures.saturating_add(1);
+                let locked_until = (failures >= self.policy.max_failures)
+                    .then(|| now.saturating_add(seconds(self.policy.lockout)));
+                let counted = EnrollmentRecord {
+                    failures,
+                    locked_until,
+                    ..record.clone()
+                };
+                let remaining_attempts = self.policy.max_failures.saturating_sub(failures);
+                let error = match (locked_until, refused) {
+                    (Some(until), _) => MfaError::LockedOut {
                         user: user.to_string(),
                         until: from_unix_seconds(until),
-                        newly_locked: false,
-                    });
-                }
-                // The lockout has run out: a fresh start.
-                Some(_) => failures = 0,
-                None => {}
-            }
-
-            let secret = self
-                .key
-                .open(&secret_aad(user), &row.secret)
-                .ok_or_else(|| MfaError::Undecryptable {
-                    user: user.to_string(),
-                })?;
-            let generator = totp::build(&secret, user)?;
-            let step = totp::matched_step(&generator, code, u64::try_from(now).unwrap_or(0));
-            let spent = |step: u64| {
-                row.last_step
-                    .is_some_and(|last| i64::try_from(step).unwrap_or(i64::MAX) <= last)
-            };
-
-            match step {
-                Some(step) if !spent(step) => {
-                    tx.execute(
-                        "UPDATE enrollments SET last_step = ?2, last_used_at = ?3, failures = 0,
-                            locked_until = NULL, confirmed = 1,
-                            confirmed_at = COALESCE(confirmed_at, ?3)
-                         WHERE user = ?1",
-                        params![user, i64::try_from(step).unwrap_or(i64::MAX), now],
-                    )?;
-                    tx.commit()?;
-                    Ok(VerifiedStep {
+                        newly_locked: true,
+                    },
+                    (None, Some(step)) => MfaError::Replayed {
                         user: user.to_string(),
                         step,
-                        verified_at: at,
-                    })
-                }
-                refused => {
-                    failures = failures.saturating_add(1);
-                    let locked_until = (failures >= self.policy.max_failures)
-                        .then(|| now.saturating_add(seconds(self.policy.lockout)));
-                    tx.execute(
-                        "UPDATE enrollments SET failures = ?2, locked_until = ?3 WHERE user = ?1",
-                        params![user, failures, locked_until],
-                    )?;
-                    tx.commit()?;
-                    let remaining_attempts = self.policy.max_failures.saturating_sub(failures);
-                    Err(match (locked_until, refused) {
-                        (Some(until), _) => MfaError::LockedOut {
-                            user: user.to_string(),
-                            until: from_unix_seconds(until),
-                            newly_locked: true,
-                        },
-                        (None, Some(step)) => MfaError::Replayed {
-                            user: user.to_string(),
-                            step,
-                            remaining_attempts,
-                        },
-                        (None, None) => MfaError::InvalidCode {
-                            user: user.to_string(),
-                            remaining_attempts,
-                        },
-                    })
-                }
+                        remaining_attempts,
+                    },
+                    (None, None) => MfaError::InvalidCode {
+                        user: user.to_string(),
+                        remaining_attempts,
+                    },
+                };
+                (Update::Put(counted), Err(error))
             }
-        })
+        }
     }
 
     fn expiry(&self, enrolled_at: i64) -> i64 {
@@ -424,46 +401,39 @@ impl MfaStore {
     pub fn status(&self, user: &str, now: SystemTime) -> Result<MfaStatus, MfaError> {
         check_user(user)?;
         let now = unix_seconds(now);
-        self.with(|connection| {
-            let tx = connection.transaction()?;
-            let status = match read_row(&tx, user)? {
-                None => MfaStatus::NotEnrolled,
-                Some(row) if !row.confirmed => {
-                    let expires_at = self.expiry(row.enrolled_at);
-                    if now >= expires_at {
-                        MfaStatus::Expired {
-                            expired_at: from_unix_seconds(expires_at),
-                        }
+        let status = match self.enrollments.read(user)? {
+            None => MfaStatus::NotEnrolled,
+            Some(record) if !record.confirmed => {
+                let expires_at = self.expiry(record.enrolled_at);
+                if now >= expires_at {
+                    MfaStatus::Expired {
+                        expired_at: from_unix_seconds(expires_at),
+                    }
+                } else {
+                    MfaStatus::Pending {
+                        expires_at: from_unix_seconds(expires_at),
+                    }
+                }
+            }
+            Some(record) => {
+                let locked_until = record.locked_until.filter(|until| *until > now);
+                MfaStatus::Active {
+                    failures: if record.locked_until.is_some() && locked_until.is_none() {
+                        0
                     } else {
-                        MfaStatus::Pending {
-                            expires_at: from_unix_seconds(expires_at),
-                        }
-                    }
+                        record.failures
+                    },
+                    locked_until: locked_until.map(from_unix_seconds),
                 }
-                Some(row) => {
-                    let locked_until = row.locked_until.filter(|until| *until > now);
-                    MfaStatus::Active {
-                        failures: if row.locked_until.is_some() && locked_until.is_none() {
-                            0
-                        } else {
-                            row.failures
-                        },
-                        locked_until: locked_until.map(from_unix_seconds),
-                    }
-                }
-            };
-            Ok(status)
-        })
+            }
+        };
+        Ok(status)
     }
 
     /// Every enrollment and where it stands at `now`, by user.
     pub fn list(&self, now: SystemTime) -> Result<Vec<(String, MfaStatus)>, MfaError> {
-        let users: Vec<String> = self.with(|connection| {
-            let mut statement = connection.prepare("SELECT user FROM enrollments ORDER BY user")?;
-            let rows = statement.query_map([], |row| row.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
-        })?;
-        users
+        self.enrollments
+            .users()?
             .into_iter()
             .map(|user| {
                 let status = self.status(&user, now)?;
@@ -477,22 +447,25 @@ impl MfaStore {
     /// enrolled.
     pub fn unlock(&self, user: &str) -> Result<bool, MfaError> {
         check_user(user)?;
-        self.with(|connection| {
-            let changed = connection.execute(
-                "UPDATE enrollments SET failures = 0, locked_until = NULL WHERE user = ?1",
-                params![user],
-            )?;
-            Ok(changed > 0)
+        self.change(user, |record| match record {
+            Some(record) => {
+                let unlocked = EnrollmentRecord {
+                    failures: 0,
+                    locked_until: None,
+                    ..record.clone()
+                };
+                (Update::Put(unlocked), Ok(true))
+            }
+            None => (Update::Keep, Ok(false)),
         })
     }
 
     /// Removes `user`'s enrollment (to re-enroll a lost phone, or when
     /// someone leaves). Returns whether there was one.
     pub fn remove(&self, user: &str) -> Result<bool, MfaError> {
-        self.with(|connection| {
-            let removed =
-                connection.execute("DELETE FROM enrollments WHERE user = ?1", params![user])?;
-            Ok(removed > 0)
+        self.change(user, |record| match record {
+            Some(_) => (Update::Remove, Ok(true)),
+            None => (Update::Keep, Ok(false)),
         })
     }
 
@@ -500,62 +473,22 @@ impl MfaStore {
     /// whose they were (for the audit trail).
     pub fn purge_expired(&self, now: SystemTime) -> Result<Vec<String>, MfaError> {
         let cutoff = unix_seconds(now).saturating_sub(seconds(self.policy.enrollment_ttl));
-        self.with(|connection| {
-            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let users = {
-                let mut statement = tx.prepare(
-                    "DELETE FROM enrollments WHERE confirmed = 0 AND enrolled_at <= ?1
-                     RETURNING user",
-                )?;
-                let rows = statement.query_map(params![cutoff], |row| row.get(0))?;
-                let mut users = rows.collect::<Result<Vec<String>, _>>()?;
-                users.sort();
-                users
-            };
-            tx.commit()?;
-            Ok(users)
-        })
+        let mut purged = Vec::new();
+        for user in self.enrollments.users()? {
+            let expired = self.change(&user, |record| match record {
+                Some(record) if !record.confirmed && record.enrolled_at <= cutoff => {
+                    (Update::Remove, Ok(true))
+                }
+                _ => (Update::Keep, Ok(false)),
+            })?;
+            if expired {
+                purged.push(user);
+            }
+        }
+        Ok(purged)
     }
 }
 
 fn check_user(user: &str) -> Result<(), MfaError> {
     names::check(NameKind::User, user).map_err(MfaError::InvalidUser)
-}
-
-fn secure_dir(path: &Path) -> Result<(), MfaError> {
-    let state_dir_error = |source| MfaError::StateDir {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(path).map_err(state_dir_error)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-            .map_err(state_dir_error)?;
-    }
-    Ok(())
-}
-
-/// Creates the database file 0600 before SQLite opens it, so it is never
-/// briefly readable under a loose umask, and tightens an existing one.
-/// (SQLite gives its `-wal` and `-shm` files the database file's mode.)
-fn create_private_file(path: &Path) -> Result<(), MfaError> {
-    let file_error = |source| MfaError::StateDir {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        options.open(path).map_err(file_error)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(file_error)?;
-    }
-    #[cfg(not(unix))]
-    options.open(path).map_err(file_error)?;
-    Ok(())
 }

@@ -14,6 +14,8 @@ use deployctl_aws::s3_location::S3Location;
 use deployctl_aws::testing::{MotoAccount, emulator, moto, sdk_config};
 use deployctl_aws_team::{S3Locks, S3Runs};
 
+mod mfa;
+
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 
 /// One moto account with a bucket, and PCs on it.

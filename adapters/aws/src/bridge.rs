@@ -1,7 +1,7 @@
 //! Driving the async SDK from synchronous callers.
 //!
-//! [`deployctl_audit::Sink::ship`] and
-//! [`deployctl_policy::mfa::KeyProvider::load_key`] are synchronous, and
+//! Some callers of the AWS adapters are synchronous (the audit sink's
+//! `ship`, the MFA key provider and store), and
 //! the binary calls them from plain threads (the audit shipper thread, the
 //! main thread before or after its own runtime) as well as from code that
 //! may run inside a tokio runtime. `Runtime::block_on` panics in the
@@ -17,20 +17,20 @@ use std::future::Future;
 
 use tokio::runtime::{Builder, Runtime};
 
-pub(crate) struct Bridge {
+pub struct Bridge {
     runtime: Option<Runtime>,
 }
 
 /// The bridge's runtime is gone (a task panicked, or it is shutting down).
 #[derive(Debug, thiserror::Error)]
 #[error("the AWS client's runtime stopped before the call finished")]
-pub(crate) struct Stopped;
+pub struct Stopped;
 
 impl Bridge {
-    pub(crate) fn new() -> std::io::Result<Bridge> {
+    pub fn new() -> std::io::Result<Bridge> {
         let runtime = Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("deployctl-aws-audit")
+            .thread_name("deployctl-aws-bridge")
             .enable_all()
             .build()?;
         Ok(Bridge {
@@ -40,7 +40,7 @@ impl Bridge {
 
     /// Runs `future` to completion on the bridge's runtime and returns its
     /// output; blocks the calling thread meanwhile.
-    pub(crate) fn run<F>(&self, future: F) -> Result<F::Output, Stopped>
+    pub fn run<F>(&self, future: F) -> Result<F::Output, Stopped>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
