@@ -3,9 +3,11 @@
 //!
 //! Who is who comes from the access file (`--access`, env
 //! `DEPLOYCTL_ACCESS_FILE`, default `<state-dir>/access.yaml`); MFA secrets
-//! live encrypted in `<state-dir>/mfa.sqlite3` under a key from
-//! `DEPLOYCTL_MFA_KEY` (hex or base64) or `<state-dir>/mfa.key` (0600,
-//! created on first enrollment). Every grant, refusal and failed code is an
+//! live encrypted in `<state-dir>/mfa.sqlite3`, or with a team backend in
+//! the backend (`PREFIX/mfa/`, shared by every PC), under a key from
+//! `DEPLOYCTL_MFA_KMS_KEY`, `DEPLOYCTL_MFA_KEY` (hex or base64) or
+//! `<state-dir>/mfa.key` (0600, created on first enrollment; not with a
+//! backend). Every grant, refusal and failed code is an
 //! audit record.
 
 use std::io::IsTerminal;

@@ -22,22 +22,29 @@ stages:\n  - name: fn\n    target: fn\n    canary:\n      steps: [{{pause: {{dur
     )
 }
 
-/// One moto account with a Lambda function and the team's bucket.
+/// One moto account with a Lambda function, the team's bucket and the
+/// KMS key that wraps the team's MFA key.
 struct Team {
     account: LambdaAccount,
     backend: String,
+    mfa_kms_key: String,
 }
 
 impl Team {
     fn new(proxy: &str, label: &str) -> Team {
         let account = LambdaAccount::new(proxy, label);
         let bucket = format!("team-{}", account.id);
-        account.python(&format!(
-            "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')\n"
-        ));
+        let mfa_kms_key = account
+            .python(&format!(
+                "boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')\n\
+print(boto3.client('kms', **kw).create_key()['KeyMetadata']['KeyId'])\n"
+            ))
+            .trim()
+            .to_string();
         Team {
             account,
             backend: format!("s3://{bucket}/deployctl"),
+            mfa_kms_key,
         }
     }
 
@@ -48,6 +55,7 @@ impl Team {
             sandbox: Sandbox::new(&format!("{}-{name}", self.account.function)),
             account: &self.account,
             backend: self.backend.clone(),
+            mfa_kms_key: self.mfa_kms_key.clone(),
         }
     }
 }
@@ -60,6 +68,7 @@ struct Pc<'a> {
     sandbox: Sandbox,
     account: &'a LambdaAccount,
     backend: String,
+    mfa_kms_key: String,
 }
 
 impl Pc<'_> {
@@ -69,6 +78,8 @@ impl Pc<'_> {
             .env("HOSTNAME", self.name)
             .env("USER", self.operator)
             .env("DEPLOYCTL_BACKEND", &self.backend)
+            .env("DEPLOYCTL_MFA_KMS_KEY", &self.mfa_kms_key)
+            .env_remove("DEPLOYCTL_MFA_KEY")
             .env("DEPLOYCTL_LOCK_LEASE_SECONDS", "3");
         command
     }
@@ -337,17 +348,53 @@ impl Pc<'_> {
         path.to_string_lossy().into_owned()
     }
 
-    /// Enrolls `user` in this PC's MFA store; their authenticator.
-    fn enroll(&self, user: &str) -> totp_rs::Totp {
-        crate::approvals::enroll_with(&self.sandbox, &self.access(), user)
+    /// Enrolls `user` from this PC in the team's MFA store; their
+    /// authenticator and its secret (base32).
+    fn enroll(&self, user: &str) -> (totp_rs::Totp, String) {
+        let access = self.access();
+        let out = self.run(&["--access", &access, "mfa", "enroll", user]);
+        out.expect_code(0);
+        let uri = out
+            .stderr
+            .lines()
+            .find(|line| line.starts_with("otpauth://"))
+            .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
+            .trim()
+            .to_string();
+        let totp = totp_rs::Totp::from_url_unchecked(&uri).expect("a valid otpauth URI");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.run(&[
+            "mfa",
+            "confirm",
+            user,
+            "--code",
+            &totp.generate(now).to_string(),
+        ])
+        .expect_code(0);
+        let secret = uri
+            .split(['?', '&'])
+            .find_map(|part| part.strip_prefix("secret="))
+            .expect("the secret in the otpauth URI")
+            .to_string();
+        (totp, secret)
+    }
+
+    fn decide(&self, verb: &str, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
+        let access = self.access();
+        let mut args = vec![
+            "--access", &access, verb, run, "--gate", "signoff", "--user", user, "--code", code,
+        ];
+        if verb == "reject" {
+            args.extend(["--reason", "replayed"]);
+        }
+        self.run(&args)
     }
 
     fn approve(&self, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
-        let access = self.access();
-        self.run(&[
-            "--access", &access, "approve", run, "--gate", "signoff", "--user", user, "--code",
-            code,
-        ])
+        self.decide("approve", run, user, code)
     }
 }
 
@@ -370,9 +417,11 @@ fn approvers_on_two_other_pcs_release_a_run_paused_on_a_third() {
     ) + "approvals:\n  signoff: {role: release-approver, required: 2, timeout: 10m}\n";
     let plan_a = a.sandbox.root().join("plan.yaml");
     std::fs::write(&plan_a, plan).unwrap();
-    let bob = b.enroll("bob");
-    let carol = c.enroll("carol");
-    let alice_on_b = b.enroll("alice");
+    // One MFA store for the team: each person enrolls once, on any PC,
+    // and approves from any other.
+    let (bob, bobs_secret) = c.enroll("bob");
+    let (carol, _) = b.enroll("carol");
+    let (alice_on_b, _) = c.enroll("alice");
     let access_a = a.access();
     let running = a.spawn(&[
         "--access",
@@ -406,13 +455,22 @@ fn approvers_on_two_other_pcs_release_a_run_paused_on_a_third() {
     assert!(own.stderr.contains("started this run"), "{own}");
 
     // Bob on B: kept in the backend for A.
-    let first = b.approve(&run_a, "bob", &code(&bob));
+    let bobs_code = code(&bob);
+    let first = b.approve(&run_a, "bob", &bobs_code);
     first.expect_code(0);
     assert!(first.stderr.contains("approvers so far: bob"), "{first}");
     // A second approval by bob counts for nothing.
-    let again = b.approve(&run_a, "bob", &code(&bob));
+    let again = b.approve(&run_a, "bob", &bobs_code);
     again.expect_code(2);
     assert!(again.stderr.contains("already approved"), "{again}");
+    // Bob's code, spent on B, replayed on C (to reject the run) is
+    // refused: the team's store saw it used.
+    let replayed = c.decide("reject", &run_a, "bob", &bobs_code);
+    replayed.expect_code(2);
+    assert!(
+        replayed.stderr.contains("already used"),
+        "a code accepted on B is refused on C: {replayed}"
+    );
     assert_eq!(account.alias(), r#"1 {"2": 0.1}"#, "one approval of two");
 
     // Carol on C: the second; A's run goes on to 100 %.
@@ -429,5 +487,49 @@ fn approvers_on_two_other_pcs_release_a_run_paused_on_a_third() {
         "{trail}"
     );
     let on_c = c.run(&["audit", "show", "--output", "json"]);
-    assert!(on_c.stdout.contains("mfa.verified"), "{on_c}");
+    assert!(
+        on_c.stdout.contains("mfa.verified") && on_c.stdout.contains("mfa.failed"),
+        "{on_c}"
+    );
+    // Nothing secret in the backend in clear: each secret is sealed under
+    // the master key, which only KMS unwraps.
+    let objects = account.python(&format!(
+        "s3 = boto3.client('s3', **kw)\n\
+bucket, prefix = '{}'.removeprefix('s3://').split('/', 1)\n\
+for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + '/mfa/')['Contents']:\n    \
+print(o['Key'], s3.get_object(Bucket=bucket, Key=o['Key'])['Body'].read().decode())\n",
+        team.backend
+    ));
+    assert!(
+        objects.contains("mfa/users/bob.json") && objects.contains("mfa/key.kms.json"),
+        "{objects}"
+    );
+    assert!(!objects.contains(&bobs_secret), "{objects}");
+}
+
+#[test]
+fn with_a_team_backend_a_key_only_one_pc_has_is_refused_for_mfa() {
+    let Some((_, proxy)) =
+        emulators("with_a_team_backend_a_key_only_one_pc_has_is_refused_for_mfa")
+    else {
+        return;
+    };
+    let team = Team::new(&proxy, "team-mfa-key");
+    let a = team.pc("pc-a", "alice");
+    let access = a.access();
+    let mut command = a.command(&["--access", &access, "mfa", "enroll", "bob"]);
+    command.env_remove("DEPLOYCTL_MFA_KMS_KEY");
+    let out = a
+        .sandbox
+        .spawn_command(command, &["mfa", "enroll", "bob"], None)
+        .wait(crate::sandbox::COMMAND_TIMEOUT);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("DEPLOYCTL_MFA_KMS_KEY") && out.stderr.contains("shared"),
+        "{out}"
+    );
+    assert!(
+        !a.sandbox.state_dir().join("mfa.key").exists() && !out.stderr.contains("otpauth://"),
+        "nothing enrolled, no key made: {out}"
+    );
 }
