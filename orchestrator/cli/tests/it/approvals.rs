@@ -20,21 +20,38 @@ fn enroll(sandbox: &Sandbox, user: &str) -> Totp {
 
 /// [`enroll`] with another access file.
 pub(crate) fn enroll_with(sandbox: &Sandbox, access: &str, user: &str) -> Totp {
-    let out = sandbox.run(&["--access", access, "mfa", "enroll", user]);
-    out.expect_code(0);
-    let uri = out
-        .stderr
-        .lines()
-        .find(|line| line.starts_with("otpauth://"))
-        .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
-        .trim()
-        .to_string();
-    let totp = Totp::from_url_unchecked(&uri).expect("a valid otpauth URI");
+    let (totp, _) = authenticator(&sandbox.run(&["--access", access, "mfa", "enroll", user]));
     let code = totp.generate(now()).to_string();
     sandbox
         .run(&["mfa", "confirm", user, "--code", &code])
         .expect_code(0);
     totp
+}
+
+/// What a successful `mfa enroll` printed for the authenticator app: the
+/// app (from the otpauth URI) and its secret (base32).
+pub(crate) fn authenticator(enrolled: &crate::sandbox::Finished) -> (Totp, String) {
+    enrolled.expect_code(0);
+    let uri = enrolled
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no otpauth URI in {enrolled}"))
+        .trim();
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|part| part.strip_prefix("secret="))
+        .expect("the secret in the otpauth URI")
+        .to_string();
+    (
+        Totp::from_url_unchecked(uri).expect("a valid otpauth URI"),
+        secret,
+    )
+}
+
+/// The code an authenticator shows now.
+pub(crate) fn current_code(totp: &Totp) -> String {
+    totp.generate(now()).to_string()
 }
 
 fn now() -> u64 {

@@ -394,16 +394,8 @@ fn now() -> u64 {
 /// Enrolls `user` in the sandbox's MFA store (what `mfa enroll` prints is
 /// the authenticator's URI) and confirms with the current code.
 fn enroll(sandbox: &Sandbox, user: &str) -> Totp {
-    let out = sandbox.run(&["--access", ACCESS, "mfa", "enroll", user]);
-    out.expect_code(0);
-    let uri = out
-        .stderr
-        .lines()
-        .find(|line| line.starts_with("otpauth://"))
-        .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
-        .trim()
-        .to_string();
-    let totp = Totp::from_url_unchecked(&uri).expect("a valid otpauth URI");
+    let (totp, _) =
+        crate::approvals::authenticator(&sandbox.run(&["--access", ACCESS, "mfa", "enroll", user]));
     let code = totp.generate(now()).to_string();
     sandbox
         .run(&["mfa", "confirm", user, "--code", &code])

@@ -352,34 +352,13 @@ impl Pc<'_> {
     /// authenticator and its secret (base32).
     fn enroll(&self, user: &str) -> (totp_rs::Totp, String) {
         let access = self.access();
-        let out = self.run(&["--access", &access, "mfa", "enroll", user]);
-        out.expect_code(0);
-        let uri = out
-            .stderr
-            .lines()
-            .find(|line| line.starts_with("otpauth://"))
-            .unwrap_or_else(|| panic!("no otpauth URI in {out}"))
-            .trim()
-            .to_string();
-        let totp = totp_rs::Totp::from_url_unchecked(&uri).expect("a valid otpauth URI");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        self.run(&[
-            "mfa",
-            "confirm",
-            user,
-            "--code",
-            &totp.generate(now).to_string(),
-        ])
-        .expect_code(0);
-        let secret = uri
-            .split(['?', '&'])
-            .find_map(|part| part.strip_prefix("secret="))
-            .expect("the secret in the otpauth URI")
-            .to_string();
-        (totp, secret)
+        let enrolled = crate::approvals::authenticator(
+            &self.run(&["--access", &access, "mfa", "enroll", user]),
+        );
+        let code = crate::approvals::current_code(&enrolled.0);
+        self.run(&["mfa", "confirm", user, "--code", &code])
+            .expect_code(0);
+        enrolled
     }
 
     fn decide(&self, verb: &str, run: &str, user: &str, code: &str) -> crate::sandbox::Finished {
