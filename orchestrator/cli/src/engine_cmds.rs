@@ -392,6 +392,19 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
         eprintln!("run {} already ended: {}", run.id, run.phase.as_str());
         return runs::exit_code(run.phase, false);
     }
+    // With a team backend a resume takes the run's locks again: only an
+    // operator, under one of their AWS identities, may.
+    if options.backend.is_some()
+        && let Err(code) = crate::access::check_operator(
+            deployctl_policy::Action::Apply,
+            &run.environment,
+            options.access,
+            options.state_dir,
+            options.backend,
+        )
+    {
+        return code;
+    }
     let context = match context_from_journal(&run, options.state_dir, &audit.caller) {
         Ok(context) => context,
         Err(message) => {
@@ -443,6 +456,7 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
         &record.environment,
         options.access,
         options.state_dir,
+        options.backend,
     ) {
         return code;
     }
@@ -620,6 +634,7 @@ pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
         &run.environment,
         options.access,
         options.state_dir,
+        options.backend,
     ) {
         return code;
     }
@@ -715,9 +730,13 @@ fn stop(run_id: &str, request: StopRequest, options: &Options<'_>) -> u8 {
         StopRequest::Rollback | StopRequest::Abort => deployctl_policy::Action::Rollback,
         _ => deployctl_policy::Action::Kill,
     };
-    if let Err(code) =
-        crate::access::check_operator(action, &run.environment, options.access, options.state_dir)
-    {
+    if let Err(code) = crate::access::check_operator(
+        action,
+        &run.environment,
+        options.access,
+        options.state_dir,
+        options.backend,
+    ) {
         return code;
     }
     if let Err(error) = journal.request_stop(&run.id, request) {

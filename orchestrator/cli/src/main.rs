@@ -565,6 +565,7 @@ fn main() -> ExitCode {
                 &loaded.plan.metadata.environment,
                 &access::access_path(cli.access.as_deref(), &state_dir),
                 &state_dir,
+                backend.as_ref(),
             ) {
                 Ok(()) => engine_cmds::apply(&loaded, &plan_file, &run_options(*yes)),
                 Err(code) => code,

@@ -73,6 +73,20 @@ pub async fn backend(
     Ok((Arc::new(locks), Arc::new(runs)))
 }
 
+/// The AWS identity this PC acts as (STS GetCallerIdentity, the standard
+/// chain), from any thread.
+pub fn caller_arn() -> Result<String, String> {
+    let bridge = deployctl_aws::bridge::Bridge::new()
+        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))?;
+    bridge
+        .run(async {
+            let sdk = deployctl_aws::config::load(None).await;
+            deployctl_aws::identity::caller_arn(&sdk).await
+        })
+        .map_err(|stopped| stopped.to_string())?
+        .map_err(|error| error.to_string())
+}
+
 /// The team's MFA store in the backend at `location` (the standard AWS
 /// chain). Synchronous callers (`mfa`, `approve`) reach it from any thread.
 pub fn mfa_enrollments(location: &S3Location) -> Result<deployctl_aws_team::S3Enrollments, String> {
@@ -127,7 +141,8 @@ pub fn command(
         match command {
             LockCommand::List => list(locks.as_ref(), json).await,
             LockCommand::Break { target, reason } => {
-                break_lock(locks.as_ref(), target, reason, state_dir, access_file).await
+                let site = (state_dir, access_file, backend);
+                break_lock(locks.as_ref(), target, reason, site).await
             }
         }
     })
@@ -188,8 +203,7 @@ async fn break_lock(
     locks: &dyn TeamLocks,
     target: &str,
     reason: &str,
-    state_dir: &Path,
-    access_file: &Path,
+    (state_dir, access_file, backend): (&Path, &Path, &S3Location),
 ) -> u8 {
     if reason.trim().is_empty() {
         return crate::report::refused("--reason: say why the lock's holder is known to be gone");
@@ -209,6 +223,7 @@ async fn break_lock(
         &held.owner.environment,
         access_file,
         state_dir,
+        Some(backend),
     ) {
         return code;
     }

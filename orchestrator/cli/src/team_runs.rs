@@ -210,6 +210,7 @@ async fn ask_and_wait(
         &record.environment,
         options.access,
         options.state_dir,
+        options.backend,
     )?;
     let by = deployctl_engine::run::initiator();
     let asked = StopAsked {

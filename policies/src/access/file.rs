@@ -7,7 +7,11 @@
 //! apiVersion: deployctl.io/v1
 //! kind: Access
 //! users:
-//!   alice: {roles: [operator]}
+//!   alice:
+//!     roles: [operator]
+//!     # The AWS identities alice deploys as (`*` matches anything); with a
+//!     # team backend, a protected environment's operator must be one.
+//!     awsPrincipals: ["arn:aws:sts::123456789012:assumed-role/Deployer/alice"]
 //!   bob: {roles: [approver]}
 //!   carol: {roles: [approver, auditor]}
 //! environments:
@@ -114,6 +118,8 @@ struct RawAccess {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawUser {
     roles: Vec<Spanned<Role>>,
+    #[serde(default)]
+    aws_principals: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +294,7 @@ fn check(raw: RawAccess) -> Result<Access, Vec<Problem>> {
     let mut problems = Vec::new();
 
     let mut users = BTreeMap::new();
+    let mut aws_principals = BTreeMap::new();
     for (name, user) in &raw.users {
         if let Err(message) = names::check(NameKind::User, &name.value) {
             problems.push(problem(name, message));
@@ -312,6 +319,25 @@ fn check(raw: RawAccess) -> Result<Access, Vec<Problem>> {
             }
         }
         users.insert(name.value.clone(), roles);
+        let mut principals = Vec::new();
+        for principal in &user.aws_principals {
+            let arn = principal.value.trim();
+            if !arn.starts_with("arn:") || arn.split(':').count() < 6 {
+                problems.push(problem(
+                    principal,
+                    format!(
+                        "`{}` is not an AWS principal ARN; write one as `aws sts get-caller-identity` prints it, e.g. `arn:aws:sts::123456789012:assumed-role/Deployer/{}` (`*` matches anything)",
+                        principal.value.escape_debug(),
+                        name.value
+                    ),
+                ));
+            } else if principals.iter().any(|known| known == arn) {
+                problems.push(problem(principal, format!("`{arn}` is listed twice")));
+            } else {
+                principals.push(arn.to_owned());
+            }
+        }
+        aws_principals.insert(name.value.clone(), principals);
     }
 
     let mut approval_roles = BTreeMap::new();
@@ -382,6 +408,7 @@ fn check(raw: RawAccess) -> Result<Access, Vec<Problem>> {
     if problems.is_empty() {
         Ok(Access {
             users,
+            aws_principals,
             environments,
             approval_roles,
         })

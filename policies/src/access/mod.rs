@@ -161,6 +161,8 @@ impl EnvironmentPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
     users: BTreeMap<String, BTreeSet<Role>>,
+    /// The AWS identities each person acts as (ARN patterns, `*` globs).
+    aws_principals: BTreeMap<String, Vec<String>>,
     environments: BTreeMap<String, EnvironmentPolicy>,
     approval_roles: BTreeMap<String, BTreeSet<String>>,
 }
@@ -196,6 +198,42 @@ impl Access {
     /// The policy of a listed environment; `None` means unprotected.
     pub fn environment(&self, name: &str) -> Option<&EnvironmentPolicy> {
         self.environments.get(name)
+    }
+
+    /// The AWS identities `user` is listed as acting under (ARN
+    /// patterns).
+    pub fn aws_principals(&self, user: &str) -> &[String] {
+        self.aws_principals.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the AWS identity `caller` (an ARN, as STS
+    /// GetCallerIdentity says it) belongs to `user`, who acts in
+    /// `environment` through a team backend. In a protected environment
+    /// the user's identities must be listed and one must match; elsewhere
+    /// only a user who listed identities is held to them.
+    pub fn may_act_as(&self, user: &str, caller: &str, environment: &str) -> Decision {
+        let listed = self.aws_principals(user);
+        let protected = self
+            .environments
+            .get(environment)
+            .is_some_and(EnvironmentPolicy::is_protected);
+        if listed.iter().any(|pattern| arn_matches(pattern, caller)) {
+            return Decision::allow(format!("`{caller}` is one of `{user}`'s AWS identities"));
+        }
+        if listed.is_empty() && !protected {
+            return Decision::allow(format!(
+                "`{user}` lists no AWS identities and `{environment}` is not protected"
+            ));
+        }
+        let listed_text = if listed.is_empty() {
+            "none are listed".to_owned()
+        } else {
+            format!("listed: {}", listed.join(", "))
+        };
+        Decision::deny(format!(
+            "this PC acts on AWS as `{caller}`, which is not one of `{user}`'s AWS identities in the access file ({listed_text}); \
+             with a team backend an operator of `{environment}` deploys only under an identity listed in `users.{user}.awsPrincipals`"
+        ))
     }
 
     /// Every user named in the file, sorted.
@@ -317,3 +355,59 @@ fn list(names: &BTreeSet<String>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// An IAM-style ARN pattern: `*` matches any run of characters (none
+/// too), everything else itself.
+fn arn_matches(pattern: &str, arn: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = arn.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod arn_tests {
+    use super::arn_matches;
+
+    #[test]
+    fn stars_match_any_run_of_characters_and_nothing_else_is_loose() {
+        let arn = "arn:aws:sts::123456789012:assumed-role/Deployer/alice";
+        assert!(arn_matches(arn, arn));
+        assert!(arn_matches(
+            "arn:aws:sts::*:assumed-role/Deployer/alice",
+            arn
+        ));
+        assert!(arn_matches(
+            "arn:aws:sts::123456789012:assumed-role/Deployer/*",
+            arn
+        ));
+        assert!(arn_matches("*", arn));
+        assert!(arn_matches("arn:*:sts::*:assumed-role/*/alice", arn));
+        assert!(!arn_matches(
+            "arn:aws:sts::123456789012:assumed-role/Deployer/al",
+            arn
+        ));
+        assert!(!arn_matches(
+            "arn:aws:sts::123456789012:assumed-role/Deployer/alice2",
+            arn
+        ));
+        assert!(!arn_matches("arn:aws:sts::*:assumed-role/Admin/*", arn));
+        assert!(!arn_matches("arn:aws:iam::123456789012:user/alice", arn));
+        assert!(
+            !arn_matches("arn:*:alice*e", "arn:x:alice"),
+            "the last part may not overlap"
+        );
+    }
+}

@@ -332,3 +332,65 @@ fn alias_bombs_are_bounded() {
     // Refused (unknown fields or budget), quickly, without exhausting memory.
     assert!(Access::parse(text.as_bytes(), Path::new("bomb.yaml")).is_err());
 }
+
+#[test]
+fn with_a_team_backend_an_operator_acts_only_under_a_listed_aws_identity() {
+    let text = EXAMPLE.replace(
+        "  alice: {roles: [operator]}",
+        "  alice:\n    roles: [operator]\n    awsPrincipals: [\"arn:aws:sts::123456789012:assumed-role/Deployer/alice\", \"arn:aws:iam::*:user/alice\"]",
+    );
+    let access = Access::parse(text.as_bytes(), Path::new("access.yaml")).unwrap();
+    let hers = "arn:aws:sts::123456789012:assumed-role/Deployer/alice";
+    assert!(access.may_act_as("alice", hers, "production").allowed);
+    assert!(
+        access
+            .may_act_as(
+                "alice",
+                "arn:aws:iam::999999999999:user/alice",
+                "production"
+            )
+            .allowed
+    );
+    let other = access.may_act_as(
+        "alice",
+        "arn:aws:sts::123456789012:assumed-role/Deployer/mallory",
+        "production",
+    );
+    assert!(!other.allowed);
+    assert!(
+        other.reason.contains("users.alice.awsPrincipals"),
+        "{}",
+        other.reason
+    );
+    // Listed identities hold everywhere; in an unprotected environment an
+    // operator who listed none is not held to any.
+    assert!(
+        !access
+            .may_act_as("alice", "arn:aws:iam::1:user/x", "staging")
+            .allowed
+    );
+    assert!(
+        access
+            .may_act_as("dave", "arn:aws:iam::1:user/x", "staging")
+            .allowed
+    );
+    // In a protected environment, listing none is not enough.
+    let unlisted = access.may_act_as("dave", "arn:aws:iam::1:user/dave", "production");
+    assert!(!unlisted.allowed);
+    assert!(
+        unlisted.reason.contains("none are listed"),
+        "{}",
+        unlisted.reason
+    );
+}
+
+#[test]
+fn an_aws_principal_that_is_not_an_arn_is_refused_where_it_is_written() {
+    let text = EXAMPLE.replace(
+        "  alice: {roles: [operator]}",
+        "  alice: {roles: [operator], awsPrincipals: [alice]}",
+    );
+    let message = errors(&text);
+    assert!(message.contains("access.yaml:4:46:"), "{message}");
+    assert!(message.contains("not an AWS principal ARN"), "{message}");
+}

@@ -338,7 +338,7 @@ fn a_run_whose_pc_died_is_rolled_back_from_another_pc_which_the_dead_pc_then_can
     assert_eq!(account.alias(), "1 {}", "nothing moved: {resumed}");
 }
 
-const TEAM_ACCESS: &str = "apiVersion: deployctl.io/v1\nkind: Access\nusers:\n  alice: {roles: [operator, approver]}\n  bob: {roles: [approver]}\n  carol: {roles: [approver]}\nenvironments:\n  test:\n    operators: [alice]\nroles:\n  release-approver: [alice, bob, carol]\n";
+const TEAM_ACCESS: &str = "apiVersion: deployctl.io/v1\nkind: Access\nusers:\n  alice: {roles: [operator, approver], awsPrincipals: [\"arn:aws:sts::*:user/moto\"]}\n  bob: {roles: [approver]}\n  carol: {roles: [approver]}\nenvironments:\n  test:\n    operators: [alice]\nroles:\n  release-approver: [alice, bob, carol]\n";
 
 impl Pc<'_> {
     /// The team's access file, written in this PC's sandbox.
@@ -510,5 +510,53 @@ fn with_a_team_backend_a_key_only_one_pc_has_is_refused_for_mfa() {
     assert!(
         !a.sandbox.state_dir().join("mfa.key").exists() && !out.stderr.contains("otpauth://"),
         "nothing enrolled, no key made: {out}"
+    );
+}
+
+#[test]
+fn a_pc_acting_under_an_aws_identity_that_is_not_the_operators_takes_no_lock() {
+    let Some((_, proxy)) =
+        emulators("a_pc_acting_under_an_aws_identity_that_is_not_the_operators_takes_no_lock")
+    else {
+        return;
+    };
+    let team = Team::new(&proxy, "team-identity");
+    let account = &team.account;
+    let b = team.pc("pc-b", "alice");
+    // B's credentials are a role's that is not alice's (her listed
+    // identity is the account's moto user).
+    let credentials = account.python(&format!(
+        "c = boto3.client('sts', **kw).assume_role(RoleArn='arn:aws:iam::{}:role/intruder', RoleSessionName='pc-b')['Credentials']\n\
+print(c['AccessKeyId'], c['SecretAccessKey'], c['SessionToken'])\n",
+        account.id
+    ));
+    let parts: Vec<&str> = credentials.split_whitespace().collect();
+    let [key, secret, token] = parts[..] else {
+        panic!("role credentials: {credentials}");
+    };
+    let (access, plan) = (b.access(), b.plan_file());
+    let args = ["--access", access.as_str(), "apply", plan.as_str(), "--yes"];
+    let mut command = b.command(&args);
+    command
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_SESSION_TOKEN", token);
+    let refused = b
+        .sandbox
+        .spawn_command(command, &args, None)
+        .wait(crate::sandbox::COMMAND_TIMEOUT);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("assumed-role/intruder/pc-b")
+            && refused.stderr.contains("users.alice.awsPrincipals"),
+        "{refused}"
+    );
+    assert_eq!(account.alias(), "1 {}", "nothing moved: {refused}");
+    assert_eq!(b.locks(), serde_json::json!([]), "no lock taken");
+    assert!(b.sandbox.run_ids().is_empty(), "no run recorded");
+    let trail = b.run(&["audit", "show", "--output", "json"]);
+    assert!(
+        trail.stdout.contains("policy.denied") && trail.stdout.contains("assumed-role/intruder"),
+        "the refusal is audited with the identity: {trail}"
     );
 }
