@@ -331,6 +331,14 @@ pub trait Target: Send + Sync {
     /// finds it again by this before its first `observe`.
     fn attach(&self, _run: &str, _stage: &str) {}
 
+    /// The lock this target's platform keeps for it (a Kubernetes Lease
+    /// beside the Deployment), which every run of it holds while it is
+    /// driven, wherever from; `None` (the default) when the platform has
+    /// none and the journal's and team backend's locks are all there is.
+    fn platform_lock(&self) -> Option<std::sync::Arc<dyn crate::team::PlatformLock>> {
+        None
+    }
+
     /// A probe for a gate kind only this target can measure (its pods'
     /// readiness, its devices' success rate, a simulator's health);
     /// `None` for gate kinds it does not provide.

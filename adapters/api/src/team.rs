@@ -121,6 +121,17 @@ pub enum TeamLockError {
     },
     #[error("no team lock on {target}")]
     NotLocked { target: String },
+    /// A platform lock (a Kubernetes Lease) whose holder stopped renewing.
+    /// Nothing takes it over by itself; the remedy is the platform's.
+    #[error(
+        "{place} is held by {owner}, whose lease ran out {expired_for_s} s ago: the run may be dead or cut off; resume or roll it back where it was driven, or, once you know it is gone, {remedy}"
+    )]
+    PlatformExpired {
+        place: String,
+        owner: LockOwner,
+        expired_for_s: i64,
+        remedy: String,
+    },
     /// The backend could not be read or written; nothing is assumed.
     #[error("team backend: {0}")]
     Backend(String),
@@ -173,6 +184,32 @@ pub trait TeamLocks: Send + Sync {
         by: &'a str,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<LockRecord, TeamLockError>>;
+}
+
+/// A lock the target's platform keeps beside the target itself (a
+/// Kubernetes `coordination.k8s.io` Lease next to the Deployment), so
+/// every driver of that target excludes every other one (a deploy PC, the
+/// in-cluster controller) with or without a team backend. Same owner and
+/// lease rules as [`TeamLocks`] for one key: one winner, no silent
+/// takeover of a lease that ran out, idempotent for its run.
+pub trait PlatformLock: Send + Sync {
+    /// Where the lock is, for messages (`Lease shop/deployctl-api`).
+    fn place(&self) -> String;
+
+    /// How long a lease lasts without renewal.
+    fn lease(&self) -> Duration;
+
+    /// Takes the lock for `owner.run`: [`TeamLockError::Held`] when a live
+    /// run holds it, [`TeamLockError::PlatformExpired`] when its holder
+    /// stopped renewing.
+    fn acquire<'a>(&'a self, owner: &'a LockOwner) -> BoxFuture<'a, Result<(), TeamLockError>>;
+
+    /// Extends the lease; [`TeamLockError::Lost`] when it is no longer
+    /// `owner`'s.
+    fn renew<'a>(&'a self, owner: &'a LockOwner) -> BoxFuture<'a, Result<(), TeamLockError>>;
+
+    /// Lets go, if `owner` still holds it.
+    fn release<'a>(&'a self, owner: &'a LockOwner) -> BoxFuture<'a, Result<(), TeamLockError>>;
 }
 
 /// A run as the team backend keeps it, written through by the PC that

@@ -72,6 +72,11 @@ impl Namespace {
         Ok(Api::namespaced(self.client()?, &self.name))
     }
 
+    /// The namespace's Leases (the targets' platform locks).
+    pub fn leases(&self) -> Result<Api<k8s_openapi::api::coordination::v1::Lease>, AdapterError> {
+        self.api()
+    }
+
     pub fn routes(&self, namespace: &str) -> Result<Api<DynamicObject>, AdapterError> {
         Ok(Api::namespaced_with(
             self.client()?,

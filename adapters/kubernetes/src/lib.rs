@@ -20,7 +20,9 @@
 //! (`cluster.rs`); another writer's change to what a release decides on
 //! (`view.rs`'s fingerprint) is refused, naming its field manager.
 //! `workload.rs` judges rollouts without IO; `probe.rs` is the
-//! `kubernetes` readiness gate.
+//! `kubernetes` readiness gate. `lease_lock.rs` is the Deployment's
+//! platform lock, a `coordination.k8s.io` Lease beside it that every run
+//! holds (CLI or in-cluster controller), so they exclude each other.
 
 mod bluegreen;
 mod canary;
@@ -29,6 +31,7 @@ pub mod connect;
 pub mod eks;
 mod error;
 pub mod iam;
+pub mod lease_lock;
 pub mod names;
 mod probe;
 pub mod rbac;

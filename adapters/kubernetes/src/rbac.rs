@@ -49,6 +49,15 @@ pub fn rules(spec: &raw::KubernetesTarget, strategy: Option<StrategyKind>) -> Ve
         rule("", "pods", &["list"], Vec::new()),
         // The switch is done only when the Service's endpoints follow.
         rule("discovery.k8s.io", "endpointslices", &["list"], Vec::new()),
+        // The Deployment's platform lock (`lease_lock.rs`): read and
+        // renewed by name, made once (`create` cannot be limited by name).
+        rule(
+            "coordination.k8s.io",
+            "leases",
+            &["get", "update"],
+            vec![crate::lease_lock::lease_name(&spec.deployment)],
+        ),
+        rule("coordination.k8s.io", "leases", &["create"], Vec::new()),
     ];
     let mut services = vec![spec.service.clone()];
     services.extend(spec.preview_service.clone());
@@ -89,6 +98,16 @@ mod tests {
             "httpRoute": if route { serde_json::json!({"name": "web", "namespace": "edge"}) } else { serde_json::Value::Null },
         }))
         .expect("a target")
+    }
+
+    #[test]
+    fn the_platform_lock_is_renewed_by_name() {
+        let rules = rules(&spec(false), Some(StrategyKind::BlueGreen));
+        let leases: Vec<_> = rules.iter().filter(|r| r.resource == "leases").collect();
+        assert_eq!(leases.len(), 2, "{leases:?}");
+        assert_eq!(leases[0].verbs, ["get", "update"]);
+        assert_eq!(leases[0].resource_names, ["deployctl-lock-web"]);
+        assert_eq!(leases[1].verbs, ["create"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use deployctl_adapter::construct::PlanRelease;
+use deployctl_adapter::team::PlatformLock;
 use deployctl_adapter::writer::{AnotherWriter, LastWrite};
 use deployctl_adapter::{
     AdapterError, Applied, BoxFuture, Capabilities, HealthProbe, IdempotencyKey, Moves, Observed,
@@ -19,6 +20,7 @@ use deployctl_plan::raw;
 use crate::cluster::Namespace;
 use crate::connect::{ConnectError, Connection, connect, connect_eks};
 use crate::error::rejected;
+use crate::lease_lock::LeaseLock;
 use crate::route::{self, Acceptance};
 use crate::view::{Fingerprint, Place, View};
 use crate::workload::{self, Rollout};
@@ -32,6 +34,9 @@ pub struct KubernetesOptions {
     /// controller before it reports `Timeout` (the engine retries, which
     /// waits again without writing twice, or rolls back).
     pub wait_timeout: Duration,
+    /// The lease of the Deployment's platform lock (its Lease), renewed
+    /// every third of it while a run drives the Deployment.
+    pub lock_lease: Duration,
 }
 
 impl Default for KubernetesOptions {
@@ -39,6 +44,7 @@ impl Default for KubernetesOptions {
         KubernetesOptions {
             poll_interval: Duration::from_millis(250),
             wait_timeout: Duration::from_secs(10 * 60),
+            lock_lease: Duration::from_secs(60),
         }
     }
 }
@@ -556,6 +562,14 @@ impl Target for KubernetesTarget {
 
     fn preflight(&self) -> BoxFuture<'_, Result<Preflight, AdapterError>> {
         Box::pin(self.preflight_now())
+    }
+
+    fn platform_lock(&self) -> Option<Arc<dyn PlatformLock>> {
+        Some(Arc::new(LeaseLock::new(
+            self.ns.clone(),
+            &self.place.base,
+            self.options.lock_lease,
+        )))
     }
 
     fn moves(&self) -> Moves<'_> {

@@ -217,6 +217,7 @@ impl Fixture {
             KubernetesOptions {
                 poll_interval: Duration::from_millis(100),
                 wait_timeout: Duration::from_secs(30),
+                ..KubernetesOptions::default()
             },
         )
         .expect("a target")

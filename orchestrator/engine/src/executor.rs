@@ -175,6 +175,7 @@ impl Engine {
         if let Ok(ended) = &outcome {
             if ended.phase.is_terminal() {
                 self.release_team_locks(&context.run_id).await;
+                self.release_platform_locks(context).await;
             }
             self.share_run(&context.run_id).await;
         }
@@ -207,6 +208,7 @@ impl Engine {
         };
         self.retake_team_locks(&self.journal.run(&context.run_id)?)
             .await?;
+        self.retake_platform_locks(context).await?;
         let hub = self.hub(context);
         let outcome = self
             .roll_back(
@@ -221,6 +223,7 @@ impl Engine {
         if let Ok(ended) = &outcome {
             if ended.phase.is_terminal() {
                 self.release_team_locks(&context.run_id).await;
+                self.release_platform_locks(context).await;
             }
             self.share_run(&context.run_id).await;
         }
@@ -272,6 +275,7 @@ impl Engine {
                 .collect();
             self.journal.acquire_locks(run_id, &keys, &run.initiator)?;
             self.retake_team_locks(&run).await?;
+            self.retake_platform_locks(context).await?;
         }
         // A stage that failed just before the process died: its rollback
         // had not started yet. Roll back now rather than retry the stage.
@@ -330,12 +334,13 @@ impl Engine {
         let (steer_tx, steer_rx) = watch::channel(self.journal.hold_state(run_id)?);
         let watcher = self.spawn_kill_watcher(run_id.clone(), abort_tx.clone(), steer_tx);
         // Renewed until this drive ends, rollback included.
-        let (_renewer, _sharer) = match run.mode {
+        let (_renewer, _sharer, _platform_renewer) = match run.mode {
             RunMode::Apply => (
                 self.spawn_lease_renewer(run_id)?,
                 self.spawn_run_sharer(run_id),
+                self.spawn_platform_renewer(context)?,
             ),
-            RunMode::Rehearse => (None, None),
+            RunMode::Rehearse => (None, None, None),
         };
         if run.phase == RunPhase::Pending {
             hub.send(

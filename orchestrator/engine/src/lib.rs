@@ -23,6 +23,7 @@ pub mod executor;
 pub mod gate;
 pub mod journal;
 pub mod notify;
+mod platform_locks;
 pub mod program;
 pub mod progress;
 pub mod retry;

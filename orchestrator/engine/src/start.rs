@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use crate::event::Event;
 use crate::executor::{Abort, Engine, EngineError, RunContext};
 use crate::journal::{JournalError, NewRun, NewStage, PreflightRecord, StageRecord, StageUpdate};
+use crate::platform_locks::PlatformLocks;
 use crate::progress::Progress;
 use crate::state::{RunMode, StagePhase};
 
@@ -145,6 +146,21 @@ impl Engine {
         if request.mode == RunMode::Apply {
             self.take_team_locks(&locks, &team_owner).await?;
         }
+        // The targets' own locks (a Kubernetes Lease): the in-cluster
+        // controller and every PC hold them, backend or not.
+        let platform = match request.mode {
+            RunMode::Apply => PlatformLocks::of(
+                context,
+                stages
+                    .iter()
+                    .map(|s| (s.target.as_str(), s.target_key.as_str())),
+            ),
+            RunMode::Rehearse => PlatformLocks::of(context, []),
+        };
+        if let Err(refused) = platform.take(&team_owner).await {
+            self.give_back_team_locks(&locks, &team_owner).await;
+            return Err(refused);
+        }
         let created = self.journal.create_run(&NewRun {
             id: &context.run_id,
             plan_name: &plan.metadata.name,
@@ -159,6 +175,7 @@ impl Engine {
         });
         if created.is_err() && request.mode == RunMode::Apply {
             self.give_back_team_locks(&locks, &team_owner).await;
+            platform.give_back(&team_owner, &self.progress).await;
         }
         match created {
             Ok(()) => {

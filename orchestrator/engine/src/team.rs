@@ -334,13 +334,19 @@ fn shared_run(journal: &Journal, run_id: &str) -> Result<SharedRun, EngineError>
 /// The lease renewer (or run sharer) of one drive; dropping it stops it.
 pub(crate) struct Background(tokio::task::JoinHandle<()>);
 
+impl Background {
+    pub(crate) fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Background(tokio::spawn(work))
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-fn hold_for_a_human(
+pub(crate) fn hold_for_a_human(
     journal: &Journal,
     progress: &ProgressSink,
     run_id: &str,

@@ -1642,3 +1642,115 @@ fn the_eks_blue_green_example_runs_for_real() {
         observability.posts
     );
 }
+
+impl Cluster {
+    /// Who holds the Deployment `web`'s platform lock (its Lease), if
+    /// anyone.
+    fn lock_holder(&self) -> Option<String> {
+        self.get(&format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/deployctl-lock-web",
+            self.namespace
+        ))
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    }
+
+    fn release_message(&self, name: &str) -> String {
+        self.get(&format!(
+            "/apis/deployctl.io/v1/namespaces/{}/releases/{name}",
+            self.namespace
+        ))
+        .map(|r| r["status"].to_string())
+        .unwrap_or_default()
+    }
+}
+
+/// A deploy PC's run and the in-cluster controller's Release on the same
+/// Deployment exclude each other through the Deployment's Lease: their
+/// state directories (journals) have nothing in common. Whichever holds
+/// it, the other is refused naming the holder's run, and nothing moves.
+#[test]
+fn a_cli_run_and_a_release_on_the_same_deployment_exclude_each_other() {
+    let test = "a_cli_run_and_a_release_on_the_same_deployment_exclude_each_other";
+    let pc = Sandbox::new("kube-exclude-pc");
+    let Some(cluster) = Cluster::new(test, &pc, "exclude") else {
+        return;
+    };
+    let in_cluster = Sandbox::new("kube-exclude-ctl");
+    std::fs::copy(
+        pc.root().join("kubeconfig.yaml"),
+        in_cluster.root().join("kubeconfig.yaml"),
+    )
+    .expect("the controller's kubeconfig");
+    let [_, new] = cluster.images();
+    let route = json!({"route": "web"});
+    let holding =
+        "canary:\n      steps: [{setWeight: 10}, {pause: {duration: 1h}}, {setWeight: 100}]";
+    let plan = cluster.plan(&pc, true, new, holding, READY_GATE);
+    let release_plan = format!(
+        "apiVersion: deployctl.io/v1\nkind: Plan\nmetadata: {{name: kube-exclude, environment: test}}\n\
+targets:\n  web:\n    kubernetes: {{namespace: {}, deployment: web, service: web, httpRoute: {{name: web}}}}\n\
+artifacts:\n  web: {{version: \"2\", image: {{reference: \"{new}\", container: api}}}}\n\
+stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      steps: [{{setWeight: 20}}, {{pause: {{duration: 1h}}}}, {{setWeight: 100}}]\n",
+        cluster.namespace
+    );
+
+    // The PC's run holds the Deployment at 10 %.
+    let running = pc.spawn(&["apply", &plan, "--yes"]);
+    wait_until(
+        cluster.patience(Duration::from_secs(60)),
+        "the PC's run paused at 10 %",
+        || crate::cloudfront_e2e::pausing(&pc),
+    );
+    let run = pc.run_ids().first().cloned().expect("the PC's run");
+    let holder = cluster.lock_holder().unwrap_or_default();
+    assert!(
+        holder.starts_with(&run),
+        "the Lease names the run: {holder}"
+    );
+
+    // A Release of the same Deployment is refused, naming that run.
+    let controller = cluster.controller(&in_cluster, "replica-a", &[]);
+    cluster.release("storefront", &release_plan);
+    wait_until(Duration::from_secs(60), "the Release refused", || {
+        cluster.release_phase("storefront").as_deref() == Some("Refused")
+    });
+    let refusal = cluster.release_message("storefront");
+    assert!(
+        refusal.contains(&run) && refusal.contains("deployctl-lock-web"),
+        "{refusal}"
+    );
+    assert!(
+        cluster.served_by(route.clone(), new).abs_diff(100) <= 30,
+        "still the PC's 10 %"
+    );
+    assert!(
+        in_cluster.run_ids().is_empty(),
+        "the controller recorded no run"
+    );
+
+    // The PC's run is killed (rolled back): the Lease is let go…
+    pc.run(&["kill", &run]).expect_code(0);
+    finish(running).expect_code(1);
+    assert_eq!(cluster.lock_holder(), None, "released at the run's end");
+
+    // …and a Release now runs and holds it; the PC is refused in turn.
+    cluster.release("storefront-2", &release_plan);
+    wait_until(
+        cluster.patience(Duration::from_secs(60)),
+        "the Release's run holding the Lease",
+        || cluster.lock_holder().is_some(),
+    );
+    let released_run = in_cluster
+        .run_ids()
+        .first()
+        .cloned()
+        .expect("the Release's run");
+    let refused = pc.run(&["apply", &plan, "--yes"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains(&released_run) && refused.stderr.contains("deployctl-lock-web"),
+        "{refused}"
+    );
+    assert_eq!(pc.run_ids().len(), 1, "no second run on the PC");
+    drop(controller);
+}

@@ -10,6 +10,7 @@ mod approvals;
 mod failures;
 mod journal_format;
 mod notifications;
+mod platform_locks;
 mod releases;
 mod resume;
 mod start;
