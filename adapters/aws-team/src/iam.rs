@@ -1,5 +1,5 @@
 //! The IAM permissions the team backend needs (S6): reading, writing and
-//! listing its lock, run, decision and MFA objects under the backend's prefix, nothing else in
+//! listing its lock, run, decision, MFA and audit-copy objects under the backend's prefix, nothing else in
 //! the bucket. `deployctl iam-policy` adds them when a backend is
 //! configured, since they belong to the deploy PC rather than to a plan.
 
@@ -15,12 +15,13 @@ pub fn statements(backend: &S3Location, scope: &Scope) -> Vec<Statement> {
     let runs = format!("{bucket}/{}", backend.key("runs/*"));
     let decisions = format!("{bucket}/{}", backend.key("decisions/*"));
     let mfa = format!("{bucket}/{}", backend.key("mfa/*"));
+    let audit = format!("{bucket}/{}", backend.key("audit/*"));
     vec![
         Statement::new("team backend listing", ["s3:ListBucket"], [bucket]),
         Statement::new(
-            "team backend locks, runs, approvals and MFA enrollments",
+            "team backend locks, runs, approvals, MFA enrollments and trail copies",
             ["s3:GetObject", "s3:PutObject"],
-            [locks, runs, decisions, mfa],
+            [locks, runs, decisions, mfa, audit],
         ),
     ]
 }

@@ -13,17 +13,21 @@
 //! [`S3Enrollments`] is the team's MFA store (one sealed record per
 //! person under `PREFIX/mfa/`, every check a conditional write, so a code
 //! is accepted once across all PCs) and [`S3WrappedKey`] its KMS-wrapped
-//! master key. [`iam::statements`] are the S3 actions the backend needs.
+//! master key. [`S3TeamTrail`] copies each PC's audit trail under
+//! `PREFIX/audit/PC/` and reads every PC's, for `audit show` from any PC.
+//! [`iam::statements`] are the S3 actions the backend needs.
 
 pub mod iam;
 mod locks;
 mod mfa;
 mod objects;
 mod runs;
+mod trail;
 
 pub use locks::{DEFAULT_LEASE, S3Locks};
 pub use mfa::{S3Enrollments, S3WrappedKey};
 pub use runs::S3Runs;
+pub use trail::{S3TeamTrail, TeamRecord};
 
 /// The backend's S3 client: path-style addressing whenever an endpoint is
 /// configured (emulators and S3-compatible stores), as every S3 client of

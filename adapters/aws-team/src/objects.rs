@@ -48,6 +48,23 @@ impl Objects {
         &self,
         key: &str,
     ) -> Result<Option<(T, String)>, TeamLockError> {
+        let Some((bytes, etag)) = self.get_bytes(key).await? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            TeamLockError::Backend(format!(
+                "{} was not written by deployctl ({e}); nothing is assumed from it",
+                self.location.url(key)
+            ))
+        })?;
+        Ok(Some((value, etag)))
+    }
+
+    /// One object's bytes and its ETag; `None` if there is none.
+    pub(crate) async fn get_bytes(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, TeamLockError> {
         let url = self.location.url(key);
         let mut attempt = 0;
         let object = loop {
@@ -83,12 +100,7 @@ impl Objects {
             .await
             .map_err(|e| TeamLockError::Backend(format!("reading {url}: {e}")))?
             .into_bytes();
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
-            TeamLockError::Backend(format!(
-                "{url} was not written by deployctl ({e}); nothing is assumed from it"
-            ))
-        })?;
-        Ok(Some((value, etag)))
+        Ok(Some((bytes.to_vec(), etag)))
     }
 
     /// Writes `value` at `key` if `condition` still holds.
@@ -100,6 +112,18 @@ impl Objects {
     ) -> Result<Written, TeamLockError> {
         let body = serde_json::to_vec(value)
             .map_err(|e| TeamLockError::Backend(format!("encoding {key}: {e}")))?;
+        self.put_bytes(key, body, "application/json", condition)
+            .await
+    }
+
+    /// Writes `body` at `key` if `condition` still holds.
+    pub(crate) async fn put_bytes(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        condition: Condition<'_>,
+    ) -> Result<Written, TeamLockError> {
         let mut attempt = 0;
         loop {
             let request = self
@@ -107,7 +131,7 @@ impl Objects {
                 .put_object()
                 .bucket(&self.location.bucket)
                 .key(key)
-                .content_type("application/json")
+                .content_type(content_type)
                 .body(ByteStream::from(body.clone()));
             let request = match condition {
                 Condition::Absent => request.if_none_match("*"),

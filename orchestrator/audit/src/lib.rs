@@ -56,6 +56,6 @@ pub use log::{AuditLog, AuditOptions, Stats};
 pub use outbox::{Pending, ShipReport};
 pub use query::{Filter, export_csv, export_json, show};
 pub use record::{Action, AuditRecord, ChainHash, Entry, Outcome, Status, What, Who};
-pub use sink::{DirectorySink, Sink, SinkError};
+pub use sink::{DirectorySink, Sink, SinkError, Sinks, batch_files};
 pub use verify::{CopyFile, Problem, ProblemKind, Report, verify, verify_against_files};
 pub use writer::LOG_FILE;

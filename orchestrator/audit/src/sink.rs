@@ -83,22 +83,101 @@ impl Sink for DirectorySink {
     ) -> Result<(), SinkError> {
         let unavailable = |e: AuditError| SinkError::Unavailable(e.to_string());
         fsutil::private_dir(&self.dir).map_err(unavailable)?;
-        if let (Some(first), Some(last)) = (records.first(), records.last()) {
-            let mut body = Vec::with_capacity(records.len() * 512);
-            for record in records {
-                serde_json::to_writer(&mut body, record)
-                    .map_err(|e| SinkError::Refused(e.to_string()))?;
-                body.push(b'\n');
-            }
-            let name = format!("records-{:020}-{:020}.jsonl", first.seq, last.seq);
+        for (name, body) in batch_files(records, checkpoint)? {
             fsutil::write_atomic(&self.dir.join(name), &body).map_err(unavailable)?;
         }
-        if let Some(checkpoint) = checkpoint {
-            let mut line = checkpoint.to_line();
-            line.push(b'\n');
-            let name = format!("checkpoint-{:020}.json", checkpoint.seq);
-            fsutil::write_atomic(&self.dir.join(name), &line).map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// A batch as the files (or objects) a sink keeps it in, named by its
+/// content: `records-FIRST-LAST.jsonl` with the log's own lines (identical
+/// records, identical bytes) and `checkpoint-SEQ.json`.
+pub fn batch_files(
+    records: &[AuditRecord],
+    checkpoint: Option<&Checkpoint>,
+) -> Result<Vec<(String, Vec<u8>)>, SinkError> {
+    let mut files = Vec::with_capacity(2);
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        let mut body = Vec::with_capacity(records.len() * 512);
+        for record in records {
+            serde_json::to_writer(&mut body, record)
+                .map_err(|e| SinkError::Refused(e.to_string()))?;
+            body.push(b'\n');
+        }
+        let name = format!("records-{:020}-{:020}.jsonl", first.seq, last.seq);
+        files.push((name, body));
+    }
+    if let Some(checkpoint) = checkpoint {
+        let mut line = checkpoint.to_line();
+        line.push(b'\n');
+        files.push((format!("checkpoint-{:020}.json", checkpoint.seq), line));
+    }
+    Ok(files)
+}
+
+/// Ships every batch to each of its sinks in turn (the Object Lock copy,
+/// then the team backend's copy every PC reads). A batch is acknowledged
+/// once all have it; when one fails, the batch is shipped again later to
+/// all of them, which is safe because each sink keeps a batch under a
+/// name derived from its content and accepts the same bytes again.
+pub struct Sinks(pub Vec<std::sync::Arc<dyn Sink>>);
+
+impl Sink for Sinks {
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|sink| sink.describe())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+
+    fn ship(
+        &self,
+        records: &[AuditRecord],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), SinkError> {
+        for sink in &self.0 {
+            sink.ship(records, checkpoint)
+                .map_err(|error| match error {
+                    SinkError::Unavailable(why) => {
+                        SinkError::Unavailable(format!("{}: {why}", sink.describe()))
+                    }
+                    SinkError::Refused(why) => {
+                        SinkError::Refused(format!("{}: {why}", sink.describe()))
+                    }
+                    other => other,
+                })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod sinks_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_lands_in_every_sink_and_one_missing_directory_fails_it_for_all() {
+        let dir = std::env::temp_dir().join(format!("deployctl-sinks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let sinks = Sinks(vec![
+            std::sync::Arc::new(DirectorySink::new(&a)),
+            std::sync::Arc::new(DirectorySink::new(&b)),
+        ]);
+        assert_eq!(
+            sinks.describe(),
+            format!("directory {} and directory {}", a.display(), b.display())
+        );
+        let checkpoint = None;
+        sinks.ship(&[], checkpoint).unwrap();
+        assert!(a.is_dir() && b.is_dir(), "both made when shipped to");
+        // A file where the second directory should be: unavailable, named.
+        std::fs::remove_dir_all(&b).unwrap();
+        std::fs::write(&b, b"not a directory").unwrap();
+        let failed = sinks.ship(&[], None).unwrap_err().to_string();
+        assert!(failed.contains(&b.display().to_string()), "{failed}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

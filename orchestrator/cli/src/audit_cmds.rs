@@ -73,6 +73,33 @@ fn may_read(access_file: &Path) -> Result<(), u8> {
     }
 }
 
+/// The records other PCs copied into the team backend that `filter`
+/// matches, beside this PC's, in time order (this PC's own copy is not
+/// read again).
+fn with_team_records(
+    records: Vec<deployctl_audit::AuditRecord>,
+    backend: &deployctl_aws_audit::S3Location,
+    filter: &Filter,
+) -> Result<Vec<(Option<String>, deployctl_audit::AuditRecord)>, u8> {
+    let here = deployctl_engine::run::host_name();
+    let team = crate::team::team_trail(backend)
+        .and_then(|trail| trail.read_all())
+        .map_err(|error| {
+            crate::report::failed(format!(
+                "the other PCs' trails in the team backend {backend}: {error}"
+            ))
+        })?;
+    let mut records: Vec<_> = records.into_iter().map(|record| (None, record)).collect();
+    records.extend(
+        team.into_iter()
+            .filter(|copy| copy.pc != here && filter.matches(&copy.record))
+            .map(|copy| (Some(copy.pc), copy.record)),
+    );
+    // RFC 3339 UTC with milliseconds: text order is time order.
+    records.sort_by(|(_, a), (_, b)| a.time.cmp(&b.time));
+    Ok(records)
+}
+
 /// `verify --against s3://…`: every version of every object the S3 sink
 /// shipped there, fetched one by one and compared with the local trail.
 fn verify_against_s3(
@@ -186,8 +213,15 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                     }
                 }
             }
-            match show(&dir, &filter) {
+            let shown = show(&dir, &filter).map_err(crate::report::failed);
+            // Each record with the PC it came from when another PC's.
+            let shown = match (shown, crate::team::configured()) {
+                (Ok(records), Some(backend)) => with_team_records(records, backend, &filter),
+                (shown, _) => shown.map(|records| records.into_iter().map(|r| (None, r)).collect()),
+            };
+            match shown {
                 Ok(records) if json => {
+                    let records: Vec<_> = records.into_iter().map(|(_, record)| record).collect();
                     let mut out = Vec::new();
                     match export_json(&records, &mut out) {
                         Ok(()) => emit(&out),
@@ -196,7 +230,7 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                 }
                 Ok(records) => {
                     let mut text = String::new();
-                    for record in records {
+                    for (pc, record) in records {
                         let _ = writeln!(
                             text,
                             "{:>6}  {}  {:<24} {:<10} {} {}{}{}{}",
@@ -227,10 +261,15 @@ pub fn run(command: &AuditCommand, state_dir: &Path, access_file: &Path, json: b
                                 .map(|why| format!("  — {why}"))
                                 .unwrap_or_default()
                         );
+                        if let Some(pc) = pc {
+                            // Another PC's record, from the team backend.
+                            text.pop();
+                            let _ = writeln!(text, "  [PC {pc}]");
+                        }
                     }
                     emit(text.as_bytes())
                 }
-                Err(error) => crate::report::failed(error),
+                Err(code) => code,
             }
         }
         AuditCommand::Export { format } => {

@@ -46,7 +46,8 @@ fn absolute(path: &Path) -> PathBuf {
 /// ships to S3 under Object Lock in COMPLIANCE mode for
 /// `DEPLOYCTL_AUDIT_RETENTION_DAYS` (default and minimum 365), with the
 /// standard AWS credential chain; `DEPLOYCTL_AUDIT_SHIP_DIR` copies to a
-/// mounted share. At most one of them. A bucket without Object Lock is
+/// mounted share. At most one of them. With a team backend, the trail is
+/// also copied there (`PREFIX/audit/PC/`) for `audit show` on other PCs. A bucket without Object Lock is
 /// refused here, before anything runs; an unreachable S3 is not (records
 /// queue, and `apply` refuses new runs while they are stuck).
 pub fn open(state_dir: &Path, operator: &str) -> Result<AuditLog, String> {
@@ -80,6 +81,14 @@ pub fn open(state_dir: &Path, operator: &str) -> Result<AuditLog, String> {
             options = options.sink(Arc::new(DirectorySink::new(PathBuf::from(dir))));
         }
         (None, None) => {}
+    }
+    // With a team backend every PC's trail is copied there too, so
+    // `audit show` on any PC lists what the team did.
+    if let Some(backend) = crate::team::configured() {
+        let copy = crate::team::trail_copy(backend)?;
+        let sinks: Vec<Arc<dyn deployctl_audit::Sink>> =
+            options.sink.take().into_iter().chain([copy]).collect();
+        options = options.sink(Arc::new(deployctl_audit::Sinks(sinks)));
     }
     AuditLog::open(audit_dir(state_dir), options)
         .map_err(|error| format!("cannot open the audit trail: {error}"))

@@ -499,6 +499,7 @@ fn main() -> ExitCode {
         Ok(backend) => backend,
         Err(code) => return ExitCode::from(report::finish(code, json)),
     };
+    team::configure(backend.as_ref());
     let run_options = |yes: bool| engine_cmds::Options {
         state_dir: &state_dir,
         access: &access_file,

@@ -73,16 +73,51 @@ pub async fn backend(
     Ok((Arc::new(locks), Arc::new(runs)))
 }
 
+/// The team backend this process was given (`--backend`, or
+/// `DEPLOYCTL_BACKEND`), set once by `main` before any command runs: the
+/// audit trail, opened in many places, copies itself there.
+static CONFIGURED: std::sync::OnceLock<Option<S3Location>> = std::sync::OnceLock::new();
+
+pub fn configure(backend: Option<&S3Location>) {
+    let _ = CONFIGURED.set(backend.cloned());
+}
+
+pub fn configured() -> Option<&'static S3Location> {
+    CONFIGURED.get().and_then(Option::as_ref)
+}
+
+/// This PC's audit trail copy in the team backend (a sink of the trail).
+pub fn trail_copy(location: &S3Location) -> Result<Arc<dyn deployctl_audit::Sink>, String> {
+    Ok(Arc::new(team_trail(location)?))
+}
+
+/// The standard AWS chain's configuration, loaded from synchronous code
+/// on any thread (inside a runtime or not).
+fn sdk_now() -> Result<aws_config::SdkConfig, String> {
+    deployctl_aws::bridge::Bridge::new()
+        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))?
+        .run(deployctl_aws::config::load(None))
+        .map_err(|stopped| stopped.to_string())
+}
+
+fn no_runtime(error: std::io::Error) -> String {
+    format!("cannot start the AWS client's runtime: {error}")
+}
+
+/// The team backend's trail copies: this PC's, and every PC's to read.
+pub fn team_trail(location: &S3Location) -> Result<deployctl_aws_team::S3TeamTrail, String> {
+    let client = deployctl_aws_team::s3_client(&sdk_now()?);
+    let pc = deployctl_engine::run::host_name();
+    deployctl_aws_team::S3TeamTrail::new(client, location.clone(), &pc).map_err(no_runtime)
+}
+
 /// The AWS identity this PC acts as (STS GetCallerIdentity, the standard
 /// chain), from any thread.
 pub fn caller_arn() -> Result<String, String> {
-    let bridge = deployctl_aws::bridge::Bridge::new()
-        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))?;
-    bridge
-        .run(async {
-            let sdk = deployctl_aws::config::load(None).await;
-            deployctl_aws::identity::caller_arn(&sdk).await
-        })
+    let sdk = sdk_now()?;
+    deployctl_aws::bridge::Bridge::new()
+        .map_err(no_runtime)?
+        .run(async move { deployctl_aws::identity::caller_arn(&sdk).await })
         .map_err(|stopped| stopped.to_string())?
         .map_err(|error| error.to_string())
 }
@@ -90,13 +125,8 @@ pub fn caller_arn() -> Result<String, String> {
 /// The team's MFA store in the backend at `location` (the standard AWS
 /// chain). Synchronous callers (`mfa`, `approve`) reach it from any thread.
 pub fn mfa_enrollments(location: &S3Location) -> Result<deployctl_aws_team::S3Enrollments, String> {
-    let bridge = deployctl_aws::bridge::Bridge::new()
-        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))?;
-    let sdk = bridge
-        .run(deployctl_aws::config::load(None))
-        .map_err(|stopped| stopped.to_string())?;
-    deployctl_aws_team::S3Enrollments::new(deployctl_aws_team::s3_client(&sdk), location.clone())
-        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))
+    let client = deployctl_aws_team::s3_client(&sdk_now()?);
+    deployctl_aws_team::S3Enrollments::new(client, location.clone()).map_err(no_runtime)
 }
 
 /// The engine's options with the team backend, if there is one.

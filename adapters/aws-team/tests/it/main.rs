@@ -15,6 +15,7 @@ use deployctl_aws::testing::{MotoAccount, emulator, moto, sdk_config};
 use deployctl_aws_team::{S3Locks, S3Runs};
 
 mod mfa;
+mod trail;
 
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 

@@ -176,6 +176,7 @@ fn the_team_backend_is_granted_on_its_own_prefixes_only() {
         "arn:aws:s3:::acme-team/deployctl/runs/*",
         "arn:aws:s3:::acme-team/deployctl/decisions/*",
         "arn:aws:s3:::acme-team/deployctl/mfa/*",
+        "arn:aws:s3:::acme-team/deployctl/audit/*",
         "\"arn:aws:s3:::acme-team\"",
     ] {
         assert!(text.contains(resource), "{resource}: {text}");

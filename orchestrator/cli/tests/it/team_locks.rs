@@ -470,6 +470,27 @@ fn approvers_on_two_other_pcs_release_a_run_paused_on_a_third() {
         on_c.stdout.contains("mfa.verified") && on_c.stdout.contains("mfa.failed"),
         "{on_c}"
     );
+    // `audit show` on any PC lists what every PC recorded about the run:
+    // B sees A's run and C's approval, each named by its PC.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let on_b = loop {
+        let out = b.run(&["audit", "show", "--run", &run_a]);
+        if out.stdout.contains("[PC pc-a]") && out.stdout.contains("[PC pc-c]") {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's and C's trails are not in B's `audit show`: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    on_b.expect_code(0);
+    assert!(
+        on_b.stdout
+            .lines()
+            .any(|l| l.contains("approval.granted") && l.contains("[PC pc-a]")),
+        "{on_b}"
+    );
     // Nothing secret in the backend in clear: each secret is sealed under
     // the master key, which only KMS unwraps.
     let objects = account.python(&format!(
