@@ -149,6 +149,10 @@ pub struct Engine {
     pub(crate) journal: Arc<Journal>,
     pub(crate) options: EngineOptions,
     pub(crate) progress: ProgressSink,
+    /// Runs this engine started and has not driven yet: their team and
+    /// platform locks were just taken, so the first drive does not take
+    /// them again (a round trip to the backend before the first change).
+    pub(crate) just_started: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Engine {
@@ -157,6 +161,7 @@ impl Engine {
             journal,
             options,
             progress,
+            just_started: std::sync::Mutex::default(),
         }
     }
 
@@ -265,8 +270,14 @@ impl Engine {
                 .await;
         }
         // A resumed run takes its target locks again (idempotent for this
-        // run), in case the process died before it had them.
-        if run.mode != RunMode::Rehearse && !run.phase.is_terminal() {
+        // run), in case the process died before it had them; a run this
+        // engine just started has them.
+        let just_started = self
+            .just_started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(run_id);
+        if run.mode != RunMode::Rehearse && !run.phase.is_terminal() && !just_started {
             let keys: Vec<String> = self
                 .journal
                 .stages(run_id)?

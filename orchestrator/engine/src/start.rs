@@ -182,6 +182,10 @@ impl Engine {
                 if request.mode == RunMode::Apply {
                     self.share_run(&context.run_id).await;
                 }
+                self.just_started
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(context.run_id.clone());
                 Ok(())
             }
             Err(JournalError::Locked {
