@@ -63,6 +63,13 @@ pub async fn set_state(client: &aws_sdk_cloudwatch::Client, name: &str, state: S
 }
 
 pub async fn put(client: &aws_sdk_cloudwatch::Client, name: &str, value: f64) {
+    put_at(client, name, value, None).await;
+}
+
+/// A datapoint at `at` (Unix seconds; now when `None`). Datapoints meant
+/// for one period share a timestamp: two puts a moment apart may fall on
+/// either side of a minute boundary.
+pub async fn put_at(client: &aws_sdk_cloudwatch::Client, name: &str, value: f64, at: Option<i64>) {
     client
         .put_metric_data()
         .namespace("deployctl/test")
@@ -76,6 +83,7 @@ pub async fn put(client: &aws_sdk_cloudwatch::Client, name: &str, value: f64) {
                         .build(),
                 )
                 .value(value)
+                .set_timestamp(at.map(aws_sdk_cloudwatch::primitives::DateTime::from_secs))
                 .build(),
         )
         .send()
@@ -170,9 +178,14 @@ async fn metric_thresholds_compare_the_newest_datapoint() {
     };
     let moto = Moto::new(&url).await;
     let client = moto.cloudwatch();
-    put(&client, "Errors", 0.0).await;
-    put(&client, "Throttles", 4.0).await;
-    put(&client, "Throttles", 3.0).await;
+    // One instant for every datapoint: the sum of a period is tested.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        - 1;
+    put_at(&client, "Errors", 0.0, Some(now)).await;
+    put_at(&client, "Throttles", 4.0, Some(now)).await;
+    put_at(&client, "Throttles", 3.0, Some(now)).await;
 
     let gate = |metrics: Vec<MetricCheck>| GateCheck::CloudWatch {
         region: None,

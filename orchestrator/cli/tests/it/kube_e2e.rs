@@ -1735,16 +1735,19 @@ stages:\n  - name: web\n    target: web\n    timeout: 3m\n    canary:\n      ste
 
     // …and a Release now runs and holds it; the PC is refused in turn.
     cluster.release("storefront-2", &release_plan);
+    // The Lease is taken before the run is recorded: wait for both.
     wait_until(
         cluster.patience(Duration::from_secs(60)),
-        "the Release's run holding the Lease",
-        || cluster.lock_holder().is_some(),
+        "the Release's run recorded and holding the Lease",
+        || cluster.lock_holder().is_some() && !in_cluster.run_ids().is_empty(),
     );
     let released_run = in_cluster
         .run_ids()
         .first()
         .cloned()
         .expect("the Release's run");
+    let holder = cluster.lock_holder().unwrap_or_default();
+    assert!(holder.starts_with(&released_run), "{holder}");
     let refused = pc.run(&["apply", &plan, "--yes"]);
     refused.expect_code(2);
     assert!(
