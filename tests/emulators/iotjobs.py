@@ -5,7 +5,8 @@ moto 5.2.5 answers 500 to the IoT Jobs device data plane (iot-jobs-data) and
 never expands a thing-group target into per-thing job executions, so a job
 never moves. This server speaks both REST-JSON protocols on one port:
 
-- the control plane (service "iot", API 2015-05-28): things, thing groups,
+- the control plane (service "iot", API 2015-05-28): things, thing groups
+  (dynamic ones too, from a fleet-index query subset: `parse_query`),
   CreateJob/DescribeJob/GetJobDocument/ListJobs/CancelJob/DeleteJob and the
   job-execution calls, and
 - the data plane (service "iot-jobs-data", API 2017-09-29) a device calls:
@@ -264,7 +265,67 @@ def refresh_job(acct: Account, job: dict) -> None:
 
 
 def group_members(acct: Account, name: str) -> list[str]:
-    return list(acct.group(name)["things"])
+    group = acct.group(name)
+    if "query" in group:
+        return [thing["thingName"] for thing in acct.things.values() if thing_matches(acct, thing, group["query"])]
+    return list(group["things"])
+
+
+# ---- fleet-index queries (dynamic thing groups) ----------------------------
+
+QUERY_TERM = re.compile(r"(thingName|thingTypeName|thingGroupNames|attributes\.[A-Za-z0-9_.:-]+):(\S+)")
+
+
+def parse_query(text: str) -> list[list[tuple[str, re.Pattern]]]:
+    """The fleet-index query subset served here: `field:value` terms
+    (`thingName`, `thingTypeName`, `thingGroupNames`, `attributes.NAME`;
+    `*` matches any run of characters) joined by AND and OR, AND binding
+    tighter. Anything else is AWS's InvalidQueryException."""
+    alternatives = []
+    for part in re.split(r"\s+OR\s+", text.strip()):
+        terms = []
+        for term in re.split(r"\s+AND\s+", part.strip()):
+            match = QUERY_TERM.fullmatch(term.strip())
+            if not match:
+                raise IotError("InvalidQueryException", f"Syntax error in query string: {term!r} "
+                               "(this emulator serves field:value terms joined by AND and OR)", 400)
+            field, value = match.groups()
+            value = value.strip('"')
+            pattern = re.compile("^" + ".*".join(re.escape(piece) for piece in value.split("*")) + "$")
+            terms.append((field, pattern))
+        alternatives.append(terms)
+    return alternatives
+
+
+def thing_matches(acct: Account, thing: dict, query: list) -> bool:
+    def values(field: str) -> list[str]:
+        if field == "thingName":
+            return [thing["thingName"]]
+        if field == "thingTypeName":
+            return [thing.get("thingTypeName") or ""]
+        if field == "thingGroupNames":
+            return [g["thingGroupName"] for g in acct.groups.values()
+                    if "query" not in g and thing["thingName"] in g["things"]]
+        name = field[len("attributes."):]
+        return [str(thing["attributes"][name])] if name in thing["attributes"] else []
+
+    return any(all(any(pattern.match(v) for v in values(field)) for field, pattern in terms)
+               for terms in query)
+
+
+def queue_for_continuous_jobs(acct: Account, thing_name: str, now: float) -> None:
+    """CONTINUOUS jobs on a group `thing_name` is now a member of give it
+    an execution (a static group it was added to, or a dynamic group it
+    now matches)."""
+    for job in acct.jobs.values():
+        if job["targetSelection"] != "CONTINUOUS" or job["status"] != "IN_PROGRESS":
+            continue
+        if thing_name in job["executions"] or thing_name in job["pending"]:
+            continue
+        if thing_name in target_things(acct, job["targets"]):
+            job["pending"].append(thing_name)
+            job["pendingSince"][thing_name] = now
+            refresh_job(acct, job)
 
 
 def target_things(acct: Account, targets: list[str]) -> list[str]:
@@ -559,6 +620,7 @@ def op_create_thing(acct, region, params, query, body):
             "thingTypeName": body.get("thingTypeName"),
             "version": 1,
         }
+        queue_for_continuous_jobs(acct, name, acct.now())
     return {k: existing[k] for k in ("thingName", "thingArn", "thingId")}
 
 
@@ -577,24 +639,46 @@ def op_describe_thing(acct, region, params, query, body):
     return shape
 
 
+def new_group(acct: Account, region: str, name: str, body: dict) -> dict:
+    return {
+        "thingGroupName": name,
+        "thingGroupArn": f"arn:aws:iot:{region}:{acct.id}:thinggroup/{name}",
+        "thingGroupId": str(uuid.uuid4()),
+        "things": [],
+        "properties": body.get("thingGroupProperties") or {},
+        "createdAt": acct.now(),
+    }
+
+
 def op_create_thing_group(acct, region, params, query, body):
     name = params["thingGroupName"]
     if name not in acct.groups:
-        acct.groups[name] = {
-            "thingGroupName": name,
-            "thingGroupArn": f"arn:aws:iot:{region}:{acct.id}:thinggroup/{name}",
-            "thingGroupId": str(uuid.uuid4()),
-            "things": [],
-            "properties": body.get("thingGroupProperties") or {},
-            "createdAt": acct.now(),
-        }
+        acct.groups[name] = new_group(acct, region, name, body)
     group = acct.groups[name]
     return {k: group[k] for k in ("thingGroupName", "thingGroupArn", "thingGroupId")}
 
 
+def op_create_dynamic_thing_group(acct, region, params, query, body):
+    name = params["thingGroupName"]
+    text = body.get("queryString") or ""
+    index = body.get("indexName") or "AWS_Things"
+    if index != "AWS_Things":
+        raise invalid(f"Index {index} does not exist; dynamic thing groups use AWS_Things")
+    parsed = parse_query(text)
+    if name in acct.groups:
+        group = acct.groups[name]
+        raise IotError("ResourceAlreadyExistsException", f"Thing group {name} already exists", 409,
+                       resourceId=group["thingGroupId"], resourceArn=group["thingGroupArn"])
+    group = acct.groups[name] = dict(new_group(acct, region, name, body), query=parsed, queryString=text,
+                                     indexName=index)
+    out = {k: group[k] for k in ("thingGroupName", "thingGroupArn", "thingGroupId", "indexName", "queryString")}
+    out["queryVersion"] = "2017-09-30"
+    return out
+
+
 def op_describe_thing_group(acct, region, params, query, body):
     group = acct.group(params["thingGroupName"])
-    return {
+    out = {
         "thingGroupName": group["thingGroupName"],
         "thingGroupId": group["thingGroupId"],
         "thingGroupArn": group["thingGroupArn"],
@@ -602,6 +686,10 @@ def op_describe_thing_group(acct, region, params, query, body):
         "thingGroupProperties": group.get("properties") or {},
         "thingGroupMetadata": {"creationDate": group.get("createdAt", 0)},
     }
+    if "query" in group:
+        out.update(indexName=group["indexName"], queryString=group["queryString"],
+                   queryVersion="2017-09-30", status="ACTIVE")
+    return out
 
 
 def op_add_thing_to_thing_group(acct, region, params, query, body):
@@ -610,23 +698,15 @@ def op_add_thing_to_thing_group(acct, region, params, query, body):
     if not group_name or not thing_name:
         raise invalid("A thing group and a thing must be given.")
     group = acct.group(group_name)
-    thing = acct.thing(thing_name)
+    acct.thing(thing_name)
+    if "query" in group:
+        raise invalid(f"Cannot add things to dynamic thing group {group_name}: its query decides its members")
     if thing_name in group["things"]:
         return {}
     group["things"].append(thing_name)
-    now = acct.now()
-    # CONTINUOUS jobs targeting the group give the new member an execution.
-    for job in acct.jobs.values():
-        if (
-            job["targetSelection"] == "CONTINUOUS"
-            and job["status"] == "IN_PROGRESS"
-            and group["thingGroupArn"] in job["targets"]
-            and thing["thingName"] not in job["executions"]
-            and thing["thingName"] not in job["pending"]
-        ):
-            job["pending"].append(thing["thingName"])
-            job["pendingSince"][thing["thingName"]] = now
-            refresh_job(acct, job)
+    # CONTINUOUS jobs targeting the group (or a dynamic group the thing
+    # now matches by `thingGroupNames`) give the new member an execution.
+    queue_for_continuous_jobs(acct, thing_name, acct.now())
     return {}
 
 
@@ -980,6 +1060,7 @@ ROUTES = [
     ("POST", "/thing-groups/{thingGroupName}", op_create_thing_group, None),
     ("GET", "/thing-groups/{thingGroupName}", op_describe_thing_group, None),
     ("GET", "/thing-groups/{thingGroupName}/things", op_list_things_in_thing_group, None),
+    ("POST", "/dynamic-thing-groups/{thingGroupName}", op_create_dynamic_thing_group, None),
     ("GET", "/jobs", op_list_jobs, None),
     ("PUT", "/jobs/{jobId}", op_create_job, None),
     ("GET", "/jobs/{jobId}", op_describe_job, None),

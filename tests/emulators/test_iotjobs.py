@@ -176,6 +176,36 @@ class IotJobsTest(unittest.TestCase):
         self.iot.add_thing_to_thing_group(thingGroupName="cont", thingName="late")
         self.assertEqual(self.statuses("c"), {names[0]: "SUCCEEDED", "late": "QUEUED"})
 
+    def test_a_dynamic_group_is_its_query_and_a_continuous_job_reaches_later_matches(self) -> None:
+        self.iot.create_thing_group(thingGroupName="beta")
+        for name, model, channel in [("h2-a", "hub-h2", "stable"), ("h2-b", "hub-h2", "beta"),
+                                     ("h1-a", "hub-h1", "stable"), ("h2-c", "hub-h2", "stable")]:
+            self.iot.create_thing(thingName=name, thingTypeName=model,
+                                  attributePayload={"attributes": {"updateChannel": channel}})
+        self.iot.add_thing_to_thing_group(thingGroupName="beta", thingName="h1-a")
+        query = "thingTypeName:hub-h2 AND attributes.updateChannel:stable OR thingGroupNames:beta"
+        made = self.iot.create_dynamic_thing_group(thingGroupName="q", queryString=query)
+        self.assertEqual(made["queryString"], query)
+        self.assertEqual(sorted(self.iot.list_things_in_thing_group(thingGroupName="q")["things"]),
+                         ["h1-a", "h2-a", "h2-c"])
+        described = self.iot.describe_thing_group(thingGroupName="q")
+        self.assertEqual((described["queryString"], described["indexName"]), (query, "AWS_Things"))
+        code = self.error_code(self.iot.create_dynamic_thing_group, thingGroupName="q", queryString=query)
+        self.assertEqual(code, ("ResourceAlreadyExistsException", 409))
+        code = self.error_code(self.iot.create_dynamic_thing_group, thingGroupName="bad",
+                               queryString="thingTypeName:hub-h2 AND (connectivity.connected:true)")
+        self.assertEqual(code, ("InvalidQueryException", 400))
+        code = self.error_code(self.iot.add_thing_to_thing_group, thingGroupName="q", thingName="h2-b")
+        self.assertEqual(code[1], 400)
+        self.iot.create_job(jobId="dyn", targets=[made["thingGroupArn"]], document=DOC, targetSelection="CONTINUOUS")
+        self.assertEqual(self.statuses("dyn"), {"h1-a": "QUEUED", "h2-a": "QUEUED", "h2-c": "QUEUED"})
+        # A hub that starts matching later (made, or added to `beta`) is sent the job.
+        self.iot.create_thing(thingName="h2-d", thingTypeName="hub-h2",
+                              attributePayload={"attributes": {"updateChannel": "stable"}})
+        self.iot.add_thing_to_thing_group(thingGroupName="beta", thingName="h2-b")
+        self.assertEqual(self.statuses("dyn")["h2-d"], "QUEUED")
+        self.assertEqual(self.statuses("dyn")["h2-b"], "QUEUED")
+
     def test_failures_trip_abort_criteria(self) -> None:
         arn, names = self.fleet("abort", 5)
         self.iot.create_job(

@@ -79,6 +79,15 @@ pub trait FleetJobs: Send + Sync {
         description: &'a str,
     ) -> BoxFuture<'a, Result<(String, Option<String>), AdapterError>>;
 
+    /// Makes (or finds, made with the same query) the dynamic thing group
+    /// `name` of fleet-index `query`; the request ID when this call made it.
+    fn ensure_query_group<'a>(
+        &'a self,
+        name: &'a str,
+        query: &'a str,
+        description: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, AdapterError>>;
+
     /// Adds `things` to `group`; how many calls that took.
     fn add_things<'a>(
         &'a self,
@@ -165,6 +174,20 @@ impl FleetJobs for IotJobs {
         description: &'a str,
     ) -> BoxFuture<'a, Result<(String, Option<String>), AdapterError>> {
         Box::pin(crate::jobs::ensure_group(&self.0, name, description))
+    }
+
+    fn ensure_query_group<'a>(
+        &'a self,
+        name: &'a str,
+        query: &'a str,
+        description: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, AdapterError>> {
+        Box::pin(crate::jobs::ensure_query_group(
+            &self.0,
+            name,
+            query,
+            description,
+        ))
     }
 
     fn add_things<'a>(

@@ -1,7 +1,8 @@
 //! The IAM permissions a fleet release needs (S6), beside the calls in
 //! `jobs.rs` and `firmware.rs`. Jobs and the wave groups are named
 //! `deployctl-*`, so writes are scoped to those names; the fleet's own
-//! groups and things are only read.
+//! groups and things are only read (a fleet-index query's dynamic group
+//! is deployctl's, `deployctl-query-DIGEST`).
 
 use deployctl_adapter::iam::{Scope, Statement};
 use deployctl_plan::model::{Artifact, ArtifactSource, FleetSelector, FleetSpec, SignatureSource};
@@ -49,6 +50,15 @@ pub fn statements(spec: &FleetSpec, artifacts: &[&Artifact], scope: &Scope) -> V
             ],
         ),
     ];
+    if let FleetSelector::Query(_) = &spec.devices {
+        // The query's dynamic group, made at preflight (its name is the
+        // query's digest, under `deployctl-query-`).
+        statements.push(Statement::new(
+            "fleet-index query group",
+            ["iot:CreateDynamicThingGroup"],
+            [iot("thinggroup/deployctl-query-*"), iot("index/AWS_Things")],
+        ));
+    }
     if spec.continuous {
         // The continuous job is aimed at the fleet's own groups.
         statements.push(Statement::new("continuous job", ["iot:CreateJob"], groups));
@@ -96,7 +106,10 @@ fn groups_for_jobs(spec: &FleetSpec, iot: &dyn Fn(&str) -> String) -> Vec<String
             .iter()
             .map(|g| iot(&format!("thinggroup/{g}")))
             .collect(),
-        FleetSelector::Query(_) => vec![iot("thinggroup/*")],
+        FleetSelector::Query(query) => vec![iot(&format!(
+            "thinggroup/{}",
+            crate::names::query_group(query)
+        ))],
     }
 }
 

@@ -26,6 +26,13 @@ fn not_found<E: ProvideErrorMetadata>(error: &E) -> bool {
     error.code() == Some("ResourceNotFoundException")
 }
 
+/// A group's properties: its description.
+fn described(description: &str) -> aws_sdk_iot::types::ThingGroupProperties {
+    aws_sdk_iot::types::ThingGroupProperties::builder()
+        .thing_group_description(description)
+        .build()
+}
+
 /// A thing group's ARN.
 pub(crate) async fn group_arn(client: &Client, group: &str) -> Result<String, AdapterError> {
     let answer = client
@@ -104,11 +111,7 @@ pub(crate) async fn ensure_group(
     let answer = client
         .create_thing_group()
         .thing_group_name(name)
-        .thing_group_properties(
-            aws_sdk_iot::types::ThingGroupProperties::builder()
-                .thing_group_description(description)
-                .build(),
-        )
+        .thing_group_properties(described(description))
         .send()
         .await;
     match answer {
@@ -126,6 +129,51 @@ pub(crate) async fn ensure_group(
         Err(error) => Err(map_sdk_error(
             error,
             &format!("iot:CreateThingGroup {name}"),
+        )),
+    }
+}
+
+/// Makes the dynamic thing group `name` of fleet-index `query` (AWS keeps
+/// its members: every thing the query matches, those that match later
+/// too), or finds it made with that query already; one made with another
+/// query is refused rather than reused. Returns the request ID when this
+/// call created it.
+pub(crate) async fn ensure_query_group(
+    client: &Client,
+    name: &str,
+    query: &str,
+    description: &str,
+) -> Result<Option<String>, AdapterError> {
+    let answer = client
+        .create_dynamic_thing_group()
+        .thing_group_name(name)
+        .query_string(query)
+        .thing_group_properties(described(description))
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => Ok(answer.request_id().map(str::to_owned)),
+        Err(error) if error.as_service_error().is_some_and(already_exists) => {
+            let found = client
+                .describe_thing_group()
+                .thing_group_name(name)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(e, &format!("iot:DescribeThingGroup {name}")))?;
+            match found.query_string() {
+                Some(standing) if standing == query => Ok(None),
+                standing => Err(AdapterError::Rejected {
+                    message: format!(
+                        "thing group {name} exists with query {:?}, not the plan's {query:?}; delete it or change the plan",
+                        standing.unwrap_or("(none: a static group)")
+                    ),
+                    request_id: None,
+                }),
+            }
+        }
+        Err(error) => Err(map_sdk_error(
+            error,
+            &format!("iot:CreateDynamicThingGroup {name}"),
         )),
     }
 }

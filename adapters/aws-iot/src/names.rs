@@ -53,9 +53,28 @@ impl Release {
     }
 }
 
+/// The dynamic thing group of a fleet-index query: named by the query's
+/// digest, so every run (and PC) selecting by the same query shares one
+/// group, and its identity (the group's ARN) is what their locks key on.
+pub(crate) fn query_group(query: &str) -> String {
+    let digest = deployctl_firmware::sha256_hex(query.trim().as_bytes());
+    format!("deployctl-query-{}", &digest[..24])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_names_one_group_within_the_limits() {
+        let name = query_group("thingTypeName:hub-h2 AND attributes.updateChannel:stable");
+        assert_eq!(
+            name,
+            query_group(" thingTypeName:hub-h2 AND attributes.updateChannel:stable\n")
+        );
+        assert_ne!(name, query_group("thingTypeName:hub-h1"));
+        assert!(name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
 
     #[test]
     fn names_fit_iot_and_come_back_from_any_key_of_the_stage() {

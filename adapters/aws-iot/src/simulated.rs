@@ -400,6 +400,22 @@ impl FleetJobs for SimulatedFleet {
         ready(Ok((made, Some(format!("sim-create-{name}")))))
     }
 
+    fn ensure_query_group<'a>(
+        &'a self,
+        name: &'a str,
+        query: &'a str,
+        _description: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, AdapterError>> {
+        // The in-process fleet has no fleet index: a plan selecting by
+        // query is run against the emulator or AWS, never here.
+        ready(Err(AdapterError::Rejected {
+            message: format!(
+                "the simulated fleet has no fleet index (dynamic group {name}, query {query:?}): select its devices by thing group"
+            ),
+            request_id: None,
+        }))
+    }
+
     fn add_things<'a>(
         &'a self,
         group: &'a str,

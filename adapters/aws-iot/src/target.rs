@@ -83,6 +83,8 @@ pub struct FleetTarget {
 pub(crate) struct Inner {
     name: String,
     groups: Vec<String>,
+    /// The fleet-index query the one group of `groups` is made from.
+    query: Option<String>,
     region: String,
     download_role: Option<String>,
     continuous: bool,
@@ -165,11 +167,6 @@ impl FleetTarget {
     /// without any call or file read: `validate` warns with it and
     /// `apply` refuses with it before anything starts.
     pub fn check_plan(spec: &FleetSpec, release: &PlanRelease<'_>) -> Result<(), ConstructError> {
-        if let FleetSelector::Query(_) = &spec.devices {
-            return Err(ConstructError::Unsupported(
-                "fleet-index queries are not supported by this build: name the devices by `thingGroups`".into(),
-            ));
-        }
         if spec.download_role.is_none() && release.artifact.is_some() {
             return Err(ConstructError::NoDownloadRole);
         }
@@ -211,9 +208,14 @@ impl FleetTarget {
         kms: KmsClient,
     ) -> Result<FleetTarget, ConstructError> {
         FleetTarget::check_plan(spec, release)?;
-        let groups = match &spec.devices {
-            FleetSelector::ThingGroups(groups) => groups.clone(),
-            FleetSelector::Query(_) => Vec::new(),
+        // A fleet-index query is a dynamic thing group of its own: made
+        // (or found) at preflight, then a thing group like any other.
+        let (groups, query) = match &spec.devices {
+            FleetSelector::ThingGroups(groups) => (groups.clone(), None),
+            FleetSelector::Query(query) => (
+                vec![crate::names::query_group(query)],
+                Some(query.trim().to_owned()),
+            ),
         };
         let download_role = spec.download_role.clone();
         let mut trust = None;
@@ -243,6 +245,7 @@ impl FleetTarget {
             inner: Arc::new(Inner {
                 name: name.into(),
                 groups,
+                query,
                 region: region.to_owned(),
                 download_role,
                 continuous: spec.continuous,
@@ -485,6 +488,14 @@ impl Inner {
     }
 
     async fn preflight(&self) -> Result<Preflight, AdapterError> {
+        if let (Some(query), [group]) = (&self.query, self.groups.as_slice()) {
+            // The selector itself, no device is sent anything: AWS keeps
+            // its members as things start or stop matching.
+            let description = format!("deployctl fleet {}: {query}", self.name);
+            self.jobs
+                .ensure_query_group(group, query, &description)
+                .await?;
+        }
         let mut arns = Vec::new();
         for group in &self.groups {
             arns.push(self.jobs.group_arn(group).await?);

@@ -230,11 +230,12 @@ iot = boto3.client('iot', endpoint_url=os.environ['IOT'], region_name='us-east-1
     }
 
     /// This fleet's deployctl jobs (the emulator's account is shared by
-    /// the tests running beside this one): those aimed at its devices.
+    /// the tests running beside this one, so there are many pages of
+    /// them): those aimed at its devices.
     fn job_ids(&self) -> Vec<String> {
         let out = self.iot_python(&format!(
             "ids = []\n\
-for job in iot.list_jobs()['jobs']:\n\
+for job in (j for page in iot.get_paginator('list_jobs').paginate() for j in page['jobs']):\n\
 \x20   target = iot.describe_job(jobId=job['jobId'])['job']['targets'][0].rpartition('/')[2]\n\
 \x20   things = iot.list_things_in_thing_group(thingGroupName=target)['things']\n\
 \x20   if job['jobId'].startswith('deployctl-') and any(t.startswith('{group}-') for t in things): ids.append(job['jobId'])\n\
@@ -737,4 +738,83 @@ fn the_half_fleet_signoff_holds_wave_three_until_two_release_managers_approve() 
         "{}",
         trail.stdout
     );
+}
+
+/// A fleet selected by a fleet-index query: deployctl makes the query's
+/// dynamic thing group at preflight and releases to what it matches
+/// alone; with `continuous: true`, a device that starts matching after
+/// the last wave is sent the release, one that does not match is not.
+#[test]
+fn a_fleet_index_query_releases_to_the_devices_it_matches_and_later_ones() {
+    let Some(fleet) = Fleet::new("query", 40) else {
+        return;
+    };
+    let query = format!("thingTypeName:t4-rev-a AND thingName:{}-dev-*", fleet.group);
+    let text = std::fs::read_to_string(fleet.plan()).unwrap().replace(
+        &format!("      thingGroups:\n        - {}\n", fleet.group),
+        &format!("      query: \"{query}\"\n      continuous: true\n"),
+    );
+    assert!(text.contains("query:"), "the plan selects by query");
+    std::fs::write(fleet.plan(), text).unwrap();
+    let validated = fleet.run(&["validate", fleet.plan()]);
+    validated.expect_code(0);
+    assert!(!validated.stderr.contains("not supported"), "{validated}");
+
+    let devices = fleet.devices(&["--interval", "0.2"]);
+    fleet.run(&["apply", fleet.plan(), "--yes"]).expect_code(0);
+    let on = |version: &str| installs(&devices.state(), version);
+    wait_until(
+        Duration::from_secs(30),
+        "every rev-a device on 4.2.0",
+        || on("4.2.0").len() == 20,
+    );
+    let state = devices.state();
+    for (thing, history) in state["history"].as_object().unwrap() {
+        let index: u32 = thing.rsplit('-').next().unwrap().parse().unwrap();
+        let updates = history.as_array().unwrap();
+        // Devices with an odd index are rev-a (the fixture's rule): their
+        // wave sent them the release (the continuous job then finds them
+        // on it already); rev-b devices were sent nothing.
+        if index % 2 == 1 {
+            assert!(
+                !updates.is_empty()
+                    && updates
+                        .iter()
+                        .all(|u| u["version"] == "4.2.0" && u["status"] == "SUCCEEDED"),
+                "{thing}: {updates:?}"
+            );
+        } else {
+            assert!(updates.is_empty(), "{thing}: {updates:?}");
+        }
+    }
+
+    // Later: a rev-a device matches the query, a rev-b one does not.
+    let (late_a, late_b) = (
+        format!("{}-dev-late-a", fleet.group),
+        format!("{}-dev-late-b", fleet.group),
+    );
+    fleet.iot_python(&format!(
+        "iot.create_thing(thingName='{late_a}', thingTypeName='t4-rev-a'); iot.add_thing_to_thing_group(thingGroupName='{group}', thingName='{late_a}')\n\
+iot.create_thing(thingName='{late_b}', thingTypeName='t4-rev-b'); iot.add_thing_to_thing_group(thingGroupName='{group}', thingName='{late_b}')",
+        group = fleet.group
+    ));
+    wait_until(
+        Duration::from_secs(30),
+        "the late rev-a device on 4.2.0",
+        || devices.state()["installed"][late_a.as_str()] == "4.2.0",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let state = devices.state();
+    assert_eq!(
+        state["history"][late_b.as_str()].as_array().map(Vec::len),
+        Some(0),
+        "the query does not match the rev-b device: {state}"
+    );
+    // The selector is deployctl's dynamic group, named by the query.
+    let described = fleet.iot_python(&format!(
+        "import hashlib\n\
+name = 'deployctl-query-' + hashlib.sha256('{query}'.encode()).hexdigest()[:24]\n\
+print(iot.describe_thing_group(thingGroupName=name)['queryString'])"
+    ));
+    assert_eq!(described.trim(), query);
 }
