@@ -818,3 +818,118 @@ print(iot.describe_thing_group(thingGroupName=name)['queryString'])"
     ));
     assert_eq!(described.trim(), query);
 }
+
+/// Two real device agents (the `ota-agent` binary of `examples/ota-agent`)
+/// among 18 simulated devices, in a fleet run driven by `deployctl apply`:
+/// each takes its wave's job from the IoT Jobs data plane, downloads over
+/// presigned HTTPS, verifies the manifest against the KMS signing key's
+/// public half, decrypts with KMS, writes its inactive slot, self-tests
+/// and reports SUCCEEDED, and the run's gates count them with the rest.
+#[test]
+fn real_device_agents_in_a_fleet_run_verify_install_and_report() {
+    let Some(fleet) = Fleet::new("agents", 20) else {
+        return;
+    };
+    let test = "fleet_e2e::real_device_agents_in_a_fleet_run_verify_install_and_report";
+    let Some([ca]) = crate::emulators::urls(test, ["DEPLOYCTL_TEST_TLS_CA"]) else {
+        return;
+    };
+    // Built beside the deployctl binary by the workspace's test build.
+    let agent_bin = Path::new(env!("CARGO_BIN_EXE_deployctl")).with_file_name("ota-agent");
+    assert!(
+        agent_bin.exists(),
+        "{} is missing: build the workspace (`cargo test --workspace` does)",
+        agent_bin.display()
+    );
+    let public_key = fleet.moto_python(&format!(
+        "import base64\n\
+der = kms.get_public_key(KeyId='{alias}')['PublicKey']\n\
+text = base64.b64encode(der).decode()\n\
+print('-----BEGIN PUBLIC KEY-----')\n\
+for i in range(0, len(text), 64): print(text[i:i + 64])\n\
+print('-----END PUBLIC KEY-----')",
+        alias = fleet.sign_alias
+    ));
+    let pem = fleet.sandbox.root().join("firmware.pub");
+    std::fs::write(&pem, public_key.trim_start()).unwrap();
+    let real: Vec<String> = [1, 3]
+        .iter()
+        .map(|i| format!("{}-dev-{i:04}", fleet.group))
+        .collect();
+    let agents: Vec<(Child, PathBuf)> = real
+        .iter()
+        .map(|thing| {
+            let out = fleet.sandbox.root().join(format!("{thing}.out"));
+            let child = Command::new(&agent_bin)
+                .args([
+                    "--thing",
+                    thing,
+                    "--firmware",
+                    "t4-app",
+                    "--hardware",
+                    "t4-rev-a",
+                ])
+                .arg("--state")
+                .arg(fleet.sandbox.root().join(format!("{thing}.slots")))
+                .args([
+                    "--factory-version",
+                    "4.1.3",
+                    "--content-kms",
+                    "--poll",
+                    "0.2",
+                ])
+                .args(["--endpoint", &fleet.iot])
+                .arg("--public-key")
+                .arg(&pem)
+                .arg("--ca")
+                .arg(&ca)
+                .env("AWS_ENDPOINT_URL", &fleet.moto)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1")
+                .env_remove("AWS_PROFILE")
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+                .spawn()
+                .expect("the agent starts");
+            (child, out)
+        })
+        .collect();
+    let mut skip = Vec::new();
+    for thing in &real {
+        skip.extend(["--skip", thing.as_str()]);
+    }
+    let devices = fleet.devices(&skip);
+    let applied = fleet.run(&["apply", fleet.plan(), "--yes"]);
+    let mut reports = Vec::new();
+    for (mut child, out) in agents {
+        let _ = child.kill();
+        let _ = child.wait();
+        let lines = std::fs::read_to_string(&out).unwrap_or_default();
+        let errors = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+        reports.push((lines, errors));
+    }
+    applied.expect_code(0);
+    for ((lines, errors), thing) in reports.iter().zip(&real) {
+        let outcomes: Vec<serde_json::Value> = lines
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| o["outcome"] == "succeeded" && o["running"] == "4.2.0"),
+            "{thing} did not install 4.2.0: {lines}{errors}"
+        );
+    }
+    // The simulated rest of the fleet got it too; the agents' things were
+    // theirs alone.
+    let state = devices.state();
+    assert_eq!(installs(&state, "4.2.0").len(), 18, "{state}");
+    for thing in &real {
+        assert!(
+            state["history"].get(thing.as_str()).is_none(),
+            "{thing} was simulated"
+        );
+    }
+}
