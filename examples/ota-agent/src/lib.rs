@@ -16,6 +16,7 @@
 //! execution was canceled meanwhile (the kill switch) is abandoned.
 
 pub mod slots;
+pub mod wiring;
 
 use std::collections::HashMap;
 

@@ -15,9 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use deployctl_firmware::cipher::{ContentKeys, LocalKeys};
-use deployctl_firmware::keys::PublicKey;
-use deployctl_ota_agent::{Agent, Health, Identity, Outcome, Slots, https_client};
+use deployctl_ota_agent::{Agent, Health, Identity, Outcome, Slots, wiring};
 
 #[derive(Parser)]
 #[command(version, about = "deployctl's reference OTA device agent")]
@@ -37,23 +35,8 @@ struct Args {
     /// The version in slot A on first boot.
     #[arg(long)]
     factory_version: String,
-    /// The manifest signing key devices trust (`PUBLIC KEY` PEM).
-    #[arg(long)]
-    public_key: PathBuf,
-    /// A CA the download host's certificate chains to (besides the system's).
-    #[arg(long)]
-    ca: Option<PathBuf>,
-    /// A provisioned key-encryption key for images.
-    #[arg(long, conflicts_with = "content_kms")]
-    content_key: Option<PathBuf>,
-    /// Unwrap content keys with KMS (the device's role may `kms:Decrypt`).
-    #[arg(long)]
-    content_kms: bool,
-    /// The IoT Jobs data-plane endpoint (else the AWS chain's).
-    #[arg(long)]
-    endpoint: Option<String>,
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    region: String,
+    #[command(flatten)]
+    device: wiring::DeviceArgs,
     /// Time between polls.
     #[arg(long, default_value = "1", value_name = "SECONDS")]
     poll: f64,
@@ -90,32 +73,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
-    let trusted = PublicKey::from_pem(&String::from_utf8_lossy(&read(&args.public_key)?))
-        .map_err(|e| format!("{}: {e}", args.public_key.display()))?;
-    let ca = args.ca.as_ref().map(read).transpose()?;
-    let http = https_client(ca.as_deref())?;
-    let sdk = deployctl_aws::config::load(Some(&args.region)).await;
-    let mut jobs = aws_sdk_iotjobsdataplane::config::Builder::from(&sdk);
-    if let Some(endpoint) = &args.endpoint {
-        jobs = jobs.endpoint_url(endpoint);
-    }
-    let jobs = aws_sdk_iotjobsdataplane::Client::from_conf(jobs.build());
-    let keys: Box<dyn ContentKeys> = match (&args.content_key, args.content_kms) {
-        (Some(file), _) => Box::new(
-            LocalKeys::from_text(&String::from_utf8_lossy(&read(file)?))
-                .map_err(|e| format!("{}: {e}", file.display()))?,
-        ),
-        (None, true) => Box::new(deployctl_aws_firmware::KmsContentKeys::new(
-            deployctl_aws_firmware::kms_client(&sdk),
-            String::new(),
-        )),
-        (None, false) => {
-            return Err(
-                "name how images are decrypted: --content-key FILE or --content-kms".into(),
-            );
-        }
-    };
+    let wiring::Connected {
+        trusted,
+        http,
+        jobs,
+        sdk,
+    } = args.device.connect().await?;
+    let keys = args.device.content_keys(&sdk)?;
     let slots = Slots::open(&args.state, &args.factory_version)
         .map_err(|e| format!("{}: {e}", args.state.display()))?;
     let failing = args.fail_self_test.clone();
@@ -158,7 +122,7 @@ async fn run(args: Args) -> Result<(), String> {
         match agent.poll_once().await {
             Ok(outcome) => {
                 if outcome != Outcome::Idle {
-                    println!("{}", line(&args.thing, &outcome, &agent));
+                    println!("{}", wiring::line(&args.thing, &outcome, &agent));
                 }
             }
             Err(error) => eprintln!("ota-agent {}: {error}", args.thing),
@@ -168,19 +132,4 @@ async fn run(args: Args) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_secs_f64(args.poll.max(0.05))).await;
     }
-}
-
-fn line(thing: &str, outcome: &Outcome, agent: &Agent) -> String {
-    let running = agent.slots().running().unwrap_or_default();
-    let (kind, job, detail) = match outcome {
-        Outcome::Idle => ("idle", "", String::new()),
-        Outcome::Succeeded { job, version } => ("succeeded", job.as_str(), version.clone()),
-        Outcome::AlreadyInstalled { job, version } => {
-            ("alreadyInstalled", job.as_str(), version.clone())
-        }
-        Outcome::Failed { job, reason } => ("failed", job.as_str(), reason.clone()),
-        Outcome::Rejected { job, reason } => ("rejected", job.as_str(), reason.clone()),
-        Outcome::Abandoned { job } => ("abandoned", job.as_str(), String::new()),
-    };
-    serde_json::json!({"thing": thing, "outcome": kind, "job": job, "detail": detail, "running": running}).to_string()
 }

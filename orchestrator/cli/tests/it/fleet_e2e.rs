@@ -831,27 +831,11 @@ fn real_device_agents_in_a_fleet_run_verify_install_and_report() {
         return;
     };
     let test = "fleet_e2e::real_device_agents_in_a_fleet_run_verify_install_and_report";
-    let Some([ca]) = crate::emulators::urls(test, ["DEPLOYCTL_TEST_TLS_CA"]) else {
+    let Some(ca) = test_ca(test) else {
         return;
     };
-    // Built beside the deployctl binary by the workspace's test build.
-    let agent_bin = Path::new(env!("CARGO_BIN_EXE_deployctl")).with_file_name("ota-agent");
-    assert!(
-        agent_bin.exists(),
-        "{} is missing: build the workspace (`cargo test --workspace` does)",
-        agent_bin.display()
-    );
-    let public_key = fleet.moto_python(&format!(
-        "import base64\n\
-der = kms.get_public_key(KeyId='{alias}')['PublicKey']\n\
-text = base64.b64encode(der).decode()\n\
-print('-----BEGIN PUBLIC KEY-----')\n\
-for i in range(0, len(text), 64): print(text[i:i + 64])\n\
-print('-----END PUBLIC KEY-----')",
-        alias = fleet.sign_alias
-    ));
-    let pem = fleet.sandbox.root().join("firmware.pub");
-    std::fs::write(&pem, public_key.trim_start()).unwrap();
+    let agent_bin = example_binary("ota-agent");
+    let pem = fleet.signing_public_key();
     let real: Vec<String> = [1, 3]
         .iter()
         .map(|i| format!("{}-dev-{i:04}", fleet.group))
@@ -930,6 +914,122 @@ print('-----END PUBLIC KEY-----')",
         assert!(
             state["history"].get(thing.as_str()).is_none(),
             "{thing} was simulated"
+        );
+    }
+}
+
+/// The test CA the emulator's download server uses (skips without it).
+fn test_ca(test: &str) -> Option<String> {
+    crate::emulators::urls(test, ["DEPLOYCTL_TEST_TLS_CA"]).map(|[ca]| ca)
+}
+
+/// A binary of `examples/ota-agent`, built beside deployctl's by the
+/// workspace's test build.
+fn example_binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_deployctl")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (`cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+impl Fleet {
+    /// The KMS signing key's public half as PEM, what a device trusts.
+    fn signing_public_key(&self) -> PathBuf {
+        let public_key = self.moto_python(&format!(
+            "import base64\n\
+der = kms.get_public_key(KeyId='{alias}')['PublicKey']\n\
+text = base64.b64encode(der).decode()\n\
+print('-----BEGIN PUBLIC KEY-----')\n\
+for i in range(0, len(text), 64): print(text[i:i + 64])\n\
+print('-----END PUBLIC KEY-----')",
+            alias = self.sign_alias
+        ));
+        let pem = self.sandbox.root().join("firmware.pub");
+        std::fs::write(&pem, public_key.trim_start()).unwrap();
+        pem
+    }
+
+    /// `things` played by reference agents in one process (`ota-fleet`),
+    /// until the returned guard is dropped.
+    fn agent_fleet(&self, ca: &str, things: &[String], extra: &[&str]) -> Devices {
+        let list = self.sandbox.root().join("agents.txt");
+        std::fs::write(&list, things.join("\n")).unwrap();
+        let state = self.sandbox.root().join("agents.json");
+        let stop = self.sandbox.root().join("agents.stop");
+        let child = Command::new(example_binary("ota-fleet"))
+            .arg("--things")
+            .arg(&list)
+            .arg("--slots")
+            .arg(self.sandbox.root().join("slots"))
+            .arg("--state")
+            .arg(&state)
+            .arg("--stop")
+            .arg(&stop)
+            .args(["--firmware", "t4-app", "--hardware", "t4-rev-a"])
+            .args(["--factory-version", "4.1.3", "--content-kms"])
+            .args(["--endpoint", &self.iot, "--ca", ca])
+            .arg("--public-key")
+            .arg(self.signing_public_key())
+            .args(extra)
+            .env("AWS_ENDPOINT_URL", &self.moto)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the agent fleet starts");
+        Devices { child, state, stop }
+    }
+}
+
+/// The example on a fleet of reference agents in one process (the same
+/// `Agent` the device binary runs), a quarter of them slow and a quarter
+/// flapping offline and back: every device verifies, decrypts, installs
+/// and runs 4.2.0, each from exactly one wave.
+#[test]
+fn the_example_runs_on_reference_agents_some_slow_some_flapping() {
+    let test = "fleet_e2e::the_example_runs_on_reference_agents_some_slow_some_flapping";
+    let Some(fleet) = Fleet::new("agentfleet", 24) else {
+        return;
+    };
+    let Some(ca) = test_ca(test) else {
+        return;
+    };
+    let things: Vec<String> = (0..24)
+        .map(|i| format!("{}-dev-{i:04}", fleet.group))
+        .collect();
+    let devices = fleet.agent_fleet(
+        &ca,
+        &things,
+        &[
+            "--slow-percent",
+            "25",
+            "--slow-seconds",
+            "0.5",
+            "--flap-percent",
+            "25",
+        ],
+    );
+    fleet.run(&["apply", fleet.plan(), "--yes"]).expect_code(0);
+    devices.wait_all_on("4.2.0");
+    let state = devices.state();
+    for thing in &things {
+        let updates = state["history"][thing.as_str()]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(updates.len(), 1, "{thing}: {updates:?}");
+        assert_eq!(
+            (
+                updates[0]["status"].as_str(),
+                updates[0]["version"].as_str()
+            ),
+            (Some("SUCCEEDED"), Some("4.2.0")),
+            "{thing}"
         );
     }
 }
