@@ -40,22 +40,18 @@ def main() -> None:
     # test can let wave 1 pass and wave 2 fail whatever the run's seed).
     parser.add_argument("--lucky", type=int, default=0)
     parser.add_argument("--interval", type=float, default=0.1)
-    # Things a real device agent (examples/ota-agent) plays: left alone.
-    parser.add_argument("--skip", action="append", default=[])
     args = parser.parse_args()
     kw = dict(endpoint_url=args.iot, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     control = boto3.client("iot", **kw)
     data = boto3.client("iot-jobs-data", **kw)
-    skipped = set(args.skip)
-    things = [t for t in control.list_things_in_thing_group(thingGroupName=args.group, maxResults=250)["things"]
-              if t not in skipped]
+    things = control.list_things_in_thing_group(thingGroupName=args.group, maxResults=250)["things"]
     installed = {thing: args.installed for thing in things}
     history: dict[str, list] = {thing: [] for thing in things}
     lucky = args.lucky
     while not os.path.exists(args.stop):
         # Devices join the group while the fleet runs (late joiners).
         for thing in control.list_things_in_thing_group(thingGroupName=args.group, maxResults=250)["things"]:
-            if thing not in installed and thing not in skipped:
+            if thing not in installed:
                 things.append(thing)
                 installed[thing] = args.installed
                 history[thing] = []

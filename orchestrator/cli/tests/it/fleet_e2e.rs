@@ -819,8 +819,9 @@ print(iot.describe_thing_group(thingGroupName=name)['queryString'])"
     assert_eq!(described.trim(), query);
 }
 
-/// Two real device agents (the `ota-agent` binary of `examples/ota-agent`)
-/// among 18 simulated devices, in a fleet run driven by `deployctl apply`:
+/// Two real device agent processes (the `ota-agent` binary) among 18
+/// reference agents run in-process (`ota-fleet`), in a fleet run driven by
+/// `deployctl apply`:
 /// each takes its wave's job from the IoT Jobs data plane, downloads over
 /// presigned HTTPS, verifies the manifest against the KMS signing key's
 /// public half, decrypts with KMS, writes its inactive slot, self-tests
@@ -879,11 +880,12 @@ fn real_device_agents_in_a_fleet_run_verify_install_and_report() {
             (child, out)
         })
         .collect();
-    let mut skip = Vec::new();
-    for thing in &real {
-        skip.extend(["--skip", thing.as_str()]);
-    }
-    let devices = fleet.devices(&skip);
+    // The rest of the fleet: reference agents in one process.
+    let rest: Vec<String> = (0..20)
+        .map(|i| format!("{}-dev-{i:04}", fleet.group))
+        .filter(|thing| !real.contains(thing))
+        .collect();
+    let devices = fleet.agent_fleet(&ca, &rest, &[]);
     let applied = fleet.run(&["apply", fleet.plan(), "--yes"]);
     let mut reports = Vec::new();
     for (mut child, out) in agents {
@@ -906,14 +908,14 @@ fn real_device_agents_in_a_fleet_run_verify_install_and_report() {
             "{thing} did not install 4.2.0: {lines}{errors}"
         );
     }
-    // The simulated rest of the fleet got it too; the agents' things were
-    // theirs alone.
+    // The in-process rest of the fleet got it too; the real agents' things
+    // were theirs alone.
     let state = devices.state();
     assert_eq!(installs(&state, "4.2.0").len(), 18, "{state}");
     for thing in &real {
         assert!(
             state["history"].get(thing.as_str()).is_none(),
-            "{thing} was simulated"
+            "{thing} was played in-process too"
         );
     }
 }
@@ -1032,4 +1034,51 @@ fn the_example_runs_on_reference_agents_some_slow_some_flapping() {
             "{thing}"
         );
     }
+}
+
+/// A bad image on reference agents: half of them fail 4.2.0's self-test
+/// and boot their old slot again; the failing wave stops the run, and
+/// every agent that had installed 4.2.0 is sent the signed 4.1.3 rollback
+/// manifest and installs it (a downgrade only a signed rollback allows).
+/// Every device ends on 4.1.3, whichever wave the seeded choice failed.
+#[test]
+fn reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollback() {
+    let test = "fleet_e2e::reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollback";
+    let Some(fleet) = Fleet::new("agentbad", 24) else {
+        return;
+    };
+    let Some(ca) = test_ca(test) else {
+        return;
+    };
+    let things: Vec<String> = (0..24)
+        .map(|i| format!("{}-dev-{i:04}", fleet.group))
+        .collect();
+    let devices = fleet.agent_fleet(
+        &ca,
+        &things,
+        &["--fail-version", "4.2.0", "--fail-percent", "50"],
+    );
+    fleet.run(&["apply", fleet.plan(), "--yes"]).expect_code(1);
+    devices.wait_all_on("4.1.3");
+    let state = devices.state();
+    let mut failed = 0;
+    for thing in &things {
+        let updates = state["history"][thing.as_str()]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        failed += updates.iter().filter(|u| u["status"] == "FAILED").count();
+        let took = updates
+            .iter()
+            .position(|u| u["status"] == "SUCCEEDED" && u["version"] == "4.2.0");
+        if let Some(at) = took {
+            assert!(
+                updates[at + 1..].iter().any(|u| u["status"] == "SUCCEEDED"
+                    && u["version"] == "4.1.3"
+                    && u["job"].as_str().is_some_and(|j| j.ends_with("-rollback"))),
+                "{thing} took 4.2.0 and was not rolled back: {updates:?}"
+            );
+        }
+    }
+    assert!(failed > 0, "some agent failed its self-test: {state}");
 }
