@@ -9,13 +9,15 @@
 //!   --firmware t4-app --hardware t4-rev-a --factory-version 4.1.3 \
 //!   --public-key firmware.pub --content-kms --ca ca.pem --endpoint URL \
 //!   [--fail-version 4.2.0 --fail-percent 50] [--slow-percent 25] [--flap-percent 25]
+//!   [--offline-percent 10 --offline-seconds 20]
 //! ```
 //!
 //! Behaviour by cohort (the SHA-256 of the thing's name and the behaviour,
 //! so each draw is its own and the same every run): a failing cohort's
 //! self-test fails on `--fail-version` (the agent falls back and reports
 //! FAILED), a slow cohort waits `--slow-seconds` before each poll, a
-//! flapping cohort is offline for the first half of every 3 s. What every
+//! flapping cohort is offline for the first half of every 3 s, and an
+//! offline cohort does not poll at all for its first `--offline-seconds`. What every
 //! device runs and reported is written to `--state` after each round, as
 //! `{"installed": {THING: VERSION}, "history": {THING: [{job, status,
 //! version}]}}`.
@@ -59,6 +61,11 @@ struct Args {
     slow_seconds: f64,
     #[arg(long, default_value = "0")]
     flap_percent: u8,
+    #[arg(long, default_value = "0")]
+    offline_percent: u8,
+    /// How long the offline cohort stays offline (from start).
+    #[arg(long, default_value = "3600", value_name = "SECONDS")]
+    offline_seconds: f64,
 }
 
 /// Whether `thing` is in the first `percent` of `behaviour`'s cohorts.
@@ -146,6 +153,8 @@ async fn run(args: Args) -> Result<(), String> {
         let slow = in_cohort(&thing, "slow", args.slow_percent)
             .then(|| Duration::from_secs_f64(args.slow_seconds.max(0.0)));
         let flapping = in_cohort(&thing, "flap", args.flap_percent);
+        let offline_until = in_cohort(&thing, "offline", args.offline_percent)
+            .then(|| Duration::from_secs_f64(args.offline_seconds.max(0.0)));
         let (fleet, stop, poll) = (
             Arc::clone(&fleet),
             args.stop.clone(),
@@ -157,7 +166,8 @@ async fn run(args: Args) -> Result<(), String> {
                 if let Some(delay) = slow {
                     tokio::time::sleep(delay).await;
                 }
-                let offline = flapping && started.elapsed().as_millis() % 3000 < 1500;
+                let offline = (flapping && started.elapsed().as_millis() % 3000 < 1500)
+                    || offline_until.is_some_and(|until| started.elapsed() < until);
                 if !offline {
                     match agent.poll_once().await {
                         Ok(Outcome::Idle) => {}

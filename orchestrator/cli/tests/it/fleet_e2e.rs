@@ -1082,3 +1082,71 @@ fn reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollb
     }
     assert!(failed > 0, "some agent failed its self-test: {state}");
 }
+
+/// Devices that stay offline: a wave waits for them only until the
+/// device timeout, then counts them against its success threshold (or,
+/// when none of the wave's devices answers, the fleet gate fails for want
+/// of data), so the wave holding one fails, the run rolls back (exit 1)
+/// and every device that had installed 4.2.0 is sent the signed rollback.
+/// The offline devices were never sent anything they could act on.
+#[test]
+fn offline_agents_count_against_their_wave_after_the_device_timeout() {
+    let test = "fleet_e2e::offline_agents_count_against_their_wave_after_the_device_timeout";
+    let Some(fleet) = Fleet::new("agentoff", 24) else {
+        return;
+    };
+    let Some(ca) = test_ca(test) else {
+        return;
+    };
+    let text = std::fs::read_to_string(fleet.plan())
+        .unwrap()
+        .replace("deviceTimeout: 2h", "deviceTimeout: 5s");
+    assert!(text.contains("deviceTimeout: 5s"));
+    std::fs::write(fleet.plan(), text).unwrap();
+    let things: Vec<String> = (0..24)
+        .map(|i| format!("{}-dev-{i:04}", fleet.group))
+        .collect();
+    let devices = fleet.agent_fleet(
+        &ca,
+        &things,
+        &["--offline-percent", "30", "--offline-seconds", "3600"],
+    );
+    let applied = fleet.run(&["apply", fleet.plan(), "--yes"]);
+    applied.expect_code(1);
+    // Failed by the device timeout (the silent devices count against the
+    // success threshold), or sooner when every device of the wave is
+    // silent and the fleet gate has no data to judge.
+    assert!(
+        applied.stderr.contains("still silent")
+            || applied.stderr.contains("no device reported yet"),
+        "{applied}"
+    );
+    let state = devices.state();
+    let silent: Vec<&String> = things
+        .iter()
+        .filter(|t| {
+            state["history"][t.as_str()]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+        })
+        .collect();
+    assert!(!silent.is_empty(), "some devices stayed offline: {state}");
+    for thing in &things {
+        let updates = state["history"][thing.as_str()]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        // Those that took 4.2.0 are sent back to 4.1.3.
+        if updates
+            .iter()
+            .any(|u| u["status"] == "SUCCEEDED" && u["version"] == "4.2.0")
+        {
+            wait_until(Duration::from_secs(30), "the rollback installed", || {
+                devices.state()["installed"][thing.as_str()] == "4.1.3"
+            });
+        }
+    }
+    for thing in &silent {
+        assert_eq!(state["installed"][thing.as_str()], "4.1.3", "{thing}");
+    }
+}
