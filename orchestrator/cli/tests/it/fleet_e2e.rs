@@ -920,6 +920,17 @@ fn real_device_agents_in_a_fleet_run_verify_install_and_report() {
     }
 }
 
+/// A 24-device fleet for reference agents, the test CA their downloads
+/// trust, and the devices' names (skips without the emulators or the CA).
+fn agent_fleet_of_24(test: &str, label: &str) -> Option<(Fleet, String, Vec<String>)> {
+    let fleet = Fleet::new(label, 24)?;
+    let ca = test_ca(test)?;
+    let things = (0..24)
+        .map(|i| format!("{}-dev-{i:04}", fleet.group))
+        .collect();
+    Some((fleet, ca, things))
+}
+
 /// The test CA the emulator's download server uses (skips without it).
 fn test_ca(test: &str) -> Option<String> {
     crate::emulators::urls(test, ["DEPLOYCTL_TEST_TLS_CA"]).map(|[ca]| ca)
@@ -994,16 +1005,12 @@ print('-----END PUBLIC KEY-----')",
 /// and runs 4.2.0, each from exactly one wave.
 #[test]
 fn the_example_runs_on_reference_agents_some_slow_some_flapping() {
-    let test = "fleet_e2e::the_example_runs_on_reference_agents_some_slow_some_flapping";
-    let Some(fleet) = Fleet::new("agentfleet", 24) else {
+    let Some((fleet, ca, things)) = agent_fleet_of_24(
+        "fleet_e2e::the_example_runs_on_reference_agents_some_slow_some_flapping",
+        "agentfleet",
+    ) else {
         return;
     };
-    let Some(ca) = test_ca(test) else {
-        return;
-    };
-    let things: Vec<String> = (0..24)
-        .map(|i| format!("{}-dev-{i:04}", fleet.group))
-        .collect();
     let devices = fleet.agent_fleet(
         &ca,
         &things,
@@ -1043,16 +1050,12 @@ fn the_example_runs_on_reference_agents_some_slow_some_flapping() {
 /// Every device ends on 4.1.3, whichever wave the seeded choice failed.
 #[test]
 fn reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollback() {
-    let test = "fleet_e2e::reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollback";
-    let Some(fleet) = Fleet::new("agentbad", 24) else {
+    let Some((fleet, ca, things)) = agent_fleet_of_24(
+        "fleet_e2e::reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollback",
+        "agentbad",
+    ) else {
         return;
     };
-    let Some(ca) = test_ca(test) else {
-        return;
-    };
-    let things: Vec<String> = (0..24)
-        .map(|i| format!("{}-dev-{i:04}", fleet.group))
-        .collect();
     let devices = fleet.agent_fleet(
         &ca,
         &things,
@@ -1092,10 +1095,7 @@ fn reference_agents_that_fail_the_self_test_fall_back_and_the_rest_get_the_rollb
 #[test]
 fn offline_agents_count_against_their_wave_after_the_device_timeout() {
     let test = "fleet_e2e::offline_agents_count_against_their_wave_after_the_device_timeout";
-    let Some(fleet) = Fleet::new("agentoff", 24) else {
-        return;
-    };
-    let Some(ca) = test_ca(test) else {
+    let Some((fleet, ca, things)) = agent_fleet_of_24(test, "agentoff") else {
         return;
     };
     let text = std::fs::read_to_string(fleet.plan())
@@ -1103,9 +1103,6 @@ fn offline_agents_count_against_their_wave_after_the_device_timeout() {
         .replace("deviceTimeout: 2h", "deviceTimeout: 5s");
     assert!(text.contains("deviceTimeout: 5s"));
     std::fs::write(fleet.plan(), text).unwrap();
-    let things: Vec<String> = (0..24)
-        .map(|i| format!("{}-dev-{i:04}", fleet.group))
-        .collect();
     let devices = fleet.agent_fleet(
         &ca,
         &things,
