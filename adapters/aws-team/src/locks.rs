@@ -15,7 +15,7 @@ use deployctl_adapter::BoxFuture;
 use deployctl_adapter::team::{BrokenLock, LockOwner, LockRecord, TeamLockError, TeamLocks};
 use deployctl_aws::s3_location::S3Location;
 
-use crate::objects::{Condition, Objects, Written, now_ms};
+use crate::objects::{Condition, Objects, Written, hex, now_ms};
 
 /// A lease: long enough that a PC under load renews well before it ends
 /// (every third of it), short enough that a dead PC's lock is reported
@@ -61,12 +61,8 @@ impl S3Locks {
     /// name is their digest and the identity is inside.
     fn object_key(&self, target: &str) -> String {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, target.as_bytes());
-        let hex: String = digest
-            .as_ref()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        self.objects.location.key(&format!("locks/{hex}.json"))
+        let name = hex(digest.as_ref());
+        self.objects.location.key(&format!("locks/{name}.json"))
     }
 
     fn lease_ms(&self) -> i64 {

@@ -21,7 +21,7 @@ use deployctl_aws::s3_location::S3Location;
 use deployctl_policy::mfa::{EnrollmentRecord, Enrollments, MfaError, Update, WrappedKeyPlace};
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{Condition, Objects, Written};
+use crate::objects::{Condition, Objects, Written, hex};
 
 /// Reads and conditional writes of one person's record before giving up
 /// (each lost race means another PC's check won).
@@ -323,10 +323,6 @@ fn change_id() -> Result<String, MfaError> {
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| MfaError::Backend("the system random number generator failed".into()))?;
     Ok(hex(&bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

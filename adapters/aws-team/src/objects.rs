@@ -181,6 +181,11 @@ impl Objects {
     }
 }
 
+/// Bytes as lowercase hex (digests in object names, sealed values in JSON).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -85,7 +85,7 @@ pub fn open(state_dir: &Path, operator: &str) -> Result<AuditLog, String> {
     // With a team backend every PC's trail is copied there too, so
     // `audit show` on any PC lists what the team did.
     if let Some(backend) = crate::team::configured() {
-        let copy = crate::team::trail_copy(backend)?;
+        let copy: Arc<dyn deployctl_audit::Sink> = Arc::new(crate::team::team_trail(backend)?);
         let sinks: Vec<Arc<dyn deployctl_audit::Sink>> =
             options.sink.take().into_iter().chain([copy]).collect();
         options = options.sink(Arc::new(deployctl_audit::Sinks(sinks)));

@@ -86,18 +86,20 @@ pub fn configured() -> Option<&'static S3Location> {
     CONFIGURED.get().and_then(Option::as_ref)
 }
 
-/// This PC's audit trail copy in the team backend (a sink of the trail).
-pub fn trail_copy(location: &S3Location) -> Result<Arc<dyn deployctl_audit::Sink>, String> {
-    Ok(Arc::new(team_trail(location)?))
-}
-
-/// The standard AWS chain's configuration, loaded from synchronous code
-/// on any thread (inside a runtime or not).
+/// The standard AWS chain's configuration, loaded once per process from
+/// synchronous code on any thread (inside a runtime or not): the audit
+/// trail's copy, the MFA store and the identity check of one command all
+/// use it.
 fn sdk_now() -> Result<aws_config::SdkConfig, String> {
-    deployctl_aws::bridge::Bridge::new()
-        .map_err(|error| format!("cannot start the AWS client's runtime: {error}"))?
+    static SDK: std::sync::OnceLock<aws_config::SdkConfig> = std::sync::OnceLock::new();
+    if let Some(sdk) = SDK.get() {
+        return Ok(sdk.clone());
+    }
+    let loaded = deployctl_aws::bridge::Bridge::new()
+        .map_err(no_runtime)?
         .run(deployctl_aws::config::load(None))
-        .map_err(|stopped| stopped.to_string())
+        .map_err(|stopped| stopped.to_string())?;
+    Ok(SDK.get_or_init(|| loaded).clone())
 }
 
 fn no_runtime(error: std::io::Error) -> String {
