@@ -49,6 +49,68 @@ pub struct ReleaseSpec {
     /// verdict to `status.approvals`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalEntry>,
+    /// Rollout verbs asked of the run (`deployctl pause|promote|abort
+    /// --release`); the controller judges each entry once, as it does an
+    /// approval, and writes its verdict to `status.requests`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestEntry>,
+}
+
+impl ReleaseSpec {
+    /// A spec running `plan`, with nothing asked of it yet.
+    pub fn of_plan(plan: impl Into<String>) -> ReleaseSpec {
+        ReleaseSpec {
+            plan: plan.into(),
+            approvals: Vec::new(),
+            requests: Vec::new(),
+        }
+    }
+}
+
+/// One rollout verb as asked. Who asked is checked against the
+/// controller's access file like the initiator annotation is: in a real
+/// cluster an admission policy must pin `user` to the requesting
+/// Kubernetes user (docs/runbook.md).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestEntry {
+    pub verb: RequestVerb,
+    /// Who asks (a name in the controller's access file).
+    pub user: String,
+    /// When it was asked (RFC 3339, the asker's clock; informative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// The rollout verbs a Release takes.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RequestVerb {
+    /// Hold the run where it stands, gates still watching.
+    Pause,
+    /// End the current pause now and release a hold.
+    Promote,
+    /// Traffic back to stable; the Release is left Aborted.
+    Abort,
+}
+
+impl RequestVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestVerb::Pause => "pause",
+            RequestVerb::Promote => "promote",
+            RequestVerb::Abort => "abort",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RequestVerb> {
+        Some(match text {
+            "pause" => RequestVerb::Pause,
+            "promote" => RequestVerb::Promote,
+            "abort" => RequestVerb::Abort,
+            _ => return None,
+        })
+    }
 }
 
 /// One approval (or rejection) as submitted. The code is a one-time TOTP
@@ -169,6 +231,26 @@ pub struct ReleaseStatus {
     /// A verdict per `spec.approvals` entry, in order (never the code).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalVerdict>,
+    /// A verdict per `spec.requests` entry, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestVerdict>,
+}
+
+/// What the controller decided about one `spec.requests` entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestVerdict {
+    /// The entry's index in `spec.requests`.
+    pub index: u32,
+    pub verb: RequestVerb,
+    pub user: String,
+    pub verdict: Verdict,
+    /// What it did, why nothing was left to do, or why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the controller decided (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// One stage of the run.

@@ -26,7 +26,7 @@ pub mod releases;
 pub use connect::client;
 pub use crd::{
     ApprovalEntry, ApprovalVerdict, GateStatus, PendingApproval, Release, ReleasePhase,
-    ReleaseSpec, ReleaseStatus, StageStatus, Verdict,
+    ReleaseSpec, ReleaseStatus, RequestEntry, RequestVerb, RequestVerdict, StageStatus, Verdict,
 };
 pub use error::KubeReleaseError;
 pub use install::{FIELD_MANAGER, crd_json, ensure_crd};

@@ -13,12 +13,13 @@ use futures::{Stream, StreamExt};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::KubeReleaseError;
-use crate::crd::{ApprovalEntry, FINALIZER, Release, ReleaseStatus};
+use crate::crd::{ApprovalEntry, FINALIZER, Release, ReleaseStatus, RequestEntry};
 use crate::error::status_code;
 
 /// How many times a write is recomputed after a conflict.
@@ -245,19 +246,54 @@ impl Releases {
         name: &str,
         entry: &ApprovalEntry,
     ) -> Result<u32, KubeReleaseError> {
+        self.append_entry(
+            name,
+            "approvals",
+            "recording an approval on",
+            entry,
+            |release| release.spec.approvals.len(),
+        )
+        .await
+    }
+
+    /// Appends a rollout verb (`pause`, `promote`, `abort`) to
+    /// `spec.requests`; returns its index there.
+    pub async fn append_request(
+        &self,
+        name: &str,
+        entry: &RequestEntry,
+    ) -> Result<u32, KubeReleaseError> {
+        self.append_entry(
+            name,
+            "requests",
+            "recording a request on",
+            entry,
+            |release| release.spec.requests.len(),
+        )
+        .await
+    }
+
+    /// Appends `entry` to the list `spec.FIELD` (made when absent) at the
+    /// `resourceVersion` read, so two writers never lose an entry; returns
+    /// its index.
+    async fn append_entry(
+        &self,
+        name: &str,
+        field: &str,
+        what: &'static str,
+        entry: &impl Serialize,
+        count: impl Fn(&Release) -> usize,
+    ) -> Result<u32, KubeReleaseError> {
         let value = serde_json::to_value(entry).map_err(|e| {
-            KubeReleaseError::api(
-                self.what("recording an approval on", name),
-                kube::Error::SerdeError(e),
-            )
+            KubeReleaseError::api(self.what(what, name), kube::Error::SerdeError(e))
         })?;
         let index = self
-            .patch_spec(name, "recording an approval on", None, |release| {
-                let count = release.spec.approvals.len();
+            .patch_spec(name, what, None, |release| {
+                let count = count(release);
                 let operation = if count == 0 {
-                    json!({"op": "add", "path": "/spec/approvals", "value": [value.clone()]})
+                    json!({"op": "add", "path": format!("/spec/{field}"), "value": [value.clone()]})
                 } else {
-                    json!({"op": "add", "path": "/spec/approvals/-", "value": value.clone()})
+                    json!({"op": "add", "path": format!("/spec/{field}/-"), "value": value.clone()})
                 };
                 Some((vec![operation], u32::try_from(count).unwrap_or(u32::MAX)))
             })

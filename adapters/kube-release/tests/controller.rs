@@ -55,10 +55,7 @@ async fn setup(label: &str) -> Result<Option<(Client, String)>, Box<dyn std::err
 fn release(name: &str) -> Release {
     let mut release = Release::new(
         name,
-        ReleaseSpec {
-            plan: "apiVersion: deployctl.io/v1\nkind: Plan\n".into(),
-            approvals: Vec::new(),
-        },
+        ReleaseSpec::of_plan("apiVersion: deployctl.io/v1\nkind: Plan\n"),
     );
     release
         .annotations_mut()

@@ -11,7 +11,9 @@ use deployctl_approvals::Surroundings;
 use deployctl_controller::{Options, Wiring};
 use deployctl_engine::executor::RunContext;
 use deployctl_engine::journal::{Journal, RunRecord};
-use deployctl_kube_release::{ApprovalEntry, Releases, Verdict};
+use deployctl_kube_release::{
+    ApprovalEntry, ReleasePhase, Releases, RequestEntry, RequestVerb, Verdict,
+};
 use deployctl_plan::ValidatedPlan;
 use deployctl_trail::{Caller, Trail};
 
@@ -199,6 +201,102 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
         Ok((_, Some(verdict))) => crate::report::refused(format!(
             "the controller refused the {what} of {}: {}",
             submission.user,
+            verdict.reason.unwrap_or_default()
+        )),
+    }
+}
+
+/// `deployctl pause|promote|abort --release NS/NAME`: the verb goes into
+/// the Release's `spec.requests` for the controller to judge (who may ask,
+/// whether there is anything to do) and act on once; this waits for its
+/// verdict, and for an abort, for the rollback to end. Asking twice is
+/// safe: the second verdict says there was nothing to do.
+pub fn request_on_release(
+    reference: &str,
+    verb: RequestVerb,
+    kubeconfig: Option<&Path>,
+    wait: u64,
+) -> u8 {
+    let (namespace, name) = match deployctl_kube_release::parse_reference(reference) {
+        Ok(parts) => parts,
+        Err(error) => return crate::report::refused(format!("--release {error}")),
+    };
+    let initiator = deployctl_engine::run::initiator();
+    let entry = RequestEntry {
+        verb,
+        user: deployctl_approvals::initiator_user(&initiator).to_string(),
+        at: Some(deployctl_time::format_ms(deployctl_time::now_ms())),
+    };
+    let wait = Duration::from_secs(wait);
+    let outcome = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let client = deployctl_kube_release::client(kubeconfig)
+                .await
+                .map_err(|e| e.to_string())?;
+            let releases = Releases::new(client, &namespace);
+            let index = releases
+                .append_request(&name, &entry)
+                .await
+                .map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + wait;
+            loop {
+                let status = releases
+                    .get(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|r| r.status);
+                let verdict = status
+                    .as_ref()
+                    .and_then(|s| s.requests.iter().find(|v| v.index == index).cloned());
+                let settled = match (&verdict, verb) {
+                    // An accepted abort is done once the rollback ended.
+                    (Some(v), RequestVerb::Abort) if v.verdict == Verdict::Accepted => status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(ReleasePhase::is_final),
+                    (Some(_), _) => true,
+                    (None, _) => false,
+                };
+                if settled || Instant::now() >= deadline {
+                    return Ok::<_, String>((index, verdict, status.and_then(|s| s.phase)));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let verb_name = verb.as_str();
+    match outcome {
+        Err(message) => crate::report::failed(message),
+        Ok((index, None, _)) => {
+            eprintln!(
+                "{verb_name} recorded on Release {namespace}/{name} (spec.requests[{index}]); the controller has not decided yet: see `kubectl get release -n {namespace} {name} -o jsonpath='{{.status.requests}}'`"
+            );
+            exit::OK
+        }
+        Ok((_, Some(verdict), phase)) if verdict.verdict == Verdict::Accepted => {
+            eprintln!(
+                "Release {namespace}/{name}: {}",
+                verdict
+                    .reason
+                    .unwrap_or_else(|| format!("{verb_name} accepted"))
+            );
+            if verb == RequestVerb::Abort {
+                match phase {
+                    Some(phase) if phase.is_final() => {
+                        eprintln!("Release {namespace}/{name}: {phase:?}");
+                    }
+                    phase => eprintln!(
+                        "Release {namespace}/{name} is still {:?}: the rollback has not ended within {} s; see `kubectl get release -n {namespace} {name}`",
+                        phase.unwrap_or(ReleasePhase::Pending),
+                        wait.as_secs()
+                    ),
+                }
+            }
+            exit::OK
+        }
+        Ok((_, Some(verdict), _)) => crate::report::refused(format!(
+            "the controller refused {verb_name} by {}: {}",
+            verdict.user,
             verdict.reason.unwrap_or_default()
         )),
     }

@@ -598,12 +598,8 @@ pub fn abort(run_id: &str, options: &Options<'_>) -> u8 {
     stop(run_id, StopRequest::Abort, options)
 }
 
-/// `pause` or `promote`: the two ways to steer a run in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Steer {
-    Pause,
-    Promote,
-}
+pub use deployctl_engine::steering::Steer;
+use deployctl_engine::steering::Steered;
 
 /// `deployctl pause RUN` holds a run where it stands (each stage stops
 /// before its next step, and a pause goes on past its end; gates keep
@@ -617,10 +613,7 @@ pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
         Ok(opened) => opened,
         Err(code) => return code,
     };
-    let name = match verb {
-        Steer::Pause => "pause",
-        Steer::Promote => "promote",
-    };
+    let name = verb.verb();
     if run.phase.is_terminal() {
         eprintln!(
             "run {} already ended ({}); nothing to {name}",
@@ -638,64 +631,20 @@ pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
     ) {
         return code;
     }
-    let held = match journal.hold_state(&run.id) {
-        Ok((held, _)) => held,
+    let said = match deployctl_engine::steering::request(&journal, &run, verb) {
+        Ok(Steered::Done { held }) => deployctl_engine::steering::said(&run.id, verb, held),
+        Ok(Steered::NothingToDo(why)) => {
+            eprintln!("{why}");
+            return exit::OK;
+        }
         Err(error) => return crate::report::failed(error),
     };
     let initiator = deployctl_engine::run::initiator();
     let user = deployctl_approvals::initiator_user(&initiator);
-    let (result, action, said) = match verb {
-        Steer::Pause if held => {
-            eprintln!(
-                "run {} is already paused; nothing to do (`deployctl promote {}` moves it on)",
-                run.id, run.id
-            );
-            return exit::OK;
-        }
-        Steer::Pause => (
-            journal.request_hold(&run.id, true),
-            AuditAction::PauseRequested,
-            format!(
-                "run {} paused: each stage holds before its next step and stays in a pause past its end, gates still watching (its timeout still counts). `deployctl promote {}` moves it on.",
-                run.id, run.id
-            ),
-        ),
-        Steer::Promote => {
-            let stages = journal.stages(&run.id).unwrap_or_default();
-            let in_pause = crate::run_now::stages_now(
-                &run,
-                &stages,
-                &journal,
-                options.access,
-                deployctl_time::now_ms(),
-            )
-            .values()
-            .any(|now| now.pause_left_ms.is_some());
-            if !held && !in_pause {
-                eprintln!(
-                    "run {} is neither paused nor in a pause; nothing to promote",
-                    run.id
-                );
-                return exit::OK;
-            }
-            (
-                journal.request_promote(&run.id),
-                AuditAction::PromoteRequested,
-                format!(
-                    "run {} promoted: the pause its stages are in ends now{}",
-                    run.id,
-                    if held {
-                        " and its hold is released"
-                    } else {
-                        ""
-                    }
-                ),
-            )
-        }
+    let action = match verb {
+        Steer::Pause => AuditAction::PauseRequested,
+        Steer::Promote => AuditAction::PromoteRequested,
     };
-    if let Err(error) = result {
-        return crate::report::failed(error);
-    }
     crate::audited::record(&audit, user, What::new(action).run(&run.id), Outcome::ok());
     eprintln!("{said}");
     if !runs::owner_alive(&run) {

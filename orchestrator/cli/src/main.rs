@@ -53,6 +53,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use deployctl_kube_release::RequestVerb;
 use deployctl_plan::report::ImpactReport;
 use deployctl_plan::saved::SavedPlan;
 use deployctl_plan::{Diagnostic, Loaded, SourceFile};
@@ -160,6 +161,43 @@ struct InCluster {
         requires = "release"
     )]
     wait: u64,
+}
+
+/// `pause|promote|abort --release NS/NAME`: ask the in-cluster controller
+/// to do it to a Release's run, instead of this machine's journal.
+#[derive(clap::Args)]
+struct OnRelease {
+    /// The Release (NAMESPACE/NAME) whose run to act on, instead of a run
+    /// of this machine's journal. The controller checks the operator
+    /// (`DEPLOYCTL_OPERATOR`, else `$USER`) against its access file.
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "run")]
+    release: Option<String>,
+    /// The kubeconfig for `--release` (default: KUBECONFIG, ~/.kube/config).
+    #[arg(long, value_name = "FILE", requires = "release")]
+    kubeconfig: Option<PathBuf>,
+    /// With `--release`: how long to wait for the controller's verdict
+    /// (and, for `abort`, for the rollback to end).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        requires = "release"
+    )]
+    wait: u64,
+}
+
+impl OnRelease {
+    /// `verb` asked of the Release, when one is named (clap requires a run
+    /// otherwise).
+    fn request(&self, verb: RequestVerb) -> Option<u8> {
+        let reference = self.release.as_deref()?;
+        Some(controller::request_on_release(
+            reference,
+            verb,
+            self.kubeconfig.as_deref(),
+            self.wait,
+        ))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -296,11 +334,14 @@ enum Command {
     /// for someone to look at (`kill` is the emergency path, recorded as a
     /// kill). Works on a run another process drives.
     Abort {
-        /// The run to abort.
-        run: String,
+        /// The run to abort (or `--release NS/NAME`).
+        #[arg(required_unless_present = "release")]
+        run: Option<String>,
         /// Do not ask for confirmation (never asked when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        on_release: OnRelease,
     },
     /// Start a rolled-back, failed, aborted or killed run again, as a new
     /// run, from the plan and digest recorded with it.
@@ -315,14 +356,20 @@ enum Command {
     /// and stays in a pause past its end, gates still watching, until
     /// `promote`. Works on a run another process drives.
     Pause {
-        /// The run to hold.
-        run: String,
+        /// The run to hold (or `--release NS/NAME`).
+        #[arg(required_unless_present = "release")]
+        run: Option<String>,
+        #[command(flatten)]
+        on_release: OnRelease,
     },
     /// Move a run on now: end the pause each stage is in, and release a
     /// hold set by `pause`.
     Promote {
-        /// The run to move on.
-        run: String,
+        /// The run to move on (or `--release NS/NAME`).
+        #[arg(required_unless_present = "release")]
+        run: Option<String>,
+        #[command(flatten)]
+        on_release: OnRelease,
     },
     /// List the approvals runs wait for: which run and stage, the role,
     /// how many of how many, who approved and who still may.
@@ -607,13 +654,29 @@ fn main() -> ExitCode {
             ..
         } => engine_cmds::kill_fleet(group, &run_options(*yes)),
         Command::Kill { .. } => report::refused("name the run to kill, or `--fleet THING_GROUP`"),
-        Command::Abort { run, yes } => engine_cmds::abort(run, &run_options(*yes)),
+        Command::Abort {
+            run,
+            yes,
+            on_release,
+        } => on_release.request(RequestVerb::Abort).unwrap_or_else(|| {
+            run.as_deref().map_or(exit::INVALID_INPUT, |run| {
+                engine_cmds::abort(run, &run_options(*yes))
+            })
+        }),
         Command::Retry { run, yes } => engine_cmds::retry(run, &run_options(*yes)),
-        Command::Pause { run } => {
-            engine_cmds::steer(run, engine_cmds::Steer::Pause, &run_options(true))
+        Command::Pause { run, on_release } => {
+            on_release.request(RequestVerb::Pause).unwrap_or_else(|| {
+                run.as_deref().map_or(exit::INVALID_INPUT, |run| {
+                    engine_cmds::steer(run, engine_cmds::Steer::Pause, &run_options(true))
+                })
+            })
         }
-        Command::Promote { run } => {
-            engine_cmds::steer(run, engine_cmds::Steer::Promote, &run_options(true))
+        Command::Promote { run, on_release } => {
+            on_release.request(RequestVerb::Promote).unwrap_or_else(|| {
+                run.as_deref().map_or(exit::INVALID_INPUT, |run| {
+                    engine_cmds::steer(run, engine_cmds::Steer::Promote, &run_options(true))
+                })
+            })
         }
         Command::Approvals { user } => {
             crate::run_now::list_approvals(user.as_deref(), &run_options(true))

@@ -61,6 +61,7 @@ use deployctl_trail::{Caller, Seal, Trail};
 
 mod drivers;
 mod queue;
+mod requests;
 pub mod telemetry;
 use drivers::Drivers;
 use queue::Queue;
@@ -599,6 +600,7 @@ async fn reconcile(
         eprintln!("Release {name} deleted: killing run {} (rollback)", run.id);
     }
     judge_approvals(shared, release, &run).await?;
+    requests::judge_requests(shared, release, &run)?;
     let status = status_of_run(shared, release, &run.id)?;
     let written = write_status(shared, release, status, is_leader).await?;
     // A finished run has nothing left for a deletion to undo: let the
@@ -1017,7 +1019,9 @@ fn status_of_run(
     let events = journal.events(run_id).map_err(|e| e.to_string())?;
     let paused = stages.iter().find(|s| s.phase == StagePhase::Paused);
     let mut phase = ReleasePhase::parse(run.phase.as_str()).unwrap_or(ReleasePhase::Pending);
-    if run.phase == RunPhase::Progressing && paused.is_some() {
+    // Held by a `pause` request: the run stands where it is until promoted.
+    let held = !run.phase.is_terminal() && journal.hold_state(run_id).is_ok_and(|(held, _)| held);
+    if run.phase == RunPhase::Progressing && (paused.is_some() || held) {
         phase = ReleasePhase::Paused;
     }
     let message = if run.rollback_incomplete {
@@ -1026,6 +1030,11 @@ fn status_of_run(
         ))
     } else if run.phase.is_terminal() {
         run.outcome.clone()
+    } else if held {
+        Some(
+            "held by `deployctl pause`: each stage stands before its next step, gates watching; `deployctl promote --release` moves it on"
+                .to_string(),
+        )
     } else {
         paused
             .and_then(|s| s.detail.clone())
@@ -1072,6 +1081,7 @@ fn status_of_run(
         stages: stages.iter().map(stage_status).collect(),
         pending_approvals: pending.into_values().collect(),
         approvals: verdicts(&events).into_values().collect(),
+        requests: requests::verdicts(&events).into_values().collect(),
     })
 }
 

@@ -165,6 +165,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
     },
+    /// The in-cluster controller's verdict on one rollout verb of a
+    /// Release (`spec.requests[index]`): it is acted on once.
+    ReleaseRequestVerdict {
+        index: u32,
+        /// `pause`, `promote` or `abort`.
+        verb: String,
+        user: String,
+        verdict: Verdict,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
 }
 
 /// What the controller decided about an approval entry.
@@ -216,6 +229,7 @@ impl Event {
             Event::Notified { .. } => "notified",
             Event::NotificationFailed { .. } => "notificationFailed",
             Event::ReleaseApprovalVerdict { .. } => "releaseApprovalVerdict",
+            Event::ReleaseRequestVerdict { .. } => "releaseRequestVerdict",
         }
     }
 
@@ -290,6 +304,12 @@ impl Event {
                 verdict,
                 ..
             } => format!("{user} on {gate}: {verdict:?}"),
+            Event::ReleaseRequestVerdict {
+                user,
+                verb,
+                verdict,
+                ..
+            } => format!("{verb} by {user}: {verdict:?}"),
         }
     }
 
@@ -365,6 +385,14 @@ mod tests {
             verdict: Verdict::Refused,
             reason: Some("wrong code".into()),
             at: None,
+        });
+        round_trip(Event::ReleaseRequestVerdict {
+            index: 1,
+            verb: "pause".into(),
+            user: "alice".into(),
+            verdict: Verdict::Accepted,
+            reason: None,
+            at: Some("2026-12-07T15:00:00Z".into()),
         });
         let unit = Event::StageSkipped {};
         let tagged = serde_json::to_value(&unit).unwrap();

@@ -32,6 +32,7 @@ pub mod run;
 mod stage;
 pub mod start;
 pub mod state;
+pub mod steering;
 pub mod team;
 pub mod walker;
 mod waves;

@@ -284,7 +284,8 @@ fn audited(event: &Event) -> Option<(Action, Outcome)> {
         | Event::CallRetried { .. }
         | Event::Notified { .. }
         | Event::NotificationFailed { .. }
-        | Event::ReleaseApprovalVerdict { .. } => return None,
+        | Event::ReleaseApprovalVerdict { .. }
+        | Event::ReleaseRequestVerdict { .. } => return None,
     })
 }
 

@@ -125,13 +125,7 @@ impl Cluster {
 
     /// Creates a Release; `initiator` goes into the annotation.
     fn create(&self, name: &str, plan: &str, initiator: &str) {
-        let mut release = Release::new(
-            name,
-            ReleaseSpec {
-                plan: plan.to_string(),
-                approvals: Vec::new(),
-            },
-        );
+        let mut release = Release::new(name, ReleaseSpec::of_plan(plan));
         release
             .annotations_mut()
             .insert("deployctl.io/initiator".into(), initiator.into());
@@ -699,4 +693,180 @@ fn deleting_a_release_mid_run_rolls_it_back() {
     assert_eq!(sandbox.status(Some(&run))["phase"], "Killed");
     let sim = sandbox.sim("api").expect("sim state");
     assert_eq!((sim.stable.as_str(), sim.weight), ("1.0", 0));
+}
+
+/// `deployctl VERB --release NS/NAME` as `user` (the operator identity
+/// the controller checks), against this cluster.
+fn on_release(
+    sandbox: &Sandbox,
+    cluster: &Cluster,
+    user: &str,
+    verb: &str,
+    name: &str,
+) -> crate::sandbox::Finished {
+    let reference = cluster.reference(name);
+    let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
+    let args = [verb, "--release", &reference, "--kubeconfig", kubeconfig];
+    let mut command = sandbox.command(&args);
+    command.env("DEPLOYCTL_OPERATOR", user);
+    sandbox
+        .spawn_command(command, &args, None)
+        .wait(crate::sandbox::COMMAND_TIMEOUT)
+}
+
+/// The sim canary in the protected `production` environment, whose only
+/// operator is `deployctl-test`.
+fn production_canary(pause: &str) -> String {
+    canary_plan(pause).replace("environment: sandbox", "environment: production")
+}
+
+/// Issue 12's verbs on an in-cluster Release, asked from another process
+/// through the Release itself: `pause` holds the run past its pause (and
+/// a second `pause` changes nothing), `promote` moves it on to success;
+/// someone who is not an operator of the environment is refused, and
+/// every verdict is acted on once and audited.
+#[test]
+fn pause_and_promote_steer_a_release_through_the_controller() {
+    let sandbox = Sandbox::new("controller-steer");
+    let Some(cluster) = Cluster::test_server(&sandbox, "steer") else {
+        return;
+    };
+    let _controller = cluster.controller(&sandbox, &["--access", ACCESS]);
+    cluster.create("steered", &production_canary("2s"), "deployctl-test");
+    let during = cluster.wait_status("steered", Duration::from_secs(90), "20 %", |s| {
+        s.stages.first().is_some_and(|stage| stage.weight == 20)
+    });
+    let run = during.run_id.expect("run ID");
+
+    let refused = on_release(&sandbox, &cluster, "bob", "pause", "steered");
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("needs the operator role"),
+        "{refused}"
+    );
+    on_release(&sandbox, &cluster, "deployctl-test", "pause", "steered").expect_code(0);
+    let again = on_release(&sandbox, &cluster, "deployctl-test", "pause", "steered");
+    again.expect_code(0);
+    assert!(again.stderr.contains("already paused"), "{again}");
+
+    // Held past the 2 s pause: still at 20 %, the Release says why.
+    std::thread::sleep(Duration::from_secs(4));
+    let held = cluster
+        .get("steered")
+        .and_then(|r| r.status)
+        .expect("status");
+    assert_eq!(held.phase, Some(ReleasePhase::Paused), "{held:#?}");
+    assert_eq!(held.stages[0].weight, 20, "{held:#?}");
+    assert!(
+        held.message.as_deref().is_some_and(|m| m.contains("held")),
+        "{held:#?}"
+    );
+    assert_eq!(sandbox.sim("api").map(|s| s.weight), Some(20));
+
+    on_release(&sandbox, &cluster, "deployctl-test", "promote", "steered").expect_code(0);
+    let done = cluster.wait_status(
+        "steered",
+        Duration::from_secs(60),
+        "the release succeeded after promote",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    let verdicts: Vec<(&str, &str, Verdict)> = done
+        .requests
+        .iter()
+        .map(|v| (v.user.as_str(), v.verb.as_str(), v.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("bob", "pause", Verdict::Refused),
+            ("deployctl-test", "pause", Verdict::Accepted),
+            ("deployctl-test", "pause", Verdict::Accepted),
+            ("deployctl-test", "promote", Verdict::Accepted),
+        ]
+    );
+    // Each entry was acted on once, whatever the number of reconciles.
+    let journal = sandbox.journal();
+    let judged = journal
+        .events(&run)
+        .expect("events")
+        .iter()
+        .filter(|e| e.kind == "releaseRequestVerdict")
+        .count();
+    assert_eq!(judged, 4);
+    let (_, promotions) = journal.hold_state(&run).expect("hold state");
+    assert_eq!(promotions, 1, "one promote, applied once");
+
+    sandbox.run(&["audit", "verify"]).expect_code(0);
+    let shown = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
+    shown.expect_code(0);
+    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
+    let actions: Vec<(String, String, String)> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| {
+            r["what"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("spec.requests"))
+        })
+        .map(|r| {
+            (
+                r["who"]["operator"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["what"]["action"].as_str().unwrap_or_default().to_string(),
+                r["outcome"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("bob".into(), "policy.denied".into(), "denied".into()),
+            (
+                "deployctl-test".into(),
+                "pause.requested".into(),
+                "ok".into()
+            ),
+            (
+                "deployctl-test".into(),
+                "promote.requested".into(),
+                "ok".into()
+            ),
+        ]
+    );
+}
+
+/// `abort --release`: traffic back to stable and the Release left Aborted
+/// (not Killed); a second abort says the run already ended.
+#[test]
+fn abort_on_a_release_puts_traffic_back_and_leaves_it_aborted() {
+    let sandbox = Sandbox::new("controller-abort");
+    let Some(cluster) = Cluster::test_server(&sandbox, "abort") else {
+        return;
+    };
+    let _controller = cluster.controller(&sandbox, &["--access", ACCESS]);
+    cluster.create("aborted", &production_canary("60s"), "deployctl-test");
+    cluster.wait_status("aborted", Duration::from_secs(90), "20 %", |s| {
+        s.stages.first().is_some_and(|stage| stage.weight == 20)
+    });
+    let first = on_release(&sandbox, &cluster, "deployctl-test", "abort", "aborted");
+    first.expect_code(0);
+    assert!(first.stderr.contains("Aborted"), "{first}");
+    let status = cluster
+        .get("aborted")
+        .and_then(|r| r.status)
+        .expect("status");
+    assert_eq!(status.phase, Some(ReleasePhase::Aborted), "{status:#?}");
+    let sim = sandbox.sim("api").expect("sim state");
+    assert_eq!((sim.stable.as_str(), sim.weight), ("1.0", 0));
+    let second = on_release(&sandbox, &cluster, "deployctl-test", "abort", "aborted");
+    second.expect_code(0);
+    assert!(second.stderr.contains("already ended"), "{second}");
+    let run = status.run_id.expect("run ID");
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Aborted");
 }
