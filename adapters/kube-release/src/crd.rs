@@ -80,6 +80,13 @@ pub struct RequestEntry {
     /// When it was asked (RFC 3339, the asker's clock; informative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// `promoteFull` in a protected environment: who approves it (another
+    /// person holding the environment's approver role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// The approver's one-time MFA code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// The rollout verbs a Release takes.
@@ -90,6 +97,8 @@ pub enum RequestVerb {
     Pause,
     /// End the current pause now and release a hold.
     Promote,
+    /// Skip every remaining step, straight to full promotion.
+    PromoteFull,
     /// Traffic back to stable; the Release is left Aborted.
     Abort,
 }
@@ -99,6 +108,7 @@ impl RequestVerb {
         match self {
             RequestVerb::Pause => "pause",
             RequestVerb::Promote => "promote",
+            RequestVerb::PromoteFull => "promoteFull",
             RequestVerb::Abort => "abort",
         }
     }
@@ -107,6 +117,7 @@ impl RequestVerb {
         Some(match text {
             "pause" => RequestVerb::Pause,
             "promote" => RequestVerb::Promote,
+            "promoteFull" => RequestVerb::PromoteFull,
             "abort" => RequestVerb::Abort,
             _ => return None,
         })

@@ -199,6 +199,113 @@ pub fn submit(
         .map_err(Refusal::Failed)
 }
 
+/// Who approves a full promotion (`deployctl promote RUN --full`) in a
+/// protected environment, where skipping the remaining steps skips the
+/// approvals and analysis the plan asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct FullPromotion<'a> {
+    pub run: &'a RunRecord,
+    /// Who asks for it (an operator, checked by the caller).
+    pub requester: &'a str,
+    /// Who approves it: someone else.
+    pub approver: Option<&'a str>,
+}
+
+/// Whether a full promotion of `request.run` may go ahead: always outside
+/// protected environments; in a protected one, only with the approval of
+/// another person (neither the requester nor the run's initiator) who
+/// holds the environment's approver role (`approverRole`, or the
+/// approver role when it names none), verified by their one-time code
+/// like any approval. Refusals and the verified code are audited.
+pub fn check_full_promotion(
+    audit: &Trail,
+    request: &FullPromotion<'_>,
+    code: impl FnOnce() -> Result<String, Refusal>,
+    access_file: &Path,
+    around: &dyn Surroundings,
+) -> Result<Option<String>, Refusal> {
+    let run = request.run;
+    if !access_file.exists() {
+        return Ok(None);
+    }
+    let access = Access::load(access_file).map_err(|error| Refusal::Denied(error.to_string()))?;
+    let Some(policy) = access
+        .environment(&run.environment)
+        .filter(|p| p.is_protected())
+    else {
+        return Ok(None);
+    };
+    let Some(approver) = request.approver else {
+        return Err(Refusal::Denied(format!(
+            "`{}` is protected: a full promotion skips the approvals and analysis the plan asks for, so it needs another person's approval: add `--approver USER` (they give their one-time code)",
+            run.environment
+        )));
+    };
+    let deny = |action: AuditAction, message: String| {
+        audit.record_or_warn(
+            approver,
+            What::new(action)
+                .run(&run.id)
+                .approver(approver)
+                .detail("full promotion"),
+            Outcome::denied(message.clone()),
+        );
+        Refusal::Denied(message)
+    };
+    let initiator = initiator_user(&run.initiator);
+    for (other, who) in [
+        (request.requester, "asks for it"),
+        (initiator, "started the run"),
+    ] {
+        if approver.eq_ignore_ascii_case(other) {
+            return Err(deny(
+                AuditAction::PolicyDenied,
+                format!(
+                    "`{approver}` {who} and may not also approve the full promotion (four eyes)"
+                ),
+            ));
+        }
+    }
+    let allowed = match policy.approver_role() {
+        Some(role) => {
+            let role = role.to_string();
+            let decision = access.may(approver, &Action::Approve { role }, &run.environment);
+            if decision.allowed {
+                Ok(())
+            } else {
+                Err(decision.reason)
+            }
+        }
+        None if access.has_role(approver, deployctl_policy::Role::Approver) => Ok(()),
+        None => Err(format!("`{approver}` does not hold the approver role")),
+    };
+    if let Err(reason) = allowed {
+        return Err(deny(AuditAction::PolicyDenied, reason));
+    }
+    let store = around
+        .mfa_store()
+        .map_err(|error| Refusal::Failed(format!("the MFA store cannot be opened: {error}")))?;
+    let code = code()?;
+    if let Err(error) = store.verify(approver, &code, SystemTime::now()) {
+        let message = error.to_string();
+        if error.is_security_event()
+            && let Ok(loaded) = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes())
+        {
+            around.alert(&loaded.plan, &run.id, "full promotion", &message);
+        }
+        return Err(deny(AuditAction::MfaFailed, message));
+    }
+    audit.record_or_warn(
+        approver,
+        What::new(AuditAction::MfaVerified)
+            .run(&run.id)
+            .approver(approver)
+            .detail("full promotion"),
+        Outcome::ok(),
+    );
+    Ok(Some(approver.to_string()))
+}
+
 /// Where a run's approvals are kept and read: this PC's journal (the run
 /// it drives), or the team backend's record of a run another PC drives
 /// (the binary's implementation), whose PC copies them into its journal.

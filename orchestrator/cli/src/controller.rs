@@ -214,6 +214,7 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
 pub fn request_on_release(
     reference: &str,
     verb: RequestVerb,
+    approval: &engine_cmds::FullApproval<'_>,
     kubeconfig: Option<&Path>,
     wait: u64,
 ) -> u8 {
@@ -222,10 +223,21 @@ pub fn request_on_release(
         Err(error) => return crate::report::refused(format!("--release {error}")),
     };
     let initiator = deployctl_engine::run::initiator();
+    // The approver's code is asked for here, like `approve --release`:
+    // the controller verifies it.
+    let code = match approval.approver {
+        Some(approver) => match approval_cmds::code_or_prompt(approval.code, approver) {
+            Ok(code) => Some(code),
+            Err(code) => return code,
+        },
+        None => None,
+    };
     let entry = RequestEntry {
         verb,
         user: deployctl_approvals::initiator_user(&initiator).to_string(),
         at: Some(deployctl_time::format_ms(deployctl_time::now_ms())),
+        approver: approval.approver.map(str::to_string),
+        code,
     };
     let wait = Duration::from_secs(wait);
     let outcome = runtime().and_then(|runtime| {

@@ -599,6 +599,14 @@ pub fn abort(run_id: &str, options: &Options<'_>) -> u8 {
 }
 
 pub use deployctl_engine::steering::Steer;
+
+/// Who approves `promote --full` in a protected environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FullApproval<'a> {
+    pub approver: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+use deployctl_approvals::Refusal;
 use deployctl_engine::steering::Steered;
 
 /// `deployctl pause RUN` holds a run where it stands (each stage stops
@@ -608,7 +616,7 @@ use deployctl_engine::steering::Steered;
 /// request is journaled, as `kill`'s is), are audited, and are safe to
 /// repeat: a second `pause`, or a `promote` with nothing to promote, says
 /// so and changes nothing.
-pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
+pub fn steer(run_id: &str, verb: Steer, approval: &FullApproval<'_>, options: &Options<'_>) -> u8 {
     let (journal, audit, _seal, run) = match open_run(run_id, options) {
         Ok(opened) => opened,
         Err(code) => return code,
@@ -631,21 +639,67 @@ pub fn steer(run_id: &str, verb: Steer, options: &Options<'_>) -> u8 {
     ) {
         return code;
     }
-    let said = match deployctl_engine::steering::request(&journal, &run, verb) {
+    let initiator = deployctl_engine::run::initiator();
+    let user = deployctl_approvals::initiator_user(&initiator);
+    // A full promotion in a protected environment: another person's
+    // approval, verified when it is about to be journaled.
+    let mut approved_by = None;
+    let mut failed = false;
+    let confirm = || {
+        let request = deployctl_approvals::FullPromotion {
+            run: &run,
+            requester: user,
+            approver: approval.approver,
+        };
+        let code = || {
+            let approver = approval.approver.unwrap_or_default();
+            crate::approval_cmds::code_or_prompt(approval.code, approver)
+                .map_err(|_| Refusal::Denied("no one-time code (`--code`)".into()))
+        };
+        let around = crate::approval_cmds::Around {
+            state_dir: options.state_dir,
+            backend: options.backend,
+        };
+        match deployctl_approvals::check_full_promotion(
+            &audit,
+            &request,
+            code,
+            options.access,
+            &around,
+        ) {
+            Ok(approver) => {
+                approved_by = approver;
+                Ok(())
+            }
+            Err(refusal) => {
+                failed = matches!(refusal, Refusal::Failed(_));
+                Err(refusal.to_string())
+            }
+        }
+    };
+    let said = match deployctl_engine::steering::request(&journal, &run, verb, confirm) {
         Ok(Steered::Done { held }) => deployctl_engine::steering::said(&run.id, verb, held),
         Ok(Steered::NothingToDo(why)) => {
             eprintln!("{why}");
             return exit::OK;
         }
+        Ok(Steered::Refused(why)) if failed => return crate::report::failed(why),
+        Ok(Steered::Refused(why)) => return crate::report::refused(why),
         Err(error) => return crate::report::failed(error),
     };
-    let initiator = deployctl_engine::run::initiator();
-    let user = deployctl_approvals::initiator_user(&initiator);
     let action = match verb {
         Steer::Pause => AuditAction::PauseRequested,
-        Steer::Promote => AuditAction::PromoteRequested,
+        Steer::Promote | Steer::PromoteFull => AuditAction::PromoteRequested,
     };
-    crate::audited::record(&audit, user, What::new(action).run(&run.id), Outcome::ok());
+    let mut what = What::new(action).run(&run.id);
+    if verb == Steer::PromoteFull {
+        what = what.detail("full promotion: the remaining steps are skipped");
+    }
+    if let Some(approver) = &approved_by {
+        what = what.approver(approver);
+        eprintln!("{approver}'s approval of the full promotion verified.");
+    }
+    crate::audited::record(&audit, user, what, Outcome::ok());
     eprintln!("{said}");
     if !runs::owner_alive(&run) {
         eprintln!(

@@ -190,10 +190,20 @@ impl OnRelease {
     /// `verb` asked of the Release, when one is named (clap requires a run
     /// otherwise).
     fn request(&self, verb: RequestVerb) -> Option<u8> {
+        self.request_approved(verb, &engine_cmds::FullApproval::default())
+    }
+
+    /// As `request`, with the approval a full promotion may need.
+    fn request_approved(
+        &self,
+        verb: RequestVerb,
+        approval: &engine_cmds::FullApproval<'_>,
+    ) -> Option<u8> {
         let reference = self.release.as_deref()?;
         Some(controller::request_on_release(
             reference,
             verb,
+            approval,
             self.kubeconfig.as_deref(),
             self.wait,
         ))
@@ -368,6 +378,21 @@ enum Command {
         /// The run to move on (or `--release NS/NAME`).
         #[arg(required_unless_present = "release")]
         run: Option<String>,
+        /// Skip every remaining step (pauses, analysis, approvals, partial
+        /// weights) of every stage, straight to full promotion. In a
+        /// protected environment only with another person's approval
+        /// (`--approver`). Not for fleet waves.
+        #[arg(long)]
+        full: bool,
+        /// With `--full` in a protected environment: who approves it (not
+        /// you, not the run's initiator; the environment's approver role),
+        /// with their one-time code.
+        #[arg(long, value_name = "USER", requires = "full")]
+        approver: Option<String>,
+        /// The approver's one-time MFA code (asked for when omitted and
+        /// there is a terminal).
+        #[arg(long, value_name = "CODE", requires = "approver")]
+        code: Option<String>,
         #[command(flatten)]
         on_release: OnRelease,
     },
@@ -667,16 +692,38 @@ fn main() -> ExitCode {
         Command::Pause { run, on_release } => {
             on_release.request(RequestVerb::Pause).unwrap_or_else(|| {
                 run.as_deref().map_or(exit::INVALID_INPUT, |run| {
-                    engine_cmds::steer(run, engine_cmds::Steer::Pause, &run_options(true))
+                    engine_cmds::steer(
+                        run,
+                        engine_cmds::Steer::Pause,
+                        &engine_cmds::FullApproval::default(),
+                        &run_options(true),
+                    )
                 })
             })
         }
-        Command::Promote { run, on_release } => {
-            on_release.request(RequestVerb::Promote).unwrap_or_else(|| {
-                run.as_deref().map_or(exit::INVALID_INPUT, |run| {
-                    engine_cmds::steer(run, engine_cmds::Steer::Promote, &run_options(true))
+        Command::Promote {
+            run,
+            full,
+            approver,
+            code,
+            on_release,
+        } => {
+            let approval = engine_cmds::FullApproval {
+                approver: approver.as_deref(),
+                code: code.as_deref(),
+            };
+            let (verb, steer) = if *full {
+                (RequestVerb::PromoteFull, engine_cmds::Steer::PromoteFull)
+            } else {
+                (RequestVerb::Promote, engine_cmds::Steer::Promote)
+            };
+            on_release
+                .request_approved(verb, &approval)
+                .unwrap_or_else(|| {
+                    run.as_deref().map_or(exit::INVALID_INPUT, |run| {
+                        engine_cmds::steer(run, steer, &approval, &run_options(true))
+                    })
                 })
-            })
         }
         Command::Approvals { user } => {
             crate::run_now::list_approvals(user.as_deref(), &run_options(true))

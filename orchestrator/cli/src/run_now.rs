@@ -92,7 +92,7 @@ pub fn stages_now(
             let step = ops.as_ref().zip(op.as_ref()).map(|(ops, op)| Step {
                 index: stage.cursor as usize + 1,
                 of: ops.len(),
-                op: describe(op),
+                op: program::describe(op),
             });
             let pause_left_ms = stage
                 .pause_until
@@ -152,23 +152,6 @@ pub fn stages_now(
 fn program_of(plan: &ValidatedPlan, stage: &str) -> Option<Vec<Op>> {
     let stage = plan.stages.iter().find(|s| s.name == stage)?;
     Some(program::compile(stage, plan.target_of(stage)))
-}
-
-/// One step in the plan's words.
-fn describe(op: &Op) -> String {
-    match op {
-        Op::Apply(action) => action.to_string(),
-        Op::StartWave { index, .. } => format!("start wave {}", index + 1),
-        Op::AwaitWave { index } => format!("wait for wave {} to report", index + 1),
-        Op::Pause(duration) => format!(
-            "pause {}",
-            deployctl_plan::duration::format_duration(*duration)
-        ),
-        Op::Gates(gates) => format!("analysis: {}", gates.join(", ")),
-        Op::Approval(name) => format!("approval {name}"),
-        Op::StartMonitors(gates) => format!("start background gates {}", gates.join(", ")),
-        Op::StopMonitors => "stop background gates".to_string(),
-    }
 }
 
 /// The lines `status` prints under a stage that is on its way.

@@ -600,7 +600,7 @@ async fn reconcile(
         eprintln!("Release {name} deleted: killing run {} (rollback)", run.id);
     }
     judge_approvals(shared, release, &run).await?;
-    requests::judge_requests(shared, release, &run)?;
+    requests::judge_requests(shared, release, &run).await?;
     let status = status_of_run(shared, release, &run.id)?;
     let written = write_status(shared, release, status, is_leader).await?;
     // A finished run has nothing left for a deletion to undo: let the
@@ -1020,7 +1020,7 @@ fn status_of_run(
     let paused = stages.iter().find(|s| s.phase == StagePhase::Paused);
     let mut phase = ReleasePhase::parse(run.phase.as_str()).unwrap_or(ReleasePhase::Pending);
     // Held by a `pause` request: the run stands where it is until promoted.
-    let held = !run.phase.is_terminal() && journal.hold_state(run_id).is_ok_and(|(held, _)| held);
+    let held = !run.phase.is_terminal() && journal.hold_state(run_id).is_ok_and(|now| now.held);
     if run.phase == RunPhase::Progressing && (paused.is_some() || held) {
         phase = ReleasePhase::Paused;
     }

@@ -8,6 +8,9 @@
 //! rule for the run's environment.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deployctl_approvals::Refusal;
 
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::event::{Event, Verdict as JournalVerdict};
@@ -49,8 +52,8 @@ pub(crate) fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, RequestVerdict> 
 
 /// Acts on every request entry that has no verdict yet, in order, and
 /// journals each verdict.
-pub(crate) fn judge_requests(
-    shared: &Shared,
+pub(crate) async fn judge_requests(
+    shared: &Arc<Shared>,
     release: &Release,
     run: &RunRecord,
 ) -> Result<(), String> {
@@ -68,7 +71,7 @@ pub(crate) fn judge_requests(
         // The run as it is now: an earlier entry of this pass (an abort)
         // may have changed it.
         let now = shared.journal.run(&run.id).map_err(|e| e.to_string())?;
-        let (verdict, reason) = judge(shared, &label, index, entry, &now)?;
+        let (verdict, reason) = judge(shared, &label, index, entry, &now).await?;
         eprintln!(
             "Release {label}: {} by {}: {verdict:?} ({reason})",
             entry.verb.as_str(),
@@ -96,8 +99,8 @@ pub(crate) fn judge_requests(
 /// One entry: who asks, whether they may, then the verb. A journal error
 /// is returned (the entry is judged again at the next reconcile); every
 /// other outcome is a verdict.
-fn judge(
-    shared: &Shared,
+async fn judge(
+    shared: &Arc<Shared>,
     label: &str,
     index: u32,
     entry: &RequestEntry,
@@ -114,57 +117,113 @@ fn judge(
             .record_or_warn(&entry.user, what, Outcome::denied(reason.clone()));
         return Ok((Verdict::Refused, reason));
     }
-    let (action, said) = match entry.verb {
-        RequestVerb::Pause | RequestVerb::Promote => {
-            let steer = if entry.verb == RequestVerb::Pause {
-                Steer::Pause
-            } else {
-                Steer::Promote
-            };
-            match steering::request(&shared.journal, run, steer).map_err(|e| e.to_string())? {
-                Steered::NothingToDo(why) => return Ok((Verdict::Accepted, why)),
-                Steered::Done { held } => (
-                    if steer == Steer::Pause {
-                        AuditAction::PauseRequested
-                    } else {
-                        AuditAction::PromoteRequested
-                    },
-                    steering::said(&run.id, steer, held),
-                ),
-            }
-        }
-        RequestVerb::Abort => {
-            if run.phase.is_terminal() {
-                return Ok((
-                    Verdict::Accepted,
-                    format!(
-                        "run {} already ended ({}); nothing to abort",
-                        run.id,
-                        run.phase.as_str()
-                    ),
-                ));
-            }
-            shared
-                .journal
-                .request_stop(&run.id, StopRequest::Abort)
-                .map_err(|e| e.to_string())?;
-            (
-                AuditAction::RollbackRequested,
-                format!(
-                    "run {} aborting: traffic goes back to stable and the Release is left Aborted",
-                    run.id
-                ),
-            )
-        }
+    let steer = match entry.verb {
+        RequestVerb::Pause => Steer::Pause,
+        RequestVerb::Promote => Steer::Promote,
+        RequestVerb::PromoteFull => Steer::PromoteFull,
+        RequestVerb::Abort => return abort(shared, &asked, entry, run),
     };
+    let (steered, approved_by) = steer_blocking(shared, steer, entry, run).await?;
+    let held = match steered {
+        Steered::NothingToDo(why) => return Ok((Verdict::Accepted, why)),
+        Steered::Refused(why) => return Ok((Verdict::Refused, why)),
+        Steered::Done { held } => held,
+    };
+    let action = if steer == Steer::Pause {
+        AuditAction::PauseRequested
+    } else {
+        AuditAction::PromoteRequested
+    };
+    let mut what = What::new(action)
+        .run(&run.id)
+        .detail(format!("{verb}, {asked}"));
+    if let Some(approver) = &approved_by {
+        what = what.approver(approver);
+    }
+    shared
+        .audit
+        .record_or_warn(&entry.user, what, Outcome::ok());
+    Ok((Verdict::Accepted, steering::said(&run.id, steer, held)))
+}
+
+/// The journal decision of a steering verb, off the async workers: a full
+/// promotion in a protected environment verifies its approver's code
+/// first (the MFA store may call KMS). Returns who approved it, if anyone
+/// had to.
+async fn steer_blocking(
+    shared: &Arc<Shared>,
+    steer: Steer,
+    entry: &RequestEntry,
+    run: &RunRecord,
+) -> Result<(Steered, Option<String>), String> {
+    let (shared, entry, run) = (Arc::clone(shared), entry.clone(), run.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut approved_by = None;
+        let confirm = || {
+            let request = deployctl_approvals::FullPromotion {
+                run: &run,
+                requester: &entry.user,
+                approver: entry.approver.as_deref(),
+            };
+            let code = || {
+                entry.code.clone().ok_or_else(|| {
+                    Refusal::Denied("the entry has no one-time MFA code (`code`)".into())
+                })
+            };
+            deployctl_approvals::check_full_promotion(
+                &shared.audit,
+                &request,
+                code,
+                &shared.access_file,
+                shared.wiring.approvals(),
+            )
+            .map(|approver| approved_by = approver)
+            .map_err(|refusal| refusal.to_string())
+        };
+        let steered = steering::request(&shared.journal, &run, steer, confirm);
+        steered
+            .map(|steered| (steered, approved_by))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// `abort`: the run's stop request, as `deployctl abort RUN` makes it.
+fn abort(
+    shared: &Shared,
+    asked: &str,
+    entry: &RequestEntry,
+    run: &RunRecord,
+) -> Result<(Verdict, String), String> {
+    if run.phase.is_terminal() {
+        return Ok((
+            Verdict::Accepted,
+            format!(
+                "run {} already ended ({}); nothing to abort",
+                run.id,
+                run.phase.as_str()
+            ),
+        ));
+    }
+    shared
+        .journal
+        .request_stop(&run.id, StopRequest::Abort)
+        .map_err(|e| e.to_string())?;
     shared.audit.record_or_warn(
         &entry.user,
-        What::new(action)
+        What::new(AuditAction::RollbackRequested)
             .run(&run.id)
-            .detail(format!("{verb}, {asked}")),
+            .detail(format!("abort, {asked}")),
         Outcome::ok(),
     );
-    Ok((Verdict::Accepted, said))
+    Ok((
+        Verdict::Accepted,
+        format!(
+            "run {} aborting: traffic goes back to stable and the Release is left Aborted",
+            run.id
+        ),
+    ))
 }
 
 /// The operator rule of `deployctl pause|promote|abort RUN`: pausing and
@@ -175,7 +234,9 @@ fn may_steer(shared: &Shared, entry: &RequestEntry, run: &RunRecord) -> Result<(
     }
     let access = deployctl_policy::Access::load(&shared.access_file).map_err(|e| e.to_string())?;
     let action = match entry.verb {
-        RequestVerb::Pause | RequestVerb::Promote => deployctl_policy::Action::Steer,
+        RequestVerb::Pause | RequestVerb::Promote | RequestVerb::PromoteFull => {
+            deployctl_policy::Action::Steer
+        }
         RequestVerb::Abort => deployctl_policy::Action::Rollback,
     };
     let decision = access.may(&entry.user, &action, &run.environment);

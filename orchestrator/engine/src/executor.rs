@@ -23,7 +23,7 @@ use deployctl_plan::model::{
 };
 use tokio::sync::watch;
 
-use crate::journal::{Journal, JournalError, StageRecord, StopRequest};
+use crate::journal::{Journal, JournalError, StageRecord, Steering, StopRequest};
 use crate::notify::{NotifyHub, Subscription};
 use crate::progress::{Progress, ProgressSink};
 use crate::retry::RetryPolicy;
@@ -437,7 +437,7 @@ impl Engine {
         &self,
         run_id: String,
         abort_tx: watch::Sender<Option<Abort>>,
-        steer_tx: watch::Sender<(bool, i64)>,
+        steer_tx: watch::Sender<Steering>,
     ) -> tokio::task::JoinHandle<()> {
         let journal = self.journal.clone();
         let poll = self.options.kill_poll;
@@ -476,7 +476,7 @@ impl Engine {
         hub: &NotifyHub,
         abort_tx: watch::Sender<Option<Abort>>,
         abort_rx: watch::Receiver<Option<Abort>>,
-        steer_rx: watch::Receiver<(bool, i64)>,
+        steer_rx: watch::Receiver<Steering>,
     ) -> Result<ForwardEnd, EngineError> {
         let run_id = &context.run_id;
         let plan = &context.plan;

@@ -74,6 +74,18 @@ pub enum JournalError {
 #[error(transparent)]
 pub struct ObserverError(pub Box<dyn std::error::Error + Send + Sync>);
 
+/// How a run is steered from outside (`deployctl pause|promote`), as
+/// the run's watcher reads it for its stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// `pause`: each stage holds before its next step.
+    pub held: bool,
+    /// `promote` requests so far.
+    pub promotions: i64,
+    /// `promote --full`: the remaining steps are skipped.
+    pub full: bool,
+}
+
 /// Who asked a run to stop and roll back (the `kill_requested` column:
 /// 0 nobody; older journals wrote 1 for every request, read as a kill).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,7 +338,9 @@ CREATE TABLE IF NOT EXISTS runs (
     rollback_scope TEXT,
     rollback_final TEXT,
     held INTEGER NOT NULL DEFAULT 0,
-    promotions INTEGER NOT NULL DEFAULT 0
+    promotions INTEGER NOT NULL DEFAULT 0,
+    full_promotion INTEGER NOT NULL DEFAULT 0,
+    retry_of TEXT
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -858,13 +872,37 @@ impl Journal {
         })
     }
 
-    /// Whether the run is held, and how many promotions were asked for so
-    /// far (a stage in a pause compares it with the count at its start).
-    pub fn hold_state(&self, run_id: &str) -> Result<(bool, i64), JournalError> {
+    /// `deployctl promote RUN --full`: like `promote`, and from now on
+    /// every stage skips its remaining steps (pauses, gates, approvals,
+    /// partial weights) and goes straight to full promotion.
+    pub fn request_full_promotion(&self, run_id: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE runs SET held = 0, promotions = promotions + 1, full_promotion = 1 WHERE id = ?1",
+                )?
+                .execute(params![run_id])?;
+            if changed == 0 {
+                return Err(JournalError::UnknownRun(run_id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// How the run is steered now: held, how many promotions were asked
+    /// for so far (a stage in a pause compares it with the count at its
+    /// start), and whether a full promotion was.
+    pub fn hold_state(&self, run_id: &str) -> Result<Steering, JournalError> {
         self.with(|connection| {
             Ok(connection
-                .prepare_cached("SELECT held, promotions FROM runs WHERE id = ?1")?
-                .query_row(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))?)
+                .prepare_cached("SELECT held, promotions, full_promotion FROM runs WHERE id = ?1")?
+                .query_row(params![run_id], |row| {
+                    Ok(Steering {
+                        held: row.get(0)?,
+                        promotions: row.get(1)?,
+                        full: row.get(2)?,
+                    })
+                })?)
         })
     }
 
@@ -1338,6 +1376,8 @@ fn migrate(connection: &Connection) -> Result<(), JournalError> {
         ("rollback_final", "TEXT"),
         ("held", "INTEGER NOT NULL DEFAULT 0"),
         ("promotions", "INTEGER NOT NULL DEFAULT 0"),
+        ("full_promotion", "INTEGER NOT NULL DEFAULT 0"),
+        ("retry_of", "TEXT"),
     ] {
         if !columns.iter().any(|c| c == column) {
             connection.execute_batch(&format!(

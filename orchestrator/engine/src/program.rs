@@ -149,6 +149,49 @@ pub fn waves_at(ops: &[Op], cursor: usize) -> Option<crate::progress::WavesStart
     })
 }
 
+/// One step in the plan's words.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::Apply(action) => action.to_string(),
+        Op::StartWave { index, .. } => format!("start wave {}", index + 1),
+        Op::AwaitWave { index } => format!("wait for wave {} to report", index + 1),
+        Op::Pause(duration) => format!(
+            "pause {}",
+            deployctl_plan::duration::format_duration(*duration)
+        ),
+        Op::Gates(gates) => format!("analysis: {}", gates.join(", ")),
+        Op::Approval(name) => format!("approval {name}"),
+        Op::StartMonitors(gates) => format!("start background gates {}", gates.join(", ")),
+        Op::StopMonitors => "stop background gates".to_string(),
+    }
+}
+
+/// Whether `promote --full` skips `ops[cursor]`: every step before the
+/// promotion that only waits or measures (pauses, analysis, approvals,
+/// background gates) or shifts part of the traffic. What makes the
+/// release (deploy, the blue-green switch to 100 %, header routes, the
+/// promotion and what follows it, such as blue-green's scale-down delay
+/// and retirement) still runs. A program without a promotion (fleet
+/// waves: each wave must still be dispatched and judged) skips nothing.
+pub fn skipped_by_full_promotion(ops: &[Op], cursor: usize) -> bool {
+    let Some(promote) = ops
+        .iter()
+        .position(|op| matches!(op, Op::Apply(Action::Promote)))
+    else {
+        return false;
+    };
+    cursor < promote
+        && match &ops[cursor] {
+            Op::Apply(Action::SetWeight { percent }) => *percent < 100,
+            Op::Apply(_) | Op::StartWave { .. } | Op::AwaitWave { .. } => false,
+            Op::Pause(_)
+            | Op::Gates(_)
+            | Op::Approval(_)
+            | Op::StartMonitors(_)
+            | Op::StopMonitors => true,
+        }
+}
+
 /// The background gates running at `cursor` (started and not yet stopped).
 pub fn monitors_at(ops: &[Op], cursor: usize) -> Vec<String> {
     let mut active = Vec::new();
@@ -194,6 +237,14 @@ mod tests {
                 Op::Apply(Action::Promote),
             ]
         );
+        let skipped: Vec<bool> = (0..ops.len())
+            .map(|cursor| skipped_by_full_promotion(&ops, cursor))
+            .collect();
+        assert_eq!(
+            skipped,
+            [false, true, true, true, true, true, true, false],
+            "a full promotion keeps the deploy and the promotion only"
+        );
         assert_eq!(weight_at(&ops, 0), 0);
         assert_eq!(weight_at(&ops, 4), 20);
         assert_eq!(weight_at(&ops, 8), 100);
@@ -218,5 +269,11 @@ mod tests {
                 Op::Apply(Action::Retire),
             ]
         );
+        // A full promotion skips the analysis only: the switch, the
+        // scale-down delay (endpoint propagation) and retirement stay.
+        let skipped: Vec<bool> = (0..ops.len())
+            .map(|cursor| skipped_by_full_promotion(&ops, cursor))
+            .collect();
+        assert_eq!(skipped, [false, true, false, false, false, false]);
     }
 }

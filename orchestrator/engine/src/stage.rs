@@ -16,11 +16,14 @@ use crate::clock::now_ms;
 use crate::event::Event;
 use crate::executor::{Abort, EngineOptions, ProbeFactory};
 use crate::gate::{self, GateMonitor, GateResult};
-use crate::journal::{Journal, JournalError, StageRecord, StageUpdate};
+use crate::journal::{Journal, JournalError, StageRecord, StageUpdate, Steering};
 use crate::notify::NotifyHub;
 use crate::program::{self, Op};
 use crate::progress::{Progress, ProgressSink};
 use crate::state::StagePhase;
+
+/// How a step skipped by `deployctl promote --full` is described.
+const SKIPPED_BY_FULL_PROMOTION: &str = "skipped by `deployctl promote --full`";
 
 /// How a stage's forward run ended, if not in success.
 #[derive(Debug)]
@@ -48,9 +51,9 @@ pub(crate) struct StageDriver {
     pub(crate) options: EngineOptions,
     pub(crate) progress: ProgressSink,
     pub(crate) abort: watch::Receiver<Option<Abort>>,
-    /// (held, promotions so far): `deployctl pause` / `promote`, as the
-    /// run's journal watcher last read them.
-    pub(crate) steering: watch::Receiver<(bool, i64)>,
+    /// `deployctl pause` / `promote [--full]`, as the run's journal
+    /// watcher last read them.
+    pub(crate) steering: watch::Receiver<Steering>,
     pub(crate) notify: NotifyHub,
 }
 
@@ -176,10 +179,22 @@ impl StageDriver {
         for gate in program::monitors_at(&ops, cursor) {
             monitors.push(self.monitor(&gate)?);
         }
+        // Where this process began skipping steps for `promote --full`:
+        // the weight shown while skipping is the one set before it.
+        let mut full_from: Option<usize> = None;
         while cursor < ops.len() {
             // `deployctl pause`: hold before the next step, gates watching.
             self.guarded(self.hold(), &mut monitors).await??;
             let op = ops[cursor].clone();
+            if self.steering.borrow().full && program::skipped_by_full_promotion(&ops, cursor) {
+                // `promote --full`: no more analysis, so the background
+                // gates stop without their verdict.
+                monitors.clear();
+                let from = *full_from.get_or_insert(cursor);
+                cursor += 1;
+                self.skipped(cursor, &op, program::weight_at(&ops, from), ops.len())?;
+                continue;
+            }
             let detail = match op {
                 Op::Apply(action) => {
                     self.apply(cursor, &ops, &action, &mut monitors).await?;
@@ -220,8 +235,21 @@ impl StageDriver {
                         format!("paused {length}")
                     }
                 }
-                Op::Gates(names) => self.gates(&names, &mut monitors).await?,
-                Op::Approval(name) => self.approval(&name, &mut monitors).await?,
+                // A full promotion asked for while these wait ends the wait.
+                Op::Gates(names) => {
+                    let full = self.full_promotion();
+                    tokio::select! {
+                        result = self.gates(&names, &mut monitors) => result?,
+                        () = full => SKIPPED_BY_FULL_PROMOTION.to_string(),
+                    }
+                }
+                Op::Approval(name) => {
+                    let full = self.full_promotion();
+                    tokio::select! {
+                        result = self.approval(&name, &mut monitors) => result?,
+                        () = full => SKIPPED_BY_FULL_PROMOTION.to_string(),
+                    }
+                }
                 Op::StartMonitors(names) => {
                     for gate in &names {
                         monitors.push(self.monitor(gate)?);
@@ -231,23 +259,9 @@ impl StageDriver {
                 Op::StopMonitors => self.stop_monitors(&mut monitors).await?,
             };
             cursor += 1;
-            if !matches!(ops[cursor - 1], Op::Apply(_) | Op::StartWave { .. }) {
-                self.journal.transition(
-                    &self.run_id,
-                    &self.stage.name,
-                    &Event::Step {
-                        cursor: cursor as u32,
-                        detail: detail.clone(),
-                    },
-                    &StageUpdate {
-                        cursor: Some(cursor as u32),
-                        phase: Some(StagePhase::Progressing),
-                        pause_until: Some(None),
-                        ..StageUpdate::default()
-                    },
-                )?;
-            }
-            self.progress.emit(Progress::Step {
+            // A call's cursor was journaled with its outcome.
+            let journaled = matches!(ops[cursor - 1], Op::Apply(_) | Op::StartWave { .. });
+            let shown = Progress::Step {
                 run: self.run_id.clone(),
                 stage: self.stage.name.clone(),
                 step: cursor as u32,
@@ -255,7 +269,8 @@ impl StageDriver {
                 weight: program::weight_at(&ops, cursor),
                 waves: program::waves_at(&ops, cursor),
                 detail,
-            });
+            };
+            self.step_done(shown, !journaled)?;
         }
         self.enter(
             StagePhase::Succeeded,
@@ -268,6 +283,61 @@ impl StageDriver {
         Ok(())
     }
 
+    /// Resolves once `promote --full` was asked for (never, once the run's
+    /// watcher is gone).
+    fn full_promotion(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut steering = self.steering.clone();
+        async move {
+            if steering.wait_for(|now| now.full).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Journals step `cursor - 1` (`op`) as skipped by `promote --full` and
+    /// shows it, `weight` being what the target carries.
+    fn skipped(
+        &self,
+        cursor: usize,
+        op: &Op,
+        weight: u8,
+        steps: usize,
+    ) -> Result<(), JournalError> {
+        let shown = Progress::Step {
+            run: self.run_id.clone(),
+            stage: self.stage.name.clone(),
+            step: cursor as u32,
+            steps: steps as u32,
+            weight,
+            waves: None,
+            detail: format!("{} {SKIPPED_BY_FULL_PROMOTION}", program::describe(op)),
+        };
+        self.step_done(shown, true)
+    }
+
+    /// Journals a finished step (`shown` says which), unless its call's
+    /// outcome already moved the cursor, and shows it.
+    fn step_done(&self, shown: Progress, journal: bool) -> Result<(), JournalError> {
+        if journal && let Progress::Step { step, detail, .. } = &shown {
+            self.journal.transition(
+                &self.run_id,
+                &self.stage.name,
+                &Event::Step {
+                    cursor: *step,
+                    detail: detail.clone(),
+                },
+                &StageUpdate {
+                    cursor: Some(*step),
+                    phase: Some(StagePhase::Progressing),
+                    pause_until: Some(None),
+                    ..StageUpdate::default()
+                },
+            )?;
+        }
+        self.progress.emit(shown);
+        Ok(())
+    }
+
     /// Waits for `work` unless the run aborts or a background gate fails
     /// first. Every await of the stage goes through here.
     /// Waits out a pause of `remaining`, polling the journal (as for
@@ -276,8 +346,8 @@ impl StageDriver {
     async fn pause(&self, remaining: Duration) -> Result<bool, StageStop> {
         let deadline = tokio::time::Instant::now() + remaining;
         let mut steering = self.steering.clone();
-        let (_, promotions_at_start) = *steering.borrow();
-        let promoted = |(_, promotions): &(bool, i64)| *promotions > promotions_at_start;
+        let promotions_at_start = steering.borrow().promotions;
+        let promoted = |now: &Steering| now.promotions > promotions_at_start;
         let woken = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => None,
             result = steering.wait_for(promoted) => Some(result.is_ok()),
@@ -294,7 +364,7 @@ impl StageDriver {
         }
         // The time is up; a hold keeps the pause going until `promote`.
         let released = steering
-            .wait_for(|state| !state.0 || promoted(state))
+            .wait_for(|state| !state.held || promoted(state))
             .await
             .map(|state| promoted(&state));
         Ok(released.unwrap_or(false))
@@ -304,7 +374,7 @@ impl StageDriver {
     async fn hold(&self) -> Result<(), StageStop> {
         let mut steering = self.steering.clone();
         // A closed channel (the run's watcher is gone) holds nothing.
-        let _ = steering.wait_for(|(held, _)| !held).await;
+        let _ = steering.wait_for(|now| !now.held).await;
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 //! nothing.
 
 use crate::journal::{Journal, JournalError, RunRecord};
+use deployctl_plan::model::Strategy;
+
 use crate::state::StagePhase;
 
 /// What to do to a run in flight.
@@ -16,6 +18,10 @@ pub enum Steer {
     Pause,
     /// End the pause each stage is in now, and release a hold.
     Promote,
+    /// `promote --full`: as `Promote`, and every stage, now and later,
+    /// skips its remaining pauses, analysis, approvals and partial
+    /// weights, straight to full promotion.
+    PromoteFull,
 }
 
 impl Steer {
@@ -23,6 +29,7 @@ impl Steer {
         match self {
             Steer::Pause => "pause",
             Steer::Promote => "promote",
+            Steer::PromoteFull => "promote --full",
         }
     }
 }
@@ -36,11 +43,20 @@ pub enum Steered {
     /// Nothing changed, and why (already paused, nothing to promote, the
     /// run ended).
     NothingToDo(String),
+    /// Not done, and why: what was asked cannot be done to this run.
+    Refused(String),
 }
 
 /// Journals `verb` for `run` unless there is nothing to do. The caller has
-/// checked who may ask and audits what this returns.
-pub fn request(journal: &Journal, run: &RunRecord, verb: Steer) -> Result<Steered, JournalError> {
+/// checked who may ask and audits what this returns; `confirm` is asked
+/// last, just before a full promotion is journaled (its approval in a
+/// protected environment), and its refusal is returned as `Refused`.
+pub fn request(
+    journal: &Journal,
+    run: &RunRecord,
+    verb: Steer,
+    confirm: impl FnOnce() -> Result<(), String>,
+) -> Result<Steered, JournalError> {
     let name = verb.verb();
     if run.phase.is_terminal() {
         return Ok(Steered::NothingToDo(format!(
@@ -49,7 +65,8 @@ pub fn request(journal: &Journal, run: &RunRecord, verb: Steer) -> Result<Steere
             run.phase.as_str()
         )));
     }
-    let (held, _) = journal.hold_state(&run.id)?;
+    let steering = journal.hold_state(&run.id)?;
+    let held = steering.held;
     match verb {
         Steer::Pause if held => Ok(Steered::NothingToDo(format!(
             "run {} is already paused; nothing to do (`deployctl promote {}` moves it on)",
@@ -69,7 +86,47 @@ pub fn request(journal: &Journal, run: &RunRecord, verb: Steer) -> Result<Steere
             journal.request_promote(&run.id)?;
             Ok(Steered::Done { held })
         }
+        Steer::PromoteFull if steering.full => Ok(Steered::NothingToDo(format!(
+            "run {} is already fully promoted; nothing to do",
+            run.id
+        ))),
+        Steer::PromoteFull => {
+            if let Some(stage) = unfinished_waves(journal, run)? {
+                return Ok(Steered::Refused(format!(
+                    "stage `{stage}` of run {} releases to a fleet in waves, which a full promotion cannot skip (each wave must still be dispatched and judged); `deployctl promote {}` ends the current pause",
+                    run.id, run.id
+                )));
+            }
+            if let Err(refused) = confirm() {
+                return Ok(Steered::Refused(refused));
+            }
+            journal.request_full_promotion(&run.id)?;
+            Ok(Steered::Done { held })
+        }
     }
+}
+
+/// The first stage of the run that releases in waves and has not
+/// succeeded.
+fn unfinished_waves(journal: &Journal, run: &RunRecord) -> Result<Option<String>, JournalError> {
+    let Ok(loaded) = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()) else {
+        return Err(JournalError::Corrupt(format!(
+            "the plan recorded for run {} no longer validates",
+            run.id
+        )));
+    };
+    let stages = journal.stages(&run.id)?;
+    Ok(loaded
+        .plan
+        .stages
+        .iter()
+        .filter(|stage| matches!(stage.strategy, Strategy::Waves(_)))
+        .find(|stage| {
+            !stages
+                .iter()
+                .any(|record| record.name == stage.name && record.phase == StagePhase::Succeeded)
+        })
+        .map(|stage| stage.name.clone()))
 }
 
 /// What a request that was journaled does, for the person who asked.
@@ -85,6 +142,10 @@ pub fn said(run_id: &str, verb: Steer, held: bool) -> String {
             } else {
                 ""
             }
+        ),
+        Steer::PromoteFull => format!(
+            "run {run_id} fully promoted: every stage skips its remaining pauses, analysis, approvals and partial weights and goes straight to promotion{}",
+            if held { "; its hold is released" } else { "" }
         ),
     }
 }

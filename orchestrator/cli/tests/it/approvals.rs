@@ -101,6 +101,67 @@ fn approve(sandbox: &Sandbox, run: &str, user: &str, code: &str) -> crate::sandb
     ])
 }
 
+/// `promote RUN --full` in a protected environment skips the approval
+/// gate only with another person's MFA-verified approval: refused without
+/// one, refused when the approver is the requester (before any code is
+/// checked) or lacks the environment's approver role, accepted with
+/// bob's code; the run then goes straight to promotion, the gate's
+/// approval never given, and the trail names bob as the approver.
+#[test]
+fn a_full_promotion_in_a_protected_environment_needs_another_persons_approval() {
+    let sandbox = Sandbox::new("approvals-full-promotion");
+    let bob = enroll(&sandbox, "bob");
+    let frank = enroll(&sandbox, "frank");
+    let (running, run) = paused_run(&sandbox);
+    let promote = |extra: &[&str]| {
+        let mut args = vec!["--access", ACCESS, "promote", run.as_str(), "--full"];
+        args.extend_from_slice(extra);
+        sandbox.run(&args)
+    };
+    let alone = promote(&[]);
+    alone.expect_code(2);
+    assert!(
+        alone.stderr.contains("another person's approval"),
+        "{alone}"
+    );
+    let own = promote(&["--approver", "deployctl-test", "--code", "123456"]);
+    own.expect_code(2);
+    assert!(own.stderr.contains("four eyes"), "{own}");
+    let wrong_role = promote(&["--approver", "frank", "--code", &next_code(&frank)]);
+    wrong_role.expect_code(2);
+    assert!(
+        wrong_role.stderr.contains("release-approver"),
+        "{wrong_role}"
+    );
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Progressing");
+
+    let approved = promote(&["--approver", "bob", "--code", &next_code(&bob)]);
+    approved.expect_code(0);
+    assert!(approved.stderr.contains("fully promoted"), "{approved}");
+    running.wait(Duration::from_secs(30)).expect_code(0);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
+    assert_eq!(sandbox.sim("api").map(|s| s.stable), Some("2.0".into()));
+    let journal = sandbox.journal();
+    assert!(
+        journal
+            .approvers(&run, "prod-signoff")
+            .expect("approvers")
+            .is_empty(),
+        "the gate itself was skipped, not approved"
+    );
+    let shown = sandbox.run(&["--output", "json", "audit", "show", "--run", &run]);
+    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
+    let promoted: Vec<&serde_json::Value> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["what"]["action"] == "promote.requested")
+        .collect();
+    assert_eq!(promoted.len(), 1, "{promoted:?}");
+    assert_eq!(promoted[0]["who"]["operator"], "deployctl-test");
+    assert_eq!(promoted[0]["what"]["approver"], "bob", "{promoted:?}");
+}
+
 #[test]
 fn two_approvers_with_mfa_release_a_paused_production_run() {
     let sandbox = Sandbox::new("approvals-e2e");

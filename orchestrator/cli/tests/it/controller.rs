@@ -704,9 +704,21 @@ fn on_release(
     verb: &str,
     name: &str,
 ) -> crate::sandbox::Finished {
+    on_release_with(sandbox, cluster, user, &[verb], name)
+}
+
+/// [`on_release`] with the verb's own flags (`promote --full …`).
+fn on_release_with(
+    sandbox: &Sandbox,
+    cluster: &Cluster,
+    user: &str,
+    verb: &[&str],
+    name: &str,
+) -> crate::sandbox::Finished {
     let reference = cluster.reference(name);
     let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
-    let args = [verb, "--release", &reference, "--kubeconfig", kubeconfig];
+    let mut args = verb.to_vec();
+    args.extend(["--release", &reference, "--kubeconfig", kubeconfig]);
     let mut command = sandbox.command(&args);
     command.env("DEPLOYCTL_OPERATOR", user);
     sandbox
@@ -793,7 +805,7 @@ fn pause_and_promote_steer_a_release_through_the_controller() {
         .filter(|e| e.kind == "releaseRequestVerdict")
         .count();
     assert_eq!(judged, 4);
-    let (_, promotions) = journal.hold_state(&run).expect("hold state");
+    let promotions = journal.hold_state(&run).expect("hold state").promotions;
     assert_eq!(promotions, 1, "one promote, applied once");
 
     sandbox.run(&["audit", "verify"]).expect_code(0);
@@ -869,4 +881,62 @@ fn abort_on_a_release_puts_traffic_back_and_leaves_it_aborted() {
     assert!(second.stderr.contains("already ended"), "{second}");
     let run = status.run_id.expect("run ID");
     assert_eq!(sandbox.status(Some(&run))["phase"], "Aborted");
+}
+
+/// `promote --full --release` in the protected environment: refused
+/// without another person's approval, accepted with bob's code (verified
+/// by the controller); the Release goes straight to success, its 60 s
+/// pause skipped, and the trail names bob as the approver.
+#[test]
+fn a_full_promotion_of_a_release_needs_an_approver_in_a_protected_environment() {
+    let sandbox = Sandbox::new("controller-full");
+    let Some(cluster) = Cluster::test_server(&sandbox, "full") else {
+        return;
+    };
+    let bob = enroll(&sandbox, "bob");
+    let _controller = cluster.controller(&sandbox, &["--access", ACCESS]);
+    cluster.create("full", &production_canary("60s"), "deployctl-test");
+    cluster.wait_status("full", Duration::from_secs(90), "20 %", |s| {
+        s.stages.first().is_some_and(|stage| stage.weight == 20)
+    });
+    let alone = on_release_with(
+        &sandbox,
+        &cluster,
+        "deployctl-test",
+        &["promote", "--full"],
+        "full",
+    );
+    alone.expect_code(2);
+    assert!(
+        alone.stderr.contains("another person's approval"),
+        "{alone}"
+    );
+    let code = next_code(&bob);
+    let approved = on_release_with(
+        &sandbox,
+        &cluster,
+        "deployctl-test",
+        &["promote", "--full", "--approver", "bob", "--code", &code],
+        "full",
+    );
+    approved.expect_code(0);
+    assert!(approved.stderr.contains("fully promoted"), "{approved}");
+    let done = cluster.wait_status(
+        "full",
+        Duration::from_secs(30),
+        "the release succeeded long before its 60 s pause",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert_eq!(sandbox.sim("api").map(|s| s.stable), Some("2.0".into()));
+    let run = done.run_id.expect("run ID");
+    let shown = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
+    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
+    let promoted: Vec<&serde_json::Value> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["what"]["action"] == "promote.requested")
+        .collect();
+    assert_eq!(promoted.len(), 1, "{promoted:?}");
+    assert_eq!(promoted[0]["what"]["approver"], "bob", "{promoted:?}");
 }

@@ -431,6 +431,92 @@ fn promote_ends_the_current_pause_of_a_run_driven_elsewhere() {
     assert!(again.stderr.contains("already ended"), "{again}");
 }
 
+/// `promote RUN --full` from another process skips every remaining step
+/// (pauses, the partial weight, the analysis, the background gate) of a
+/// run in its first pause: the run ends at once on the new version, the
+/// skipped steps are journaled as such, no call for them was made, and
+/// a second `--full` has nothing to do.
+#[test]
+fn promote_full_skips_the_remaining_steps_of_a_run_driven_elsewhere() {
+    let sandbox = Sandbox::new("runs-promote-full");
+    let apply = sandbox.spawn(&[
+        "apply",
+        "tests/fixtures/plans/valid/run-full-promotion.yaml",
+        "--yes",
+    ]);
+    let mut run = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the first 30 s pause has begun",
+        || {
+            let Some(id) = sandbox.run_ids().into_iter().next() else {
+                return false;
+            };
+            let status = sandbox.status(Some(&id));
+            run = id;
+            status["stages"][0]["now"]["pauseLeftMs"].is_i64()
+        },
+    );
+    let promoted = sandbox.run(&["promote", &run, "--full"]);
+    promoted.expect_code(0);
+    assert!(promoted.stderr.contains("fully promoted"), "{promoted}");
+    // Long before the first pause is up, the run has ended.
+    apply.wait(Duration::from_secs(20)).expect_code(0);
+    assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
+    assert_on(&sandbox, "api", "1.6.0");
+    let events = sandbox.journal().events(&run).expect("events");
+    let calls: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "callIntent")
+        .map(|e| e.data["action"].to_string())
+        .collect();
+    assert!(
+        !calls.iter().any(|c| c.contains("50")),
+        "the 50 % step was never applied: {calls:?}"
+    );
+    let skipped: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "step")
+        .filter_map(|e| e.data["detail"].as_str())
+        .filter(|d| d.contains("skipped by `deployctl promote --full`"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(skipped.len(), 4, "{skipped:?}");
+    for step in [
+        "set weight 50%",
+        "pause 30s",
+        "analysis: api-health",
+        "stop background gates",
+    ] {
+        assert!(
+            skipped.iter().any(|s| s.starts_with(step)),
+            "{step}: {skipped:?}"
+        );
+    }
+    let records = sandbox.run(&[
+        "audit",
+        "show",
+        "--run",
+        &run,
+        "--action",
+        "promote.requested",
+        "--output",
+        "json",
+    ]);
+    let records: serde_json::Value = serde_json::from_str(&records.stdout).unwrap();
+    let records = records.as_array().expect("records");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0]["what"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("full promotion")),
+        "{records:?}"
+    );
+    let again = sandbox.run(&["promote", &run, "--full"]);
+    again.expect_code(0);
+    assert!(again.stderr.contains("already ended"), "{again}");
+}
+
 /// `pause RUN` holds a run past the end of its pause until `promote`; a
 /// second `pause` changes nothing; `status` says the run is held.
 #[test]

@@ -208,7 +208,7 @@ async fn a_platform_lock_taken_from_a_live_run_holds_it_before_its_next_step() {
     });
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert!(
-        harness.journal.hold_state(&harness.run_id).unwrap().0,
+        harness.journal.hold_state(&harness.run_id).unwrap().held,
         "the run is held"
     );
     assert_eq!(harness.observed("api").await.2, 10, "nothing moved");

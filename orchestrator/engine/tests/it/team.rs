@@ -255,7 +255,7 @@ async fn a_team_lock_broken_under_a_live_run_holds_it_before_its_next_step() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert!(
-        harness.journal.hold_state(&harness.run_id).unwrap().0,
+        harness.journal.hold_state(&harness.run_id).unwrap().held,
         "the run is held"
     );
     assert_eq!(
