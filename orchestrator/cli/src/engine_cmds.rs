@@ -271,6 +271,8 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
     let initiator = deployctl_engine::run::initiator();
     let plan_file = plan_file.to_string();
     let json = options.json;
+    let retry_of = options.retry_of.map(str::to_string);
+    let link_journal = journal.clone();
     let context = RunContext {
         run_id: run_id.clone(),
         plan: Arc::new(loaded.plan.clone()),
@@ -298,6 +300,15 @@ pub fn apply(loaded: &Loaded, plan_file: &str, options: &Options<'_>) -> u8 {
                         audit_refusal(&audit, &initiator, &context, refusal);
                     }
                     return Err(error);
+                }
+                if let Some(old) = &retry_of
+                    && let Err(error) = link_journal.link_retry(&context.run_id, old)
+                {
+                    // The trail's `retry.requested` still names both.
+                    eprintln!(
+                        "warning: run {} is not linked to run {old} in the journal: {error}",
+                        context.run_id
+                    );
                 }
                 if !json {
                     eprintln!("Run {} started.", context.run_id);
@@ -811,6 +822,7 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
             Err(code) => return code,
         };
         let stages = journal.stages(&record.id).unwrap_or_default();
+        let retries = journal.retries_of(&record.id).unwrap_or_default();
         let now = crate::run_now::stages_now(
             &record,
             &stages,
@@ -828,15 +840,17 @@ pub fn status(run: Option<&str>, watch: bool, options: &Options<'_>) -> u8 {
             };
             outln!(
                 "{}",
-                serde_json::to_string_pretty(&runs::status_json(&record, &stages, &events, &now))
-                    .unwrap_or_default()
+                serde_json::to_string_pretty(&runs::status_json(
+                    &record, &stages, &events, &now, &retries
+                ))
+                .unwrap_or_default()
             );
         } else {
             if redraw {
                 // Home and clear: each refresh replaces the last one.
                 out!("\x1b[H\x1b[2J");
             }
-            out!("{}", runs::status_text(&record, &stages, &now));
+            out!("{}", runs::status_text(&record, &stages, &now, &retries));
         }
         if !watch || record.phase.is_terminal() {
             return runs::exit_code(record.phase, record.rollback_incomplete);

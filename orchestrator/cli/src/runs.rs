@@ -20,11 +20,13 @@ pub fn is_interrupted(run: &RunRecord) -> bool {
     (!run.phase.is_terminal() || run.rollback_incomplete) && !owner_alive(run)
 }
 
+/// `retries`: the runs that start this one again (`deployctl retry`).
 pub fn status_json(
     run: &RunRecord,
     stages: &[StageRecord],
     events: &[EventRecord],
     now: &BTreeMap<String, StageNow>,
+    retries: &[String],
 ) -> serde_json::Value {
     let last = last_events(events);
     serde_json::json!({
@@ -43,6 +45,8 @@ pub fn status_json(
         "rollbackIncomplete": run.rollback_incomplete,
         "interrupted": is_interrupted(run),
         "held": run.held && !run.phase.is_terminal(),
+        "retryOf": run.retry_of,
+        "retriedAs": retries,
         "lastEvent": last.get(&None),
         "stages": stages.iter().map(|stage| serde_json::json!({
             "name": stage.name,
@@ -63,6 +67,7 @@ pub fn status_text(
     run: &RunRecord,
     stages: &[StageRecord],
     now: &BTreeMap<String, StageNow>,
+    retries: &[String],
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -77,6 +82,12 @@ pub fn status_text(
     );
     if let Some(outcome) = &run.outcome {
         let _ = writeln!(out, "  {outcome}");
+    }
+    if let Some(old) = &run.retry_of {
+        let _ = writeln!(out, "  Retries run {old} (`deployctl status {old}`).");
+    }
+    if !retries.is_empty() {
+        let _ = writeln!(out, "  Retried as run {}.", retries.join(", "));
     }
     if run.rollback_incomplete {
         let _ = writeln!(

@@ -449,6 +449,7 @@ fn as_run_record(shared: &SharedRun) -> RunRecord {
         rollback_scope: None,
         rollback_final: None,
         held: false,
+        retry_of: None,
     }
 }
 

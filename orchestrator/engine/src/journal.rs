@@ -152,6 +152,8 @@ pub struct RunRecord {
     pub rollback_final: Option<RunPhase>,
     /// Held by `deployctl pause` until `deployctl promote`.
     pub held: bool,
+    /// The run this one starts again (`deployctl retry`).
+    pub retry_of: Option<String>,
 }
 
 /// Which runs `history` lists; `None` fields match every run.
@@ -872,6 +874,33 @@ impl Journal {
         })
     }
 
+    /// Links a run to the run it starts again (`deployctl retry OLD`), so
+    /// `status` of either names the other.
+    pub fn link_retry(&self, run_id: &str, retry_of: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached("UPDATE runs SET retry_of = ?2 WHERE id = ?1")?
+                .execute(params![run_id, retry_of])?;
+            if changed == 0 {
+                return Err(JournalError::UnknownRun(run_id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// The runs that start `run_id` again, oldest first.
+    pub fn retries_of(&self, run_id: &str) -> Result<Vec<String>, JournalError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT id FROM runs WHERE retry_of = ?1 ORDER BY created_at, id",
+            )?;
+            let ids = statement
+                .query_map(params![run_id], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(ids)
+        })
+    }
+
     /// `deployctl promote RUN --full`: like `promote`, and from now on
     /// every stage skips its remaining steps (pauses, gates, approvals,
     /// partial weights) and goes straight to full promotion.
@@ -1390,7 +1419,7 @@ fn migrate(connection: &Connection) -> Result<(), JournalError> {
 
 const RUN_COLUMNS: &str = "id, plan_name, environment, plan_file, plan_digest, plan_source, initiator, mode, \
      phase, created_at, updated_at, owner_pid, owner_host, heartbeat_at, kill_requested, \
-     rollback_incomplete, outcome, rollback_scope, rollback_final, held";
+     rollback_incomplete, outcome, rollback_scope, rollback_final, held, retry_of";
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let phase: String = row.get(8)?;
@@ -1424,6 +1453,7 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
             .as_deref()
             .and_then(RunPhase::parse),
         held: row.get(19)?,
+        retry_of: row.get(20)?,
     })
 }
 

@@ -619,6 +619,17 @@ fn retry_starts_a_finished_run_again_from_its_recorded_plan() {
         sandbox.status(Some(&old))["planDigest"]
     );
     assert_on(&sandbox, "api", "1.6.0");
+    // The journal links the two: each run's status names the other.
+    assert_eq!(sandbox.status(Some(&new))["retryOf"], old.as_str());
+    assert_eq!(
+        sandbox.status(Some(&old))["retriedAs"],
+        serde_json::json!([new.clone()])
+    );
+    let text = sandbox.run(&["status", &new]);
+    assert!(
+        text.stdout.contains(&format!("Retries run {old}")),
+        "{text}"
+    );
     let link = sandbox.run(&[
         "audit",
         "show",
