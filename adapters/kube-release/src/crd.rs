@@ -49,7 +49,7 @@ pub struct ReleaseSpec {
     /// verdict to `status.approvals`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalEntry>,
-    /// Rollout verbs asked of the run (`deployctl pause|promote|abort
+    /// Rollout verbs asked of the run (`deployctl pause|promote|abort|retry
     /// --release`); the controller judges each entry once, as it does an
     /// approval, and writes its verdict to `status.requests`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -101,6 +101,9 @@ pub enum RequestVerb {
     PromoteFull,
     /// Traffic back to stable; the Release is left Aborted.
     Abort,
+    /// Start a rolled-back, failed, aborted or killed run again, as a new
+    /// run of the same recorded plan; the Release then reports that run.
+    Retry,
 }
 
 impl RequestVerb {
@@ -110,6 +113,7 @@ impl RequestVerb {
             RequestVerb::Promote => "promote",
             RequestVerb::PromoteFull => "promoteFull",
             RequestVerb::Abort => "abort",
+            RequestVerb::Retry => "retry",
         }
     }
 
@@ -119,6 +123,7 @@ impl RequestVerb {
             "promote" => RequestVerb::Promote,
             "promoteFull" => RequestVerb::PromoteFull,
             "abort" => RequestVerb::Abort,
+            "retry" => RequestVerb::Retry,
             _ => return None,
         })
     }

@@ -163,8 +163,9 @@ struct InCluster {
     wait: u64,
 }
 
-/// `pause|promote|abort --release NS/NAME`: ask the in-cluster controller
-/// to do it to a Release's run, instead of this machine's journal.
+/// `pause|promote|abort|retry --release NS/NAME`: ask the in-cluster
+/// controller to do it to a Release's run, instead of this machine's
+/// journal.
 #[derive(clap::Args)]
 struct OnRelease {
     /// The Release (NAMESPACE/NAME) whose run to act on, instead of a run
@@ -356,11 +357,14 @@ enum Command {
     /// Start a rolled-back, failed, aborted or killed run again, as a new
     /// run, from the plan and digest recorded with it.
     Retry {
-        /// The run to start again.
-        run: String,
+        /// The run to start again (or `--release NS/NAME`).
+        #[arg(required_unless_present = "release")]
+        run: Option<String>,
         /// Do not ask for confirmation (never asked when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        on_release: OnRelease,
     },
     /// Hold a run where it stands: each stage stops before its next step
     /// and stays in a pause past its end, gates still watching, until
@@ -688,7 +692,15 @@ fn main() -> ExitCode {
                 engine_cmds::abort(run, &run_options(*yes))
             })
         }),
-        Command::Retry { run, yes } => engine_cmds::retry(run, &run_options(*yes)),
+        Command::Retry {
+            run,
+            yes,
+            on_release,
+        } => on_release.request(RequestVerb::Retry).unwrap_or_else(|| {
+            run.as_deref().map_or(exit::INVALID_INPUT, |run| {
+                engine_cmds::retry(run, &run_options(*yes))
+            })
+        }),
         Command::Pause { run, on_release } => {
             on_release.request(RequestVerb::Pause).unwrap_or_else(|| {
                 run.as_deref().map_or(exit::INVALID_INPUT, |run| {

@@ -511,13 +511,49 @@ fn find_run(shared: &Shared, release: &Release) -> Result<Option<RunRecord>, Str
     if let Some(id) = release.status.as_ref().and_then(|s| s.run_id.as_deref())
         && let Ok(run) = shared.journal.run(id)
     {
-        return Ok(Some(run));
+        return newest_retry(shared, run).map(Some);
     }
     let key = run_key(shared.releases.namespace(), release);
-    shared
+    let first = shared
         .journal
         .run_of_plan_file(&key)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    first.map(|run| newest_retry(shared, run)).transpose()
+}
+
+/// The newest run that starts `run` again (`retry` requests), or `run`.
+fn newest_retry(shared: &Shared, mut run: RunRecord) -> Result<RunRecord, String> {
+    while let Some(newer) = shared
+        .journal
+        .retries_of(&run.id)
+        .map_err(|e| e.to_string())?
+        .pop()
+    {
+        run = shared.journal.run(&newer).map_err(|e| e.to_string())?;
+    }
+    Ok(run)
+}
+
+/// The journal events of `run` and of every run it retries: where the
+/// verdicts on the Release's approval and request entries are kept, so
+/// an entry judged for an earlier run is never judged again. `own` are
+/// `run`'s own events, when already read.
+pub(crate) fn release_events(
+    shared: &Shared,
+    run: &RunRecord,
+    own: Option<Vec<EventRecord>>,
+) -> Result<Vec<EventRecord>, String> {
+    let mut events = match own {
+        Some(events) => events,
+        None => shared.journal.events(&run.id).map_err(|e| e.to_string())?,
+    };
+    let mut older = run.retry_of.clone();
+    while let Some(id) = older {
+        let run = shared.journal.run(&id).map_err(|e| e.to_string())?;
+        events.extend(shared.journal.events(&id).map_err(|e| e.to_string())?);
+        older = run.retry_of;
+    }
+    Ok(events)
 }
 
 /// One Release, once: start its run, resume it, verify new approvals,
@@ -600,7 +636,15 @@ async fn reconcile(
         eprintln!("Release {name} deleted: killing run {} (rollback)", run.id);
     }
     judge_approvals(shared, release, &run).await?;
-    requests::judge_requests(shared, release, &run).await?;
+    if let Some((retried, with_finalizer)) =
+        requests::judge_requests(shared, drivers, release, &run).await?
+    {
+        // A `retry` started a new run: the Release now reports that one.
+        let latest = with_finalizer.as_ref().unwrap_or(release);
+        let status = status_of_run(shared, latest, &retried)?;
+        let written = write_status(shared, latest, status, is_leader).await?;
+        return Ok(Reconciled::unsettled(written.or(with_finalizer)));
+    }
     let status = status_of_run(shared, release, &run.id)?;
     let written = write_status(shared, release, status, is_leader).await?;
     // A finished run has nothing left for a deletion to undo: let the
@@ -743,7 +787,51 @@ async fn start(
     };
     let initiator = initiator_of(release).map_err(refuse)?;
     operator_allowed(shared, &initiator, &loaded.plan.metadata.environment).map_err(refuse)?;
-    let key = run_key(&namespace, release);
+    let launched = Launch {
+        key: run_key(&namespace, release),
+        initiator: &initiator,
+        loaded: &loaded,
+        retry_of: None,
+    };
+    launch(shared, drivers, release, &launched).await
+}
+
+/// A run about to be started for a Release: its journal key, who starts
+/// it, its plan, and the run it starts again (a `retry` request).
+pub(crate) struct Launch<'a> {
+    pub(crate) key: String,
+    pub(crate) initiator: &'a str,
+    pub(crate) loaded: &'a deployctl_plan::Loaded,
+    pub(crate) retry_of: Option<&'a str>,
+}
+
+/// Wires, guards with the finalizer, records and drives a Release's run.
+/// Returns the run ID and the object as the finalizer patch left it, or
+/// why nothing started.
+pub(crate) async fn launch(
+    shared: &Arc<Shared>,
+    drivers: &Drivers,
+    release: &Release,
+    launched: &Launch<'_>,
+) -> Result<(String, Option<Release>), NotStarted> {
+    let namespace = shared.releases.namespace().to_string();
+    let name = release.name_any();
+    let Launch {
+        key,
+        initiator,
+        loaded,
+        retry_of,
+    } = launched;
+    let refuse = |message: String| {
+        let mut status = not_started(
+            ReleasePhase::Refused,
+            format!("{message}. Nothing was touched."),
+            Vec::new(),
+        );
+        status.initiator = Some(initiator.to_string());
+        NotStarted::Status(status)
+    };
+    let key = key.clone();
     let plan = loaded.plan.clone();
     let wiring_key = key.clone();
     let caller = shared.audit.caller.clone();
@@ -777,7 +865,16 @@ async fn start(
         mode: RunMode::Apply,
     };
     match shared.engine.start(&context, &request).await {
-        Ok(_) => {}
+        Ok(_) => {
+            if let Some(old) = retry_of
+                && let Err(error) = shared.journal.link_retry(&run_id, old)
+            {
+                // Repaired when the retry request is judged again.
+                return Err(NotStarted::Retry(format!(
+                    "run {run_id} started, not yet linked to run {old}: {error}"
+                )));
+            }
+        }
         Err(EngineError::Refused(refusal)) => {
             deployctl_trail::audit_refusal(&shared.audit, &run_initiator, &context, &refusal);
             return Err(refuse(refusal.to_string()));
@@ -796,7 +893,7 @@ async fn start(
 }
 
 /// Why a Release's run did not start.
-enum NotStarted {
+pub(crate) enum NotStarted {
     /// For good, until the spec changes: the status says why (`Invalid`,
     /// `Refused`).
     Status(ReleaseStatus),
@@ -905,7 +1002,7 @@ async fn judge_approvals(
     if release.spec.approvals.is_empty() {
         return Ok(());
     }
-    let events = shared.journal.events(&run.id).map_err(|e| e.to_string())?;
+    let events = release_events(shared, run, None)?;
     let decided = verdicts(&events);
     for (index, entry) in release.spec.approvals.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
@@ -1071,6 +1168,12 @@ fn status_of_run(
             }
         }
     }
+    // Verdicts reached for the runs this one retries count too.
+    let decided = if run.retry_of.is_some() {
+        release_events(shared, &run, Some(events))?
+    } else {
+        events
+    };
     Ok(ReleaseStatus {
         phase: Some(phase),
         run_id: Some(run_id.to_string()),
@@ -1080,8 +1183,8 @@ fn status_of_run(
         initiator: Some(deployctl_approvals::initiator_user(&run.initiator).to_string()),
         stages: stages.iter().map(stage_status).collect(),
         pending_approvals: pending.into_values().collect(),
-        approvals: verdicts(&events).into_values().collect(),
-        requests: requests::verdicts(&events).into_values().collect(),
+        approvals: verdicts(&decided).into_values().collect(),
+        requests: requests::verdicts(&decided).into_values().collect(),
     })
 }
 

@@ -19,7 +19,10 @@ use deployctl_engine::steering::{self, Steer, Steered};
 use deployctl_kube_release::kube::ResourceExt;
 use deployctl_kube_release::{Release, RequestEntry, RequestVerb, RequestVerdict, Verdict};
 
+use deployctl_engine::state::RunPhase;
+
 use crate::Shared;
+use crate::drivers::Drivers;
 
 /// Verdicts already reached on this run's Release requests, by index.
 pub(crate) fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, RequestVerdict> {
@@ -51,16 +54,20 @@ pub(crate) fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, RequestVerdict> 
 }
 
 /// Acts on every request entry that has no verdict yet, in order, and
-/// journals each verdict.
+/// journals each verdict (on the run it was judged for). Returns the new
+/// run a `retry` started, with the object as its finalizer patch left it;
+/// the entries after it wait for the next reconcile, which judges them
+/// against that run.
 pub(crate) async fn judge_requests(
     shared: &Arc<Shared>,
+    drivers: &Drivers,
     release: &Release,
     run: &RunRecord,
-) -> Result<(), String> {
+) -> Result<Option<(String, Option<Release>)>, String> {
     if release.spec.requests.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let events = shared.journal.events(&run.id).map_err(|e| e.to_string())?;
+    let events = crate::release_events(shared, run, None)?;
     let decided = verdicts(&events);
     let label = format!("{}/{}", shared.releases.namespace(), release.name_any());
     for (index, entry) in release.spec.requests.iter().enumerate() {
@@ -71,7 +78,12 @@ pub(crate) async fn judge_requests(
         // The run as it is now: an earlier entry of this pass (an abort)
         // may have changed it.
         let now = shared.journal.run(&run.id).map_err(|e| e.to_string())?;
-        let (verdict, reason) = judge(shared, &label, index, entry, &now).await?;
+        let (verdict, reason, retried) = if entry.verb == RequestVerb::Retry {
+            retry(shared, drivers, release, &label, index, entry, &now).await?
+        } else {
+            let (verdict, reason) = judge(shared, &label, index, entry, &now).await?;
+            (verdict, reason, None)
+        };
         eprintln!(
             "Release {label}: {} by {}: {verdict:?} ({reason})",
             entry.verb.as_str(),
@@ -92,8 +104,104 @@ pub(crate) async fn judge_requests(
             .journal
             .append_run_event(&run.id, &event)
             .map_err(|e| e.to_string())?;
+        if retried.is_some() {
+            return Ok(retried);
+        }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// `retry`: a new run of the Release from the plan and digest recorded
+/// with its ended run, keyed by the request (`…#retry-INDEX`), so a
+/// request judged again after a crash finds the run it started instead
+/// of starting a second. The asker becomes the new run's initiator (the
+/// four-eyes rule compares approvers with them) and must be an operator
+/// who may apply in the environment.
+async fn retry(
+    shared: &Arc<Shared>,
+    drivers: &Drivers,
+    release: &Release,
+    label: &str,
+    index: u32,
+    entry: &RequestEntry,
+    run: &RunRecord,
+) -> Result<(Verdict, String, Option<(String, Option<Release>)>), String> {
+    let asked = format!("asked on Release {label} (spec.requests[{index}])");
+    let key = format!(
+        "{}#retry-{index}",
+        crate::run_key(shared.releases.namespace(), release)
+    );
+    if let Some(started) = shared
+        .journal
+        .run_of_plan_file(&key)
+        .map_err(|e| e.to_string())?
+    {
+        if started.retry_of.is_none() {
+            shared
+                .journal
+                .link_retry(&started.id, &run.id)
+                .map_err(|e| e.to_string())?;
+        }
+        let said = format!("run {} retried as run {}", run.id, started.id);
+        return Ok((Verdict::Accepted, said, Some((started.id, None))));
+    }
+    if !run.phase.is_terminal() || run.rollback_incomplete {
+        return Ok((
+            Verdict::Refused,
+            format!(
+                "run {} has not ended ({}); retry starts a finished run again (`abort` it first)",
+                run.id,
+                run.phase.as_str()
+            ),
+            None,
+        ));
+    }
+    if run.phase == RunPhase::Succeeded {
+        let said = format!("run {} succeeded; nothing to retry", run.id);
+        return Ok((Verdict::Accepted, said, None));
+    }
+    if let Err(reason) = may(shared, entry, &deployctl_policy::Action::Apply, run) {
+        let what = What::new(AuditAction::PolicyDenied)
+            .run(&run.id)
+            .detail(format!("retry, {asked}"));
+        shared
+            .audit
+            .record_or_warn(&entry.user, what, Outcome::denied(reason.clone()));
+        return Ok((Verdict::Refused, reason, None));
+    }
+    let loaded = match deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()) {
+        Ok(loaded) if loaded.plan.digest == run.plan_digest => loaded,
+        _ => {
+            let why = format!(
+                "the plan recorded with run {} no longer loads to its digest; not retried",
+                run.id
+            );
+            return Ok((Verdict::Refused, why, None));
+        }
+    };
+    let launched = crate::Launch {
+        key,
+        initiator: &entry.user,
+        loaded: &loaded,
+        retry_of: Some(&run.id),
+    };
+    match crate::launch(shared, drivers, release, &launched).await {
+        Ok((new_run, with_finalizer)) => {
+            shared.audit.record_or_warn(
+                &entry.user,
+                What::new(AuditAction::RetryRequested)
+                    .run(&run.id)
+                    .detail(format!("retried as run {new_run}, {asked}")),
+                Outcome::ok(),
+            );
+            let said = format!("run {} retried as run {new_run}", run.id);
+            Ok((Verdict::Accepted, said, Some((new_run, with_finalizer))))
+        }
+        Err(crate::NotStarted::Status(status)) => {
+            Ok((Verdict::Refused, status.message.unwrap_or_default(), None))
+        }
+        Err(crate::NotStarted::Retry(message)) => Err(message),
+    }
 }
 
 /// One entry: who asks, whether they may, then the verb. A journal error
@@ -122,6 +230,8 @@ async fn judge(
         RequestVerb::Promote => Steer::Promote,
         RequestVerb::PromoteFull => Steer::PromoteFull,
         RequestVerb::Abort => return abort(shared, &asked, entry, run),
+        // Judged by `retry`, which may start a run.
+        RequestVerb::Retry => return Err("a retry is judged by `retry`".into()),
     };
     let (steered, approved_by) = steer_blocking(shared, steer, entry, run).await?;
     let held = match steered {
@@ -229,17 +339,29 @@ fn abort(
 /// The operator rule of `deployctl pause|promote|abort RUN`: pausing and
 /// promoting steer a run, aborting rolls it back.
 fn may_steer(shared: &Shared, entry: &RequestEntry, run: &RunRecord) -> Result<(), String> {
-    if !shared.access_file.exists() {
-        return Ok(());
-    }
-    let access = deployctl_policy::Access::load(&shared.access_file).map_err(|e| e.to_string())?;
     let action = match entry.verb {
         RequestVerb::Pause | RequestVerb::Promote | RequestVerb::PromoteFull => {
             deployctl_policy::Action::Steer
         }
         RequestVerb::Abort => deployctl_policy::Action::Rollback,
+        RequestVerb::Retry => deployctl_policy::Action::Apply,
     };
-    let decision = access.may(&entry.user, &action, &run.environment);
+    may(shared, entry, &action, run)
+}
+
+/// Whether the asker may do `action` in the run's environment, by the
+/// controller's access file (none: anyone may, as for the initiator).
+fn may(
+    shared: &Shared,
+    entry: &RequestEntry,
+    action: &deployctl_policy::Action,
+    run: &RunRecord,
+) -> Result<(), String> {
+    if !shared.access_file.exists() {
+        return Ok(());
+    }
+    let access = deployctl_policy::Access::load(&shared.access_file).map_err(|e| e.to_string())?;
+    let decision = access.may(&entry.user, action, &run.environment);
     if decision.allowed {
         Ok(())
     } else {

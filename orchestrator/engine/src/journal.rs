@@ -1414,6 +1414,8 @@ fn migrate(connection: &Connection) -> Result<(), JournalError> {
             ))?;
         }
     }
+    // After the column exists in an older journal too.
+    connection.execute_batch("CREATE INDEX IF NOT EXISTS runs_by_retry_of ON runs(retry_of)")?;
     Ok(())
 }
 

@@ -854,7 +854,9 @@ fn pause_and_promote_steer_a_release_through_the_controller() {
 }
 
 /// `abort --release`: traffic back to stable and the Release left Aborted
-/// (not Killed); a second abort says the run already ended.
+/// (not Killed); a second abort says the run already ended. Then `retry
+/// --release` runs the Release again as a new, linked run, which the
+/// earlier aborts do not touch.
 #[test]
 fn abort_on_a_release_puts_traffic_back_and_leaves_it_aborted() {
     let sandbox = Sandbox::new("controller-abort");
@@ -881,6 +883,50 @@ fn abort_on_a_release_puts_traffic_back_and_leaves_it_aborted() {
     assert!(second.stderr.contains("already ended"), "{second}");
     let run = status.run_id.expect("run ID");
     assert_eq!(sandbox.status(Some(&run))["phase"], "Aborted");
+
+    // `retry --release`: a new run of the recorded plan, linked to the
+    // aborted one; the abort asked before is not applied to it again.
+    let retried = on_release(&sandbox, &cluster, "deployctl-test", "retry", "aborted");
+    retried.expect_code(0);
+    assert!(retried.stderr.contains("retried as run"), "{retried}");
+    let again = cluster.wait_status(
+        "aborted",
+        Duration::from_secs(60),
+        "the retry at 20 %",
+        |s| {
+            s.run_id.as_deref() != Some(run.as_str())
+                && s.stages.first().is_some_and(|stage| stage.weight == 20)
+        },
+    );
+    let new = again.run_id.clone().expect("the new run");
+    assert_eq!(sandbox.status(Some(&new))["retryOf"], run.as_str());
+    on_release(&sandbox, &cluster, "deployctl-test", "promote", "aborted").expect_code(0);
+    let done = cluster.wait_status(
+        "aborted",
+        Duration::from_secs(60),
+        "the retried release succeeded",
+        phase_is(ReleasePhase::Succeeded),
+    );
+    assert_eq!(done.run_id.as_deref(), Some(new.as_str()));
+    assert_eq!(sandbox.sim("api").map(|s| s.stable), Some("2.0".into()));
+    let verdicts: Vec<(&str, Verdict)> = done
+        .requests
+        .iter()
+        .map(|v| (v.verb.as_str(), v.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("abort", Verdict::Accepted),
+            ("abort", Verdict::Accepted),
+            ("retry", Verdict::Accepted),
+            ("promote", Verdict::Accepted),
+        ]
+    );
+    assert_eq!(sandbox.run_ids().len(), 2, "one retry, one new run");
+    let twice = on_release(&sandbox, &cluster, "deployctl-test", "retry", "aborted");
+    twice.expect_code(0);
+    assert!(twice.stderr.contains("nothing to retry"), "{twice}");
 }
 
 /// `promote --full --release` in the protected environment: refused
