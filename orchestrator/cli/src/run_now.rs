@@ -32,6 +32,20 @@ pub struct StageNow {
     /// The last gate verdict's measured values, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_gate_values: Option<GateValues>,
+    /// The gates measuring now (the analysis step's, the background
+    /// ones), each with its totals and latest measurement.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub measuring: Vec<Measuring>,
+}
+
+/// A gate measuring now, as its latest measurement left it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Measuring {
+    #[serde(flatten)]
+    pub live: deployctl_engine::gate::LiveGate,
+    /// How long ago the latest measurement was kept, in milliseconds.
+    pub age_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,6 +95,7 @@ pub fn stages_now(
         .ok()
         .map(|loaded| loaded.plan);
     let access = std::cell::OnceCell::new();
+    let live = journal.live_gates(&run.id).unwrap_or_default();
     stages
         .iter()
         .filter(|stage| matches!(stage.phase, StagePhase::Progressing | StagePhase::Paused))
@@ -136,6 +151,23 @@ pub fn stages_now(
                     _ => None,
                 }
             });
+            // Only the gates of the step it is on and the background
+            // ones watching it: a finished gate's row is history.
+            let mut now_measured: Vec<String> = ops
+                .as_ref()
+                .map(|ops| program::monitors_at(ops, stage.cursor as usize))
+                .unwrap_or_default();
+            if let Some(Op::Gates(names)) = &op {
+                now_measured.extend(names.iter().cloned());
+            }
+            let measuring = live
+                .iter()
+                .filter(|(name, _, gate)| *name == stage.name && now_measured.contains(&gate.gate))
+                .map(|(_, at, gate)| Measuring {
+                    live: gate.clone(),
+                    age_ms: (now_ms - at).max(0),
+                })
+                .collect();
             (
                 stage.name.clone(),
                 StageNow {
@@ -143,6 +175,7 @@ pub fn stages_now(
                     pause_left_ms,
                     waiting_for,
                     last_gate_values,
+                    measuring,
                 },
             )
         })
@@ -187,6 +220,31 @@ pub fn text_lines(now: &StageNow) -> Vec<String> {
             )),
             None => {}
         }
+    }
+    for gate in &now.measuring {
+        let counts = &gate.live.counts;
+        let last = &gate.live.last;
+        lines.push(format!(
+            "measuring {}{}: {} pass, {} fail, {} without data, {} errors; latest {}{} {} ago{}",
+            gate.live.gate,
+            if gate.live.background {
+                " (background)"
+            } else {
+                ""
+            },
+            counts.passed,
+            counts.failed,
+            counts.no_data,
+            counts.errors,
+            last.kind,
+            last.value.map(|v| format!(" {v}")).unwrap_or_default(),
+            seconds(gate.age_ms),
+            if last.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", last.detail)
+            }
+        ));
     }
     if let Some(gate) = &now.last_gate_values
         && !gate.values.is_empty()

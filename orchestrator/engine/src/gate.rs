@@ -176,17 +176,56 @@ impl fmt::Display for MeasurementKind {
     }
 }
 
+/// Where a gate stands after its latest measurement, for people watching
+/// a run (`status`): the totals so far and the measurement itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveGate {
+    pub gate: String,
+    /// A canary's background gate (else an analysis step's).
+    pub background: bool,
+    pub counts: GateCounts,
+    pub last: MeasurementRecord,
+}
+
+/// Told of every measurement a gate takes (the engine keeps the latest in
+/// the journal); called on the measuring task, so it must be quick.
+pub type LiveSink = Arc<dyn Fn(&LiveGate) + Send + Sync>;
+
+impl Tally {
+    fn live(&self, background: bool) -> Option<LiveGate> {
+        Some(LiveGate {
+            gate: self.gate.clone(),
+            background,
+            counts: self.counts,
+            last: self.recent.back()?.clone(),
+        })
+    }
+}
+
 /// Runs `gate` against `probe` until it passes (`count` conclusive
 /// measurements, failures within the limit, at least one pass) or a limit
 /// is crossed. Always ends: every measurement is time-bounded and every
 /// inconclusive streak is limited.
 pub async fn run_to_completion(gate: &Gate, probe: &dyn HealthProbe) -> GateResult {
+    run_observed(gate, probe, None).await
+}
+
+/// [`run_to_completion`], telling `live` of every measurement.
+pub async fn run_observed(
+    gate: &Gate,
+    probe: &dyn HealthProbe,
+    live: Option<&LiveSink>,
+) -> GateResult {
     let mut tally = Tally::new(gate, Instant::now());
     // A hand-built gate may say 0; a gate never passes without a measurement.
     let needed = u64::from(gate.count.max(1));
     measure_until(gate, probe, |measurement, taken| {
         let now = Instant::now();
         tally.record(measurement, taken, now);
+        if let (Some(live), Some(state)) = (live, tally.live(false)) {
+            live(&state);
+        }
         if tally.failure.is_none() && tally.counts.conclusive() >= needed {
             tally.conclude(now);
         }
@@ -226,15 +265,29 @@ impl GateMonitor {
     /// outlives this call; a `Box<dyn HealthProbe>` (what `Target::probe`
     /// returns) or an `Arc<dyn HealthProbe>` both convert.
     pub fn spawn(gate: Gate, probe: impl Into<Arc<dyn HealthProbe>>) -> GateMonitor {
+        GateMonitor::spawn_observed(gate, probe, None)
+    }
+
+    /// [`GateMonitor::spawn`], telling `live` of every measurement.
+    pub fn spawn_observed(
+        gate: Gate,
+        probe: impl Into<Arc<dyn HealthProbe>>,
+        live: Option<LiveSink>,
+    ) -> GateMonitor {
         let probe = probe.into();
         let (sender, state) = watch::channel(Tally::new(&gate, Instant::now()));
         let task = tokio::spawn(async move {
             measure_until(&gate, &*probe, |measurement, taken| {
                 let mut failed = false;
+                let mut state = None;
                 sender.send_modify(|tally| {
                     tally.record(measurement, taken, Instant::now());
                     failed = tally.is_decided();
+                    state = live.as_ref().and(tally.live(true));
                 });
+                if let (Some(live), Some(state)) = (&live, state) {
+                    live(&state);
+                }
                 if failed {
                     ControlFlow::Break(())
                 } else {

@@ -404,6 +404,14 @@ CREATE TABLE IF NOT EXISTS rejections (
     PRIMARY KEY (run_id, gate, approver)
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs(created_at);
+CREATE TABLE IF NOT EXISTS live_gates (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    stage TEXT NOT NULL,
+    gate TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, stage, gate)
+);
 ";
 
 fn secure_dir(path: &Path) -> Result<(), JournalError> {
@@ -871,6 +879,57 @@ impl Journal {
                 return Err(JournalError::UnknownRun(run_id.to_string()));
             }
             Ok(())
+        })
+    }
+
+    /// Keeps a gate's latest measurement (`status` shows it while the gate
+    /// is measured; only verdicts are events). Written in place: one row
+    /// per gate of a stage.
+    pub fn record_live_gate(
+        &self,
+        run_id: &str,
+        stage: &str,
+        live: &crate::gate::LiveGate,
+    ) -> Result<(), JournalError> {
+        let data = serde_json::to_string(live).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO live_gates (run_id, stage, gate, at, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, stage, gate) DO UPDATE SET at = excluded.at, data = excluded.data",
+            )?
+            .execute(params![run_id, stage, live.gate, now_ms(), data])?;
+            Ok(())
+        })
+    }
+
+    /// The latest measurement of each gate of the run's stages, with when
+    /// it was taken (ms since the epoch), by stage.
+    pub fn live_gates(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, i64, crate::gate::LiveGate)>, JournalError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT stage, at, data FROM live_gates WHERE run_id = ?1 ORDER BY stage, gate",
+            )?;
+            let rows = statement
+                .query_map(params![run_id], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(stage, at, data)| {
+                    serde_json::from_str(&data)
+                        .map(|live| (stage, at, live))
+                        .map_err(|e| {
+                            JournalError::Corrupt(format!("live gate of run {run_id}: {e}"))
+                        })
+                })
+                .collect()
         })
     }
 

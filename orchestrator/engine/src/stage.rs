@@ -412,7 +412,24 @@ impl StageDriver {
             .probes
             .probe(&gate, &self.target)
             .map_err(|error| self.fail(RollbackTrigger::Error, error.to_string()))?;
-        Ok(GateMonitor::spawn(gate, probe))
+        Ok(GateMonitor::spawn_observed(
+            gate,
+            probe,
+            Some(self.live_sink()),
+        ))
+    }
+
+    /// Keeps each measurement of this stage's gates in the journal for
+    /// `status` (informative: a failed write loses only the live view).
+    fn live_sink(&self) -> gate::LiveSink {
+        let (journal, run_id, stage) = (
+            Arc::clone(&self.journal),
+            self.run_id.clone(),
+            self.stage.name.clone(),
+        );
+        Arc::new(move |live: &gate::LiveGate| {
+            let _ = journal.record_live_gate(&run_id, &stage, live);
+        })
     }
 
     fn record_gate(&self, gate: &str, result: &GateResult) -> Result<(), JournalError> {
@@ -527,13 +544,16 @@ impl StageDriver {
                 .map_err(|error| self.fail(RollbackTrigger::Error, error.to_string()))?;
             runs.push((name.clone(), gate, probe));
         }
+        let live = self.live_sink();
         let all = async {
             let mut results = Vec::new();
             let mut pending: Vec<_> = runs
                 .iter()
                 .map(|(name, gate, probe)| {
+                    let live = &live;
                     Box::pin(async move {
-                        (name.clone(), gate::run_to_completion(gate, &**probe).await)
+                        let result = gate::run_observed(gate, &**probe, Some(live)).await;
+                        (name.clone(), result)
                     })
                 })
                 .collect();

@@ -517,6 +517,51 @@ fn promote_full_skips_the_remaining_steps_of_a_run_driven_elsewhere() {
     assert!(again.stderr.contains("already ended"), "{again}");
 }
 
+/// `status` shows the gates measuring now with their totals and latest
+/// measurement, read by another process while the run's background gate
+/// watches its pause (only verdicts are journal events).
+#[test]
+fn status_shows_the_gate_being_measured_with_its_latest_values() {
+    let sandbox = Sandbox::new("runs-live-gate");
+    let apply = sandbox.spawn(&[
+        "apply",
+        "tests/fixtures/plans/valid/run-full-promotion.yaml",
+        "--yes",
+    ]);
+    let mut run = String::new();
+    let mut measuring = serde_json::Value::Null;
+    wait_until(
+        Duration::from_secs(30),
+        "the background gate has measured twice",
+        || {
+            let Some(id) = sandbox.run_ids().into_iter().next() else {
+                return false;
+            };
+            let status = sandbox.status(Some(&id));
+            run = id;
+            measuring = status["stages"][0]["now"]["measuring"][0].clone();
+            measuring["counts"]["passed"]
+                .as_u64()
+                .is_some_and(|n| n >= 2)
+        },
+    );
+    assert_eq!(measuring["gate"], "api-health", "{measuring:#}");
+    assert_eq!(measuring["background"], true, "{measuring:#}");
+    assert_eq!(measuring["last"]["kind"], "pass", "{measuring:#}");
+    assert!(measuring["last"]["value"].is_f64(), "{measuring:#}");
+    assert!(measuring["ageMs"].is_i64(), "{measuring:#}");
+    let text = sandbox.run(&["status", &run]);
+    assert!(
+        text.stdout.contains("measuring api-health (background):"),
+        "{text}"
+    );
+    sandbox.run(&["kill", &run, "--yes"]).expect_code(0);
+    apply.wait(Duration::from_secs(30));
+    // Ended: nothing is measured any more.
+    let status = sandbox.status(Some(&run));
+    assert!(status["stages"][0]["now"].is_null(), "{status:#}");
+}
+
 /// `pause RUN` holds a run past the end of its pause until `promote`; a
 /// second `pause` changes nothing; `status` says the run is held.
 #[test]
