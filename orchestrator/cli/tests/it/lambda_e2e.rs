@@ -241,7 +241,9 @@ fn another_writer_moving_the_alias_stops_the_run_for_a_human() {
 /// The rollout verbs on a Lambda canary another process drives: `pause`
 /// holds the alias at 10 % past the end of its 1 s pause, `promote` moves
 /// it on to 50 %, and `abort` during the 60 s pause that follows puts the
-/// alias back on the stable version and leaves the run Aborted.
+/// alias back on the stable version and leaves the run Aborted; `retry`
+/// runs it again and `promote --full` takes the new run straight to
+/// promotion.
 #[test]
 fn pause_promote_and_abort_steer_a_lambda_canary_from_another_process() {
     let Some(AtTenPercent {
@@ -279,6 +281,46 @@ fn pause_promote_and_abort_steer_a_lambda_canary_from_another_process() {
         account.alias(),
         "1 {}",
         "all traffic back on the stable version"
+    );
+
+    // `retry` starts the aborted run again from its recorded plan as a new
+    // run, and `promote --full` from another process skips the rest of
+    // its steps (the pauses, 50 %) straight to promotion.
+    let retrying = account.spawn(&sandbox, &["retry", &run, "--yes"]);
+    let mut new = String::new();
+    wait_until(Duration::from_secs(30), "the retry's 1 s pause", || {
+        let Some(id) = sandbox.run_ids().into_iter().find(|id| *id != run) else {
+            return false;
+        };
+        new = id;
+        sandbox.status(Some(&new))["stages"][0]["now"]["pauseLeftMs"].is_i64()
+    });
+    assert_eq!(sandbox.status(Some(&new))["retryOf"], run.as_str());
+    let canary = account.alias();
+    assert!(
+        canary.starts_with("1 {") && canary.ends_with(": 0.1}"),
+        "{canary}"
+    );
+    let promoted = account.run(&sandbox, &["promote", &new, "--full"]);
+    promoted.expect_code(0);
+    retrying.wait(Duration::from_secs(60)).expect_code(0);
+    assert_eq!(sandbox.status(Some(&new))["phase"], "Succeeded");
+    let released = account.alias();
+    assert!(
+        released.ends_with(" {}") && !released.starts_with("1 "),
+        "all traffic on the new version: {released}"
+    );
+    let calls: Vec<String> = sandbox
+        .journal()
+        .events(&new)
+        .expect("events")
+        .iter()
+        .filter(|e| e.kind == "callIntent")
+        .map(|e| e.data["action"].to_string())
+        .collect();
+    assert!(
+        !calls.iter().any(|c| c.contains("50")),
+        "the retry never set 50 %: {calls:?}"
     );
 }
 
