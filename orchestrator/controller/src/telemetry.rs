@@ -264,11 +264,12 @@ pub async fn serve(
             };
             let metrics = Arc::clone(&metrics);
             tokio::spawn(async move {
-                let mut buffer = vec![0u8; 4096];
-                let read =
-                    tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
-                let Ok(Ok(n)) = read else { return };
-                let request = String::from_utf8_lossy(&buffer[..n]);
+                let Ok(Some(head)) =
+                    tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await
+                else {
+                    return;
+                };
+                let request = String::from_utf8_lossy(&head);
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
                 let path = path.split('?').next().unwrap_or(path);
                 let (status, body, kind) = answer(serves, path, &metrics);
@@ -282,6 +283,22 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// Reads a request's head (up to its blank line, at most 4 KiB): a
+/// client may send the request line in several writes, and answering
+/// before the rest arrived would reset its connection.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buffer).await.ok()?;
+        if n == 0 || head.len() + n > 4096 {
+            return (!head.is_empty()).then_some(head);
+        }
+        head.extend_from_slice(&buffer[..n]);
+    }
+    Some(head)
 }
 
 fn answer(serves: Serves, path: &str, metrics: &Metrics) -> (&'static str, String, &'static str) {

@@ -20,12 +20,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_deployctl");
 pub fn request(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let host = url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).expect("the server answers");
-    write!(
-        stream,
+    // One write: a server that answers on the first read must not see a
+    // request cut in pieces.
+    let request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .expect("request sent");
+    );
+    stream.write_all(request.as_bytes()).expect("request sent");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("answer read");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
