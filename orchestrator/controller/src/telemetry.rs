@@ -325,6 +325,34 @@ fn answer(serves: Serves, path: &str, metrics: &Metrics) -> (&'static str, Strin
 mod tests {
     use super::*;
 
+    /// A client may send its request line in pieces; the server answers
+    /// the whole request, not the first piece (it used to answer `/metr`
+    /// with 404 and close, resetting the client's connection).
+    #[tokio::test]
+    async fn a_request_sent_in_pieces_is_answered_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let metrics = Arc::new(Metrics::default());
+        let address = serve("127.0.0.1:0".parse().unwrap(), Serves::Metrics, metrics)
+            .await
+            .expect("served");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connected");
+        stream.write_all(b"GET /metr").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream
+            .write_all(b"ics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(
+            answer.contains("deployctl_reconcile_duration_seconds"),
+            "{answer}"
+        );
+    }
+
     #[test]
     fn a_rollback_is_counted_with_its_duration_and_gates_by_verdict() {
         let metrics = Metrics::default();
