@@ -410,8 +410,8 @@ enum Command {
     /// Roll back every stage of a run that moved (no plan file needed):
     /// name the run, or `--target NAME` for the newest run that moved it.
     Rollback {
-        /// The run to roll back.
-        #[arg(required_unless_present = "target")]
+        /// The run to roll back (or `--target NAME`; `deployctl history`
+        /// lists runs).
         run: Option<String>,
         /// The newest run that moved this target.
         #[arg(long, value_name = "NAME", conflicts_with = "run")]
@@ -669,6 +669,15 @@ fn main() -> ExitCode {
             engine_cmds::history(&filters, &run_options(true))
         }
         Command::Resume { run, yes } => engine_cmds::resume(run, &run_options(*yes)),
+        // Said before anything is opened: with neither, the person in an
+        // incident learns both ways to name what to undo.
+        Command::Rollback {
+            run: None,
+            target: None,
+            ..
+        } => report::refused(
+            "name the run to roll back (`deployctl rollback RUN`; `deployctl history` lists runs), or `--target NAME` for the newest run that moved that target",
+        ),
         Command::Rollback { run, target, yes } => {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }

@@ -283,6 +283,17 @@ fn arguments_have_help_and_status_documents_its_exit_codes() {
     assert!(status.contains("Exits as the run stands"), "{status}");
 }
 
+/// `rollback` with nothing named says both ways to name what to undo (it
+/// used to print clap's "required arguments were not provided: <RUN>").
+#[test]
+fn rollback_without_a_run_names_both_ways_to_say_what_to_undo() {
+    let out = deployctl(&["rollback"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(said.contains("deployctl rollback RUN"), "{said}");
+    assert!(said.contains("--target NAME"), "{said}");
+}
+
 /// With `--output json` a refusal is a document on stdout too (scripts
 /// read stdout), with each diagnostic's file, line, column, path, message
 /// and hint; the human text stays on stderr.
