@@ -744,7 +744,7 @@ fn pause_and_promote_steer_a_release_through_the_controller() {
         return;
     };
     let _controller = cluster.controller(&sandbox, &["--access", ACCESS]);
-    cluster.create("steered", &production_canary("2s"), "deployctl-test");
+    cluster.create("steered", &production_canary("5s"), "deployctl-test");
     let during = cluster.wait_status("steered", Duration::from_secs(90), "20 %", |s| {
         s.stages.first().is_some_and(|stage| stage.weight == 20)
     });
@@ -761,8 +761,8 @@ fn pause_and_promote_steer_a_release_through_the_controller() {
     again.expect_code(0);
     assert!(again.stderr.contains("already paused"), "{again}");
 
-    // Held past the 2 s pause: still at 20 %, the Release says why.
-    std::thread::sleep(Duration::from_secs(4));
+    // Held past the 5 s pause: still at 20 %, the Release says why.
+    std::thread::sleep(Duration::from_secs(7));
     let held = cluster
         .get("steered")
         .and_then(|r| r.status)
@@ -900,6 +900,9 @@ fn abort_on_a_release_puts_traffic_back_and_leaves_it_aborted() {
     );
     let new = again.run_id.clone().expect("the new run");
     assert_eq!(sandbox.status(Some(&new))["retryOf"], run.as_str());
+    crate::sandbox::wait_until(Duration::from_secs(30), "the retry's pause", || {
+        sandbox.status(Some(&new))["stages"][0]["now"]["pauseLeftMs"].is_i64()
+    });
     on_release(&sandbox, &cluster, "deployctl-test", "promote", "aborted").expect_code(0);
     let done = cluster.wait_status(
         "aborted",
