@@ -1,25 +1,26 @@
-//! Rollout verbs on a Release (`spec.requests`: `deployctl pause|promote|
-//! abort --release`), judged here like approval entries: each entry once,
-//! in order, its verdict kept in the run's journal (so a restarted
-//! controller or a new leader never acts on it twice) and mirrored into
-//! `status.requests`. The decision is the one `deployctl pause|promote|
-//! abort RUN` makes on the journal (`deployctl_engine::steering`,
-//! `Journal::request_stop`); who may ask is the access file's operator
-//! rule for the run's environment.
+//! Rollout verbs on a Release (`spec.requests`: `deployctl pause|promote
+//! [--full]|abort|retry --release`), judged here like approval entries:
+//! each entry once, in order, its verdict kept in the journal of the run
+//! it was judged for (so a restarted controller or a new leader never
+//! acts on it twice, and a retried run never sees its predecessor's
+//! entries again) and mirrored into `status.requests`. The decision is
+//! the one `deployctl pause|promote|abort|retry RUN` makes on the journal
+//! (`deployctl_engine::steering`, `Journal::request_stop`, a new linked
+//! run); who may ask is the access file's operator rule for the run's
+//! environment, and a full promotion in a protected one needs another
+//! person's verified approval.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deployctl_approvals::Refusal;
-
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::event::{Event, Verdict as JournalVerdict};
 use deployctl_engine::journal::{EventRecord, RunRecord, StopRequest};
+use deployctl_engine::state::RunPhase;
 use deployctl_engine::steering::{self, Steer, Steered};
 use deployctl_kube_release::kube::ResourceExt;
 use deployctl_kube_release::{Release, RequestEntry, RequestVerb, RequestVerdict, Verdict};
-
-use deployctl_engine::state::RunPhase;
 
 use crate::Shared;
 use crate::drivers::Drivers;

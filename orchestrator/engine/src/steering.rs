@@ -5,9 +5,9 @@
 //! asking twice is safe: a request with nothing to do says so and writes
 //! nothing.
 
-use crate::journal::{Journal, JournalError, RunRecord};
 use deployctl_plan::model::Strategy;
 
+use crate::journal::{Journal, JournalError, RunRecord};
 use crate::state::StagePhase;
 
 /// What to do to a run in flight.
