@@ -270,7 +270,7 @@ pub struct RequestVerdict {
 }
 
 /// One stage of the run.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageStatus {
     pub name: String,
@@ -287,6 +287,32 @@ pub struct StageStatus {
     pub last_gate: Option<GateStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The gates measuring now (the step's analysis, the background
+    /// ones): their totals and latest measurement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measuring: Vec<MeasuringGate>,
+}
+
+/// A gate measuring now, as its latest measurement left it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasuringGate {
+    pub gate: String,
+    /// A canary's background gate (else the step's analysis).
+    pub background: bool,
+    pub passed: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub no_data: u64,
+    /// The latest measurement: `pass`, `fail`, `nodata` or `error`.
+    pub last: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When it was taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// The last gate result of a stage.

@@ -25,8 +25,9 @@ pub mod releases;
 
 pub use connect::client;
 pub use crd::{
-    ApprovalEntry, ApprovalVerdict, GateStatus, PendingApproval, Release, ReleasePhase,
-    ReleaseSpec, ReleaseStatus, RequestEntry, RequestVerb, RequestVerdict, StageStatus, Verdict,
+    ApprovalEntry, ApprovalVerdict, GateStatus, MeasuringGate, PendingApproval, Release,
+    ReleasePhase, ReleaseSpec, ReleaseStatus, RequestEntry, RequestVerb, RequestVerdict,
+    StageStatus, Verdict,
 };
 pub use error::KubeReleaseError;
 pub use install::{FIELD_MANAGER, crd_json, ensure_crd};

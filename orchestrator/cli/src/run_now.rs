@@ -153,13 +153,10 @@ pub fn stages_now(
             });
             // Only the gates of the step it is on and the background
             // ones watching it: a finished gate's row is history.
-            let mut now_measured: Vec<String> = ops
+            let now_measured = ops
                 .as_ref()
-                .map(|ops| program::monitors_at(ops, stage.cursor as usize))
+                .map(|ops| program::measuring_at(ops, stage.cursor as usize))
                 .unwrap_or_default();
-            if let Some(Op::Gates(names)) = &op {
-                now_measured.extend(names.iter().cloned());
-            }
             let measuring = live
                 .iter()
                 .filter(|(name, _, gate)| *name == stage.name && now_measured.contains(&gate.gate))

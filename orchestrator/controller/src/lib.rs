@@ -49,8 +49,9 @@ use deployctl_engine::start::RunRequest;
 use deployctl_engine::state::{RunMode, RunPhase, StagePhase};
 use deployctl_kube_release::kube::ResourceExt;
 use deployctl_kube_release::{
-    ApprovalEntry, ApprovalVerdict, Change, GateStatus, Leadership, PendingApproval, Release,
-    ReleasePhase, ReleaseStatus, Releases, StageStatus, Verdict, crd::INITIATOR_ANNOTATION,
+    ApprovalEntry, ApprovalVerdict, Change, GateStatus, Leadership, MeasuringGate, PendingApproval,
+    Release, ReleasePhase, ReleaseStatus, Releases, StageStatus, Verdict,
+    crd::INITIATOR_ANNOTATION,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -1168,6 +1169,11 @@ fn status_of_run(
             }
         }
     }
+    let measuring = if run.phase.is_terminal() {
+        BTreeMap::new()
+    } else {
+        measuring_now(journal, &run, &stages)
+    };
     // Verdicts reached for the runs this one retries count too.
     let decided = if run.retry_of.is_some() {
         release_events(shared, &run, Some(events))?
@@ -1181,14 +1187,64 @@ fn status_of_run(
         message,
         diagnostics: Vec::new(),
         initiator: Some(deployctl_approvals::initiator_user(&run.initiator).to_string()),
-        stages: stages.iter().map(stage_status).collect(),
+        stages: stages
+            .iter()
+            .map(|stage| stage_status(stage, measuring.get(&stage.name)))
+            .collect(),
         pending_approvals: pending.into_values().collect(),
         approvals: verdicts(&decided).into_values().collect(),
         requests: requests::verdicts(&decided).into_values().collect(),
     })
 }
 
-fn stage_status(stage: &StageRecord) -> StageStatus {
+/// The gates measuring now in each stage on its way (the step's analysis,
+/// the background ones), from the latest measurement the journal keeps.
+/// A run without one reads nothing but that table.
+fn measuring_now(
+    journal: &Journal,
+    run: &RunRecord,
+    stages: &[StageRecord],
+) -> BTreeMap<String, Vec<MeasuringGate>> {
+    let live = journal.live_gates(&run.id).unwrap_or_default();
+    if live.is_empty() {
+        return BTreeMap::new();
+    }
+    let Ok(loaded) = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()) else {
+        return BTreeMap::new();
+    };
+    let plan = loaded.plan;
+    let mut measuring: BTreeMap<String, Vec<MeasuringGate>> = BTreeMap::new();
+    for stage in stages
+        .iter()
+        .filter(|s| matches!(s.phase, StagePhase::Progressing | StagePhase::Paused))
+    {
+        let Some(model) = plan.stages.iter().find(|s| s.name == stage.name) else {
+            continue;
+        };
+        let ops = deployctl_engine::program::compile(model, plan.target_of(model));
+        let now = deployctl_engine::program::measuring_at(&ops, stage.cursor as usize);
+        let gates = live
+            .iter()
+            .filter(|(name, _, gate)| *name == stage.name && now.contains(&gate.gate))
+            .map(|(_, at, gate)| MeasuringGate {
+                gate: gate.gate.clone(),
+                background: gate.background,
+                passed: gate.counts.passed,
+                failed: gate.counts.failed,
+                errors: gate.counts.errors,
+                no_data: gate.counts.no_data,
+                last: gate.last.kind.to_string(),
+                value: gate.last.value,
+                detail: Some(gate.last.detail.clone()).filter(|d| !d.is_empty()),
+                at: Some(deployctl_time::format_ms(*at)),
+            })
+            .collect();
+        measuring.insert(stage.name.clone(), gates);
+    }
+    measuring
+}
+
+fn stage_status(stage: &StageRecord, measuring: Option<&Vec<MeasuringGate>>) -> StageStatus {
     let last_gate = stage.last_gate.as_ref().and_then(|gate| {
         let name = gate.get("gate")?.as_str()?.to_string();
         let outcome = gate.pointer("/result/outcome");
@@ -1218,5 +1274,6 @@ fn stage_status(stage: &StageRecord) -> StageStatus {
         new_version: stage.new_version.clone(),
         last_gate,
         detail: stage.detail.clone(),
+        measuring: measuring.cloned().unwrap_or_default(),
     }
 }

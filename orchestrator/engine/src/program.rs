@@ -192,6 +192,16 @@ pub fn skipped_by_full_promotion(ops: &[Op], cursor: usize) -> bool {
         }
 }
 
+/// The gates measuring at `cursor`: the background ones running then,
+/// and the step's own when it is an analysis.
+pub fn measuring_at(ops: &[Op], cursor: usize) -> Vec<String> {
+    let mut gates = monitors_at(ops, cursor);
+    if let Some(Op::Gates(names)) = ops.get(cursor) {
+        gates.extend(names.iter().cloned());
+    }
+    gates
+}
+
 /// The background gates running at `cursor` (started and not yet stopped).
 pub fn monitors_at(ops: &[Op], cursor: usize) -> Vec<String> {
     let mut active = Vec::new();

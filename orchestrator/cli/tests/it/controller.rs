@@ -773,6 +773,10 @@ fn pause_and_promote_steer_a_release_through_the_controller() {
         held.message.as_deref().is_some_and(|m| m.contains("held")),
         "{held:#?}"
     );
+    // Its background gate keeps measuring while held, and says so.
+    let gate = held.stages[0].measuring.first().expect("a gate measuring");
+    assert_eq!((gate.gate.as_str(), gate.background), ("api-health", true));
+    assert!(gate.passed >= 1 && gate.last == "pass", "{gate:#?}");
     assert_eq!(sandbox.sim("api").map(|s| s.weight), Some(20));
 
     on_release(&sandbox, &cluster, "deployctl-test", "promote", "steered").expect_code(0);
