@@ -19,11 +19,14 @@
 //! it changed; settled ones (run ended, status and finalizer current) are
 //! passed by until they change, and looked at again every 30 s. Approval entries in `spec.approvals` are verified here, by the
 //! same function `deployctl approve RUN` uses, and their verdicts kept in
-//! the journal and mirrored into `status.approvals`.
+//! the journal and mirrored into `status.approvals`; rollout verbs in
+//! `spec.requests` (pause, promote, promote --full, abort, retry) are
+//! judged the same way (`requests.rs`).
 //!
-//! Guarantees: a run is created at most once per Release (found again by
-//! its journal key `release/NS/NAME#UID`, even when the status write that
-//! names it was lost); a controller that restarts, or a new leader sharing
+//! Guarantees: a run is created at most once per Release, and once per
+//! accepted `retry` request (found again by its journal key
+//! `release/NS/NAME#UID`, or `…#retry-INDEX`, even when the status write
+//! that names it was lost); a controller that restarts, or a new leader sharing
 //! the state directory, resumes unfinished runs from the journal; a
 //! controller that loses the lease cancels its runs at their next await
 //! (cancellation-safe by the adapter contract) and writes no more status.
