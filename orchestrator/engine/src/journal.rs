@@ -1804,6 +1804,43 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A journal written before `promote --full` and `retry` links (no
+    /// `full_promotion`, `retry_of` columns, no index on them) opens, gets
+    /// them, and its runs read as neither fully promoted nor retries.
+    #[test]
+    fn a_journal_from_before_the_retry_link_gets_its_columns_on_open() {
+        let dir = temp_dir("older");
+        {
+            let journal = Journal::open(&dir).unwrap();
+            journal.create_run(&new_run("r-old")).unwrap();
+        }
+        {
+            let connection = Connection::open(dir.join("journal.sqlite3")).unwrap();
+            connection
+                .execute_batch(
+                    "DROP INDEX runs_by_retry_of;
+                     ALTER TABLE runs DROP COLUMN retry_of;
+                     ALTER TABLE runs DROP COLUMN full_promotion;",
+                )
+                .unwrap();
+        }
+        let journal = Journal::open(&dir).unwrap();
+        let run = journal.run("r-old").unwrap();
+        assert_eq!(run.retry_of, None);
+        assert!(!journal.hold_state("r-old").unwrap().full);
+        journal.create_run(&new_run("r-new")).unwrap();
+        journal.link_retry("r-new", "r-old").unwrap();
+        assert_eq!(journal.retries_of("r-old").unwrap(), ["r-new"]);
+        assert_eq!(
+            journal.run("r-new").unwrap().retry_of.as_deref(),
+            Some("r-old")
+        );
+        journal.request_full_promotion("r-new").unwrap();
+        assert!(journal.hold_state("r-new").unwrap().full);
+        drop(journal);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_journal_of_a_newer_format_is_refused_naming_its_version() {
         let dir = temp_dir("newer");
