@@ -12,7 +12,7 @@ use deployctl_controller::{Options, Wiring};
 use deployctl_engine::executor::RunContext;
 use deployctl_engine::journal::{Journal, RunRecord};
 use deployctl_kube_release::{
-    ApprovalEntry, ReleasePhase, Releases, RequestEntry, RequestVerb, Verdict,
+    ApprovalEntry, ReleasePhase, ReleaseStatus, Releases, RequestEntry, RequestVerb, Verdict,
 };
 use deployctl_plan::ValidatedPlan;
 use deployctl_trail::{Caller, Trail};
@@ -152,31 +152,18 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
         reject: submission.reject.is_some(),
         reason: submission.reject.map(str::to_string),
     };
-    let outcome = runtime().and_then(|runtime| {
-        runtime.block_on(async {
-            let client = deployctl_kube_release::client(submission.kubeconfig)
-                .await
-                .map_err(|e| e.to_string())?;
-            let releases = Releases::new(client, &namespace);
-            let index = releases
-                .append_approval(&name, &entry)
-                .await
-                .map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + submission.wait;
-            loop {
-                let verdict = releases
-                    .get(&name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|r| r.status)
-                    .and_then(|s| s.approvals.into_iter().find(|v| v.index == index));
-                if verdict.is_some() || Instant::now() >= deadline {
-                    return Ok::<_, String>((index, verdict));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
+    let approval = |status: &ReleaseStatus, index: u32| {
+        status.approvals.iter().find(|v| v.index == index).cloned()
+    };
+    let outcome = ask_release(
+        submission.kubeconfig,
+        &namespace,
+        &name,
+        submission.wait,
+        async |releases: &Releases| releases.append_approval(&name, &entry).await,
+        |status: &ReleaseStatus, index| approval(status, index).is_some(),
+    )
+    .map(|(index, status)| (index, status.and_then(|s| approval(&s, index))));
     let what = if submission.reject.is_some() {
         "rejection"
     } else {
@@ -206,7 +193,40 @@ pub fn submit_to_release(submission: &ReleaseSubmission<'_>) -> u8 {
     }
 }
 
-/// `deployctl pause|promote|abort --release NS/NAME`: the verb goes into
+/// On the Release `namespace/name`: appends an entry with `append` (which
+/// returns its index), then reads the status every 200 ms until
+/// `settled(status, index)` or `wait` has passed. The index and the last
+/// status read.
+fn ask_release(
+    kubeconfig: Option<&Path>,
+    namespace: &str,
+    name: &str,
+    wait: Duration,
+    append: impl AsyncFnOnce(&Releases) -> Result<u32, deployctl_kube_release::KubeReleaseError>,
+    settled: impl Fn(&ReleaseStatus, u32) -> bool,
+) -> Result<(u32, Option<ReleaseStatus>), String> {
+    runtime()?.block_on(async {
+        let client = deployctl_kube_release::client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        let releases = Releases::new(client, namespace);
+        let index = append(&releases).await.map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let status = releases
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|r| r.status);
+            if status.as_ref().is_some_and(|s| settled(s, index)) || Instant::now() >= deadline {
+                return Ok((index, status));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// `deployctl pause|promote [--full]|abort|retry --release NS/NAME`: the verb goes into
 /// the Release's `spec.requests` for the controller to judge (who may ask,
 /// whether there is anything to do) and act on once; this waits for its
 /// verdict, and for an abort, for the rollback to end. Asking twice is
@@ -240,41 +260,27 @@ pub fn request_on_release(
         code,
     };
     let wait = Duration::from_secs(wait);
-    let outcome = runtime().and_then(|runtime| {
-        runtime.block_on(async {
-            let client = deployctl_kube_release::client(kubeconfig)
-                .await
-                .map_err(|e| e.to_string())?;
-            let releases = Releases::new(client, &namespace);
-            let index = releases
-                .append_request(&name, &entry)
-                .await
-                .map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + wait;
-            loop {
-                let status = releases
-                    .get(&name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|r| r.status);
-                let verdict = status
-                    .as_ref()
-                    .and_then(|s| s.requests.iter().find(|v| v.index == index).cloned());
-                let settled = match (&verdict, verb) {
-                    // An accepted abort is done once the rollback ended.
-                    (Some(v), RequestVerb::Abort) if v.verdict == Verdict::Accepted => status
-                        .as_ref()
-                        .and_then(|s| s.phase)
-                        .is_some_and(ReleasePhase::is_final),
-                    (Some(_), _) => true,
-                    (None, _) => false,
-                };
-                if settled || Instant::now() >= deadline {
-                    return Ok::<_, String>((index, verdict, status.and_then(|s| s.phase)));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+    let verdict_of = |status: &ReleaseStatus, index: u32| {
+        status.requests.iter().find(|v| v.index == index).cloned()
+    };
+    let settled = |status: &ReleaseStatus, index: u32| match (verdict_of(status, index), verb) {
+        // An accepted abort is done once the rollback ended.
+        (Some(v), RequestVerb::Abort) if v.verdict == Verdict::Accepted => {
+            status.phase.is_some_and(ReleasePhase::is_final)
+        }
+        (verdict, _) => verdict.is_some(),
+    };
+    let outcome = ask_release(
+        kubeconfig,
+        &namespace,
+        &name,
+        wait,
+        async |releases: &Releases| releases.append_request(&name, &entry).await,
+        settled,
+    )
+    .map(|(index, status)| {
+        let verdict = status.as_ref().and_then(|s| verdict_of(s, index));
+        (index, verdict, status.and_then(|s| s.phase))
     });
     let verb_name = verb.as_str();
     match outcome {

@@ -10,12 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deployctl_approvals::Refusal;
 use deployctl_audit::{Action as AuditAction, Outcome, What};
 use deployctl_engine::executor::{Engine, EngineError, EngineOptions, RunContext, RunOutcome};
 use deployctl_engine::journal::{Journal, RunQuery, RunRecord, StopRequest};
 use deployctl_engine::progress::ProgressSink;
 use deployctl_engine::start::RunRequest;
 use deployctl_engine::state::{RunMode, RunPhase};
+use deployctl_engine::steering::Steered;
 use deployctl_plan::Loaded;
 use deployctl_plan::report::ImpactReport;
 
@@ -437,6 +439,17 @@ pub fn resume(run_id: &str, options: &Options<'_>) -> u8 {
 
 /// `deployctl rollback RUN|--target NAME`.
 pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) -> u8 {
+    // Said before anything is opened: with neither, the person in an
+    // incident learns both ways to name what to undo.
+    let by_target = match (run, target) {
+        (Some(_), _) => None,
+        (None, Some(target)) => Some(target),
+        (None, None) => {
+            return crate::report::refused(
+                "name the run to roll back (`deployctl rollback RUN`; `deployctl history` lists runs), or `--target NAME` for the newest run that moved that target",
+            );
+        }
+    };
     if let Some(code) =
         run.and_then(|run| crate::team_runs::stop_elsewhere(run, StopRequest::Rollback, options))
     {
@@ -447,16 +460,15 @@ pub fn rollback(run: Option<&str>, target: Option<&str>, options: &Options<'_>) 
         Err(code) => return code,
     };
     let _seal = Seal(audit.clone());
-    let record = match (run, target) {
-        (Some(id), _) => find_run(&journal, Some(id)),
-        (None, Some(target)) => match journal.runs(Some(target), 1) {
+    let record = match by_target {
+        None => find_run(&journal, run),
+        Some(target) => match journal.runs(Some(target), 1) {
             Ok(mut runs) => runs.pop().ok_or_else(|| {
                 eprintln!("no run has moved target `{target}`");
                 exit::INVALID_INPUT
             }),
             Err(error) => Err(crate::report::refused(error)),
         },
-        (None, None) => Err(crate::report::refused("name a run or `--target NAME`")),
     };
     let record = match record {
         Ok(record) => record,
@@ -617,8 +629,6 @@ pub struct FullApproval<'a> {
     pub approver: Option<&'a str>,
     pub code: Option<&'a str>,
 }
-use deployctl_approvals::Refusal;
-use deployctl_engine::steering::Steered;
 
 /// `deployctl pause RUN` holds a run where it stands (each stage stops
 /// before its next step, and a pause goes on past its end; gates keep

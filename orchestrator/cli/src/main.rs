@@ -669,15 +669,6 @@ fn main() -> ExitCode {
             engine_cmds::history(&filters, &run_options(true))
         }
         Command::Resume { run, yes } => engine_cmds::resume(run, &run_options(*yes)),
-        // Said before anything is opened: with neither, the person in an
-        // incident learns both ways to name what to undo.
-        Command::Rollback {
-            run: None,
-            target: None,
-            ..
-        } => report::refused(
-            "name the run to roll back (`deployctl rollback RUN`; `deployctl history` lists runs), or `--target NAME` for the newest run that moved that target",
-        ),
         Command::Rollback { run, target, yes } => {
             engine_cmds::rollback(run.as_deref(), target.as_deref(), &run_options(*yes))
         }

@@ -151,20 +151,17 @@ pub fn stages_now(
                     _ => None,
                 }
             });
-            // Only the gates of the step it is on and the background
-            // ones watching it: a finished gate's row is history.
-            let now_measured = ops
+            let measuring = ops
                 .as_ref()
-                .map(|ops| program::measuring_at(ops, stage.cursor as usize))
-                .unwrap_or_default();
-            let measuring = live
-                .iter()
-                .filter(|(name, _, gate)| *name == stage.name && now_measured.contains(&gate.gate))
-                .map(|(_, at, gate)| Measuring {
-                    live: gate.clone(),
-                    age_ms: (now_ms - at).max(0),
+                .map(|ops| {
+                    program::live_at(&live, &stage.name, ops, stage.cursor as usize)
+                        .map(|(at, gate)| Measuring {
+                            live: gate.clone(),
+                            age_ms: (now_ms - at).max(0),
+                        })
+                        .collect()
                 })
-                .collect();
+                .unwrap_or_default();
             (
                 stage.name.clone(),
                 StageNow {

@@ -961,6 +961,22 @@ async fn drive_if_idle(shared: &Arc<Shared>, drivers: &Drivers, name: &str, run:
     }
 }
 
+/// A verdict as the Release's status says it, from the journal's.
+pub(crate) fn from_journal(verdict: JournalVerdict) -> Verdict {
+    match verdict {
+        JournalVerdict::Accepted => Verdict::Accepted,
+        JournalVerdict::Refused => Verdict::Refused,
+    }
+}
+
+/// A verdict as the journal keeps it.
+pub(crate) fn to_journal(verdict: Verdict) -> JournalVerdict {
+    match verdict {
+        Verdict::Accepted => JournalVerdict::Accepted,
+        Verdict::Refused => JournalVerdict::Refused,
+    }
+}
+
 /// Verdicts already reached on this run's Release approval entries, by
 /// entry index.
 fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, ApprovalVerdict> {
@@ -980,10 +996,7 @@ fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, ApprovalVerdict> {
                 gate,
                 user,
                 kind,
-                verdict: match verdict {
-                    JournalVerdict::Accepted => Verdict::Accepted,
-                    JournalVerdict::Refused => Verdict::Refused,
-                },
+                verdict: from_journal(verdict),
                 reason,
                 at,
             }),
@@ -1033,10 +1046,7 @@ async fn judge_approvals(
             gate: verdict.gate.clone(),
             user: verdict.user.clone(),
             kind: verdict.kind.clone(),
-            verdict: match verdict.verdict {
-                Verdict::Accepted => JournalVerdict::Accepted,
-                Verdict::Refused => JournalVerdict::Refused,
-            },
+            verdict: to_journal(verdict.verdict),
             reason: verdict.reason.clone(),
             at: verdict.at.clone(),
         };
@@ -1121,7 +1131,7 @@ fn status_of_run(
     let paused = stages.iter().find(|s| s.phase == StagePhase::Paused);
     let mut phase = ReleasePhase::parse(run.phase.as_str()).unwrap_or(ReleasePhase::Pending);
     // Held by a `pause` request: the run stands where it is until promoted.
-    let held = !run.phase.is_terminal() && journal.hold_state(run_id).is_ok_and(|now| now.held);
+    let held = run.held && !run.phase.is_terminal();
     if run.phase == RunPhase::Progressing && (paused.is_some() || held) {
         phase = ReleasePhase::Paused;
     }
@@ -1225,23 +1235,21 @@ fn measuring_now(
             continue;
         };
         let ops = deployctl_engine::program::compile(model, plan.target_of(model));
-        let now = deployctl_engine::program::measuring_at(&ops, stage.cursor as usize);
-        let gates = live
-            .iter()
-            .filter(|(name, _, gate)| *name == stage.name && now.contains(&gate.gate))
-            .map(|(_, at, gate)| MeasuringGate {
-                gate: gate.gate.clone(),
-                background: gate.background,
-                passed: gate.counts.passed,
-                failed: gate.counts.failed,
-                errors: gate.counts.errors,
-                no_data: gate.counts.no_data,
-                last: gate.last.kind.to_string(),
-                value: gate.last.value,
-                detail: Some(gate.last.detail.clone()).filter(|d| !d.is_empty()),
-                at: Some(deployctl_time::format_ms(*at)),
-            })
-            .collect();
+        let gates =
+            deployctl_engine::program::live_at(&live, &stage.name, &ops, stage.cursor as usize)
+                .map(|(at, gate)| MeasuringGate {
+                    gate: gate.gate.clone(),
+                    background: gate.background,
+                    passed: gate.counts.passed,
+                    failed: gate.counts.failed,
+                    errors: gate.counts.errors,
+                    no_data: gate.counts.no_data,
+                    last: gate.last.kind.to_string(),
+                    value: gate.last.value,
+                    detail: Some(gate.last.detail.clone()).filter(|d| !d.is_empty()),
+                    at: Some(deployctl_time::format_ms(at)),
+                })
+                .collect();
         measuring.insert(stage.name.clone(), gates);
     }
     measuring

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use deployctl_approvals::Refusal;
 use deployctl_audit::{Action as AuditAction, Outcome, What};
-use deployctl_engine::event::{Event, Verdict as JournalVerdict};
+use deployctl_engine::event::Event;
 use deployctl_engine::journal::{EventRecord, RunRecord, StopRequest};
 use deployctl_engine::state::RunPhase;
 use deployctl_engine::steering::{self, Steer, Steered};
@@ -41,10 +41,7 @@ pub(crate) fn verdicts(events: &[EventRecord]) -> BTreeMap<u32, RequestVerdict> 
                 index: *index,
                 verb: RequestVerb::parse(verb)?,
                 user: user.clone(),
-                verdict: match verdict {
-                    JournalVerdict::Accepted => Verdict::Accepted,
-                    JournalVerdict::Refused => Verdict::Refused,
-                },
+                verdict: crate::from_journal(*verdict),
                 reason: reason.clone(),
                 at: at.clone(),
             }),
@@ -79,10 +76,20 @@ pub(crate) async fn judge_requests(
         // The run as it is now: an earlier entry of this pass (an abort)
         // may have changed it.
         let now = shared.journal.run(&run.id).map_err(|e| e.to_string())?;
+        let asked = format!("asked on Release {label} (spec.requests[{index}])");
         let (verdict, reason, retried) = if entry.verb == RequestVerb::Retry {
-            retry(shared, drivers, release, &label, index, entry, &now).await?
+            retry(shared, drivers, release, &asked, index, entry, &now).await?
+        } else if let Err(reason) = may_ask(shared, entry, &now) {
+            (
+                deny(shared, &asked, entry, &now, reason.clone()),
+                reason,
+                None,
+            )
+        } else if let Some(steer) = steer_of(entry.verb) {
+            let (verdict, reason) = steer_run(shared, &asked, entry, &now, steer).await?;
+            (verdict, reason, None)
         } else {
-            let (verdict, reason) = judge(shared, &label, index, entry, &now).await?;
+            let (verdict, reason) = abort(shared, &asked, entry, &now)?;
             (verdict, reason, None)
         };
         eprintln!(
@@ -94,10 +101,7 @@ pub(crate) async fn judge_requests(
             index,
             verb: entry.verb.as_str().to_string(),
             user: entry.user.clone(),
-            verdict: match verdict {
-                Verdict::Accepted => JournalVerdict::Accepted,
-                Verdict::Refused => JournalVerdict::Refused,
-            },
+            verdict: crate::to_journal(verdict),
             reason: Some(reason),
             at: Some(deployctl_time::format_ms(deployctl_time::now_ms())),
         };
@@ -122,12 +126,11 @@ async fn retry(
     shared: &Arc<Shared>,
     drivers: &Drivers,
     release: &Release,
-    label: &str,
+    asked: &str,
     index: u32,
     entry: &RequestEntry,
     run: &RunRecord,
 ) -> Result<(Verdict, String, Option<(String, Option<Release>)>), String> {
-    let asked = format!("asked on Release {label} (spec.requests[{index}])");
     let key = format!(
         "{}#retry-{index}",
         crate::run_key(shared.releases.namespace(), release)
@@ -161,14 +164,12 @@ async fn retry(
         let said = format!("run {} succeeded; nothing to retry", run.id);
         return Ok((Verdict::Accepted, said, None));
     }
-    if let Err(reason) = may(shared, entry, &deployctl_policy::Action::Apply, run) {
-        let what = What::new(AuditAction::PolicyDenied)
-            .run(&run.id)
-            .detail(format!("retry, {asked}"));
-        shared
-            .audit
-            .record_or_warn(&entry.user, what, Outcome::denied(reason.clone()));
-        return Ok((Verdict::Refused, reason, None));
+    if let Err(reason) = may_ask(shared, entry, run) {
+        return Ok((
+            deny(shared, asked, entry, run, reason.clone()),
+            reason,
+            None,
+        ));
     }
     let loaded = match deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()) {
         Ok(loaded) if loaded.plan.digest == run.plan_digest => loaded,
@@ -205,35 +206,28 @@ async fn retry(
     }
 }
 
-/// One entry: who asks, whether they may, then the verb. A journal error
-/// is returned (the entry is judged again at the next reconcile); every
-/// other outcome is a verdict.
-async fn judge(
+/// The steering verb a request asks for (`pause`, `promote [--full]`);
+/// `abort` and `retry` are not steering.
+fn steer_of(verb: RequestVerb) -> Option<Steer> {
+    match verb {
+        RequestVerb::Pause => Some(Steer::Pause),
+        RequestVerb::Promote => Some(Steer::Promote),
+        RequestVerb::PromoteFull => Some(Steer::PromoteFull),
+        RequestVerb::Abort | RequestVerb::Retry => None,
+    }
+}
+
+/// A steering verb its asker may make: the journal decision, audited.
+/// A journal error is returned (the entry is judged again at the next
+/// reconcile); every other outcome is a verdict.
+async fn steer_run(
     shared: &Arc<Shared>,
-    label: &str,
-    index: u32,
+    asked: &str,
     entry: &RequestEntry,
     run: &RunRecord,
+    steer: Steer,
 ) -> Result<(Verdict, String), String> {
     let verb = entry.verb.as_str();
-    let asked = format!("asked on Release {label} (spec.requests[{index}])");
-    if let Err(reason) = may_steer(shared, entry, run) {
-        let what = What::new(AuditAction::PolicyDenied)
-            .run(&run.id)
-            .detail(format!("{verb}, {asked}"));
-        shared
-            .audit
-            .record_or_warn(&entry.user, what, Outcome::denied(reason.clone()));
-        return Ok((Verdict::Refused, reason));
-    }
-    let steer = match entry.verb {
-        RequestVerb::Pause => Steer::Pause,
-        RequestVerb::Promote => Steer::Promote,
-        RequestVerb::PromoteFull => Steer::PromoteFull,
-        RequestVerb::Abort => return abort(shared, &asked, entry, run),
-        // Judged by `retry`, which may start a run.
-        RequestVerb::Retry => return Err("a retry is judged by `retry`".into()),
-    };
     let (steered, approved_by) = steer_blocking(shared, steer, entry, run).await?;
     let held = match steered {
         Steered::NothingToDo(why) => return Ok((Verdict::Accepted, why)),
@@ -337,9 +331,13 @@ fn abort(
     ))
 }
 
-/// The operator rule of `deployctl pause|promote|abort RUN`: pausing and
-/// promoting steer a run, aborting rolls it back.
-fn may_steer(shared: &Shared, entry: &RequestEntry, run: &RunRecord) -> Result<(), String> {
+/// The operator rule of the deploy-PC verbs: pausing and promoting steer
+/// a run, aborting rolls it back, retrying applies it again. By the
+/// controller's access file; none: anyone may, as for the initiator.
+fn may_ask(shared: &Shared, entry: &RequestEntry, run: &RunRecord) -> Result<(), String> {
+    if !shared.access_file.exists() {
+        return Ok(());
+    }
     let action = match entry.verb {
         RequestVerb::Pause | RequestVerb::Promote | RequestVerb::PromoteFull => {
             deployctl_policy::Action::Steer
@@ -347,25 +345,28 @@ fn may_steer(shared: &Shared, entry: &RequestEntry, run: &RunRecord) -> Result<(
         RequestVerb::Abort => deployctl_policy::Action::Rollback,
         RequestVerb::Retry => deployctl_policy::Action::Apply,
     };
-    may(shared, entry, &action, run)
-}
-
-/// Whether the asker may do `action` in the run's environment, by the
-/// controller's access file (none: anyone may, as for the initiator).
-fn may(
-    shared: &Shared,
-    entry: &RequestEntry,
-    action: &deployctl_policy::Action,
-    run: &RunRecord,
-) -> Result<(), String> {
-    if !shared.access_file.exists() {
-        return Ok(());
-    }
     let access = deployctl_policy::Access::load(&shared.access_file).map_err(|e| e.to_string())?;
-    let decision = access.may(&entry.user, action, &run.environment);
+    let decision = access.may(&entry.user, &action, &run.environment);
     if decision.allowed {
         Ok(())
     } else {
         Err(decision.reason)
     }
+}
+
+/// Audits a request its asker may not make; the verdict is Refused.
+fn deny(
+    shared: &Shared,
+    asked: &str,
+    entry: &RequestEntry,
+    run: &RunRecord,
+    reason: String,
+) -> Verdict {
+    let what = What::new(AuditAction::PolicyDenied)
+        .run(&run.id)
+        .detail(format!("{}, {asked}", entry.verb.as_str()));
+    shared
+        .audit
+        .record_or_warn(&entry.user, what, Outcome::denied(reason));
+    Verdict::Refused
 }

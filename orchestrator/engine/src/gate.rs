@@ -283,7 +283,7 @@ impl GateMonitor {
                 sender.send_modify(|tally| {
                     tally.record(measurement, taken, Instant::now());
                     failed = tally.is_decided();
-                    state = live.as_ref().and(tally.live(true));
+                    state = live.as_ref().and_then(|_| tally.live(true));
                 });
                 if let (Some(live), Some(state)) = (&live, state) {
                     live(&state);

@@ -855,10 +855,21 @@ impl Journal {
     /// stages stop at the next step and stay in a pause past its end, with
     /// their gates still watching, until `promote`.
     pub fn request_hold(&self, run_id: &str, held: bool) -> Result<(), JournalError> {
+        self.update_run(run_id, "UPDATE runs SET held = ?2 WHERE id = ?1", &[&held])
+    }
+
+    /// One `UPDATE runs … WHERE id = ?1` (`values` are `?2`…); a run the
+    /// journal does not hold is an error, not a silent no-op.
+    fn update_run(
+        &self,
+        run_id: &str,
+        statement: &str,
+        values: &[&dyn rusqlite::ToSql],
+    ) -> Result<(), JournalError> {
         self.write(|tx| {
-            let changed = tx
-                .prepare_cached("UPDATE runs SET held = ?2 WHERE id = ?1")?
-                .execute(params![run_id, held])?;
+            let mut all: Vec<&dyn rusqlite::ToSql> = vec![&run_id];
+            all.extend_from_slice(values);
+            let changed = tx.prepare_cached(statement)?.execute(all.as_slice())?;
             if changed == 0 {
                 return Err(JournalError::UnknownRun(run_id.to_string()));
             }
@@ -869,17 +880,11 @@ impl Journal {
     /// `deployctl promote RUN`: the pause each stage is in ends now, and a
     /// hold is released.
     pub fn request_promote(&self, run_id: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE runs SET held = 0, promotions = promotions + 1 WHERE id = ?1",
-                )?
-                .execute(params![run_id])?;
-            if changed == 0 {
-                return Err(JournalError::UnknownRun(run_id.to_string()));
-            }
-            Ok(())
-        })
+        self.update_run(
+            run_id,
+            "UPDATE runs SET held = 0, promotions = promotions + 1 WHERE id = ?1",
+            &[],
+        )
     }
 
     /// Keeps a gate's latest measurement (`status` shows it while the gate
@@ -936,15 +941,11 @@ impl Journal {
     /// Links a run to the run it starts again (`deployctl retry OLD`), so
     /// `status` of either names the other.
     pub fn link_retry(&self, run_id: &str, retry_of: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
-            let changed = tx
-                .prepare_cached("UPDATE runs SET retry_of = ?2 WHERE id = ?1")?
-                .execute(params![run_id, retry_of])?;
-            if changed == 0 {
-                return Err(JournalError::UnknownRun(run_id.to_string()));
-            }
-            Ok(())
-        })
+        self.update_run(
+            run_id,
+            "UPDATE runs SET retry_of = ?2 WHERE id = ?1",
+            &[&retry_of],
+        )
     }
 
     /// The runs that start `run_id` again, oldest first.
@@ -964,17 +965,11 @@ impl Journal {
     /// every stage skips its remaining steps (pauses, gates, approvals,
     /// partial weights) and goes straight to full promotion.
     pub fn request_full_promotion(&self, run_id: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE runs SET held = 0, promotions = promotions + 1, full_promotion = 1 WHERE id = ?1",
-                )?
-                .execute(params![run_id])?;
-            if changed == 0 {
-                return Err(JournalError::UnknownRun(run_id.to_string()));
-            }
-            Ok(())
-        })
+        self.update_run(
+            run_id,
+            "UPDATE runs SET held = 0, promotions = promotions + 1, full_promotion = 1 WHERE id = ?1",
+            &[],
+        )
     }
 
     /// How the run is steered now: held, how many promotions were asked

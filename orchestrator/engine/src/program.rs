@@ -202,6 +202,21 @@ pub fn measuring_at(ops: &[Op], cursor: usize) -> Vec<String> {
     gates
 }
 
+/// Of the latest measurements the journal keeps (`Journal::live_gates`:
+/// stage, when, gate), those of the gates measuring in `stage` at
+/// `cursor`: a finished gate's row is history, not news.
+pub fn live_at<'a>(
+    live: &'a [(String, i64, crate::gate::LiveGate)],
+    stage: &str,
+    ops: &[Op],
+    cursor: usize,
+) -> impl Iterator<Item = (i64, &'a crate::gate::LiveGate)> {
+    let now = measuring_at(ops, cursor);
+    live.iter()
+        .filter(move |(name, _, gate)| name == stage && now.contains(&gate.gate))
+        .map(|(_, at, gate)| (*at, gate))
+}
+
 /// The background gates running at `cursor` (started and not yet stopped).
 pub fn monitors_at(ops: &[Op], cursor: usize) -> Vec<String> {
     let mut active = Vec::new();

@@ -260,17 +260,16 @@ impl StageDriver {
             };
             cursor += 1;
             // A call's cursor was journaled with its outcome.
-            let journaled = matches!(ops[cursor - 1], Op::Apply(_) | Op::StartWave { .. });
-            let shown = Progress::Step {
-                run: self.run_id.clone(),
-                stage: self.stage.name.clone(),
-                step: cursor as u32,
-                steps: ops.len() as u32,
-                weight: program::weight_at(&ops, cursor),
-                waves: program::waves_at(&ops, cursor),
+            if !matches!(ops[cursor - 1], Op::Apply(_) | Op::StartWave { .. }) {
+                self.journal_step(cursor, &detail)?;
+            }
+            self.show_step(
+                cursor,
+                ops.len(),
+                program::weight_at(&ops, cursor),
+                program::waves_at(&ops, cursor),
                 detail,
-            };
-            self.step_done(shown, !journaled)?;
+            );
         }
         self.enter(
             StagePhase::Succeeded,
@@ -303,39 +302,48 @@ impl StageDriver {
         weight: u8,
         steps: usize,
     ) -> Result<(), JournalError> {
-        let shown = Progress::Step {
+        let detail = format!("{} {SKIPPED_BY_FULL_PROMOTION}", program::describe(op));
+        self.journal_step(cursor, &detail)?;
+        self.show_step(cursor, steps, weight, None, detail);
+        Ok(())
+    }
+
+    /// Journals that the stage's cursor moved to `cursor` past a step that
+    /// made no call (a call's outcome moves the cursor itself).
+    fn journal_step(&self, cursor: usize, detail: &str) -> Result<(), JournalError> {
+        self.journal.transition(
+            &self.run_id,
+            &self.stage.name,
+            &Event::Step {
+                cursor: cursor as u32,
+                detail: detail.to_string(),
+            },
+            &StageUpdate {
+                cursor: Some(cursor as u32),
+                phase: Some(StagePhase::Progressing),
+                pause_until: Some(None),
+                ..StageUpdate::default()
+            },
+        )
+    }
+
+    fn show_step(
+        &self,
+        cursor: usize,
+        steps: usize,
+        weight: u8,
+        waves: Option<crate::progress::WavesStarted>,
+        detail: String,
+    ) {
+        self.progress.emit(Progress::Step {
             run: self.run_id.clone(),
             stage: self.stage.name.clone(),
             step: cursor as u32,
             steps: steps as u32,
             weight,
-            waves: None,
-            detail: format!("{} {SKIPPED_BY_FULL_PROMOTION}", program::describe(op)),
-        };
-        self.step_done(shown, true)
-    }
-
-    /// Journals a finished step (`shown` says which), unless its call's
-    /// outcome already moved the cursor, and shows it.
-    fn step_done(&self, shown: Progress, journal: bool) -> Result<(), JournalError> {
-        if journal && let Progress::Step { step, detail, .. } = &shown {
-            self.journal.transition(
-                &self.run_id,
-                &self.stage.name,
-                &Event::Step {
-                    cursor: *step,
-                    detail: detail.clone(),
-                },
-                &StageUpdate {
-                    cursor: Some(*step),
-                    phase: Some(StagePhase::Progressing),
-                    pause_until: Some(None),
-                    ..StageUpdate::default()
-                },
-            )?;
-        }
-        self.progress.emit(shown);
-        Ok(())
+            waves,
+            detail,
+        });
     }
 
     /// Waits for `work` unless the run aborts or a background gate fails

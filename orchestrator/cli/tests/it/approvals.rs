@@ -149,11 +149,8 @@ fn a_full_promotion_in_a_protected_environment_needs_another_persons_approval() 
             .is_empty(),
         "the gate itself was skipped, not approved"
     );
-    let shown = sandbox.run(&["--output", "json", "audit", "show", "--run", &run]);
-    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
+    let records = sandbox.audit_records(&run);
     let promoted: Vec<&serde_json::Value> = records
-        .as_array()
-        .expect("records")
         .iter()
         .filter(|r| r["what"]["action"] == "promote.requested")
         .collect();

@@ -813,12 +813,8 @@ fn pause_and_promote_steer_a_release_through_the_controller() {
     assert_eq!(promotions, 1, "one promote, applied once");
 
     sandbox.run(&["audit", "verify"]).expect_code(0);
-    let shown = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
-    shown.expect_code(0);
-    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
-    let actions: Vec<(String, String, String)> = records
-        .as_array()
-        .expect("records")
+    let actions: Vec<(String, String, String)> = sandbox
+        .audit_records(&run)
         .iter()
         .filter(|r| {
             r["what"]["detail"]
@@ -982,11 +978,8 @@ fn a_full_promotion_of_a_release_needs_an_approver_in_a_protected_environment() 
     );
     assert_eq!(sandbox.sim("api").map(|s| s.stable), Some("2.0".into()));
     let run = done.run_id.expect("run ID");
-    let shown = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
-    let records: serde_json::Value = serde_json::from_str(&shown.stdout).expect("audit JSON");
+    let records = sandbox.audit_records(&run);
     let promoted: Vec<&serde_json::Value> = records
-        .as_array()
-        .expect("records")
         .iter()
         .filter(|r| r["what"]["action"] == "promote.requested")
         .collect();

@@ -310,14 +310,7 @@ fn pause_promote_and_abort_steer_a_lambda_canary_from_another_process() {
         released.ends_with(" {}") && !released.starts_with("1 "),
         "all traffic on the new version: {released}"
     );
-    let calls: Vec<String> = sandbox
-        .journal()
-        .events(&new)
-        .expect("events")
-        .iter()
-        .filter(|e| e.kind == "callIntent")
-        .map(|e| e.data["action"].to_string())
-        .collect();
+    let calls = sandbox.call_actions(&new);
     assert!(
         !calls.iter().any(|c| c.contains("50")),
         "the retry never set 50 %: {calls:?}"

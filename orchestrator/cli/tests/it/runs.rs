@@ -465,11 +465,7 @@ fn promote_full_skips_the_remaining_steps_of_a_run_driven_elsewhere() {
     assert_eq!(sandbox.status(Some(&run))["phase"], "Succeeded");
     assert_on(&sandbox, "api", "1.6.0");
     let events = sandbox.journal().events(&run).expect("events");
-    let calls: Vec<String> = events
-        .iter()
-        .filter(|e| e.kind == "callIntent")
-        .map(|e| e.data["action"].to_string())
-        .collect();
+    let calls = sandbox.call_actions(&run);
     assert!(
         !calls.iter().any(|c| c.contains("50")),
         "the 50 % step was never applied: {calls:?}"

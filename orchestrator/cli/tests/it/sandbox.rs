@@ -132,6 +132,28 @@ impl Sandbox {
             .unwrap_or_else(|error| panic!("status JSON: {error}\n{out}"))
     }
 
+    /// The audit records of `run` (`audit show --run RUN --output json`).
+    pub fn audit_records(&self, run: &str) -> Vec<serde_json::Value> {
+        let out = self.run(&["audit", "show", "--run", run, "--output", "json"]);
+        out.expect_code(0);
+        match serde_json::from_str(&out.stdout) {
+            Ok(serde_json::Value::Array(records)) => records,
+            other => panic!("audit JSON: {other:?}\n{out}"),
+        }
+    }
+
+    /// The actions of the calls `run` made on its targets (its journal's
+    /// `callIntent` events), as JSON text.
+    pub fn call_actions(&self, run: &str) -> Vec<String> {
+        self.journal()
+            .events(run)
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind == "callIntent")
+            .map(|e| e.data["action"].to_string())
+            .collect()
+    }
+
     /// The journal, opened as a second reader next to any running process.
     pub fn journal(&self) -> Journal {
         Journal::open(&self.state_dir()).expect("journal opens")
