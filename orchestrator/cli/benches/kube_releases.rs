@@ -13,7 +13,9 @@
 //!   later) and its peak (`VmRSS`, `VmHWM`);
 //! - the reconcile duration's p99 from the controller's own histogram
 //!   (`deployctl_reconcile_duration_seconds`, one Release's journal read
-//!   to its status write), as the bucket bound it falls in.
+//!   to its status write), as the bucket bound it falls in: of all
+//!   reconciles, and of those that wrote to the API server (the starts,
+//!   the status changes), which the many quick resyncs do not dilute.
 //!
 //! Targets: no Release lost or run twice; idle RSS ≤ 50 MB; p99
 //! reconcile ≤ 100 ms.
@@ -59,21 +61,31 @@ fn memory(pid: u32) -> (f64, f64) {
 }
 
 /// The bucket bound the `q` quantile of the reconcile histogram falls in,
-/// and the number of reconciles.
-fn quantile(metrics: &str, q: f64) -> (f64, f64) {
-    let buckets: Vec<(f64, f64)> = metrics
+/// and the number of reconciles: of the series `wrote` names (`"true"`,
+/// the reconciles that wrote to the API server; `"false"`, those that
+/// changed nothing), or of all reconciles when `None`.
+fn quantile(metrics: &str, q: f64, wrote: Option<&str>) -> (f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let series = metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("deployctl_reconcile_duration_seconds_bucket{le=\""))
+        .filter_map(|l| l.strip_prefix("deployctl_reconcile_duration_seconds_bucket{wrote=\""))
         .filter_map(|l| {
-            let (le, rest) = l.split_once("\"}")?;
+            let (series, rest) = l.split_once("\",le=\"")?;
+            let (le, count) = rest.split_once("\"}")?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {
                 le.parse().ok()?
             };
-            Some((le, rest.trim().parse().ok()?))
-        })
-        .collect();
+            Some((series, le, count.trim().parse::<f64>().ok()?))
+        });
+    for (_, le, count) in series.filter(|(series, _, _)| wrote.is_none_or(|w| w == *series)) {
+        match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+            Some(bucket) => bucket.1 += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = buckets.last().map_or(0.0, |b| b.1);
     let bound = buckets
         .iter()
@@ -250,8 +262,10 @@ fn main() {
         .output()
         .ok()
         .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().ok());
-    let (p99, reconciles) = quantile(&metrics, 0.99);
-    let (p50, _) = quantile(&metrics, 0.50);
+    let (p99, reconciles) = quantile(&metrics, 0.99, None);
+    let (p50, _) = quantile(&metrics, 0.50, None);
+    let (wrote_p99, wrote) = quantile(&metrics, 0.99, Some("true"));
+    let (wrote_p50, _) = quantile(&metrics, 0.50, Some("true"));
     println!(
         "{releases_count} Releases created in {:.1} s; all ended after {all_done:.1} s: {succeeded} Succeeded, {} distinct runs, journal runs {}",
         created.as_secs_f64(),
@@ -269,6 +283,14 @@ fn main() {
     println!(
         "reconcile: {reconciles} observed; p50 ≤ {p50} s, p99 ≤ {p99} s (bucket bounds; target ≤ {P99_TARGET_S} s: {})",
         if p99 <= P99_TARGET_S { "met" } else { "MISSED" }
+    );
+    println!(
+        "  of which {wrote} wrote to the API server: p50 ≤ {wrote_p50} s, p99 ≤ {wrote_p99} s ({})",
+        if wrote_p99 <= P99_TARGET_S {
+            "within the target too"
+        } else {
+            "over the target"
+        }
     );
     println!(
         "API server time per request ({} requests): p50 {:.4} s, p99 {:.4} s",

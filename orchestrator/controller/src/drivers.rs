@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 /// A run's driver, as tracked here.
@@ -29,6 +30,11 @@ struct Inner {
 #[derive(Default)]
 pub(crate) struct Drivers {
     inner: Mutex<Inner>,
+    /// Where the drivers run: a runtime of their own in the controller,
+    /// so a run's blocking work (a journal commit, a simulator's file)
+    /// never holds up the watch and the reconciles; the current runtime
+    /// when `None`.
+    runtime: Option<Handle>,
 }
 
 /// How long a finished driver still counts as driving: its run's last
@@ -38,6 +44,14 @@ const SETTLING: Duration = Duration::from_secs(5);
 impl Drivers {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A set whose drivers run on `runtime`.
+    pub(crate) fn on(runtime: Handle) -> Drivers {
+        Drivers {
+            runtime: Some(runtime),
+            ..Drivers::default()
+        }
     }
 
     /// Whether this replica drives (or just drove) `run_id` for `release`.
@@ -62,7 +76,10 @@ impl Drivers {
         }
         // Spawned under the lock: `stop` either sees this task or closes
         // the set before it exists.
-        let task = tokio::spawn(driver);
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn(driver),
+            None => tokio::spawn(driver),
+        };
         inner.by_release.insert(
             release.to_string(),
             Driven {

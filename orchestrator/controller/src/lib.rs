@@ -160,6 +160,46 @@ struct Shared {
     identity: String,
     metrics: Arc<Metrics>,
     reconcile_timeout: Duration,
+    /// The runtime the runs' drivers run on (see [`RunsRuntime`]).
+    runs: tokio::runtime::Handle,
+}
+
+/// The runtime of the runs' drivers, apart from the one that watches and
+/// reconciles: a run blocks its thread while the journal commits (SQLite
+/// `fsync`s) and while a simulated target writes its file, and a thousand
+/// runs doing so would leave the reconciles waiting for a thread. One
+/// worker is enough: the journal takes one commit at a time anyway, and
+/// the adapters' calls are I/O.
+struct RunsRuntime(Option<tokio::runtime::Runtime>);
+
+impl RunsRuntime {
+    fn start() -> Result<RunsRuntime, String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("run-driver")
+            .enable_all()
+            .build()
+            .map(|runtime| RunsRuntime(Some(runtime)))
+            .map_err(|e| format!("cannot start the runs' runtime: {e}"))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for RunsRuntime {
+    fn drop(&mut self) {
+        // Dropped inside the controller's own runtime, where waiting for
+        // its threads is not allowed; a run left here resumes from the
+        // journal.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives (Kubernetes stops pods with
@@ -240,7 +280,9 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
             }
         });
     }
+    let runs = RunsRuntime::start()?;
     let shared = Arc::new(Shared {
+        runs: runs.handle(),
         releases: Releases::new(client, &namespace),
         engine: Arc::new(Engine::new(
             journal.clone(),
@@ -282,13 +324,13 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
     };
     eprintln!("controller {identity}: stopping; unfinished runs resume from the journal");
     leadership.release(Duration::from_secs(5)).await;
+    drop(runs);
     drop(Seal(audit));
     result
 }
 
 /// What the leader keeps while leading; dropping it stops its runs'
 /// drivers (they resume from the journal under the next leader).
-#[derive(Default)]
 struct Leading {
     /// The watch's view of every Release, with this replica's own writes.
     cache: BTreeMap<String, Release>,
@@ -309,6 +351,16 @@ impl Drop for Leading {
 }
 
 impl Leading {
+    fn new(drivers: Drivers) -> Leading {
+        Leading {
+            cache: BTreeMap::new(),
+            queue: Queue::default(),
+            drivers: Arc::new(drivers),
+            settled: HashMap::new(),
+            logged: HashMap::new(),
+        }
+    }
+
     fn is_settled(&self, name: &str) -> bool {
         let cached = self.cache.get(name).and_then(|r| r.resource_version());
         cached.is_some() && self.settled.get(name) == cached.as_ref()
@@ -413,7 +465,7 @@ async fn lead(
     is_leader: watch::Receiver<bool>,
     workers: usize,
 ) -> Result<(), String> {
-    let mut leading = Leading::default();
+    let mut leading = Leading::new(Drivers::on(shared.runs.clone()));
     // Declared after `leading`, so dropped first: its reconciles are
     // aborted before the drivers stop, and a reconcile that still reaches
     // its driver finds the set closed.
@@ -451,7 +503,10 @@ async fn lead(
                         shared.reconcile_timeout.as_secs()
                     ))
                 });
-                shared.metrics.reconciled(started.elapsed());
+                // A failed reconcile counts with the writers: it is most
+                // often a write the API server did not take.
+                let wrote = !matches!(&outcome, Ok(reconciled) if reconciled.written.is_none());
+                shared.metrics.reconciled(started.elapsed(), wrote);
                 outcome
             });
             running.insert(task.id(), (name, from));

@@ -49,15 +49,45 @@ impl Histogram {
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
-        }
-        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", self.count));
+        Histogram::render_series(name, help, None, &[("", self)], out);
+    }
+
+    /// `series` under one name, told apart by `label` (their value first
+    /// in each pair); `None` renders the one series without a label.
+    fn render_series(
+        name: &str,
+        help: &str,
+        label: Option<&str>,
+        series: &[(&str, &Histogram)],
+        out: &mut String,
+    ) {
         out.push_str(&format!(
-            "{name}_sum {}\n{name}_count {}\n",
-            self.sum, self.count
+            "# HELP {name} {help}
+# TYPE {name} histogram
+"
         ));
+        for (value, histogram) in series {
+            let (bucket_label, plain) = match label {
+                Some(label) => (
+                    format!("{label}=\"{value}\","),
+                    format!("{{{label}=\"{value}\"}}"),
+                ),
+                None => (String::new(), String::new()),
+            };
+            for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
+                out.push_str(&format!(
+                    "{name}_bucket{{{bucket_label}le=\"{bound}\"}} {count}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "{name}_bucket{{{bucket_label}le=\"+Inf\"}} {}\n",
+                histogram.count
+            ));
+            out.push_str(&format!(
+                "{name}_sum{plain} {}\n{name}_count{plain} {}\n",
+                histogram.sum, histogram.count
+            ));
+        }
     }
 }
 
@@ -70,7 +100,12 @@ struct Figures {
     gates: BTreeMap<(String, &'static str), u64>,
     rollbacks: BTreeMap<&'static str, u64>,
     rollback_seconds: Histogram,
+    /// Reconciles that wrote to the API server (a finalizer, a status)
+    /// and those that found nothing to change, apart: the resyncs of
+    /// Releases whose runs are under way are many and quick, and would
+    /// hide the slower ones in a single histogram.
     reconcile_seconds: Histogram,
+    reconcile_unchanged_seconds: Histogram,
     rolling_back_since: HashMap<String, Instant>,
     queue_depth: usize,
 }
@@ -92,6 +127,7 @@ impl Default for Metrics {
                 rollbacks: BTreeMap::new(),
                 rollback_seconds: Histogram::new(ROLLBACK_BUCKETS),
                 reconcile_seconds: Histogram::new(RECONCILE_BUCKETS),
+                reconcile_unchanged_seconds: Histogram::new(RECONCILE_BUCKETS),
                 rolling_back_since: HashMap::new(),
                 queue_depth: 0,
             }),
@@ -124,8 +160,15 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    pub fn reconciled(&self, took: Duration) {
-        self.figures().reconcile_seconds.observe(took.as_secs_f64());
+    /// One reconcile, and whether it wrote to the API server.
+    pub fn reconciled(&self, took: Duration, wrote: bool) {
+        let mut figures = self.figures();
+        let histogram = if wrote {
+            &mut figures.reconcile_seconds
+        } else {
+            &mut figures.reconcile_unchanged_seconds
+        };
+        histogram.observe(took.as_secs_f64());
     }
 
     /// Releases waiting for a reconcile worker.
@@ -218,9 +261,14 @@ impl Metrics {
             "From a run starting to roll back to its rollback ending.",
             &mut out,
         );
-        figures.reconcile_seconds.render(
+        Histogram::render_series(
             "deployctl_reconcile_duration_seconds",
-            "One Release's reconcile, from the journal read to the status write.",
+            "One Release's reconcile, from the journal read to the status write; wrote=\"false\" when it changed nothing on the API server and did not fail.",
+            Some("wrote"),
+            &[
+                ("true", &figures.reconcile_seconds),
+                ("false", &figures.reconcile_unchanged_seconds),
+            ],
             &mut out,
         );
         out
@@ -369,7 +417,8 @@ mod tests {
         });
         metrics.progress(&phase(RunPhase::RollingBack));
         metrics.progress(&phase(RunPhase::RolledBack));
-        metrics.reconciled(Duration::from_millis(3));
+        metrics.reconciled(Duration::from_millis(3), true);
+        metrics.reconciled(Duration::from_millis(30), false);
         let text = metrics.render();
         assert!(
             text.contains("deployctl_gate_results_total{gate=\"errors\",result=\"fail\"} 1"),
@@ -384,12 +433,38 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("deployctl_reconcile_duration_seconds_bucket{le=\"0.005\"} 1"),
+            text.contains(
+                "deployctl_reconcile_duration_seconds_bucket{wrote=\"true\",le=\"0.005\"} 1"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("deployctl_reconcile_duration_seconds_bucket{le=\"0.001\"} 0"),
+            text.contains(
+                "deployctl_reconcile_duration_seconds_bucket{wrote=\"true\",le=\"0.001\"} 0"
+            ),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                "deployctl_reconcile_duration_seconds_bucket{wrote=\"false\",le=\"0.025\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "deployctl_reconcile_duration_seconds_bucket{wrote=\"false\",le=\"0.05\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("deployctl_reconcile_duration_seconds_count{wrote=\"false\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE deployctl_reconcile_duration_seconds histogram")
+                .count(),
+            1,
+            "one histogram, two series: {text}"
         );
         assert!(text.contains("deployctl_controller_leader 0"), "{text}");
     }

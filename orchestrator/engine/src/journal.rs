@@ -283,7 +283,12 @@ pub struct StageUpdate {
 
 /// The journal of every run kept in one state directory.
 pub struct Journal {
+    /// The one connection that writes: transitions queue for it.
     connection: Mutex<Connection>,
+    /// Idle connections for reads. WAL readers never wait for the writer,
+    /// so a status read (a reconcile, `deployctl status`) is not queued
+    /// behind another run's commit and its `fsync`.
+    readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     observer: Option<Arc<dyn JournalObserver>>,
     /// The format the journal had when opened (1 for journals of the
@@ -414,6 +419,23 @@ CREATE TABLE IF NOT EXISTS live_gates (
 );
 ";
 
+/// Read connections kept open for the next read; more are opened while
+/// more read at once, and closed after.
+const IDLE_READERS: usize = 4;
+
+/// A connection to the journal at `path` that only reads (`query_only`),
+/// opened after the writer, which made the schema.
+fn open_reader(path: &Path) -> Result<Connection, JournalError> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.pragma_update(None, "query_only", true)?;
+    // A small page cache each: the writer's holds the hot pages, and the
+    // readers' resident memory stays small (512 KiB at most).
+    connection.pragma_update(None, "cache_size", -512)?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
 fn secure_dir(path: &Path) -> Result<(), JournalError> {
     let state_dir_error = |source| JournalError::StateDir {
         path: path.to_path_buf(),
@@ -484,6 +506,7 @@ impl Journal {
         }
         Ok(Journal {
             connection: Mutex::new(connection),
+            readers: Mutex::new(Vec::new()),
             path,
             observer: None,
             format,
@@ -505,6 +528,38 @@ impl Journal {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&mut connection)
+    }
+
+    /// Runs `work` on a read connection, in one read transaction: one
+    /// snapshot of the journal, with every transition committed before it
+    /// began, however many statements `work` runs.
+    fn read<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => open_reader(&self.path)?,
+        };
+        let value = {
+            let snapshot = connection.transaction()?;
+            let value = work(&snapshot)?;
+            snapshot.commit()?;
+            value
+        };
+        let mut readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if readers.len() < IDLE_READERS {
+            readers.push(connection);
+        }
+        Ok(value)
     }
 
     /// Runs `work` in one IMMEDIATE transaction (the writer lock is taken
@@ -815,7 +870,7 @@ impl Journal {
     }
 
     pub fn calls(&self, run_id: &str) -> Result<Vec<CallRecord>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT key, stage, action, state FROM calls WHERE run_id = ?1 ORDER BY at, key",
             )?;
@@ -913,7 +968,7 @@ impl Journal {
         &self,
         run_id: &str,
     ) -> Result<Vec<(String, i64, crate::gate::LiveGate)>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT stage, at, data FROM live_gates WHERE run_id = ?1 ORDER BY stage, gate",
             )?;
@@ -950,7 +1005,7 @@ impl Journal {
 
     /// The runs that start `run_id` again, oldest first.
     pub fn retries_of(&self, run_id: &str) -> Result<Vec<String>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT id FROM runs WHERE retry_of = ?1 ORDER BY created_at, id",
             )?;
@@ -976,7 +1031,7 @@ impl Journal {
     /// for so far (a stage in a pause compares it with the count at its
     /// start), and whether a full promotion was.
     pub fn hold_state(&self, run_id: &str) -> Result<Steering, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
                 .prepare_cached("SELECT held, promotions, full_promotion FROM runs WHERE id = ?1")?
                 .query_row(params![run_id], |row| {
@@ -991,7 +1046,7 @@ impl Journal {
 
     /// Who asked the run to stop, if anyone did.
     pub fn stop_requested(&self, run_id: &str) -> Result<Option<StopRequest>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let code = connection
                 .prepare_cached("SELECT kill_requested FROM runs WHERE id = ?1")?
                 .query_row(params![run_id], |row| row.get::<_, i64>(0))?;
@@ -1000,7 +1055,7 @@ impl Journal {
     }
 
     pub fn kill_requested(&self, run_id: &str) -> Result<bool, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
                 .prepare_cached("SELECT kill_requested FROM runs WHERE id = ?1")?
                 .query_row(params![run_id], |row| row.get::<_, bool>(0))?)
@@ -1072,7 +1127,7 @@ impl Journal {
         run_id: &str,
         gate: &str,
     ) -> Result<Option<(String, String)>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
                 .prepare_cached("SELECT approver, reason FROM rejections WHERE run_id = ?1 AND gate = ?2 ORDER BY at LIMIT 1")?
                 .query_row(params![run_id, gate],
@@ -1084,7 +1139,7 @@ impl Journal {
 
     /// Who approved `gate` in `run_id`, in order.
     pub fn approvers(&self, run_id: &str, gate: &str) -> Result<Vec<String>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT approver FROM approvals WHERE run_id = ?1 AND gate = ?2 ORDER BY at",
             )?;
@@ -1095,7 +1150,7 @@ impl Journal {
 
     /// Distinct approvers recorded for `gate` in `run_id`.
     pub fn approvals(&self, run_id: &str, gate: &str) -> Result<u32, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
                 .prepare_cached("SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND gate = ?2")?
                 .query_row(params![run_id, gate], |row| row.get::<_, u32>(0))?)
@@ -1103,7 +1158,7 @@ impl Journal {
     }
 
     pub fn run(&self, run_id: &str) -> Result<RunRecord, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             connection
                 .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
                 .query_row(params![run_id], run_from_row)
@@ -1116,7 +1171,7 @@ impl Journal {
     /// `release/NS/NAME#UID` key), if any: one row found by SQLite, not
     /// every run read and searched.
     pub fn run_of_plan_file(&self, plan_file: &str) -> Result<Option<RunRecord>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             Ok(connection
                 .prepare_cached(&format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE plan_file = ?1
@@ -1136,7 +1191,7 @@ impl Journal {
             let names: Vec<&str> = phases.iter().map(|phase| phase.as_str()).collect();
             format!(",{},", names.join(","))
         });
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs r
                  WHERE (?1 IS NULL OR EXISTS
@@ -1161,7 +1216,7 @@ impl Journal {
     }
 
     pub fn runs(&self, target: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs r WHERE ?1 IS NULL OR EXISTS
                     (SELECT 1 FROM stages s WHERE s.run_id = r.id AND s.target = ?1)
@@ -1176,7 +1231,7 @@ impl Journal {
     /// its holder, when that run has not ended: the lock `create_run` would
     /// refuse a new run for. Read-only (`plan --observe`).
     pub fn lock_holder(&self, target_key: &str) -> Result<Option<(String, String)>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let lock: Option<(String, String, Option<String>)> = connection
                 .prepare_cached(
                     "SELECT l.run_id, l.holder, r.phase FROM locks l
@@ -1201,7 +1256,7 @@ impl Journal {
     }
 
     pub fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT name, target, target_key, phase, cursor, weight, stable_version, new_version,
                         moved, last_gate, pause_until, detail, updated_at
@@ -1231,7 +1286,7 @@ impl Journal {
     }
 
     pub fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT seq, at, stage, kind, data FROM events WHERE run_id = ?1 ORDER BY seq",
             )?;
@@ -1274,7 +1329,7 @@ impl Journal {
     /// SQLite's own consistency check plus ours: every call has a stage,
     /// event sequences have no gaps.
     pub fn check_consistency(&self, run_id: &str) -> Result<(), JournalError> {
-        self.with(|connection| {
+        self.read(|connection| {
             let integrity: String =
                 connection.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
             if integrity != "ok" {

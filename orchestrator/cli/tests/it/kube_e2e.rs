@@ -1339,7 +1339,7 @@ stages:\n  - name: web\n    target: web\n    canary: {{steps: [{{setWeight: 50}}
     );
     let count: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("deployctl_reconcile_duration_seconds_count "))
+        .find_map(|l| l.strip_prefix("deployctl_reconcile_duration_seconds_count{wrote=\"true\"} "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(count > 0, "{text}");
