@@ -144,6 +144,30 @@ mod tests {
         assert!(!drivers.drives("b", "run-2"));
     }
 
+    /// In the controller the drivers run on a runtime of their own, so a
+    /// run blocking its thread (a journal commit) holds up no reconcile.
+    #[tokio::test]
+    async fn drivers_run_on_the_runtime_they_were_given() {
+        let runs = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-run-driver")
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let drivers = Drivers::on(runs.handle().clone());
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        assert!(drivers.spawn("a", "run-1", async move {
+            let _ = sender.send(std::thread::current().name().map(str::to_owned));
+        }));
+        let thread = tokio::time::timeout(Duration::from_secs(5), receiver)
+            .await
+            .expect("the driver ran")
+            .expect("it said where");
+        assert_eq!(thread.as_deref(), Some("test-run-driver"));
+        drivers.stop();
+        runs.shutdown_background();
+    }
+
     #[tokio::test]
     async fn a_finished_driver_counts_while_settling_and_is_forgotten_after() {
         let drivers = Drivers::default();

@@ -1664,6 +1664,68 @@ mod tests {
         }
     }
 
+    /// Holds the journal's writer inside a commit (its observer runs under
+    /// the writer's lock) until told to go on.
+    struct HeldCommit {
+        armed: std::sync::atomic::AtomicBool,
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        go_on: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl JournalObserver for HeldCommit {
+        fn committed(&self, _: &[JournalEvent]) -> Result<(), ObserverError> {
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                let _ = self.entered.lock().unwrap().send(());
+                let _ = self.go_on.lock().unwrap().recv();
+            }
+            Ok(())
+        }
+    }
+
+    /// A reconcile or `deployctl status` reading a run must not queue
+    /// behind another run's commit: reads have connections of their own,
+    /// and see what was committed before they began.
+    #[test]
+    fn a_read_does_not_wait_for_a_commit_in_progress() {
+        let dir = temp_dir("reader");
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (go_on, go_on_rx) = std::sync::mpsc::channel();
+        let held = Arc::new(HeldCommit {
+            armed: std::sync::atomic::AtomicBool::new(false),
+            entered: Mutex::new(entered_tx),
+            go_on: Mutex::new(go_on_rx),
+        });
+        let journal = Arc::new(Journal::open(&dir).unwrap().with_observer(held.clone()));
+        journal.create_run(&new_run("r1")).unwrap();
+        held.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let writer = {
+            let journal = Arc::clone(&journal);
+            std::thread::spawn(move || {
+                journal
+                    .set_run_phase("r1", RunPhase::Progressing, None, false)
+                    .unwrap()
+            })
+        };
+        entered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the commit reached its observer");
+        let (read_tx, read) = std::sync::mpsc::channel();
+        let reader = {
+            let journal = Arc::clone(&journal);
+            std::thread::spawn(move || {
+                let _ = read_tx.send(journal.run("r1").map(|run| run.phase));
+            })
+        };
+        let phase = read.recv_timeout(std::time::Duration::from_secs(5));
+        // Let the writer finish whatever the read did, so a failure does
+        // not leave the threads hanging.
+        go_on.send(()).unwrap();
+        writer.join().unwrap();
+        reader.join().unwrap();
+        let phase = phase.expect("the read answered while the writer was inside its commit");
+        assert_eq!(phase.unwrap(), RunPhase::Progressing, "the commit is seen");
+    }
+
     #[test]
     fn runs_stages_and_events_are_recorded_in_order() {
         let dir = temp_dir("order");

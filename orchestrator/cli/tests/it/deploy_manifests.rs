@@ -134,16 +134,33 @@ fn the_argo_cd_health_check_maps_every_release_fixture() {
 /// its own test script, run against servers it starts.
 #[test]
 fn the_test_api_servers_authentication_and_rbac_behave_as_kubernetes() {
+    let text = emulator_self_test("test_kubeapi_auth.py");
+    assert!(text.contains("OK"), "{text}");
+}
+
+/// Runs one of the test API server's own test scripts
+/// (`tests/emulators/NAME`), which start the servers they test; fails
+/// unless it passes, and returns what it printed.
+fn emulator_self_test(script: &str) -> String {
     let python = std::env::var("DEPLOYCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
-        .arg(repo().join("tests/emulators/test_kubeapi_auth.py"))
+        .arg(repo().join("tests/emulators").join(script))
         .output()
-        .expect("the API server's auth tests run");
+        .unwrap_or_else(|e| panic!("{script} runs: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("OK"), "{text}");
+    text
+}
+
+/// The test API server's plain LIST, answered from objects it rendered
+/// once per version (the 1,000-Release bench lists them twice a second):
+/// the same items as the paged LIST, after every write.
+#[test]
+fn the_test_api_servers_plain_list_is_its_paged_list_after_every_write() {
+    let text = emulator_self_test("test_kubeapi_list.py");
+    assert!(text.contains("Ran 1 test") && text.contains("OK"), "{text}");
 }
