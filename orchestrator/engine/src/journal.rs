@@ -1,5 +1,7 @@
 //! The durable run journal: SQLite in WAL mode with `synchronous=FULL`,
-//! one transaction per transition.
+//! one transaction per transition, all through one writer connection;
+//! reads take read connections of their own, so they never queue behind a
+//! commit.
 //!
 //! What it guarantees: a transition that returned `Ok` survives `kill -9`
 //! and power loss; an intent recorded before a side effect lets a restarted
