@@ -174,19 +174,13 @@ pub fn submit(
             "{user} already approved gate `{gate}` of run {run_id}; nothing to do"
         )));
     }
-    let store = around
-        .mfa_store()
-        .map_err(|error| Refusal::Failed(format!("the MFA store cannot be opened: {error}")))?;
-    let code = code()?;
-    if let Err(error) = store.verify(user, &code, SystemTime::now()) {
-        let message = error.to_string();
-        // Failed codes and lockouts are security events (J6): audited
-        // as such, and announced on the run's channels that asked.
-        if error.is_security_event() {
-            around.alert(&loaded.plan, run_id, gate, &message);
-        }
-        return Err(deny(AuditAction::MfaFailed, message));
-    }
+    verify_code(
+        around,
+        user,
+        code,
+        |message| around.alert(&loaded.plan, run_id, gate, message),
+        deny,
+    )?;
     audit.record_or_warn(
         user,
         What::new(AuditAction::MfaVerified)
@@ -197,6 +191,31 @@ pub fn submit(
     journal
         .record(run_id, gate, user, &decision)
         .map_err(Refusal::Failed)
+}
+
+/// Checks `user`'s one-time code, asked for only now, after every other
+/// check (a refusal must not cost a lockout attempt). A wrong code is
+/// refused through `deny` as `MfaFailed`; failed codes and lockouts are
+/// security events (J6), also announced through `alert`.
+fn verify_code(
+    around: &dyn Surroundings,
+    user: &str,
+    code: impl FnOnce() -> Result<String, Refusal>,
+    alert: impl FnOnce(&str),
+    deny: impl FnOnce(AuditAction, String) -> Refusal,
+) -> Result<(), Refusal> {
+    let store = around
+        .mfa_store()
+        .map_err(|error| Refusal::Failed(format!("the MFA store cannot be opened: {error}")))?;
+    let code = code()?;
+    if let Err(error) = store.verify(user, &code, SystemTime::now()) {
+        let message = error.to_string();
+        if error.is_security_event() {
+            alert(&message);
+        }
+        return Err(deny(AuditAction::MfaFailed, message));
+    }
+    Ok(())
 }
 
 /// Who approves a full promotion (`deployctl promote RUN --full`) in a
@@ -282,19 +301,17 @@ pub fn check_full_promotion(
     if let Err(reason) = allowed {
         return Err(deny(AuditAction::PolicyDenied, reason));
     }
-    let store = around
-        .mfa_store()
-        .map_err(|error| Refusal::Failed(format!("the MFA store cannot be opened: {error}")))?;
-    let code = code()?;
-    if let Err(error) = store.verify(approver, &code, SystemTime::now()) {
-        let message = error.to_string();
-        if error.is_security_event()
-            && let Ok(loaded) = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes())
-        {
-            around.alert(&loaded.plan, &run.id, "full promotion", &message);
-        }
-        return Err(deny(AuditAction::MfaFailed, message));
-    }
+    verify_code(
+        around,
+        approver,
+        code,
+        |message| {
+            if let Ok(loaded) = deployctl_plan::load(&run.plan_file, run.plan_source.as_bytes()) {
+                around.alert(&loaded.plan, &run.id, "full promotion", message);
+            }
+        },
+        deny,
+    )?;
     audit.record_or_warn(
         approver,
         What::new(AuditAction::MfaVerified)
