@@ -149,11 +149,7 @@ fn a_full_promotion_in_a_protected_environment_needs_another_persons_approval() 
             .is_empty(),
         "the gate itself was skipped, not approved"
     );
-    let records = sandbox.audit_records(&run);
-    let promoted: Vec<&serde_json::Value> = records
-        .iter()
-        .filter(|r| r["what"]["action"] == "promote.requested")
-        .collect();
+    let promoted = sandbox.audit_records_of(&run, "promote.requested");
     assert_eq!(promoted.len(), 1, "{promoted:?}");
     assert_eq!(promoted[0]["who"]["operator"], "deployctl-test");
     assert_eq!(promoted[0]["what"]["approver"], "bob", "{promoted:?}");

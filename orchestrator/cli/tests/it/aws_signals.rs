@@ -125,17 +125,6 @@ fn with_aws(sandbox: &Sandbox, args: &[&str], endpoint: &str) -> Command {
     command
 }
 
-/// The run's audit records, as `audit show --output json` prints them.
-fn audit_records(sandbox: &Sandbox, run: &str) -> Vec<serde_json::Value> {
-    let shown = sandbox.run(&["audit", "show", "--run", run, "--output", "json"]);
-    shown.expect_code(0);
-    serde_json::from_str::<serde_json::Value>(&shown.stdout)
-        .expect("audit JSON")
-        .as_array()
-        .expect("a list of records")
-        .clone()
-}
-
 #[test]
 fn an_alarm_mid_canary_rolls_back_and_sns_says_so() {
     let Some(moto) = moto("an_alarm_mid_canary_rolls_back_and_sns_says_so") else {
@@ -211,7 +200,7 @@ fn an_alarm_mid_canary_rolls_back_and_sns_says_so() {
     );
 
     // Every audit record of the run names moto's caller (issue 5).
-    let records = audit_records(&sandbox, &run);
+    let records = sandbox.audit_records(&run);
     assert!(records.len() > 4, "{records:?}");
     for record in &records {
         assert_eq!(record["who"]["awsCallerArn"], MOTO_CALLER, "{record}");
@@ -249,7 +238,7 @@ fn a_quiet_alarm_lets_the_canary_promote() {
         events.contains(&"started".to_string()) && events.contains(&"succeeded".to_string()),
         "{events:?}"
     );
-    let records = audit_records(&sandbox, &run);
+    let records = sandbox.audit_records(&run);
     assert!(
         records
             .iter()

@@ -978,11 +978,7 @@ fn a_full_promotion_of_a_release_needs_an_approver_in_a_protected_environment() 
     );
     assert_eq!(sandbox.sim("api").map(|s| s.stable), Some("2.0".into()));
     let run = done.run_id.expect("run ID");
-    let records = sandbox.audit_records(&run);
-    let promoted: Vec<&serde_json::Value> = records
-        .iter()
-        .filter(|r| r["what"]["action"] == "promote.requested")
-        .collect();
+    let promoted = sandbox.audit_records_of(&run, "promote.requested");
     assert_eq!(promoted.len(), 1, "{promoted:?}");
     assert_eq!(promoted[0]["what"]["approver"], "bob", "{promoted:?}");
 }

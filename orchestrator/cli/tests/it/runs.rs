@@ -489,18 +489,7 @@ fn promote_full_skips_the_remaining_steps_of_a_run_driven_elsewhere() {
             "{step}: {skipped:?}"
         );
     }
-    let records = sandbox.run(&[
-        "audit",
-        "show",
-        "--run",
-        &run,
-        "--action",
-        "promote.requested",
-        "--output",
-        "json",
-    ]);
-    let records: serde_json::Value = serde_json::from_str(&records.stdout).unwrap();
-    let records = records.as_array().expect("records");
+    let records = sandbox.audit_records_of(&run, "promote.requested");
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(
         records[0]["what"]["detail"]
@@ -586,11 +575,8 @@ fn pause_holds_a_run_until_promote() {
     sandbox.run(&["promote", &run]).expect_code(0);
     apply.wait(Duration::from_secs(30)).expect_code(0);
     assert_on(&sandbox, "api", "1.6.0");
-    let records = sandbox.run(&["audit", "show", "--run", &run, "--output", "json"]);
-    let records: serde_json::Value = serde_json::from_str(&records.stdout).unwrap();
+    let records = sandbox.audit_records(&run);
     let actions: Vec<&str> = records
-        .as_array()
-        .unwrap()
         .iter()
         .filter_map(|r| r["what"]["action"].as_str())
         .collect();
@@ -671,22 +657,12 @@ fn retry_starts_a_finished_run_again_from_its_recorded_plan() {
         text.stdout.contains(&format!("Retries run {old}")),
         "{text}"
     );
-    let link = sandbox.run(&[
-        "audit",
-        "show",
-        "--run",
-        &old,
-        "--action",
-        "retry.requested",
-        "--output",
-        "json",
-    ]);
-    let link: serde_json::Value = serde_json::from_str(&link.stdout).expect("JSON");
+    let link = sandbox.audit_records_of(&old, "retry.requested");
     assert!(
         link[0]["what"]["detail"]
             .as_str()
             .is_some_and(|d| d.contains(&new)),
-        "{link:#}"
+        "{link:#?}"
     );
     let again = sandbox.run(&["retry", &new, "--yes"]);
     again.expect_code(0);

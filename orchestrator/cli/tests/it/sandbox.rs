@@ -142,6 +142,14 @@ impl Sandbox {
         }
     }
 
+    /// The audit records of `run` for one action (`promote.requested`, …).
+    pub fn audit_records_of(&self, run: &str, action: &str) -> Vec<serde_json::Value> {
+        self.audit_records(run)
+            .into_iter()
+            .filter(|record| record["what"]["action"] == action)
+            .collect()
+    }
+
     /// The actions of the calls `run` made on its targets (its journal's
     /// `callIntent` events), as JSON text.
     pub fn call_actions(&self, run: &str) -> Vec<String> {
