@@ -170,24 +170,24 @@ struct Shared {
 /// runs doing so would leave the reconciles waiting for a thread. One
 /// worker is enough: the journal takes one commit at a time anyway, and
 /// the adapters' calls are I/O.
-struct RunsRuntime(Option<tokio::runtime::Runtime>);
+struct RunsRuntime {
+    /// Taken when dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
 
 impl RunsRuntime {
     fn start() -> Result<RunsRuntime, String> {
-        tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("run-driver")
             .enable_all()
             .build()
-            .map(|runtime| RunsRuntime(Some(runtime)))
-            .map_err(|e| format!("cannot start the runs' runtime: {e}"))
-    }
-
-    fn handle(&self) -> tokio::runtime::Handle {
-        match &self.0 {
-            Some(runtime) => runtime.handle().clone(),
-            None => tokio::runtime::Handle::current(),
-        }
+            .map_err(|e| format!("cannot start the runs' runtime: {e}"))?;
+        Ok(RunsRuntime {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 }
 
@@ -196,7 +196,7 @@ impl Drop for RunsRuntime {
         // Dropped inside the controller's own runtime, where waiting for
         // its threads is not allowed; a run left here resumes from the
         // journal.
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
@@ -282,7 +282,7 @@ async fn controller(options: &Options, wiring: Arc<dyn Wiring>) -> Result<(), St
     }
     let runs = RunsRuntime::start()?;
     let shared = Arc::new(Shared {
-        runs: runs.handle(),
+        runs: runs.handle.clone(),
         releases: Releases::new(client, &namespace),
         engine: Arc::new(Engine::new(
             journal.clone(),
