@@ -1596,6 +1596,18 @@ def random_suffix() -> str:
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
+def matching(store, rtype, ns, label_reqs, field_reqs):
+    """(key, object) of every stored object of `rtype` in `ns` (any
+    namespace when None) that the selectors select, in key order: what a
+    LIST answers and a watch starts from."""
+    for key in sorted(store.by_storage.get(rtype.storage, ())):
+        if ns is not None and key[2] != ns:
+            continue
+        obj = store.objects[key]
+        if selected(obj, label_reqs, field_reqs):
+            yield key, obj
+
+
 def view(obj: dict, rtype: ResourceType, partial: bool) -> dict:
     """How an object is sent: at the requested version, or as
     PartialObjectMetadata when the client asked for metadata only."""
@@ -1675,13 +1687,8 @@ class Api:
         lock (measured: 90-210 ms a list, stalling the controller's writes)."""
         label_reqs = parse_label_selector(query.get("labelSelector", ""))
         field_reqs = parse_field_selector(query.get("fieldSelector", ""), rtype)
-        items = []
-        for key in sorted(self.s.by_storage.get(rtype.storage, ())):
-            if ns is not None and key[2] != ns:
-                continue
-            obj = self.s.objects[key]
-            if selected(obj, label_reqs, field_reqs):
-                items.append(self._rendered(key, obj, rtype))
+        items = [self._rendered(key, obj, rtype)
+                 for key, obj in matching(self.s, rtype, ns, label_reqs, field_reqs)]
         head = json.dumps({"kind": rtype.list_kind, "apiVersion": rtype.api_version,
                            "metadata": {"resourceVersion": str(self.s.rv)}})
         return head[:-1] + ', "items": [' + ", ".join(items) + "]}"
@@ -1740,13 +1747,7 @@ class Api:
                                "consistent list result. You can start a new list without the continue parameter.")
             list_rv, items = entry
         else:
-            items = []
-            for key in sorted(self.s.objects):
-                if key[:2] != rtype.storage or (ns is not None and key[2] != ns):
-                    continue
-                obj = self.s.objects[key]
-                if selected(obj, label_reqs, field_reqs):
-                    items.append(self._out(obj, rtype))
+            items = [self._out(obj, rtype) for _, obj in matching(self.s, rtype, ns, label_reqs, field_reqs)]
             list_rv = self.s.rv
         meta = {"resourceVersion": str(list_rv)}
         if limit and len(items) > limit:
@@ -4636,11 +4637,8 @@ class Handler(BaseHTTPRequestHandler):
             if send_initial == "true" and (query.get("resourceVersionMatch") != "NotOlderThan" or not bookmarks):
                 raise ApiError(422, "Invalid", "sendInitialEvents requires resourceVersionMatch=NotOlderThan "
                                "and allowWatchBookmarks=true")
-            for key in sorted(store.objects):
-                if key[:2] == rtype.storage and (ns is None or key[2] == ns):
-                    obj = store.objects[key]
-                    if selected(obj, label_reqs, field_reqs):
-                        initial.append({"type": "ADDED", "object": view(obj, rtype, False)})
+            for _, obj in matching(store, rtype, ns, label_reqs, field_reqs):
+                initial.append({"type": "ADDED", "object": view(obj, rtype, False)})
             cursor = store.rv
             if send_initial == "true":
                 initial.append({"type": "BOOKMARK", "object": {
